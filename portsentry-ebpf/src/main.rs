@@ -1,0 +1,319 @@
+//! portsentry's XDP program.
+//!
+//! Pipeline, top to bottom: parse → ban check → guard check → allowlist (only for would-be
+//! probes) → count → verdict. An ordinary packet (not banned, not to a guarded port) costs one
+//! config read, one ban lookup, one bitmap lookup and one counter update.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod atomic;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{xdp_action, BPF_NOEXIST},
+    btf_maps::lpm_trie::Key,
+    helpers::bpf_ktime_get_boot_ns,
+    macros::xdp,
+    programs::XdpContext,
+};
+use maps::*;
+use parse::{NoSource, Packet, L4};
+use portsentry_common::{
+    ban_origin, config_flags, event_flags, event_kind, proto, AddrKey, BanEntry, Config, Event,
+    HitEntry, ScanType, Stat, LAYOUT_VERSION,
+};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
+
+#[xdp]
+pub fn portsentry(ctx: XdpContext) -> u32 {
+    let Some(cfg) = PS_CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // A zeroed config means no daemon has configured us yet: fail open without counting.
+    if cfg.layout_version != LAYOUT_VERSION {
+        return xdp_action::XDP_PASS;
+    }
+    process(&ctx, cfg)
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
+    let enforce = cfg.flags & config_flags::ENFORCE != 0;
+
+    // 1. Parse.
+    let pkt = match parse::parse(ctx) {
+        Ok(pkt) => pkt,
+        Err(NoSource::NotIp) => return pass(),
+        Err(NoSource::Malformed) => {
+            count(Stat::Malformed);
+            return pass();
+        }
+    };
+
+    // 2. Ban check: needs only the source, so fragments and malformed L4 of a banned source drop.
+    let banned = is_banned(&pkt.src, cfg);
+    if banned {
+        if enforce {
+            count(Stat::Dropped);
+            return xdp_action::XDP_DROP;
+        }
+        // Detect mode: note what block mode would have dropped, keep reporting probes.
+        count(Stat::DroppedWould);
+    }
+    if pkt.malformed {
+        count(Stat::Malformed);
+        return pass();
+    }
+
+    // 3. Guard check and classification.
+    let L4 { protocol, flags: tcp_flags, dst_port } = pkt.l4;
+    let scan = match protocol {
+        proto::TCP => {
+            if !is_guarded(&PS_TCP_GUARD, dst_port) {
+                return pass();
+            }
+            match classify_tcp(tcp_flags) {
+                Some(scan) => scan,
+                None => return pass(),
+            }
+        }
+        proto::UDP => {
+            if !is_guarded(&PS_UDP_GUARD, dst_port) {
+                return pass();
+            }
+            ScanType::Udp
+        }
+        _ => return pass(),
+    };
+
+    // 4. Allowlist, only for would-be probes.
+    if cfg.allow_cidr_count != 0 && PS_ALLOW_CIDRS.get(&Key::new(128, pkt.src.addr)).is_some() {
+        count(Stat::Allowlisted);
+        return pass();
+    }
+
+    // 5. Count.
+    count(probe_stat(scan));
+    let now = boot_ns();
+    let hits = count_probe(&pkt.src, cfg.window_ns, now);
+
+    // 6. Verdict.
+    let block_flag = if protocol == proto::TCP {
+        config_flags::BLOCK_TCP
+    } else {
+        config_flags::BLOCK_UDP
+    };
+    let blocks_proto = cfg.flags & block_flag != 0;
+    let trigger = if cfg.scan_trigger == 0 { 1 } else { u64::from(cfg.scan_trigger) };
+
+    let mut event = Event {
+        timestamp_ns: now,
+        count: hits,
+        src: pkt.src,
+        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        dst_port,
+        kind: event_kind::PROBE,
+        proto: protocol,
+        scan_type: scan as u8,
+        tcp_flags,
+        flags: event_base_flags(&pkt),
+        _pad: [0; 5],
+    };
+    if !enforce || !blocks_proto {
+        event.flags |= event_flags::NOBLOCK;
+    }
+
+    if hits < trigger || !blocks_proto || banned {
+        emit(&event);
+        return pass();
+    }
+
+    let ban = BanEntry {
+        banned_at_ns: now,
+        expires_at_ns: if cfg.ban_ttl_ns == 0 { 0 } else { now.saturating_add(cfg.ban_ttl_ns) },
+        drops: 0,
+        port: dst_port,
+        proto: protocol,
+        scan_type: scan as u8,
+        origin: ban_origin::DETECTED,
+        _pad: [0; 3],
+    };
+    // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
+    if PS_BANS.insert(&pkt.src, &ban, 0).is_ok() {
+        count(Stat::Bans);
+        event.kind = event_kind::BAN;
+    } else {
+        count(Stat::BanTableFull);
+        event.kind = event_kind::BAN_TABLE_FULL;
+    }
+    if enforce {
+        event.flags |= event_flags::DROPPED;
+        emit(&event);
+        count(Stat::Dropped);
+        xdp_action::XDP_DROP
+    } else {
+        emit(&event);
+        count(Stat::DroppedWould);
+        pass()
+    }
+}
+
+#[inline(always)]
+fn pass() -> u32 {
+    count(Stat::Passed);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn boot_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// An exact ban that has not expired, or a banned network. Bumps the matching drop counter.
+#[inline(always)]
+fn is_banned(src: &AddrKey, cfg: &Config) -> bool {
+    if let Some(ban) = PS_BANS.get_ptr_mut(src) {
+        // SAFETY: the pointer comes from a successful map lookup.
+        let expires = unsafe { (*ban).expires_at_ns };
+        if expires == 0 || boot_ns() < expires {
+            // SAFETY: the value is u64-aligned map memory; other CPUs update it atomically too.
+            unsafe { atomic::fetch_add(&raw mut (*ban).drops, 1) };
+            return true;
+        }
+    }
+    if cfg.ban_cidr_count != 0 {
+        if let Some(drops) = PS_BAN_CIDRS.get(&Key::new(128, src.addr)) {
+            let drops = drops as *const u64 as *mut u64;
+            // SAFETY: as above; trie values are stable map memory.
+            unsafe { atomic::fetch_add(drops, 1) };
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn is_guarded<const N: usize>(
+    bitmap: &aya_ebpf::btf_maps::Array<u64, N>,
+    port: u16,
+) -> bool {
+    match bitmap.get(u32::from(port >> 6)) {
+        Some(word) => *word & (1u64 << (port & 63)) != 0,
+        None => false,
+    }
+}
+
+/// PortSentry's classification; `None` for packets that never count (ACK or RST set).
+#[inline(always)]
+fn classify_tcp(flags: u8) -> Option<ScanType> {
+    if flags & (TCP_ACK | TCP_RST) != 0 {
+        return None;
+    }
+    // ECE/CWR (0xc0) are ignored: an ECN-capable SYN is still a SYN.
+    let f = flags & 0x3f;
+    let xmas = TCP_FIN | TCP_URG | TCP_PSH;
+    Some(if f == 0 {
+        ScanType::TcpNull
+    } else if f & xmas == xmas {
+        ScanType::TcpXmas
+    } else if f == TCP_FIN {
+        ScanType::TcpFin
+    } else if f == TCP_SYN {
+        ScanType::TcpSyn
+    } else {
+        ScanType::TcpOther
+    })
+}
+
+#[inline(always)]
+fn probe_stat(scan: ScanType) -> Stat {
+    match scan {
+        ScanType::TcpSyn => Stat::ProbesSyn,
+        ScanType::TcpFin => Stat::ProbesFin,
+        ScanType::TcpNull => Stat::ProbesNull,
+        ScanType::TcpXmas => Stat::ProbesXmas,
+        ScanType::Udp => Stat::ProbesUdp,
+        _ => Stat::ProbesOther,
+    }
+}
+
+/// Counts a probe for `src` and returns the count in the current window, this probe included.
+#[inline(always)]
+fn count_probe(src: &AddrKey, window_ns: u64, now: u64) -> u64 {
+    if let Some(hit) = PS_HITS.get_ptr_mut(src) {
+        // SAFETY (all blocks below): pointers into map memory from a successful lookup, which
+        // every CPU updates atomically.
+        let start = unsafe { &raw mut (*hit).window_start_ns };
+        let count = unsafe { &raw mut (*hit).count };
+        let started = unsafe { start.read_volatile() };
+        // The window is over: the CPU that moves its start restarts the count; the others add to
+        // the new window.
+        if window_ns != 0
+            && now.wrapping_sub(started) > window_ns
+            && unsafe { atomic::compare_exchange(start, started, now) }
+        {
+            unsafe { atomic::swap(count, 1) };
+            return 1;
+        }
+        return unsafe { atomic::fetch_add(count, 1) } + 1;
+    }
+    let fresh = HitEntry { window_start_ns: now, count: 1 };
+    if PS_HITS.insert(src, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
+        return 1;
+    }
+    // Another CPU inserted this source first: count on its entry.
+    if let Some(hit) = PS_HITS.get_ptr_mut(src) {
+        // SAFETY: as above.
+        return unsafe { atomic::fetch_add(&raw mut (*hit).count, 1) } + 1;
+    }
+    count(Stat::HitTableFull);
+    1
+}
+
+#[inline(always)]
+fn event_base_flags(pkt: &Packet) -> u8 {
+    let mut flags = 0;
+    if pkt.ip_options {
+        flags |= event_flags::IP_OPTIONS;
+    }
+    if pkt.is_v6 {
+        flags |= event_flags::IPV6;
+    }
+    flags
+}
+
+#[inline(always)]
+fn emit(event: &Event) {
+    if PS_EVENTS.output(event, 0).is_err() {
+        count(Stat::EventsLost);
+    }
+}
+
+#[inline(always)]
+fn count(stat: Stat) {
+    if let Some(counter) = PS_STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot from a successful lookup; no other CPU writes it.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,137 @@
+//! Reading probe and ban events from the XDP program's ring buffer.
+
+use std::net::IpAddr;
+
+use aya::maps::{MapData, RingBuf};
+use portsentry_common::{event_flags, event_kind, proto, Event, ScanType};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use crate::cidr;
+
+/// An event decoded for logging and hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeEvent {
+    pub kind: EventKind,
+    pub src: IpAddr,
+    pub dst_port: u16,
+    pub protocol: Protocol,
+    pub scan: ScanType,
+    pub tcp_flags: u8,
+    pub count: u64,
+    pub ifindex: u32,
+    pub ip_options: Option<bool>,
+    pub dropped: bool,
+    pub noblock: bool,
+    pub timestamp_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Probe,
+    Ban,
+    BanTableFull,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+impl ProbeEvent {
+    /// Decodes one ring-buffer record; `None` for a record of the wrong size or kind.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: length checked; Event is plain old data, read unaligned.
+        let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let kind = match ev.kind {
+            event_kind::PROBE => EventKind::Probe,
+            event_kind::BAN => EventKind::Ban,
+            event_kind::BAN_TABLE_FULL => EventKind::BanTableFull,
+            _ => return None,
+        };
+        let protocol = match ev.proto {
+            proto::TCP => Protocol::Tcp,
+            proto::UDP => Protocol::Udp,
+            _ => return None,
+        };
+        Some(Self {
+            kind,
+            src: cidr::key_addr(&ev.src),
+            dst_port: ev.dst_port,
+            protocol,
+            scan: ScanType::from_u8(ev.scan_type),
+            tcp_flags: ev.tcp_flags,
+            count: ev.count,
+            ifindex: ev.ifindex,
+            ip_options: (ev.flags & event_flags::IPV6 == 0).then_some(ev.flags & event_flags::IP_OPTIONS != 0),
+            dropped: ev.flags & event_flags::DROPPED != 0,
+            noblock: ev.flags & event_flags::NOBLOCK != 0,
+            timestamp_ns: ev.timestamp_ns,
+        })
+    }
+}
+
+/// Drains the ring buffer whenever it is readable and sends decoded events on `tx`.
+/// Returns when the receiver is gone or polling fails.
+pub async fn read_events(ring: RingBuf<MapData>, tx: mpsc::Sender<ProbeEvent>) -> std::io::Result<()> {
+    // SAFETY: RingBuf owns its map fd and returns that same fd for as long as it lives, and the
+    // AsyncFd owns the RingBuf.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            if let Some(ev) = ProbeEvent::decode(&item) {
+                batch.push(ev);
+            }
+        }
+        guard.clear_ready();
+        for ev in batch {
+            if tx.send(ev).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portsentry_common::AddrKey;
+
+    #[test]
+    fn decodes_and_rejects() {
+        let ev = Event {
+            kind: event_kind::BAN,
+            proto: proto::TCP,
+            scan_type: ScanType::TcpSyn as u8,
+            src: AddrKey::from_v4([10, 0, 0, 2]),
+            dst_port: 111,
+            count: 1,
+            flags: event_flags::DROPPED,
+            ..Default::default()
+        };
+        // SAFETY: Event is repr(C) plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>())
+        };
+        let d = ProbeEvent::decode(bytes).unwrap();
+        assert_eq!((d.kind, d.dst_port, d.src.to_string()), (EventKind::Ban, 111, "10.0.0.2".into()));
+        assert_eq!(d.ip_options, Some(false));
+        assert!(d.dropped && !d.noblock);
+        assert!(ProbeEvent::decode(&bytes[..10]).is_none());
+    }
+}

@@ -1,0 +1,15 @@
+//! portsentry: the userspace side of an XDP port-scan detector and blocker.
+//!
+//! One module per concern; `main.rs` only wires them together.
+
+pub mod bpffs;
+pub mod cidr;
+pub mod cli;
+pub mod daemon;
+pub mod dataplane;
+pub mod events;
+pub mod logging;
+pub mod netinfo;
+pub mod object;
+pub mod ports;
+pub mod settings;

@@ -1,0 +1,157 @@
+//! The effective settings of a run, with the embedded defaults.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Result};
+use portsentry_common::{config_flags, Config, LAYOUT_VERSION};
+
+use crate::{cidr::Cidr, dataplane::AttachMode, ports::PortSet};
+
+/// Classic PortSentry trap ports ("aware" set from the stock portsentry.conf): ports where no
+/// legitimate client has business, favoured by scanners and old trojans.
+pub const CLASSIC_TCP_PORTS: &str = "1,11,15,79,111,119,143,540,635,1080,1524,2000,5742,6667,12345,12346,20034,27665,31337,32771,32772,32773,32774,40421,49724,54320";
+pub const CLASSIC_UDP_PORTS: &str = "1,7,9,69,161,162,513,635,640,641,700,37444,34555,31335,32770,32771,32772,32773,32774,31337,54321";
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/portsentry";
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
+pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Drop banned sources.
+    Block,
+    /// Count and report only; nothing is dropped.
+    Detect,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Interfaces to protect; empty means the default-route interface.
+    pub interfaces: Vec<String>,
+    pub tcp_ports: PortSet,
+    pub udp_ports: PortSet,
+    /// Ban on the N-th probe (0 and 1 both mean the first).
+    pub scan_trigger: u32,
+    /// Probes older than this stop counting; `None` = never (PortSentry's behaviour).
+    pub window: Option<Duration>,
+    /// Ban lifetime; `None` = forever.
+    pub ban_ttl: Option<Duration>,
+    pub mode: Mode,
+    pub block_tcp: bool,
+    pub block_udp: bool,
+    /// Sources never counted or banned.
+    pub allow: Vec<Cidr>,
+    /// Also allow this host's own addresses, default gateways and resolvers.
+    pub auto_allow: bool,
+    pub xdp_mode: AttachMode,
+    /// Pin maps here; `None` disables pinning.
+    pub pin_dir: Option<PathBuf>,
+    pub max_bans: Option<u32>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            tcp_ports: PortSet::parse(CLASSIC_TCP_PORTS).unwrap_or_default(),
+            udp_ports: PortSet::parse(CLASSIC_UDP_PORTS).unwrap_or_default(),
+            scan_trigger: 0,
+            window: Some(DEFAULT_WINDOW),
+            ban_ttl: Some(DEFAULT_BAN_TTL),
+            mode: Mode::Block,
+            block_tcp: true,
+            block_udp: true,
+            allow: Vec::new(),
+            auto_allow: true,
+            xdp_mode: AttachMode::Auto,
+            pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
+            max_bans: None,
+        }
+    }
+}
+
+impl Settings {
+    pub fn validate(&self) -> Result<()> {
+        if self.tcp_ports.is_empty() && self.udp_ports.is_empty() {
+            bail!("no guarded ports: set at least one TCP or UDP port");
+        }
+        Ok(())
+    }
+
+    /// The trigger as the kernel applies it.
+    pub fn effective_trigger(&self) -> u64 {
+        u64::from(self.scan_trigger.max(1))
+    }
+
+    /// The kernel-side config block.
+    pub fn kernel_config(&self, allow_count: u32, ban_cidr_count: u32) -> Config {
+        let mut flags = 0;
+        if self.mode == Mode::Block {
+            flags |= config_flags::ENFORCE;
+        }
+        if self.block_tcp {
+            flags |= config_flags::BLOCK_TCP;
+        }
+        if self.block_udp {
+            flags |= config_flags::BLOCK_UDP;
+        }
+        let ns = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0);
+        Config {
+            layout_version: LAYOUT_VERSION,
+            flags,
+            scan_trigger: self.scan_trigger,
+            ban_cidr_count,
+            allow_cidr_count: allow_count,
+            _pad0: 0,
+            window_ns: ns(self.window),
+            ban_ttl_ns: ns(self.ban_ttl),
+        }
+    }
+}
+
+/// Parses "24h", "90s", "1h30m"; "0" and "never" mean no limit (`None`).
+pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
+    let t = s.trim();
+    if t == "0" || t.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    match humantime::parse_duration(t) {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!("`{s}` is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d, or never")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_classic_lists() {
+        let s = Settings::default();
+        let listed: Vec<u16> = CLASSIC_TCP_PORTS.split(',').map(|p| p.parse().unwrap()).collect();
+        assert_eq!(s.tcp_ports.iter().collect::<Vec<_>>(), listed);
+        assert!(s.tcp_ports.contains(31337) && s.udp_ports.contains(54321));
+        assert_eq!(s.tcp_ports.len(), 26);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Some(Duration::from_secs(86400))));
+        assert_eq!(parse_duration("never"), Ok(None));
+        assert_eq!(parse_duration("0"), Ok(None));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn kernel_config_flags() {
+        let mut s = Settings::default();
+        s.mode = Mode::Detect;
+        s.block_udp = false;
+        let c = s.kernel_config(3, 0);
+        assert_eq!(c.flags, config_flags::BLOCK_TCP);
+        assert_eq!(c.allow_cidr_count, 3);
+        assert_eq!(c.ban_ttl_ns, 86_400_000_000_000);
+    }
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask`: the one entry point for building, running and testing portsentry.
+//!
+//! Every command first makes sure the eBPF toolchain is there (see `toolchain.rs`).
+
+mod build;
+mod toolchain;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test portsentry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the XDP object and the `portsentry` binary with the object embedded.
+    Build {
+        /// Optimised build (target/release/portsentry).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `portsentry run ARGS`. Without ARGS it protects the interface of the
+    /// default route with the embedded default configuration. Use inside a network namespace:
+    /// `ip netns exec NS cargo xtask run`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `portsentry run`, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests, data-plane tests (BPF_PROG_TEST_RUN) and end-to-end tests in
+    /// network namespaces. Installs the Debian packages the tests need if they are missing.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Only check (and if needed install) the eBPF toolchain: nightly rust-src and bpf-linker.
+    Toolchain,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let tools = toolchain::ensure()?;
+    match cli.command {
+        Cmd::Toolchain => {
+            println!("eBPF toolchain ready: bpf-linker at {}", tools.bpf_linker.display());
+            Ok(())
+        }
+        Cmd::Build { release } => {
+            let bin = build::portsentry(&tools, release)?;
+            println!("built {}", bin.display());
+            Ok(())
+        }
+        Cmd::Run { release, args } => {
+            let bin = build::portsentry(&tools, release)?;
+            let status = Command::new(&bin)
+                .arg("run")
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            exit_like(status)
+        }
+        Cmd::Test { args } => {
+            toolchain::ensure_test_packages()?;
+            let object = build::ebpf(&tools)?;
+            let bin = build::portsentry(&tools, false)?;
+            let status = build::cargo()
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env(build::OBJECT_ENV, &object)
+                .env("PORTSENTRY_BIN", &bin)
+                .status()
+                .context("running cargo test")?;
+            exit_like(status)
+        }
+    }
+}
+
+fn exit_like(status: std::process::ExitStatus) -> Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        anyhow::bail!("{status}")
+    }
+}

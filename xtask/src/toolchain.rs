@@ -1,0 +1,165 @@
+//! The eBPF toolchain, made ready idempotently: nightly `rust-src` (for `-Z build-std=core`) and
+//! `bpf-linker` built against the nightly's own libLLVM. When everything is there this costs a
+//! couple of process spawns, well under a second.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The nightly toolchain that builds the eBPF object.
+pub const NIGHTLY: &str = "nightly";
+/// bpf-linker release line we build and accept.
+const BPF_LINKER_REQ: &str = "^0.13";
+const BPF_LINKER_PREFIX: &str = "bpf-linker 0.13.";
+
+pub struct Tools {
+    pub bpf_linker: PathBuf,
+    /// Directory to put first on PATH so rustc finds `bpf-linker`.
+    pub bin_dir: PathBuf,
+}
+
+pub fn ensure() -> Result<Tools> {
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src(&sysroot)?;
+    let bin_dir = cargo_home()?.join("bin");
+    let bpf_linker = bin_dir.join("bpf-linker");
+    if !bpf_linker_ok(&bpf_linker) {
+        install_bpf_linker(&sysroot)?;
+        if !bpf_linker_ok(&bpf_linker) {
+            bail!(
+                "bpf-linker was installed but `{} --version` does not report {BPF_LINKER_PREFIX}x; \
+                 remove it and rerun",
+                bpf_linker.display()
+            );
+        }
+    }
+    Ok(Tools { bpf_linker, bin_dir })
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out = Command::new("rustc")
+        .args([&format!("+{NIGHTLY}"), "--print", "sysroot"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .context("running `rustc +nightly --print sysroot` (is rustup installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "the nightly toolchain is missing: install it with `rustup toolchain install {NIGHTLY}` \
+             ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn ensure_rust_src(sysroot: &Path) -> Result<()> {
+    let core = sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml");
+    if core.exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rust-src for the {NIGHTLY} toolchain");
+    let status = Command::new("rustup")
+        .args(["component", "add", "rust-src", "--toolchain", NIGHTLY])
+        .status()
+        .context("running rustup")?;
+    if !status.success() || !core.exists() {
+        bail!("rust-src is missing: run `rustup component add rust-src --toolchain {NIGHTLY}`");
+    }
+    Ok(())
+}
+
+fn cargo_home() -> Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    let home = std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cargo"))
+}
+
+/// True if the binary runs (its libLLVM still resolves) and is of the accepted line.
+fn bpf_linker_ok(path: &Path) -> bool {
+    Command::new(path)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with(BPF_LINKER_PREFIX))
+        .unwrap_or(false)
+}
+
+/// Builds bpf-linker against the nightly's own libLLVM, so no system LLVM is needed.
+fn install_bpf_linker(sysroot: &Path) -> Result<()> {
+    let lib_dir = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find_map(|name| {
+            name.strip_prefix("lib")
+                .and_then(|n| n.strip_suffix(".so"))
+                .filter(|n| n.starts_with("LLVM-"))
+                .map(str::to_owned)
+        })
+        .with_context(|| {
+            format!(
+                "no libLLVM-*.so in {}: this nightly does not ship its LLVM as a shared library, \
+                 so bpf-linker cannot be built against it",
+                lib_dir.display()
+            )
+        })?;
+    let major = llvm
+        .strip_prefix("LLVM-")
+        .and_then(|v| v.split(['-', '.']).next())
+        .context("cannot read the LLVM major version")?;
+    eprintln!("xtask: building bpf-linker against the nightly's lib{llvm}.so (about a minute)");
+    let lib = lib_dir.display();
+    let status = Command::new("cargo")
+        .args([&format!("+{NIGHTLY}"), "install", "bpf-linker", "--locked", "--force"])
+        .args(["--version", BPF_LINKER_REQ, "--no-default-features"])
+        .args(["--features", &format!("llvm-{major},no-llvm-linking")])
+        .env("RUSTFLAGS", format!("-L {lib} -l dylib={llvm} -C link-arg=-Wl,-rpath,{lib}"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .context("running cargo install bpf-linker")?;
+    if !status.success() {
+        bail!(
+            "building bpf-linker failed; try by hand: RUSTFLAGS=\"-L {lib} -l dylib={llvm} \
+             -C link-arg=-Wl,-rpath,{lib}\" cargo +{NIGHTLY} install bpf-linker \
+             --no-default-features --features llvm-{major},no-llvm-linking"
+        );
+    }
+    Ok(())
+}
+
+/// Debian packages the end-to-end tests drive; installed with apt-get when a command is missing.
+const TEST_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("bpftool", "bpftool")];
+
+pub fn ensure_test_packages() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let update = Command::new("apt-get").args(["update", "-qq"]).status();
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    match (update, install) {
+        (Ok(u), Ok(i)) if u.success() && i.success() => Ok(()),
+        _ => bail!("could not install {}: run `apt-get install {}` as root", missing.join(" "), missing.join(" ")),
+    }
+}
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+}
