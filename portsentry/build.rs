@@ -6,7 +6,8 @@ use std::{env, fs, path::PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PORTSENTRY_BPF_OBJECT");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("portsentry.bpf.o");
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("portsentry.bpf.o");
     match env::var_os("PORTSENTRY_BPF_OBJECT") {
         Some(src) => {
             let src = PathBuf::from(src);

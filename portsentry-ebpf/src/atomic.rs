@@ -31,6 +31,7 @@ pub unsafe fn swap(ptr: *mut u64, new: u64) -> u64 {
 #[inline(always)]
 pub unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
     unsafe {
-        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(ptr, old, new).1
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(ptr, old, new)
+            .1
     }
 }

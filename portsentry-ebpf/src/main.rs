@@ -75,7 +75,11 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
     }
 
     // 3. Guard check and classification.
-    let L4 { protocol, flags: tcp_flags, dst_port } = pkt.l4;
+    let L4 {
+        protocol,
+        flags: tcp_flags,
+        dst_port,
+    } = pkt.l4;
     let scan = match protocol {
         proto::TCP => {
             if !is_guarded(&PS_TCP_GUARD, dst_port) {
@@ -113,7 +117,11 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         config_flags::BLOCK_UDP
     };
     let blocks_proto = cfg.flags & block_flag != 0;
-    let trigger = if cfg.scan_trigger == 0 { 1 } else { u64::from(cfg.scan_trigger) };
+    let trigger = if cfg.scan_trigger == 0 {
+        1
+    } else {
+        u64::from(cfg.scan_trigger)
+    };
 
     let mut event = Event {
         timestamp_ns: now,
@@ -140,7 +148,11 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
 
     let ban = BanEntry {
         banned_at_ns: now,
-        expires_at_ns: if cfg.ban_ttl_ns == 0 { 0 } else { now.saturating_add(cfg.ban_ttl_ns) },
+        expires_at_ns: if cfg.ban_ttl_ns == 0 {
+            0
+        } else {
+            now.saturating_add(cfg.ban_ttl_ns)
+        },
         drops: 0,
         port: dst_port,
         proto: protocol,
@@ -149,7 +161,7 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         _pad: [0; 3],
     };
     // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
-    if PS_BANS.insert(&pkt.src, &ban, 0).is_ok() {
+    if PS_BANS.insert(pkt.src, ban, 0).is_ok() {
         count(Stat::Bans);
         event.kind = event_kind::BAN;
     } else {
@@ -204,10 +216,7 @@ fn is_banned(src: &AddrKey, cfg: &Config) -> bool {
 }
 
 #[inline(always)]
-fn is_guarded<const N: usize>(
-    bitmap: &aya_ebpf::btf_maps::Array<u64, N>,
-    port: u16,
-) -> bool {
+fn is_guarded<const N: usize>(bitmap: &aya_ebpf::btf_maps::Array<u64, N>, port: u16) -> bool {
     match bitmap.get(u32::from(port >> 6)) {
         Some(word) => *word & (1u64 << (port & 63)) != 0,
         None => false,
@@ -268,8 +277,11 @@ fn count_probe(src: &AddrKey, window_ns: u64, now: u64) -> u64 {
         }
         return unsafe { atomic::fetch_add(count, 1) } + 1;
     }
-    let fresh = HitEntry { window_start_ns: now, count: 1 };
-    if PS_HITS.insert(src, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
+    let fresh = HitEntry {
+        window_start_ns: now,
+        count: 1,
+    };
+    if PS_HITS.insert(src, fresh, u64::from(BPF_NOEXIST)).is_ok() {
         return 1;
     }
     // Another CPU inserted this source first: count on its entry.

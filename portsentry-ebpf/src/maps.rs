@@ -38,8 +38,7 @@ pub static PS_BAN_CIDRS: LpmTrie<[u8; 16], u64, { DEFAULT_MAX_CIDRS as usize }> 
 
 /// Sources never counted or banned (same key form as the ban trie).
 #[btf_map]
-pub static PS_ALLOW_CIDRS: LpmTrie<[u8; 16], u8, { DEFAULT_MAX_CIDRS as usize }> =
-    LpmTrie::new();
+pub static PS_ALLOW_CIDRS: LpmTrie<[u8; 16], u8, { DEFAULT_MAX_CIDRS as usize }> = LpmTrie::new();
 
 /// Counters, indexed by `Stat`.
 #[btf_map]

@@ -41,7 +41,11 @@ pub struct L4 {
 pub const L4_NONE: u8 = 0;
 
 impl L4 {
-    const NONE: Self = Self { protocol: L4_NONE, flags: 0, dst_port: 0 };
+    const NONE: Self = Self {
+        protocol: L4_NONE,
+        flags: 0,
+        dst_port: 0,
+    };
 }
 
 /// What the pipeline knows about a packet after parsing.
@@ -159,7 +163,10 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     }
     let mut off = offset + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        if !matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH) {
+        if !matches!(
+            next,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH
+        ) {
             parse_l4(ctx, off, next, &mut pkt);
             return Ok(pkt);
         }

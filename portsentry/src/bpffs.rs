@@ -15,7 +15,9 @@ use nix::{
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
 fn is_bpffs(path: &Path) -> bool {
-    statfs(path).map(|s| s.filesystem_type() == BPF_FS_MAGIC).unwrap_or(false)
+    statfs(path)
+        .map(|s| s.filesystem_type() == BPF_FS_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Creates `pin_dir` on a bpffs. If its nearest existing ancestor is not on bpffs, a bpffs is
@@ -28,11 +30,19 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<()> {
         let target: PathBuf = if pin_dir.starts_with(root) && root.is_dir() {
             root.to_path_buf()
         } else {
-            fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+            fs::create_dir_all(pin_dir)
+                .with_context(|| format!("creating {}", pin_dir.display()))?;
             pin_dir.to_path_buf()
         };
         if !is_bpffs(&target) {
-            mount(Some("bpf"), &target, Some("bpf"), MsFlags::empty(), None::<&str>).with_context(|| {
+            mount(
+                Some("bpf"),
+                &target,
+                Some("bpf"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .with_context(|| {
                 format!(
                     "mounting a BPF filesystem on {} (needs CAP_SYS_ADMIN; or mount it yourself: \
                      mount -t bpf bpf {})",
@@ -42,7 +52,8 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<()> {
             })?;
         }
     }
-    fs::create_dir_all(pin_dir).with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+    fs::create_dir_all(pin_dir)
+        .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
     Ok(())
 }
 

@@ -29,7 +29,10 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn host(addr: IpAddr) -> Self {
-        Self { addr: canonical(addr), prefix: max_prefix(addr) }
+        Self {
+            addr: canonical(addr),
+            prefix: max_prefix(addr),
+        }
     }
 
     /// The key-form prefix length (IPv4 + 96).
@@ -51,12 +54,8 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                mask_v4(u32::from(a), self.prefix) == u32::from(n)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                mask_v6(u128::from(a), self.prefix) == u128::from(n)
-            }
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask_v4(u32::from(a), self.prefix) == u32::from(n),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask_v6(u128::from(a), self.prefix) == u128::from(n),
             _ => false,
         }
     }
@@ -81,11 +80,19 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
 }
 
 fn mask_v4(a: u32, prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { a & (u32::MAX << (32 - u32::from(prefix))) }
+    if prefix == 0 {
+        0
+    } else {
+        a & (u32::MAX << (32 - u32::from(prefix)))
+    }
 }
 
 fn mask_v6(a: u128, prefix: u8) -> u128 {
-    if prefix == 0 { 0 } else { a & (u128::MAX << (128 - u32::from(prefix))) }
+    if prefix == 0 {
+        0
+    } else {
+        a & (u128::MAX << (128 - u32::from(prefix)))
+    }
 }
 
 pub fn addr_key(addr: IpAddr) -> AddrKey {
@@ -112,7 +119,9 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr_s.parse().map_err(|_| CidrError::BadAddress(addr_s.to_owned()))?;
+        let addr: IpAddr = addr_s
+            .parse()
+            .map_err(|_| CidrError::BadAddress(addr_s.to_owned()))?;
         let addr = canonical(addr);
         let max = max_prefix(addr);
         let prefix = match prefix_s {
@@ -127,7 +136,11 @@ impl FromStr for Cidr {
             IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(a), prefix))),
         };
         if network != addr {
-            return Err(CidrError::HostBitsSet(s.to_owned(), prefix, format!("{network}/{prefix}")));
+            return Err(CidrError::HostBitsSet(
+                s.to_owned(),
+                prefix,
+                format!("{network}/{prefix}"),
+            ));
         }
         Ok(Self { addr, prefix })
     }
@@ -163,11 +176,25 @@ mod tests {
 
     #[test]
     fn rejects_host_bits_and_bad_prefixes() {
-        assert!(matches!("10.0.0.1/8".parse::<Cidr>(), Err(CidrError::HostBitsSet(_, 8, n)) if n == "10.0.0.0/8"));
-        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(CidrError::BadPrefix(..))));
-        assert!(matches!("10.0.0.0/".parse::<Cidr>(), Err(CidrError::BadPrefix(..))));
-        assert!(matches!("10.0.0.0/+8".parse::<Cidr>(), Err(CidrError::BadPrefix(..))));
-        assert!(matches!("example.com".parse::<Cidr>(), Err(CidrError::BadAddress(_))));
+        assert!(
+            matches!("10.0.0.1/8".parse::<Cidr>(), Err(CidrError::HostBitsSet(_, 8, n)) if n == "10.0.0.0/8")
+        );
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::BadPrefix(..))
+        ));
+        assert!(matches!(
+            "10.0.0.0/".parse::<Cidr>(),
+            Err(CidrError::BadPrefix(..))
+        ));
+        assert!(matches!(
+            "10.0.0.0/+8".parse::<Cidr>(),
+            Err(CidrError::BadPrefix(..))
+        ));
+        assert!(matches!(
+            "example.com".parse::<Cidr>(),
+            Err(CidrError::BadAddress(_))
+        ));
     }
 
     #[test]

@@ -71,7 +71,11 @@ pub fn settings_from_args(args: &RunArgs) -> Result<Settings> {
 /// This host's own addresses, default gateways and resolvers, as host entries.
 fn auto_allow_list() -> Result<Vec<Cidr>> {
     let mut addrs: Vec<IpAddr> = netinfo::own_addresses()?;
-    addrs.extend(netinfo::default_routes().into_iter().filter_map(|r| r.gateway));
+    addrs.extend(
+        netinfo::default_routes()
+            .into_iter()
+            .filter_map(|r| r.gateway),
+    );
     addrs.extend(netinfo::resolvers("/etc/resolv.conf"));
     let mut out: Vec<Cidr> = addrs.into_iter().map(Cidr::host).collect();
     out.sort_by_key(|c| (c.addr, c.prefix));
@@ -89,7 +93,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     if let Some(dir) = &settings.pin_dir {
         bpffs::ensure_pin_dir(dir)?;
     }
-    let mut dp = Dataplane::load(&LoadOptions { pin_dir: settings.pin_dir.clone(), max_bans: settings.max_bans })?;
+    let mut dp = Dataplane::load(&LoadOptions {
+        pin_dir: settings.pin_dir.clone(),
+        max_bans: settings.max_bans,
+    })?;
 
     let mut allow = settings.allow.clone();
     if settings.auto_allow {
@@ -97,7 +104,10 @@ pub async fn run(settings: Settings) -> Result<()> {
         eprintln!(
             "portsentry: auto-allowlisted {} own/gateway/resolver address(es): {}",
             auto.len(),
-            auto.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            auto.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         allow.extend(auto);
     }
@@ -115,13 +125,24 @@ pub async fn run(settings: Settings) -> Result<()> {
         }
         let index = nix::net::if_::if_nametoindex(iface.as_str()).unwrap_or(0);
         names_by_index.insert(index, iface.clone());
-        eprintln!("portsentry: attached to {iface} ({} XDP)", if mode == AttachMode::Native { "native" } else { "generic" });
+        eprintln!(
+            "portsentry: attached to {iface} ({} XDP)",
+            if mode == AttachMode::Native {
+                "native"
+            } else {
+                "generic"
+            }
+        );
     }
     eprintln!(
         "portsentry: guarding TCP [{}] UDP [{}]; mode {}; trigger {}",
         settings.tcp_ports,
         settings.udp_ports,
-        if settings.mode == Mode::Block { "block" } else { "detect" },
+        if settings.mode == Mode::Block {
+            "block"
+        } else {
+            "detect"
+        },
         settings.effective_trigger()
     );
 
@@ -148,7 +169,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     reader.abort();
     drop(dp); // detaches from every interface
-    eprintln!("portsentry: stopped; XDP detached from {}", interfaces.join(", "));
+    eprintln!(
+        "portsentry: stopped; XDP detached from {}",
+        interfaces.join(", ")
+    );
     Ok(())
 }
 

@@ -17,8 +17,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use portsentry_common::{
-    map_names as names, AddrKey, BanEntry, Config, HitEntry, Stat, PORT_BITMAP_WORDS,
-    PROGRAM_NAME,
+    map_names as names, AddrKey, BanEntry, Config, HitEntry, Stat, PORT_BITMAP_WORDS, PROGRAM_NAME,
 };
 use thiserror::Error;
 
@@ -30,7 +29,9 @@ pub enum DataplaneError {
     MissingObject(#[from] object::MissingObject),
     #[error("loading the XDP object failed")]
     Load(#[source] EbpfError),
-    #[error("the kernel verifier rejected the XDP program ({errno}); last verifier lines:\n{tail}")]
+    #[error(
+        "the kernel verifier rejected the XDP program ({errno}); last verifier lines:\n{tail}"
+    )]
     Verifier { errno: String, tail: String },
     #[error("XDP program")]
     Program(#[source] ProgramError),
@@ -48,7 +49,11 @@ pub enum DataplaneError {
         "pinned map {path} does not match this build ({what}); it was made by another portsentry \
          version. Stop the other instance, then remove the directory to start fresh: rm -r {dir}"
     )]
-    IncompatiblePin { path: PathBuf, dir: PathBuf, what: String },
+    IncompatiblePin {
+        path: PathBuf,
+        dir: PathBuf,
+        what: String,
+    },
     #[error("attaching XDP to {iface}")]
     Attach {
         iface: String,
@@ -86,8 +91,18 @@ fn expected_layout() -> [(&'static str, MapType, usize, usize); 9] {
         (names::CONFIG, MapType::Array, 4, size_of::<Config>()),
         (names::TCP_GUARD, MapType::Array, 4, 8),
         (names::UDP_GUARD, MapType::Array, 4, 8),
-        (names::BANS, MapType::Hash, size_of::<AddrKey>(), size_of::<BanEntry>()),
-        (names::HITS, MapType::LruHash, size_of::<AddrKey>(), size_of::<HitEntry>()),
+        (
+            names::BANS,
+            MapType::Hash,
+            size_of::<AddrKey>(),
+            size_of::<BanEntry>(),
+        ),
+        (
+            names::HITS,
+            MapType::LruHash,
+            size_of::<AddrKey>(),
+            size_of::<HitEntry>(),
+        ),
         (names::BAN_CIDRS, MapType::LpmTrie, 20, 8),
         (names::ALLOW_CIDRS, MapType::LpmTrie, 20, 1),
         (names::STATS, MapType::PerCpuArray, 4, 8),
@@ -127,7 +142,10 @@ impl Dataplane {
         let pin_paths: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 check_pins(dir)?;
-                expected_layout().iter().map(|(n, ..)| (*n, dir.join(n))).collect()
+                expected_layout()
+                    .iter()
+                    .map(|(n, ..)| (*n, dir.join(n)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -162,16 +180,28 @@ impl Dataplane {
             .ok_or(DataplaneError::NoProgram)?
             .try_into()
             .map_err(DataplaneError::Program)?;
-        let attach_err = |source| DataplaneError::Attach { iface: iface.to_owned(), source };
+        let attach_err = |source| DataplaneError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
         match mode {
-            AttachMode::Native => program.attach(iface, XdpMode::Driver).map(|_| AttachMode::Native).map_err(attach_err),
-            AttachMode::Generic => program.attach(iface, XdpMode::Skb).map(|_| AttachMode::Generic).map_err(attach_err),
+            AttachMode::Native => program
+                .attach(iface, XdpMode::Driver)
+                .map(|_| AttachMode::Native)
+                .map_err(attach_err),
+            AttachMode::Generic => program
+                .attach(iface, XdpMode::Skb)
+                .map(|_| AttachMode::Generic)
+                .map_err(attach_err),
             AttachMode::Auto => match program.attach(iface, XdpMode::Driver) {
                 Ok(_) => Ok(AttachMode::Native),
                 Err(ProgramError::UnknownInterface { name }) => {
                     Err(attach_err(ProgramError::UnknownInterface { name }))
                 }
-                Err(_) => program.attach(iface, XdpMode::Skb).map(|_| AttachMode::Generic).map_err(attach_err),
+                Err(_) => program
+                    .attach(iface, XdpMode::Skb)
+                    .map(|_| AttachMode::Generic)
+                    .map_err(attach_err),
             },
         }
     }
@@ -188,9 +218,18 @@ impl Dataplane {
 
     /// Replaces the guarded-port bitmap of `proto` (`proto::TCP` or `proto::UDP`).
     pub fn set_guarded_ports(&mut self, protocol: u8, ports: &PortSet) -> Result<()> {
-        let name = if protocol == portsentry_common::proto::TCP { names::TCP_GUARD } else { names::UDP_GUARD };
+        let name = if protocol == portsentry_common::proto::TCP {
+            names::TCP_GUARD
+        } else {
+            names::UDP_GUARD
+        };
         let mut map: Array<_, u64> = self.map_mut(name)?;
-        for (i, word) in ports.words().iter().enumerate().take(PORT_BITMAP_WORDS as usize) {
+        for (i, word) in ports
+            .words()
+            .iter()
+            .enumerate()
+            .take(PORT_BITMAP_WORDS as usize)
+        {
             map.set(i as u32, word, 0).map_err(map_err(name))?;
         }
         Ok(())
@@ -213,7 +252,9 @@ impl Dataplane {
         match map.remove(&cidr::addr_key(addr)) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(false)
+            }
             Err(e) => Err(map_err(names::BANS)(e)),
         }
     }
@@ -256,22 +297,33 @@ impl Dataplane {
         self.replace_trie::<u64>(names::BAN_CIDRS, cidrs, 0)
     }
 
-    fn replace_trie<V: aya::Pod>(&mut self, name: &'static str, cidrs: &[Cidr], value: V) -> Result<u32> {
+    fn replace_trie<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        cidrs: &[Cidr],
+        value: V,
+    ) -> Result<u32> {
         let mut trie: LpmTrie<_, [u8; 16], V> = self.map_mut(name)?;
         let old: Vec<LpmKey<[u8; 16]>> = trie.keys().filter_map(|k| k.ok()).collect();
-        let wanted: Vec<LpmKey<[u8; 16]>> =
-            cidrs.iter().map(|c| LpmKey::new(c.key_prefix(), c.key().addr)).collect();
+        let wanted: Vec<LpmKey<[u8; 16]>> = cidrs
+            .iter()
+            .map(|c| LpmKey::new(c.key_prefix(), c.key().addr))
+            .collect();
         for key in &wanted {
             match trie.insert(key, value, 0) {
                 Ok(()) => {}
-                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOSPC) => {
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOSPC) =>
+                {
                     return Err(DataplaneError::TableFull(name));
                 }
                 Err(e) => return Err(map_err(name)(e)),
             }
         }
         for key in old {
-            let keep = wanted.iter().any(|w| w.prefix_len() == key.prefix_len() && w.data() == key.data());
+            let keep = wanted
+                .iter()
+                .any(|w| w.prefix_len() == key.prefix_len() && w.data() == key.data());
             if !keep {
                 trie.remove(&key).map_err(map_err(name))?;
             }
@@ -291,7 +343,10 @@ impl Dataplane {
 
     /// Takes the event ring buffer (once) for the event reader.
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
-        let map = self.ebpf.take_map(names::EVENTS).ok_or(DataplaneError::NoSuchMap(names::EVENTS))?;
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(DataplaneError::NoSuchMap(names::EVENTS))?;
         RingBuf::try_from(map).map_err(map_err(names::EVENTS))
     }
 
@@ -307,7 +362,10 @@ impl Dataplane {
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
     {
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::NoSuchMap(name))?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::NoSuchMap(name))?;
         T::try_from(map).map_err(map_err(name))
     }
 }
@@ -316,11 +374,17 @@ impl Dataplane {
 /// administrator and can be megabytes long.
 fn verifier_error(e: ProgramError) -> DataplaneError {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(12)..].join("\n");
-            DataplaneError::Verifier { errno: io_error.to_string(), tail }
+            DataplaneError::Verifier {
+                errno: io_error.to_string(),
+                tail,
+            }
         }
         other => DataplaneError::Program(other),
     }
@@ -342,10 +406,15 @@ fn check_pins(dir: &Path) -> Result<()> {
             dir: dir.to_path_buf(),
             what,
         };
-        let info = MapInfo::from_pin(&path).map_err(|e| incompatible(format!("cannot open it: {e}")))?;
-        let actual = info.map_type().map_err(|e| incompatible(format!("unknown type: {e}")))?;
+        let info =
+            MapInfo::from_pin(&path).map_err(|e| incompatible(format!("cannot open it: {e}")))?;
+        let actual = info
+            .map_type()
+            .map_err(|e| incompatible(format!("unknown type: {e}")))?;
         if actual != map_type {
-            return Err(incompatible(format!("type {actual:?}, expected {map_type:?}")));
+            return Err(incompatible(format!(
+                "type {actual:?}, expected {map_type:?}"
+            )));
         }
         if map_type != MapType::RingBuf
             && (info.key_size() as usize != key || info.value_size() as usize != value)

@@ -75,7 +75,8 @@ impl ProbeEvent {
             tcp_flags: ev.tcp_flags,
             count: ev.count,
             ifindex: ev.ifindex,
-            ip_options: (ev.flags & event_flags::IPV6 == 0).then_some(ev.flags & event_flags::IP_OPTIONS != 0),
+            ip_options: (ev.flags & event_flags::IPV6 == 0)
+                .then_some(ev.flags & event_flags::IP_OPTIONS != 0),
             dropped: ev.flags & event_flags::DROPPED != 0,
             noblock: ev.flags & event_flags::NOBLOCK != 0,
             timestamp_ns: ev.timestamp_ns,
@@ -85,7 +86,10 @@ impl ProbeEvent {
 
 /// Drains the ring buffer whenever it is readable and sends decoded events on `tx`.
 /// Returns when the receiver is gone or polling fails.
-pub async fn read_events(ring: RingBuf<MapData>, tx: mpsc::Sender<ProbeEvent>) -> std::io::Result<()> {
+pub async fn read_events(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<ProbeEvent>,
+) -> std::io::Result<()> {
     // SAFETY: RingBuf owns its map fd and returns that same fd for as long as it lives, and the
     // AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
@@ -126,10 +130,16 @@ mod tests {
         };
         // SAFETY: Event is repr(C) plain data.
         let bytes = unsafe {
-            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>())
+            std::slice::from_raw_parts(
+                (&ev as *const Event).cast::<u8>(),
+                std::mem::size_of::<Event>(),
+            )
         };
         let d = ProbeEvent::decode(bytes).unwrap();
-        assert_eq!((d.kind, d.dst_port, d.src.to_string()), (EventKind::Ban, 111, "10.0.0.2".into()));
+        assert_eq!(
+            (d.kind, d.dst_port, d.src.to_string()),
+            (EventKind::Ban, 111, "10.0.0.2".into())
+        );
         assert_eq!(d.ip_options, Some(false));
         assert!(d.dropped && !d.noblock);
         assert!(ProbeEvent::decode(&bytes[..10]).is_none());

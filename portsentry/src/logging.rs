@@ -34,7 +34,10 @@ pub fn is_blocked(ev: &ProbeEvent) -> bool {
 /// The ban line: PortSentry's `attackalert: Host <ip> has been blocked via ...` wording, naming
 /// the mechanism (an in-kernel XDP drop) instead of a route command.
 pub fn ban_line(ev: &ProbeEvent, iface: &str) -> String {
-    format!("attackalert: Host {} has been blocked via XDP drop on interface: \"{iface}\"", ev.src)
+    format!(
+        "attackalert: Host {} has been blocked via XDP drop on interface: \"{iface}\"",
+        ev.src
+    )
 }
 
 /// The line for a ban the kernel could not store.

@@ -17,8 +17,14 @@ pub struct DefaultRoute {
 
 /// Default routes from `/proc/net/route` (IPv4) and `/proc/net/ipv6_route`.
 pub fn default_routes() -> Vec<DefaultRoute> {
-    let mut routes = fs::read_to_string("/proc/net/route").map(|s| parse_route_v4(&s)).unwrap_or_default();
-    routes.extend(fs::read_to_string("/proc/net/ipv6_route").map(|s| parse_route_v6(&s)).unwrap_or_default());
+    let mut routes = fs::read_to_string("/proc/net/route")
+        .map(|s| parse_route_v4(&s))
+        .unwrap_or_default();
+    routes.extend(
+        fs::read_to_string("/proc/net/ipv6_route")
+            .map(|s| parse_route_v6(&s))
+            .unwrap_or_default(),
+    );
     routes
 }
 
@@ -48,7 +54,10 @@ fn parse_route_v4(text: &str) -> Vec<DefaultRoute> {
             }
             let gw = u32::from_str_radix(f[2], 16).ok()?;
             let gateway = (gw != 0).then(|| IpAddr::V4(Ipv4Addr::from(gw.swap_bytes())));
-            Some(DefaultRoute { iface: f[0].to_owned(), gateway })
+            Some(DefaultRoute {
+                iface: f[0].to_owned(),
+                gateway,
+            })
         })
         .collect()
 }
@@ -63,7 +72,10 @@ fn parse_route_v6(text: &str) -> Vec<DefaultRoute> {
             }
             let hop = u128::from_str_radix(f[4], 16).ok()?;
             let gateway = (hop != 0).then(|| IpAddr::V6(Ipv6Addr::from(hop)));
-            Some(DefaultRoute { iface: f[9].to_owned(), gateway })
+            Some(DefaultRoute {
+                iface: f[9].to_owned(),
+                gateway,
+            })
         })
         .collect()
 }
@@ -86,14 +98,18 @@ pub fn own_addresses() -> Result<Vec<IpAddr>> {
 
 /// Name servers from resolv.conf (a missing file means none).
 pub fn resolvers(path: &str) -> Vec<IpAddr> {
-    fs::read_to_string(path).map(|s| parse_resolv_conf(&s)).unwrap_or_default()
+    fs::read_to_string(path)
+        .map(|s| parse_resolv_conf(&s))
+        .unwrap_or_default()
 }
 
 fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         // A scoped address (fe80::1%eth0) keeps only the address.
         .filter_map(|a| a.split('%').next().and_then(|a| a.parse().ok()))
@@ -106,23 +122,38 @@ mod tests {
 
     #[test]
     fn reads_default_routes() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                   eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                   eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(
             parse_route_v4(v4),
-            vec![DefaultRoute { iface: "eth0".into(), gateway: Some("192.0.2.1".parse().unwrap()) }]
+            vec![DefaultRoute {
+                iface: "eth0".into(),
+                gateway: Some("192.0.2.1".parse().unwrap())
+            }]
         );
         let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     eth1\n";
         assert_eq!(
             parse_route_v6(v6),
-            vec![DefaultRoute { iface: "eth1".into(), gateway: Some("fe80::1".parse().unwrap()) }]
+            vec![DefaultRoute {
+                iface: "eth1".into(),
+                gateway: Some("fe80::1".parse().unwrap())
+            }]
         );
     }
 
     #[test]
     fn reads_resolvers() {
-        let r = parse_resolv_conf("# c\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch x\nnameserver bogus\n");
-        assert_eq!(r, vec!["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+        let r = parse_resolv_conf(
+            "# c\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch x\nnameserver bogus\n",
+        );
+        assert_eq!(
+            r,
+            vec![
+                "192.0.2.53".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
     }
 }

@@ -25,7 +25,9 @@ pub struct PortSet {
 
 impl Default for PortSet {
     fn default() -> Self {
-        Self { words: Box::new([0; PORT_BITMAP_WORDS as usize]) }
+        Self {
+            words: Box::new([0; PORT_BITMAP_WORDS as usize]),
+        }
     }
 }
 
@@ -152,9 +154,18 @@ mod tests {
     fn rejects_bad_entries() {
         assert_eq!(PortSet::parse("1,,2"), Err(PortListError::Empty));
         assert_eq!(PortSet::parse("0"), Err(PortListError::PortZero));
-        assert_eq!(PortSet::parse("70000"), Err(PortListError::NotAPort("70000".into())));
-        assert_eq!(PortSet::parse("9-3"), Err(PortListError::BackwardsRange("9-3".into())));
-        assert_eq!(PortSet::parse("ssh"), Err(PortListError::NotAPort("ssh".into())));
+        assert_eq!(
+            PortSet::parse("70000"),
+            Err(PortListError::NotAPort("70000".into()))
+        );
+        assert_eq!(
+            PortSet::parse("9-3"),
+            Err(PortListError::BackwardsRange("9-3".into()))
+        );
+        assert_eq!(
+            PortSet::parse("ssh"),
+            Err(PortListError::NotAPort("ssh".into()))
+        );
         assert!(PortSet::parse("").unwrap().is_empty());
     }
 

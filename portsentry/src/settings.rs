@@ -95,7 +95,10 @@ impl Settings {
         if self.block_udp {
             flags |= config_flags::BLOCK_UDP;
         }
-        let ns = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0);
+        let ns = |d: Option<Duration>| {
+            d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        };
         Config {
             layout_version: LAYOUT_VERSION,
             flags,
@@ -118,7 +121,9 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
     match humantime::parse_duration(t) {
         Ok(d) if d.is_zero() => Ok(None),
         Ok(d) => Ok(Some(d)),
-        Err(e) => Err(format!("`{s}` is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d, or never")),
+        Err(e) => Err(format!(
+            "`{s}` is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d, or never"
+        )),
     }
 }
 
@@ -129,7 +134,10 @@ mod tests {
     #[test]
     fn defaults_are_the_classic_lists() {
         let s = Settings::default();
-        let listed: Vec<u16> = CLASSIC_TCP_PORTS.split(',').map(|p| p.parse().unwrap()).collect();
+        let listed: Vec<u16> = CLASSIC_TCP_PORTS
+            .split(',')
+            .map(|p| p.parse().unwrap())
+            .collect();
         assert_eq!(s.tcp_ports.iter().collect::<Vec<_>>(), listed);
         assert!(s.tcp_ports.contains(31337) && s.udp_ports.contains(54321));
         assert_eq!(s.tcp_ports.len(), 26);
@@ -146,9 +154,11 @@ mod tests {
 
     #[test]
     fn kernel_config_flags() {
-        let mut s = Settings::default();
-        s.mode = Mode::Detect;
-        s.block_udp = false;
+        let s = Settings {
+            mode: Mode::Detect,
+            block_udp: false,
+            ..Default::default()
+        };
         let c = s.kernel_config(3, 0);
         assert_eq!(c.flags, config_flags::BLOCK_TCP);
         assert_eq!(c.allow_cidr_count, 3);

@@ -1,0 +1,6 @@
+//! Shared test support: raw packet builders, BPF_PROG_TEST_RUN helpers and the network-namespace
+//! lab. The tests themselves live in `tests/tests/`.
+
+pub mod lab;
+pub mod packets;
+pub mod xdp;

@@ -35,15 +35,14 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// Builds the XDP object and returns its path. Always optimised: the verifier needs it.
-pub fn ebpf(tools: &Tools) -> Result<PathBuf> {
-    let dir = target_dir().join("ebpf");
+/// `cargo +nightly SUBCOMMAND` for the eBPF crate, with the flags aya-build uses plus BPF ISA v3
+/// (atomic fetch/xchg/cmpxchg). Always the release profile: the verifier needs optimised code.
+fn ebpf_cargo(tools: &Tools, subcommand: &str) -> Command {
     let mut path = OsString::from(&tools.bin_dir);
     if let Some(old) = std::env::var_os("PATH") {
         path.push(":");
         path.push(old);
     }
-    // Same flags aya-build uses, plus BPF ISA v3 for atomic fetch/xchg/cmpxchg.
     let rustflags = [
         "--cfg=bpf_target_arch=\"x86_64\"",
         "-Cdebuginfo=2",
@@ -51,11 +50,23 @@ pub fn ebpf(tools: &Tools) -> Result<PathBuf> {
         "-Ctarget-cpu=v3",
     ]
     .join("\x1f");
-    let status = Command::new("cargo")
-        .arg(format!("+{NIGHTLY}"))
-        .args(["build", "--package", "portsentry-ebpf", "--bins", "--release"])
-        .args(["--target", BPF_TARGET, "-Z", "build-std=core", "--target-dir"])
-        .arg(&dir)
+    let mut cmd = Command::new("cargo");
+    cmd.arg(format!("+{NIGHTLY}"))
+        .args([
+            subcommand,
+            "--package",
+            "portsentry-ebpf",
+            "--bins",
+            "--release",
+        ])
+        .args([
+            "--target",
+            BPF_TARGET,
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
+        .arg(ebpf_target_dir())
         .current_dir(workspace_root())
         .env("PATH", path)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
@@ -63,17 +74,67 @@ pub fn ebpf(tools: &Tools) -> Result<PathBuf> {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO")
+        .env_remove("CARGO");
+    cmd
+}
+
+fn ebpf_target_dir() -> PathBuf {
+    target_dir().join("ebpf")
+}
+
+/// Builds the XDP object and returns its path.
+pub fn ebpf(tools: &Tools) -> Result<PathBuf> {
+    let status = ebpf_cargo(tools, "build")
         .status()
         .context("running cargo +nightly build for the eBPF object")?;
     if !status.success() {
         bail!("building the eBPF object failed");
     }
-    let object = dir.join(BPF_TARGET).join("release").join("portsentry");
+    let object = ebpf_target_dir()
+        .join(BPF_TARGET)
+        .join("release")
+        .join("portsentry");
     if !object.is_file() {
         bail!("eBPF build succeeded but {} is missing", object.display());
     }
     Ok(object)
+}
+
+/// rustfmt and clippy (`-D warnings`) over every crate, the eBPF one with its own toolchain.
+pub fn lint(tools: &Tools) -> Result<()> {
+    let steps: [(&str, Command); 3] = [
+        ("cargo fmt --check", {
+            let mut c = cargo();
+            c.args(["fmt", "--all", "--check"]);
+            c
+        }),
+        ("clippy (userspace)", {
+            let mut c = cargo();
+            c.args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "portsentry-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            c
+        }),
+        ("clippy (eBPF)", {
+            let mut c = ebpf_cargo(tools, "clippy");
+            c.args(["--", "-D", "warnings"]);
+            c
+        }),
+    ];
+    for (name, mut cmd) in steps {
+        let status = cmd.status().with_context(|| format!("running {name}"))?;
+        if !status.success() {
+            bail!("{name} failed");
+        }
+    }
+    Ok(())
 }
 
 /// Builds the eBPF object, then `portsentry` with it embedded; returns the binary's path.

@@ -42,6 +42,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// rustfmt check and clippy with -D warnings, userspace and eBPF crates.
+    Lint,
     /// Only check (and if needed install) the eBPF toolchain: nightly rust-src and bpf-linker.
     Toolchain,
 }
@@ -60,9 +62,13 @@ fn run(cli: Cli) -> Result<()> {
     let tools = toolchain::ensure()?;
     match cli.command {
         Cmd::Toolchain => {
-            println!("eBPF toolchain ready: bpf-linker at {}", tools.bpf_linker.display());
+            println!(
+                "eBPF toolchain ready: bpf-linker at {}",
+                tools.bpf_linker.display()
+            );
             Ok(())
         }
+        Cmd::Lint => build::lint(&tools),
         Cmd::Build { release } => {
             let bin = build::portsentry(&tools, release)?;
             println!("built {}", bin.display());
@@ -82,7 +88,7 @@ fn run(cli: Cli) -> Result<()> {
             let object = build::ebpf(&tools)?;
             let bin = build::portsentry(&tools, false)?;
             let status = build::cargo()
-                .args(["test", "--workspace"])
+                .args(["test", "--workspace", "--exclude", "portsentry-ebpf"])
                 .args(&args)
                 .env(build::OBJECT_ENV, &object)
                 .env("PORTSENTRY_BIN", &bin)

@@ -36,7 +36,10 @@ pub fn ensure() -> Result<Tools> {
             );
         }
     }
-    Ok(Tools { bpf_linker, bin_dir })
+    Ok(Tools {
+        bpf_linker,
+        bin_dir,
+    })
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
@@ -84,7 +87,9 @@ fn bpf_linker_ok(path: &Path) -> bool {
     Command::new(path)
         .arg("--version")
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with(BPF_LINKER_PREFIX))
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with(BPF_LINKER_PREFIX)
+        })
         .unwrap_or(false)
 }
 
@@ -115,10 +120,19 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
     eprintln!("xtask: building bpf-linker against the nightly's lib{llvm}.so (about a minute)");
     let lib = lib_dir.display();
     let status = Command::new("cargo")
-        .args([&format!("+{NIGHTLY}"), "install", "bpf-linker", "--locked", "--force"])
+        .args([
+            &format!("+{NIGHTLY}"),
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+        ])
         .args(["--version", BPF_LINKER_REQ, "--no-default-features"])
         .args(["--features", &format!("llvm-{major},no-llvm-linking")])
-        .env("RUSTFLAGS", format!("-L {lib} -l dylib={llvm} -C link-arg=-Wl,-rpath,{lib}"))
+        .env(
+            "RUSTFLAGS",
+            format!("-L {lib} -l dylib={llvm} -C link-arg=-Wl,-rpath,{lib}"),
+        )
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO_TARGET_DIR")
         .status()
@@ -154,7 +168,11 @@ pub fn ensure_test_packages() -> Result<()> {
         .status();
     match (update, install) {
         (Ok(u), Ok(i)) if u.success() && i.success() => Ok(()),
-        _ => bail!("could not install {}: run `apt-get install {}` as root", missing.join(" "), missing.join(" ")),
+        _ => bail!(
+            "could not install {}: run `apt-get install {}` as root",
+            missing.join(" "),
+            missing.join(" ")
+        ),
     }
 }
 

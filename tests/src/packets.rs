@@ -1,0 +1,217 @@
+//! Raw packet builders for data-plane tests: Ethernet (VLAN tags), IPv4 (options, fragments),
+//! IPv6 (extension headers, fragments), TCP and UDP. Checksums are left zero: XDP never checks.
+
+use std::net::IpAddr;
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+
+/// An IPv6 extension header to insert before the transport header.
+#[derive(Clone, Copy, Debug)]
+pub enum Ext {
+    HopByHop,
+    Routing,
+    DestOpts,
+    /// Fragment header with this fragment offset (in 8-byte units) and more-fragments flag.
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
+    /// Authentication header (12 bytes of header plus 4 of ICV).
+    Ah,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    Tcp {
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        dst_port: u16,
+    },
+    /// Any other protocol number with a few payload bytes.
+    Other(u8),
+}
+
+/// A packet description; `build()` gives the bytes.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub vlans: Vec<(u16, u16)>,
+    pub ipv4_options: Vec<u8>,
+    /// IPv4 fragment offset (8-byte units) and MF flag.
+    pub ipv4_frag: Option<(u16, bool)>,
+    pub ipv6_ext: Vec<Ext>,
+    pub transport: Transport,
+}
+
+impl Packet {
+    pub fn tcp(src: &str, dst_port: u16, flags: u8) -> Self {
+        Self::new(src, Transport::Tcp { dst_port, flags })
+    }
+
+    pub fn udp(src: &str, dst_port: u16) -> Self {
+        Self::new(src, Transport::Udp { dst_port })
+    }
+
+    pub fn new(src: &str, transport: Transport) -> Self {
+        let src: IpAddr = src.parse().expect("test address");
+        let dst: IpAddr = if src.is_ipv4() {
+            "192.0.2.1".parse()
+        } else {
+            "2001:db8::1".parse()
+        }
+        .expect("literal");
+        Self {
+            src,
+            dst,
+            vlans: Vec::new(),
+            ipv4_options: Vec::new(),
+            ipv4_frag: None,
+            ipv6_ext: Vec::new(),
+            transport,
+        }
+    }
+
+    /// Adds a VLAN tag (outermost first): 0x8100 (802.1Q) or 0x88a8 (802.1ad).
+    pub fn vlan(mut self, tpid: u16, id: u16) -> Self {
+        self.vlans.push((tpid, id));
+        self
+    }
+
+    /// IPv4 options, padded to a multiple of 4 bytes with End-of-Options.
+    pub fn ipv4_options(mut self, opts: &[u8]) -> Self {
+        self.ipv4_options = opts.to_vec();
+        while !self.ipv4_options.len().is_multiple_of(4) {
+            self.ipv4_options.push(0);
+        }
+        self
+    }
+
+    pub fn ipv4_fragment(mut self, offset: u16, more: bool) -> Self {
+        self.ipv4_frag = Some((offset, more));
+        self
+    }
+
+    pub fn ext(mut self, ext: Ext) -> Self {
+        self.ipv6_ext.push(ext);
+        self
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(128);
+        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // dst MAC
+        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // src MAC
+        for (tpid, id) in &self.vlans {
+            p.extend_from_slice(&tpid.to_be_bytes());
+            p.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+        }
+        let (l4_proto, l4) = self.transport_bytes();
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                p.extend_from_slice(&0x0800u16.to_be_bytes());
+                let ihl = 5 + self.ipv4_options.len() / 4;
+                let total = (ihl * 4 + l4.len()) as u16;
+                let frag = match self.ipv4_frag {
+                    Some((off, more)) => (off & 0x1fff) | if more { 0x2000 } else { 0 },
+                    None => 0x4000, // DF
+                };
+                p.push(0x40 | ihl as u8);
+                p.push(0);
+                p.extend_from_slice(&total.to_be_bytes());
+                p.extend_from_slice(&[0x12, 0x34]);
+                p.extend_from_slice(&frag.to_be_bytes());
+                p.extend_from_slice(&[64, l4_proto, 0, 0]);
+                p.extend_from_slice(&s.octets());
+                p.extend_from_slice(&d.octets());
+                p.extend_from_slice(&self.ipv4_options);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                p.extend_from_slice(&0x86ddu16.to_be_bytes());
+                let exts = self.ext_bytes(l4_proto);
+                let first = self.ipv6_ext.first().map(ext_proto).unwrap_or(l4_proto);
+                let payload = (exts.len() + l4.len()) as u16;
+                p.extend_from_slice(&[0x60, 0, 0, 0]);
+                p.extend_from_slice(&payload.to_be_bytes());
+                p.extend_from_slice(&[first, 64]);
+                p.extend_from_slice(&s.octets());
+                p.extend_from_slice(&d.octets());
+                p.extend_from_slice(&exts);
+            }
+            _ => panic!("source and destination must be the same family"),
+        }
+        p.extend_from_slice(&l4);
+        p
+    }
+
+    fn transport_bytes(&self) -> (u8, Vec<u8>) {
+        match self.transport {
+            Transport::Tcp { dst_port, flags } => {
+                let mut t = vec![0u8; 20];
+                t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                t[2..4].copy_from_slice(&dst_port.to_be_bytes());
+                t[4..8].copy_from_slice(&1u32.to_be_bytes());
+                t[12] = 5 << 4;
+                t[13] = flags;
+                t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+                (6, t)
+            }
+            Transport::Udp { dst_port } => {
+                let mut u = vec![0u8; 12];
+                u[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                u[2..4].copy_from_slice(&dst_port.to_be_bytes());
+                u[4..6].copy_from_slice(&12u16.to_be_bytes());
+                (17, u)
+            }
+            Transport::Other(proto) => (proto, vec![8, 0, 0, 0, 0, 0, 0, 0]),
+        }
+    }
+
+    fn ext_bytes(&self, l4_proto: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, ext) in self.ipv6_ext.iter().enumerate() {
+            let next = self.ipv6_ext.get(i + 1).map(ext_proto).unwrap_or(l4_proto);
+            match ext {
+                Ext::HopByHop | Ext::DestOpts => {
+                    // 16 bytes (len field 1): next, len, PadN option filling the rest.
+                    out.extend_from_slice(&[next, 1, 1, 12]);
+                    out.extend_from_slice(&[0; 12]);
+                }
+                Ext::Routing => {
+                    // Type 0 header with no addresses left, 8 bytes.
+                    out.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+                }
+                Ext::Fragment { offset, more } => {
+                    let fo = (offset << 3) | u16::from(*more);
+                    out.extend_from_slice(&[next, 0]);
+                    out.extend_from_slice(&fo.to_be_bytes());
+                    out.extend_from_slice(&[0, 0, 0, 1]);
+                }
+                Ext::Ah => {
+                    // Payload length 2 → (2 + 2) * 4 = 16 bytes.
+                    out.extend_from_slice(&[next, 2, 0, 0]);
+                    out.extend_from_slice(&[0, 0, 1, 0]); // SPI
+                    out.extend_from_slice(&[0, 0, 0, 1]); // sequence
+                    out.extend_from_slice(&[0; 4]); // ICV
+                }
+            }
+        }
+        out
+    }
+}
+
+fn ext_proto(ext: &Ext) -> u8 {
+    match ext {
+        Ext::HopByHop => 0,
+        Ext::Routing => 43,
+        Ext::Fragment { .. } => 44,
+        Ext::Ah => 51,
+        Ext::DestOpts => 60,
+    }
+}

@@ -1,0 +1,89 @@
+//! End-to-end: the real `portsentry` binary protecting a network namespace, probed from another.
+
+use std::time::Duration;
+
+use portsentry_tests::lab::{sock, Daemon, Lab};
+
+const SERVICE_PORT: u16 = 8080;
+const TRAP_PORT: u16 = 111;
+
+#[test]
+fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
+    let lab = Lab::new(2).expect("lab");
+    let _service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
+    let mut daemon = Daemon::start(
+        &lab.protected,
+        &[
+            "run",
+            "--iface",
+            &lab.iface,
+            "--tcp-ports",
+            &TRAP_PORT.to_string(),
+            "--no-pin",
+            "--no-auto-allow",
+        ],
+    )
+    .expect("daemon");
+    assert!(lab.xdp_attached().unwrap(), "XDP attached while running");
+
+    let scanner = lab.scanner_v4[0];
+    let bystander = lab.scanner_v4[1];
+    let short = Duration::from_secs(1);
+    assert!(
+        lab.scanner
+            .tcp_connect(scanner, sock(lab.protected_v4, SERVICE_PORT), short),
+        "service reachable before"
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short),
+        "trap port times out"
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(scanner, sock(lab.protected_v4, SERVICE_PORT), short),
+        "service dropped after ban"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(bystander, sock(lab.protected_v4, SERVICE_PORT), short),
+        "other sources unaffected"
+    );
+
+    let ban_line = format!(
+        "attackalert: Host {scanner} has been blocked via XDP drop on interface: \"{}\"",
+        lab.iface
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == ban_line, Duration::from_secs(5)),
+        "ban line; output:\n{}",
+        daemon.output()
+    );
+    let scan_line = format!(
+        "Scan from: [{scanner}] ({scanner}) protocol: [TCP] port: [{TRAP_PORT}] type: [TCP SYN/Normal scan] \
+         IP opts: [not set] ignored: [false] triggered: [true] noblock: [false] blocked: [true]"
+    );
+    assert!(
+        daemon.has_line(|l| l == scan_line),
+        "scan line; output:\n{}",
+        daemon.output()
+    );
+
+    assert_eq!(
+        daemon.stop().unwrap(),
+        Some(0),
+        "clean exit; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        !lab.xdp_attached().unwrap(),
+        "no XDP program left on the interface"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(scanner, sock(lab.protected_v4, SERVICE_PORT), short),
+        "unprotected after stop"
+    );
+}
