@@ -8,11 +8,24 @@ use core::intrinsics::{atomic_cxchg, atomic_xadd, atomic_xchg, AtomicOrdering};
 
 /// Adds `n` and returns the previous value.
 ///
+/// Sequentially consistent on purpose: LLVM's BPF backend lowers a *relaxed* `atomicrmw add` to
+/// the plain `lock xadd`, which returns nothing, even when the result is used (the caller then
+/// silently reads the addend). Pinned by the data-plane trigger test.
+///
 /// # Safety
 /// `ptr` must point to a live, 8-byte aligned `u64` in map memory.
 #[inline(always)]
 pub unsafe fn fetch_add(ptr: *mut u64, n: u64) -> u64 {
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(ptr, n) }
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(ptr, n) }
+}
+
+/// Adds `n` without reading the result: the cheaper `lock xadd`.
+///
+/// # Safety
+/// As [`fetch_add`].
+#[inline(always)]
+pub unsafe fn add(ptr: *mut u64, n: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(ptr, n) };
 }
 
 /// Stores `new` and returns the previous value.

@@ -200,7 +200,7 @@ fn is_banned(src: &AddrKey, cfg: &Config) -> bool {
         let expires = unsafe { (*ban).expires_at_ns };
         if expires == 0 || boot_ns() < expires {
             // SAFETY: the value is u64-aligned map memory; other CPUs update it atomically too.
-            unsafe { atomic::fetch_add(&raw mut (*ban).drops, 1) };
+            unsafe { atomic::add(&raw mut (*ban).drops, 1) };
             return true;
         }
     }
@@ -208,7 +208,7 @@ fn is_banned(src: &AddrKey, cfg: &Config) -> bool {
         if let Some(drops) = PS_BAN_CIDRS.get(&Key::new(128, src.addr)) {
             let drops = drops as *const u64 as *mut u64;
             // SAFETY: as above; trie values are stable map memory.
-            unsafe { atomic::fetch_add(drops, 1) };
+            unsafe { atomic::add(drops, 1) };
             return true;
         }
     }

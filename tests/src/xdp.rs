@@ -85,6 +85,17 @@ impl TestXdp {
         prog.test_run(opts).map(|r| r.return_value)
     }
 
+    /// Runs one packet `repeat` times in a single BPF_PROG_TEST_RUN call; returns the last verdict.
+    pub fn run_repeat(&self, packet: &[u8], repeat: u32) -> u32 {
+        let prog = self.dp.program().expect("program");
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            repeat,
+            ..Default::default()
+        };
+        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    }
+
     /// Events emitted since the last call.
     pub fn events(&mut self) -> Vec<ProbeEvent> {
         let mut out = Vec::new();

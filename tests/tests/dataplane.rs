@@ -110,3 +110,562 @@ fn each_scan_type_is_classified_on_ipv4_and_ipv6() {
     assert_eq!(x.run(&Packet::udp("2001:db8::9", 54321).build()), XDP_DROP);
     assert_eq!(x.events()[0].scan, ScanType::Udp);
 }
+
+mod thresholds {
+    use std::{thread, time::Duration};
+
+    use portsentry::{events::EventKind, settings::Settings};
+
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut Settings)) -> Settings {
+        let mut s = settings("111,112,113", "");
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn trigger_0_and_1_fire_on_the_first_probe_3_on_the_third() {
+        for trigger in [0, 1] {
+            let x = TestXdp::load(&with(|s| s.scan_trigger = trigger));
+            assert_eq!(
+                x.run(&Packet::tcp("10.1.0.1", 111, SYN).build()),
+                XDP_DROP,
+                "trigger {trigger}"
+            );
+        }
+        let mut x = TestXdp::load(&with(|s| s.scan_trigger = 3));
+        let src = "10.1.0.3";
+        assert_eq!(x.run(&Packet::tcp(src, 111, SYN).build()), XDP_PASS);
+        assert_eq!(x.run(&Packet::tcp(src, 112, SYN).build()), XDP_PASS);
+        assert!(!x.is_banned(src));
+        assert_eq!(x.dp.hits(src.parse().unwrap()).unwrap().unwrap().count, 2);
+        assert_eq!(x.run(&Packet::tcp(src, 113, SYN).build()), XDP_DROP);
+        assert!(x.is_banned(src));
+        let ev = x.events();
+        let kinds: Vec<(EventKind, u64)> = ev.iter().map(|e| (e.kind, e.count)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::Probe, 1),
+                (EventKind::Probe, 2),
+                (EventKind::Ban, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn probes_older_than_the_window_stop_counting() {
+        let x = TestXdp::load(&with(|s| {
+            s.scan_trigger = 2;
+            s.window = Some(Duration::from_millis(200));
+        }));
+        let src = "2001:db8:2::1";
+        assert_eq!(x.run(&Packet::tcp(src, 111, SYN).build()), XDP_PASS);
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            x.run(&Packet::tcp(src, 112, SYN).build()),
+            XDP_PASS,
+            "first probe expired: count restarts"
+        );
+        assert_eq!(x.dp.hits(src.parse().unwrap()).unwrap().unwrap().count, 1);
+        assert_eq!(
+            x.run(&Packet::tcp(src, 113, SYN).build()),
+            XDP_DROP,
+            "two probes within the window"
+        );
+    }
+
+    #[test]
+    fn without_a_window_the_count_never_decays() {
+        let x = TestXdp::load(&with(|s| {
+            s.scan_trigger = 2;
+            s.window = None;
+        }));
+        assert_eq!(x.run(&Packet::tcp("10.1.1.1", 111, SYN).build()), XDP_PASS);
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(x.run(&Packet::tcp("10.1.1.1", 111, SYN).build()), XDP_DROP);
+    }
+
+    #[test]
+    fn an_expired_ban_stops_dropping_in_the_kernel_and_a_new_probe_bans_again() {
+        let mut x = TestXdp::load(&with(|s| s.ban_ttl = Some(Duration::from_millis(200))));
+        let src = "10.1.2.1";
+        assert_eq!(x.run(&Packet::tcp(src, 111, SYN).build()), XDP_DROP);
+        assert_eq!(x.run(&Packet::tcp(src, 22, SYN).build()), XDP_DROP);
+        thread::sleep(Duration::from_millis(300));
+        // No daemon is involved: the program itself honours expires_at.
+        assert_eq!(
+            x.run(&Packet::tcp(src, 22, SYN).build()),
+            XDP_PASS,
+            "expired ban no longer drops"
+        );
+        assert_eq!(
+            x.run(&Packet::tcp(src, 111, SYN).build()),
+            XDP_DROP,
+            "re-banned"
+        );
+        let ban = x.dp.ban(src.parse().unwrap()).unwrap().unwrap();
+        assert_eq!(ban.drops, 0, "the new ban replaced the expired entry");
+        assert_eq!(
+            x.events()
+                .iter()
+                .filter(|e| e.kind == EventKind::Ban)
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_ban_without_ttl_never_expires() {
+        let x = TestXdp::load(&with(|s| s.ban_ttl = None));
+        assert_eq!(x.run(&Packet::tcp("10.1.3.1", 111, SYN).build()), XDP_DROP);
+        assert_eq!(
+            x.dp.ban("10.1.3.1".parse().unwrap())
+                .unwrap()
+                .unwrap()
+                .expires_at_ns,
+            0
+        );
+    }
+}
+
+mod concurrency {
+    use super::*;
+
+    /// Two CPUs counting the same source at once lose no probe: the hit map is shared and
+    /// updated atomically.
+    #[test]
+    fn hit_counts_are_exact_across_cpus() {
+        let mut s = settings("111", "");
+        s.scan_trigger = u32::MAX;
+        let x = std::sync::Arc::new(TestXdp::load(&s));
+        let probe = Packet::tcp("10.12.0.1", 111, SYN).build();
+        let per_thread = 20_000;
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (x, probe) = (x.clone(), probe.clone());
+                std::thread::spawn(move || x.run_repeat(&probe, per_thread))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), XDP_PASS);
+        }
+        let hits = x.dp.hits("10.12.0.1".parse().unwrap()).unwrap().unwrap();
+        assert_eq!(hits.count, 2 * u64::from(per_thread));
+    }
+
+    /// Probe events beyond the ring buffer's room are counted as lost; the program never waits.
+    #[test]
+    fn a_full_ring_buffer_is_counted_and_never_blocks() {
+        let mut s = settings("111", "");
+        s.scan_trigger = u32::MAX;
+        let mut x = TestXdp::load(&s);
+        // 1 MiB of 48-byte events (plus 8-byte record headers) holds under 20 000.
+        assert_eq!(
+            x.run_repeat(&Packet::tcp("10.12.0.2", 111, SYN).build(), 50_000),
+            XDP_PASS
+        );
+        let lost = x.stats().get(Stat::EventsLost);
+        let delivered = x.events().len() as u64;
+        assert!(lost > 0, "some events were lost");
+        assert_eq!(
+            lost + delivered,
+            50_000,
+            "every probe was either delivered or counted as lost"
+        );
+    }
+}
+
+mod policy {
+    use portsentry::{cidr::Cidr, events::EventKind, settings::Mode};
+
+    use super::*;
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn allowlisted_sources_are_never_counted_or_banned() {
+        let allow = cidrs(&["10.2.0.0/16", "2001:db8:a::/48"]);
+        let mut x = TestXdp::load_with(&settings("111", "54321"), &allow, &[], None);
+        for src in ["10.2.9.9", "2001:db8:a::5"] {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 111, SYN).build()),
+                XDP_PASS,
+                "{src}"
+            );
+            assert_eq!(x.run(&Packet::udp(src, 54321).build()), XDP_PASS, "{src}");
+            assert!(!x.is_banned(src));
+            assert!(
+                x.dp.hits(src.parse().unwrap()).unwrap().is_none(),
+                "not even counted"
+            );
+        }
+        assert_eq!(x.stats().get(Stat::Allowlisted), 4);
+        assert!(x.events().is_empty());
+        // Just outside the allowed networks: banned.
+        assert_eq!(x.run(&Packet::tcp("10.3.0.1", 111, SYN).build()), XDP_DROP);
+        assert_eq!(
+            x.run(&Packet::tcp("2001:db8:b::1", 111, SYN).build()),
+            XDP_DROP
+        );
+    }
+
+    #[test]
+    fn cidr_bans_drop_whole_networks_v4_and_v6() {
+        let bans = cidrs(&["198.51.100.0/24", "2001:db8:bad::/48"]);
+        let x = TestXdp::load_with(&settings("111", ""), &[], &bans, None);
+        for src in ["198.51.100.7", "2001:db8:bad::7"] {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 443, ACK).build()),
+                XDP_DROP,
+                "{src}"
+            );
+            assert_eq!(x.run(&Packet::udp(src, 53).build()), XDP_DROP, "{src}");
+        }
+        assert_eq!(
+            x.run(&Packet::tcp("198.51.101.7", 443, ACK).build()),
+            XDP_PASS
+        );
+        assert_eq!(
+            x.run(&Packet::tcp("2001:db8:bae::7", 443, ACK).build()),
+            XDP_PASS
+        );
+        assert_eq!(x.stats().get(Stat::Dropped), 4);
+    }
+
+    #[test]
+    fn detect_mode_counts_and_reports_but_never_drops() {
+        let mut s = settings("111", "");
+        s.mode = Mode::Detect;
+        let mut x = TestXdp::load(&s);
+        let src = "10.4.0.1";
+        assert_eq!(x.run(&Packet::tcp(src, 111, SYN).build()), XDP_PASS);
+        assert!(x.is_banned(src), "the would-be ban is recorded");
+        assert_eq!(x.run(&Packet::tcp(src, 22, SYN).build()), XDP_PASS);
+        assert_eq!(x.run(&Packet::tcp(src, 111, FIN).build()), XDP_PASS);
+        let st = x.stats();
+        assert_eq!((st.get(Stat::Dropped), st.get(Stat::DroppedWould)), (0, 3));
+        let ev = x.events();
+        assert_eq!(
+            ev.len(),
+            2,
+            "the ban and the later probe are both reported: {ev:?}"
+        );
+        assert!(ev.iter().all(|e| e.noblock && !e.dropped));
+        assert_eq!((ev[0].kind, ev[1].kind), (EventKind::Ban, EventKind::Probe));
+    }
+
+    #[test]
+    fn block_tcp_and_block_udp_switch_independently() {
+        let mut s = settings("111", "54321");
+        s.block_tcp = false;
+        let mut x = TestXdp::load(&s);
+        assert_eq!(
+            x.run(&Packet::tcp("10.5.0.1", 111, SYN).build()),
+            XDP_PASS,
+            "TCP probes only logged"
+        );
+        assert!(!x.is_banned("10.5.0.1"));
+        let ev = x.events();
+        assert_eq!(
+            (ev.len(), ev[0].kind, ev[0].noblock),
+            (1, EventKind::Probe, true)
+        );
+        assert_eq!(
+            x.run(&Packet::udp("10.5.0.2", 54321).build()),
+            XDP_DROP,
+            "UDP still blocks"
+        );
+
+        let mut s = settings("111", "54321");
+        s.block_udp = false;
+        let x = TestXdp::load(&s);
+        assert_eq!(x.run(&Packet::udp("10.5.0.3", 54321).build()), XDP_PASS);
+        assert!(!x.is_banned("10.5.0.3"));
+        assert_eq!(x.run(&Packet::tcp("10.5.0.4", 111, SYN).build()), XDP_DROP);
+    }
+
+    #[test]
+    fn a_full_ban_table_keeps_old_bans_and_reports_new_ones() {
+        let mut x = TestXdp::load_with(&settings("111", ""), &[], &[], Some(4));
+        for i in 1..=4 {
+            assert_eq!(
+                x.run(&Packet::tcp(&format!("10.6.0.{i}"), 111, SYN).build()),
+                XDP_DROP
+            );
+        }
+        // The fifth trigger cannot be stored, but the probe itself is still dropped and reported.
+        assert_eq!(x.run(&Packet::tcp("10.6.0.5", 111, SYN).build()), XDP_DROP);
+        assert!(!x.is_banned("10.6.0.5"));
+        assert_eq!(x.stats().get(Stat::BanTableFull), 1);
+        let ev = x.events();
+        assert_eq!(ev.last().map(|e| e.kind), Some(EventKind::BanTableFull));
+        for i in 1..=4 {
+            assert_eq!(
+                x.run(&Packet::tcp(&format!("10.6.0.{i}"), 22, ACK).build()),
+                XDP_DROP,
+                "old ban {i}"
+            );
+        }
+    }
+}
+
+mod parsing {
+    use portsentry_tests::packets::{Ext, Transport};
+
+    use super::*;
+
+    #[test]
+    fn vlan_single_and_double_tagged() {
+        let x = TestXdp::load(&settings("111", ""));
+        assert_eq!(
+            x.run(&Packet::tcp("10.7.0.1", 111, SYN).vlan(0x8100, 10).build()),
+            XDP_DROP
+        );
+        assert_eq!(
+            x.run(
+                &Packet::tcp("10.7.0.2", 111, SYN)
+                    .vlan(0x88a8, 100)
+                    .vlan(0x8100, 10)
+                    .build()
+            ),
+            XDP_DROP
+        );
+        assert_eq!(
+            x.run(
+                &Packet::tcp("2001:db8:7::3", 111, SYN)
+                    .vlan(0x8100, 10)
+                    .build()
+            ),
+            XDP_DROP
+        );
+        // A third tag is beyond what we parse: it passes as non-IP and nothing is counted.
+        let triple = Packet::tcp("10.7.0.4", 111, SYN)
+            .vlan(0x88a8, 1)
+            .vlan(0x8100, 2)
+            .vlan(0x8100, 3);
+        assert_eq!(x.run(&triple.build()), XDP_PASS);
+        assert!(!x.is_banned("10.7.0.4"));
+        // A banned source stays dropped behind tags.
+        assert_eq!(
+            x.run(
+                &Packet::tcp("10.7.0.1", 22, ACK)
+                    .vlan(0x88a8, 5)
+                    .vlan(0x8100, 6)
+                    .build()
+            ),
+            XDP_DROP
+        );
+    }
+
+    #[test]
+    fn ipv4_options_are_skipped_and_reported() {
+        let mut x = TestXdp::load(&settings("111", ""));
+        // Record-route option (7), 39 bytes: the largest IHL (15).
+        let mut rr = vec![7u8, 39, 4];
+        rr.resize(39, 0);
+        assert_eq!(
+            x.run(&Packet::tcp("10.8.0.1", 111, SYN).ipv4_options(&rr).build()),
+            XDP_DROP
+        );
+        assert_eq!(
+            x.run(
+                &Packet::tcp("10.8.0.2", 111, SYN)
+                    .ipv4_options(&[1, 1, 1, 1])
+                    .build()
+            ),
+            XDP_DROP
+        );
+        let ev = x.events();
+        assert_eq!(ev.len(), 2);
+        assert!(ev
+            .iter()
+            .all(|e| e.ip_options == Some(true) && e.dst_port == 111));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_of_every_kind_are_walked() {
+        let kinds = [
+            vec![Ext::HopByHop],
+            vec![Ext::Routing],
+            vec![Ext::DestOpts],
+            vec![Ext::Fragment {
+                offset: 0,
+                more: true,
+            }],
+            vec![Ext::Ah],
+            vec![
+                Ext::HopByHop,
+                Ext::DestOpts,
+                Ext::Routing,
+                Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                },
+                Ext::Ah,
+            ],
+        ];
+        for (i, exts) in kinds.iter().enumerate() {
+            let mut x = TestXdp::load(&settings("111", "54321"));
+            let tcp = exts.iter().fold(
+                Packet::tcp(&format!("2001:db8:9::{}", i + 1), 111, FIN),
+                |p, e| p.ext(*e),
+            );
+            assert_eq!(x.run(&tcp.build()), XDP_DROP, "TCP behind {exts:?}");
+            assert_eq!(x.events()[0].scan, ScanType::TcpFin, "{exts:?}");
+            let udp = exts.iter().fold(
+                Packet::udp(&format!("2001:db8:8::{}", i + 1), 54321),
+                |p, e| p.ext(*e),
+            );
+            assert_eq!(x.run(&udp.build()), XDP_DROP, "UDP behind {exts:?}");
+        }
+        // More extension headers than we walk: fail open, counted as malformed.
+        let x = TestXdp::load(&settings("111", ""));
+        let deep = (0..7).fold(Packet::tcp("2001:db8:9::99", 111, SYN), |p, _| {
+            p.ext(Ext::DestOpts)
+        });
+        assert_eq!(x.run(&deep.build()), XDP_PASS);
+        assert_eq!(x.stats().get(Stat::Malformed), 1);
+    }
+
+    #[test]
+    fn non_first_fragments_are_never_parsed_as_transport() {
+        let x = TestXdp::load(&settings("111", "54321"));
+        // Payload bytes that look like a SYN to port 111 must not count.
+        let v4 = Packet::tcp("10.9.0.1", 111, SYN).ipv4_fragment(3, false);
+        let v6 = Packet::tcp("2001:db8:10::1", 111, SYN).ext(Ext::Fragment {
+            offset: 3,
+            more: false,
+        });
+        let udp6 = Packet::udp("2001:db8:10::2", 54321).ext(Ext::Fragment {
+            offset: 1,
+            more: true,
+        });
+        for p in [&v4, &v6, &udp6] {
+            assert_eq!(x.run(&p.build()), XDP_PASS);
+        }
+        assert!(
+            !x.is_banned("10.9.0.1")
+                && !x.is_banned("2001:db8:10::1")
+                && !x.is_banned("2001:db8:10::2")
+        );
+        // A first fragment (offset 0, MF set) does carry the ports.
+        assert_eq!(
+            x.run(
+                &Packet::tcp("10.9.0.3", 111, SYN)
+                    .ipv4_fragment(0, true)
+                    .build()
+            ),
+            XDP_DROP
+        );
+        // Fragments of a banned source are dropped: the ban check needs only L3.
+        assert_eq!(
+            x.run(
+                &Packet::tcp("10.9.0.3", 80, ACK)
+                    .ipv4_fragment(9, false)
+                    .build()
+            ),
+            XDP_DROP
+        );
+    }
+
+    #[test]
+    fn other_protocols_pass_untouched() {
+        let x = TestXdp::load(&settings("111", ""));
+        assert_eq!(
+            x.run(&Packet::new("10.10.0.1", Transport::Other(1)).build()),
+            XDP_PASS
+        );
+        assert_eq!(
+            x.run(&Packet::new("2001:db8::1", Transport::Other(58)).build()),
+            XDP_PASS
+        );
+        let mut arp = Packet::tcp("10.10.0.1", 111, SYN).build();
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(x.run(&arp), XDP_PASS);
+        let st = x.stats();
+        assert_eq!((st.get(Stat::Malformed), st.get(Stat::Passed)), (0, 3));
+    }
+
+    /// Every prefix of every packet kind: no abort; a prefix that cuts into a header passes (fail
+    /// open, counted as malformed), one that still holds the whole transport header is a probe;
+    /// and a banned source drops as soon as its source address is complete.
+    #[test]
+    fn every_truncation_of_every_packet_kind() {
+        // (name, packet, bytes to know the source, bytes to hold the whole transport header)
+        let kinds: Vec<(&str, Packet, usize, usize)> = vec![
+            ("tcp4", Packet::tcp("10.11.0.1", 111, SYN), 34, 54),
+            ("udp4", Packet::udp("10.11.0.1", 111), 34, 42),
+            (
+                "tcp4+opts",
+                Packet::tcp("10.11.0.1", 111, SYN).ipv4_options(&[1, 1, 1, 1]),
+                34,
+                58,
+            ),
+            (
+                "tcp4+vlan2",
+                Packet::tcp("10.11.0.1", 111, SYN)
+                    .vlan(0x88a8, 1)
+                    .vlan(0x8100, 2),
+                42,
+                62,
+            ),
+            ("tcp6", Packet::tcp("2001:db8:11::1", 111, SYN), 54, 74),
+            ("udp6", Packet::udp("2001:db8:11::1", 111), 54, 62),
+            (
+                "tcp6+ext",
+                Packet::tcp("2001:db8:11::1", 111, SYN)
+                    .ext(Ext::HopByHop)
+                    .ext(Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    })
+                    .ext(Ext::Ah),
+                54,
+                54 + 16 + 8 + 16 + 20,
+            ),
+        ];
+        for (name, packet, source_len, probe_len) in kinds {
+            let bytes = packet.build();
+            let src = packet.src;
+            let mut fresh = TestXdp::load(&settings("111", "111"));
+            let banned = TestXdp::load(&settings("111", "111"));
+            assert_eq!(banned.run(&bytes), XDP_DROP, "{name}: full packet bans");
+            for len in 0..=bytes.len() {
+                let cut = &bytes[..len];
+                let want = if len >= probe_len { XDP_DROP } else { XDP_PASS };
+                match fresh.try_run(cut) {
+                    Ok(v) => assert_eq!(v, want, "{name} cut to {len}"),
+                    // The kernel refuses test input shorter than an Ethernet header.
+                    Err(_) => assert!(len < 14, "{name} cut to {len}: test run failed"),
+                }
+                if want == XDP_DROP {
+                    // Forget the probe so the next prefix starts clean.
+                    assert!(
+                        fresh.dp.remove_ban(src).unwrap(),
+                        "{name} cut to {len}: banned"
+                    );
+                    fresh.events();
+                }
+                if len >= source_len {
+                    assert_eq!(
+                        banned.run(cut),
+                        XDP_DROP,
+                        "{name} cut to {len}: banned source drops"
+                    );
+                } else if len >= 14 {
+                    assert_eq!(
+                        banned.run(cut),
+                        XDP_PASS,
+                        "{name} cut to {len}: no source yet"
+                    );
+                }
+            }
+            let malformed = fresh.stats().get(Stat::Malformed);
+            assert!(malformed > 0, "{name}: truncations counted as malformed");
+        }
+    }
+}
