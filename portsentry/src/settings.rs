@@ -13,6 +13,9 @@ pub const CLASSIC_TCP_PORTS: &str = "1,11,15,79,111,119,143,540,635,1080,1524,20
 pub const CLASSIC_UDP_PORTS: &str = "1,7,9,69,161,162,513,635,640,641,700,37444,34555,31335,32770,32771,32772,32773,32774,31337,54321";
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/portsentry";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/portsentry";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/portsentry/portsentry.toml";
+pub const DEFAULT_HOSTS_DENY: &str = "/etc/hosts.deny";
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -22,6 +25,61 @@ pub enum Mode {
     Block,
     /// Count and report only; nothing is dropped.
     Detect,
+}
+
+/// Format of per-event log lines (stdout and history file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// PortSentry 2.x's `Scan from: …` and `attackalert: …` lines.
+    #[default]
+    Portsentry,
+    /// One JSON object per event.
+    Json,
+}
+
+/// PortSentry's KILL_* response hooks, made safe: argv lists, never a shell.
+///
+/// Placeholders in every argv element and in `hosts_deny`: `$TARGET$`/`{target}` (source
+/// address), `$PORT$`/`{port}` (destination port), `$MODE$`/`{mode}` (`tcp`/`udp`),
+/// `{proto}` (`TCP`/`UDP`), `{scan}` (scan type text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookSettings {
+    /// KILL_RUN_CMD: run on every ban.
+    pub run_cmd: Option<Vec<String>>,
+    /// KILL_HOSTS_DENY: this line is appended to `hosts_deny_file` on every ban.
+    pub hosts_deny: Option<String>,
+    pub hosts_deny_file: PathBuf,
+    /// KILL_ROUTE: run on every ban (after hosts_deny).
+    pub kill_route: Option<Vec<String>>,
+    /// KILL_RUN_CMD_FIRST: run_cmd before hosts_deny and kill_route instead of after.
+    pub run_cmd_first: bool,
+    /// Each command is killed after this long and counted as failed.
+    pub timeout: Duration,
+    /// Ban responses (each a sequence of the hooks above) running at once; more are skipped.
+    pub max_concurrent: usize,
+    /// Ban responses started per minute at most; more are skipped.
+    pub max_per_minute: u32,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        Self {
+            run_cmd: None,
+            hosts_deny: None,
+            hosts_deny_file: PathBuf::from(DEFAULT_HOSTS_DENY),
+            kill_route: None,
+            run_cmd_first: false,
+            timeout: Duration::from_secs(10),
+            max_concurrent: 4,
+            max_per_minute: 60,
+        }
+    }
+}
+
+impl HookSettings {
+    pub fn is_empty(&self) -> bool {
+        self.run_cmd.is_none() && self.hosts_deny.is_none() && self.kill_route.is_none()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +105,21 @@ pub struct Settings {
     /// Pin maps here; `None` disables pinning.
     pub pin_dir: Option<PathBuf>,
     pub max_bans: Option<u32>,
+    /// Advanced mode: also guard every TCP port below N that has no listening socket.
+    pub advanced_tcp_below: Option<u16>,
+    /// Advanced mode for UDP, same meaning.
+    pub advanced_udp_below: Option<u16>,
+    /// Ports advanced mode never guards.
+    pub advanced_exclude_tcp: PortSet,
+    pub advanced_exclude_udp: PortSet,
+    /// PortSentry-format ignore file: its entries are added to `allow`.
+    pub ignore_file: Option<PathBuf>,
+    /// Every event, timestamped, appended here (never truncated).
+    pub history_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Persistent bans live here.
+    pub state_dir: PathBuf,
+    pub hooks: HookSettings,
 }
 
 impl Default for Settings {
@@ -66,13 +139,27 @@ impl Default for Settings {
             xdp_mode: AttachMode::Auto,
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             max_bans: None,
+            advanced_tcp_below: None,
+            advanced_udp_below: None,
+            // PortSentry 1.2's defaults: ident, NetBIOS / RIP, NetBIOS, BOOTP.
+            advanced_exclude_tcp: PortSet::parse("113,139").unwrap_or_default(),
+            advanced_exclude_udp: PortSet::parse("520,138,137,67").unwrap_or_default(),
+            ignore_file: None,
+            history_file: None,
+            log_format: LogFormat::Portsentry,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            hooks: HookSettings::default(),
         }
     }
 }
 
 impl Settings {
     pub fn validate(&self) -> Result<()> {
-        if self.tcp_ports.is_empty() && self.udp_ports.is_empty() {
+        if self.tcp_ports.is_empty()
+            && self.udp_ports.is_empty()
+            && self.advanced_tcp_below.is_none()
+            && self.advanced_udp_below.is_none()
+        {
             bail!("no guarded ports: set at least one TCP or UDP port");
         }
         Ok(())
