@@ -4,10 +4,14 @@
 
 pub mod bpffs;
 pub mod cidr;
+pub mod classic;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod hooks;
+pub mod ignore;
 pub mod logging;
 pub mod netinfo;
 pub mod object;
