@@ -22,31 +22,93 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
     long_about = "portsentry guards trap ports: ports no legitimate client connects to. A source that \
 probes them (SYN, FIN, NULL, XMAS or UDP) is banned by the XDP program itself and its very next \
 packet is dropped before the network stack sees it.\n\n\
-Quick start (inside a network namespace while trying it out):\n  \
-portsentry run                          protect the default-route interface, classic trap ports\n  \
-portsentry run --iface eth1 --tcp-ports 1,11,111,6000-6063 --ban-ttl 1h"
+Examples:\n  \
+portsentry run                          protect the default-route interface (config or embedded defaults)\n  \
+portsentry run -i eth1 --tcp-ports 1,11,111,6000-6063 --ban-ttl 1h\n  \
+portsentry list                         show bans (works with or without a running daemon)\n  \
+portsentry ban 198.51.100.0/24 --ttl 7d\n  \
+portsentry unban 192.0.2.7\n  \
+portsentry import-conf /etc/portsentry/portsentry.conf > portsentry.toml\n\n\
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.",
+    after_help = "Inspect live state with bpftool: bpftool map dump pinned /sys/fs/bpf/portsentry/PS_BANS"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Options every verb accepts; they override the config file.
+#[derive(Args, Debug, Default, Clone)]
+pub struct GlobalArgs {
+    /// Config file [default: /etc/portsentry/portsentry.toml, or the embedded defaults if it
+    /// does not exist].
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Where bans are persisted [default: /var/lib/portsentry].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where maps are pinned on bpffs [default: /sys/fs/bpf/portsentry].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Load the XDP program, attach it and log probes and bans until SIGINT/SIGTERM.
+    /// Load the XDP program, attach it and log probes and bans until SIGINT/SIGTERM
+    /// (SIGHUP reloads the config without losing bans).
     Run(RunArgs),
+    /// Show whether the daemon runs, where, in which mode, and its counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List bans: address, since, expires, trigger, origin and dropped packets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address or a network now (works with or without a running daemon).
+    Ban {
+        /// Address or network, e.g. 192.0.2.7 or 198.51.100.0/24.
+        target: Cidr,
+        /// How long ("1h", "7d", "never") [default: the config's ban_ttl].
+        #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
+        ttl: Option<Limit>,
+    },
+    /// Lift bans on addresses or networks, or all of them.
+    Unban {
+        /// Addresses or networks exactly as banned.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        targets: Vec<Cidr>,
+        /// Lift every ban.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Validate a config file and print the effective configuration.
+    CheckConfig {
+        /// Config file [default: --config, else /etc/portsentry/portsentry.toml].
+        path: Option<PathBuf>,
+    },
+    /// Convert a classic PortSentry portsentry.conf (1.2 or 2.x) to portsentry.toml on stdout.
+    ImportConf {
+        /// The classic config file.
+        path: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
-    /// Interface to protect (repeat for several). Default: the interface of the default route.
+    /// Interface to protect (repeat for several) [default: the config's `interfaces`, else the
+    /// interface of the default route].
     #[arg(long = "iface", short = 'i', value_name = "IF")]
     pub interfaces: Vec<String>,
-    /// Guarded TCP ports: a list with ranges, e.g. "1,11,111,6000-6063" (default: classic
-    /// PortSentry list). An empty string guards no TCP port.
+    /// Guarded TCP ports: a list with ranges, e.g. "1,11,111,6000-6063". An empty string guards
+    /// no TCP port.
     #[arg(long, value_name = "LIST")]
     pub tcp_ports: Option<String>,
-    /// Guarded UDP ports, same syntax (default: classic PortSentry list).
+    /// Guarded UDP ports, same syntax.
     #[arg(long, value_name = "LIST")]
     pub udp_ports: Option<String>,
     /// Ban on the N-th probe from a source (0 and 1: the first, as PortSentry's SCAN_TRIGGER).
@@ -55,7 +117,7 @@ pub struct RunArgs {
     /// Probes older than this stop counting ("90s", "1h"; "never" = PortSentry's no decay).
     #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     pub window: Option<Limit>,
-    /// How long a ban lasts ("24h", "7d"; "never" = forever). Default 24h.
+    /// How long a ban lasts ("24h", "7d"; "never" = forever).
     #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     pub ban_ttl: Option<Limit>,
     /// block: drop banned sources; detect: only count and log.
@@ -70,16 +132,19 @@ pub struct RunArgs {
     /// XDP attach mode: auto tries native and falls back to generic.
     #[arg(long, value_enum)]
     pub xdp_mode: Option<XdpModeArg>,
-    /// Pin maps here (on bpffs, mounted if needed) so state survives restarts and bpftool can
-    /// read it. Default /sys/fs/bpf/portsentry.
-    #[arg(long, value_name = "DIR")]
-    pub pin_dir: Option<PathBuf>,
-    /// Do not pin maps: all state goes away when the daemon stops.
-    #[arg(long, conflicts_with = "pin_dir")]
+    /// Do not pin maps: state lives only as long as the process (bans still persist in
+    /// the state directory).
+    #[arg(long)]
     pub no_pin: bool,
-    /// Ban table capacity (default 65536).
+    /// Ban table capacity [default: 65536].
     #[arg(long, value_name = "N")]
     pub max_bans: Option<u32>,
+    /// Append every event, timestamped, to this file (PortSentry's HISTORY_FILE).
+    #[arg(long, value_name = "PATH")]
+    pub history_file: Option<PathBuf>,
+    /// Event log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -93,4 +158,10 @@ pub enum XdpModeArg {
     Auto,
     Native,
     Generic,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormatArg {
+    Portsentry,
+    Json,
 }

@@ -124,8 +124,37 @@ impl Stats {
     }
 }
 
+/// Typed handles on every map except the ring buffer. Opened either from a freshly loaded
+/// program ([`Dataplane`]) or from the pin directory (the CLI, with or without a daemon).
+pub struct Maps {
+    config: Array<MapData, Config>,
+    tcp_guard: Array<MapData, u64>,
+    udp_guard: Array<MapData, u64>,
+    bans: HashMap<MapData, AddrKey, BanEntry>,
+    hits: HashMap<MapData, AddrKey, HitEntry>,
+    ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
+    allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    maps: Maps,
+    events: Option<RingBuf<MapData>>,
+}
+
+impl std::ops::Deref for Dataplane {
+    type Target = Maps;
+    fn deref(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+impl std::ops::DerefMut for Dataplane {
+    fn deref_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
 }
 
 impl Dataplane {
@@ -159,7 +188,20 @@ impl Dataplane {
             .try_into()
             .map_err(DataplaneError::Program)?;
         program.load().map_err(verifier_error)?;
-        Ok(Self { ebpf })
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::NoSuchMap(name));
+        let maps = Maps {
+            config: typed(names::CONFIG, take(names::CONFIG)?)?,
+            tcp_guard: typed(names::TCP_GUARD, take(names::TCP_GUARD)?)?,
+            udp_guard: typed(names::UDP_GUARD, take(names::UDP_GUARD)?)?,
+            bans: typed(names::BANS, take(names::BANS)?)?,
+            hits: typed(names::HITS, take(names::HITS)?)?,
+            ban_cidrs: typed(names::BAN_CIDRS, take(names::BAN_CIDRS)?)?,
+            allow_cidrs: typed(names::ALLOW_CIDRS, take(names::ALLOW_CIDRS)?)?,
+            stats: typed(names::STATS, take(names::STATS)?)?,
+        };
+        let events = Some(typed(names::EVENTS, take(names::EVENTS)?)?);
+        Ok(Self { ebpf, maps, events })
     }
 
     /// The loaded program, for attaching or BPF_PROG_TEST_RUN.
@@ -184,60 +226,118 @@ impl Dataplane {
             iface: iface.to_owned(),
             source,
         };
+        let try_mode = |program: &mut Xdp, m: XdpMode| program.attach(iface, m).map(|_| ());
         match mode {
-            AttachMode::Native => program
-                .attach(iface, XdpMode::Driver)
-                .map(|_| AttachMode::Native)
+            AttachMode::Native => try_mode(program, XdpMode::Driver)
+                .map(|()| AttachMode::Native)
                 .map_err(attach_err),
-            AttachMode::Generic => program
-                .attach(iface, XdpMode::Skb)
-                .map(|_| AttachMode::Generic)
+            AttachMode::Generic => try_mode(program, XdpMode::Skb)
+                .map(|()| AttachMode::Generic)
                 .map_err(attach_err),
-            AttachMode::Auto => match program.attach(iface, XdpMode::Driver) {
-                Ok(_) => Ok(AttachMode::Native),
+            AttachMode::Auto => match try_mode(program, XdpMode::Driver) {
+                Ok(()) => Ok(AttachMode::Native),
                 Err(ProgramError::UnknownInterface { name }) => {
                     Err(attach_err(ProgramError::UnknownInterface { name }))
                 }
-                Err(_) => program
-                    .attach(iface, XdpMode::Skb)
-                    .map(|_| AttachMode::Generic)
+                Err(_) => try_mode(program, XdpMode::Skb)
+                    .map(|()| AttachMode::Generic)
                     .map_err(attach_err),
             },
         }
     }
 
+    /// Takes the event ring buffer (once) for the event reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        self.events
+            .take()
+            .ok_or(DataplaneError::NoSuchMap(names::EVENTS))
+    }
+}
+
+fn typed<T>(name: &'static str, map: aya::maps::Map) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    T::try_from(map).map_err(map_err(name))
+}
+
+/// A pinned map opened as the `Map` variant its type calls for.
+fn open_pinned<T>(dir: &Path, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let data = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
+    let map = match data.info().and_then(|i| i.map_type()) {
+        Ok(MapType::Array) => aya::maps::Map::Array(data),
+        Ok(MapType::Hash) => aya::maps::Map::HashMap(data),
+        Ok(MapType::LruHash) => aya::maps::Map::LruHashMap(data),
+        Ok(MapType::LpmTrie) => aya::maps::Map::LpmTrie(data),
+        Ok(MapType::PerCpuArray) => aya::maps::Map::PerCpuArray(data),
+        Ok(other) => {
+            return Err(DataplaneError::IncompatiblePin {
+                path: dir.join(name),
+                dir: dir.to_path_buf(),
+                what: format!("unexpected map type {other:?}"),
+            })
+        }
+        Err(e) => return Err(map_err(name)(e)),
+    };
+    typed(name, map)
+}
+
+impl Maps {
+    /// Opens the maps pinned in `dir`; `Ok(None)` if nothing is pinned there.
+    pub fn open_pinned(dir: &Path) -> Result<Option<Self>> {
+        if !dir.join(names::BANS).exists() {
+            return Ok(None);
+        }
+        check_pins(dir)?;
+        Ok(Some(Self {
+            config: open_pinned(dir, names::CONFIG)?,
+            tcp_guard: open_pinned(dir, names::TCP_GUARD)?,
+            udp_guard: open_pinned(dir, names::UDP_GUARD)?,
+            bans: open_pinned(dir, names::BANS)?,
+            hits: open_pinned(dir, names::HITS)?,
+            ban_cidrs: open_pinned(dir, names::BAN_CIDRS)?,
+            allow_cidrs: open_pinned(dir, names::ALLOW_CIDRS)?,
+            stats: open_pinned(dir, names::STATS)?,
+        }))
+    }
+
     pub fn set_config(&mut self, config: &Config) -> Result<()> {
-        let mut map: Array<_, Config> = self.map_mut(names::CONFIG)?;
-        map.set(0, config, 0).map_err(map_err(names::CONFIG))
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::CONFIG))
     }
 
     pub fn config(&self) -> Result<Config> {
-        let map: Array<_, Config> = self.map(names::CONFIG)?;
-        map.get(&0, 0).map_err(map_err(names::CONFIG))
+        self.config.get(&0, 0).map_err(map_err(names::CONFIG))
     }
 
-    /// Replaces the guarded-port bitmap of `proto` (`proto::TCP` or `proto::UDP`).
+    /// Replaces the guarded-port bitmap of `protocol` (`proto::TCP` or `proto::UDP`), writing
+    /// only the words that changed.
     pub fn set_guarded_ports(&mut self, protocol: u8, ports: &PortSet) -> Result<()> {
-        let name = if protocol == portsentry_common::proto::TCP {
-            names::TCP_GUARD
+        let (name, map) = if protocol == portsentry_common::proto::TCP {
+            (names::TCP_GUARD, &mut self.tcp_guard)
         } else {
-            names::UDP_GUARD
+            (names::UDP_GUARD, &mut self.udp_guard)
         };
-        let mut map: Array<_, u64> = self.map_mut(name)?;
         for (i, word) in ports
             .words()
             .iter()
             .enumerate()
             .take(PORT_BITMAP_WORDS as usize)
         {
-            map.set(i as u32, word, 0).map_err(map_err(name))?;
+            let i = i as u32;
+            if map.get(&i, 0).ok() != Some(*word) {
+                map.set(i, word, 0).map_err(map_err(name))?;
+            }
         }
         Ok(())
     }
 
     pub fn insert_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<()> {
-        let mut map: HashMap<_, AddrKey, BanEntry> = self.map_mut(names::BANS)?;
-        match map.insert(cidr::addr_key(addr), entry, 0) {
+        match self.bans.insert(cidr::addr_key(addr), entry, 0) {
             Ok(()) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 Err(DataplaneError::TableFull("ban"))
@@ -248,30 +348,24 @@ impl Dataplane {
 
     /// Removes a ban; false if there was none.
     pub fn remove_ban(&mut self, addr: IpAddr) -> Result<bool> {
-        let mut map: HashMap<_, AddrKey, BanEntry> = self.map_mut(names::BANS)?;
-        match map.remove(&cidr::addr_key(addr)) {
+        match self.bans.remove(&cidr::addr_key(addr)) {
             Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(false)
-            }
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(map_err(names::BANS)(e)),
         }
     }
 
     pub fn ban(&self, addr: IpAddr) -> Result<Option<BanEntry>> {
-        let map: HashMap<_, AddrKey, BanEntry> = self.map(names::BANS)?;
-        match map.get(&cidr::addr_key(addr), 0) {
+        match self.bans.get(&cidr::addr_key(addr), 0) {
             Ok(b) => Ok(Some(b)),
-            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(map_err(names::BANS)(e)),
         }
     }
 
     pub fn bans(&self) -> Result<Vec<(IpAddr, BanEntry)>> {
-        let map: HashMap<_, AddrKey, BanEntry> = self.map(names::BANS)?;
         let mut out = Vec::new();
-        for item in map.iter() {
+        for item in self.bans.iter() {
             let (k, v) = item.map_err(map_err(names::BANS))?;
             out.push((cidr::key_addr(&k), v));
         }
@@ -279,95 +373,100 @@ impl Dataplane {
     }
 
     pub fn hits(&self, addr: IpAddr) -> Result<Option<HitEntry>> {
-        let map: HashMap<_, AddrKey, HitEntry> = self.map(names::HITS)?;
-        match map.get(&cidr::addr_key(addr), 0) {
+        match self.hits.get(&cidr::addr_key(addr), 0) {
             Ok(h) => Ok(Some(h)),
-            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(map_err(names::HITS)(e)),
         }
     }
 
     /// Replaces the allowlist trie; returns the number of entries (for `Config`).
     pub fn set_allowlist(&mut self, cidrs: &[Cidr]) -> Result<u32> {
-        self.replace_trie::<u8>(names::ALLOW_CIDRS, cidrs, 1)
+        replace_trie(&mut self.allow_cidrs, names::ALLOW_CIDRS, cidrs, 1u8)
     }
 
     /// Replaces the CIDR ban trie; returns the number of entries (for `Config`).
     pub fn set_ban_cidrs(&mut self, cidrs: &[Cidr]) -> Result<u32> {
-        self.replace_trie::<u64>(names::BAN_CIDRS, cidrs, 0)
+        replace_trie(&mut self.ban_cidrs, names::BAN_CIDRS, cidrs, 0u64)
     }
 
-    fn replace_trie<V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-        cidrs: &[Cidr],
-        value: V,
-    ) -> Result<u32> {
-        let mut trie: LpmTrie<_, [u8; 16], V> = self.map_mut(name)?;
-        let old: Vec<LpmKey<[u8; 16]>> = trie.keys().filter_map(|k| k.ok()).collect();
-        let wanted: Vec<LpmKey<[u8; 16]>> = cidrs
-            .iter()
-            .map(|c| LpmKey::new(c.key_prefix(), c.key().addr))
-            .collect();
-        for key in &wanted {
-            match trie.insert(key, value, 0) {
-                Ok(()) => {}
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOSPC) =>
-                {
-                    return Err(DataplaneError::TableFull(name));
-                }
-                Err(e) => return Err(map_err(name)(e)),
-            }
+    /// Banned networks with their drop counters.
+    pub fn ban_cidrs(&self) -> Result<Vec<(Cidr, u64)>> {
+        let mut out = Vec::new();
+        for item in self.ban_cidrs.iter() {
+            let (k, drops) = item.map_err(map_err(names::BAN_CIDRS))?;
+            out.push((cidr_from_key(&k), drops));
         }
-        for key in old {
-            let keep = wanted
-                .iter()
-                .any(|w| w.prefix_len() == key.prefix_len() && w.data() == key.data());
-            if !keep {
-                trie.remove(&key).map_err(map_err(name))?;
-            }
-        }
-        Ok(wanted.len() as u32)
+        Ok(out)
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        let map: PerCpuArray<_, u64> = self.map(names::STATS)?;
         let mut stats = Stats::default();
         for stat in Stat::ALL {
-            let per_cpu = map.get(&(stat as u32), 0).map_err(map_err(names::STATS))?;
+            let per_cpu = self
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(map_err(names::STATS))?;
             stats.0[stat as usize] = per_cpu.iter().sum();
         }
         Ok(stats)
     }
+}
 
-    /// Takes the event ring buffer (once) for the event reader.
-    pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
-        let map = self
-            .ebpf
-            .take_map(names::EVENTS)
-            .ok_or(DataplaneError::NoSuchMap(names::EVENTS))?;
-        RingBuf::try_from(map).map_err(map_err(names::EVENTS))
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
+}
 
-    fn map<'a, T>(&'a self, name: &'static str) -> Result<T>
-    where
-        T: TryFrom<&'a aya::maps::Map, Error = MapError>,
-    {
-        let map = self.ebpf.map(name).ok_or(DataplaneError::NoSuchMap(name))?;
-        T::try_from(map).map_err(map_err(name))
+fn cidr_from_key(k: &LpmKey<[u8; 16]>) -> Cidr {
+    let addr = cidr::key_addr(&AddrKey { addr: k.data() });
+    let prefix = if addr.is_ipv4() {
+        k.prefix_len().saturating_sub(96)
+    } else {
+        k.prefix_len()
+    };
+    Cidr {
+        addr,
+        prefix: u8::try_from(prefix).unwrap_or(128),
     }
+}
 
-    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T>
-    where
-        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
-    {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataplaneError::NoSuchMap(name))?;
-        T::try_from(map).map_err(map_err(name))
+fn replace_trie<V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; 16], V>,
+    name: &'static str,
+    cidrs: &[Cidr],
+    value: V,
+) -> Result<u32> {
+    let old: Vec<LpmKey<[u8; 16]>> = trie.keys().filter_map(|k| k.ok()).collect();
+    let wanted: Vec<LpmKey<[u8; 16]>> = cidrs
+        .iter()
+        .map(|c| LpmKey::new(c.key_prefix(), c.key().addr))
+        .collect();
+    let same = |a: &LpmKey<[u8; 16]>, b: &LpmKey<[u8; 16]>| {
+        a.prefix_len() == b.prefix_len() && a.data() == b.data()
+    };
+    for key in &wanted {
+        // Keep existing entries (and their counters) untouched.
+        if old.iter().any(|o| same(o, key)) {
+            continue;
+        }
+        match trie.insert(key, value, 0) {
+            Ok(()) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOSPC) => {
+                return Err(DataplaneError::TableFull(name));
+            }
+            Err(e) => return Err(map_err(name)(e)),
+        }
     }
+    for key in old {
+        if !wanted.iter().any(|w| same(w, &key)) {
+            trie.remove(&key).map_err(map_err(name))?;
+        }
+    }
+    Ok(trie.keys().filter(|k| k.is_ok()).count() as u32)
 }
 
 /// Keeps the end of the verifier log, where the reason is; the full log is rarely useful to an
@@ -427,9 +526,4 @@ fn check_pins(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Opens pinned maps without loading a program: for the CLI while a daemon runs.
-pub fn pinned_map(dir: &Path, name: &'static str) -> Result<MapData> {
-    MapData::from_pin(dir.join(name)).map_err(map_err(name))
 }

@@ -1,9 +1,21 @@
 //! Log lines in PortSentry 2.x's exact wording, so existing parsers (fail2ban's portsentry
 //! filter, logwatch scripts) keep working.
 
-use portsentry_common::ScanType;
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use crate::events::{EventKind, ProbeEvent};
+use portsentry_common::ScanType;
+use serde_json::json;
+
+use crate::{
+    clock,
+    events::{EventKind, ProbeEvent},
+    settings::LogFormat,
+};
 
 /// `Scan from: [...] (...) protocol: [...] ...`, PortSentry 2.x's per-probe line.
 pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> String {
@@ -46,6 +58,129 @@ pub fn ban_table_full_line(ev: &ProbeEvent) -> String {
         "attackalert: Host {} could not be blocked: the ban table is full (raise max_bans)",
         ev.src
     )
+}
+
+/// The event as one JSON object (`log_format = "json"`).
+pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> String {
+    json!({
+        "time": clock::iso_local_ms(unix_ms),
+        "event": match ev.kind {
+            EventKind::Probe => "probe",
+            EventKind::Ban => "ban",
+            EventKind::BanTableFull => "ban_table_full",
+        },
+        "src": ev.src.to_string(),
+        "protocol": ev.protocol.name(),
+        "port": ev.dst_port,
+        "scan": scan_type_text(ev),
+        "tcp_flags": ev.tcp_flags,
+        "ip_options": match ev.ip_options { Some(true) => "set", Some(false) => "not set", None => "unknown" },
+        "count": ev.count,
+        "triggered": ev.count >= trigger.max(1),
+        "noblock": ev.noblock,
+        "blocked": is_blocked(ev),
+        "dropped": ev.dropped,
+        "interface": iface,
+    })
+    .to_string()
+}
+
+/// How often a failing history file is reported (it is retried on every event).
+const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where event lines go: stdout (the journal under systemd) and the history file, which is
+/// appended to, never truncated, each line prefixed by a local ISO-8601 timestamp.
+pub struct LogSink {
+    format: LogFormat,
+    history_path: Option<PathBuf>,
+    history: Option<File>,
+    last_error_report: Option<Instant>,
+    /// History writes that failed since the last report.
+    failed_writes: u64,
+}
+
+impl LogSink {
+    pub fn new(format: LogFormat, history_path: Option<&Path>) -> Self {
+        let mut sink = Self {
+            format,
+            history_path: history_path.map(Path::to_path_buf),
+            history: None,
+            last_error_report: None,
+            failed_writes: 0,
+        };
+        if sink.history_path.is_some() {
+            if let Err(e) = sink.open_history() {
+                sink.report_history_error(&e);
+            }
+        }
+        sink
+    }
+
+    fn open_history(&mut self) -> std::io::Result<()> {
+        if let Some(path) = &self.history_path {
+            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            self.history = Some(f);
+        }
+        Ok(())
+    }
+
+    /// Logs one event: the scan line, plus the ban line when it banned.
+    pub fn event(&mut self, ev: &ProbeEvent, trigger: u64, iface: &str) {
+        let now = clock::unix_ms();
+        match self.format {
+            LogFormat::Json => self.line_at(&json_line(ev, trigger, iface, now), now),
+            LogFormat::Portsentry => {
+                self.line_at(&scan_line(ev, trigger, None), now);
+                match ev.kind {
+                    EventKind::Ban if is_blocked(ev) => self.line_at(&ban_line(ev, iface), now),
+                    EventKind::BanTableFull => self.line_at(&ban_table_full_line(ev), now),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Logs a line that is not an event (hooks, start-up), to stdout and history.
+    pub fn line(&mut self, text: &str) {
+        self.line_at(text, clock::unix_ms());
+    }
+
+    fn line_at(&mut self, text: &str, unix_ms: u64) {
+        println!("{text}");
+        if self.history_path.is_none() {
+            return;
+        }
+        let stamped = format!("{} {text}\n", clock::iso_local_ms(unix_ms));
+        if self.history.is_none() {
+            // Retry: the disk may have been fixed or the directory created since.
+            let _ = self.open_history();
+        }
+        let result = match self.history.as_mut() {
+            Some(f) => f.write_all(stamped.as_bytes()),
+            None => Err(std::io::Error::other("history file is not open")),
+        };
+        if let Err(e) = result {
+            self.history = None;
+            self.failed_writes += 1;
+            self.report_history_error(&e);
+        }
+    }
+
+    fn report_history_error(&mut self, e: &std::io::Error) {
+        let due = self
+            .last_error_report
+            .is_none_or(|t| t.elapsed() >= ERROR_REPORT_INTERVAL);
+        if due {
+            let path = self.history_path.as_deref().map(Path::display);
+            eprintln!(
+                "portsentry: error: cannot write history file {}: {e} ({} line(s) not written since the last report; enforcement continues)",
+                path.map(|p| p.to_string()).unwrap_or_default(),
+                self.failed_writes
+            );
+            self.last_error_report = Some(Instant::now());
+            self.failed_writes = 0;
+        }
+    }
 }
 
 fn scan_type_text(ev: &ProbeEvent) -> String {

@@ -53,6 +53,10 @@ pub struct HookSettings {
     pub kill_route: Option<Vec<String>>,
     /// KILL_RUN_CMD_FIRST: run_cmd before hosts_deny and kill_route instead of after.
     pub run_cmd_first: bool,
+    /// Also run `run_cmd` for bans that are not enforced (detect mode, `block_tcp`/`block_udp`
+    /// off): PortSentry's BLOCK_TCP/BLOCK_UDP = 2. hosts_deny and kill_route block, so they run
+    /// only for enforced bans.
+    pub run_cmd_always: bool,
     /// Each command is killed after this long and counted as failed.
     pub timeout: Duration,
     /// Ban responses (each a sequence of the hooks above) running at once; more are skipped.
@@ -69,6 +73,7 @@ impl Default for HookSettings {
             hosts_deny_file: PathBuf::from(DEFAULT_HOSTS_DENY),
             kill_route: None,
             run_cmd_first: false,
+            run_cmd_always: false,
             timeout: Duration::from_secs(10),
             max_concurrent: 4,
             max_per_minute: 60,

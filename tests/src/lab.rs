@@ -130,6 +130,8 @@ pub struct Lab {
     pub scanner: Netns,
     /// The protected side's interface.
     pub iface: String,
+    /// The scanner side's interface.
+    pub scanner_iface: String,
     pub protected_v4: IpAddr,
     pub protected_v6: IpAddr,
     /// Scanner addresses: index 0 is the primary; more are aliases so cases do not share a ban.
@@ -150,6 +152,7 @@ impl Lab {
                 name: format!("pss{id}"),
             },
             iface: format!("vp{id}"),
+            scanner_iface: format!("vs{id}"),
             protected_v4: "10.77.0.1".parse()?,
             protected_v6: "fd77::1".parse()?,
             scanner_v4: (0..aliases.max(1))
@@ -160,13 +163,13 @@ impl Lab {
                 .collect::<Result<_, _>>()?,
         };
         // From here on, Drop cleans up whatever was created.
-        lab.create(&id)?;
+        lab.create()?;
         Ok(lab)
     }
 
-    fn create(&self, id: &str) -> Result<()> {
+    fn create(&self) -> Result<()> {
         let (p, s) = (&self.protected.name, &self.scanner.name);
-        let peer = format!("vs{id}");
+        let peer = self.scanner_iface.clone();
         ip(&["netns", "add", p])?;
         ip(&["netns", "add", s])?;
         ip(&[
@@ -215,7 +218,83 @@ impl Lab {
         }
         ip(&["-n", p, "route", "add", "default", "via", "10.77.0.2"])?;
         ip(&["-n", s, "route", "add", "default", "via", "10.77.0.1"])?;
+        self.pin_neighbours()?;
         Ok(())
+    }
+
+    /// Permanent neighbour entries on the scanner side for the protected addresses. A banned
+    /// IPv6 source cannot complete neighbour discovery (its solicitations are dropped too), so
+    /// without this a scanner could not even send the probes a test wants to see unanswered.
+    fn pin_neighbours(&self) -> Result<()> {
+        let out = Command::new("ip")
+            .args(["-n", &self.protected.name, "link", "show", &self.iface])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mac = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .context("protected interface has no MAC address")?
+            .to_owned();
+        for addr in [self.protected_v4, self.protected_v6] {
+            let a = addr.to_string();
+            ip(&[
+                "-n",
+                &self.scanner.name,
+                "neigh",
+                "replace",
+                &a,
+                "lladdr",
+                &mac,
+                "dev",
+                &self.scanner_iface,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Re-creates the veth pair after `remove_link` (same names and addresses).
+    pub fn recreate_link(&self) -> Result<()> {
+        let (p, s) = (&self.protected.name, &self.scanner.name);
+        ip(&[
+            "link",
+            "add",
+            &self.iface,
+            "netns",
+            p,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.scanner_iface,
+            "netns",
+            s,
+        ])?;
+        for (ns, dev) in [(p, &self.iface), (s, &self.scanner_iface)] {
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        ip(&["-n", p, "addr", "add", "10.77.0.1/24", "dev", &self.iface])?;
+        for a in &self.scanner_v4 {
+            ip(&[
+                "-n",
+                s,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                &self.scanner_iface,
+            ])?;
+        }
+        ip(&["-n", p, "route", "add", "default", "via", "10.77.0.2"])?;
+        ip(&["-n", s, "route", "add", "default", "via", "10.77.0.1"])?;
+        self.pin_neighbours()
+    }
+
+    /// Deletes the veth pair (both ends).
+    pub fn remove_link(&self) -> Result<()> {
+        ip(&["-n", &self.protected.name, "link", "del", &self.iface])
     }
 
     /// Whether an XDP program is attached to the protected interface.
@@ -282,8 +361,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `portsentry ARGS` in `ns` and waits until it reports being active.
     pub fn start(ns: &Netns, args: &[&str]) -> Result<Self> {
+        Self::start_program(ns, &portsentry_bin().to_string_lossy(), args)
+    }
+
+    /// Starts `PROGRAM ARGS` (a wrapper that ends up running portsentry) in `ns`.
+    pub fn start_program(ns: &Netns, program: &str, args: &[&str]) -> Result<Self> {
         let mut child = ns
-            .command(&portsentry_bin().to_string_lossy())
+            .command(program)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -380,4 +464,109 @@ impl Drop for Daemon {
 /// Socket address helper.
 pub fn sock(addr: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr, port)
+}
+
+/// A fresh directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("portsentry-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `text` to `name` in this directory and returns its path as a string.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.path.join(name);
+        std::fs::write(&p, text).expect("writing test file");
+        p.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs `PROGRAM ARGS` in `ns` to completion, bounded by `timeout`; returns (exit code, stdout).
+pub fn run_in(ns: &Netns, program: &str, args: &[&str], timeout: Duration) -> (i32, String) {
+    let secs = format!("{}", timeout.as_secs().max(1));
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "timeout", "-s", "KILL", &secs, program,
+        ])
+        .args(args)
+        .output()
+        .expect("running a tool in a namespace");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Runs `portsentry ARGS` to completion (in the root namespace) and returns exit code, stdout,
+/// stderr.
+pub fn portsentry(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(portsentry_bin())
+        .args(args)
+        .output()
+        .expect("running portsentry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Daemon {
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup runs) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident memory of the daemon in KiB (VmRSS).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Lines that satisfy `pred`, in order.
+    pub fn lines_matching(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l.iter().filter(|x| pred(x)).cloned().collect())
+            .unwrap_or_default()
+    }
 }

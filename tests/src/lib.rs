@@ -1,6 +1,8 @@
 //! Shared test support: raw packet builders, BPF_PROG_TEST_RUN helpers and the network-namespace
 //! lab. The tests themselves live in `tests/tests/`.
 
+pub mod bench;
+pub mod fullscan;
 pub mod lab;
 pub mod packets;
 pub mod xdp;

@@ -3,6 +3,7 @@
 //! Every command first makes sure the eBPF toolchain is there (see `toolchain.rs`).
 
 mod build;
+mod install;
 mod toolchain;
 
 use std::process::{Command, ExitCode};
@@ -42,8 +43,30 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (root, network namespaces): data-plane cost per packet against an
+    /// empty XDP program, flood drop cost against nftables, leak after detection against the
+    /// classic architecture, scale and start-up. Prints a markdown table and writes
+    /// target/bench/results.json.
+    Bench {
+        /// Smoke run: fewer repetitions and smaller sizes (under 2 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only these sections: dataplane, flood, leak, scale (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+    },
     /// rustfmt check and clippy with -D warnings, userspace and eBPF crates.
     Lint,
+    /// Build a release binary and install it with the systemd unit and the example config
+    /// (an existing config is never overwritten).
+    Install {
+        /// Installation prefix: binary in PREFIX/sbin, unit in PREFIX/lib/systemd/system.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+        /// Where the config goes [default: /etc for /usr and /usr/local, else PREFIX/etc].
+        #[arg(long)]
+        sysconfdir: Option<std::path::PathBuf>,
+    },
     /// Only check (and if needed install) the eBPF toolchain: nightly rust-src and bpf-linker.
     Toolchain,
 }
@@ -69,6 +92,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Lint => build::lint(&tools),
+        Cmd::Install { prefix, sysconfdir } => {
+            let bin = build::portsentry(&tools, true)?;
+            install::install(&bin, &prefix, sysconfdir.as_deref())
+        }
         Cmd::Build { release } => {
             let bin = build::portsentry(&tools, release)?;
             println!("built {}", bin.display());
@@ -81,6 +108,37 @@ fn run(cli: Cli) -> Result<()> {
                 .args(&args)
                 .status()
                 .with_context(|| format!("running {}", bin.display()))?;
+            exit_like(status)
+        }
+        Cmd::Bench { quick, only } => {
+            toolchain::ensure_test_packages()?;
+            let object = build::ebpf(&tools)?;
+            let baseline = object.with_file_name("baseline");
+            let bin = build::portsentry(&tools, true)?;
+            let out = build::workspace_root().join("target/bench/results.json");
+            let mut cmd = build::cargo();
+            cmd.args([
+                "run",
+                "--quiet",
+                "--package",
+                "portsentry-tests",
+                "--bin",
+                "portsentry-bench",
+                "--",
+            ]);
+            if quick {
+                cmd.arg("--quick");
+            }
+            for section in &only {
+                cmd.args(["--only", section]);
+            }
+            let status = cmd
+                .env(build::OBJECT_ENV, &object)
+                .env("PORTSENTRY_BIN", &bin)
+                .env("PORTSENTRY_BASELINE_OBJECT", &baseline)
+                .env("PORTSENTRY_BENCH_OUT", &out)
+                .status()
+                .context("running the benchmarks")?;
             exit_like(status)
         }
         Cmd::Test { args } => {

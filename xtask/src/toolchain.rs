@@ -148,7 +148,18 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
 }
 
 /// Debian packages the end-to-end tests drive; installed with apt-get when a command is missing.
-const TEST_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("bpftool", "bpftool")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("setpriv", "util-linux"),
+    ("nmap", "nmap"),
+    ("hping3", "hping3"),
+    ("masscan", "masscan"),
+    ("tcpdump", "tcpdump"),
+    // Benchmarks: the nftables baselines and the trafgen flood.
+    ("nft", "nftables"),
+    ("trafgen", "netsniff-ng"),
+];
 
 pub fn ensure_test_packages() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES

@@ -1,0 +1,227 @@
+//! Scale and start-up: time to load and attach, time to restore persisted bans, kernel memory of
+//! the maps (from /proc/PID/fdinfo, what bpftool shows as memlock) at default and at 1 M
+//! capacity, and the daemon's RSS idle and during a many-source scan.
+
+use std::{
+    net::IpAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use portsentry::{
+    clock,
+    state::{SavedBan, State, StateStore},
+};
+use portsentry_common::{ban_origin, proto, ScanType};
+
+use super::{Figure, Plan};
+use crate::lab::{run_in, Daemon, Lab, TempDir};
+
+const SECTION: &str = "Scale and start-up";
+const ACTIVE: &str = "Portsentry is now active and listening.";
+
+/// Starts the daemon and returns it with the seconds until it reported itself active.
+fn start_timed(lab: &Lab, args: &[&str], limit: Duration) -> Result<(Daemon, f64)> {
+    let t = Instant::now();
+    let mut d = Daemon::start(&lab.protected, args)?;
+    if !d.wait_for_line(|l| l.ends_with(ACTIVE), limit) {
+        bail!(
+            "the daemon did not become active within {limit:?}:\n{}",
+            d.output()
+        );
+    }
+    Ok((d, t.elapsed().as_secs_f64()))
+}
+
+/// Sum of `memlock` over the daemon's BPF map fds, and that of its largest map (the ban table).
+fn map_memory(pid: u32) -> Result<(u64, u64)> {
+    let mut total = 0;
+    let mut largest = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        if !text.contains("map_type:") {
+            continue;
+        }
+        let memlock: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        total += memlock;
+        largest = largest.max(memlock);
+    }
+    Ok((total, largest))
+}
+
+fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
+    let now = clock::unix_ms();
+    let bans = (0..n)
+        .map(|i| SavedBan {
+            addr: IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+            banned_at_ms: now,
+            expires_at_ms: None,
+            port: 111,
+            proto: proto::TCP,
+            scan_type: ScanType::TcpSyn as u8,
+            origin: ban_origin::DETECTED,
+            drops: 0,
+        })
+        .collect();
+    StateStore::new(dir)
+        .save(&State {
+            version: 1,
+            bans,
+            cidr_bans: Vec::new(),
+        })
+        .context("writing the ban file")?;
+    Ok(())
+}
+
+pub fn run(plan: Plan) -> Result<Vec<Figure>> {
+    let lab = Lab::new(1)?;
+    let dir = TempDir::new("bench-scale")?;
+    let iface = lab.iface.clone();
+    let mut figures = Vec::new();
+
+    // Load and attach, nothing to restore.
+    let (mut starts, mut rss_idle) = (vec![], vec![]);
+    let mut default_mem = (0, 0);
+    for i in 0..plan.reps {
+        let state = dir.join(&format!("empty-{i}")).display().to_string();
+        let (mut d, secs) = start_timed(
+            &lab,
+            &["run", "--iface", &iface, "--no-pin", "--state-dir", &state],
+            Duration::from_secs(20),
+        )?;
+        starts.push(secs * 1000.0);
+        thread::sleep(Duration::from_millis(300));
+        rss_idle.push(d.rss_kib().unwrap_or(0) as f64 / 1024.0);
+        default_mem = map_memory(d.pid())?;
+        d.stop()?;
+    }
+    figures.push(Figure::new(
+        SECTION,
+        "start-up: load, configure, attach (no bans)",
+        "ms",
+        &starts,
+    ));
+    figures.push(Figure::new(SECTION, "daemon RSS, idle", "MiB", &rss_idle));
+    figures.push(Figure::new(
+        SECTION,
+        "kernel memory of all maps, default capacity (65 536 bans)",
+        "MiB",
+        &[default_mem.0 as f64 / 1048576.0],
+    ));
+    figures.push(Figure::new(
+        SECTION,
+        "kernel memory of the ban table, default capacity",
+        "MiB",
+        &[default_mem.1 as f64 / 1048576.0],
+    ));
+
+    // Restore persisted bans.
+    let n: u32 = if plan.quick { 100_000 } else { 1_000_000 };
+    let label = if n >= 1_000_000 {
+        "1 M".to_owned()
+    } else {
+        format!("{} k", n / 1000)
+    };
+    let restore_dir = dir.join("restore");
+    write_bans(&restore_dir, n)?;
+    let state = restore_dir.display().to_string();
+    let capacity = (n + n / 8).to_string();
+    let mut restores = vec![];
+    let mut big_mem = (0, 0);
+    let reps = if plan.quick { 1 } else { 3 };
+    for _ in 0..reps {
+        let (mut d, secs) = start_timed(
+            &lab,
+            &[
+                "run",
+                "--iface",
+                &iface,
+                "--no-pin",
+                "--max-bans",
+                &capacity,
+                "--state-dir",
+                &state,
+            ],
+            Duration::from_secs(300),
+        )?;
+        if !d.has_line(|l| l.starts_with(&format!("portsentry: restored {n} ban(s)"))) {
+            bail!("not all {n} bans were restored:\n{}", d.output());
+        }
+        restores.push(secs);
+        big_mem = map_memory(d.pid())?;
+        // Kill: a clean stop would rewrite the big file for nothing.
+        d.kill9();
+    }
+    figures.push(Figure::new(
+        SECTION,
+        format!("start-up restoring {label} persisted bans"),
+        "s",
+        &restores,
+    ));
+    figures.push(Figure::new(
+        SECTION,
+        format!("kernel memory of all maps, {label} ban capacity (+12 %)"),
+        "MiB",
+        &[big_mem.0 as f64 / 1048576.0],
+    ));
+
+    // RSS while many sources scan: hping3 SYNs from random sources to a trap port, each one a
+    // ban (and a log line).
+    let state = dir.join("flood").display().to_string();
+    let (mut d, _) = start_timed(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            &iface,
+            "--no-pin",
+            "--no-auto-allow",
+            "--tcp-ports",
+            "111",
+            "--max-bans",
+            "200000",
+            "--state-dir",
+            &state,
+        ],
+        Duration::from_secs(20),
+    )?;
+    let tgt = lab.protected_v4.to_string();
+    let secs = if plan.quick { 3 } else { 6 };
+    let flood = {
+        let ns = lab.scanner.clone();
+        thread::spawn(move || {
+            run_in(
+                &ns,
+                "hping3",
+                &["--flood", "--rand-source", "-S", "-p", "111", &tgt],
+                Duration::from_secs(secs),
+            )
+        })
+    };
+    let mut peak = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs + 2) {
+        peak = peak.max(d.rss_kib().unwrap_or(0));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = flood.join();
+    thread::sleep(Duration::from_secs(1));
+    let bans = d
+        .lines_matching(|l| l.starts_with("attackalert: Host "))
+        .len();
+    figures.push(Figure::new(
+        SECTION,
+        format!("daemon peak RSS during a random-source SYN flood ({bans} sources banned)"),
+        "MiB",
+        &[peak as f64 / 1024.0],
+    ));
+    d.stop()?;
+    Ok(figures)
+}

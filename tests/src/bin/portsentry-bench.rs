@@ -1,0 +1,75 @@
+//! `cargo xtask bench [--quick] [--only SECTION]`: runs the benchmarks, prints a markdown table
+//! and writes `target/bench/results.json`. Needs root (XDP, network namespaces).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use portsentry_tests::bench::{self, dataplane, flood, leak, scale, Plan};
+
+/// One benchmark section: it returns its figures or the reason it could not run.
+type Section<'a> = Box<dyn Fn() -> anyhow::Result<Vec<bench::Figure>> + 'a>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<&str> = args
+        .iter()
+        .zip(args.iter().skip(1))
+        .filter(|(a, _)| *a == "--only")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.contains(&name);
+    let plan = Plan::new(quick);
+    let Some(baseline) = std::env::var_os("PORTSENTRY_BASELINE_OBJECT").map(PathBuf::from) else {
+        eprintln!("portsentry-bench: PORTSENTRY_BASELINE_OBJECT is not set: run it with `cargo xtask bench`");
+        return ExitCode::from(2);
+    };
+    let out = std::env::var_os("PORTSENTRY_BENCH_OUT")
+        .map_or_else(|| PathBuf::from("target/bench/results.json"), PathBuf::from);
+
+    let machine = bench::machine();
+    eprintln!(
+        "portsentry-bench: {} run, {} repetitions per figure, on {machine}",
+        if quick { "quick" } else { "full" },
+        plan.reps
+    );
+    let mut figures = Vec::new();
+    let mut failed = false;
+    let sections: [(&str, Section); 4] = [
+        ("dataplane", Box::new(|| dataplane::run(plan, &baseline))),
+        ("flood", Box::new(|| flood::run(plan))),
+        ("leak", Box::new(|| leak::run(plan))),
+        ("scale", Box::new(|| scale::run(plan))),
+    ];
+    for (name, section) in sections.iter() {
+        if !wanted(name) {
+            continue;
+        }
+        let (result, secs) = bench::timed(section);
+        match result {
+            Ok(f) => {
+                eprintln!(
+                    "portsentry-bench: {name}: {} figures in {secs:.1} s",
+                    f.len()
+                );
+                figures.extend(f);
+            }
+            Err(e) => {
+                eprintln!("portsentry-bench: error: {name}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", bench::table(&figures));
+    println!("Machine: {machine}. Each figure: median of the repetitions, with min and max; ratio = median ÷ baseline median from the same run.");
+    if let Err(e) = bench::write_json(&figures, &out, plan, &machine) {
+        eprintln!("portsentry-bench: error: {e:#}");
+        failed = true;
+    } else {
+        eprintln!("portsentry-bench: wrote {}", out.display());
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

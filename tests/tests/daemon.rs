@@ -1,0 +1,531 @@
+//! End-to-end tests of the daemon and CLI (issue: config, logs, persistent bans, hooks, verbs).
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use portsentry_tests::lab::{portsentry, sock, Daemon, Lab, PinDir, TempDir};
+
+const SERVICE: u16 = 8080;
+const TRAP: u16 = 111;
+const SHORT: Duration = Duration::from_millis(800);
+
+/// `run` arguments shared by most tests: the lab's interface, one trap port, this test's state.
+fn base_args<'a>(lab: &'a Lab, state: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--iface",
+        &lab.iface,
+        "--tcp-ports",
+        "111",
+        "--no-auto-allow",
+        "--state-dir",
+        state,
+    ]
+}
+
+fn is_timestamped_scan_line(line: &str, src: &str) -> bool {
+    // 2026-11-25T00:21:22.071+0000 Scan from: [10.77.0.2] ...
+    let Some((stamp, rest)) = line.split_once(' ') else {
+        return false;
+    };
+    let b = stamp.as_bytes();
+    stamp.len() == 28
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && (b[23] == b'+' || b[23] == b'-')
+        && rest.starts_with(&format!(
+            "Scan from: [{src}] ({src}) protocol: [TCP] port: [111]"
+        ))
+}
+
+#[test]
+fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("history").unwrap();
+    let state = dir.path.display().to_string();
+    let history = dir.join("history.log").display().to_string();
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut args = base_args(&lab, &state);
+    args.extend(["--no-pin", "--history-file", &history]);
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {a} ")),
+        Duration::from_secs(5)
+    ));
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+
+    // No pins: the new process starts with empty maps and must restore the ban from state_dir.
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: restored 1 ban(s)")),
+        "{}",
+        d.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "still banned after restart"
+    );
+    assert!(lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT));
+    assert!(!lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {b} ")),
+        Duration::from_secs(5)
+    ));
+    d.stop().unwrap();
+
+    let text = std::fs::read_to_string(&history).unwrap();
+    let scans: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" Scan from: "))
+        .collect();
+    assert!(
+        scans.len() >= 2,
+        "both runs' probes are in the history:\n{text}"
+    );
+    assert!(
+        is_timestamped_scan_line(scans[0], &a.to_string()),
+        "{}",
+        scans[0]
+    );
+    assert!(
+        scans
+            .iter()
+            .any(|l| is_timestamped_scan_line(l, &b.to_string())),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.ends_with("Portsentry is now active and listening."))
+            .count()
+            == 2,
+        "{text}"
+    );
+}
+
+#[test]
+fn bans_expire_on_time_and_expired_bans_are_not_restored() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("expiry").unwrap();
+    let state = dir.path.display().to_string();
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut args = base_args(&lab, &state);
+    args.extend(["--no-pin", "--ban-ttl", "3s"]);
+    let a = lab.scanner_v4[0];
+
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let banned_at = Instant::now();
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "banned"
+    );
+    d.stop().unwrap();
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: restored 1 ban(s)")),
+        "{}",
+        d.output()
+    );
+    while banned_at.elapsed() < Duration::from_millis(3300) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "ban expired after 3 s"
+    );
+    // A clean stop would save without the expired ban; a crash leaves it in the file.
+    d.kill9();
+    let d = Daemon::start(&lab.protected, &args).unwrap();
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: restored 0 ban(s)") && l.contains("(1 expired")),
+        "{}",
+        d.output()
+    );
+}
+
+#[test]
+fn ban_and_unban_from_the_cli_take_effect_on_live_traffic() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("cli").unwrap();
+    let pins = PinDir::new().unwrap();
+    let state = dir.path.display().to_string();
+    let pin = pins.path.join("ps").display().to_string();
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut args = base_args(&lab, &state);
+    args.extend(["--pin-dir", &pin]);
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    let ctl = |verb: &[&str]| {
+        let mut v = verb.to_vec();
+        v.extend(["--state-dir", &state, "--pin-dir", &pin]);
+        portsentry(&v)
+    };
+
+    assert!(lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT));
+    let (code, out, err) = ctl(&["ban", &a.to_string(), "--ttl", "1h"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "manual ban drops"
+    );
+
+    let (code, out, _) = ctl(&["list", "--json"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == a.to_string())
+        .expect("listed");
+    assert_eq!(
+        (row["origin"].as_str(), row["trigger"].as_str()),
+        (Some("manual"), Some("manual"))
+    );
+    assert!(row["drops"].as_u64().unwrap() >= 1, "{row}");
+    assert!(row["expires"].is_string());
+
+    // A network ban: the whole /24 of the scanner namespace (b included).
+    let (code, out, err) = ctl(&["ban", "10.77.0.0/24"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !lab.scanner
+            .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT),
+        "network ban drops"
+    );
+    assert_eq!(ctl(&["unban", "10.77.0.0/24"]).0, 0);
+    assert!(lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT));
+
+    let (code, out, _) = ctl(&["unban", &a.to_string()]);
+    assert_eq!((code, out.trim()), (0, format!("unbanned {a}").as_str()));
+    assert!(
+        lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "unban lets traffic through"
+    );
+    assert_eq!(
+        ctl(&["unban", &a.to_string()]).0,
+        1,
+        "unbanning what is not banned fails"
+    );
+
+    let (code, out, _) = ctl(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["running"], true, "{st}");
+    assert_eq!(st["interfaces"][0]["name"], lab.iface.as_str());
+    assert_eq!(st["mode"], "block");
+    assert!(st["counters"]["dropped"].as_u64().unwrap() >= 2, "{st}");
+    d.stop().unwrap();
+
+    // Without a daemon the verbs still work on the state file, and a restart applies them.
+    let (code, out, _) = ctl(&["ban", &b.to_string()]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out, _) = ctl(&["list"]);
+    assert!(out.contains(&b.to_string()), "{out}");
+}
+
+#[test]
+fn hooks_run_with_the_right_argv_and_the_pinned_program_survives_sighup() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("hooks").unwrap();
+    let marks = TempDir::new("marks").unwrap();
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"111\"\nudp_ports = \"\"\nauto_allow = false\ninterfaces = [\"{}\"]\nstate_dir = \"{}\"\n\
+             [hooks]\nrun_cmd = [\"/usr/bin/touch\", \"{}/$TARGET$-$PORT$-{{proto}}\"]\n",
+            lab.iface,
+            dir.path.display(),
+            marks.path.display()
+        ),
+    );
+    let mut d = Daemon::start(&lab.protected, &["run", "--config", &config, "--no-pin"]).unwrap();
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    let mark = marks.join(&format!("{a}-111-TCP"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !mark.exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        mark.exists(),
+        "hook ran with placeholders expanded; output:\n{}",
+        d.output()
+    );
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!(
+                "attackalert: External command run for host: {a} using command: \"/usr/bin/touch"
+            )),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+
+    // SIGHUP with a new trap port: it is guarded at once and the earlier ban is kept.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("tcp_ports = \"111\"", "tcp_ports = \"111,2222\""),
+    )
+    .unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with("portsentry: reloaded configuration"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "ban kept across reload"
+    );
+    assert!(!lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, 2222), SHORT));
+    assert!(
+        d.wait_for_line(
+            |l| l.contains(&format!("Scan from: [{b}]")) && l.contains("port: [2222]"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+}
+
+#[test]
+fn advanced_mode_guards_unused_ports_and_a_new_service_stops_being_a_trap() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("advanced").unwrap();
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"\"\nudp_ports = \"\"\nadvanced_tcp_below = 1024\nauto_allow = false\ninterfaces = [\"{}\"]\nstate_dir = \"{}\"\n",
+            lab.iface,
+            dir.path.display()
+        ),
+    );
+    let _d = Daemon::start(&lab.protected, &["run", "--config", &config, "--no-pin"]).unwrap();
+    let (a, b, c) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, 23), SHORT),
+        "unused port below 1024 is a trap"
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, 1500), SHORT),
+        "a is banned now"
+    );
+    // A service that starts later stops being a trap within a second.
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, 25));
+    thread::sleep(Duration::from_millis(1000));
+    assert!(
+        lab.scanner
+            .tcp_connect(b, sock(lab.protected_v4, 25), SHORT),
+        "port 25 now has a service"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(b, sock(lab.protected_v4, 25), SHORT),
+        "and b was not banned"
+    );
+    // Excluded by default (ident): never a trap.
+    assert!(lab
+        .scanner
+        .tcp_connect(c, sock(lab.protected_v4, 25), SHORT));
+    assert!(
+        !lab.scanner
+            .tcp_connect(c, sock(lab.protected_v4, 113), SHORT),
+        "nothing listens on 113"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(c, sock(lab.protected_v4, 25), SHORT),
+        "probing an excluded port bans nobody"
+    );
+}
+
+#[test]
+fn json_log_format_gives_one_object_per_event() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("json").unwrap();
+    let state = dir.path.display().to_string();
+    let mut args = base_args(&lab, &state);
+    args.extend(["--no-pin", "--log-format", "json"]);
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let a = lab.scanner_v4[0];
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with('{') && l.contains("\"ban\""),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    let line = d.lines_matching(|l| l.starts_with('{')).remove(0);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["event"], "ban");
+    assert_eq!(v["src"], a.to_string());
+    assert_eq!(
+        (v["port"].as_u64(), v["protocol"].as_str()),
+        (Some(111), Some("TCP"))
+    );
+    assert_eq!(v["scan"], "TCP SYN/Normal scan");
+    assert_eq!(
+        (v["blocked"].as_bool(), v["interface"].as_str()),
+        (Some(true), Some(lab.iface.as_str()))
+    );
+}
+
+#[test]
+fn bad_config_and_bad_ignore_file_exit_2_naming_file_and_line() {
+    let dir = TempDir::new("badconf").unwrap();
+    let bad = dir.write(
+        "bad.toml",
+        "# comment\nscan_trigger = 2\ntcp_ports = \"1,70000\"\n",
+    );
+    let (code, _, err) = portsentry(&["check-config", &bad]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{bad}:3")) && err.contains("tcp_ports"),
+        "{err}"
+    );
+    let (code, _, err) = portsentry(&["run", "--config", &bad]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{bad}:3")), "{err}");
+
+    let typo = dir.write("typo.toml", "tcp_port = \"1\"\n");
+    let (code, _, err) = portsentry(&["check-config", &typo]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("{typo}:1")) && err.contains("tcp_port"),
+        "unknown keys are errors: {err}"
+    );
+
+    let ignore = dir.write("portsentry.ignore", "127.0.0.1\n10.0.0.1/8\n");
+    let conf = dir.write("conf.toml", &format!("ignore_file = \"{ignore}\"\n"));
+    let (code, _, err) = portsentry(&["check-config", &conf]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{ignore}:2")),
+        "ignore file error names its line: {err}"
+    );
+
+    let good = dir.write("good.toml", "scan_trigger = 3\nban_ttl = \"2h\"\n");
+    let (code, out, err) = portsentry(&["check-config", &good]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("scan_trigger = 3"), "{out}");
+    let (code, _, _) = portsentry(&["run", "--tcp-ports", "x"]);
+    assert_eq!(code, 2, "bad flag value is a usage error");
+}
+
+#[test]
+fn import_conf_converts_real_classic_configs() {
+    let dir = TempDir::new("import").unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../portsentry/tests/fixtures");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("conf") {
+            continue;
+        }
+        n += 1;
+        let (code, toml, err) = portsentry(&["import-conf", &path.display().to_string()]);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+        assert!(toml.contains("tcp_ports"), "{toml}");
+        let out = dir.write(
+            "imported.toml",
+            &toml
+                .replace("ignore_file", "# ignore_file")
+                .replace("history_file", "# history_file"),
+        );
+        let (code, _, err) = portsentry(&["check-config", &out]);
+        assert_eq!(
+            code,
+            0,
+            "{}: imported config does not validate: {err}\n{toml}",
+            path.display()
+        );
+    }
+    assert!(
+        n >= 2,
+        "a 1.2 and a 2.x config are in {}",
+        fixtures.display()
+    );
+}
+
+#[test]
+fn the_systemd_units_capability_set_is_enough() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/portsentry.service"
+    ))
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("unit has a CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let bounding = format!("--bounding-set=-all,{}", caps.join(","));
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("caps").unwrap();
+    let state = dir.path.display().to_string();
+    let bin = portsentry_tests::lab::portsentry_bin()
+        .display()
+        .to_string();
+    let mut args = vec!["--inh-caps=-all", bounding.as_str(), bin.as_str()];
+    args.extend(base_args(&lab, &state));
+    args.push("--no-pin");
+    let d = Daemon::start_program(&lab.protected, "setpriv", &args).unwrap();
+    assert!(!lab
+        .scanner
+        .tcp_connect(lab.scanner_v4[0], sock(lab.protected_v4, TRAP), SHORT));
+    let a = lab.scanner_v4[0];
+    let mut d = d;
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {a} ")),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+}

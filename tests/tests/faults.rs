@@ -1,0 +1,343 @@
+//! Faults: a killed daemon, a full disk, an interface that goes away and comes back.
+
+use std::{thread, time::Duration};
+
+use portsentry_tests::lab::{portsentry, run_in, sock, Daemon, Lab, PinDir, TempDir};
+
+const SERVICE: u16 = 8080;
+const TRAP: u16 = 111;
+const SHORT: Duration = Duration::from_millis(800);
+
+/// Documented behaviour: while the daemon is down the XDP program is detached and traffic flows
+/// (fail open); no ban is lost, and the restarted daemon drops the scanner again.
+#[test]
+fn kill_9_loses_no_ban_and_traffic_fails_open_while_down() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("kill9").unwrap();
+    let pins = PinDir::new().unwrap();
+    let (state, pin) = (
+        dir.path.display().to_string(),
+        pins.path.join("ps").display().to_string(),
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let args = [
+        "run",
+        "--iface",
+        &lab.iface,
+        "--tcp-ports",
+        "111",
+        "--no-auto-allow",
+        "--state-dir",
+        &state,
+        "--pin-dir",
+        &pin,
+    ];
+    let a = lab.scanner_v4[0];
+
+    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {a} ")),
+        Duration::from_secs(5)
+    ));
+    d.kill9(); // mid-scan: no chance to save state or detach cleanly
+
+    assert!(
+        !lab.xdp_attached().unwrap(),
+        "the program goes with the process"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "fail open while down"
+    );
+    let (code, out, _) = portsentry(&["list", "--json", "--state-dir", &state, "--pin-dir", &pin]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("\"{a}\"")),
+        "the ban is still in the pinned table: {out}"
+    );
+
+    let d = Daemon::start(&lab.protected, &args).unwrap();
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: restored ")
+            && l.ends_with("1 ban(s) kept in the pinned maps")),
+        "{}",
+        d.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "dropped again after restart"
+    );
+    assert!(lab
+        .scanner
+        .tcp_connect(lab.scanner_v4[1], sock(lab.protected_v4, SERVICE), SHORT));
+}
+
+/// A full disk under state_dir and history_file: enforcement goes on, errors are logged, no panic.
+#[test]
+fn a_full_disk_is_reported_and_enforcement_continues() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("full").unwrap();
+    let disk = dir.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &disk,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let history = disk.join("history.log");
+    std::fs::write(&history, "").unwrap();
+    // Fill the file system.
+    let _ = std::fs::write(disk.join("filler"), vec![0u8; 1 << 20]);
+    let (state, hist) = (
+        disk.join("state").display().to_string(),
+        history.display().to_string(),
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = Daemon::start(
+        &lab.protected,
+        &[
+            "run",
+            "--iface",
+            &lab.iface,
+            "--tcp-ports",
+            "111",
+            "--no-auto-allow",
+            "--no-pin",
+            "--state-dir",
+            &state,
+            "--history-file",
+            &hist,
+        ],
+    )
+    .unwrap();
+    let a = lab.scanner_v4[0];
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "still enforcing"
+    );
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("cannot write history file"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert!(
+        d.wait_for_line(|l| l.contains("error: saving bans"), Duration::from_secs(5)),
+        "{}",
+        d.output()
+    );
+    assert!(d.is_running());
+    assert!(!d.has_line(|l| l.contains("panicked")));
+    assert_eq!(d.stop().unwrap(), Some(0));
+}
+
+/// Chosen behaviour: when the protected interface disappears the daemon keeps running, and when
+/// an interface of that name comes back it attaches again; bans made before still hold.
+#[test]
+fn an_interface_removed_and_re_added_is_re_attached() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("iface").unwrap();
+    let state = dir.path.display().to_string();
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = Daemon::start(
+        &lab.protected,
+        &[
+            "run",
+            "--iface",
+            &lab.iface,
+            "--tcp-ports",
+            "111",
+            "--no-auto-allow",
+            "--no-pin",
+            "--state-dir",
+            &state,
+        ],
+    )
+    .unwrap();
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+
+    lab.remove_link().unwrap();
+    assert!(
+        d.wait_for_line(
+            |l| l.contains(&format!("interface {} disappeared", lab.iface)),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        d.output()
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert!(d.is_running());
+    lab.recreate_link().unwrap();
+    assert!(
+        d.wait_for_line(
+            |l| l.contains(&format!("interface {} is back; re-attached", lab.iface)),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        d.output()
+    );
+    assert!(lab.xdp_attached().unwrap());
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "the old ban still holds"
+    );
+    assert!(lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, SERVICE), Duration::from_secs(2)));
+    assert!(!lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {b} ")),
+            Duration::from_secs(5)
+        ),
+        "detection works on the new link"
+    );
+}
+
+/// A ban storm (a random-source SYN flood on a trap port) against a small ban table and a hook
+/// rate limit: exactly `max_per_minute` responses run, the rest are counted and reported in one
+/// summary line, the table fills and says so, bans made before the storm keep dropping, an
+/// allowlisted network is never banned, and the daemon stays up.
+#[test]
+fn a_ban_storm_fills_the_table_and_runs_hooks_at_most_max_per_minute() {
+    const PER_MINUTE: usize = 5;
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("storm").unwrap();
+    let ran = dir.join("hook-ran");
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = false\ninterfaces = [\"{}\"]\n\
+             state_dir = \"{}\"\nmax_bans = 300\nallow = [\"100.64.0.0/10\"]\n\
+             [hooks]\nrun_cmd = [\"/bin/sh\", \"-c\", \"echo \\\"$1\\\" >> '{}'\", \"hook\", \"$TARGET$\"]\n\
+             max_concurrent = 64\nmax_per_minute = {PER_MINUTE}\n",
+            lab.iface,
+            dir.path.display(),
+            ran.display()
+        ),
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = Daemon::start(&lab.protected, &["run", "--config", &config, "--no-pin"]).unwrap();
+    let (early, bystander) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    assert!(!lab
+        .scanner
+        .tcp_connect(early, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!(
+                "attackalert: External command run for host: {early} "
+            )),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+
+    let tgt = lab.protected_v4.to_string();
+    let trap = TRAP.to_string();
+    run_in(
+        &lab.scanner,
+        "hping3",
+        &["--flood", "--rand-source", "-S", "-p", &trap, &tgt],
+        Duration::from_secs(3),
+    );
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with("portsentry: hooks: skipped "),
+            Duration::from_secs(5)
+        ),
+        "the skipped responses are reported:\n{}",
+        tail(&d.output())
+    );
+    thread::sleep(Duration::from_secs(1)); // let the last started hooks finish
+    assert!(d.is_running(), "{}", tail(&d.output()));
+
+    let lines: Vec<String> = std::fs::read_to_string(&ran)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        PER_MINUTE,
+        "exactly max_per_minute responses ran: {lines:?}"
+    );
+    assert_eq!(lines[0], early.to_string());
+    for l in &lines {
+        let a: std::net::Ipv4Addr = l.parse().expect("the hook got one address argument");
+        assert!(
+            !(a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64),
+            "hook ran for allowlisted {a}"
+        );
+    }
+    let summary = d.lines_matching(|l| l.starts_with("portsentry: hooks: skipped "));
+    assert!(
+        summary[0].contains(&format!("over max_per_minute = {PER_MINUTE}"))
+            && summary[0].ends_with(&format!("; {PER_MINUTE} run so far")),
+        "{summary:?}"
+    );
+    assert!(
+        d.has_line(|l| l.contains("could not be blocked: the ban table is full (raise max_bans)")),
+        "{}",
+        tail(&d.output())
+    );
+    let banned: Vec<std::net::Ipv4Addr> = d
+        .lines_matching(|l| l.starts_with("attackalert: Host ") && l.contains("blocked via XDP"))
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    assert!(
+        (PER_MINUTE..=300).contains(&banned.len()),
+        "{} bans, the table holds 300",
+        banned.len()
+    );
+    assert!(
+        banned
+            .iter()
+            .all(|a| !(a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)),
+        "no allowlisted source was banned"
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(early, sock(lab.protected_v4, SERVICE), SHORT),
+        "the ban made before the storm still drops"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(bystander, sock(lab.protected_v4, SERVICE), SHORT),
+        "an innocent source still gets through"
+    );
+}
+
+/// The last lines of a daemon's output, for failure messages.
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
