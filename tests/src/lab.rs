@@ -219,6 +219,32 @@ impl Lab {
         ip(&["-n", p, "route", "add", "default", "via", "10.77.0.2"])?;
         ip(&["-n", s, "route", "add", "default", "via", "10.77.0.1"])?;
         self.pin_neighbours()?;
+        self.wait_until_up()
+    }
+
+    /// Waits until both ends can carry traffic: carrier up and a real qdisc attached. Until the
+    /// kernel's link watcher has run, a fresh veth has the `noop` qdisc, which silently drops
+    /// everything, so a test's first SYN could be lost and its connect time out.
+    fn wait_until_up(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (ns, dev) in [
+            (&self.protected.name, &self.iface),
+            (&self.scanner.name, &self.scanner_iface),
+        ] {
+            loop {
+                let out = Command::new("ip")
+                    .args(["-n", ns, "link", "show", "dev", dev])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.contains("state UP") && !text.contains("qdisc noop") {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("{dev} in {ns} did not come up within 5 s: {text}");
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         Ok(())
     }
 
@@ -289,7 +315,8 @@ impl Lab {
         }
         ip(&["-n", p, "route", "add", "default", "via", "10.77.0.2"])?;
         ip(&["-n", s, "route", "add", "default", "via", "10.77.0.1"])?;
-        self.pin_neighbours()
+        self.pin_neighbours()?;
+        self.wait_until_up()
     }
 
     /// Deletes the veth pair (both ends).
@@ -366,6 +393,7 @@ impl Daemon {
 
     /// Starts `PROGRAM ARGS` (a wrapper that ends up running portsentry) in `ns`.
     pub fn start_program(ns: &Netns, program: &str, args: &[&str]) -> Result<Self> {
+        check_state_dir(args)?;
         let mut child = ns
             .command(program)
             .args(args)
@@ -458,6 +486,23 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A test daemon must keep its bans in its own directory: the default state_dir
+/// (/var/lib/portsentry) would leak bans into the next test run, and into the host's real
+/// daemon.
+fn check_state_dir(args: &[&str]) -> Result<()> {
+    if !args.contains(&"run") || args.contains(&"--state-dir") {
+        return Ok(());
+    }
+    let config = args
+        .iter()
+        .position(|a| *a == "--config")
+        .and_then(|i| args.get(i + 1));
+    match config {
+        Some(path) if std::fs::read_to_string(path)?.contains("state_dir") => Ok(()),
+        _ => bail!("test daemon without --state-dir or a config setting state_dir: {args:?}"),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use portsentry_tests::lab::{sock, Daemon, Lab};
+use portsentry_tests::lab::{sock, Daemon, Lab, TempDir};
 
 const SERVICE_PORT: u16 = 8080;
 const TRAP_PORT: u16 = 111;
@@ -10,6 +10,8 @@ const TRAP_PORT: u16 = 111;
 #[test]
 fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
     let lab = Lab::new(2).expect("lab");
+    let dir = TempDir::new("e2e").expect("state dir");
+    let state = dir.path.display().to_string();
     let _service = lab
         .protected
         .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
@@ -23,6 +25,8 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
             &TRAP_PORT.to_string(),
             "--no-pin",
             "--no-auto-allow",
+            "--state-dir",
+            &state,
         ],
     )
     .expect("daemon");
