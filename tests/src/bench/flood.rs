@@ -5,6 +5,7 @@
 //! no filter at all.
 
 use std::{
+    os::unix::process::CommandExt,
     process::Stdio,
     thread,
     time::{Duration, Instant},
@@ -85,11 +86,36 @@ fn nft(ns: &Netns, script: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stops a process group: SIGINT, then SIGKILL if it has not exited within a second. Reaps the
+/// leader; the group's other members are killed with it.
+fn stop_group(child: &mut std::process::Child) {
+    use nix::{
+        sys::signal::{killpg, Signal},
+        unistd::Pid,
+    };
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    let group = Pid::from_raw(pid);
+    let _ = killpg(group, Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Workers may outlive the leader; SIGKILL whatever is left in the group.
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
 /// One flood of `secs` seconds; returns (softirq ns/packet, busy ns/packet, packets/s received).
 fn flood(lab: &Lab, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
     let rx0 = link_stat(&lab.scanner, &lab.scanner_iface, "tx_packets");
     let c0 = cpu_times()?;
     let t0 = Instant::now();
+    // Own process group: trafgen forks a worker per CPU, and the worker must stop too.
     let mut gen = lab
         .scanner
         .command("trafgen")
@@ -105,16 +131,11 @@ fn flood(lab: &Lab, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .context("starting trafgen (Debian package netsniff-ng)")?;
     thread::sleep(Duration::from_secs_f64(secs));
-    if let Ok(pid) = i32::try_from(gen.id()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGINT,
-        );
-    }
-    let _ = gen.wait();
+    stop_group(&mut gen);
     let elapsed = t0.elapsed().as_secs_f64();
     let c1 = cpu_times()?;
     let packets =
