@@ -114,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             toolchain::ensure_test_packages()?;
             let object = build::ebpf(&tools)?;
             let baseline = object.with_file_name("baseline");
+            let forward = object.with_file_name("forward");
             let bin = build::portsentry(&tools, true)?;
             let out = build::workspace_root().join("target/bench/results.json");
             let mut cmd = build::cargo();
@@ -136,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
                 .env(build::OBJECT_ENV, &object)
                 .env("PORTSENTRY_BIN", &bin)
                 .env("PORTSENTRY_BASELINE_OBJECT", &baseline)
+                .env("PORTSENTRY_FORWARD_OBJECT", &forward)
                 .env("PORTSENTRY_BENCH_OUT", &out)
                 .status()
                 .context("running the benchmarks")?;

@@ -159,6 +159,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // Benchmarks: the nftables baselines and the trafgen flood.
     ("nft", "nftables"),
     ("trafgen", "netsniff-ng"),
+    ("ethtool", "ethtool"),
 ];
 
 pub fn ensure_test_packages() -> Result<()> {

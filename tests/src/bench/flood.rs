@@ -1,8 +1,16 @@
-//! Flood drop cost: trafgen floods a banned source's UDP packets over a veth pair into the
-//! protected namespace; we compare the receive side's CPU per packet (softirq time from
-//! /proc/stat, where veth's receive path and every filter below run) and the packet rate for
-//! portsentry's XDP drop, an nftables `netdev` ingress drop, an nftables `inet` input drop, and
-//! no filter at all.
+//! Flood drop cost: trafgen floods a banned source's UDP packets into the protected namespace;
+//! we compare the CPU per packet (softirq time from /proc/stat, where veth's receive path and
+//! every filter below run) and the packet rate for portsentry's XDP drop, an nftables `netdev`
+//! ingress drop, an nftables `inet` input drop, and no filter at all.
+//!
+//! Two delivery paths, because veth is not a NIC:
+//! - skb path: trafgen sends on the scanner's veth. The packet is an skb before the protected
+//!   side sees it, and native XDP on veth must first copy such an skb into a page of its own
+//!   (its head is not a page fragment), a cost no physical NIC has.
+//! - frame path: trafgen sends into a second veth pair whose far end redirects every packet
+//!   (XDP_REDIRECT, `forward` program) to the scanner's veth, so it reaches the protected veth
+//!   through `ndo_xdp_xmit` as a raw frame with no skb, as a NIC's DMA buffer reaches XDP.
+//!   The generator side's cost (skb copy and redirect) is the same for every setup.
 
 use std::{
     os::unix::process::CommandExt,
@@ -13,10 +21,21 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{Figure, Plan};
-use crate::lab::{sock, Daemon, Lab, Netns, TempDir};
+use aya::{
+    maps::DevMap,
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
 
-const SECTION: &str = "Flood drop cost (trafgen over veth, receive side)";
+use super::{Figure, Plan};
+use crate::lab::{ip, sock, Daemon, Lab, Netns, TempDir};
+
+const SKB_SECTION: &str = "Flood drop cost, skb path (trafgen → veth)";
+const FRAME_SECTION: &str =
+    "Flood drop cost, frame path (trafgen → XDP_REDIRECT → veth, no skb before the filter)";
+/// The generator's veth pair in the scanner namespace for the frame path.
+const GEN_IN: &str = "psgen0";
+const GEN_OUT: &str = "psgen1";
 const TRAP: u16 = 111;
 
 /// CPU time counters from the first line of /proc/stat, in clock ticks.
@@ -110,25 +129,109 @@ fn stop_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// One flood of `secs` seconds; returns (softirq ns/packet, busy ns/packet, packets/s received).
-fn flood(lab: &Lab, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
-    let rx0 = link_stat(&lab.scanner, &lab.scanner_iface, "tx_packets");
+/// A bench-only XDP program from the `forward` object, attached natively to `iface` in a
+/// namespace by a thread that lives there; dropping this detaches it from inside the namespace.
+/// With `redirect_to`, the program's device map sends every packet to that interface.
+struct Attached {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Attached {
+    fn start(
+        ns: &Netns,
+        object: &std::path::Path,
+        program: &'static str,
+        iface: &str,
+        redirect_to: Option<&str>,
+    ) -> Result<Self> {
+        let bytes =
+            std::fs::read(object).with_context(|| format!("reading {}", object.display()))?;
+        let path = format!("/run/netns/{}", ns.name);
+        let (iface, target) = (iface.to_owned(), redirect_to.map(str::to_owned));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            let attach = || -> Result<Ebpf> {
+                use std::os::fd::AsFd;
+                let netns = std::fs::File::open(&path)?;
+                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let mut ebpf = Ebpf::load(&bytes).context("loading the forward object")?;
+                if let Some(target) = &target {
+                    // Resolved here: device maps take ifindexes of the caller's namespace.
+                    let ifindex = nix::net::if_::if_nametoindex(target.as_str())?;
+                    let mut devs: DevMap<_> = ebpf
+                        .map_mut("BENCH_FORWARD")
+                        .context("no BENCH_FORWARD map")?
+                        .try_into()?;
+                    devs.set(0, ifindex, None, 0)?;
+                }
+                let prog: &mut Xdp = ebpf
+                    .program_mut(program)
+                    .with_context(|| format!("no `{program}` program"))?
+                    .try_into()?;
+                prog.load()?;
+                prog.attach(&iface, XdpMode::Driver)?;
+                Ok(ebpf)
+            };
+            match attach() {
+                Ok(ebpf) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.recv();
+                    drop(ebpf);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                }
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(Self {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => bail!("attaching {program}: {e}"),
+            Err(_) => bail!("attaching {program} timed out"),
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The protected veth's count of frames its XDP receive path saw (`ethtool -S`).
+fn xdp_rx_packets(ns: &Netns, iface: &str) -> u64 {
+    ns.command("ethtool")
+        .args(["-S", iface])
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("rx_queue_0_xdp_packets:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// One flood of `secs` seconds from `dev`; returns (softirq ns/packet, busy ns/packet,
+/// packets/s sent).
+fn flood(lab: &Lab, dev: &str, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
+    let tx0 = link_stat(&lab.scanner, dev, "tx_packets");
     let c0 = cpu_times()?;
     let t0 = Instant::now();
     // Own process group: trafgen forks a worker per CPU, and the worker must stop too.
     let mut gen = lab
         .scanner
         .command("trafgen")
-        .args([
-            "--dev",
-            &lab.scanner_iface,
-            "--conf",
-            conf,
-            "--cpus",
-            "1",
-            "--num",
-            "0",
-        ])
+        .args(["--dev", dev, "--conf", conf, "--cpus", "1", "--num", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -138,8 +241,7 @@ fn flood(lab: &Lab, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
     stop_group(&mut gen);
     let elapsed = t0.elapsed().as_secs_f64();
     let c1 = cpu_times()?;
-    let packets =
-        link_stat(&lab.scanner, &lab.scanner_iface, "tx_packets").saturating_sub(rx0) as f64;
+    let packets = link_stat(&lab.scanner, dev, "tx_packets").saturating_sub(tx0) as f64;
     if packets < 1000.0 {
         bail!("trafgen sent only {packets} packets");
     }
@@ -151,18 +253,29 @@ fn flood(lab: &Lab, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
     ))
 }
 
-/// The four receive-side setups.
+/// The receive-side setups. `Floor` (an XDP program that only drops) is what no filter can
+/// beat on this path: the generator's, veth's and the kernel's own cost per packet.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Setup {
     Xdp,
     NftNetdev,
     NftInet,
     None,
+    Floor,
 }
 
 impl Setup {
+    const ALL: [Setup; 5] = [
+        Setup::Xdp,
+        Setup::NftNetdev,
+        Setup::NftInet,
+        Setup::None,
+        Setup::Floor,
+    ];
+
     fn name(self) -> &'static str {
         match self {
+            Setup::Floor => "floor: XDP program that only drops",
             Setup::Xdp => "portsentry XDP drop",
             Setup::NftNetdev => "nftables netdev ingress drop",
             Setup::NftInet => "nftables inet input drop",
@@ -171,122 +284,237 @@ impl Setup {
     }
 }
 
-pub fn run(plan: Plan) -> Result<Vec<Figure>> {
+/// Per-setup samples of one delivery path.
+#[derive(Default)]
+struct Samples {
+    soft: [Vec<f64>; 5],
+    busy: [Vec<f64>; 5],
+    rate: [Vec<f64>; 5],
+}
+
+/// Sets up `setup`, floods, tears it down.
+fn measure(
+    lab: &Lab,
+    dir: &TempDir,
+    object: &std::path::Path,
+    setup: Setup,
+    dev: &str,
+    conf: &str,
+    secs: f64,
+) -> Result<(f64, f64, f64)> {
+    let banned = lab.scanner_v4[0];
+    let mut daemon = None;
+    let mut floor = None;
+    match setup {
+        Setup::Floor => {
+            floor = Some(Attached::start(&lab.protected, object, "drop_all", &lab.iface, None)?)
+        }
+        Setup::Xdp => {
+            let state = dir.join("state").display().to_string();
+            let ports = TRAP.to_string();
+            let mut d = Daemon::start(
+                &lab.protected,
+                &["run", "--iface", &lab.iface, "--tcp-ports", &ports, "--no-pin", "--no-auto-allow", "--state-dir", &state],
+            )?;
+            // The source bans itself by probing the trap port.
+            lab.scanner.tcp_connect(banned, sock(lab.protected_v4, TRAP), Duration::from_millis(300));
+            if !d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {banned} ")), Duration::from_secs(5)) {
+                bail!("the flood source was not banned:\n{}", d.output());
+            }
+            daemon = Some(d);
+        }
+        Setup::NftNetdev => nft(&lab.protected, &format!(
+            "table netdev psbench {{\n chain ingress {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  ip saddr {banned} counter drop\n }}\n}}\n",
+            lab.iface
+        ))?,
+        Setup::NftInet => nft(&lab.protected, &format!(
+            "table inet psbench {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  ip saddr {banned} counter drop\n }}\n}}\n"
+        ))?,
+        Setup::None => {}
+    }
+    let result = flood(lab, dev, conf, secs);
+    drop(floor);
+    match setup {
+        Setup::Xdp => {
+            if let Some(mut d) = daemon {
+                d.stop()?;
+            }
+            // A fresh state dir per repetition: the next run must ban anew.
+            let _ = std::fs::remove_dir_all(dir.join("state"));
+        }
+        Setup::NftNetdev => nft(&lab.protected, "delete table netdev psbench")?,
+        Setup::NftInet => nft(&lab.protected, "delete table inet psbench")?,
+        Setup::None | Setup::Floor => {}
+    }
+    result
+}
+
+/// The figures of one path, each against nftables netdev ingress. `above_floor`: also each
+/// filter's own cost (minus the floor); only meaningful where the floor is below every filter,
+/// which on the skb path it is not (XDP on veth pays an skb copy nftables does not).
+fn figures(section: &'static str, s: &Samples, above_floor: bool) -> Vec<Figure> {
+    let mut out = Vec::new();
+    let netdev = |what: &str, unit: &'static str, v: &[f64]| {
+        Figure::new(
+            section,
+            format!("{}: {what}", Setup::NftNetdev.name()),
+            unit,
+            v,
+        )
+    };
+    let soft_base = netdev("softirq CPU", "ns/packet", &s.soft[1]);
+    for (i, setup) in Setup::ALL.iter().enumerate() {
+        let f = Figure::new(
+            section,
+            format!("{}: softirq CPU", setup.name()),
+            "ns/packet",
+            &s.soft[i],
+        )
+        .against(&soft_base);
+        out.push(if *setup == Setup::Xdp {
+            f.at_most(0.5, "≤ 0.5× netdev")
+        } else {
+            f
+        });
+    }
+    let busy_base = netdev("all CPU", "ns/packet", &s.busy[1]);
+    for (i, setup) in Setup::ALL.iter().enumerate() {
+        out.push(
+            Figure::new(
+                section,
+                format!("{}: all CPU (sender included)", setup.name()),
+                "ns/packet",
+                &s.busy[i],
+            )
+            .against(&busy_base),
+        );
+    }
+    // Each filter's own cost: its softirq CPU minus the floor's, per repetition.
+    let above = |i: usize| -> Vec<f64> {
+        s.soft[i]
+            .iter()
+            .zip(&s.soft[4])
+            .map(|(x, f)| x - f)
+            .collect()
+    };
+    let above_base = netdev("softirq CPU above the floor", "ns/packet", &above(1));
+    let filters = if above_floor { 4 } else { 0 };
+    for (i, setup) in Setup::ALL.iter().enumerate().take(filters) {
+        let f = Figure::new(
+            section,
+            format!("{}: softirq CPU above the floor", setup.name()),
+            "ns/packet",
+            &above(i),
+        )
+        .against(&above_base);
+        out.push(if *setup == Setup::Xdp {
+            f.at_most(0.5, "≤ 0.5× netdev")
+        } else {
+            f
+        });
+    }
+    let rate_base = netdev("rate", "packets/s", &s.rate[1]);
+    for (i, setup) in Setup::ALL.iter().enumerate() {
+        out.push(
+            Figure::new(
+                section,
+                format!("{}: packets/s", setup.name()),
+                "packets/s",
+                &s.rate[i],
+            )
+            .against(&rate_base),
+        );
+    }
+    out
+}
+
+pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> {
     let lab = Lab::new(2)?;
     let dir = TempDir::new("bench-flood")?;
     let banned = lab.scanner_v4[0];
-    let conf = dir.write(
-        "flood.trafgen",
-        &format!(
-            "{{ eth(da={}, sa={}), ipv4(saddr={banned}, daddr={}, ttl=64), udp(sp=40000, dp=9999), fill(0x41, 18) }}\n",
+    let packet = |sa: String| -> Result<String> {
+        Ok(format!(
+            "{{ eth(da={}, sa={sa}), ipv4(saddr={banned}, daddr={}, ttl=64), udp(sp=40000, dp=9999), fill(0x41, 18) }}\n",
             mac(&lab.protected, &lab.iface)?,
-            mac(&lab.scanner, &lab.scanner_iface)?,
             lab.protected_v4
-        ),
+        ))
+    };
+    let skb_conf = dir.write(
+        "skb.trafgen",
+        &packet(mac(&lab.scanner, &lab.scanner_iface)?)?,
     );
+    let scanner = &lab.scanner.name;
+    ip(&[
+        "-n", scanner, "link", "add", GEN_IN, "type", "veth", "peer", "name", GEN_OUT,
+    ])?;
+    for dev in [GEN_IN, GEN_OUT] {
+        ip(&["-n", scanner, "link", "set", dev, "up"])?;
+    }
+    let _forwarder = Attached::start(
+        &lab.scanner,
+        forward_object,
+        "forward",
+        GEN_OUT,
+        Some(&lab.scanner_iface),
+    )?;
+    let frame_conf = dir.write("frame.trafgen", &packet(mac(&lab.scanner, GEN_IN)?)?);
     let secs = if plan.quick { 2.0 } else { 4.0 };
-    let setups = [Setup::Xdp, Setup::NftNetdev, Setup::NftInet, Setup::None];
-    let mut soft = vec![Vec::new(); setups.len()];
-    let mut busy = vec![Vec::new(); setups.len()];
-    let mut rate = vec![Vec::new(); setups.len()];
+    let gro = |on: bool| {
+        lab.protected
+            .command("ethtool")
+            .args(["-K", &lab.iface, "gro", if on { "on" } else { "off" }])
+            .status()
+            .ok()
+            .filter(|s| s.success())
+            .context("ethtool -K gro (Debian package ethtool)")
+    };
+
+    let (mut skb, mut frame) = (Samples::default(), Samples::default());
     for _ in 0..plan.reps {
-        for (i, setup) in setups.iter().enumerate() {
-            let mut daemon = None;
-            match setup {
-                Setup::Xdp => {
-                    let state = dir.join("state").display().to_string();
-                    let ports = TRAP.to_string();
-                    let mut d = Daemon::start(
-                        &lab.protected,
-                        &["run", "--iface", &lab.iface, "--tcp-ports", &ports, "--no-pin", "--no-auto-allow", "--state-dir", &state],
-                    )?;
-                    // The source bans itself by probing the trap port.
-                    lab.scanner.tcp_connect(banned, sock(lab.protected_v4, TRAP), Duration::from_millis(300));
-                    if !d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {banned} ")), Duration::from_secs(5)) {
-                        bail!("the flood source was not banned:\n{}", d.output());
-                    }
-                    daemon = Some(d);
-                }
-                Setup::NftNetdev => nft(&lab.protected, &format!(
-                    "table netdev psbench {{\n chain ingress {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  ip saddr {banned} counter drop\n }}\n}}\n",
+        for (i, setup) in Setup::ALL.iter().enumerate() {
+            let (s, b, r) = measure(
+                &lab,
+                &dir,
+                forward_object,
+                *setup,
+                &lab.scanner_iface,
+                &skb_conf,
+                secs,
+            )?;
+            skb.soft[i].push(s);
+            skb.busy[i].push(b);
+            skb.rate[i].push(r);
+
+            // Without an XDP program, the protected veth takes redirected frames only with
+            // GRO on (that enables its NAPI ring); with GRO on it would also take skbs
+            // differently, so it is on only for this path.
+            gro(true)?;
+            let before = xdp_rx_packets(&lab.protected, &lab.iface);
+            let measured = measure(
+                &lab,
+                &dir,
+                forward_object,
+                *setup,
+                GEN_IN,
+                &frame_conf,
+                secs,
+            );
+            let arrived = xdp_rx_packets(&lab.protected, &lab.iface).saturating_sub(before);
+            gro(false)?;
+            let (s, b, r) = measured?;
+            if (arrived as f64) < 0.9 * r * secs {
+                bail!(
+                    "frame path: only {arrived} of ~{:.0} frames reached {}",
+                    r * secs,
                     lab.iface
-                ))?,
-                Setup::NftInet => nft(&lab.protected, &format!(
-                    "table inet psbench {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  ip saddr {banned} counter drop\n }}\n}}\n"
-                ))?,
-                Setup::None => {}
+                );
             }
-            let (s, b, r) = flood(&lab, &conf, secs)?;
-            soft[i].push(s);
-            busy[i].push(b);
-            rate[i].push(r);
-            match setup {
-                Setup::Xdp => {
-                    if let Some(mut d) = daemon {
-                        d.stop()?;
-                    }
-                    // A fresh state dir per repetition: the next run must ban anew.
-                    let _ = std::fs::remove_dir_all(dir.join("state"));
-                }
-                Setup::NftNetdev => nft(&lab.protected, "delete table netdev psbench")?,
-                Setup::NftInet => nft(&lab.protected, "delete table inet psbench")?,
-                Setup::None => {}
-            }
+            frame.soft[i].push(s);
+            frame.busy[i].push(b);
+            frame.rate[i].push(r);
         }
     }
-    let mut figures = Vec::new();
-    let netdev_soft = Figure::new(
-        SECTION,
-        format!("{}: softirq CPU", Setup::NftNetdev.name()),
-        "ns/packet",
-        &soft[1],
-    );
-    for (i, setup) in setups.iter().enumerate() {
-        let f = Figure::new(
-            SECTION,
-            format!("{}: softirq CPU", setup.name()),
-            "ns/packet",
-            &soft[i],
-        );
-        figures.push(if *setup == Setup::Xdp {
-            f.against(&netdev_soft).at_most(0.5, "≤ 0.5× netdev")
-        } else {
-            f.against(&netdev_soft)
-        });
-    }
-    let netdev_busy = Figure::new(
-        SECTION,
-        format!("{}: all CPU", Setup::NftNetdev.name()),
-        "ns/packet",
-        &busy[1],
-    );
-    for (i, setup) in setups.iter().enumerate() {
-        figures.push(
-            Figure::new(
-                SECTION,
-                format!("{}: all CPU (sender included)", setup.name()),
-                "ns/packet",
-                &busy[i],
-            )
-            .against(&netdev_busy),
-        );
-    }
-    let netdev_rate = Figure::new(
-        SECTION,
-        format!("{}: rate", Setup::NftNetdev.name()),
-        "packets/s",
-        &rate[1],
-    );
-    for (i, setup) in setups.iter().enumerate() {
-        figures.push(
-            Figure::new(
-                SECTION,
-                format!("{}: packets/s", setup.name()),
-                "packets/s",
-                &rate[i],
-            )
-            .against(&netdev_rate),
-        );
-    }
-    Ok(figures)
+    let mut out = figures(SKB_SECTION, &skb, false);
+    out.extend(figures(FRAME_SECTION, &frame, true));
+    Ok(out)
 }

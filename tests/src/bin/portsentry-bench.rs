@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         eprintln!("portsentry-bench: PORTSENTRY_BASELINE_OBJECT is not set: run it with `cargo xtask bench`");
         return ExitCode::from(2);
     };
+    // The frame-path forwarder is built next to the baseline.
+    let forward = std::env::var_os("PORTSENTRY_FORWARD_OBJECT")
+        .map_or_else(|| baseline.with_file_name("forward"), PathBuf::from);
     let out = std::env::var_os("PORTSENTRY_BENCH_OUT")
         .map_or_else(|| PathBuf::from("target/bench/results.json"), PathBuf::from);
 
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
     let mut failed = false;
     let sections: [(&str, Section); 4] = [
         ("dataplane", Box::new(|| dataplane::run(plan, &baseline))),
-        ("flood", Box::new(|| flood::run(plan))),
+        ("flood", Box::new(|| flood::run(plan, &forward))),
         ("leak", Box::new(|| leak::run(plan))),
         ("scale", Box::new(|| scale::run(plan))),
     ];
