@@ -214,11 +214,18 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let _ = flood.join();
     thread::sleep(Duration::from_secs(1));
     let bans = d
-        .lines_matching(|l| l.starts_with("attackalert: Host "))
+        .lines_matching(|l| {
+            l.starts_with("attackalert: Host ") && l.contains("has been blocked via XDP drop")
+        })
+        .len();
+    let refused = d
+        .lines_matching(|l| l.contains("could not be blocked: the ban table is full"))
         .len();
     figures.push(Figure::new(
         SECTION,
-        format!("daemon peak RSS during a random-source SYN flood ({bans} sources banned)"),
+        format!(
+            "daemon peak RSS during a random-source SYN flood ({bans} sources banned, {refused} more refused: table full)"
+        ),
         "MiB",
         &[peak as f64 / 1024.0],
     ));
