@@ -51,6 +51,34 @@ impl Cidr {
         self.prefix == max_prefix(self.addr)
     }
 
+    /// The network `addr/prefix` with host bits cleared (lenient, for ranges from other
+    /// programs); `None` if the prefix is too long for the family.
+    pub fn masked(addr: IpAddr, prefix: u8) -> Option<Self> {
+        let (addr, prefix) = match (addr, canonical(addr)) {
+            // An IPv4-mapped network keeps its length relative to the IPv4 address.
+            (IpAddr::V6(_), IpAddr::V4(v4)) => (IpAddr::V4(v4), prefix.checked_sub(96)?),
+            (_, a) => (a, prefix),
+        };
+        if prefix > max_prefix(addr) {
+            return None;
+        }
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(mask_v4(u32::from(a), prefix))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(a), prefix))),
+        };
+        Some(Self { addr, prefix })
+    }
+
+    /// The two networks share at least one address (one contains the other).
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        let (wide, narrow) = if self.prefix <= other.prefix {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        wide.contains(narrow.addr)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
@@ -195,6 +223,28 @@ mod tests {
             "example.com".parse::<Cidr>(),
             Err(CidrError::BadAddress(_))
         ));
+    }
+
+    #[test]
+    fn lenient_networks_and_overlaps() {
+        let n = |s: &str| s.parse::<Cidr>().unwrap();
+        assert_eq!(
+            Cidr::masked("10.1.2.3".parse().unwrap(), 16),
+            Some(n("10.1.0.0/16"))
+        );
+        assert_eq!(
+            Cidr::masked("::ffff:10.1.2.3".parse().unwrap(), 112),
+            Some(n("10.1.0.0/16"))
+        );
+        assert_eq!(
+            Cidr::masked("2001:db8::1".parse().unwrap(), 32),
+            Some(n("2001:db8::/32"))
+        );
+        assert_eq!(Cidr::masked("10.1.2.3".parse().unwrap(), 33), None);
+        assert!(n("10.0.0.0/8").overlaps(&n("10.9.0.1")));
+        assert!(n("10.9.0.1").overlaps(&n("10.0.0.0/8")));
+        assert!(!n("10.0.0.0/8").overlaps(&n("11.0.0.0/8")));
+        assert!(!n("10.0.0.0/8").overlaps(&n("::/0")));
     }
 
     #[test]

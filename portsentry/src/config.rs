@@ -19,7 +19,7 @@ use crate::{
     dataplane::AttachMode,
     ignore,
     ports::PortSet,
-    settings::{parse_duration, HookSettings, LogFormat, Mode, Settings},
+    settings::{parse_duration, CrowdsecSettings, HookSettings, LogFormat, Mode, Settings},
 };
 
 /// The documented example config; it parses to `Settings::default()` (tested).
@@ -50,6 +50,18 @@ const TOP_KEYS: &[&str] = &[
     "state_dir",
     "pin_dir",
     "hooks",
+    "crowdsec",
+];
+const CROWDSEC_KEYS: &[&str] = &[
+    "lapi_url",
+    "api_key",
+    "api_key_file",
+    "update_frequency",
+    "login",
+    "password",
+    "credentials_file",
+    "scenario",
+    "queue_max",
 ];
 const HOOK_KEYS: &[&str] = &[
     "run_cmd",
@@ -132,6 +144,10 @@ fn rebase_paths(s: &mut Settings, dir: &Path) {
     s.pin_dir.as_mut().map(rebase);
     rebase(&mut s.state_dir);
     rebase(&mut s.hooks.hosts_deny_file);
+    if let Some(c) = s.crowdsec.as_mut() {
+        c.api_key_file.as_mut().map(rebase);
+        c.credentials_file.as_mut().map(rebase);
+    }
 }
 
 struct Parser<'a> {
@@ -221,6 +237,7 @@ impl Parser<'_> {
                 }
                 "pin_dir" => s.pin_dir = self.optional_path(key, value()?)?,
                 "hooks" => s.hooks = self.hooks(item, key_span)?,
+                "crowdsec" => s.crowdsec = Some(self.crowdsec(item, key_span)?),
                 _ => return Err(self.unknown(key, key_span, TOP_KEYS, "")),
             }
         }
@@ -293,6 +310,98 @@ impl Parser<'_> {
             }
         }
         Ok(h)
+    }
+
+    fn crowdsec(&self, item: &Item, key_span: Option<Range<usize>>) -> Res<CrowdsecSettings> {
+        let table = item.as_table_like().ok_or_else(|| {
+            self.error(
+                item.span().or(key_span.clone()),
+                "crowdsec",
+                "must be a table: write `[crowdsec]` on its own line",
+            )
+        })?;
+        let mut c = CrowdsecSettings::default();
+        let mut url_seen = false;
+        for (key, item) in table.iter() {
+            let full = format!("crowdsec.{key}");
+            let key_span = table.get_key_value(key).and_then(|(k, _)| k.span());
+            let value = || self.value(&full, item);
+            let non_empty = |v: &Value| -> Res<String> {
+                let text = self.string(&full, v)?.trim();
+                if text.is_empty() {
+                    return Err(self.error(v.span(), &full, "must not be empty"));
+                }
+                Ok(text.to_owned())
+            };
+            match key {
+                "lapi_url" => {
+                    let url = non_empty(value()?)?;
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(self.error(
+                            value()?.span(),
+                            &full,
+                            format!("`{url}` is not an http:// or https:// URL, e.g. \"http://127.0.0.1:8080\""),
+                        ));
+                    }
+                    c.lapi_url = url.trim_end_matches('/').to_owned();
+                    url_seen = true;
+                }
+                "api_key" => c.api_key = Some(non_empty(value()?)?),
+                "api_key_file" => c.api_key_file = self.optional_path(&full, value()?)?,
+                "update_frequency" => {
+                    c.update_frequency = self
+                        .duration(&full, value()?)?
+                        .filter(|d| *d >= std::time::Duration::from_millis(100))
+                        .ok_or_else(|| {
+                            self.error(
+                                value().ok().and_then(Value::span),
+                                &full,
+                                "must be a duration of at least 100ms, e.g. \"2s\"",
+                            )
+                        })?
+                }
+                "login" => c.login = Some(non_empty(value()?)?),
+                "password" => c.password = Some(non_empty(value()?)?),
+                "credentials_file" => c.credentials_file = self.optional_path(&full, value()?)?,
+                "scenario" => {
+                    let name = non_empty(value()?)?;
+                    if name.contains(char::is_whitespace) {
+                        return Err(self.error(
+                            value()?.span(),
+                            &full,
+                            "must not contain spaces, e.g. \"portsentry/port-scan\"",
+                        ));
+                    }
+                    c.scenario = name;
+                }
+                "queue_max" => c.queue_max = self.integer(&full, value()?, 1, 1_000_000)? as usize,
+                _ => return Err(self.unknown(&full, key_span, CROWDSEC_KEYS, "crowdsec.")),
+            }
+        }
+        let span = item.span().or(key_span);
+        let pair = |a: &str, b: &str| {
+            format!("`crowdsec.{a}` and `crowdsec.{b}` exclude each other: use one")
+        };
+        if !url_seen {
+            return Err(self.error(
+                span,
+                "crowdsec.lapi_url",
+                "is required in [crowdsec], e.g. lapi_url = \"http://127.0.0.1:8080\"",
+            ));
+        }
+        if c.api_key.is_some() && c.api_key_file.is_some() {
+            return Err(self.error(span, "crowdsec", pair("api_key", "api_key_file")));
+        }
+        if c.credentials_file.is_some() && (c.login.is_some() || c.password.is_some()) {
+            return Err(self.error(span, "crowdsec", pair("credentials_file", "login/password")));
+        }
+        if c.login.is_some() != c.password.is_some() {
+            return Err(self.error(span, "crowdsec", "`login` and `password` go together: set both (from `cscli machines add NAME --password P`)"));
+        }
+        if !c.is_bouncer() && !c.is_machine() {
+            return Err(self.error(span, "crowdsec", "nothing to do: set `api_key` (pull decisions, from `cscli bouncers add NAME`) and/or `login`+`password` (push alerts, from `cscli machines add NAME`)"));
+        }
+        Ok(c)
     }
 
     fn unknown(
@@ -661,6 +770,30 @@ pub fn render(s: &Settings) -> String {
     hook("timeout", dur(Some(h.timeout)));
     hook("max_concurrent", h.max_concurrent.to_string());
     hook("max_per_minute", h.max_per_minute.to_string());
+    if let Some(c) = &s.crowdsec {
+        out.push_str("\n[crowdsec]\n");
+        let mut key = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
+        key("lapi_url", string(&c.lapi_url));
+        // Secrets are never printed: check-config output ends up in tickets and chat.
+        if c.api_key.is_some() {
+            key("api_key", string("(hidden)"));
+        }
+        if let Some(p) = &c.api_key_file {
+            key("api_key_file", path(Some(p)));
+        }
+        key("update_frequency", dur(Some(c.update_frequency)));
+        if let Some(l) = &c.login {
+            key("login", string(l));
+        }
+        if c.password.is_some() {
+            key("password", string("(hidden)"));
+        }
+        if let Some(p) = &c.credentials_file {
+            key("credentials_file", path(Some(p)));
+        }
+        key("scenario", string(&c.scenario));
+        key("queue_max", c.queue_max.to_string());
+    }
     out
 }
 
@@ -728,6 +861,52 @@ max_per_minute = 0
         let rendered = render(&s);
         let again = parse(&rendered).unwrap();
         assert_eq!(render(&again), rendered);
+    }
+
+    #[test]
+    fn crowdsec_table() {
+        let s = parse(
+            "[crowdsec]\nlapi_url = \"http://10.0.0.1:8080/\"\napi_key = \"k\"\nupdate_frequency = \"500ms\"\nlogin = \"m\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let c = s.crowdsec.as_ref().unwrap();
+        assert_eq!(c.lapi_url, "http://10.0.0.1:8080");
+        assert_eq!(c.update_frequency, Duration::from_millis(500));
+        assert!(c.is_bouncer() && c.is_machine());
+        assert_eq!(c.scenario, "portsentry/port-scan");
+        let shown = render(&s);
+        assert!(
+            shown.contains("api_key = \"(hidden)\"") && !shown.contains("= \"k\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("\"p\""), "{shown}");
+        assert!(parse("").unwrap().crowdsec.is_none());
+    }
+
+    #[test]
+    fn crowdsec_errors() {
+        assert!(err("[crowdsec]\napi_key = \"k\"").contains("key `crowdsec.lapi_url`: is required"));
+        assert!(
+            err("[crowdsec]\nlapi_url = \"10.0.0.1:8080\"\napi_key = \"k\"").contains(
+                ":2:12: key `crowdsec.lapi_url`: `10.0.0.1:8080` is not an http:// or https:// URL"
+            )
+        );
+        assert!(err("[crowdsec]\nlapi_url = \"http://x\"").contains("nothing to do"));
+        assert!(err("[crowdsec]\nlapi_url = \"http://x\"\nlogin = \"m\"")
+            .contains("`login` and `password` go together"));
+        assert!(
+            err("[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\napi_key_file = \"/k\"")
+                .contains("exclude each other")
+        );
+        assert!(err(
+            "[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\nupdate_frequency = \"1ms\""
+        )
+        .contains(":4:20: key `crowdsec.update_frequency`: must be a duration of at least 100ms"));
+        assert!(
+            err("[crowdsec]\nlapi_url = \"http://x\"\napikey = \"k\"").contains(
+                ":3:1: key `crowdsec.apikey`: unknown key (did you mean `crowdsec.api_key`?)"
+            )
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{
     clock::{self, Now},
     dataplane::Maps,
     settings::Settings,
-    state::{self, SavedBan, SavedCidrBan, StateStore},
+    state::{self, FleetNote, SavedBan, SavedCidrBan, StateStore},
 };
 
 /// Written by the daemon at start so `status` can say what runs where.
@@ -147,12 +147,12 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<()> {
             for (addr, e) in maps.bans()? {
                 let b = SavedBan::from_entry(addr, &e, &now);
                 if !b.is_expired(now.unix_ms) {
-                    rows.push(ban_row(&b));
+                    rows.push(ban_row(&b, &saved.fleet));
                 }
             }
             for (cidr, drops) in maps.ban_cidrs()? {
                 let meta = saved.cidr_bans.iter().find(|c| c.cidr == cidr.to_string());
-                rows.push(cidr_row(&cidr.to_string(), meta, drops));
+                rows.push(cidr_row(&cidr.to_string(), meta, drops, &saved.fleet));
             }
         }
         None => {
@@ -161,14 +161,14 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<()> {
                     .bans
                     .iter()
                     .filter(|b| !b.is_expired(now.unix_ms))
-                    .map(ban_row),
+                    .map(|b| ban_row(b, &saved.fleet)),
             );
             rows.extend(
                 saved
                     .cidr_bans
                     .iter()
                     .filter(|c| !c.is_expired(now.unix_ms))
-                    .map(|c| cidr_row(&c.cidr, Some(c), 0)),
+                    .map(|c| cidr_row(&c.cidr, Some(c), 0, &saved.fleet)),
             );
         }
     }
@@ -199,24 +199,47 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn ban_row(b: &SavedBan) -> BanRow {
+/// A fleet ban's trigger: who decided and why, e.g. `cscli: manual 'ban' from 'm1'`.
+fn fleet_trigger(notes: &[FleetNote], target: &str) -> String {
+    notes
+        .iter()
+        .find(|n| n.target == target)
+        .map(|n| format!("{}: {}", n.origin, n.scenario))
+        .unwrap_or_else(|| "crowdsec decision".into())
+}
+
+fn ban_row(b: &SavedBan, notes: &[FleetNote]) -> BanRow {
+    let target = b.addr.to_string();
     BanRow {
-        target: b.addr.to_string(),
+        trigger: if b.origin == ban_origin::FLEET {
+            fleet_trigger(notes, &target)
+        } else {
+            state::trigger_text(b.proto, b.port, b.scan_type)
+        },
+        target,
         since: Some(clock::iso_local(b.banned_at_ms)),
         expires: b.expires_at_ms.map(clock::iso_local),
-        trigger: state::trigger_text(b.proto, b.port, b.scan_type),
         origin: state::origin_text(b.origin),
         drops: b.drops,
     }
 }
 
-fn cidr_row(cidr: &str, meta: Option<&SavedCidrBan>, drops: u64) -> BanRow {
+fn cidr_row(cidr: &str, meta: Option<&SavedCidrBan>, drops: u64, notes: &[FleetNote]) -> BanRow {
+    let fleet = meta.is_some_and(|m| m.origin == ban_origin::FLEET);
     BanRow {
         target: cidr.to_owned(),
         since: meta.map(|m| clock::iso_local(m.added_at_ms)),
         expires: meta.and_then(|m| m.expires_at_ms).map(clock::iso_local),
-        trigger: "manual".into(),
-        origin: "manual",
+        trigger: if fleet {
+            fleet_trigger(notes, cidr)
+        } else {
+            "manual".into()
+        },
+        origin: state::origin_text(if fleet {
+            ban_origin::FLEET
+        } else {
+            ban_origin::MANUAL
+        }),
         drops,
     }
 }
@@ -249,6 +272,7 @@ pub fn ban(settings: &Settings, target: Cidr, ttl: Option<std::time::Duration>) 
             cidr: target.to_string(),
             added_at_ms: now.unix_ms,
             expires_at_ms,
+            origin: ban_origin::MANUAL,
         });
         if let Some(m) = maps.as_mut() {
             let mut all: Vec<Cidr> = m.ban_cidrs()?.into_iter().map(|(c, _)| c).collect();

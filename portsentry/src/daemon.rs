@@ -21,8 +21,10 @@ use crate::{
     cli::{GlobalArgs, RunArgs},
     clock::Now,
     control::{self, DaemonInfo, DAEMON_FILE},
+    crowdsec::alerts::LocalBan,
     dataplane::{AttachMode, Dataplane, LoadOptions},
     events::{self, EventKind, ProbeEvent},
+    fleet::Fleet,
     hooks::{BanInfo, HookRunner},
     listening::{self, Listening},
     logging::{self, LogSink},
@@ -30,6 +32,7 @@ use crate::{
     settings::{Mode, Settings},
     state::{self, SavedCidrBan, StateError, StateStore},
 };
+use portsentry_common::ban_origin;
 
 /// How often advanced mode and the service check look for new listening sockets.
 const LISTEN_POLL: Duration = Duration::from_millis(500);
@@ -75,6 +78,35 @@ struct Daemon {
     save_retry_at: Option<Instant>,
     last_save_error_report: Option<Instant>,
     last_sweep: Instant,
+    /// The allowlist as last written to the kernel (configured + automatic entries).
+    allow: Vec<Cidr>,
+    /// Fleet mode (`[crowdsec]`).
+    fleet: Option<Fleet>,
+}
+
+/// Banned networks as the state file has them (the CLI may have edited it) plus the fleet's,
+/// which only the daemon knows.
+fn merge_cidr_meta(on_disk: Vec<SavedCidrBan>, in_memory: &[SavedCidrBan]) -> Vec<SavedCidrBan> {
+    let mut merged: Vec<SavedCidrBan> = on_disk
+        .into_iter()
+        .filter(|m| m.origin != ban_origin::FLEET)
+        .collect();
+    for m in in_memory.iter().filter(|m| m.origin == ban_origin::FLEET) {
+        if !merged.iter().any(|d| d.cidr == m.cidr) {
+            merged.push(m.clone());
+        }
+    }
+    merged
+}
+
+/// Waits for the next fleet update, or forever without a bouncer.
+async fn next_fleet_update(
+    fleet: &mut Option<Fleet>,
+) -> Option<crate::crowdsec::decisions::FleetUpdate> {
+    match fleet.as_mut().and_then(|f| f.updates.as_mut()) {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Daemon {
@@ -86,6 +118,7 @@ impl Daemon {
             allow.extend(auto_allow_list()?);
         }
         let allow_count = self.dp.set_allowlist(&allow)?;
+        self.allow = allow;
         self.refresh_ports()?;
         let ban_cidr_count = self.dp.config().map(|c| c.ban_cidr_count).unwrap_or(0);
         let ban_cidr_count = ban_cidr_count.max(self.dp.ban_cidrs()?.len() as u32);
@@ -213,7 +246,40 @@ impl Daemon {
                 scan: ev.scan.name().to_owned(),
                 blocked: logging::is_blocked(ev),
             });
+            if let Some(fleet) = &self.fleet {
+                fleet.on_local_ban(&LocalBan {
+                    source: ev.src,
+                    port: ev.dst_port,
+                    protocol: if ev.protocol == events::Protocol::Tcp {
+                        "tcp"
+                    } else {
+                        "udp"
+                    },
+                    scan: ev.scan.name().to_owned(),
+                    probes: ev.count,
+                    enforced: logging::is_blocked(ev),
+                    ttl: self.settings.ban_ttl,
+                    interface: iface.to_owned(),
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                });
+            }
         }
+    }
+
+    /// Enforces decisions pulled from LAPI.
+    fn on_fleet_update(&mut self, update: &crate::crowdsec::decisions::FleetUpdate) {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        match fleet.apply(&mut self.dp, &mut self.cidr_meta, &self.allow, update) {
+            Ok(lines) => {
+                for l in lines {
+                    self.sink.line(&l);
+                }
+            }
+            Err(e) => eprintln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
+        }
+        self.dirty_since.get_or_insert_with(Instant::now);
     }
 
     /// Saves the state if a ban is waiting to be saved, or sweeps on schedule.
@@ -243,11 +309,9 @@ impl Daemon {
                 }
             }
         }
-        self.cidr_meta = self
-            .store
-            .load()
-            .map(|s| s.cidr_bans)
-            .unwrap_or_else(|_| self.cidr_meta.clone());
+        if let Ok(on_disk) = self.store.load() {
+            self.cidr_meta = merge_cidr_meta(on_disk.cidr_bans, &self.cidr_meta);
+        }
         let expired: Vec<String> = self
             .cidr_meta
             .iter()
@@ -271,9 +335,23 @@ impl Daemon {
     fn save(&mut self) {
         // The CLI may have edited the file (network metadata): merge before writing.
         if let Ok(on_disk) = self.store.load() {
-            self.cidr_meta = on_disk.cidr_bans;
+            self.cidr_meta = merge_cidr_meta(on_disk.cidr_bans, &self.cidr_meta);
         }
+        let notes = self.fleet.as_ref().map(Fleet::notes).unwrap_or_default();
         let result = state::snapshot(&self.dp, &self.cidr_meta, &Now::read())
+            .map(|mut s| {
+                // Notes only for fleet bans still in force.
+                s.fleet = notes
+                    .into_iter()
+                    .filter(|n| {
+                        s.bans.iter().any(|b| {
+                            b.origin == ban_origin::FLEET
+                                && Cidr::host(b.addr).to_string() == n.target
+                        }) || s.cidr_bans.iter().any(|c| c.cidr == n.target)
+                    })
+                    .collect();
+                s
+            })
             .and_then(|s| self.store.save(&s));
         match result {
             Ok(()) => {
@@ -309,12 +387,18 @@ impl Daemon {
                 {
                     eprintln!("portsentry: warning: interfaces and xdp_mode changes take effect on restart only");
                 }
+                if s.crowdsec != self.settings.crowdsec {
+                    eprintln!(
+                        "portsentry: warning: [crowdsec] changes take effect on restart only"
+                    );
+                }
                 if s.pin_dir != self.settings.pin_dir
                     || s.state_dir != self.settings.state_dir
                     || s.max_bans != self.settings.max_bans
                 {
                     eprintln!("portsentry: warning: pin_dir, state_dir and max_bans changes take effect on restart only");
                 }
+                let crowdsec = self.settings.crowdsec.clone();
                 let keep = (
                     self.settings.interfaces.clone(),
                     self.settings.xdp_mode,
@@ -330,6 +414,7 @@ impl Daemon {
                     self.settings.state_dir,
                     self.settings.max_bans,
                 ) = keep;
+                self.settings.crowdsec = crowdsec;
                 match self.apply() {
                     Ok(()) => {
                         eprintln!("portsentry: reloaded configuration from {source}; bans kept")
@@ -391,12 +476,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     }
 
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
-    let hooks = HookRunner::new(
-        settings.hooks.clone(),
-        Arc::new(move |line: String| {
-            let _ = log_tx.send(line);
-        }),
-    );
+    let log_line: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line: String| {
+        let _ = log_tx.send(line);
+    });
+    let hooks = HookRunner::new(settings.hooks.clone(), log_line.clone());
     let mut d = Daemon {
         dp,
         sink: LogSink::new(settings.log_format, settings.history_file.as_deref()),
@@ -411,9 +494,19 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         save_retry_at: None,
         last_save_error_report: None,
         last_sweep: Instant::now(),
+        allow: Vec::new(),
+        fleet: None,
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
+
+    // Fleet mode starts after the allowlist is known (decisions touching it are not enforced).
+    if let Some(c) = d.settings.crowdsec.clone() {
+        let fleet_log = log_line.clone();
+        let fleet = Fleet::start(&c, &d.settings.state_dir, saved.fleet.clone(), fleet_log)?;
+        eprintln!("{}", fleet.describe());
+        d.fleet = Some(fleet);
+    }
 
     let mut attached = Vec::new();
     for iface in &interfaces {
@@ -450,6 +543,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 None => break Err(anyhow::anyhow!("the event reader stopped unexpectedly")),
             },
             Some(line) = log_rx.recv() => d.sink.line(&line),
+            Some(update) = next_fleet_update(&mut d.fleet) => d.on_fleet_update(&update),
             _ = ticker.tick() => {
                 d.watch_interfaces();
                 d.poll_listening();
@@ -461,6 +555,9 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         }
     };
     reader.abort();
+    if let Some(fleet) = d.fleet.as_mut() {
+        fleet.stop(Duration::from_secs(2));
+    }
     d.save();
     d.hooks.idle(Duration::from_secs(2)).await;
     while let Ok(line) = log_rx.try_recv() {

@@ -87,6 +87,58 @@ impl HookSettings {
     }
 }
 
+/// `[crowdsec]`: join a CrowdSec Local API (LAPI) as a bouncer (enforce fleet decisions) and/or
+/// as a machine (push our bans as alerts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrowdsecSettings {
+    /// e.g. `http://127.0.0.1:8080`; `https://` is verified against the Mozilla root store.
+    pub lapi_url: String,
+    /// Bouncer API key (`cscli bouncers add`); with `api_key_file`, the file's first line.
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    /// How often the decision stream is pulled.
+    pub update_frequency: Duration,
+    /// Machine login and password (`cscli machines add`), or `credentials_file`.
+    pub login: Option<String>,
+    pub password: Option<String>,
+    /// cscli's `local_api_credentials.yaml` format: `login:` and `password:` lines.
+    pub credentials_file: Option<PathBuf>,
+    /// Scenario name of the alerts we push.
+    pub scenario: String,
+    /// Alerts kept (in memory and in `state_dir`) while LAPI is unreachable; the oldest go first.
+    pub queue_max: usize,
+}
+
+pub const DEFAULT_CROWDSEC_SCENARIO: &str = "portsentry/port-scan";
+
+impl Default for CrowdsecSettings {
+    fn default() -> Self {
+        Self {
+            lapi_url: String::new(),
+            api_key: None,
+            api_key_file: None,
+            update_frequency: Duration::from_secs(2),
+            login: None,
+            password: None,
+            credentials_file: None,
+            scenario: DEFAULT_CROWDSEC_SCENARIO.to_owned(),
+            queue_max: 10_000,
+        }
+    }
+}
+
+impl CrowdsecSettings {
+    /// Pulls decisions (has a bouncer key).
+    pub fn is_bouncer(&self) -> bool {
+        self.api_key.is_some() || self.api_key_file.is_some()
+    }
+
+    /// Pushes alerts (has machine credentials).
+    pub fn is_machine(&self) -> bool {
+        self.login.is_some() || self.credentials_file.is_some()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Interfaces to protect; empty means the default-route interface.
@@ -125,6 +177,8 @@ pub struct Settings {
     /// Persistent bans live here.
     pub state_dir: PathBuf,
     pub hooks: HookSettings,
+    /// Fleet mode; `None` without a `[crowdsec]` table.
+    pub crowdsec: Option<CrowdsecSettings>,
 }
 
 impl Default for Settings {
@@ -154,6 +208,7 @@ impl Default for Settings {
             log_format: LogFormat::Portsentry,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             hooks: HookSettings::default(),
+            crowdsec: None,
         }
     }
 }
@@ -166,6 +221,9 @@ impl Settings {
             && self.advanced_udp_below.is_none()
         {
             bail!("no guarded ports: set at least one TCP or UDP port");
+        }
+        if let Some(c) = &self.crowdsec {
+            crate::crowdsec::Credentials::resolve(c)?;
         }
         Ok(())
     }

@@ -65,6 +65,23 @@ pub struct SavedCidrBan {
     pub cidr: String,
     pub added_at_ms: u64,
     pub expires_at_ms: Option<u64>,
+    /// `ban_origin::*`; files from before fleet mode only had manual networks.
+    #[serde(default = "manual_origin")]
+    pub origin: u8,
+}
+
+fn manual_origin() -> u8 {
+    ban_origin::MANUAL
+}
+
+/// Where a fleet ban came from, for `portsentry list` (the kernel entry only says "fleet").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetNote {
+    /// The address or network, as `Cidr` prints it.
+    pub target: String,
+    /// CrowdSec's origin: `cscli`, `crowdsec`, `CAPI`, `portsentry`, …
+    pub origin: String,
+    pub scenario: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +90,8 @@ pub struct State {
     pub bans: Vec<SavedBan>,
     #[serde(default)]
     pub cidr_bans: Vec<SavedCidrBan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet: Vec<FleetNote>,
 }
 
 impl SavedBan {
@@ -170,35 +189,34 @@ impl StateStore {
         }
     }
 
-    /// Writes the state atomically: a temporary file in the same directory, fsync, rename, fsync
-    /// of the directory. A crash leaves either the old or the new file, never half of one.
+    /// Writes the state atomically ([`write_atomic`]).
     pub fn save(&self, state: &State) -> Result<()> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let path = self.path();
-        let tmp = self
-            .dir
-            .join(format!(".{STATE_FILE}.tmp-{}", std::process::id()));
-        let text = serde_json::to_string_pretty(state).unwrap_or_default();
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            StateError::Io {
-                path: path.clone(),
-                source: e,
-            }
-        })
+        let mut text = serde_json::to_string_pretty(state).unwrap_or_default();
+        text.push('\n');
+        write_atomic(&self.dir, STATE_FILE, text.as_bytes()).map_err(io(&self.path()))
     }
+}
+
+/// Replaces `dir/name` atomically: a temporary file in the same directory, fsync, rename, fsync
+/// of the directory. A crash leaves either the old or the new file, never half of one.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// The kernel's bans and banned networks as a state snapshot. `cidr_meta` supplies the times of
@@ -224,6 +242,7 @@ pub fn snapshot(maps: &Maps, cidr_meta: &[SavedCidrBan], now: &Now) -> Result<St
                     cidr: text,
                     added_at_ms: now.unix_ms,
                     expires_at_ms: None,
+                    origin: ban_origin::MANUAL,
                 })
         })
         .filter(|c| !c.is_expired(now.unix_ms))
@@ -232,6 +251,7 @@ pub fn snapshot(maps: &Maps, cidr_meta: &[SavedCidrBan], now: &Now) -> Result<St
         version: STATE_VERSION,
         bans,
         cidr_bans,
+        fleet: Vec::new(),
     })
 }
 
@@ -297,7 +317,7 @@ pub fn origin_text(origin: u8) -> &'static str {
         ban_origin::DETECTED => "detected",
         ban_origin::MANUAL => "manual",
         ban_origin::RESTORED => "restored",
-        ban_origin::FLEET => "fleet",
+        ban_origin::FLEET => "crowdsec",
         _ => "unknown",
     }
 }
@@ -337,7 +357,17 @@ mod tests {
         let state = State {
             version: STATE_VERSION,
             bans: vec![ban("10.0.0.2", None), ban("2001:db8::2", Some(5))],
-            cidr_bans: vec![],
+            cidr_bans: vec![SavedCidrBan {
+                cidr: "10.9.0.0/16".into(),
+                added_at_ms: 1,
+                expires_at_ms: Some(2),
+                origin: ban_origin::FLEET,
+            }],
+            fleet: vec![FleetNote {
+                target: "10.9.0.0/16".into(),
+                origin: "cscli".into(),
+                scenario: "manual 'ban' from 'm1'".into(),
+            }],
         };
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
@@ -347,6 +377,14 @@ mod tests {
             "no temporary file left"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_from_before_fleet_mode_still_load() {
+        let old = r#"{"version":1,"bans":[],"cidr_bans":[{"cidr":"10.0.0.0/8","added_at_ms":1,"expires_at_ms":null}]}"#;
+        let s: State = serde_json::from_str(old).unwrap();
+        assert_eq!(s.cidr_bans[0].origin, ban_origin::MANUAL);
+        assert!(s.fleet.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! lab. The tests themselves live in `tests/tests/`.
 
 pub mod bench;
+pub mod crowdsec;
 pub mod fullscan;
 pub mod lab;
 pub mod packets;

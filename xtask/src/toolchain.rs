@@ -160,7 +160,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("trafgen", "netsniff-ng"),
     ("ethtool", "ethtool"),
+    // Fleet tests: a real CrowdSec Local API and cscli.
+    ("cscli", "crowdsec"),
 ];
+
+/// With this file present and non-empty, crowdsec's post-install step does not try to register
+/// with CrowdSec's online service (which fails offline and leaves dpkg half-configured).
+const CROWDSEC_ONLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
 
 pub fn ensure_test_packages() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
@@ -172,12 +178,29 @@ pub fn ensure_test_packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
+    if missing.contains(&"crowdsec") {
+        let path = std::path::Path::new(CROWDSEC_ONLINE_CREDENTIALS);
+        if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+            std::fs::create_dir_all("/etc/crowdsec")?;
+            std::fs::write(
+                path,
+                "# offline: portsentry's tests run their own LAPI, no Central API\n",
+            )?;
+        }
+    }
     let update = Command::new("apt-get").args(["update", "-qq"]).status();
     let install = Command::new("apt-get")
         .args(["install", "-y", "-qq"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status();
+    if missing.contains(&"crowdsec") {
+        // The tests start their own LAPIs in namespaces; the system service is not wanted.
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "crowdsec"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     match (update, install) {
         (Ok(u), Ok(i)) if u.success() && i.success() => Ok(()),
         _ => bail!(

@@ -75,6 +75,7 @@ fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
             version: 1,
             bans,
             cidr_bans: Vec::new(),
+            fleet: Vec::new(),
         })
         .context("writing the ban file")?;
     Ok(())

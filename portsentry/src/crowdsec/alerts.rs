@@ -1,0 +1,339 @@
+//! Our bans as CrowdSec alerts, and the queue that keeps them until LAPI has them.
+
+use std::{
+    collections::VecDeque,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{godur, DECISION_ORIGIN};
+use crate::state::write_atomic;
+
+/// The queue file in `state_dir`.
+pub const QUEUE_FILE: &str = "crowdsec-alerts.json";
+/// What a ban that never expires (`ban_ttl = "never"`) is pushed as: Go durations have no
+/// "forever", and ten years is forever for a scanner's address.
+pub const FOREVER: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub timestamp: String,
+    pub meta: Vec<Meta>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub scope: String,
+    pub value: String,
+    pub ip: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub duration: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub scope: String,
+    pub value: String,
+    pub origin: String,
+    pub scenario: String,
+}
+
+/// `POST /v1/alerts` body element. Every field LAPI requires is always present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub scenario: String,
+    pub scenario_hash: String,
+    pub scenario_version: String,
+    pub message: String,
+    pub events_count: u32,
+    pub start_at: String,
+    pub stop_at: String,
+    pub capacity: u32,
+    pub leakspeed: String,
+    /// Detect mode and unblocked protocols: the alert is recorded, its decision not enforced
+    /// by anyone (CrowdSec's simulation mode), matching what this host does.
+    pub simulated: bool,
+    pub remediation: bool,
+    pub events: Vec<Event>,
+    pub source: Source,
+    pub decisions: Vec<Decision>,
+}
+
+/// One local ban, as the daemon reports it.
+#[derive(Clone, Debug)]
+pub struct LocalBan {
+    pub source: IpAddr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    pub scan: String,
+    /// Probes that triggered it.
+    pub probes: u64,
+    /// Enforced here (block mode and blocking on for this protocol).
+    pub enforced: bool,
+    pub ttl: Option<Duration>,
+    pub interface: String,
+    /// RFC 3339 time of the ban.
+    pub at: String,
+}
+
+impl Alert {
+    pub fn from_ban(ban: &LocalBan, scenario: &str, host: &str) -> Self {
+        let ip = ban.source.to_string();
+        let meta = |k: &str, v: String| Meta {
+            key: k.to_owned(),
+            value: v,
+        };
+        Alert {
+            scenario: scenario.to_owned(),
+            scenario_hash: String::new(),
+            scenario_version: env!("CARGO_PKG_VERSION").to_owned(),
+            message: format!(
+                "portsentry on {host}: {ip} probed {}/{} ({}) and was {}",
+                ban.protocol.to_uppercase(),
+                ban.port,
+                ban.scan,
+                if ban.enforced {
+                    "banned"
+                } else {
+                    "detected (not blocked: detect mode)"
+                }
+            ),
+            events_count: u32::try_from(ban.probes.max(1)).unwrap_or(u32::MAX),
+            start_at: ban.at.clone(),
+            stop_at: ban.at.clone(),
+            capacity: 0,
+            leakspeed: "0s".to_owned(),
+            simulated: !ban.enforced,
+            remediation: true,
+            events: vec![Event {
+                timestamp: ban.at.clone(),
+                meta: vec![
+                    meta("source_ip", ip.clone()),
+                    meta("dst_port", ban.port.to_string()),
+                    meta("proto", ban.protocol.to_owned()),
+                    meta("scan_type", ban.scan.clone()),
+                    meta("interface", ban.interface.clone()),
+                    meta("machine", host.to_owned()),
+                    meta("service", "portsentry".to_owned()),
+                    meta("log_type", "portsentry_ban".to_owned()),
+                ],
+            }],
+            source: Source {
+                scope: "Ip".to_owned(),
+                value: ip.clone(),
+                ip: ip.clone(),
+            },
+            decisions: vec![Decision {
+                duration: godur::format(ban.ttl.unwrap_or(FOREVER)),
+                kind: "ban".to_owned(),
+                // Case matters: LAPI stores "ip" but never streams it to bouncers.
+                scope: "Ip".to_owned(),
+                value: ip,
+                origin: DECISION_ORIGIN.to_owned(),
+                scenario: scenario.to_owned(),
+            }],
+        }
+    }
+}
+
+/// Alerts not yet accepted by LAPI, oldest first, bounded; mirrored in `state_dir`.
+pub struct AlertQueue {
+    dir: PathBuf,
+    max: usize,
+    alerts: VecDeque<Alert>,
+}
+
+/// What loading the queue file found.
+pub enum Loaded {
+    Fresh,
+    Restored(usize),
+    /// The file did not parse; it was moved aside to this path.
+    MovedAside(PathBuf, String),
+}
+
+impl AlertQueue {
+    /// Loads the queue left by the last run (a file that does not parse is kept aside).
+    pub fn load(dir: &Path, max: usize) -> (Self, Loaded) {
+        let mut q = Self {
+            dir: dir.to_owned(),
+            max: max.max(1),
+            alerts: VecDeque::new(),
+        };
+        let path = q.path();
+        let loaded = match std::fs::read_to_string(&path) {
+            Err(_) => Loaded::Fresh,
+            Ok(text) => match serde_json::from_str::<Vec<Alert>>(&text) {
+                Ok(list) => {
+                    let n = list.len();
+                    q.alerts = list.into();
+                    q.trim();
+                    if n == 0 {
+                        Loaded::Fresh
+                    } else {
+                        Loaded::Restored(n)
+                    }
+                }
+                Err(e) => {
+                    let moved =
+                        path.with_extension(format!("json.corrupt-{}", crate::clock::unix_ms()));
+                    let _ = std::fs::rename(&path, &moved);
+                    Loaded::MovedAside(moved, e.to_string())
+                }
+            },
+        };
+        (q, loaded)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(QUEUE_FILE)
+    }
+
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+
+    /// Adds an alert; returns how many of the oldest were dropped to stay within `max`.
+    pub fn push(&mut self, alert: Alert) -> usize {
+        self.alerts.push_back(alert);
+        self.trim()
+    }
+
+    fn trim(&mut self) -> usize {
+        let over = self.alerts.len().saturating_sub(self.max);
+        self.alerts.drain(..over);
+        over
+    }
+
+    /// The oldest `n` alerts (a batch to send).
+    pub fn front(&self, n: usize) -> Vec<Alert> {
+        self.alerts.iter().take(n).cloned().collect()
+    }
+
+    /// Forgets the oldest `n` alerts (LAPI has them).
+    pub fn pop_front(&mut self, n: usize) {
+        let n = n.min(self.alerts.len());
+        self.alerts.drain(..n);
+    }
+
+    /// Writes the queue file (an empty queue removes it).
+    pub fn save(&self) -> std::io::Result<()> {
+        if self.alerts.is_empty() {
+            return match std::fs::remove_file(self.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let text = serde_json::to_vec(&self.alerts).unwrap_or_default();
+        write_atomic(&self.dir, QUEUE_FILE, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(ip: &str) -> LocalBan {
+        LocalBan {
+            source: ip.parse().unwrap(),
+            port: 111,
+            protocol: "tcp",
+            scan: "TCP SYN/Normal scan".into(),
+            probes: 3,
+            enforced: true,
+            ttl: Some(Duration::from_secs(86_400)),
+            interface: "eth0".into(),
+            at: "2026-11-25T09:16:34.032Z".into(),
+        }
+    }
+
+    #[test]
+    fn alert_has_every_field_lapi_requires() {
+        let a = Alert::from_ban(&ban("2001:db8::7"), "portsentry/port-scan", "host-a");
+        let v = serde_json::to_value(&a).unwrap();
+        for k in [
+            "scenario",
+            "scenario_hash",
+            "scenario_version",
+            "message",
+            "events_count",
+            "start_at",
+            "stop_at",
+            "capacity",
+            "leakspeed",
+            "simulated",
+            "events",
+            "source",
+        ] {
+            assert!(!v[k].is_null(), "{k} missing: {v}");
+        }
+        let d = &v["decisions"][0];
+        assert_eq!(d["duration"], "86400s");
+        assert_eq!(d["type"], "ban");
+        assert_eq!(d["scope"], "Ip");
+        assert_eq!(d["value"], "2001:db8::7");
+        assert_eq!(d["origin"], "portsentry");
+        assert_eq!(v["events_count"], 3);
+        assert_eq!(v["simulated"], false);
+        assert!(v["events"][0]["meta"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"key": "dst_port", "value": "111"})));
+        let unenforced = LocalBan {
+            enforced: false,
+            ttl: None,
+            ..ban("10.0.0.9")
+        };
+        let a = Alert::from_ban(&unenforced, "x/y", "h");
+        assert!(a.simulated);
+        assert_eq!(a.decisions[0].duration, "315360000s");
+    }
+
+    #[test]
+    fn queue_is_bounded_persisted_and_survives_garbage() {
+        let dir = std::env::temp_dir().join(format!("ps-cs-queue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut q, loaded) = AlertQueue::load(&dir, 3);
+        assert!(matches!(loaded, Loaded::Fresh));
+        for i in 1..=5 {
+            let dropped = q.push(Alert::from_ban(&ban(&format!("10.0.0.{i}")), "s", "h"));
+            assert_eq!(dropped, usize::from(i > 3));
+        }
+        assert_eq!(
+            q.front(1)[0].source.value,
+            "10.0.0.3",
+            "the oldest went first"
+        );
+        q.save().unwrap();
+        let (mut again, loaded) = AlertQueue::load(&dir, 3);
+        assert!(matches!(loaded, Loaded::Restored(3)));
+        again.pop_front(2);
+        assert_eq!(again.front(5).len(), 1);
+        again.pop_front(1);
+        again.save().unwrap();
+        assert!(!again.path().exists(), "an empty queue leaves no file");
+        std::fs::write(again.path(), "{not json").unwrap();
+        let (q, loaded) = AlertQueue::load(&dir, 3);
+        assert!(q.is_empty());
+        match loaded {
+            Loaded::MovedAside(p, _) => assert!(p.exists()),
+            _ => panic!("garbage must be moved aside"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

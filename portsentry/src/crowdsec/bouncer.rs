@@ -1,0 +1,128 @@
+//! The bouncer thread: pull the decision stream every `update_frequency`, hand each answer to
+//! the daemon. The first pull of a process is always `startup=true` (LAPI's per-bouncer delta
+//! would otherwise start at whatever the last process saw); after any failure the next pull is a
+//! full resync again, so an answer lost in transit never leaves a decision unseen.
+
+use std::{
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use super::{
+    decisions::{self, FleetUpdate},
+    lapi::{Lapi, LapiError},
+};
+
+/// A persisting failure is logged at most this often (the first one at once).
+pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Rate-limits "still failing" reports and announces recovery.
+pub struct Reporter {
+    what: &'static str,
+    failing_since: Option<Instant>,
+    last_report: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Reporter {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failing_since: None,
+            last_report: None,
+            suppressed: 0,
+        }
+    }
+
+    pub fn failed(&mut self, log: &Log, detail: impl FnOnce() -> String) {
+        self.failing_since.get_or_insert_with(Instant::now);
+        if self
+            .last_report
+            .is_some_and(|t| t.elapsed() < ERROR_REPORT_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let again = if self.suppressed > 0 {
+            format!(" ({} more failures since the last report)", self.suppressed)
+        } else {
+            String::new()
+        };
+        log(format!(
+            "portsentry: error: crowdsec: {}: {}{again}",
+            self.what,
+            detail()
+        ));
+        self.last_report = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    /// Returns how long it had been failing, once, when it works again.
+    pub fn recovered(&mut self) -> Option<Duration> {
+        self.last_report = None;
+        self.suppressed = 0;
+        self.failing_since.take().map(|t| t.elapsed())
+    }
+}
+
+pub fn explain(e: &LapiError) -> String {
+    match e.status() {
+        Some(403) => format!("{e} (is `api_key` a bouncer key from `cscli bouncers add`?)"),
+        _ => e.to_string(),
+    }
+}
+
+/// Runs until the daemon stops listening.
+pub fn spawn(
+    lapi: Lapi,
+    api_key: String,
+    every: Duration,
+    updates: mpsc::Sender<FleetUpdate>,
+    log: Log,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("crowdsec-pull".into())
+        .spawn(move || {
+            let mut startup = true;
+            let mut reporter = Reporter::new("pulling decisions");
+            loop {
+                let started = Instant::now();
+                match lapi.stream(&api_key, startup) {
+                    Ok(stream) => {
+                        if let Some(down) = reporter.recovered() {
+                            log(format!(
+                                "portsentry: crowdsec: LAPI at {} answers again (decisions were not updated for {}s)",
+                                lapi.url(),
+                                down.as_secs()
+                            ));
+                        }
+                        let update = decisions::classify(stream, startup);
+                        startup = false;
+                        if !update.is_empty() && updates.blocking_send(update).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        startup = true;
+                        reporter.failed(&log, || {
+                            format!(
+                                "LAPI at {}: {}; bans in force stay enforced, retrying every {}",
+                                lapi.url(),
+                                explain(&e),
+                                humantime::format_duration(every)
+                            )
+                        });
+                    }
+                }
+                if updates.is_closed() {
+                    return;
+                }
+                thread::sleep(every.saturating_sub(started.elapsed()));
+            }
+        })
+}

@@ -1,0 +1,235 @@
+//! A real CrowdSec Local API (Debian's `crowdsec` package, `crowdsec -no-cs`) for fleet tests:
+//! its own network namespace, throwaway config and SQLite database, bouncer and machine
+//! credentials made with `cscli`. Protected namespaces reach it over a management veth
+//! (10.88.K.0/24), never over the interface XDP guards. Everything is removed on drop.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{ip, Lab, Netns, TempDir};
+
+static FLEET_COUNTER: AtomicUsize = AtomicUsize::new(0);
+const PORT: u16 = 8080;
+
+pub struct Lapi {
+    pub ns: Netns,
+    pub dir: TempDir,
+    pub config: String,
+    process: Option<Child>,
+    id: String,
+    links: usize,
+}
+
+impl Lapi {
+    /// Sets up and starts a LAPI.
+    pub fn start() -> Result<Self> {
+        let n = FLEET_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}x{n}", std::process::id() % 100_000);
+        let ns = Netns {
+            name: format!("psf{id}"),
+        };
+        ip(&["netns", "add", &ns.name])?;
+        let mut lapi = Self {
+            dir: TempDir::new("lapi")?,
+            config: String::new(),
+            ns,
+            process: None,
+            id,
+            links: 0,
+        };
+        ip(&["-n", &lapi.ns.name, "link", "set", "lo", "up"])?;
+        let d = lapi.dir.path.display().to_string();
+        lapi.config = lapi.dir.write(
+            "config.yaml",
+            &format!(
+                "common:\n  log_media: stdout\n  log_level: info\nconfig_paths:\n  config_dir: {d}/\n  data_dir: {d}/\n\
+                 api:\n  client:\n    credentials_path: {d}/cscli.yaml\n  server:\n    listen_uri: 0.0.0.0:{PORT}\n    profiles_path: {d}/profiles.yaml\n\
+                 db_config:\n  type: sqlite\n  db_path: {d}/crowdsec.db\n  use_wal: true\n"
+            ),
+        );
+        // Debian's default profile; only used for alerts that carry no decisions of their own.
+        lapi.dir.write(
+            "profiles.yaml",
+            "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == \"Ip\"\n\
+             decisions:\n - type: ban\n   duration: 4h\non_success: break\n",
+        );
+        // The machine cscli itself uses for `decisions add/delete` and `alerts list`.
+        lapi.add_machine("cscli")?;
+        lapi.launch()?;
+        Ok(lapi)
+    }
+
+    /// `cscli -c CONFIG ARGS` in the LAPI's namespace; fails with its output.
+    pub fn cscli(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .ns
+            .command("cscli")
+            .args(["-c", &self.config, "--error"])
+            .args(args)
+            .output()
+            .context("running cscli")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "cscli {}: {}{}",
+                args.join(" "),
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(text)
+    }
+
+    /// A bouncer key.
+    pub fn add_bouncer(&self, name: &str) -> Result<String> {
+        Ok(self
+            .cscli(&["bouncers", "add", name, "-o", "raw"])?
+            .trim()
+            .to_owned())
+    }
+
+    /// A machine; returns the path of its credentials file (cscli's format).
+    pub fn add_machine(&self, name: &str) -> Result<String> {
+        let file = if name == "cscli" {
+            self.dir.join("cscli.yaml")
+        } else {
+            self.dir.join(&format!("{name}.yaml"))
+        };
+        let password = format!("pw-{name}-{}", self.id);
+        let path = file.display().to_string();
+        let url = format!("http://127.0.0.1:{PORT}");
+        self.cscli(&[
+            "machines",
+            "add",
+            name,
+            "--password",
+            &password,
+            "-f",
+            &path,
+            "--url",
+            &url,
+        ])?;
+        Ok(path)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("crowdsec.log"))?;
+        let child = self
+            .ns
+            .command("crowdsec")
+            .args(["-c", &self.config, "-no-cs"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting crowdsec (apt-get install crowdsec)")?;
+        self.process = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.healthy() {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.process.as_mut().map(Child::try_wait) {
+                bail!("crowdsec exited ({status}):\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("LAPI did not answer /health within 15 s:\n{}", self.log())
+    }
+
+    fn healthy(&self) -> bool {
+        self.ns.run(|| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+                return false;
+            }
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("crowdsec.log")).unwrap_or_default()
+    }
+
+    /// Stops the LAPI (SIGKILL: an outage, not a goodbye).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.process.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again: same database, keys and address.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Joins `lab`'s protected namespace to the LAPI's over a new veth; returns the URL the
+    /// protected side reaches LAPI at.
+    pub fn connect(&mut self, lab: &Lab) -> Result<String> {
+        self.links += 1;
+        let k = self.links;
+        let (near, far) = (format!("vf{}y{k}", self.id), format!("vm{}y{k}", self.id));
+        ip(&[
+            "link",
+            "add",
+            &near,
+            "netns",
+            &self.ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &far,
+            "netns",
+            &lab.protected.name,
+        ])?;
+        ip(&[
+            "-n",
+            &self.ns.name,
+            "addr",
+            "add",
+            &format!("10.88.{k}.1/24"),
+            "dev",
+            &near,
+        ])?;
+        ip(&[
+            "-n",
+            &lab.protected.name,
+            "addr",
+            "add",
+            &format!("10.88.{k}.2/24"),
+            "dev",
+            &far,
+        ])?;
+        ip(&["-n", &self.ns.name, "link", "set", &near, "up"])?;
+        ip(&["-n", &lab.protected.name, "link", "set", &far, "up"])?;
+        Ok(format!("http://10.88.{k}.1:{PORT}"))
+    }
+}
+
+impl Drop for Lapi {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = ip(&["netns", "del", &self.ns.name]);
+    }
+}
