@@ -337,19 +337,23 @@ impl Daemon {
         if let Ok(on_disk) = self.store.load() {
             self.cidr_meta = merge_cidr_meta(on_disk.cidr_bans, &self.cidr_meta);
         }
-        let notes = self.fleet.as_ref().map(Fleet::notes).unwrap_or_default();
+        if let Some(fleet) = &self.fleet {
+            fleet.persist();
+        }
+        let fleet = &mut self.fleet;
         let result = state::snapshot(&self.dp, &self.cidr_meta, &Now::read())
             .map(|mut s| {
-                // Notes only for fleet bans still in force.
-                s.fleet = notes
-                    .into_iter()
-                    .filter(|n| {
+                if let Some(fleet) = fleet {
+                    // Notes only for fleet bans still in force.
+                    let in_force = |target: &str| {
                         s.bans.iter().any(|b| {
                             b.origin == ban_origin::FLEET
-                                && Cidr::host(b.addr).to_string() == n.target
-                        }) || s.cidr_bans.iter().any(|c| c.cidr == n.target)
-                    })
-                    .collect();
+                                && Cidr::host(b.addr).to_string() == target
+                        }) || s.cidr_bans.iter().any(|c| c.cidr == target)
+                    };
+                    fleet.retain_notes(in_force);
+                    s.fleet = fleet.notes();
+                }
                 s
             })
             .and_then(|s| self.store.save(&s));
@@ -556,7 +560,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     };
     reader.abort();
     if let Some(fleet) = d.fleet.as_mut() {
-        fleet.stop(Duration::from_secs(2));
+        fleet.stop();
     }
     d.save();
     d.hooks.idle(Duration::from_secs(2)).await;

@@ -9,7 +9,7 @@
 //! - A `startup` answer is the whole truth: fleet bans it does not list are lifted.
 //! - LAPI unreachable: nothing is lifted; bans expire at their own time.
 
-use std::{collections::BTreeMap, path::Path, sync::mpsc as std_mpsc, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use portsentry_common::{ban_origin, BanEntry, ScanType};
@@ -24,7 +24,7 @@ use crate::{
         bouncer::{self, Log},
         decisions::FleetUpdate,
         lapi::Lapi,
-        pusher::{self, Machine, PushMsg},
+        pusher::{self, Machine, Outbox},
         Credentials,
     },
     dataplane::{DataplaneError, Maps},
@@ -39,7 +39,8 @@ const DETAIL_LINES_MAX: usize = 20;
 pub struct Fleet {
     /// Pulled decisions, for the event loop.
     pub updates: Option<mpsc::Receiver<FleetUpdate>>,
-    push: Option<std_mpsc::Sender<PushMsg>>,
+    outbox: Option<Arc<Outbox>>,
+    log: Log,
     scenario: String,
     host: String,
     /// Where each fleet ban came from, by target text.
@@ -68,7 +69,8 @@ impl Fleet {
         let creds = Credentials::resolve(c)?;
         let mut fleet = Fleet {
             updates: None,
-            push: None,
+            outbox: None,
+            log: log.clone(),
             scenario: c.scenario.clone(),
             host: nix::unistd::gethostname()
                 .ok()
@@ -96,9 +98,9 @@ impl Fleet {
                 password,
                 scenario: c.scenario.clone(),
             };
-            let (tx, _) = pusher::spawn(machine, state_dir, c.queue_max, log)
+            let outbox = pusher::spawn(machine, state_dir, c.queue_max, log)
                 .context("starting the crowdsec alert thread")?;
-            fleet.push = Some(tx);
+            fleet.outbox = Some(outbox);
         }
         Ok(fleet)
     }
@@ -109,7 +111,7 @@ impl Fleet {
         if self.updates.is_some() {
             roles.push("enforcing its decisions");
         }
-        if self.push.is_some() {
+        if self.outbox.is_some() {
             roles.push("sharing our bans as alerts");
         }
         format!(
@@ -123,23 +125,43 @@ impl Fleet {
         self.notes.values().cloned().collect()
     }
 
-    /// Queues an alert for a local ban (never blocks).
+    /// Queues an alert for a local ban (a push under a lock the network never holds).
     pub fn on_local_ban(&self, ban: &LocalBan) {
-        if let Some(tx) = &self.push {
+        if let Some(outbox) = &self.outbox {
             let alert = Alert::from_ban(ban, &self.scenario, &self.host);
-            let _ = tx.send(PushMsg::Alert(Box::new(alert)));
+            if outbox.push(alert) > 0 {
+                (self.log)(format!(
+                    "portsentry: error: crowdsec: alert queue full ({} alerts): dropped the oldest; raise crowdsec.queue_max or bring LAPI back",
+                    outbox.len()
+                ));
+            }
         }
     }
 
-    /// Saves the alert queue and stops the pusher (waits at most `timeout`).
-    pub fn stop(&mut self, timeout: Duration) {
-        if let Some(tx) = self.push.take() {
-            let (done_tx, done_rx) = std_mpsc::channel();
-            if tx.send(PushMsg::Stop(done_tx)).is_ok() {
-                let _ = done_rx.recv_timeout(timeout);
+    /// Writes the alert queue to `state_dir` if it changed (the daemon's save schedule).
+    pub fn persist(&self) {
+        if let Some(outbox) = &self.outbox {
+            if let Err(e) = outbox.persist() {
+                (self.log)(format!(
+                    "portsentry: error: crowdsec: saving the alert queue to {}: {e} (alerts stay queued in memory)",
+                    outbox.path().display()
+                ));
             }
         }
+    }
+
+    /// Stops both workers; the queue is written by `persist` and by the delivery thread.
+    pub fn stop(&mut self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.stop();
+        }
+        self.persist();
         self.updates = None;
+    }
+
+    /// Forgets notes of fleet bans no longer in force.
+    pub fn retain_notes(&mut self, keep: impl Fn(&str) -> bool) {
+        self.notes.retain(|target, _| keep(target));
     }
 
     /// Enforces one pulled update; returns log lines.

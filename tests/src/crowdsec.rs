@@ -183,6 +183,49 @@ impl Lapi {
         self.launch()
     }
 
+    /// Silently drops every packet to the LAPI port (`on`), or stops doing so: a LAPI that hangs
+    /// instead of refusing, so requests block until their timeout.
+    pub fn blackhole(&self, on: bool) -> Result<()> {
+        let port = PORT.to_string();
+        let commands: Vec<Vec<&str>> = if on {
+            vec![
+                vec!["add", "table", "inet", "blackhole"],
+                vec![
+                    "add",
+                    "chain",
+                    "inet",
+                    "blackhole",
+                    "input",
+                    "{ type filter hook input priority 0; }",
+                ],
+                vec![
+                    "add",
+                    "rule",
+                    "inet",
+                    "blackhole",
+                    "input",
+                    "tcp",
+                    "dport",
+                    &port,
+                    "drop",
+                ],
+            ]
+        } else {
+            vec![vec!["delete", "table", "inet", "blackhole"]]
+        };
+        for args in commands {
+            let out = self.ns.command("nft").args(&args).output()?;
+            if !out.status.success() {
+                bail!(
+                    "nft {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Joins `lab`'s protected namespace to the LAPI's over a new veth; returns the URL the
     /// protected side reaches LAPI at.
     pub fn connect(&mut self, lab: &Lab) -> Result<String> {

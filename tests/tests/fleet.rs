@@ -463,3 +463,54 @@ fn a_lapi_outage_loses_no_alert_and_enforcement_goes_on() {
     );
     assert!(!b.reaches_service(x1), "x1 still banned after the resync");
 }
+
+#[test]
+fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
+    let mut lapi = Lapi::start().expect("LAPI");
+    let mut a = Host::new(&mut lapi, "host-a", false, true);
+    let x = a.lab.scanner_v4[0];
+    // Requests to LAPI now hang until their timeout (10 s) instead of failing at once.
+    lapi.blackhole(true).expect("blackhole");
+    assert!(!a
+        .lab
+        .scanner
+        .tcp_connect(x, sock(a.lab.protected_v4, TRAP), PROBE));
+    wait_for(
+        a.daemon(),
+        &format!("attackalert: Host {x} has been blocked"),
+        Duration::from_secs(2),
+    );
+    thread::sleep(Duration::from_millis(500)); // the delivery thread is now stuck in a request
+    let stopping = Instant::now();
+    assert_eq!(
+        a.daemon().stop().unwrap(),
+        Some(0),
+        "clean exit: {}",
+        a.output()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "a hanging LAPI does not hold up the stop"
+    );
+    let queued = std::fs::read_to_string(a.dir.join("crowdsec-alerts.json"))
+        .expect("queue file written at stop");
+    assert!(queued.contains(&format!("\"{x}\"")), "{queued}");
+
+    lapi.blackhole(false).expect("blackhole off");
+    a.start();
+    wait_for(
+        a.daemon(),
+        "1 alert(s) from the last run still to deliver",
+        Duration::from_secs(2),
+    );
+    wait_for(
+        a.daemon(),
+        "crowdsec: pushed 1 alert(s) to LAPI",
+        Duration::from_secs(10),
+    );
+    let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
+    assert!(
+        alerts.contains(&format!("\"{x}\"")),
+        "the alert reached LAPI: {alerts}"
+    );
+}

@@ -4,7 +4,7 @@ use std::{
     collections::VecDeque,
     net::IpAddr,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -147,11 +147,18 @@ impl Alert {
     }
 }
 
-/// Alerts not yet accepted by LAPI, oldest first, bounded; mirrored in `state_dir`.
+/// Alerts not yet accepted by LAPI, oldest first, bounded; mirrored in `state_dir`. Each entry
+/// has a sequence number, so a batch in flight is removed exactly, even if the oldest entries
+/// were dropped meanwhile to stay within the bound.
 pub struct AlertQueue {
     dir: PathBuf,
     max: usize,
-    alerts: VecDeque<Alert>,
+    alerts: VecDeque<(u64, Alert)>,
+    next_seq: u64,
+    /// Changed since the file was last written.
+    dirty: bool,
+    /// Since when the oldest entry has been waiting to be sent.
+    waiting_since: Option<Instant>,
 }
 
 /// What loading the queue file found.
@@ -169,6 +176,9 @@ impl AlertQueue {
             dir: dir.to_owned(),
             max: max.max(1),
             alerts: VecDeque::new(),
+            next_seq: 0,
+            dirty: false,
+            waiting_since: None,
         };
         let path = q.path();
         let loaded = match std::fs::read_to_string(&path) {
@@ -176,8 +186,10 @@ impl AlertQueue {
             Ok(text) => match serde_json::from_str::<Vec<Alert>>(&text) {
                 Ok(list) => {
                     let n = list.len();
-                    q.alerts = list.into();
-                    q.trim();
+                    for alert in list {
+                        q.push(alert);
+                    }
+                    q.dirty = false;
                     if n == 0 {
                         Loaded::Fresh
                     } else {
@@ -207,31 +219,57 @@ impl AlertQueue {
         self.alerts.is_empty()
     }
 
-    /// Adds an alert; returns how many of the oldest were dropped to stay within `max`.
-    pub fn push(&mut self, alert: Alert) -> usize {
-        self.alerts.push_back(alert);
-        self.trim()
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
-    fn trim(&mut self) -> usize {
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.waiting_since
+    }
+
+    /// Adds an alert; returns how many of the oldest were dropped to stay within `max`.
+    pub fn push(&mut self, alert: Alert) -> usize {
+        self.waiting_since.get_or_insert_with(Instant::now);
+        self.alerts.push_back((self.next_seq, alert));
+        self.next_seq += 1;
+        self.dirty = true;
         let over = self.alerts.len().saturating_sub(self.max);
         self.alerts.drain(..over);
         over
     }
 
-    /// The oldest `n` alerts (a batch to send).
-    pub fn front(&self, n: usize) -> Vec<Alert> {
-        self.alerts.iter().take(n).cloned().collect()
+    /// The oldest `n` alerts (a batch to send) and the sequence number of the last one.
+    pub fn front(&self, n: usize) -> (u64, Vec<Alert>) {
+        let batch: Vec<&(u64, Alert)> = self.alerts.iter().take(n).collect();
+        let last = batch.last().map_or(0, |(seq, _)| *seq);
+        (last, batch.into_iter().map(|(_, a)| a.clone()).collect())
     }
 
-    /// Forgets the oldest `n` alerts (LAPI has them).
-    pub fn pop_front(&mut self, n: usize) {
-        let n = n.min(self.alerts.len());
-        self.alerts.drain(..n);
+    /// Forgets every alert up to sequence number `last` (LAPI has them, or rejected them).
+    pub fn remove_through(&mut self, last: u64) {
+        while self.alerts.front().is_some_and(|(seq, _)| *seq <= last) {
+            self.alerts.pop_front();
+            self.dirty = true;
+        }
+        self.waiting_since = (!self.alerts.is_empty()).then(Instant::now);
+    }
+
+    /// Writes the queue file if it changed.
+    pub fn save_if_dirty(&mut self) -> std::io::Result<()> {
+        if self.dirty {
+            self.save()?;
+        }
+        Ok(())
     }
 
     /// Writes the queue file (an empty queue removes it).
-    pub fn save(&self) -> std::io::Result<()> {
+    pub fn save(&mut self) -> std::io::Result<()> {
+        self.write()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn write(&self) -> std::io::Result<()> {
         if self.alerts.is_empty() {
             return match std::fs::remove_file(self.path()) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -239,7 +277,8 @@ impl AlertQueue {
             };
         }
         std::fs::create_dir_all(&self.dir)?;
-        let text = serde_json::to_vec(&self.alerts).unwrap_or_default();
+        let list: Vec<&Alert> = self.alerts.iter().map(|(_, a)| a).collect();
+        let text = serde_json::to_vec(&list).unwrap_or_default();
         write_atomic(&self.dir, QUEUE_FILE, &text)
     }
 }
@@ -314,17 +353,26 @@ mod tests {
             let dropped = q.push(Alert::from_ban(&ban(&format!("10.0.0.{i}")), "s", "h"));
             assert_eq!(dropped, usize::from(i > 3));
         }
+        let (last, batch) = q.front(2);
+        assert_eq!(batch[0].source.value, "10.0.0.3", "the oldest went first");
+        // While that batch is in flight, a new alert pushes 10.0.0.3 out of the bound.
+        q.push(Alert::from_ban(&ban("10.0.0.6"), "s", "h"));
+        q.remove_through(last);
+        let (_, rest) = q.front(5);
+        let rest: Vec<&str> = rest.iter().map(|a| a.source.value.as_str()).collect();
         assert_eq!(
-            q.front(1)[0].source.value,
-            "10.0.0.3",
-            "the oldest went first"
+            rest,
+            ["10.0.0.5", "10.0.0.6"],
+            "exactly the sent ones are gone"
         );
+        assert!(q.is_dirty());
         q.save().unwrap();
+        assert!(!q.is_dirty());
         let (mut again, loaded) = AlertQueue::load(&dir, 3);
-        assert!(matches!(loaded, Loaded::Restored(3)));
-        again.pop_front(2);
-        assert_eq!(again.front(5).len(), 1);
-        again.pop_front(1);
+        assert!(matches!(loaded, Loaded::Restored(2)));
+        let (last, _) = again.front(5);
+        again.remove_through(last);
+        assert!(again.is_empty());
         again.save().unwrap();
         assert!(!again.path().exists(), "an empty queue leaves no file");
         std::fs::write(again.path(), "{not json").unwrap();

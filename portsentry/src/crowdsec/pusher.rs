@@ -1,9 +1,15 @@
-//! The machine thread: local bans become alerts, batched, queued (bounded, persisted in
-//! `state_dir`) and delivered with exponential backoff while LAPI is away. Nothing here can
-//! block the daemon: it only ever sends to an unbounded channel.
+//! The machine side: local bans become alerts in an [`Outbox`] (a bounded queue mirrored in
+//! `state_dir`), and a thread delivers them in batches, with exponential backoff while LAPI is
+//! away. The daemon only ever takes the outbox lock for a push or a file write, never for
+//! network I/O, so neither a slow LAPI nor a dead one can hold up the event loop, and the daemon
+//! can persist the queue on its own schedule and at shutdown even while a request hangs.
+//!
+//! Delivery is at least once: an alert LAPI accepted just before a crash or shutdown may be
+//! sent again after the restart.
 
 use std::{
-    sync::mpsc::{self, RecvTimeoutError},
+    path::{Path, PathBuf},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     thread,
     time::{Duration, Instant},
 };
@@ -20,15 +26,58 @@ const BATCH_MAX: usize = 100;
 const BATCH_DELAY: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// The queue file is rewritten at most this often while it changes.
+/// The queue file is rewritten at most this often by the delivery thread.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Tokens live an hour on LAPI; log in again well before.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(45 * 60);
 
-pub enum PushMsg {
-    Alert(Box<Alert>),
-    /// Save the queue and stop; the sender is told when done.
-    Stop(mpsc::Sender<()>),
+struct Shared {
+    queue: AlertQueue,
+    stop: bool,
+}
+
+/// Alerts waiting for LAPI, shared by the daemon (which adds and persists) and the delivery
+/// thread (which sends and removes).
+pub struct Outbox {
+    shared: Mutex<Shared>,
+    wake: Condvar,
+    path: PathBuf,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an alert; returns how many of the oldest were dropped to stay within the bound.
+    pub fn push(&self, alert: Alert) -> usize {
+        let dropped = self.lock().queue.push(alert);
+        self.wake.notify_one();
+        dropped
+    }
+
+    /// Writes the queue file if it changed.
+    pub fn persist(&self) -> std::io::Result<()> {
+        self.lock().queue.save_if_dirty()
+    }
+
+    /// Stops the delivery thread (it writes the queue on its way out, as does `persist`).
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub struct Machine {
@@ -38,27 +87,26 @@ pub struct Machine {
     pub scenario: String,
 }
 
-struct Pusher {
+struct Delivery {
     machine: Machine,
-    queue: AlertQueue,
+    outbox: Arc<Outbox>,
     log: Log,
     token: Option<(String, Instant)>,
     backoff: Duration,
     next_try: Instant,
-    oldest_since: Option<Instant>,
-    dirty: bool,
     last_save: Option<Instant>,
     reporter: Reporter,
     /// After LAPI rejected a batch as invalid, send one alert per request to find the bad one.
     one_at_a_time: bool,
 }
 
+/// Loads the queue left by the last run and starts the delivery thread.
 pub fn spawn(
     machine: Machine,
-    queue_dir: &std::path::Path,
+    queue_dir: &Path,
     queue_max: usize,
     log: Log,
-) -> std::io::Result<(mpsc::Sender<PushMsg>, thread::JoinHandle<()>)> {
+) -> std::io::Result<Arc<Outbox>> {
     let (queue, loaded) = AlertQueue::load(queue_dir, queue_max);
     match loaded {
         Loaded::Fresh => {}
@@ -72,94 +120,91 @@ pub fn spawn(
             moved.display()
         )),
     }
-    let (tx, rx) = mpsc::channel();
-    let mut p = Pusher {
+    let outbox = Arc::new(Outbox {
+        path: queue.path(),
+        shared: Mutex::new(Shared { queue, stop: false }),
+        wake: Condvar::new(),
+    });
+    let mut delivery = Delivery {
         machine,
-        oldest_since: (!queue.is_empty()).then(Instant::now),
-        queue,
+        outbox: outbox.clone(),
         log,
         token: None,
         backoff: BACKOFF_MIN,
         next_try: Instant::now(),
-        dirty: false,
         last_save: None,
         reporter: Reporter::new("pushing alerts"),
         one_at_a_time: false,
     };
-    let handle = thread::Builder::new()
+    thread::Builder::new()
         .name("crowdsec-push".into())
-        .spawn(move || p.run(rx))?;
-    Ok((tx, handle))
+        .spawn(move || delivery.run())?;
+    Ok(outbox)
 }
 
-impl Pusher {
-    fn run(&mut self, rx: mpsc::Receiver<PushMsg>) {
+impl Delivery {
+    fn run(&mut self) {
+        let outbox = self.outbox.clone();
         loop {
-            let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(PushMsg::Alert(a)) => self.enqueue(*a),
-                Ok(PushMsg::Stop(done)) => {
-                    self.save();
-                    let _ = done.send(());
-                    return;
+            // Wait, under the lock, until a batch is due (or it is time to save, or to stop).
+            let batch = {
+                let mut g = outbox.lock();
+                loop {
+                    if g.stop {
+                        self.save(&mut g);
+                        return;
+                    }
+                    let now = Instant::now();
+                    if g.queue.is_dirty() && self.last_save.is_none_or(|t| now >= t + SAVE_EVERY) {
+                        self.save(&mut g);
+                        continue;
+                    }
+                    if self.due(&g.queue, now) {
+                        break;
+                    }
+                    let wait = self
+                        .next_deadline(&g.queue, now)
+                        .saturating_duration_since(now);
+                    g = outbox
+                        .wake
+                        .wait_timeout(g, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.save();
-                    return;
-                }
-            }
-            if self.due() {
-                self.deliver();
-            }
-            if self.dirty && self.last_save.is_none_or(|t| t.elapsed() >= SAVE_EVERY) {
-                self.save();
-            }
+                g.queue
+                    .front(if self.one_at_a_time { 1 } else { BATCH_MAX })
+            };
+            // Network I/O without the lock.
+            let (last, alerts) = batch;
+            let result = self.send(&alerts);
+            self.handle(result, last, &alerts);
         }
     }
 
-    fn enqueue(&mut self, alert: Alert) {
-        self.oldest_since.get_or_insert_with(Instant::now);
-        let dropped = self.queue.push(alert);
-        if dropped > 0 {
-            (self.log)(format!(
-                "portsentry: error: crowdsec: alert queue full ({} alerts): dropped the oldest; raise crowdsec.queue_max or bring LAPI back",
-                self.queue.len()
-            ));
-        }
-        self.dirty = true;
-    }
-
-    fn due(&self) -> bool {
-        let now = Instant::now();
-        !self.queue.is_empty()
+    fn due(&self, q: &AlertQueue, now: Instant) -> bool {
+        !q.is_empty()
             && now >= self.next_try
-            && (self.queue.len() >= BATCH_MAX
-                || self.oldest_since.is_none_or(|t| now >= t + BATCH_DELAY))
+            && (q.len() >= BATCH_MAX || q.waiting_since().is_none_or(|t| now >= t + BATCH_DELAY))
     }
 
-    fn next_deadline(&self) -> Instant {
-        let now = Instant::now();
+    fn next_deadline(&self, q: &AlertQueue, now: Instant) -> Instant {
         let mut at = now + Duration::from_secs(3600);
-        if !self.queue.is_empty() {
-            let batch_ready = self.oldest_since.map_or(now, |t| t + BATCH_DELAY);
+        if !q.is_empty() {
+            let batch_ready = q.waiting_since().map_or(now, |t| t + BATCH_DELAY);
             at = at.min(batch_ready.max(self.next_try));
         }
-        if self.dirty {
+        if q.is_dirty() {
             at = at.min(self.last_save.map_or(now, |t| t + SAVE_EVERY));
         }
         at
     }
 
-    fn save(&mut self) {
-        match self.queue.save() {
-            Ok(()) => self.dirty = false,
-            Err(e) => (self.log)(format!(
+    fn save(&mut self, g: &mut MutexGuard<'_, Shared>) {
+        if let Err(e) = g.queue.save_if_dirty() {
+            (self.log)(format!(
                 "portsentry: error: crowdsec: saving the alert queue to {}: {e} (alerts stay queued in memory)",
-                self.queue.path().display()
-            )),
+                self.outbox.path().display()
+            ));
         }
         self.last_save = Some(Instant::now());
     }
@@ -189,16 +234,16 @@ impl Pusher {
         }
     }
 
-    fn deliver(&mut self) {
-        let n = if self.one_at_a_time { 1 } else { BATCH_MAX };
-        let batch = self.queue.front(n);
-        match self.send(&batch) {
+    fn handle(&mut self, result: Result<Vec<String>, LapiError>, last: u64, batch: &[Alert]) {
+        match result {
             Ok(ids) => {
-                self.queue.pop_front(batch.len());
-                self.dirty = true;
+                let remaining = {
+                    let mut g = self.outbox.lock();
+                    g.queue.remove_through(last);
+                    g.queue.len()
+                };
                 self.backoff = BACKOFF_MIN;
                 self.next_try = Instant::now();
-                self.oldest_since = (!self.queue.is_empty()).then(Instant::now);
                 let down = self.reporter.recovered();
                 let sources: Vec<&str> = batch
                     .iter()
@@ -218,7 +263,7 @@ impl Pusher {
                     down.map(|d| format!(" after {}s of LAPI being unreachable", d.as_secs()))
                         .unwrap_or_default()
                 ));
-                if self.one_at_a_time && self.queue.is_empty() {
+                if remaining == 0 {
                     self.one_at_a_time = false;
                 }
             }
@@ -230,8 +275,7 @@ impl Pusher {
                 if batch.len() > 1 {
                     self.one_at_a_time = true;
                 } else {
-                    self.queue.pop_front(1);
-                    self.dirty = true;
+                    self.outbox.lock().queue.remove_through(last);
                     (self.log)(format!(
                         "portsentry: error: crowdsec: LAPI rejected the alert for {} (HTTP {status}: {message}); dropped it",
                         batch.first().map_or("?", |a| a.source.value.as_str())
@@ -239,9 +283,9 @@ impl Pusher {
                 }
             }
             Err(e) => {
-                let queued = self.queue.len();
+                let queued = self.outbox.len();
                 let backoff = self.backoff;
-                let path = self.queue.path();
+                let path = self.outbox.path().display().to_string();
                 let url = self.machine.lapi.url().to_owned();
                 self.reporter.failed(&self.log, || {
                     let hint = match e.status() {
@@ -249,8 +293,7 @@ impl Pusher {
                         _ => "",
                     };
                     format!(
-                        "LAPI at {url}: {e}{hint}; {queued} alert(s) kept in {}, retrying with backoff (now {}s)",
-                        path.display(),
+                        "LAPI at {url}: {e}{hint}; {queued} alert(s) kept in {path}, retrying with backoff (now {}s)",
                         backoff.as_secs()
                     )
                 });
