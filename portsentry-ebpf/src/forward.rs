@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+
 use aya_ebpf::{
     bindings::xdp_action, btf_maps::DevMap, macros::btf_map, macros::xdp, programs::XdpContext,
 };
@@ -24,13 +26,3 @@ pub fn forward(_ctx: XdpContext) -> u32 {
 pub fn drop_all(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

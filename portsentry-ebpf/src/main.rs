@@ -11,6 +11,7 @@
 mod atomic;
 mod maps;
 mod parse;
+mod runtime;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
@@ -319,13 +320,3 @@ fn count(stat: Stat) {
         unsafe { *counter += 1 };
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

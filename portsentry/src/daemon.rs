@@ -27,7 +27,7 @@ use crate::{
     fleet::Fleet,
     hooks::{BanInfo, HookRunner},
     listening::{self, Listening},
-    logging::{self, LogSink},
+    logging::{self, LogFn, LogSink},
     netinfo, options,
     settings::{Mode, Settings},
     state::{self, SavedCidrBan, StateError, StateStore},
@@ -239,25 +239,22 @@ impl Daemon {
             .event(ev, self.settings.effective_trigger(), iface);
         if ev.kind == EventKind::Ban {
             self.dirty_since.get_or_insert_with(Instant::now);
+            let blocked = logging::is_blocked(ev);
             self.hooks.on_ban(&BanInfo {
                 target: ev.src,
                 port: ev.dst_port,
                 protocol: ev.protocol,
                 scan: ev.scan.name().to_owned(),
-                blocked: logging::is_blocked(ev),
+                blocked,
             });
             if let Some(fleet) = &self.fleet {
                 fleet.on_local_ban(&LocalBan {
                     source: ev.src,
                     port: ev.dst_port,
-                    protocol: if ev.protocol == events::Protocol::Tcp {
-                        "tcp"
-                    } else {
-                        "udp"
-                    },
+                    protocol: ev.protocol.mode(),
                     scan: ev.scan.name().to_owned(),
                     probes: ev.count,
-                    enforced: logging::is_blocked(ev),
+                    enforced: blocked,
                     ttl: self.settings.ban_ttl,
                     interface: iface.to_owned(),
                     at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -480,7 +477,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     }
 
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
-    let log_line: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line: String| {
+    let log_line: LogFn = Arc::new(move |line: String| {
         let _ = log_tx.send(line);
     });
     let hooks = HookRunner::new(settings.hooks.clone(), log_line.clone());

@@ -45,6 +45,14 @@ impl Protocol {
             Protocol::Udp => "UDP",
         }
     }
+
+    /// Lower case, as in PortSentry's `$MODE$` and CrowdSec's `proto` meta.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 impl ProbeEvent {

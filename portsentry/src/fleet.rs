@@ -21,11 +21,11 @@ use crate::{
     control,
     crowdsec::{
         alerts::{Alert, LocalBan},
-        bouncer::{self, Log},
+        bouncer,
         decisions::FleetUpdate,
         lapi::Lapi,
         pusher::{self, Machine, Outbox},
-        Credentials,
+        Credentials, Log,
     },
     dataplane::{DataplaneError, Maps},
     settings::CrowdsecSettings,

@@ -46,7 +46,7 @@ use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
 };
 
-use crate::{events::Protocol, settings::HookSettings};
+use crate::{events::Protocol, logging::LogFn, settings::HookSettings};
 
 /// Skipped responses are summarised at most this often (the first skip is reported at once).
 pub const SKIP_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -83,14 +83,10 @@ pub struct Vars<'a> {
 
 impl<'a> Vars<'a> {
     pub fn new(b: &'a BanInfo) -> Self {
-        let mode = match b.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
         Self {
             target: b.target.to_string(),
             port: b.port.to_string(),
-            mode,
+            mode: b.protocol.mode(),
             proto: b.protocol.name(),
             scan: &b.scan,
         }
@@ -194,7 +190,7 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
-    log: Arc<dyn Fn(String) + Send + Sync>,
+    log: LogFn,
     running: AtomicUsize,
     became_idle: Notify,
     /// Serialises hosts.deny check-then-append, so two responses cannot both miss a line and both
@@ -230,7 +226,7 @@ impl Drop for InFlight {
 
 impl HookRunner {
     /// `log` receives complete log lines (the daemon prints them to stdout and the history file).
-    pub fn new(settings: HookSettings, log: Arc<dyn Fn(String) + Send + Sync>) -> Self {
+    pub fn new(settings: HookSettings, log: LogFn) -> Self {
         // max_concurrent 0 is clamped to 1 rather than meaning "no hooks ever run", which would
         // silently disable what the admin configured; max_per_minute 0 means unlimited.
         let permits_for = settings.max_concurrent.max(1);

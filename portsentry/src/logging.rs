@@ -17,6 +17,9 @@ use crate::{
     settings::LogFormat,
 };
 
+/// Where worker threads and hook tasks send log lines; the event loop writes them.
+pub type LogFn = std::sync::Arc<dyn Fn(String) + Send + Sync>;
+
 /// `Scan from: [...] (...) protocol: [...] ...`, PortSentry 2.x's per-probe line.
 pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> String {
     let addr = ev.src.to_string();

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{ip, Lab, Netns, TempDir};
+use crate::lab::{ip, veth_pair, Lab, Netns, TempDir};
 
 static FLEET_COUNTER: AtomicUsize = AtomicUsize::new(0);
 const PORT: u16 = 8080;
@@ -232,20 +232,7 @@ impl Lapi {
         self.links += 1;
         let k = self.links;
         let (near, far) = (format!("vf{}y{k}", self.id), format!("vm{}y{k}", self.id));
-        ip(&[
-            "link",
-            "add",
-            &near,
-            "netns",
-            &self.ns.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &far,
-            "netns",
-            &lab.protected.name,
-        ])?;
+        veth_pair(&self.ns.name, &near, &lab.protected.name, &far)?;
         ip(&[
             "-n",
             &self.ns.name,
@@ -264,8 +251,6 @@ impl Lapi {
             "dev",
             &far,
         ])?;
-        ip(&["-n", &self.ns.name, "link", "set", &near, "up"])?;
-        ip(&["-n", &lab.protected.name, "link", "set", &far, "up"])?;
         Ok(format!("http://10.88.{k}.1:{PORT}"))
     }
 }

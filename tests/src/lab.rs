@@ -38,6 +38,15 @@ pub fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// A veth pair from `a_dev` in namespace `a_ns` to `b_dev` in `b_ns`, both ends up.
+pub fn veth_pair(a_ns: &str, a_dev: &str, b_ns: &str, b_dev: &str) -> Result<()> {
+    ip(&[
+        "link", "add", a_dev, "netns", a_ns, "type", "veth", "peer", "name", b_dev, "netns", b_ns,
+    ])?;
+    ip(&["-n", a_ns, "link", "set", a_dev, "up"])?;
+    ip(&["-n", b_ns, "link", "set", b_dev, "up"])
+}
+
 /// A named network namespace.
 #[derive(Clone, Debug)]
 pub struct Netns {
@@ -172,24 +181,10 @@ impl Lab {
         let peer = self.scanner_iface.clone();
         ip(&["netns", "add", p])?;
         ip(&["netns", "add", s])?;
-        ip(&[
-            "link",
-            "add",
-            &self.iface,
-            "netns",
-            p,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            s,
-        ])?;
-        for (ns, dev) in [(p, &self.iface), (s, &peer)] {
+        for ns in [p, s] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
+        veth_pair(p, &self.iface, s, &peer)?;
         ip(&["-n", p, "addr", "add", "10.77.0.1/24", "dev", &self.iface])?;
         ip(&[
             "-n",
@@ -284,23 +279,7 @@ impl Lab {
     /// Re-creates the veth pair after `remove_link` (same names and addresses).
     pub fn recreate_link(&self) -> Result<()> {
         let (p, s) = (&self.protected.name, &self.scanner.name);
-        ip(&[
-            "link",
-            "add",
-            &self.iface,
-            "netns",
-            p,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.scanner_iface,
-            "netns",
-            s,
-        ])?;
-        for (ns, dev) in [(p, &self.iface), (s, &self.scanner_iface)] {
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-        }
+        veth_pair(p, &self.iface, s, &self.scanner_iface)?;
         ip(&["-n", p, "addr", "add", "10.77.0.1/24", "dev", &self.iface])?;
         for a in &self.scanner_v4 {
             ip(&[

@@ -115,6 +115,20 @@ impl Host {
         None
     }
 
+    /// Runs `cscli ARGS` and asserts that within [`FLEET_LATENCY`] `src` is dropped
+    /// (`want_dropped`) or flows again.
+    fn cscli_takes_effect(&mut self, lapi: &Lapi, args: &[&str], src: IpAddr, want_dropped: bool) {
+        let since = Instant::now();
+        lapi.cscli(args).unwrap();
+        let took = self.time_until(src, want_dropped, since, Duration::from_secs(5));
+        assert!(
+            took.is_some_and(|t| t <= FLEET_LATENCY),
+            "`cscli {}` took effect after {took:?}; output:\n{}",
+            args.join(" "),
+            self.output()
+        );
+    }
+
     fn list_json(&self) -> serde_json::Value {
         let (code, out, err) = portsentry(&["list", "--json", "--config", &self.config]);
         assert_eq!(code, 0, "list: {err}");
@@ -148,23 +162,12 @@ fn lapi_decisions_are_dropped_in_xdp_and_deletions_lift_them() {
     assert!(host.reaches_service(x), "reachable before the decision");
 
     // An Ip decision: dropped in XDP within 2 s.
-    let added = Instant::now();
-    lapi.cscli(&[
-        "decisions",
-        "add",
-        "--ip",
-        &x.to_string(),
-        "--duration",
-        "1h",
-        "--reason",
-        "fleet test",
-    ])
-    .unwrap();
-    let took = host.time_until(x, true, added, Duration::from_secs(5));
-    assert!(
-        took.is_some_and(|t| t <= FLEET_LATENCY),
-        "Ip decision took {took:?}; output:\n{}",
-        host.output()
+    let xs = x.to_string();
+    host.cscli_takes_effect(
+        &lapi,
+        &["decisions", "add", "--ip", &xs, "--duration", "1h"],
+        x,
+        true,
     );
     assert!(host.reaches_service(bystander), "other sources unaffected");
     wait_for(
@@ -180,7 +183,7 @@ fn lapi_decisions_are_dropped_in_xdp_and_deletions_lift_them() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["target"] == x.to_string())
+        .find(|r| r["target"] == xs)
         .unwrap_or_else(|| panic!("{x} listed: {rows}"));
     assert_eq!(row["origin"], "crowdsec", "{row}");
     assert!(
@@ -189,15 +192,7 @@ fn lapi_decisions_are_dropped_in_xdp_and_deletions_lift_them() {
     );
 
     // Deleted: flows again within 2 s.
-    let deleted = Instant::now();
-    lapi.cscli(&["decisions", "delete", "--ip", &x.to_string()])
-        .unwrap();
-    let took = host.time_until(x, false, deleted, Duration::from_secs(5));
-    assert!(
-        took.is_some_and(|t| t <= FLEET_LATENCY),
-        "deletion took {took:?}; output:\n{}",
-        host.output()
-    );
+    host.cscli_takes_effect(&lapi, &["decisions", "delete", "--ip", &xs], x, false);
     wait_for(
         host.daemon(),
         &format!("crowdsec: lifted {x} "),
@@ -207,34 +202,28 @@ fn lapi_decisions_are_dropped_in_xdp_and_deletions_lift_them() {
     // A v6 Range decision, the same both ways.
     let v6 = host.lab.scanner_v6[0];
     assert!(host.reaches_service(v6), "v6 reachable before");
-    let added = Instant::now();
-    lapi.cscli(&[
-        "decisions",
-        "add",
-        "--range",
-        "fd77::/120",
-        "--duration",
-        "1h",
-    ])
-    .unwrap();
-    let took = host.time_until(v6, true, added, Duration::from_secs(5));
-    assert!(
-        took.is_some_and(|t| t <= FLEET_LATENCY),
-        "Range decision took {took:?}; output:\n{}",
-        host.output()
+    host.cscli_takes_effect(
+        &lapi,
+        &[
+            "decisions",
+            "add",
+            "--range",
+            "fd77::/120",
+            "--duration",
+            "1h",
+        ],
+        v6,
+        true,
     );
     assert!(
         host.reaches_service(bystander),
         "v4 unaffected by a v6 range"
     );
-    let deleted = Instant::now();
-    lapi.cscli(&["decisions", "delete", "--range", "fd77::/120"])
-        .unwrap();
-    let took = host.time_until(v6, false, deleted, Duration::from_secs(5));
-    assert!(
-        took.is_some_and(|t| t <= FLEET_LATENCY),
-        "Range deletion took {took:?}; output:\n{}",
-        host.output()
+    host.cscli_takes_effect(
+        &lapi,
+        &["decisions", "delete", "--range", "fd77::/120"],
+        v6,
+        false,
     );
 
     // Scopes and types we cannot enforce are counted, not applied.
@@ -468,19 +457,25 @@ fn a_lapi_outage_loses_no_alert_and_enforcement_goes_on() {
 fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
     let mut lapi = Lapi::start().expect("LAPI");
     let mut a = Host::new(&mut lapi, "host-a", false, true);
-    let x = a.lab.scanner_v4[0];
+    let (x1, x2) = (a.lab.scanner_v4[0], a.lab.scanner_v4[1]);
     // Requests to LAPI now hang until their timeout (10 s) instead of failing at once.
     lapi.blackhole(true).expect("blackhole");
-    assert!(!a
-        .lab
-        .scanner
-        .tcp_connect(x, sock(a.lab.protected_v4, TRAP), PROBE));
+    let trap = sock(a.lab.protected_v4, TRAP);
+    assert!(!a.lab.scanner.tcp_connect(x1, trap, PROBE));
     wait_for(
         a.daemon(),
-        &format!("attackalert: Host {x} has been blocked"),
+        &format!("attackalert: Host {x1} has been blocked"),
         Duration::from_secs(2),
     );
-    thread::sleep(Duration::from_millis(500)); // the delivery thread is now stuck in a request
+    thread::sleep(Duration::from_millis(500)); // the delivery thread is now stuck sending x1's alert
+                                               // x2's alert arrives while the delivery thread cannot write the queue file, and the stop
+                                               // follows at once: only the daemon's own writes (1 s after a ban, and at stop) keep it.
+    assert!(!a.lab.scanner.tcp_connect(x2, trap, PROBE));
+    wait_for(
+        a.daemon(),
+        &format!("attackalert: Host {x2} has been blocked"),
+        Duration::from_secs(2),
+    );
     let stopping = Instant::now();
     assert_eq!(
         a.daemon().stop().unwrap(),
@@ -494,23 +489,27 @@ fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
     );
     let queued = std::fs::read_to_string(a.dir.join("crowdsec-alerts.json"))
         .expect("queue file written at stop");
-    assert!(queued.contains(&format!("\"{x}\"")), "{queued}");
+    for x in [x1, x2] {
+        assert!(queued.contains(&format!("\"{x}\"")), "{x} queued: {queued}");
+    }
 
     lapi.blackhole(false).expect("blackhole off");
     a.start();
     wait_for(
         a.daemon(),
-        "1 alert(s) from the last run still to deliver",
+        "2 alert(s) from the last run still to deliver",
         Duration::from_secs(2),
     );
     wait_for(
         a.daemon(),
-        "crowdsec: pushed 1 alert(s) to LAPI",
+        "crowdsec: pushed 2 alert(s) to LAPI",
         Duration::from_secs(10),
     );
     let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
-    assert!(
-        alerts.contains(&format!("\"{x}\"")),
-        "the alert reached LAPI: {alerts}"
-    );
+    for x in [x1, x2] {
+        assert!(
+            alerts.contains(&format!("\"{x}\"")),
+            "{x}'s alert reached LAPI: {alerts}"
+        );
+    }
 }

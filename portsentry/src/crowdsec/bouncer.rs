@@ -4,7 +4,6 @@
 //! full resync again, so an answer lost in transit never leaves a decision unseen.
 
 use std::{
-    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -14,61 +13,8 @@ use tokio::sync::mpsc;
 use super::{
     decisions::{self, FleetUpdate},
     lapi::{Lapi, LapiError},
+    Log, Reporter,
 };
-
-/// A persisting failure is logged at most this often (the first one at once).
-pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
-
-pub type Log = Arc<dyn Fn(String) + Send + Sync>;
-
-/// Rate-limits "still failing" reports and announces recovery.
-pub struct Reporter {
-    what: &'static str,
-    failing_since: Option<Instant>,
-    last_report: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Reporter {
-    pub fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            failing_since: None,
-            last_report: None,
-            suppressed: 0,
-        }
-    }
-
-    pub fn failed(&mut self, log: &Log, detail: impl FnOnce() -> String) {
-        self.failing_since.get_or_insert_with(Instant::now);
-        if self
-            .last_report
-            .is_some_and(|t| t.elapsed() < ERROR_REPORT_INTERVAL)
-        {
-            self.suppressed += 1;
-            return;
-        }
-        let again = if self.suppressed > 0 {
-            format!(" ({} more failures since the last report)", self.suppressed)
-        } else {
-            String::new()
-        };
-        log(format!(
-            "portsentry: error: crowdsec: {}: {}{again}",
-            self.what,
-            detail()
-        ));
-        self.last_report = Some(Instant::now());
-        self.suppressed = 0;
-    }
-
-    /// Returns how long it had been failing, once, when it works again.
-    pub fn recovered(&mut self) -> Option<Duration> {
-        self.last_report = None;
-        self.suppressed = 0;
-        self.failing_since.take().map(|t| t.elapsed())
-    }
-}
 
 pub fn explain(e: &LapiError) -> String {
     match e.status() {

@@ -15,7 +15,10 @@ pub mod godur;
 pub mod lapi;
 pub mod pusher;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use thiserror::Error;
 
@@ -26,6 +29,60 @@ pub const USER_AGENT: &str = concat!("portsentry/", env!("CARGO_PKG_VERSION"));
 
 /// The `origin` of the decisions we push; bouncers can filter on it (`origins=portsentry`).
 pub const DECISION_ORIGIN: &str = "portsentry";
+
+/// A persisting failure is logged at most this often (the first one at once).
+pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+pub type Log = crate::logging::LogFn;
+
+/// Rate-limits "still failing" reports and announces recovery.
+pub struct Reporter {
+    what: &'static str,
+    failing_since: Option<Instant>,
+    last_report: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Reporter {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failing_since: None,
+            last_report: None,
+            suppressed: 0,
+        }
+    }
+
+    pub fn failed(&mut self, log: &Log, detail: impl FnOnce() -> String) {
+        self.failing_since.get_or_insert_with(Instant::now);
+        if self
+            .last_report
+            .is_some_and(|t| t.elapsed() < ERROR_REPORT_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let again = if self.suppressed > 0 {
+            format!(" ({} more failures since the last report)", self.suppressed)
+        } else {
+            String::new()
+        };
+        log(format!(
+            "portsentry: error: crowdsec: {}: {}{again}",
+            self.what,
+            detail()
+        ));
+        self.last_report = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    /// Returns how long it had been failing, once, when it works again.
+    pub fn recovered(&mut self) -> Option<Duration> {
+        self.last_report = None;
+        self.suppressed = 0;
+        self.failing_since.take().map(|t| t.elapsed())
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum CredentialsError {

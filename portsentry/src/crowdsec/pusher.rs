@@ -16,8 +16,8 @@ use std::{
 
 use super::{
     alerts::{Alert, AlertQueue, Loaded},
-    bouncer::{Log, Reporter},
     lapi::{Lapi, LapiError},
+    Log, Reporter,
 };
 
 /// Alerts sent in one request.

@@ -28,7 +28,7 @@ use aya::{
 };
 
 use super::{Figure, Plan};
-use crate::lab::{ip, sock, Daemon, Lab, Netns, TempDir};
+use crate::lab::{sock, veth_pair, Daemon, Lab, Netns, TempDir};
 
 const SKB_SECTION: &str = "Flood drop cost, skb path (trafgen → veth)";
 const FRAME_SECTION: &str =
@@ -444,12 +444,7 @@ pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> 
         &packet(mac(&lab.scanner, &lab.scanner_iface)?)?,
     );
     let scanner = &lab.scanner.name;
-    ip(&[
-        "-n", scanner, "link", "add", GEN_IN, "type", "veth", "peer", "name", GEN_OUT,
-    ])?;
-    for dev in [GEN_IN, GEN_OUT] {
-        ip(&["-n", scanner, "link", "set", dev, "up"])?;
-    }
+    veth_pair(scanner, GEN_IN, scanner, GEN_OUT)?;
     let _forwarder = Attached::start(
         &lab.scanner,
         forward_object,
