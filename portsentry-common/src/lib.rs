@@ -6,7 +6,7 @@
 #![no_std]
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Map names, shared so that userspace and the XDP program cannot disagree.
 pub mod map_names {
@@ -189,7 +189,16 @@ pub struct BanEntry {
     pub scan_type: u8,
     /// `ban_origin::*`.
     pub origin: u8,
-    pub _pad: [u8; 3],
+    /// `ban_flags::*`.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Flags in [`BanEntry::flags`].
+pub mod ban_flags {
+    /// A detect-mode ("shadow") ban: recorded and reported, never dropped, in any mode. In
+    /// block mode a new probe from its source replaces it with a real ban.
+    pub const SHADOW: u8 = 1 << 0;
 }
 
 /// Per-source probe counter: value of the hit table, keyed by [`AddrKey`].
@@ -335,3 +344,10 @@ const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<BanEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<HitEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
+// Field order is part of the pinned layout: a swap of same-size fields must fail the build.
+const _: () = assert!(core::mem::offset_of!(BanEntry, expires_at_ns) == 8);
+const _: () = assert!(core::mem::offset_of!(BanEntry, drops) == 16);
+const _: () = assert!(core::mem::offset_of!(BanEntry, port) == 24);
+const _: () = assert!(core::mem::offset_of!(BanEntry, origin) == 28);
+const _: () = assert!(core::mem::offset_of!(BanEntry, flags) == 29);
+const _: () = assert!(core::mem::offset_of!(Config, window_ns) == 24);

@@ -23,8 +23,8 @@ use aya_ebpf::{
 use maps::*;
 use parse::{NoSource, Packet, L4};
 use portsentry_common::{
-    ban_origin, config_flags, event_flags, event_kind, proto, AddrKey, BanEntry, Config, Event,
-    HitEntry, ScanType, Stat, LAYOUT_VERSION,
+    ban_flags, ban_origin, config_flags, event_flags, event_kind, proto, AddrKey, BanEntry, Config,
+    Event, HitEntry, ScanType, Stat, LAYOUT_VERSION,
 };
 
 const TCP_FIN: u8 = 0x01;
@@ -61,12 +61,13 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
     };
 
     // 2. Ban check: needs only the source, so fragments and malformed L4 of a banned source drop.
-    let banned = is_banned(&pkt.src, cfg);
-    if banned {
-        if enforce {
-            count(Stat::Dropped);
-            return xdp_action::XDP_DROP;
-        }
+    let ban = ban_state(&pkt.src, cfg);
+    let banned = ban == BanState::Banned;
+    if banned && enforce {
+        count(Stat::Dropped);
+        return xdp_action::XDP_DROP;
+    }
+    if !enforce && ban != BanState::None {
         // Detect mode: note what block mode would have dropped, keep reporting probes.
         count(Stat::DroppedWould);
     }
@@ -142,7 +143,10 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         event.flags |= event_flags::NOBLOCK;
     }
 
-    if hits < trigger || !blocks_proto || banned {
+    // A shadow ban (detect mode) stays a report only: in detect mode it is not renewed, in block
+    // mode the probe replaces it with a real ban.
+    let recorded = banned || (ban == BanState::Shadow && !enforce);
+    if hits < trigger || !blocks_proto || recorded {
         emit(&event);
         return pass();
     }
@@ -159,7 +163,8 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         proto: protocol,
         scan_type: scan as u8,
         origin: ban_origin::DETECTED,
-        _pad: [0; 3],
+        flags: if enforce { 0 } else { ban_flags::SHADOW },
+        _pad: [0; 2],
     };
     // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
     if PS_BANS.insert(pkt.src, ban, 0).is_ok() {
@@ -193,27 +198,46 @@ fn boot_ns() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BanState {
+    None,
+    /// A detect-mode ban: reported, never dropped.
+    Shadow,
+    Banned,
+}
+
 /// An exact ban that has not expired, or a banned network. Bumps the matching drop counter.
+///
+/// The allowlist always wins: userspace lifts exact bans an allow entry covers, but a banned
+/// network may contain an allowlisted address, so a network hit is checked against the
+/// allowlist here. That costs a second trie lookup only for sources inside a banned network.
 #[inline(always)]
-fn is_banned(src: &AddrKey, cfg: &Config) -> bool {
+fn ban_state(src: &AddrKey, cfg: &Config) -> BanState {
     if let Some(ban) = PS_BANS.get_ptr_mut(src) {
         // SAFETY: the pointer comes from a successful map lookup.
-        let expires = unsafe { (*ban).expires_at_ns };
+        let (expires, flags) = unsafe { ((*ban).expires_at_ns, (*ban).flags) };
         if expires == 0 || boot_ns() < expires {
+            if flags & ban_flags::SHADOW != 0 {
+                return BanState::Shadow;
+            }
             // SAFETY: the value is u64-aligned map memory; other CPUs update it atomically too.
             unsafe { atomic::add(&raw mut (*ban).drops, 1) };
-            return true;
+            return BanState::Banned;
         }
     }
     if cfg.ban_cidr_count != 0 {
-        if let Some(drops) = PS_BAN_CIDRS.get(&Key::new(128, src.addr)) {
+        let key = Key::new(128, src.addr);
+        if let Some(drops) = PS_BAN_CIDRS.get(&key) {
+            if cfg.allow_cidr_count != 0 && PS_ALLOW_CIDRS.get(&key).is_some() {
+                return BanState::None;
+            }
             let drops = drops as *const u64 as *mut u64;
             // SAFETY: as above; trie values are stable map memory.
             unsafe { atomic::add(drops, 1) };
-            return true;
+            return BanState::Banned;
         }
     }
-    false
+    BanState::None
 }
 
 #[inline(always)]

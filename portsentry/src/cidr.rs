@@ -20,8 +20,9 @@ pub enum CidrError {
     HostBitsSet(String, u8, String),
 }
 
-/// An address with a prefix length; a plain address is a /32 or /128.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An address with a prefix length; a plain address is a /32 or /128. Always canonical: an
+/// IPv4-mapped IPv6 address or network is stored as the IPv4 one, so the two are one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -69,23 +70,27 @@ impl Cidr {
         Some(Self { addr, prefix })
     }
 
+    /// The network in the kernel's key space (IPv4 as `::ffff:a.b.c.d/96+n`), where every
+    /// comparison is made: an IPv6 range such as `::fffe:0:0/95` covers IPv4 addresses there,
+    /// exactly as the XDP program's trie lookup sees it.
+    fn key_space(&self) -> (u128, u32) {
+        (u128::from_be_bytes(self.key().addr), self.key_prefix())
+    }
+
+    /// Every address of `other` is in `self`.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        let (net, len) = self.key_space();
+        let (addr, other_len) = other.key_space();
+        len <= other_len && mask_v6(addr, len as u8) == net
+    }
+
     /// The two networks share at least one address (one contains the other).
     pub fn overlaps(&self, other: &Cidr) -> bool {
-        let (wide, narrow) = if self.prefix <= other.prefix {
-            (self, other)
-        } else {
-            (other, self)
-        };
-        wide.contains(narrow.addr)
+        self.covers(other) || other.covers(self)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => mask_v4(u32::from(a), self.prefix) == u32::from(n),
-            (IpAddr::V6(n), IpAddr::V6(a)) => mask_v6(u128::from(a), self.prefix) == u128::from(n),
-            _ => false,
-        }
+        self.covers(&Cidr::host(ip))
     }
 }
 
@@ -174,6 +179,19 @@ impl FromStr for Cidr {
     }
 }
 
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_host() {
@@ -244,7 +262,27 @@ mod tests {
         assert!(n("10.0.0.0/8").overlaps(&n("10.9.0.1")));
         assert!(n("10.9.0.1").overlaps(&n("10.0.0.0/8")));
         assert!(!n("10.0.0.0/8").overlaps(&n("11.0.0.0/8")));
-        assert!(!n("10.0.0.0/8").overlaps(&n("::/0")));
+        // ::/0 covers IPv4 in the kernel's key space, as the trie lookup sees it.
+        assert!(n("10.0.0.0/8").overlaps(&n("::/0")));
+        assert!(!n("10.0.0.0/8").overlaps(&n("2001:db8::/32")));
+    }
+
+    #[test]
+    fn ipv6_ranges_over_the_mapped_space_cover_ipv4() {
+        let n = |s: &str| s.parse::<Cidr>().unwrap();
+        let range = Cidr::masked("::fffe:0:0".parse().unwrap(), 95).unwrap();
+        assert!(range.covers(&n("10.99.0.77")), "{range} covers all of IPv4");
+        assert!(range.overlaps(&n("192.0.2.0/24")));
+        assert_eq!(
+            Cidr::masked("::ffff:0:0".parse().unwrap(), 96),
+            Some(n("0.0.0.0/0")),
+            "a mapped network is the IPv4 one"
+        );
+        assert_eq!(
+            n("::ffff:10.99.0.77"),
+            n("10.99.0.77"),
+            "one key for both forms"
+        );
     }
 
     #[test]

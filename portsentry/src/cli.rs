@@ -86,6 +86,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Enforce the shadow bans detect mode recorded (block mode drops none of them until then).
+    PromoteShadow,
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// Config file [default: --config, else /etc/portsentry/portsentry.toml].
@@ -136,9 +138,12 @@ pub struct RunArgs {
     /// the state directory).
     #[arg(long)]
     pub no_pin: bool,
-    /// Ban table capacity [default: 65536].
+    /// Ban table capacity [default: 65536]. Pinned maps of another size are migrated.
     #[arg(long, value_name = "N")]
     pub max_bans: Option<u32>,
+    /// Banned-network trie capacity [default: 16384]. Pinned maps of another size are migrated.
+    #[arg(long, value_name = "N")]
+    pub max_ban_networks: Option<u32>,
     /// Append every event, timestamped, to this file (PortSentry's HISTORY_FILE).
     #[arg(long, value_name = "PATH")]
     pub history_file: Option<PathBuf>,

@@ -1,7 +1,7 @@
 //! Time: the kernel stamps bans with CLOCK_BOOTTIME nanoseconds; people and the state file need
 //! wall-clock time. Conversions go through "now" on both clocks.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Local};
 use nix::time::{clock_gettime, ClockId};
@@ -66,18 +66,22 @@ impl Now {
 
 /// ISO-8601 local time with milliseconds and offset: `2026-11-25T00:21:22.071+0000`.
 pub fn iso_local_ms(unix_ms: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(unix_ms);
-    DateTime::<Local>::from(t)
-        .format("%Y-%m-%dT%H:%M:%S%.3f%z")
-        .to_string()
+    format_local(unix_ms, "%Y-%m-%dT%H:%M:%S%.3f%z")
 }
 
 /// ISO-8601 local time to the second, for listings.
 pub fn iso_local(unix_ms: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(unix_ms);
-    DateTime::<Local>::from(t)
-        .format("%Y-%m-%dT%H:%M:%S%z")
-        .to_string()
+    format_local(unix_ms, "%Y-%m-%dT%H:%M:%S%z")
+}
+
+/// Never panics: a time beyond what the calendar code represents (a hand-edited state file)
+/// prints as `@<unix ms>`.
+fn format_local(unix_ms: u64, format: &str) -> String {
+    i64::try_from(unix_ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .map(|t| t.with_timezone(&Local).format(format).to_string())
+        .unwrap_or_else(|| format!("@{unix_ms}"))
 }
 
 #[cfg(test)]
@@ -95,6 +99,12 @@ mod tests {
         assert_eq!(now.unix_ms_to_boot(1_700_000_002_000), 7_000_000_000);
         // Long before boot saturates to 1 ns, never 0 ("never expires").
         assert_eq!(now.unix_ms_to_boot(1_000), 1);
+    }
+
+    #[test]
+    fn far_future_times_print_without_panicking() {
+        assert!(iso_local(u64::MAX).starts_with('@'));
+        assert!(!iso_local(4_102_444_800_000).is_empty()); // 2100
     }
 
     #[test]

@@ -41,6 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "mode",
     "ban_ttl",
     "max_bans",
+    "max_ban_networks",
     "allow",
     "ignore_file",
     "auto_allow",
@@ -223,6 +224,10 @@ impl Parser<'_> {
                 }
                 "max_bans" => {
                     s.max_bans = Some(self.integer(key, value()?, 1, i64::from(u32::MAX))? as u32)
+                }
+                "max_ban_networks" => {
+                    s.max_ban_networks =
+                        Some(self.integer(key, value()?, 1, i64::from(u32::MAX))? as u32)
                 }
                 "allow" => s.allow = self.cidrs(key, value()?)?,
                 "ignore_file" => {
@@ -522,7 +527,10 @@ impl Parser<'_> {
         match v {
             Value::String(s) => parse_duration(s.value()).map_err(|e| self.error(v.span(), key, e)),
             Value::Integer(n) if *n.value() >= 0 => {
-                Ok((*n.value() > 0).then(|| Duration::from_secs(*n.value() as u64)))
+                let d = Duration::from_secs(*n.value() as u64);
+                crate::settings::check_duration(d, &n.value().to_string())
+                    .map_err(|e| self.error(v.span(), key, e))
+                    .map(|d| (!d.is_zero()).then_some(d))
             }
             other => Err(self.wrong_type(key, other, "a duration such as \"24h\" or \"never\"")),
         }
@@ -729,6 +737,9 @@ pub fn render(s: &Settings) -> String {
     line("ban_ttl", dur(s.ban_ttl));
     if let Some(n) = s.max_bans {
         line("max_bans", n.to_string());
+    }
+    if let Some(n) = s.max_ban_networks {
+        line("max_ban_networks", n.to_string());
     }
     line("allow", list(s.allow.iter().map(Cidr::to_string).collect()));
     line("ignore_file", path(s.ignore_file.as_deref()));

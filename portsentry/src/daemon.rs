@@ -16,11 +16,12 @@ use tokio::{
 };
 
 use crate::{
+    bans::{BanBook, MadeRoom, NewBan, Origin, Saved, StateError, StateStore, Trigger},
     bpffs,
     cidr::Cidr,
     cli::{GlobalArgs, RunArgs},
     clock::Now,
-    control::{self, DaemonInfo, DAEMON_FILE},
+    control::{self, socket, DaemonInfo, DAEMON_FILE},
     crowdsec::alerts::LocalBan,
     dataplane::{AttachMode, Dataplane, LoadOptions},
     events::{self, EventKind, ProbeEvent},
@@ -28,11 +29,9 @@ use crate::{
     hooks::{BanInfo, HookRunner},
     listening::{self, Listening},
     logging::{self, LogFn, LogSink},
-    netinfo, options,
+    netinfo, netwatch, options,
     settings::{Mode, Settings},
-    state::{self, SavedCidrBan, StateError, StateStore},
 };
-use portsentry_common::ban_origin;
 
 /// How often advanced mode and the service check look for new listening sockets.
 const LISTEN_POLL: Duration = Duration::from_millis(500);
@@ -45,30 +44,14 @@ const SAVE_RETRY: Duration = Duration::from_secs(5);
 /// A persisting error is reported at most this often.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// This host's own addresses, default gateways and resolvers, as host entries.
-fn auto_allow_list() -> Result<Vec<Cidr>> {
-    let mut addrs: Vec<IpAddr> = netinfo::own_addresses()?;
-    addrs.extend(
-        netinfo::default_routes()
-            .into_iter()
-            .filter_map(|r| r.gateway),
-    );
-    addrs.extend(netinfo::resolvers("/etc/resolv.conf"));
-    let mut out: Vec<Cidr> = addrs.into_iter().map(Cidr::host).collect();
-    out.sort_by_key(|c| (c.addr, c.prefix));
-    out.dedup();
-    Ok(out)
-}
-
 /// Everything `run` keeps between events.
 struct Daemon {
     dp: Dataplane,
+    /// Every ban: the only writer of the ban maps and the state file.
+    book: BanBook,
     settings: Settings,
     sink: LogSink,
     hooks: HookRunner,
-    store: StateStore,
-    /// Times of banned networks (the kernel keeps only their drop counters).
-    cidr_meta: Vec<SavedCidrBan>,
     listening: Listening,
     names_by_index: HashMap<u32, String>,
     /// Interfaces we protect and the ifindex we are attached to (`None` while it is gone).
@@ -78,25 +61,23 @@ struct Daemon {
     save_retry_at: Option<Instant>,
     last_save_error_report: Option<Instant>,
     last_sweep: Instant,
-    /// The allowlist as last written to the kernel (configured + automatic entries).
-    allow: Vec<Cidr>,
+    /// The automatic allowlist entries as last computed (own addresses, gateways, resolvers,
+    /// the LAPI host); recomputed on every rtnetlink address or route notification.
+    auto_allow: Vec<Cidr>,
+    /// The LAPI's addresses, resolved once at start (fleet mode).
+    lapi_hosts: Vec<IpAddr>,
     /// Fleet mode (`[crowdsec]`).
     fleet: Option<Fleet>,
+    /// For `status` over the control socket.
+    info: Option<DaemonInfo>,
 }
 
-/// Banned networks as the state file has them (the CLI may have edited it) plus the fleet's,
-/// which only the daemon knows.
-fn merge_cidr_meta(on_disk: Vec<SavedCidrBan>, in_memory: &[SavedCidrBan]) -> Vec<SavedCidrBan> {
-    let mut merged: Vec<SavedCidrBan> = on_disk
-        .into_iter()
-        .filter(|m| m.origin != ban_origin::FLEET)
-        .collect();
-    for m in in_memory.iter().filter(|m| m.origin == ban_origin::FLEET) {
-        if !merged.iter().any(|d| d.cidr == m.cidr) {
-            merged.push(m.clone());
-        }
+/// Waits for the next address or route notification, or forever without a watch.
+async fn next_route_change(watch: &mut Option<netwatch::RouteWatch>) -> std::io::Result<()> {
+    match watch.as_mut() {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
-    merged
 }
 
 /// Waits for the next fleet update, or forever without a bouncer.
@@ -112,16 +93,15 @@ async fn next_fleet_update(
 impl Daemon {
     /// Writes ports, allowlist, hooks and the config block from `self.settings`.
     fn apply(&mut self) -> Result<()> {
-        let s = &self.settings;
-        let mut allow = s.allow.clone();
-        if s.auto_allow {
-            allow.extend(auto_allow_list()?);
-        }
-        let allow_count = self.dp.set_allowlist(&allow)?;
-        self.allow = allow;
+        self.auto_allow = if self.settings.auto_allow {
+            netinfo::auto_allow_list(&self.lapi_hosts)?
+        } else {
+            Vec::new()
+        };
+        let allow_count = self.write_allowlist()?;
         self.refresh_ports()?;
+        // The banned-network count is the ban book's; keep what it wrote.
         let ban_cidr_count = self.dp.config().map(|c| c.ban_cidr_count).unwrap_or(0);
-        let ban_cidr_count = ban_cidr_count.max(self.dp.ban_cidrs()?.len() as u32);
         self.dp
             .set_config(&self.settings.kernel_config(allow_count, ban_cidr_count))?;
         self.hooks.reload(self.settings.hooks.clone());
@@ -154,6 +134,73 @@ impl Daemon {
             if allow_count == 1 { "y" } else { "ies" }
         );
         Ok(())
+    }
+
+    /// Writes the configured plus automatic allowlist into the kernel and hands it to the ban
+    /// book, which lifts every ban it now covers. Returns the trie's entry count.
+    fn write_allowlist(&mut self) -> Result<u32> {
+        let mut allow = self.settings.allow.clone();
+        allow.extend(self.auto_allow.iter().copied());
+        allow.sort();
+        allow.dedup();
+        let written = self.dp.set_allowlist(&allow)?;
+        if !written.refused.is_empty() {
+            eprintln!(
+                "portsentry: error: the allowlist trie is full: {} entr(y/ies) not written (first: {})",
+                written.refused.len(),
+                written.refused[0]
+            );
+        }
+        let lifted = self
+            .book
+            .set_allowlist(Some(&mut self.dp), &allow, &Now::read())?;
+        if !lifted.is_empty() {
+            let shown: Vec<String> = lifted.iter().take(10).map(Cidr::to_string).collect();
+            self.sink.line(&format!(
+                "portsentry: allowlist: lifted {} ban(s) covered by the allowlist: {}{}",
+                lifted.len(),
+                shown.join(", "),
+                if lifted.len() > 10 { ", …" } else { "" }
+            ));
+            self.mark_dirty();
+        }
+        Ok(written.count)
+    }
+
+    /// An address or route changed: recompute the automatic allowlist and apply it if it
+    /// differs (a new gateway is protected before a spoofed probe from it can count).
+    fn refresh_auto_allow(&mut self) {
+        if !self.settings.auto_allow {
+            return;
+        }
+        let fresh = match netinfo::auto_allow_list(&self.lapi_hosts) {
+            Ok(list) => list,
+            Err(e) => {
+                eprintln!("portsentry: error: recomputing the automatic allowlist: {e:#}");
+                return;
+            }
+        };
+        if fresh == self.auto_allow {
+            return;
+        }
+        self.auto_allow = fresh;
+        let result = self.write_allowlist().and_then(|count| {
+            let mut config = self.dp.config()?;
+            config.allow_cidr_count = count;
+            self.dp.set_config(&config)?;
+            Ok(count)
+        });
+        match result {
+            Ok(count) => eprintln!(
+                "portsentry: addresses or routes changed; automatic allowlist updated ({} automatic, {count} in total)",
+                self.auto_allow.len()
+            ),
+            Err(e) => eprintln!("portsentry: error: updating the automatic allowlist: {e:#}"),
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        self.dirty_since.get_or_insert_with(Instant::now);
     }
 
     /// Recomputes the guarded ports from the settings and the listening sockets.
@@ -233,33 +280,109 @@ impl Daemon {
         let iface = self
             .names_by_index
             .get(&ev.ifindex)
-            .map(String::as_str)
-            .unwrap_or("?");
-        self.sink
-            .event(ev, self.settings.effective_trigger(), iface);
-        if ev.kind == EventKind::Ban {
-            self.dirty_since.get_or_insert_with(Instant::now);
-            let blocked = logging::is_blocked(ev);
-            self.hooks.on_ban(&BanInfo {
-                target: ev.src,
-                port: ev.dst_port,
-                protocol: ev.protocol,
-                scan: ev.scan.name().to_owned(),
-                blocked,
-            });
-            if let Some(fleet) = &self.fleet {
-                fleet.on_local_ban(&LocalBan {
-                    source: ev.src,
-                    port: ev.dst_port,
-                    protocol: ev.protocol.mode(),
-                    scan: ev.scan.name().to_owned(),
-                    probes: ev.count,
-                    enforced: blocked,
-                    ttl: self.settings.ban_ttl,
-                    interface: iface.to_owned(),
-                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                });
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        let mut ev = ev.clone();
+        let target = Cidr::host(ev.src);
+        match ev.kind {
+            EventKind::Probe => {}
+            EventKind::Ban => {
+                if let Err(e) = self.book.on_kernel_ban(&self.dp, &target, &Now::read()) {
+                    eprintln!("portsentry: error: recording the ban of {target}: {e:#}");
+                }
+                self.mark_dirty();
             }
+            EventKind::BanTableFull => {
+                if self.ban_despite_full_table(&ev) {
+                    ev.kind = EventKind::Ban;
+                }
+            }
+        }
+        self.sink
+            .event(&ev, self.settings.effective_trigger(), &iface);
+        if ev.kind == EventKind::Ban {
+            self.respond(&ev, &iface);
+        }
+    }
+
+    /// The kernel could not store a ban: make room in the ban book's order (expired entries,
+    /// then the detected ban expiring soonest) and ban the source from here.
+    fn ban_despite_full_table(&mut self, ev: &ProbeEvent) -> bool {
+        let now = Now::read();
+        let capacity = self.dp.ban_capacity();
+        let room = match self.book.make_room(&mut self.dp, &now) {
+            Ok(room) => room,
+            Err(e) => {
+                eprintln!("portsentry: error: making room in the ban table: {e:#}");
+                return false;
+            }
+        };
+        let new = NewBan {
+            target: Cidr::host(ev.src),
+            origin: Origin::Detected,
+            shadow: !ev.dropped,
+            expires_ms: self.settings.ban_ttl.map(|ttl| {
+                now.unix_ms
+                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            }),
+            trigger: Trigger::from_kernel(
+                match ev.protocol {
+                    events::Protocol::Tcp => proto::TCP,
+                    events::Protocol::Udp => proto::UDP,
+                },
+                ev.dst_port,
+                ev.scan as u8,
+            ),
+            fleet: None,
+        };
+        let banned = match room {
+            MadeRoom::NoRoom => false,
+            _ => matches!(
+                self.book.ban(Some(&mut self.dp), new, &now),
+                Ok(crate::bans::BanOutcome::Banned | crate::bans::BanOutcome::Renewed)
+            ),
+        };
+        let line = match (&room, banned) {
+            (MadeRoom::Displaced(v), true) => format!(
+                "portsentry: ban table full ({capacity} entries): displaced {v} (detected, expires soonest) to ban {}",
+                ev.src
+            ),
+            (MadeRoom::Reclaimed(n), true) => format!(
+                "portsentry: ban table full ({capacity} entries): reclaimed {n} expired ban(s) to ban {}",
+                ev.src
+            ),
+            _ => format!(
+                "portsentry: error: ban table full ({capacity} entries), all of them manual or fleet bans: {} not banned; raise max_bans",
+                ev.src
+            ),
+        };
+        self.sink.line(&line);
+        self.mark_dirty();
+        banned
+    }
+
+    /// A ban's responses: hooks, and an alert for the fleet.
+    fn respond(&self, ev: &ProbeEvent, iface: &str) {
+        let blocked = logging::is_blocked(ev);
+        self.hooks.on_ban(&BanInfo {
+            target: ev.src,
+            port: ev.dst_port,
+            protocol: ev.protocol,
+            scan: ev.scan.name().to_owned(),
+            blocked,
+        });
+        if let Some(fleet) = &self.fleet {
+            fleet.on_local_ban(&LocalBan {
+                source: ev.src,
+                port: ev.dst_port,
+                protocol: ev.protocol.mode(),
+                scan: ev.scan.name().to_owned(),
+                probes: ev.count,
+                enforced: blocked,
+                ttl: self.settings.ban_ttl,
+                interface: iface.to_owned(),
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            });
         }
     }
 
@@ -268,7 +391,7 @@ impl Daemon {
         let Some(fleet) = self.fleet.as_mut() else {
             return;
         };
-        match fleet.apply(&mut self.dp, &mut self.cidr_meta, &self.allow, update) {
+        match fleet.apply(&mut self.book, &mut self.dp, update) {
             Ok(lines) => {
                 for l in lines {
                     self.sink.line(&l);
@@ -276,7 +399,25 @@ impl Daemon {
             }
             Err(e) => eprintln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
         }
-        self.dirty_since.get_or_insert_with(Instant::now);
+        self.mark_dirty();
+    }
+
+    /// A verb from the control socket, answered from the live state.
+    fn control(&mut self, req: &control::Request) -> control::Reply {
+        let reply = control::verbs::execute(
+            req,
+            control::verbs::Target {
+                book: &mut self.book,
+                maps: Some(&mut self.dp),
+                daemon: self.info.as_ref(),
+                pin_dir: self.settings.pin_dir.as_deref(),
+            },
+        );
+        if req.mutates() && self.book.is_dirty() {
+            // Persist before answering: the verb's change must survive a crash right after.
+            self.save();
+        }
+        reply
     }
 
     /// Saves the state if a ban is waiting to be saved, or sweeps on schedule.
@@ -295,73 +436,31 @@ impl Daemon {
         self.hooks.flush_skip_summary();
     }
 
-    /// Removes expired bans and banned networks from the kernel (they already stopped dropping).
+    /// Removes expired bans (they already stopped dropping) and reconciles book and kernel.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
-        let now = Now::read();
-        if let Ok(bans) = self.dp.bans() {
-            for (addr, e) in bans {
-                if e.expires_at_ns != 0 && e.expires_at_ns <= now.boot_ns {
-                    let _ = self.dp.remove_ban(addr);
-                }
-            }
-        }
-        if let Ok(on_disk) = self.store.load() {
-            self.cidr_meta = merge_cidr_meta(on_disk.cidr_bans, &self.cidr_meta);
-        }
-        let expired: Vec<String> = self
-            .cidr_meta
-            .iter()
-            .filter(|c| c.is_expired(now.unix_ms))
-            .map(|c| c.cidr.clone())
-            .collect();
-        if !expired.is_empty() {
-            if let Ok(current) = self.dp.ban_cidrs() {
-                let kept: Vec<Cidr> = current
-                    .into_iter()
-                    .map(|(c, _)| c)
-                    .filter(|c| !expired.contains(&c.to_string()))
-                    .collect();
-                if let Err(e) = control::apply_ban_cidrs(&mut self.dp, &kept) {
-                    eprintln!("portsentry: error: removing expired banned networks: {e:#}");
-                }
-            }
+        match self.book.sweep(&mut self.dp, &Now::read()) {
+            Ok(n) if n > 0 => self.mark_dirty(),
+            Ok(_) => {}
+            Err(e) => eprintln!("portsentry: error: sweeping expired bans: {e:#}"),
         }
     }
 
     fn save(&mut self) {
-        // The CLI may have edited the file (network metadata): merge before writing.
-        if let Ok(on_disk) = self.store.load() {
-            self.cidr_meta = merge_cidr_meta(on_disk.cidr_bans, &self.cidr_meta);
-        }
         if let Some(fleet) = &self.fleet {
             fleet.persist();
         }
-        let fleet = &mut self.fleet;
-        let result = state::snapshot(&self.dp, &self.cidr_meta, &Now::read())
-            .map(|mut s| {
-                if let Some(fleet) = fleet {
-                    // Notes only for fleet bans still in force.
-                    let in_force = |target: &str| {
-                        s.bans.iter().any(|b| {
-                            b.origin == ban_origin::FLEET
-                                && Cidr::host(b.addr).to_string() == target
-                        }) || s.cidr_bans.iter().any(|c| c.cidr == target)
-                    };
-                    fleet.retain_notes(in_force);
-                    s.fleet = fleet.notes();
-                }
-                s
-            })
-            .and_then(|s| self.store.save(&s));
-        match result {
+        if !self.book.is_dirty() && self.dirty_since.is_none() {
+            return;
+        }
+        match self.book.save() {
             Ok(()) => {
                 self.dirty_since = None;
                 self.save_retry_at = None;
             }
             // Stay dirty and retry a little later; enforcement is unaffected.
             Err(e) => {
-                self.dirty_since.get_or_insert_with(Instant::now);
+                self.mark_dirty();
                 self.save_retry_at = Some(Instant::now() + SAVE_RETRY);
                 if self
                     .last_save_error_report
@@ -371,6 +470,17 @@ impl Daemon {
                     self.last_save_error_report = Some(Instant::now());
                 }
             }
+        }
+    }
+
+    /// Block mode never enforces what detect mode recorded, unless the operator asks.
+    fn report_shadow_bans(&self) {
+        let n = self.book.shadow_count();
+        if self.settings.mode == Mode::Block && n > 0 {
+            eprintln!(
+                "portsentry: block mode: {n} shadow ban(s) from detect mode are not enforced; \
+                 `portsentry promote-shadow` enforces them"
+            );
         }
     }
 
@@ -396,9 +506,11 @@ impl Daemon {
                 if s.pin_dir != self.settings.pin_dir
                     || s.state_dir != self.settings.state_dir
                     || s.max_bans != self.settings.max_bans
+                    || s.max_ban_networks != self.settings.max_ban_networks
                 {
-                    eprintln!("portsentry: warning: pin_dir, state_dir and max_bans changes take effect on restart only");
+                    eprintln!("portsentry: warning: pin_dir, state_dir, max_bans and max_ban_networks changes take effect on restart only");
                 }
+                let to_block = self.settings.mode == Mode::Detect && s.mode == Mode::Block;
                 let crowdsec = self.settings.crowdsec.clone();
                 let keep = (
                     self.settings.interfaces.clone(),
@@ -406,6 +518,7 @@ impl Daemon {
                     self.settings.pin_dir.clone(),
                     self.settings.state_dir.clone(),
                     self.settings.max_bans,
+                    self.settings.max_ban_networks,
                 );
                 self.settings = s;
                 (
@@ -414,11 +527,15 @@ impl Daemon {
                     self.settings.pin_dir,
                     self.settings.state_dir,
                     self.settings.max_bans,
+                    self.settings.max_ban_networks,
                 ) = keep;
                 self.settings.crowdsec = crowdsec;
                 match self.apply() {
                     Ok(()) => {
-                        eprintln!("portsentry: reloaded configuration from {source}; bans kept")
+                        eprintln!("portsentry: reloaded configuration from {source}; bans kept");
+                        if to_block {
+                            self.report_shadow_bans();
+                        }
                     }
                     Err(e) => {
                         eprintln!("portsentry: error: applying reloaded configuration: {e:#}")
@@ -444,36 +561,66 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: settings.pin_dir.clone(),
         max_bans: settings.max_bans,
+        max_ban_networks: settings.max_ban_networks,
     })?;
+    if let (Some(m), Some(dir)) = (&dp.migrated, &settings.pin_dir) {
+        eprintln!(
+            "portsentry: migrated pinned maps in {}: {}; {}",
+            dir.display(),
+            m.reasons.join(", "),
+            if m.copied {
+                format!(
+                    "{} ban(s) and {} network(s) copied into fresh maps",
+                    m.bans.len(),
+                    m.networks.len()
+                )
+            } else {
+                "the old layout is unreadable, so bans come from the state file".to_owned()
+            }
+        );
+    }
 
-    // Bans from the last run. A damaged state file is kept aside and reported, not fatal:
-    // a security daemon that refuses to start protects nothing.
+    // Bans from the last run. A damaged or too-new state file is kept aside and reported, not
+    // fatal: a security daemon that refuses to start protects nothing.
     let store = StateStore::new(&settings.state_dir);
     let saved = match store.load() {
         Ok(s) => s,
-        Err(e @ StateError::Corrupt { .. }) => {
-            eprintln!("portsentry: error: {e}; starting without saved bans");
-            state::State::default()
+        Err(e @ (StateError::Corrupt { .. } | StateError::TooNew { .. })) => {
+            let why = if matches!(e, StateError::TooNew { .. }) {
+                "newer"
+            } else {
+                "corrupt"
+            };
+            match store.keep_aside(why) {
+                Ok(moved) => eprintln!(
+                    "portsentry: error: {e}; kept aside as {}; starting without saved bans",
+                    moved.display()
+                ),
+                Err(m) => eprintln!(
+                    "portsentry: error: {e}; could not keep it aside ({m}); starting without saved bans"
+                ),
+            }
+            Saved::default()
         }
         Err(e) => return Err(e).context("reading saved bans"),
     };
-    // Bans already in a reused pinned table are newer than any snapshot and are kept as they are.
-    let kept = dp.bans()?.len();
-    let restored = state::restore(&mut dp, &saved, &Now::read())?;
-    let mut cidrs: Vec<Cidr> = dp.ban_cidrs()?.into_iter().map(|(c, _)| c).collect();
-    cidrs.extend(restored.cidrs.iter().copied());
-    cidrs.sort_by_key(|c| (c.addr, c.prefix));
-    cidrs.dedup();
-    dp.set_ban_cidrs(&cidrs)?;
+    let now = Now::read();
+    let migrated = dp.migrated.take();
+    let (mut book, opened) = BanBook::open(store, saved, Some(&dp), migrated.as_ref(), true, &now)?;
+    let refused = book.install(&mut dp, &now)?;
     eprintln!(
-        "portsentry: restored {} ban(s) and {} banned network(s) from {} ({} expired); {kept} ban(s) kept in the pinned maps",
-        restored.bans,
-        restored.cidrs.len(),
-        store.path().display(),
-        restored.expired,
+        "portsentry: restored {} ban(s) from {} ({} expired); {} ban(s) kept in the pinned maps",
+        opened.from_file,
+        book.store().path().display(),
+        opened.expired,
+        opened.in_kernel,
     );
-    for f in &restored.failed {
-        eprintln!("portsentry: error: could not restore ban {f}");
+    if !refused.is_empty() {
+        eprintln!(
+            "portsentry: error: {} ban(s) do not fit the tables (first: {}); raise max_bans or max_ban_networks",
+            refused.len(),
+            refused[0]
+        );
     }
 
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
@@ -481,13 +628,17 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         let _ = log_tx.send(line);
     });
     let hooks = HookRunner::new(settings.hooks.clone(), log_line.clone());
+    let lapi_hosts = settings
+        .crowdsec
+        .as_ref()
+        .map(|c| netinfo::lapi_hosts(&c.lapi_url))
+        .unwrap_or_default();
     let mut d = Daemon {
         dp,
+        book,
         sink: LogSink::new(settings.log_format, settings.history_file.as_deref()),
         settings,
         hooks,
-        store,
-        cidr_meta: saved.cidr_bans.clone(),
         listening: Listening::read(),
         names_by_index: HashMap::new(),
         attached: Vec::new(),
@@ -495,16 +646,22 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         save_retry_at: None,
         last_save_error_report: None,
         last_sweep: Instant::now(),
-        allow: Vec::new(),
+        auto_allow: Vec::new(),
+        lapi_hosts,
         fleet: None,
+        info: None,
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
+    d.report_shadow_bans();
+    if d.book.is_dirty() {
+        d.save();
+    }
 
     // Fleet mode starts after the allowlist is known (decisions touching it are not enforced).
     if let Some(c) = d.settings.crowdsec.clone() {
         let fleet_log = log_line.clone();
-        let fleet = Fleet::start(&c, &d.settings.state_dir, saved.fleet.clone(), fleet_log)?;
+        let fleet = Fleet::start(&c, &d.settings.state_dir, fleet_log)?;
         eprintln!("{}", fleet.describe());
         d.fleet = Some(fleet);
     }
@@ -527,6 +684,29 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     {
         eprintln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
     }
+    d.info = Some(info);
+
+    // The control socket: verbs act on the live state through the event loop.
+    let socket_path = socket::socket_path(&d.settings.state_dir);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<socket::Call>(16);
+    let server = match socket::bind(&socket_path) {
+        Ok(listener) => Some(tokio::spawn(socket::serve(listener, ctl_tx))),
+        Err(e) => {
+            eprintln!(
+                "portsentry: error: control socket {}: {e} (the CLI verbs cannot reach this daemon)",
+                socket_path.display()
+            );
+            None
+        }
+    };
+    // Addresses and routes followed live, for the automatic allowlist.
+    let mut route_watch = match netwatch::RouteWatch::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("portsentry: warning: cannot follow address and route changes ({e}); the automatic allowlist is refreshed on SIGHUP only");
+            None
+        }
+    };
 
     let ring = d.dp.take_events()?;
     let (tx, mut rx) = mpsc::channel::<ProbeEvent>(4096);
@@ -545,6 +725,17 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             },
             Some(line) = log_rx.recv() => d.sink.line(&line),
             Some(update) = next_fleet_update(&mut d.fleet) => d.on_fleet_update(&update),
+            Some((req, reply)) = ctl_rx.recv() => {
+                let answer = d.control(&req);
+                let _ = reply.send(answer);
+            }
+            changed = next_route_change(&mut route_watch) => match changed {
+                Ok(()) => d.refresh_auto_allow(),
+                Err(e) => {
+                    eprintln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
+                    route_watch = None;
+                }
+            },
             _ = ticker.tick() => {
                 d.watch_interfaces();
                 d.poll_listening();
@@ -556,6 +747,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         }
     };
     reader.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
+    let _ = std::fs::remove_file(&socket_path);
     if let Some(fleet) = d.fleet.as_mut() {
         fleet.stop();
     }

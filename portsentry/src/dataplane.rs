@@ -11,13 +11,14 @@ use std::{
 use aya::{
     maps::{
         lpm_trie::{Key as LpmKey, LpmTrie},
-        Array, HashMap, MapData, MapError, MapInfo, MapType, PerCpuArray, RingBuf,
+        Array, HashMap, IterableMap, MapData, MapError, MapInfo, MapType, PerCpuArray, RingBuf,
     },
     programs::{ProgramError, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
 use portsentry_common::{
-    map_names as names, AddrKey, BanEntry, Config, HitEntry, Stat, PORT_BITMAP_WORDS, PROGRAM_NAME,
+    map_names as names, AddrKey, BanEntry, Config, HitEntry, Stat, DEFAULT_MAX_BANS,
+    DEFAULT_MAX_CIDRS, LAYOUT_VERSION, PORT_BITMAP_WORDS, PROGRAM_NAME,
 };
 use thiserror::Error;
 
@@ -82,6 +83,30 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Ban table capacity; `None` keeps the object's default.
     pub max_bans: Option<u32>,
+    /// Banned-network trie capacity; `None` keeps the object's default.
+    pub max_ban_networks: Option<u32>,
+}
+
+impl LoadOptions {
+    fn capacity(&self, name: &str) -> Option<u32> {
+        match name {
+            names::BANS => Some(self.max_bans.unwrap_or(DEFAULT_MAX_BANS)),
+            names::BAN_CIDRS => Some(self.max_ban_networks.unwrap_or(DEFAULT_MAX_CIDRS)),
+            _ => None,
+        }
+    }
+}
+
+/// Ban state read out of pinned maps that had to be replaced (another layout version or a
+/// changed capacity). The ban book puts it into the fresh maps.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// Why, e.g. "PS_BANS max_entries 64 -> 128".
+    pub reasons: Vec<String>,
+    pub bans: Vec<(IpAddr, BanEntry)>,
+    pub networks: Vec<Cidr>,
+    /// False when the old layout could not be read; bans then come from the state file.
+    pub copied: bool,
 }
 
 /// Map layout this build expects: (name, type, key size, value size).
@@ -142,6 +167,8 @@ pub struct Dataplane {
     ebpf: Ebpf,
     maps: Maps,
     events: Option<RingBuf<MapData>>,
+    /// Set when pinned maps were replaced at load.
+    pub migrated: Option<Migrated>,
 }
 
 impl std::ops::Deref for Dataplane {
@@ -168,9 +195,16 @@ impl Dataplane {
         if let Some(n) = opts.max_bans {
             loader.map_max_entries(names::BANS, n);
         }
+        if let Some(n) = opts.max_ban_networks {
+            loader.map_max_entries(names::BAN_CIDRS, n);
+        }
+        let mut migrated = None;
         let pin_paths: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
-                check_pins(dir)?;
+                let reasons = pin_mismatches(dir, opts)?;
+                if !reasons.is_empty() {
+                    migrated = Some(migrate_out(dir, reasons)?);
+                }
                 expected_layout()
                     .iter()
                     .map(|(n, ..)| (*n, dir.join(n)))
@@ -201,7 +235,12 @@ impl Dataplane {
             stats: typed(names::STATS, take(names::STATS)?)?,
         };
         let events = Some(typed(names::EVENTS, take(names::EVENTS)?)?);
-        Ok(Self { ebpf, maps, events })
+        Ok(Self {
+            ebpf,
+            maps,
+            events,
+            migrated,
+        })
     }
 
     /// The loaded program, for attaching or BPF_PROG_TEST_RUN.
@@ -292,6 +331,7 @@ impl Maps {
             return Ok(None);
         }
         check_pins(dir)?;
+        check_layout_version(dir)?;
         Ok(Some(Self {
             config: open_pinned(dir, names::CONFIG)?,
             tcp_guard: open_pinned(dir, names::TCP_GUARD)?,
@@ -380,14 +420,25 @@ impl Maps {
         }
     }
 
-    /// Replaces the allowlist trie; returns the number of entries (for `Config`).
-    pub fn set_allowlist(&mut self, cidrs: &[Cidr]) -> Result<u32> {
+    /// Replaces the allowlist trie; the count goes into `Config`.
+    pub fn set_allowlist(&mut self, cidrs: &[Cidr]) -> Result<TrieWrite> {
         replace_trie(&mut self.allow_cidrs, names::ALLOW_CIDRS, cidrs, 1u8)
     }
 
-    /// Replaces the CIDR ban trie; returns the number of entries (for `Config`).
-    pub fn set_ban_cidrs(&mut self, cidrs: &[Cidr]) -> Result<u32> {
+    /// Replaces the banned-network trie (only the ban book calls this). Entries that stay keep
+    /// their drop counters.
+    pub fn set_ban_cidrs(&mut self, cidrs: &[Cidr]) -> Result<TrieWrite> {
         replace_trie(&mut self.ban_cidrs, names::BAN_CIDRS, cidrs, 0u64)
+    }
+
+    /// Capacity of the ban table.
+    pub fn ban_capacity(&self) -> u32 {
+        self.bans.map().info().map_or(0, |i| i.max_entries())
+    }
+
+    /// Capacity of the banned-network trie.
+    pub fn ban_network_capacity(&self) -> u32 {
+        self.ban_cidrs.map().info().map_or(0, |i| i.max_entries())
     }
 
     /// Banned networks with their drop counters.
@@ -434,39 +485,149 @@ fn cidr_from_key(k: &LpmKey<[u8; 16]>) -> Cidr {
     }
 }
 
+/// What writing a trie did: its entry count afterwards and the entries it had no room for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TrieWrite {
+    pub count: u32,
+    pub refused: Vec<Cidr>,
+}
+
+/// Makes `trie` hold exactly `cidrs`: entries no longer wanted are removed first, so a full trie
+/// never blocks a removal; an insert with no room left is reported in `refused`, never fatal.
 fn replace_trie<V: aya::Pod>(
     trie: &mut LpmTrie<MapData, [u8; 16], V>,
     name: &'static str,
     cidrs: &[Cidr],
     value: V,
-) -> Result<u32> {
-    let old: Vec<LpmKey<[u8; 16]>> = trie.keys().filter_map(|k| k.ok()).collect();
-    let wanted: Vec<LpmKey<[u8; 16]>> = cidrs
-        .iter()
-        .map(|c| LpmKey::new(c.key_prefix(), c.key().addr))
+) -> Result<TrieWrite> {
+    use std::collections::HashSet;
+    let as_pair = |k: &LpmKey<[u8; 16]>| (k.prefix_len(), k.data());
+    let old: HashSet<(u32, [u8; 16])> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .map(|k| as_pair(&k))
         .collect();
-    let same = |a: &LpmKey<[u8; 16]>, b: &LpmKey<[u8; 16]>| {
-        a.prefix_len() == b.prefix_len() && a.data() == b.data()
-    };
-    for key in &wanted {
-        // Keep existing entries (and their counters) untouched.
-        if old.iter().any(|o| same(o, key)) {
-            continue;
+    let wanted: HashSet<(u32, [u8; 16])> = cidrs
+        .iter()
+        .map(|c| (c.key_prefix(), c.key().addr))
+        .collect();
+    let mut count = old.len() as u32;
+    for (prefix, data) in old.difference(&wanted) {
+        match trie.remove(&LpmKey::new(*prefix, *data)) {
+            Ok(()) => count -= 1,
+            Err(e) if is_not_found(&e) => count -= 1,
+            Err(e) => return Err(map_err(name)(e)),
         }
-        match trie.insert(key, value, 0) {
-            Ok(()) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOSPC) => {
-                return Err(DataplaneError::TableFull(name));
+    }
+    let mut refused = Vec::new();
+    for c in cidrs {
+        let pair = (c.key_prefix(), c.key().addr);
+        if old.contains(&pair) {
+            continue; // keep its counter
+        }
+        match trie.insert(&LpmKey::new(pair.0, pair.1), value, 0) {
+            Ok(()) => count += 1,
+            Err(MapError::SyscallError(e))
+                if matches!(
+                    e.io_error.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::E2BIG)
+                ) =>
+            {
+                refused.push(*c)
             }
             Err(e) => return Err(map_err(name)(e)),
         }
     }
-    for key in old {
-        if !wanted.iter().any(|w| same(w, &key)) {
-            trie.remove(&key).map_err(map_err(name))?;
+    Ok(TrieWrite { count, refused })
+}
+
+/// Differences between the pinned maps in `dir` and what this load asks for: another layout
+/// version, another map type or key/value size, another capacity. Empty: reuse the pins.
+fn pin_mismatches(dir: &Path, opts: &LoadOptions) -> Result<Vec<String>> {
+    let mut reasons = Vec::new();
+    if let Err(DataplaneError::IncompatiblePin { path, what, .. }) = check_pins(dir) {
+        reasons.push(format!("{}: {what}", path.display()));
+        return Ok(reasons);
+    }
+    if let Err(DataplaneError::IncompatiblePin { what, .. }) = check_layout_version(dir) {
+        reasons.push(what);
+    }
+    for (name, ..) in expected_layout() {
+        let (Some(want), path) = (opts.capacity(name), dir.join(name)) else {
+            continue;
+        };
+        if let Ok(info) = MapInfo::from_pin(&path) {
+            if info.max_entries() != want {
+                reasons.push(format!(
+                    "{name} max_entries {} -> {want}",
+                    info.max_entries()
+                ));
+            }
         }
     }
-    Ok(trie.keys().filter(|k| k.is_ok()).count() as u32)
+    Ok(reasons)
+}
+
+/// The pinned config's layout version must be this build's (0: never configured).
+fn check_layout_version(dir: &Path) -> Result<()> {
+    let path = dir.join(names::CONFIG);
+    if !path.exists() {
+        return Ok(());
+    }
+    let config: Array<MapData, Config> = open_pinned(dir, names::CONFIG)?;
+    let found = config
+        .get(&0, 0)
+        .map_err(map_err(names::CONFIG))?
+        .layout_version;
+    if found != 0 && found != LAYOUT_VERSION {
+        return Err(DataplaneError::IncompatiblePin {
+            path,
+            dir: dir.to_path_buf(),
+            what: format!("layout version {found}, this build writes {LAYOUT_VERSION}"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the bans out of pins that must be replaced, then unpins them so the load creates fresh
+/// maps. Old entries are copied only when their key and value sizes match this build (the
+/// layout versions so far only gave meaning to padding); otherwise the state file restores them.
+fn migrate_out(dir: &Path, reasons: Vec<String>) -> Result<Migrated> {
+    let mut m = Migrated {
+        reasons,
+        ..Migrated::default()
+    };
+    if check_pins(dir).is_ok() {
+        if let Ok(bans) = open_pinned::<HashMap<MapData, AddrKey, BanEntry>>(dir, names::BANS) {
+            m.bans = bans
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, mut v)| {
+                    v._pad = [0; 2];
+                    (cidr::key_addr(&k), v)
+                })
+                .collect();
+        }
+        if let Ok(trie) = open_pinned::<LpmTrie<MapData, [u8; 16], u64>>(dir, names::BAN_CIDRS) {
+            m.networks = trie
+                .keys()
+                .filter_map(|k| k.ok())
+                .map(|k| cidr_from_key(&k))
+                .collect();
+        }
+        m.copied = true;
+    }
+    for (name, ..) in expected_layout() {
+        let path = dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| DataplaneError::IncompatiblePin {
+                path: path.clone(),
+                dir: dir.to_path_buf(),
+                what: format!("cannot unpin it for migration: {e}"),
+            })?;
+        }
+    }
+    Ok(m)
 }
 
 /// Keeps the end of the verifier log, where the reason is; the full log is rarely useful to an

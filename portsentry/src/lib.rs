@@ -2,6 +2,7 @@
 //!
 //! One module per concern; `main.rs` only wires them together.
 
+pub mod bans;
 pub mod bpffs;
 pub mod cidr;
 pub mod classic;
@@ -19,8 +20,8 @@ pub mod ignore;
 pub mod listening;
 pub mod logging;
 pub mod netinfo;
+pub mod netwatch;
 pub mod object;
 pub mod options;
 pub mod ports;
 pub mod settings;
-pub mod state;

@@ -4,7 +4,9 @@ use clap::Parser;
 use portsentry::{
     classic,
     cli::{Cli, Command},
-    config, control, daemon, options,
+    config,
+    control::{self, Request},
+    daemon, options,
     settings::Settings,
 };
 
@@ -35,6 +37,14 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
         .map_err(|e| Failure::Usage(e.into()))
 }
 
+/// A control verb: through the daemon's socket, or on pins and state without a daemon.
+fn verb(cli: &Cli, req: Request) -> Result<ExitCode, Failure> {
+    let s = settings(cli)?;
+    control::run(&s, &req)
+        .map(ExitCode::from)
+        .map_err(Failure::Runtime)
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let runtime = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS).map_err(Failure::Runtime);
     match &cli.command {
@@ -50,21 +60,28 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             };
             runtime(rt.block_on(daemon::run(cli.global, args, s)))
         }
-        Command::Status { json } => runtime(control::status(&settings(&cli)?, *json)),
-        Command::List { json } => runtime(control::list(&settings(&cli)?, *json)),
+        Command::Status { json } => verb(&cli, Request::Status { json: *json }),
+        Command::List { json } => verb(&cli, Request::List { json: *json }),
         Command::Ban { target, ttl } => {
             let s = settings(&cli)?;
             let ttl = ttl.map(|l| l.0).unwrap_or(s.ban_ttl);
-            runtime(control::ban(&s, *target, ttl))
+            let ttl_ms = ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            verb(
+                &cli,
+                Request::Ban {
+                    target: *target,
+                    ttl_ms,
+                },
+            )
         }
-        Command::Unban { targets, all } => {
-            let s = settings(&cli)?;
-            match control::unban(&s, targets, *all) {
-                Ok(true) => Ok(ExitCode::SUCCESS),
-                Ok(false) => Ok(ExitCode::from(1)),
-                Err(e) => Err(Failure::Runtime(e)),
-            }
-        }
+        Command::Unban { targets, all } => verb(
+            &cli,
+            Request::Unban {
+                targets: targets.clone(),
+                all: *all,
+            },
+        ),
+        Command::PromoteShadow => verb(&cli, Request::PromoteShadow),
         Command::CheckConfig { path } => {
             let path = path.clone().or_else(|| cli.global.config.clone());
             let loaded = match path {

@@ -95,6 +95,9 @@ pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     if args.max_bans.is_some() {
         s.max_bans = args.max_bans;
     }
+    if args.max_ban_networks.is_some() {
+        s.max_ban_networks = args.max_ban_networks;
+    }
     if let Some(h) = &args.history_file {
         s.history_file = Some(h.clone());
     }

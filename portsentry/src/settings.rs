@@ -162,6 +162,8 @@ pub struct Settings {
     /// Pin maps here; `None` disables pinning.
     pub pin_dir: Option<PathBuf>,
     pub max_bans: Option<u32>,
+    /// Banned-network trie capacity; `None` = the default (16 384).
+    pub max_ban_networks: Option<u32>,
     /// Advanced mode: also guard every TCP port below N that has no listening socket.
     pub advanced_tcp_below: Option<u16>,
     /// Advanced mode for UDP, same meaning.
@@ -198,6 +200,7 @@ impl Default for Settings {
             xdp_mode: AttachMode::Auto,
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             max_bans: None,
+            max_ban_networks: None,
             advanced_tcp_below: None,
             advanced_udp_below: None,
             // PortSentry 1.2's defaults: ident, NetBIOS / RIP, NetBIOS, BOOTP.
@@ -262,7 +265,21 @@ impl Settings {
     }
 }
 
-/// Parses "24h", "90s", "1h30m"; "0" and "never" mean no limit (`None`).
+/// The longest finite duration accepted anywhere (a ban, a window, a timeout): beyond it dates
+/// stop being printable, and "never" says what is meant.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600); // humantime's year: 365.25 days
+
+/// Refuses durations beyond [`MAX_DURATION`].
+pub fn check_duration(d: Duration, text: &str) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is too long: at most 100 years; use \"never\" for no limit"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses "24h", "90s", "1h30m"; "0" and "never" mean no limit (`None`). At most 100 years.
 pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
     let t = s.trim();
     if t == "0" || t.eq_ignore_ascii_case("never") {
@@ -270,7 +287,7 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
     }
     match humantime::parse_duration(t) {
         Ok(d) if d.is_zero() => Ok(None),
-        Ok(d) => Ok(Some(d)),
+        Ok(d) => check_duration(d, s).map(Some),
         Err(e) => Err(format!(
             "`{s}` is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d, or never"
         )),
@@ -300,6 +317,9 @@ mod tests {
         assert_eq!(parse_duration("never"), Ok(None));
         assert_eq!(parse_duration("0"), Ok(None));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("100y").is_ok());
+        let huge = parse_duration("600000000y").unwrap_err();
+        assert!(huge.contains("100 years"), "{huge}");
     }
 
     #[test]

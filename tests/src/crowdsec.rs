@@ -17,6 +17,25 @@ use anyhow::{bail, Context, Result};
 
 use crate::lab::{ip, veth_pair, Lab, Netns, TempDir};
 
+/// Set by `cargo xtask test`: the directory of the crowdsec binaries staged under target/.
+const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
+
+/// The staged crowdsec binary `name` (`crowdsec` or `cscli`). Refuses one outside a `target/`
+/// directory: the tests must never depend on (or start) a crowdsec installed on the host.
+pub fn staged_binary(name: &str) -> Result<std::path::PathBuf> {
+    let dir = std::env::var_os(CROWDSEC_ENV).with_context(|| {
+        format!("{CROWDSEC_ENV} is not set: run the fleet tests with `cargo xtask test`")
+    })?;
+    let path = std::path::PathBuf::from(dir).join(name);
+    if !path.is_file() {
+        bail!("{} does not exist", path.display());
+    }
+    if !path.components().any(|c| c.as_os_str() == "target") {
+        bail!("{} is not staged under target/", path.display());
+    }
+    Ok(path)
+}
+
 static FLEET_COUNTER: AtomicUsize = AtomicUsize::new(0);
 const PORT: u16 = 8080;
 
@@ -72,7 +91,7 @@ impl Lapi {
     pub fn cscli(&self, args: &[&str]) -> Result<String> {
         let out = self
             .ns
-            .command("cscli")
+            .command(&staged_binary("cscli")?.display().to_string())
             .args(["-c", &self.config, "--error"])
             .args(args)
             .output()
@@ -128,13 +147,13 @@ impl Lapi {
             .open(self.dir.join("crowdsec.log"))?;
         let child = self
             .ns
-            .command("crowdsec")
+            .command(&staged_binary("crowdsec")?.display().to_string())
             .args(["-c", &self.config, "-no-cs"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting crowdsec (apt-get install crowdsec)")?;
+            .context("starting the staged crowdsec")?;
         self.process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {

@@ -298,6 +298,20 @@ impl Lab {
         self.wait_until_up()
     }
 
+    /// Points the protected side's default route at `via` (a new gateway, as a DHCP renewal or
+    /// a failover would): `ip -n <protected> route replace default via VIA`.
+    pub fn route_replace_default(&self, via: IpAddr) -> Result<()> {
+        ip(&[
+            "-n",
+            &self.protected.name,
+            "route",
+            "replace",
+            "default",
+            "via",
+            &via.to_string(),
+        ])
+    }
+
     /// Deletes the veth pair (both ends).
     pub fn remove_link(&self) -> Result<()> {
         ip(&["-n", &self.protected.name, "link", "del", &self.iface])

@@ -48,6 +48,7 @@ impl TestXdp {
         let mut dp = Dataplane::load(&LoadOptions {
             pin_dir: None,
             max_bans,
+            max_ban_networks: None,
         })
         .expect("loading the XDP object (run the tests with `cargo xtask test`)");
         let events = dp.take_events().expect("ring buffer");
@@ -57,8 +58,8 @@ impl TestXdp {
     }
 
     pub fn configure(&mut self, settings: &Settings, allow: &[Cidr], ban_cidrs: &[Cidr]) {
-        let allow_n = self.dp.set_allowlist(allow).expect("allowlist");
-        let ban_n = self.dp.set_ban_cidrs(ban_cidrs).expect("ban cidrs");
+        let allow_n = self.dp.set_allowlist(allow).expect("allowlist").count;
+        let ban_n = self.dp.set_ban_cidrs(ban_cidrs).expect("ban cidrs").count;
         self.dp
             .set_guarded_ports(proto::TCP, &settings.tcp_ports)
             .expect("tcp ports");

@@ -279,6 +279,7 @@ mod concurrency {
 
 mod policy {
     use portsentry::{cidr::Cidr, events::EventKind, settings::Mode};
+    use portsentry_common::ban_flags;
 
     use super::*;
 
@@ -356,6 +357,53 @@ mod policy {
         );
         assert!(ev.iter().all(|e| e.noblock && !e.dropped));
         assert_eq!((ev[0].kind, ev[1].kind), (EventKind::Ban, EventKind::Probe));
+    }
+
+    #[test]
+    fn shadow_bans_never_drop_in_block_mode_and_a_new_probe_replaces_them() {
+        let mut s = settings("111", "");
+        s.mode = Mode::Detect;
+        let mut x = TestXdp::load(&s);
+        let src = "10.4.0.9";
+        assert_eq!(x.run(&Packet::tcp(src, 111, SYN).build()), XDP_PASS);
+        let entry = x.dp.ban(src.parse().unwrap()).unwrap().unwrap();
+        assert_eq!(
+            entry.flags & ban_flags::SHADOW,
+            ban_flags::SHADOW,
+            "detect mode bans are shadows"
+        );
+        s.mode = Mode::Block;
+        x.configure(&s, &[], &[]);
+        assert_eq!(
+            x.run(&Packet::tcp(src, 22, SYN).build()),
+            XDP_PASS,
+            "a shadow ban does not drop in block mode"
+        );
+        assert_eq!(x.stats().get(Stat::Dropped), 0);
+        assert_eq!(x.run(&Packet::tcp(src, 111, SYN).build()), XDP_DROP);
+        let entry = x.dp.ban(src.parse().unwrap()).unwrap().unwrap();
+        assert_eq!(
+            entry.flags & ban_flags::SHADOW,
+            0,
+            "the new probe made a real ban"
+        );
+        assert_eq!(x.run(&Packet::tcp(src, 22, SYN).build()), XDP_DROP);
+    }
+
+    #[test]
+    fn an_allowlisted_address_inside_a_banned_network_passes() {
+        let s = settings("111", "");
+        let net: Cidr = "198.51.100.0/24".parse().unwrap();
+        let gw: Cidr = "198.51.100.1".parse().unwrap();
+        let x = TestXdp::load_with(&s, &[gw], &[net], None);
+        assert_eq!(
+            x.run(&Packet::tcp("198.51.100.1", 443, ACK).build()),
+            XDP_PASS
+        );
+        assert_eq!(
+            x.run(&Packet::tcp("198.51.100.2", 443, ACK).build()),
+            XDP_DROP
+        );
     }
 
     #[test]

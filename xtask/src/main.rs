@@ -37,7 +37,9 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Run every test: unit tests, data-plane tests (BPF_PROG_TEST_RUN) and end-to-end tests in
-    /// network namespaces. Installs the Debian packages the tests need if they are missing.
+    /// network namespaces. Installs the client tools the tests need if they are missing (it
+    /// prints which and why) and stages the crowdsec LAPI under target/test-tools, never
+    /// installing or starting a server on the host.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(last = true)]
@@ -112,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { quick, only } => {
             toolchain::ensure_test_packages()?;
+            let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let baseline = object.with_file_name("baseline");
             let forward = object.with_file_name("forward");
@@ -139,12 +142,14 @@ fn run(cli: Cli) -> Result<()> {
                 .env("PORTSENTRY_BASELINE_OBJECT", &baseline)
                 .env("PORTSENTRY_FORWARD_OBJECT", &forward)
                 .env("PORTSENTRY_BENCH_OUT", &out)
+                .env(CROWDSEC_ENV, &crowdsec)
                 .status()
                 .context("running the benchmarks")?;
             exit_like(status)
         }
         Cmd::Test { args } => {
             toolchain::ensure_test_packages()?;
+            let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let bin = build::portsentry(&tools, false)?;
             let status = build::cargo()
@@ -152,12 +157,16 @@ fn run(cli: Cli) -> Result<()> {
                 .args(&args)
                 .env(build::OBJECT_ENV, &object)
                 .env("PORTSENTRY_BIN", &bin)
+                .env(CROWDSEC_ENV, &crowdsec)
                 .status()
                 .context("running cargo test")?;
             exit_like(status)
         }
     }
 }
+
+/// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
+const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
 
 fn exit_like(status: std::process::ExitStatus) -> Result<()> {
     if status.success() {

@@ -147,68 +147,120 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Debian packages the end-to-end tests drive; installed with apt-get when a command is missing.
-const TEST_PACKAGES: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("bpftool", "bpftool"),
-    ("setpriv", "util-linux"),
-    ("nmap", "nmap"),
-    ("hping3", "hping3"),
-    ("masscan", "masscan"),
-    ("tcpdump", "tcpdump"),
-    // Benchmarks: the nftables baselines and the trafgen flood.
-    ("nft", "nftables"),
-    ("trafgen", "netsniff-ng"),
-    ("ethtool", "ethtool"),
-    // Fleet tests: a real CrowdSec Local API and cscli.
-    ("cscli", "crowdsec"),
+/// Debian client tools the end-to-end tests and benchmarks drive, with why; installed with
+/// `apt-get install --no-install-recommends` when the command is missing. No server is ever
+/// installed on the host: see [`stage_crowdsec`].
+const TEST_PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "ip",
+        "iproute2",
+        "network namespaces and veth pairs for the labs",
+    ),
+    (
+        "bpftool",
+        "bpftool",
+        "reading pinned maps as an operator would",
+    ),
+    (
+        "setpriv",
+        "util-linux",
+        "running the daemon with the unit's capability set",
+    ),
+    ("nmap", "nmap", "real scans against the lab"),
+    ("hping3", "hping3", "crafted and forged probes"),
+    ("masscan", "masscan", "fast scans"),
+    ("tcpdump", "tcpdump", "counting answers leaked to a scanner"),
+    ("nft", "nftables", "the benchmarks' nftables baselines"),
+    ("trafgen", "netsniff-ng", "the benchmarks' packet flood"),
+    (
+        "ethtool",
+        "ethtool",
+        "veth offload settings in the benchmarks",
+    ),
 ];
 
-/// With this file present and non-empty, crowdsec's post-install step does not try to register
-/// with CrowdSec's online service (which fails offline and leaves dpkg half-configured).
-const CROWDSEC_ONLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
-
 pub fn ensure_test_packages() -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+    let missing: Vec<_> = TEST_PACKAGES
         .iter()
-        .filter(|(cmd, _)| !on_path(cmd))
-        .map(|(_, pkg)| *pkg)
+        .filter(|(cmd, _, _)| !on_path(cmd))
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing {}", missing.join(" "));
-    if missing.contains(&"crowdsec") {
-        let path = std::path::Path::new(CROWDSEC_ONLINE_CREDENTIALS);
-        if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
-            std::fs::create_dir_all("/etc/crowdsec")?;
-            std::fs::write(
-                path,
-                "# offline: portsentry's tests run their own LAPI, no Central API\n",
-            )?;
-        }
+    eprintln!("xtask: installing client tools with apt-get (--no-install-recommends):");
+    for (cmd, pkg, why) in &missing {
+        eprintln!("xtask:   {pkg} (for `{cmd}`): {why}");
     }
+    let names: Vec<&str> = missing.iter().map(|(_, pkg, _)| *pkg).collect();
     let update = Command::new("apt-get").args(["update", "-qq"]).status();
     let install = Command::new("apt-get")
-        .args(["install", "-y", "-qq"])
-        .args(&missing)
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&names)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status();
-    if missing.contains(&"crowdsec") {
-        // The tests start their own LAPIs in namespaces; the system service is not wanted.
-        let _ = Command::new("systemctl")
-            .args(["disable", "--now", "crowdsec"])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
     match (update, install) {
         (Ok(u), Ok(i)) if u.success() && i.success() => Ok(()),
         _ => bail!(
-            "could not install {}: run `apt-get install {}` as root",
-            missing.join(" "),
-            missing.join(" ")
+            "could not install {}: run `apt-get install --no-install-recommends {}` as root",
+            names.join(" "),
+            names.join(" ")
         ),
     }
+}
+
+/// Stages Debian's `crowdsec` package (the LAPI server and `cscli`) under
+/// `target/test-tools/crowdsec` with `apt-get download` + `dpkg-deb -x`, without installing it:
+/// no service is registered, enabled or started, and no package on the host changes. The fleet
+/// tests run it from there with throwaway configs. Returns the directory holding the binaries.
+pub fn stage_crowdsec(target: &Path) -> Result<PathBuf> {
+    let root = target.join("test-tools/crowdsec");
+    let bin = root.join("usr/bin");
+    if bin.join("crowdsec").is_file() && bin.join("cscli").is_file() {
+        return Ok(bin);
+    }
+    let debs = target.join("test-tools/debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    eprintln!(
+        "xtask: staging crowdsec (the fleet tests' LAPI) under {}: apt-get download + dpkg-deb -x, \
+         never installed",
+        root.display()
+    );
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-qq", "crowdsec"])
+            .current_dir(&debs)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !download() {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        if !download() {
+            bail!("`apt-get download crowdsec` failed: the fleet tests need Debian's crowdsec package");
+        }
+    }
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("crowdsec_") && n.ends_with(".deb"))
+        })
+        .context("apt-get download left no crowdsec_*.deb")?;
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .context("running dpkg-deb")?;
+    if !status.success() || !bin.join("crowdsec").is_file() {
+        bail!(
+            "dpkg-deb -x {} did not yield usr/bin/crowdsec",
+            deb.display()
+        );
+    }
+    Ok(bin)
 }
 
 fn on_path(cmd: &str) -> bool {

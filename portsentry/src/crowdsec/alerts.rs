@@ -10,7 +10,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{godur, DECISION_ORIGIN};
-use crate::state::write_atomic;
+use crate::bans::store::write_atomic;
 
 /// The queue file in `state_dir`.
 pub const QUEUE_FILE: &str = "crowdsec-alerts.json";

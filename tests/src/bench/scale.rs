@@ -10,10 +10,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use portsentry::{
+    bans::{BanRecord, Origin, Saved, StateStore, Trigger},
+    cidr::Cidr,
     clock,
-    state::{SavedBan, State, StateStore},
 };
-use portsentry_common::{ban_origin, proto, ScanType};
+use portsentry_common::{proto, ScanType};
 
 use super::{Figure, Plan};
 use crate::lab::{run_in, Daemon, Lab, TempDir};
@@ -59,23 +60,21 @@ fn map_memory(pid: u32) -> Result<(u64, u64)> {
 fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
     let now = clock::unix_ms();
     let bans = (0..n)
-        .map(|i| SavedBan {
-            addr: IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
-            banned_at_ms: now,
-            expires_at_ms: None,
-            port: 111,
-            proto: proto::TCP,
-            scan_type: ScanType::TcpSyn as u8,
-            origin: ban_origin::DETECTED,
+        .map(|i| BanRecord {
+            target: Cidr::host(IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])),
+            origin: Origin::Detected,
+            shadow: false,
+            since_ms: now,
+            expires_ms: None,
+            trigger: Trigger::from_kernel(proto::TCP, 111, ScanType::TcpSyn as u8),
+            fleet: None,
             drops: 0,
         })
         .collect();
     StateStore::new(dir)
-        .save(&State {
-            version: 1,
+        .save(&Saved {
             bans,
-            cidr_bans: Vec::new(),
-            fleet: Vec::new(),
+            unbanned: Vec::new(),
         })
         .context("writing the ban file")?;
     Ok(())

@@ -1,0 +1,235 @@
+//! One ban as the ban book keeps it: what is banned, who decided, since when, until when, why.
+//! Plain data; the precedence rules live in `bans/mod.rs`.
+
+use portsentry_common::{ban_flags, ban_origin, proto, BanEntry, ScanType};
+use serde::{Deserialize, Serialize};
+
+use crate::{cidr::Cidr, clock::Now};
+
+/// Who created a ban. Declared once here; the kernel codes are `ban_origin::*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The XDP program, after a source crossed the trigger.
+    Detected,
+    /// An administrator (`portsentry ban`).
+    Manual,
+    /// A detected ban carried over from an earlier run.
+    Restored,
+    /// A fleet decision (CrowdSec).
+    #[serde(rename = "crowdsec")]
+    Fleet,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Detected => "detected",
+            Origin::Manual => "manual",
+            Origin::Restored => "restored",
+            Origin::Fleet => "crowdsec",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Origin::Detected => ban_origin::DETECTED,
+            Origin::Manual => ban_origin::MANUAL,
+            Origin::Restored => ban_origin::RESTORED,
+            Origin::Fleet => ban_origin::FLEET,
+        }
+    }
+
+    /// Unknown codes (a newer program) read as detected: the weakest local origin.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            ban_origin::MANUAL => Origin::Manual,
+            ban_origin::RESTORED => Origin::Restored,
+            ban_origin::FLEET => Origin::Fleet,
+            _ => Origin::Detected,
+        }
+    }
+
+    /// Local bans (detected, restored, manual) outrank fleet decisions.
+    pub fn is_local(self) -> bool {
+        self != Origin::Fleet
+    }
+
+    /// Bans the table may displace under pressure: the kernel's own, never an operator's or
+    /// the fleet's.
+    pub fn is_displaceable(self) -> bool {
+        matches!(self, Origin::Detected | Origin::Restored)
+    }
+}
+
+/// The probe that triggered a detected ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// `tcp` or `udp`.
+    pub proto: TriggerProto,
+    pub port: u16,
+    /// Scan type key: `syn`, `fin`, `null`, `xmas`, `other`, `udp`.
+    pub scan: ScanKey,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerProto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanKey {
+    Syn,
+    Fin,
+    Null,
+    Xmas,
+    Other,
+    Udp,
+}
+
+impl ScanKey {
+    pub fn scan_type(self) -> ScanType {
+        match self {
+            ScanKey::Syn => ScanType::TcpSyn,
+            ScanKey::Fin => ScanType::TcpFin,
+            ScanKey::Null => ScanType::TcpNull,
+            ScanKey::Xmas => ScanType::TcpXmas,
+            ScanKey::Other => ScanType::TcpOther,
+            ScanKey::Udp => ScanType::Udp,
+        }
+    }
+
+    pub fn from_scan_type(scan: ScanType) -> Option<Self> {
+        Some(match scan {
+            ScanType::TcpSyn => ScanKey::Syn,
+            ScanType::TcpFin => ScanKey::Fin,
+            ScanType::TcpNull => ScanKey::Null,
+            ScanType::TcpXmas => ScanKey::Xmas,
+            ScanType::TcpOther => ScanKey::Other,
+            ScanType::Udp => ScanKey::Udp,
+            ScanType::None | ScanType::Manual => return None,
+        })
+    }
+}
+
+impl Trigger {
+    /// From a kernel entry; `None` for bans no probe made (manual, fleet).
+    pub fn from_kernel(protocol: u8, port: u16, scan_type: u8) -> Option<Self> {
+        let proto = match protocol {
+            proto::TCP => TriggerProto::Tcp,
+            proto::UDP => TriggerProto::Udp,
+            _ => return None,
+        };
+        let scan = ScanKey::from_scan_type(ScanType::from_u8(scan_type))?;
+        Some(Self { proto, port, scan })
+    }
+
+    /// e.g. `TCP/111 TCP SYN/Normal scan`.
+    pub fn text(&self) -> String {
+        let p = match self.proto {
+            TriggerProto::Tcp => "TCP",
+            TriggerProto::Udp => "UDP",
+        };
+        format!("{p}/{} {}", self.port, self.scan.scan_type().name())
+    }
+}
+
+/// Where a fleet ban came from, for `portsentry list` (CrowdSec's origin and scenario).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetNote {
+    /// CrowdSec's origin: `cscli`, `crowdsec`, `CAPI`, `portsentry`, …
+    pub origin: String,
+    pub scenario: String,
+}
+
+/// One ban: an address (/32, /128) or a network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanRecord {
+    pub target: Cidr,
+    pub origin: Origin,
+    /// Detect mode: recorded and reported, never dropped (in any mode) until promoted.
+    pub shadow: bool,
+    /// Wall clock, Unix milliseconds.
+    pub since_ms: u64,
+    /// `None`: never expires.
+    pub expires_ms: Option<u64>,
+    pub trigger: Option<Trigger>,
+    pub fleet: Option<FleetNote>,
+    /// Packets dropped, as last read from the kernel.
+    pub drops: u64,
+}
+
+impl BanRecord {
+    /// A ban found in the kernel that no record describes: no trigger, no expiry known.
+    pub fn untracked(target: Cidr, origin: Origin, now_ms: u64) -> Self {
+        Self {
+            target,
+            origin,
+            shadow: false,
+            since_ms: now_ms,
+            expires_ms: None,
+            trigger: None,
+            fleet: None,
+            drops: 0,
+        }
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|t| t <= now_ms)
+    }
+
+    /// The record for a kernel ban-table entry.
+    pub fn from_entry(target: Cidr, e: &BanEntry, now: &Now) -> Self {
+        Self {
+            target,
+            origin: Origin::from_code(e.origin),
+            shadow: e.flags & ban_flags::SHADOW != 0,
+            since_ms: now.boot_to_unix_ms(e.banned_at_ns),
+            expires_ms: (e.expires_at_ns != 0).then(|| now.boot_to_unix_ms(e.expires_at_ns)),
+            trigger: Trigger::from_kernel(e.proto, e.port, e.scan_type),
+            fleet: None,
+            drops: e.drops,
+        }
+    }
+
+    /// The kernel ban-table entry for an address record; `drops` carries the kernel's counter.
+    pub fn to_entry(&self, now: &Now, drops: u64) -> BanEntry {
+        let (protocol, port, scan_type) = match self.trigger {
+            Some(t) => (
+                match t.proto {
+                    TriggerProto::Tcp => proto::TCP,
+                    TriggerProto::Udp => proto::UDP,
+                },
+                t.port,
+                t.scan.scan_type() as u8,
+            ),
+            None => (0, 0, ScanType::Manual as u8),
+        };
+        BanEntry {
+            banned_at_ns: now.unix_ms_to_boot(self.since_ms),
+            expires_at_ns: self.expires_ms.map_or(0, |t| now.unix_ms_to_boot(t)),
+            drops,
+            port,
+            proto: protocol,
+            scan_type,
+            origin: self.origin.code(),
+            flags: if self.shadow { ban_flags::SHADOW } else { 0 },
+            _pad: [0; 2],
+        }
+    }
+
+    /// What `list` shows as the trigger.
+    pub fn trigger_text(&self) -> String {
+        if let Some(note) = &self.fleet {
+            return format!("{}: {}", note.origin, note.scenario);
+        }
+        match (self.origin, self.trigger) {
+            (Origin::Fleet, _) => "crowdsec decision".into(),
+            (_, Some(t)) => t.text(),
+            (_, None) => "manual".into(),
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! End-to-end tests of the ban book: the daemon's control socket, the allowlist winning over
+//! bans, live auto-allow, detect-mode shadow bans, a full ban table, maps resized across a
+//! restart, and verbs that refuse bad input without touching files.
+
+use std::{
+    net::IpAddr,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use portsentry_tests::lab::{portsentry, sock, Daemon, Lab, PinDir, TempDir};
+
+const SERVICE: u16 = 8080;
+const TRAP: u16 = 111;
+const SHORT: Duration = Duration::from_millis(800);
+/// Interval (and per-attempt connect timeout) when waiting for a change to reach traffic.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a change made through the daemon may take to reach traffic.
+const PROMPT: Duration = Duration::from_secs(1);
+const WAIT: Duration = Duration::from_secs(5);
+
+const VIA_DAEMON: &str = "portsentry: via the running daemon (control socket ";
+const NO_DAEMON: &str = "portsentry: no daemon is running; ";
+
+/// Writes this test's config: the lab's interface, one trap port, state in `dir`, then `extra`
+/// (more `key = value` lines). Rewriting it (for SIGHUP) replaces the file.
+fn write_config(lab: &Lab, dir: &TempDir, extra: &str) -> String {
+    dir.write(
+        "portsentry.toml",
+        &format!(
+            "interfaces = [\"{}\"]\ntcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nstate_dir = \"{}\"\n{extra}\n",
+            lab.iface,
+            dir.path.display()
+        ),
+    )
+}
+
+fn start(lab: &Lab, config: &str) -> Daemon {
+    Daemon::start(&lab.protected, &["run", "--config", config]).unwrap()
+}
+
+/// One probe of the trap port from `src` (refused or dropped: never a connection).
+fn probe(lab: &Lab, src: IpAddr) {
+    assert!(
+        !lab.scanner
+            .tcp_connect(src, sock(lab.protected_v4, TRAP), SHORT),
+        "nothing listens on the trap port"
+    );
+}
+
+fn service_open(lab: &Lab, src: IpAddr) -> bool {
+    lab.scanner
+        .tcp_connect(src, sock(lab.protected_v4, SERVICE), SHORT)
+}
+
+/// Polls a service connect from `src` every `POLL` (each attempt with a `POLL` timeout) until it
+/// succeeds (`want_open`) or is dropped (`!want_open`). Returns the time since `since`: for an
+/// open service when the connect completed, for a drop when the dropped SYN was sent. `None`
+/// if that did not happen within `give_up` of `since`.
+fn service_becomes(
+    lab: &Lab,
+    src: IpAddr,
+    want_open: bool,
+    since: Instant,
+    give_up: Duration,
+) -> Option<Duration> {
+    while since.elapsed() < give_up {
+        let sent = since.elapsed();
+        let open = lab
+            .scanner
+            .tcp_connect(src, sock(lab.protected_v4, SERVICE), POLL);
+        if open == want_open {
+            return Some(if open { since.elapsed() } else { sent });
+        }
+        if open {
+            // A failed attempt already waited POLL; a successful one returns at once.
+            thread::sleep(POLL);
+        }
+    }
+    None
+}
+
+fn attackalert(src: IpAddr) -> impl Fn(&str) -> bool {
+    let prefix = format!("attackalert: Host {src} ");
+    move |l: &str| l.starts_with(&prefix)
+}
+
+/// The last lines of a daemon's output, for failure messages.
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+/// `max_entries` of a pinned map as `bpftool map show pinned` reports it (root namespaces: the
+/// PinDir is mounted in the root mount namespace).
+fn pinned_max_entries(pin: &str, map: &str) -> u64 {
+    let path = format!("{pin}/{map}");
+    let out = Command::new("bpftool")
+        .args(["map", "show", "pinned", &path])
+        .output()
+        .expect("running bpftool (it must be installed for this test)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bpftool map show pinned {path}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace()
+        .skip_while(|w| *w != "max_entries")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max_entries in bpftool output: {text}"))
+}
+
+/// B. The allowlist always wins: a SIGHUP whose config allowlists a banned address lifts that
+/// ban (and only that one) and its traffic flows again within a second.
+#[test]
+fn an_allowlist_reload_lifts_a_covered_ban_within_a_second() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("bb-allow").unwrap();
+    let base = "pin_dir = \"\"\nauto_allow = false\n";
+    let config = write_config(&lab, &dir, base);
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = start(&lab, &config);
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+
+    for src in [a, b] {
+        probe(&lab, src);
+        assert!(
+            d.wait_for_line(attackalert(src), WAIT),
+            "{}",
+            tail(&d.output())
+        );
+        assert!(!service_open(&lab, src), "{src} is banned");
+    }
+
+    write_config(&lab, &dir, &format!("{base}allow = [\"{a}\"]"));
+    let hup = Instant::now();
+    d.signal(Signal::SIGHUP);
+    let flowed = service_becomes(&lab, a, true, hup, Duration::from_secs(3));
+    assert!(
+        flowed.is_some_and(|t| t < PROMPT),
+        "{a} flows again within 1 s of the SIGHUP (took {flowed:?}); output:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with("portsentry: reloaded configuration"),
+            WAIT
+        ),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with("portsentry: allowlist: lifted 1 ban(s)"),
+            WAIT
+        ),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(
+        !service_open(&lab, b),
+        "the ban the new allowlist does not cover stays"
+    );
+    // Allowlisted now: probing the trap again does not ban it.
+    probe(&lab, a);
+    assert!(
+        service_open(&lab, a),
+        "an allowlisted source is never banned"
+    );
+}
+
+/// C. auto_allow follows the routing table live: a new default gateway is allowlisted as soon
+/// as the route changes, while a source that is not a gateway is still banned.
+#[test]
+fn a_new_default_gateway_is_auto_allowed_live() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("bb-gateway").unwrap();
+    // auto_allow is on by default: not set here on purpose.
+    let config = write_config(&lab, &dir, "pin_dir = \"\"");
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = start(&lab, &config);
+    let (gateway, other) = (lab.scanner_v4[1], lab.scanner_v4[2]);
+    assert!(service_open(&lab, gateway));
+
+    lab.route_replace_default(gateway).unwrap();
+    thread::sleep(Duration::from_millis(300)); // the netlink notification reaches the daemon
+
+    probe(&lab, gateway);
+    probe(&lab, other);
+    assert!(
+        d.wait_for_line(attackalert(other), WAIT),
+        "the control source is banned; output:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        !service_open(&lab, other),
+        "{other} is not a gateway: banned"
+    );
+    assert!(
+        service_open(&lab, gateway),
+        "the new gateway {gateway} was not banned; output:\n{}",
+        tail(&d.output())
+    );
+    assert!(!d.has_line(attackalert(gateway)), "{}", tail(&d.output()));
+}
+
+/// A + D. Without pinned maps the verbs reach the daemon through its control socket and act on
+/// live traffic; what they did survives a restart (an unban is not resurrected, a ban stays).
+#[test]
+fn verbs_go_through_the_control_socket_without_pins_and_survive_a_restart() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("bb-socket").unwrap();
+    // 10.77.0.2 is the protected side's gateway: auto_allow would protect it.
+    let config = write_config(&lab, &dir, "pin_dir = \"\"\nauto_allow = false");
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = start(&lab, &config);
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    let ctl = |verb: &[&str]| {
+        let mut v = verb.to_vec();
+        v.extend(["--config", config.as_str()]);
+        portsentry(&v)
+    };
+
+    let meta = std::fs::metadata(dir.join("control.sock")).expect("control.sock in state_dir");
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{meta:?}");
+
+    assert!(service_open(&lab, a));
+    let (code, out, err) = ctl(&["ban", &a.to_string(), "--ttl", "1h"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(&format!("banned {a} ")), "{out}");
+    assert!(err.lines().any(|l| l.starts_with(VIA_DAEMON)), "{err}");
+    let done = Instant::now();
+    let dropped = service_becomes(&lab, a, false, done, Duration::from_secs(3));
+    assert!(
+        dropped.is_some_and(|t| t < PROMPT),
+        "the live ban drops within 1 s (took {dropped:?})"
+    );
+    assert!(!service_open(&lab, a), "and keeps dropping");
+
+    let (code, out, err) = ctl(&["ban", &b.to_string(), "--ttl", "1h"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.lines().any(|l| l.starts_with(VIA_DAEMON)), "{err}");
+
+    let (code, out, err) = ctl(&["unban", &a.to_string()]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("unbanned {a}").as_str()),
+        "{err}"
+    );
+    assert!(err.lines().any(|l| l.starts_with(VIA_DAEMON)), "{err}");
+    let done = Instant::now();
+    let flowed = service_becomes(&lab, a, true, done, Duration::from_secs(3));
+    assert!(
+        flowed.is_some_and(|t| t < PROMPT),
+        "the live unban lets traffic through within 1 s (took {flowed:?})"
+    );
+    assert!(!service_open(&lab, b), "{b} banned through the socket");
+
+    let (code, out, err) = ctl(&["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.lines().any(|l| l.starts_with(VIA_DAEMON)), "{err}");
+    assert!(
+        out.contains(&format!("\"{b}\"")) && !out.contains(&format!("\"{a}\"")),
+        "{out}"
+    );
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", tail(&d.output()));
+
+    // No daemon: the verbs say so and work on the state file.
+    let (code, out, err) = ctl(&["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.lines().any(|l| l.starts_with(NO_DAEMON)), "{err}");
+    assert!(
+        out.contains(&format!("\"{b}\"")) && !out.contains(&format!("\"{a}\"")),
+        "the saved state has the live ban and not the lifted one: {out}"
+    );
+
+    let d = start(&lab, &config);
+    assert!(
+        service_open(&lab, a),
+        "the unbanned {a} is not resurrected by the restart; output:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        !service_open(&lab, b),
+        "{b}, banned through the socket, is still banned after the restart; output:\n{}",
+        tail(&d.output())
+    );
+}
+
+/// E. A detect-mode trial followed by block mode drops nothing: the trial's shadow bans are
+/// reported, not enforced; a new probe in block mode bans, and `promote-shadow` enforces them.
+#[test]
+fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("bb-shadow").unwrap();
+    // 10.77.0.2 is the gateway: auto_allow would keep it from being counted at all.
+    let base = "pin_dir = \"\"\nauto_allow = false\n";
+    let config = write_config(&lab, &dir, &format!("{base}mode = \"detect\""));
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = start(&lab, &config);
+    let (a, c, bystander) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
+
+    for src in [a, c] {
+        probe(&lab, src);
+        let scan = format!("Scan from: [{src}]");
+        assert!(
+            d.wait_for_line(|l| l.contains(&scan), WAIT),
+            "{}",
+            tail(&d.output())
+        );
+        assert!(service_open(&lab, src), "detect mode never drops {src}");
+    }
+
+    write_config(&lab, &dir, &format!("{base}mode = \"block\""));
+    d.signal(Signal::SIGHUP);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with("portsentry: reloaded configuration"),
+            WAIT
+        ),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("shadow ban(s) from detect mode are not enforced"),
+            WAIT
+        ),
+        "{}",
+        tail(&d.output())
+    );
+    for src in [a, c] {
+        assert!(
+            service_open(&lab, src),
+            "the switch to block drops nothing from {src}; output:\n{}",
+            tail(&d.output())
+        );
+    }
+
+    probe(&lab, a);
+    assert!(
+        !service_open(&lab, a),
+        "a new probe in block mode bans {a}; output:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        service_open(&lab, c),
+        "{c}'s shadow ban is still not enforced"
+    );
+
+    let (code, out, err) = portsentry(&["promote-shadow", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.lines().any(|l| l.starts_with(VIA_DAEMON)), "{err}");
+    let done = Instant::now();
+    let dropped = service_becomes(&lab, c, false, done, Duration::from_secs(3));
+    assert!(
+        dropped.is_some_and(|t| t < PROMPT),
+        "the promoted shadow ban drops {c} (took {dropped:?}); output:\n{}",
+        tail(&d.output())
+    );
+    assert!(!service_open(&lab, c), "and keeps dropping");
+    assert!(
+        service_open(&lab, bystander),
+        "promotion bans only what detect mode saw"
+    );
+}
+
+/// F. A full ban table never stops banning: the next scanner displaces a ban and is dropped.
+#[test]
+fn a_full_ban_table_still_bans_the_next_scanner() {
+    let lab = Lab::new(6).unwrap();
+    let dir = TempDir::new("bb-full").unwrap();
+    // 10.77.0.2 is the gateway: without this auto_allow would keep it out of the table.
+    let config = write_config(
+        &lab,
+        &dir,
+        "pin_dir = \"\"\nauto_allow = false\nmax_bans = 4",
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = start(&lab, &config);
+
+    for &src in &lab.scanner_v4[0..4] {
+        probe(&lab, src);
+        assert!(
+            d.wait_for_line(attackalert(src), WAIT),
+            "{}",
+            tail(&d.output())
+        );
+    }
+    assert!(!service_open(&lab, lab.scanner_v4[3]), "the 4th ban drops");
+
+    let last = lab.scanner_v4[5];
+    probe(&lab, last);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with("portsentry: ban table full") && l.contains("displaced"),
+            WAIT
+        ),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(
+        !service_open(&lab, last),
+        "the 5th scanner is banned although the table was full; output:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        d.wait_for_line(attackalert(last), WAIT),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(
+        !d.has_line(|l| l.contains("could not be blocked")),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(
+        service_open(&lab, lab.scanner_v4[4]),
+        "a source that never probed still gets through"
+    );
+}
+
+/// G. Raising max_bans (and max_ban_networks) across a restart resizes the pinned maps: the
+/// daemon migrates them and keeps the bans.
+#[test]
+fn raising_max_bans_across_a_restart_migrates_the_pinned_maps() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("bb-resize").unwrap();
+    let pins = PinDir::new().unwrap();
+    let pin = pins.path.join("ps").display().to_string();
+    let base = format!("pin_dir = \"{pin}\"\nauto_allow = false\n");
+    let config = write_config(
+        &lab,
+        &dir,
+        &format!("{base}max_bans = 64\nmax_ban_networks = 16"),
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+
+    let mut d = start(&lab, &config);
+    assert_eq!(pinned_max_entries(&pin, "PS_BANS"), 64);
+    assert_eq!(pinned_max_entries(&pin, "PS_BAN_CIDRS"), 16);
+    probe(&lab, a);
+    assert!(
+        d.wait_for_line(attackalert(a), WAIT),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(!service_open(&lab, a));
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", tail(&d.output()));
+
+    write_config(
+        &lab,
+        &dir,
+        &format!("{base}max_bans = 128\nmax_ban_networks = 32"),
+    );
+    let d = start(&lab, &config);
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: migrated pinned maps")),
+        "{}",
+        tail(&d.output())
+    );
+    assert_eq!(pinned_max_entries(&pin, "PS_BANS"), 128);
+    assert_eq!(pinned_max_entries(&pin, "PS_BAN_CIDRS"), 32);
+    assert!(
+        !service_open(&lab, a),
+        "the ban made before the resize still drops; output:\n{}",
+        tail(&d.output())
+    );
+    assert!(service_open(&lab, b));
+}
+
+/// H. An absurd TTL is a usage error and bans nothing.
+#[test]
+fn a_ttl_beyond_100_years_is_refused_and_bans_nothing() {
+    let dir = TempDir::new("bb-ttl").unwrap();
+    let state = dir.path.display().to_string();
+    let nopins = dir.join("nopins").display().to_string();
+    let (code, out, err) = portsentry(&[
+        "ban",
+        "192.0.2.1",
+        "--ttl",
+        "600000000y",
+        "--state-dir",
+        &state,
+        "--pin-dir",
+        &nopins,
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("100 years"), "{err}");
+    let saved = std::fs::read_to_string(dir.join("bans.json")).unwrap_or_default();
+    assert!(!saved.contains("192.0.2.1"), "{saved}");
+}
+
+/// Names and contents of the files in `dir`, sorted.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let content = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), content)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// H. Read-only verbs never modify files, not even a corrupt state file.
+#[test]
+fn read_only_verbs_leave_a_corrupt_state_file_alone() {
+    let dir = TempDir::new("bb-corrupt").unwrap();
+    let state = dir.path.display().to_string();
+    let nopins = dir.join("nopins").display().to_string();
+    dir.write("bans.json", "{ not json");
+    let before = snapshot(&dir.path);
+
+    let (code, out, err) = portsentry(&["list", "--state-dir", &state, "--pin-dir", &nopins]);
+    assert_ne!(code, 0, "a corrupt state file is an error: {out}{err}");
+    assert_eq!(snapshot(&dir.path), before, "list changed files: {err}");
+
+    let (_, out, err) = portsentry(&[
+        "list",
+        "--json",
+        "--state-dir",
+        &state,
+        "--pin-dir",
+        &nopins,
+    ]);
+    assert_eq!(
+        snapshot(&dir.path),
+        before,
+        "list --json changed files: {out}{err}"
+    );
+    let (_, out, err) = portsentry(&["status", "--state-dir", &state, "--pin-dir", &nopins]);
+    assert_eq!(
+        snapshot(&dir.path),
+        before,
+        "status changed files: {out}{err}"
+    );
+}
+
+/// H. A state file from a newer portsentry is kept aside, not fatal: the daemon starts and bans.
+#[test]
+fn a_newer_state_file_is_kept_aside_and_the_daemon_still_bans() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("bb-newer").unwrap();
+    let newer = "{\"version\": 99, \"bans\": []}";
+    dir.write("bans.json", newer);
+    let config = write_config(&lab, &dir, "pin_dir = \"\"\nauto_allow = false");
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = start(&lab, &config);
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("is newer than this portsentry understands") && l.contains("kept aside"),
+            WAIT
+        ),
+        "{}",
+        tail(&d.output())
+    );
+
+    let a = lab.scanner_v4[0];
+    probe(&lab, a);
+    assert!(
+        d.wait_for_line(attackalert(a), WAIT),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(!service_open(&lab, a), "the daemon filters");
+    assert!(
+        snapshot(&dir.path)
+            .iter()
+            .any(|(_, content)| content == newer.as_bytes()),
+        "the newer file's content is kept somewhere in state_dir: {:?}",
+        snapshot(&dir.path)
+            .iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+    );
+}
