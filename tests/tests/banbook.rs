@@ -585,3 +585,119 @@ fn a_newer_state_file_is_kept_aside_and_the_daemon_still_bans() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Kernel-level checks of the ban book against real maps (no traffic needed).
+mod kernel {
+    use std::time::Duration;
+
+    use portsentry::{
+        bans::{BanBook, Origin, Saved, StateStore},
+        cidr::Cidr,
+        clock::Now,
+        crowdsec::decisions::{FleetBan, FleetUpdate},
+        dataplane::{Dataplane, LoadOptions},
+    };
+    use portsentry_tests::lab::{PinDir, TempDir};
+
+    fn fleet_ban(target: &str) -> FleetBan {
+        FleetBan {
+            target: target.parse().unwrap(),
+            remaining: Duration::from_secs(3600),
+            origin: "cscli".into(),
+            scenario: "test".into(),
+        }
+    }
+
+    /// A full trie used to make `replace_trie` fail before it removed anything: a lifted fleet
+    /// range was then saved as a manual ban with no expiry while the log said "lifted".
+    #[test]
+    fn a_full_network_trie_still_lifts_and_never_turns_fleet_bans_manual() {
+        let dir = TempDir::new("trie-full").unwrap();
+        let mut dp = Dataplane::load(&LoadOptions {
+            max_ban_networks: Some(2),
+            ..LoadOptions::default()
+        })
+        .expect("loading the XDP object (run with `cargo xtask test`)");
+        let now = Now::read();
+        let store = StateStore::new(&dir.path);
+        let (mut book, _) =
+            BanBook::open(store.clone(), Saved::default(), Some(&dp), None, true, &now).unwrap();
+        let start = FleetUpdate {
+            startup: true,
+            bans: vec![fleet_ban("198.51.100.0/24"), fleet_ban("203.0.113.0/24")],
+            ..FleetUpdate::default()
+        };
+        let done = book.apply_fleet(&mut dp, &start, &now).unwrap();
+        assert_eq!((done.banned.len(), done.full), (2, 0), "{done:?}");
+        let swap = FleetUpdate {
+            lifted: vec!["198.51.100.0/24".parse().unwrap()],
+            bans: vec![fleet_ban("192.0.2.0/24")],
+            ..FleetUpdate::default()
+        };
+        let done = book.apply_fleet(&mut dp, &swap, &now).unwrap();
+        assert_eq!(done.full, 0, "the lift makes room first: {done:?}");
+        let mut in_trie: Vec<String> = dp
+            .ban_cidrs()
+            .unwrap()
+            .into_iter()
+            .map(|(c, _)| c.to_string())
+            .collect();
+        in_trie.sort();
+        assert_eq!(in_trie, ["192.0.2.0/24", "203.0.113.0/24"]);
+        book.save().unwrap();
+        let saved = store.load().unwrap();
+        assert_eq!(saved.bans.len(), 2);
+        assert!(
+            saved
+                .bans
+                .iter()
+                .all(|b| b.origin == Origin::Fleet && b.expires_ms.is_some()),
+            "{saved:?}"
+        );
+        assert!(!saved
+            .bans
+            .iter()
+            .any(|b| b.target == "198.51.100.0/24".parse::<Cidr>().unwrap()));
+    }
+
+    /// Userspace reads the pinned config's layout version: pins written by another layout are
+    /// migrated (bans copied), never silently reused.
+    #[test]
+    fn pins_of_another_layout_version_are_migrated_with_their_bans() {
+        let pins = PinDir::new().unwrap();
+        let opts = LoadOptions {
+            pin_dir: Some(pins.path.join("ps")),
+            ..LoadOptions::default()
+        };
+        std::fs::create_dir_all(pins.path.join("ps")).unwrap();
+        {
+            let mut dp = Dataplane::load(&opts).unwrap();
+            assert!(dp.migrated.is_none());
+            let entry = portsentry_common::BanEntry {
+                origin: portsentry_common::ban_origin::MANUAL,
+                ..Default::default()
+            };
+            dp.insert_ban("192.0.2.9".parse().unwrap(), &entry).unwrap();
+            let mut config = dp.config().unwrap();
+            config.layout_version = portsentry_common::LAYOUT_VERSION - 1;
+            dp.set_config(&config).unwrap();
+        }
+        let dp = Dataplane::load(&opts).unwrap();
+        let m = dp
+            .migrated
+            .as_ref()
+            .expect("another layout version is migrated");
+        assert!(
+            m.reasons.iter().any(|r| r.contains("layout version")),
+            "{:?}",
+            m.reasons
+        );
+        assert!(m.copied);
+        assert_eq!(m.bans.len(), 1, "the old ban is carried over");
+        assert_eq!(
+            dp.bans().unwrap().len(),
+            0,
+            "fresh maps: the ban book installs it"
+        );
+    }
+}
