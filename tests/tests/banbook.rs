@@ -39,6 +39,11 @@ fn write_config(lab: &Lab, dir: &TempDir, extra: &str) -> String {
     )
 }
 
+/// Waits up to `WAIT` for a line matching `pred`; fails with the output's tail.
+fn expect_line(d: &mut Daemon, pred: impl Fn(&str) -> bool) {
+    assert!(d.wait_for_line(pred, WAIT), "{}", tail(&d.output()));
+}
+
 fn start(lab: &Lab, config: &str) -> Daemon {
     Daemon::start(&lab.protected, &["run", "--config", config]).unwrap()
 }
@@ -147,22 +152,12 @@ fn an_allowlist_reload_lifts_a_covered_ban_within_a_second() {
         "{a} flows again within 1 s of the SIGHUP (took {flowed:?}); output:\n{}",
         tail(&d.output())
     );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: reloaded configuration"),
-            WAIT
-        ),
-        "{}",
-        tail(&d.output())
-    );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: allowlist: lifted 1 ban(s)"),
-            WAIT
-        ),
-        "{}",
-        tail(&d.output())
-    );
+    expect_line(&mut d, |l| {
+        l.starts_with("portsentry: reloaded configuration")
+    });
+    expect_line(&mut d, |l| {
+        l.starts_with("portsentry: allowlist: lifted 1 ban(s)")
+    });
     assert!(
         !service_open(&lab, b),
         "the ban the new allowlist does not cover stays"
@@ -320,22 +315,12 @@ fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
 
     write_config(&lab, &dir, &format!("{base}mode = \"block\""));
     d.signal(Signal::SIGHUP);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: reloaded configuration"),
-            WAIT
-        ),
-        "{}",
-        tail(&d.output())
-    );
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("shadow ban(s) from detect mode are not enforced"),
-            WAIT
-        ),
-        "{}",
-        tail(&d.output())
-    );
+    expect_line(&mut d, |l| {
+        l.starts_with("portsentry: reloaded configuration")
+    });
+    expect_line(&mut d, |l| {
+        l.contains("shadow ban(s) from detect mode are not enforced")
+    });
     for src in [a, c] {
         assert!(
             service_open(&lab, src),
@@ -398,14 +383,9 @@ fn a_full_ban_table_still_bans_the_next_scanner() {
 
     let last = lab.scanner_v4[5];
     probe(&lab, last);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: ban table full") && l.contains("displaced"),
-            WAIT
-        ),
-        "{}",
-        tail(&d.output())
-    );
+    expect_line(&mut d, |l| {
+        l.starts_with("portsentry: ban table full") && l.contains("displaced")
+    });
     assert!(
         !service_open(&lab, last),
         "the 5th scanner is banned although the table was full; output:\n{}",
@@ -557,14 +537,9 @@ fn a_newer_state_file_is_kept_aside_and_the_daemon_still_bans() {
     let config = write_config(&lab, &dir, "pin_dir = \"\"\nauto_allow = false");
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     let mut d = start(&lab, &config);
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("is newer than this portsentry understands") && l.contains("kept aside"),
-            WAIT
-        ),
-        "{}",
-        tail(&d.output())
-    );
+    expect_line(&mut d, |l| {
+        l.contains("is newer than this portsentry understands") && l.contains("kept aside")
+    });
 
     let a = lab.scanner_v4[0];
     probe(&lab, a);
