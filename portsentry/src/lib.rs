@@ -1,27 +1,19 @@
 //! portsentry: the userspace side of an XDP port-scan detector and blocker.
 //!
-//! One module per concern; `main.rs` only wires them together.
+//! One folder per concern, in the order data flows (see docs/ARCHITECTURE.md):
+//! `config` (what to guard) → `dataplane` (the XDP program and its maps) → `detect` (events
+//! and log lines) → `bans` (the ban book) → `hooks` (responses) and `fleet` (CrowdSec).
+//! `control` serves the CLI verbs, `daemon` runs the event loop, `net` knows this host's
+//! network, `cli` parses the command line. `main.rs` only wires them together.
 
 pub mod bans;
-pub mod bpffs;
-pub mod cidr;
-pub mod classic;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
-pub mod crowdsec;
 pub mod daemon;
 pub mod dataplane;
-pub mod events;
+pub mod detect;
 pub mod fleet;
 pub mod hooks;
-pub mod ignore;
-pub mod listening;
-pub mod logging;
-pub mod netinfo;
-pub mod netwatch;
-pub mod object;
-pub mod options;
-pub mod ports;
-pub mod settings;
+pub mod net;

@@ -2,12 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use portsentry::{
-    classic,
     cli::{Cli, Command},
     config,
+    config::classic,
+    config::settings::Settings,
+    config::sources,
     control::{self, Request},
-    daemon, options,
-    settings::Settings,
+    daemon,
 };
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn settings(cli: &Cli) -> Result<Settings, Failure> {
-    options::load(&cli.global)
+    sources::load(&cli.global)
         .map(|(s, _)| s)
         .map_err(|e| Failure::Usage(e.into()))
 }
@@ -50,7 +51,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Run(args) => {
             let mut s = settings(&cli)?;
-            options::apply_run(&mut s, args).map_err(Failure::Usage)?;
+            sources::apply_run(&mut s, args).map_err(Failure::Usage)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -86,10 +87,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let path = path.clone().or_else(|| cli.global.config.clone());
             let loaded = match path {
                 Some(p) => config::load_file(&p).map(|s| (s, p.display().to_string())),
-                None => options::load(&cli.global).map(|(s, src)| (s, src.to_string())),
+                None => sources::load(&cli.global).map(|(s, src)| (s, src.to_string())),
             };
             let (mut s, source) = loaded.map_err(|e| Failure::Usage(e.into()))?;
-            options::apply_global(&mut s, &cli.global);
+            sources::apply_global(&mut s, &cli.global);
             s.validate().map_err(Failure::Usage)?;
             eprintln!("portsentry: {source}: configuration is valid; effective configuration:");
             print!("{}", config::render(&s));

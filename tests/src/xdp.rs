@@ -6,11 +6,11 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use portsentry::{
-    cidr::Cidr,
+    config::settings::Settings,
     dataplane::{Dataplane, LoadOptions, Stats},
-    events::ProbeEvent,
-    ports::PortSet,
-    settings::Settings,
+    detect::events::ProbeEvent,
+    net::cidr::Cidr,
+    net::ports::PortSet,
 };
 use portsentry_common::proto;
 

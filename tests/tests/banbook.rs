@@ -567,10 +567,10 @@ mod kernel {
 
     use portsentry::{
         bans::{BanBook, Origin, Saved, StateStore},
-        cidr::Cidr,
         clock::Now,
-        crowdsec::decisions::{FleetBan, FleetUpdate},
         dataplane::{Dataplane, LoadOptions},
+        fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
+        net::cidr::Cidr,
     };
     use portsentry_tests::lab::{PinDir, TempDir};
 

@@ -114,7 +114,7 @@ fn each_scan_type_is_classified_on_ipv4_and_ipv6() {
 mod thresholds {
     use std::{thread, time::Duration};
 
-    use portsentry::{events::EventKind, settings::Settings};
+    use portsentry::{config::settings::Settings, detect::events::EventKind};
 
     use super::*;
 
@@ -278,7 +278,7 @@ mod concurrency {
 }
 
 mod policy {
-    use portsentry::{cidr::Cidr, events::EventKind, settings::Mode};
+    use portsentry::{config::settings::Mode, detect::events::EventKind, net::cidr::Cidr};
     use portsentry_common::ban_flags;
 
     use super::*;

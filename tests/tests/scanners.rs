@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use portsentry::settings::CLASSIC_TCP_PORTS;
+use portsentry::config::settings::CLASSIC_TCP_PORTS;
 use portsentry_tests::{
     fullscan::{self, port_states},
     lab::{run_in, sock, Daemon, Lab, TempDir},

@@ -4,7 +4,9 @@
 use std::{collections::HashSet, time::Duration};
 
 use super::{BanBook, BanOutcome, NewBan, Origin};
-use crate::{cidr::Cidr, clock::Now, crowdsec::decisions::FleetUpdate, dataplane::DataplaneError};
+use crate::{
+    clock::Now, dataplane::DataplaneError, fleet::crowdsec::decisions::FleetUpdate, net::cidr::Cidr,
+};
 
 /// What one update did, for the log.
 #[derive(Debug, Default)]

@@ -28,9 +28,9 @@ pub use record::{BanRecord, FleetNote, Origin, Trigger};
 pub use store::{Saved, StateError, StateStore, Unbanned};
 
 use crate::{
-    cidr::Cidr,
     clock::Now,
     dataplane::{DataplaneError, Maps, Migrated},
+    net::cidr::Cidr,
 };
 
 /// An operator's unban holds off fleet decisions for at least this long.

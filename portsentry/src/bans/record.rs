@@ -4,7 +4,7 @@
 use portsentry_common::{ban_flags, ban_origin, proto, BanEntry, ScanType};
 use serde::{Deserialize, Serialize};
 
-use crate::{cidr::Cidr, clock::Now};
+use crate::{clock::Now, net::cidr::Cidr};
 
 /// Who created a ban. Declared once here; the kernel codes are `ban_origin::*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::record::{BanRecord, FleetNote, Origin, Trigger};
-use crate::cidr::Cidr;
+use crate::net::cidr::Cidr;
 
 pub const STATE_FILE: &str = "bans.json";
 pub const STATE_VERSION: u32 = 2;
@@ -201,7 +201,7 @@ mod v1 {
 
     use super::super::record::{BanRecord, FleetNote, Origin, Trigger};
     use super::Saved;
-    use crate::cidr::Cidr;
+    use crate::net::cidr::Cidr;
 
     #[derive(Deserialize)]
     pub struct File {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{bans::BanBook, clock::Now, dataplane::Maps, settings::Settings};
+use crate::{bans::BanBook, clock::Now, config::settings::Settings, dataplane::Maps};
 pub use socket::{Reply, Request};
 
 /// Written by the daemon at start so `status` can say what runs where.

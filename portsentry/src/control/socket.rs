@@ -16,7 +16,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::cidr::Cidr;
+use crate::net::cidr::Cidr;
 
 pub const SOCKET_FILE: &str = "control.sock";
 /// A request line longer than this is refused.

@@ -11,9 +11,9 @@ use serde_json::json;
 use super::{socket::Reply, socket::Request, DaemonInfo};
 use crate::{
     bans::{BanBook, BanOutcome, BanRecord, NewBan, Origin},
-    cidr::Cidr,
     clock::{self, Now},
     dataplane::Maps,
+    net::cidr::Cidr,
 };
 
 /// What a verb acts on.

@@ -9,7 +9,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use portsentry::{cidr::Cidr, settings::Settings};
+use portsentry::{config::settings::Settings, net::cidr::Cidr};
 use portsentry_common::{ban_origin, proto, BanEntry, ScanType};
 
 use super::{Figure, Plan};

@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, io::Write, process::Stdio};
 
 use anyhow::{bail, Result};
-use portsentry::settings::CLASSIC_TCP_PORTS;
+use portsentry::config::settings::CLASSIC_TCP_PORTS;
 
 use super::{Figure, Plan};
 use crate::{

@@ -11,8 +11,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use portsentry::{
     bans::{BanRecord, Origin, Saved, StateStore, Trigger},
-    cidr::Cidr,
     clock,
+    net::cidr::Cidr,
 };
 use portsentry_common::{proto, ScanType};
 

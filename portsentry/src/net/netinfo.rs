@@ -2,7 +2,7 @@
 //! and resolvers (so the host can never ban itself or its infrastructure).
 //!
 //! Everything here is read fresh on each call (from `/proc`, `getifaddrs` and the resolver
-//! files), so callers recompute the automatic allowlist whenever [`crate::netwatch`] reports a
+//! files), so callers recompute the automatic allowlist whenever [`crate::net::netwatch`] reports a
 //! change.
 
 use std::{
@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::cidr::Cidr;
+use crate::net::cidr::Cidr;
 
 /// The system resolver configuration (with systemd-resolved, it lists only the local stub).
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";

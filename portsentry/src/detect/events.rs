@@ -6,7 +6,7 @@ use aya::maps::{MapData, RingBuf};
 use portsentry_common::{event_flags, event_kind, proto, Event, ScanType};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use crate::cidr;
+use crate::net::cidr;
 
 /// An event decoded for logging and hooks.
 #[derive(Clone, Debug, PartialEq, Eq)]

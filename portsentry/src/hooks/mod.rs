@@ -46,7 +46,7 @@ use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
 };
 
-use crate::{events::Protocol, logging::LogFn, settings::HookSettings};
+use crate::{config::settings::HookSettings, detect::events::Protocol, detect::logging::LogFn};
 
 /// Skipped responses are summarised at most this often (the first skip is reported at once).
 pub const SKIP_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);

@@ -12,7 +12,7 @@ use std::{
 
 use toml_edit::Value;
 
-use crate::ports::PortSet;
+use crate::net::ports::PortSet;
 
 /// `PATH:LINE: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,7 +454,7 @@ mod tests {
     fn both_blocks_off_is_detect_mode() {
         let out = imp("TCP_PORTS=\"1\"\nBLOCK_TCP=\"0\"\nBLOCK_UDP=\"0\"\n").unwrap();
         let s = config::parse_str(&out, Path::new("x")).unwrap();
-        assert_eq!(s.mode, crate::settings::Mode::Detect);
+        assert_eq!(s.mode, crate::config::settings::Mode::Detect);
     }
 
     #[test]

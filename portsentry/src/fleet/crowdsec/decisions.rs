@@ -7,7 +7,7 @@ use super::{
     godur::{self, Remaining},
     lapi::{Stream, StreamDecision},
 };
-use crate::cidr::Cidr;
+use crate::net::cidr::Cidr;
 
 /// A ban decision to enforce.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! (`bans/`), which applies each update; this module starts the workers and words the log.
 //! LAPI unreachable: nothing is lifted; bans expire at their own time.
 
+pub mod crowdsec;
+
 use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, Result};
@@ -13,7 +15,9 @@ use tokio::sync::mpsc;
 use crate::{
     bans::{BanBook, FleetApplied},
     clock::Now,
-    crowdsec::{
+    config::settings::CrowdsecSettings,
+    dataplane::Maps,
+    fleet::crowdsec::{
         alerts::{Alert, LocalBan},
         bouncer,
         decisions::FleetUpdate,
@@ -21,8 +25,6 @@ use crate::{
         pusher::{self, Machine, Outbox},
         Credentials, Log,
     },
-    dataplane::Maps,
-    settings::CrowdsecSettings,
 };
 
 /// Per-decision log lines are written for updates up to this size; bigger ones (a community

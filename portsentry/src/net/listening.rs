@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::ports::PortSet;
+use crate::net::ports::PortSet;
 
 /// TCP sockets in LISTEN state.
 const TCP_LISTEN: &str = "0A";

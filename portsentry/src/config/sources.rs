@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use crate::{
     cli::{GlobalArgs, LogFormatArg, ModeArg, RunArgs, XdpModeArg},
     config,
+    config::settings::{LogFormat, Mode, Settings, DEFAULT_CONFIG_PATH},
     dataplane::AttachMode,
-    ports::PortSet,
-    settings::{LogFormat, Mode, Settings, DEFAULT_CONFIG_PATH},
+    net::ports::PortSet,
 };
 
 /// Where the settings came from, for messages.

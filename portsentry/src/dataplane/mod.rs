@@ -22,7 +22,10 @@ use portsentry_common::{
 };
 use thiserror::Error;
 
-use crate::{cidr, cidr::Cidr, object, ports::PortSet};
+pub mod bpffs;
+pub mod object;
+
+use crate::{net::cidr, net::cidr::Cidr, net::ports::PortSet};
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {

@@ -22,7 +22,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::settings::CrowdsecSettings;
+use crate::config::settings::CrowdsecSettings;
 
 /// Sent as User-Agent: LAPI records it as the bouncer's version (`cscli bouncers list`).
 pub const USER_AGENT: &str = concat!("portsentry/", env!("CARGO_PKG_VERSION"));
@@ -33,7 +33,7 @@ pub const DECISION_ORIGIN: &str = "portsentry";
 /// A persisting failure is logged at most this often (the first one at once).
 pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
-pub type Log = crate::logging::LogFn;
+pub type Log = crate::detect::logging::LogFn;
 
 /// Rate-limits "still failing" reports and announces recovery.
 pub struct Reporter {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{cidr::Cidr, settings::parse_duration};
+use crate::{config::settings::parse_duration, net::cidr::Cidr};
 
 /// A duration or "never" (`None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

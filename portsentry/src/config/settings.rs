@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Result};
 use portsentry_common::{config_flags, Config, LAYOUT_VERSION};
 
-use crate::{cidr::Cidr, dataplane::AttachMode, ports::PortSet};
+use crate::{dataplane::AttachMode, net::cidr::Cidr, net::ports::PortSet};
 
 /// Classic PortSentry trap ports ("aware" set from the stock portsentry.conf): ports where no
 /// legitimate client has business, favoured by scanners and old trojans.
@@ -226,7 +226,7 @@ impl Settings {
             bail!("no guarded ports: set at least one TCP or UDP port");
         }
         if let Some(c) = &self.crowdsec {
-            crate::crowdsec::Credentials::resolve(c)?;
+            crate::fleet::crowdsec::Credentials::resolve(c)?;
         }
         Ok(())
     }

@@ -15,15 +15,15 @@ use std::{
 use toml_edit::{ImDocument, Item, Value};
 
 use crate::{
-    cidr::Cidr,
+    config::ignore,
+    config::settings::{parse_duration, CrowdsecSettings, HookSettings, LogFormat, Mode, Settings},
     dataplane::AttachMode,
-    ignore,
-    ports::PortSet,
-    settings::{parse_duration, CrowdsecSettings, HookSettings, LogFormat, Mode, Settings},
+    net::cidr::Cidr,
+    net::ports::PortSet,
 };
 
 /// The documented example config; it parses to `Settings::default()` (tested).
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../dist/portsentry.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../dist/portsentry.toml");
 
 /// Top-level keys, for unknown-key suggestions.
 const TOP_KEYS: &[&str] = &[
@@ -528,7 +528,7 @@ impl Parser<'_> {
             Value::String(s) => parse_duration(s.value()).map_err(|e| self.error(v.span(), key, e)),
             Value::Integer(n) if *n.value() >= 0 => {
                 let d = Duration::from_secs(*n.value() as u64);
-                crate::settings::check_duration(d, &n.value().to_string())
+                crate::config::settings::check_duration(d, &n.value().to_string())
                     .map_err(|e| self.error(v.span(), key, e))
                     .map(|d| (!d.is_zero()).then_some(d))
             }
@@ -601,10 +601,9 @@ impl Parser<'_> {
             let s = item
                 .as_str()
                 .ok_or_else(|| self.wrong_type(key, item, "a string"))?;
-            let c: Cidr = s
-                .trim()
-                .parse()
-                .map_err(|e: crate::cidr::CidrError| self.error(item.span(), key, e.to_string()))?;
+            let c: Cidr = s.trim().parse().map_err(|e: crate::net::cidr::CidrError| {
+                self.error(item.span(), key, e.to_string())
+            })?;
             if !out.contains(&c) {
                 out.push(c);
             }

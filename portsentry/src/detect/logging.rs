@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::{
     clock,
-    events::{EventKind, ProbeEvent},
-    settings::LogFormat,
+    config::settings::LogFormat,
+    detect::events::{EventKind, ProbeEvent},
 };
 
 /// Where worker threads and hook tasks send log lines; the event loop writes them.
@@ -208,7 +208,7 @@ fn scan_type_text(ev: &ProbeEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Protocol;
+    use crate::detect::events::Protocol;
 
     fn ev() -> ProbeEvent {
         ProbeEvent {

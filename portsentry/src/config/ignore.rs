@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::cidr::Cidr;
+use crate::net::cidr::Cidr;
 
 /// `PATH:LINE: message` (line 0: the file as a whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Cidr>, IgnoreError> {
         }
         let cidr: Cidr = entry
             .parse()
-            .map_err(|e: crate::cidr::CidrError| err(e.to_string()))?;
+            .map_err(|e: crate::net::cidr::CidrError| err(e.to_string()))?;
         if !out.contains(&cidr) {
             out.push(cidr);
         }

@@ -4,7 +4,7 @@
 //! and route multicast groups, registered with the tokio reactor. [`RouteWatch::changed`]
 //! resolves when the kernel reported at least one change; the messages are drained and
 //! discarded, not parsed: the caller recomputes the list from `/proc` and `getifaddrs`
-//! ([`crate::netinfo::auto_allow_list`]).
+//! ([`crate::net::netinfo::auto_allow_list`]).
 //!
 //! It must not touch anything else: no BPF maps, no allowlist state, no settings. Deciding
 //! what to allow and writing it to the kernel stays with the daemon.

@@ -17,20 +17,22 @@ use tokio::{
 
 use crate::{
     bans::{BanBook, MadeRoom, NewBan, Origin, Saved, StateError, StateStore, Trigger},
-    bpffs,
-    cidr::Cidr,
     cli::{GlobalArgs, RunArgs},
     clock::Now,
+    config::settings::{Mode, Settings},
+    config::sources,
     control::{self, socket, DaemonInfo, DAEMON_FILE},
-    crowdsec::alerts::LocalBan,
+    dataplane::bpffs,
     dataplane::{AttachMode, Dataplane, LoadOptions},
-    events::{self, EventKind, ProbeEvent},
+    detect::events::{self, EventKind, ProbeEvent},
+    detect::logging::{self, LogFn, LogSink},
+    fleet::crowdsec::alerts::LocalBan,
     fleet::Fleet,
     hooks::{BanInfo, HookRunner},
-    listening::{self, Listening},
-    logging::{self, LogFn, LogSink},
-    netinfo, netwatch, options,
-    settings::{Mode, Settings},
+    net::cidr::Cidr,
+    net::listening::{self, Listening},
+    net::netinfo,
+    net::netwatch,
 };
 
 /// How often advanced mode and the service check look for new listening sockets.
@@ -83,7 +85,7 @@ async fn next_route_change(watch: &mut Option<netwatch::RouteWatch>) -> std::io:
 /// Waits for the next fleet update, or forever without a bouncer.
 async fn next_fleet_update(
     fleet: &mut Option<Fleet>,
-) -> Option<crate::crowdsec::decisions::FleetUpdate> {
+) -> Option<crate::fleet::crowdsec::decisions::FleetUpdate> {
     match fleet.as_mut().and_then(|f| f.updates.as_mut()) {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -387,7 +389,7 @@ impl Daemon {
     }
 
     /// Enforces decisions pulled from LAPI.
-    fn on_fleet_update(&mut self, update: &crate::crowdsec::decisions::FleetUpdate) {
+    fn on_fleet_update(&mut self, update: &crate::fleet::crowdsec::decisions::FleetUpdate) {
         let Some(fleet) = self.fleet.as_mut() else {
             return;
         };
@@ -486,10 +488,10 @@ impl Daemon {
 
     fn reload(&mut self, global: &GlobalArgs, args: &RunArgs) {
         let loaded =
-            options::load(global)
+            sources::load(global)
                 .map_err(anyhow::Error::from)
                 .and_then(|(mut s, source)| {
-                    options::apply_run(&mut s, args)?;
+                    sources::apply_run(&mut s, args)?;
                     Ok((s, source))
                 });
         match loaded {

@@ -1,0 +1,6 @@
+//! What the XDP program reports and how it is told: ring-buffer events decoded into
+//! [`events::ProbeEvent`], and the log lines (PortSentry 2.x wording, JSON) and history file
+//! they become. Owns the history file; never touches maps or bans.
+
+pub mod events;
+pub mod logging;
