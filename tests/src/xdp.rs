@@ -6,41 +6,43 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use portsentry::{
-    config::settings::Settings,
+    bans::{BanBook, NewBan, Origin, Saved, StateStore},
+    clock::Now,
+    config::settings::LiveSettings,
+    daemon::guard,
     dataplane::{Dataplane, LoadOptions, Stats},
     detect::events::ProbeEvent,
-    net::cidr::Cidr,
-    net::ports::PortSet,
+    net::{cidr::Cidr, listening::Listening, ports::PortSet},
 };
-use portsentry_common::proto;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
-/// Test settings: the given guarded ports, no pinning, nothing auto-allowed.
-pub fn settings(tcp: &str, udp: &str) -> Settings {
-    Settings {
+/// Test settings: the given guarded ports, nothing auto-allowed.
+pub fn settings(tcp: &str, udp: &str) -> LiveSettings {
+    LiveSettings {
         tcp_ports: PortSet::parse(tcp).expect("test port list"),
         udp_ports: PortSet::parse(udp).expect("test port list"),
-        pin_dir: None,
         auto_allow: false,
-        ..Settings::default()
+        ..LiveSettings::default()
     }
 }
 
-/// A loaded, configured program instance with its own maps.
+/// A loaded program instance with its own maps, programmed the way the daemon does it:
+/// `daemon::guard` for ports, allowlist and config, a ban book for bans.
 pub struct TestXdp {
     pub dp: Dataplane,
+    pub book: BanBook,
     events: RingBuf<MapData>,
 }
 
 impl TestXdp {
-    pub fn load(settings: &Settings) -> Self {
+    pub fn load(settings: &LiveSettings) -> Self {
         Self::load_with(settings, &[], &[], None)
     }
 
     pub fn load_with(
-        settings: &Settings,
+        settings: &LiveSettings,
         allow: &[Cidr],
         ban_cidrs: &[Cidr],
         max_bans: Option<u32>,
@@ -52,23 +54,40 @@ impl TestXdp {
         })
         .expect("loading the XDP object (run the tests with `cargo xtask test`)");
         let events = dp.take_events().expect("ring buffer");
-        let mut t = Self { dp, events };
+        // Never saved: the book only needs a store to exist.
+        let store = StateStore::new(&std::env::temp_dir().join("portsentry-xdp-tests-unsaved"));
+        let (book, _) = BanBook::open(
+            store,
+            Saved::default(),
+            Some(&dp),
+            None,
+            false,
+            &Now::read(),
+        )
+        .expect("ban book");
+        let mut t = Self { dp, book, events };
         t.configure(settings, allow, ban_cidrs);
         t
     }
 
-    pub fn configure(&mut self, settings: &Settings, allow: &[Cidr], ban_cidrs: &[Cidr]) {
-        let allow_n = self.dp.set_allowlist(allow).expect("allowlist").count;
-        let ban_n = self.dp.set_ban_cidrs(ban_cidrs).expect("ban cidrs").count;
-        self.dp
-            .set_guarded_ports(proto::TCP, &settings.tcp_ports)
-            .expect("tcp ports");
-        self.dp
-            .set_guarded_ports(proto::UDP, &settings.udp_ports)
-            .expect("udp ports");
-        self.dp
-            .set_config(&settings.kernel_config(allow_n, ban_n))
-            .expect("config");
+    /// Programs ports, allowlist and config as the daemon does (no listening sockets), and
+    /// bans `ban_cidrs` through the ban book as manual bans.
+    pub fn configure(&mut self, settings: &LiveSettings, allow: &[Cidr], ban_cidrs: &[Cidr]) {
+        guard::write(&mut self.dp, settings, allow, &Listening::default()).expect("guard");
+        let now = Now::read();
+        for target in ban_cidrs {
+            let new = NewBan {
+                target: *target,
+                origin: Origin::Manual,
+                shadow: false,
+                expires_ms: None,
+                trigger: None,
+                fleet: None,
+            };
+            self.book
+                .ban(Some(&mut self.dp), new, &now)
+                .expect("ban through the book");
+        }
     }
 
     /// Runs one packet and returns the XDP verdict.

@@ -114,11 +114,11 @@ fn each_scan_type_is_classified_on_ipv4_and_ipv6() {
 mod thresholds {
     use std::{thread, time::Duration};
 
-    use portsentry::{config::settings::Settings, detect::events::EventKind};
+    use portsentry::{config::settings::LiveSettings, detect::events::EventKind};
 
     use super::*;
 
-    fn with(f: impl FnOnce(&mut Settings)) -> Settings {
+    fn with(f: impl FnOnce(&mut LiveSettings)) -> LiveSettings {
         let mut s = settings("111,112,113", "");
         f(&mut s);
         s

@@ -1,10 +1,21 @@
-//! Command-line interface. `main.rs` parses it and hands each verb to its module.
+//! The command line: what each verb accepts (clap derives) and, in `verbs/`, one file per verb
+//! that does it. Verbs talk to a running daemon through the control socket, or work on the
+//! ban book and pins without one; the daemon never calls code from here.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::{config::settings::parse_duration, net::cidr::Cidr};
+use crate::{
+    config::{
+        settings::{LogFormat, Mode},
+        values::parse_duration,
+    },
+    dataplane::AttachMode,
+    net::cidr::Cidr,
+};
+
+pub mod verbs;
 
 /// A duration or "never" (`None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +135,7 @@ pub struct RunArgs {
     pub ban_ttl: Option<Limit>,
     /// block: drop banned sources; detect: only count and log.
     #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Never count or ban this address or network (repeatable), e.g. 192.0.2.0/24.
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<Cidr>,
@@ -133,7 +144,7 @@ pub struct RunArgs {
     pub no_auto_allow: bool,
     /// XDP attach mode: auto tries native and falls back to generic.
     #[arg(long, value_enum)]
-    pub xdp_mode: Option<XdpModeArg>,
+    pub xdp_mode: Option<AttachMode>,
     /// Do not pin maps: state lives only as long as the process (bans still persist in
     /// the state directory).
     #[arg(long)]
@@ -149,24 +160,5 @@ pub struct RunArgs {
     pub history_file: Option<PathBuf>,
     /// Event log format.
     #[arg(long, value_enum)]
-    pub log_format: Option<LogFormatArg>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum ModeArg {
-    Block,
-    Detect,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum XdpModeArg {
-    Auto,
-    Native,
-    Generic,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum LogFormatArg {
-    Portsentry,
-    Json,
+    pub log_format: Option<LogFormat>,
 }

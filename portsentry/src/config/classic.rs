@@ -445,16 +445,20 @@ mod tests {
         }
         let without_files = out.replace("ignore_file =", "# ignore_file =");
         let s = config::parse_str(&without_files, Path::new("imported.toml")).unwrap();
-        assert_eq!(s.scan_trigger, 2);
-        assert!(s.tcp_ports.contains(6005) && !s.udp_ports.contains(8));
-        assert!(s.hooks.run_cmd_first && s.hooks.run_cmd_always && s.hooks.run_cmd.is_none());
+        assert_eq!(s.live.scan_trigger, 2);
+        assert!(s.live.tcp_ports.contains(6005) && !s.live.udp_ports.contains(8));
+        assert!(
+            s.live.hooks.run_cmd_first
+                && s.live.hooks.run_cmd_always
+                && s.live.hooks.run_cmd.is_none()
+        );
     }
 
     #[test]
     fn both_blocks_off_is_detect_mode() {
         let out = imp("TCP_PORTS=\"1\"\nBLOCK_TCP=\"0\"\nBLOCK_UDP=\"0\"\n").unwrap();
         let s = config::parse_str(&out, Path::new("x")).unwrap();
-        assert_eq!(s.mode, crate::config::settings::Mode::Detect);
+        assert_eq!(s.live.mode, crate::config::settings::Mode::Detect);
     }
 
     #[test]

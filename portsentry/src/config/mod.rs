@@ -1,11 +1,25 @@
-//! The configuration: the TOML file (`file`), the effective settings (`settings`), where they
-//! come from (`sources`: file, embedded default, command line), the PortSentry ignore file and
-//! the classic `portsentry.conf` importer. Pure: reads files, never maps or sockets.
+//! The configuration: the TOML file (`file`), the keys and their types (`settings`, `tables`,
+//! read and written by `values`), where settings come from (`sources`: file, embedded
+//! default, command line), the PortSentry ignore file and the classic `portsentry.conf`
+//! importer. Pure: reads files, never maps, bans or sockets.
+//!
+//! Adding a key: one field (with its doc, default and `#[serde(with)]` syntax) in
+//! `StartupSettings` (needs a restart) or `LiveSettings` (SIGHUP applies it), then
+//! dist/portsentry.toml and docs/CONFIG.md. Parsing, unknown-key hints, check-config output
+//! and reload warnings follow from the types.
 
 pub mod classic;
+mod error;
 mod file;
 pub mod ignore;
 pub mod settings;
 pub mod sources;
+mod tables;
+pub mod values;
 
-pub use file::{load_file, parse_str, render, ConfigError, EMBEDDED_DEFAULT};
+pub use error::ConfigError;
+pub use file::{load_file, parse_str, render, EMBEDDED_DEFAULT};
+pub use tables::{CrowdsecSettings, HookSettings, DEFAULT_CROWDSEC_SCENARIO, DEFAULT_HOSTS_DENY};
+
+#[cfg(test)]
+mod tests;

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::{
-    cli::{GlobalArgs, LogFormatArg, ModeArg, RunArgs, XdpModeArg},
-    config,
-    config::settings::{LogFormat, Mode, Settings, DEFAULT_CONFIG_PATH},
-    dataplane::AttachMode,
+    cli::{GlobalArgs, RunArgs},
+    config::{
+        self,
+        settings::{Settings, DEFAULT_CONFIG_PATH},
+    },
     net::ports::PortSet,
 };
 
@@ -45,67 +46,58 @@ pub fn load(global: &GlobalArgs) -> Result<(Settings, Source), config::ConfigErr
 
 pub fn apply_global(s: &mut Settings, global: &GlobalArgs) {
     if let Some(dir) = &global.state_dir {
-        s.state_dir = dir.clone();
+        s.startup.state_dir = dir.clone();
     }
     if let Some(dir) = &global.pin_dir {
-        s.pin_dir = Some(dir.clone());
+        s.startup.pin_dir = Some(dir.clone());
     }
 }
 
 /// `portsentry run` flags on top of the file's settings.
 pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
+    let (startup, live) = (&mut s.startup, &mut s.live);
     if !args.interfaces.is_empty() {
-        s.interfaces = args.interfaces.clone();
+        startup.interfaces = args.interfaces.clone();
     }
     if let Some(list) = &args.tcp_ports {
-        s.tcp_ports = PortSet::parse(list).with_context(|| format!("--tcp-ports {list:?}"))?;
+        live.tcp_ports = PortSet::parse(list).with_context(|| format!("--tcp-ports {list:?}"))?;
     }
     if let Some(list) = &args.udp_ports {
-        s.udp_ports = PortSet::parse(list).with_context(|| format!("--udp-ports {list:?}"))?;
+        live.udp_ports = PortSet::parse(list).with_context(|| format!("--udp-ports {list:?}"))?;
     }
     if let Some(n) = args.scan_trigger {
-        s.scan_trigger = n;
+        live.scan_trigger = n;
     }
     if let Some(w) = args.window {
-        s.window = w.0;
+        live.window = w.0;
     }
     if let Some(t) = args.ban_ttl {
-        s.ban_ttl = t.0;
+        live.ban_ttl = t.0;
     }
     if let Some(m) = args.mode {
-        s.mode = match m {
-            ModeArg::Block => Mode::Block,
-            ModeArg::Detect => Mode::Detect,
-        };
+        live.mode = m;
     }
-    s.allow.extend(args.allow.iter().copied());
+    live.allow.extend(args.allow.iter().copied());
     if args.no_auto_allow {
-        s.auto_allow = false;
+        live.auto_allow = false;
     }
     if let Some(x) = args.xdp_mode {
-        s.xdp_mode = match x {
-            XdpModeArg::Auto => AttachMode::Auto,
-            XdpModeArg::Native => AttachMode::Native,
-            XdpModeArg::Generic => AttachMode::Generic,
-        };
+        startup.xdp_mode = x;
     }
     if args.no_pin {
-        s.pin_dir = None;
+        startup.pin_dir = None;
     }
-    if args.max_bans.is_some() {
-        s.max_bans = args.max_bans;
+    if let Some(n) = args.max_bans {
+        startup.max_bans = n;
     }
-    if args.max_ban_networks.is_some() {
-        s.max_ban_networks = args.max_ban_networks;
+    if let Some(n) = args.max_ban_networks {
+        startup.max_ban_networks = n;
     }
     if let Some(h) = &args.history_file {
-        s.history_file = Some(h.clone());
+        live.history_file = Some(h.clone());
     }
     if let Some(f) = args.log_format {
-        s.log_format = match f {
-            LogFormatArg::Portsentry => LogFormat::Portsentry,
-            LogFormatArg::Json => LogFormat::Json,
-        };
+        live.log_format = f;
     }
     s.validate()?;
     Ok(())

@@ -44,7 +44,7 @@ pub fn run(settings: &Settings, req: &Request) -> Result<u8> {
 }
 
 fn dispatch(settings: &Settings, req: &Request) -> Result<Reply> {
-    let path = socket::socket_path(&settings.state_dir);
+    let path = socket::socket_path(&settings.startup.state_dir);
     match socket::call(&path, req) {
         Ok(reply) => {
             eprintln!(
@@ -58,9 +58,10 @@ fn dispatch(settings: &Settings, req: &Request) -> Result<Reply> {
         }
         Err(socket::CallError::NoDaemon(_)) => {}
     }
-    let info: Option<DaemonInfo> = std::fs::read_to_string(settings.state_dir.join(DAEMON_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let info: Option<DaemonInfo> =
+        std::fs::read_to_string(settings.startup.state_dir.join(DAEMON_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
     if let Some(i) = info.filter(|i| pid_alive(i.pid) && i.pid != std::process::id()) {
         bail!(
             "a daemon is running (pid {}) but its control socket {} does not answer; nothing was \
@@ -74,14 +75,14 @@ fn dispatch(settings: &Settings, req: &Request) -> Result<Reply> {
 
 /// No daemon: the pinned maps (if any) and the state file, through a ban book.
 fn offline(settings: &Settings, req: &Request) -> Result<Reply> {
-    let store = crate::bans::StateStore::new(&settings.state_dir);
-    let mut maps = match &settings.pin_dir {
+    let store = crate::bans::StateStore::new(&settings.startup.state_dir);
+    let mut maps = match &settings.startup.pin_dir {
         Some(dir) => Maps::open_pinned(dir)
             .with_context(|| format!("opening pinned maps in {}", dir.display()))?,
         None => None,
     };
     let state = store.path();
-    match (&maps, &settings.pin_dir) {
+    match (&maps, &settings.startup.pin_dir) {
         (Some(_), Some(dir)) => eprintln!(
             "portsentry: no daemon is running; acting on the pinned maps in {} and {}",
             dir.display(),
@@ -107,7 +108,7 @@ fn offline(settings: &Settings, req: &Request) -> Result<Reply> {
             book: &mut book,
             maps: maps.as_mut(),
             daemon: None,
-            pin_dir: settings.pin_dir.as_deref(),
+            pin_dir: settings.startup.pin_dir.as_deref(),
         },
     );
     if req.mutates() && book.is_dirty() {

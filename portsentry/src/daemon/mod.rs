@@ -1,6 +1,8 @@
 //! `portsentry run`: load, restore bans, configure, attach, then log events, run hooks, persist
 //! bans and reload on SIGHUP until SIGINT/SIGTERM.
 
+pub mod guard;
+
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -23,14 +25,14 @@ use crate::{
     config::sources,
     control::{self, socket, DaemonInfo, DAEMON_FILE},
     dataplane::bpffs,
-    dataplane::{AttachMode, Dataplane, LoadOptions},
+    dataplane::{AttachMode, Dataplane, LoadOptions, TrieWrite},
     detect::events::{self, EventKind, ProbeEvent},
     detect::logging::{self, LogFn, LogSink},
     fleet::crowdsec::alerts::LocalBan,
     fleet::Fleet,
     hooks::{BanInfo, HookRunner},
     net::cidr::Cidr,
-    net::listening::{self, Listening},
+    net::listening::Listening,
     net::netinfo,
     net::netwatch,
 };
@@ -95,29 +97,28 @@ async fn next_fleet_update(
 impl Daemon {
     /// Writes ports, allowlist, hooks and the config block from `self.settings`.
     fn apply(&mut self) -> Result<()> {
-        self.auto_allow = if self.settings.auto_allow {
+        self.auto_allow = if self.settings.live.auto_allow {
             netinfo::auto_allow_list(&self.lapi_hosts)?
         } else {
             Vec::new()
         };
-        let allow_count = self.write_allowlist()?;
-        self.refresh_ports()?;
-        // The banned-network count is the ban book's; keep what it wrote.
-        let ban_cidr_count = self.dp.config().map(|c| c.ban_cidr_count).unwrap_or(0);
-        self.dp
-            .set_config(&self.settings.kernel_config(allow_count, ban_cidr_count))?;
-        self.hooks.reload(self.settings.hooks.clone());
+        let allow = self.allowlist();
+        let written = guard::write(&mut self.dp, &self.settings.live, &allow, &self.listening)?;
+        self.report_refused_allow(&written);
+        self.lift_allowlisted(&allow)?;
+        let allow_count = written.count;
+        self.hooks.reload(self.settings.live.hooks.clone());
         self.sink = LogSink::new(
-            self.settings.log_format,
-            self.settings.history_file.as_deref(),
+            self.settings.live.log_format,
+            self.settings.live.history_file.as_deref(),
         );
         eprintln!(
             "portsentry: guarding TCP [{}] UDP [{}]{}; mode {}; trigger {}; {} allowlist entr{}",
-            self.settings.tcp_ports,
-            self.settings.udp_ports,
+            self.settings.live.tcp_ports,
+            self.settings.live.udp_ports,
             match (
-                self.settings.advanced_tcp_below,
-                self.settings.advanced_udp_below
+                self.settings.live.advanced_tcp_below,
+                self.settings.live.advanced_udp_below
             ) {
                 (None, None) => String::new(),
                 (t, u) => format!(
@@ -126,36 +127,41 @@ impl Daemon {
                     u.map_or("-".into(), |n| n.to_string())
                 ),
             },
-            if self.settings.mode == Mode::Block {
+            if self.settings.live.mode == Mode::Block {
                 "block"
             } else {
                 "detect"
             },
-            self.settings.effective_trigger(),
+            self.settings.live.effective_trigger(),
             allow_count,
             if allow_count == 1 { "y" } else { "ies" }
         );
         Ok(())
     }
 
-    /// Writes the configured plus automatic allowlist into the kernel and hands it to the ban
-    /// book, which lifts every ban it now covers. Returns the trie's entry count.
-    fn write_allowlist(&mut self) -> Result<u32> {
-        let mut allow = self.settings.allow.clone();
+    /// The configured plus automatic allowlist, sorted and without duplicates.
+    fn allowlist(&self) -> Vec<Cidr> {
+        let mut allow = self.settings.live.allow.clone();
         allow.extend(self.auto_allow.iter().copied());
         allow.sort();
         allow.dedup();
-        let written = self.dp.set_allowlist(&allow)?;
-        if !written.refused.is_empty() {
+        allow
+    }
+
+    fn report_refused_allow(&self, written: &TrieWrite) {
+        if let Some(first) = written.refused.first() {
             eprintln!(
-                "portsentry: error: the allowlist trie is full: {} entr(y/ies) not written (first: {})",
+                "portsentry: error: the allowlist trie is full: {} entr(y/ies) not written (first: {first})",
                 written.refused.len(),
-                written.refused[0]
             );
         }
+    }
+
+    /// Hands the allowlist to the ban book, which lifts every ban it now covers.
+    fn lift_allowlisted(&mut self, allow: &[Cidr]) -> Result<()> {
         let lifted = self
             .book
-            .set_allowlist(Some(&mut self.dp), &allow, &Now::read())?;
+            .set_allowlist(Some(&mut self.dp), allow, &Now::read())?;
         if !lifted.is_empty() {
             let shown: Vec<String> = lifted.iter().take(10).map(Cidr::to_string).collect();
             self.sink.line(&format!(
@@ -166,13 +172,13 @@ impl Daemon {
             ));
             self.mark_dirty();
         }
-        Ok(written.count)
+        Ok(())
     }
 
     /// An address or route changed: recompute the automatic allowlist and apply it if it
     /// differs (a new gateway is protected before a spoofed probe from it can count).
     fn refresh_auto_allow(&mut self) {
-        if !self.settings.auto_allow {
+        if !self.settings.live.auto_allow {
             return;
         }
         let fresh = match netinfo::auto_allow_list(&self.lapi_hosts) {
@@ -186,12 +192,14 @@ impl Daemon {
             return;
         }
         self.auto_allow = fresh;
-        let result = self.write_allowlist().and_then(|count| {
-            let mut config = self.dp.config()?;
-            config.allow_cidr_count = count;
-            self.dp.set_config(&config)?;
-            Ok(count)
-        });
+        let allow = self.allowlist();
+        let result = guard::write_allowlist(&mut self.dp, &allow)
+            .map_err(anyhow::Error::from)
+            .and_then(|written| {
+                self.report_refused_allow(&written);
+                self.lift_allowlisted(&allow)?;
+                Ok(written.count)
+            });
         match result {
             Ok(count) => eprintln!(
                 "portsentry: addresses or routes changed; automatic allowlist updated ({} automatic, {count} in total)",
@@ -207,21 +215,7 @@ impl Daemon {
 
     /// Recomputes the guarded ports from the settings and the listening sockets.
     fn refresh_ports(&mut self) -> Result<()> {
-        let s = &self.settings;
-        let tcp = listening::guarded(
-            &s.tcp_ports,
-            s.advanced_tcp_below,
-            &s.advanced_exclude_tcp,
-            &self.listening.tcp,
-        );
-        let udp = listening::guarded(
-            &s.udp_ports,
-            s.advanced_udp_below,
-            &s.advanced_exclude_udp,
-            &self.listening.udp,
-        );
-        self.dp.set_guarded_ports(proto::TCP, &tcp)?;
-        self.dp.set_guarded_ports(proto::UDP, &udp)?;
+        guard::write_ports(&mut self.dp, &self.settings.live, &self.listening)?;
         Ok(())
     }
 
@@ -237,8 +231,8 @@ impl Daemon {
 
     /// Attaches to `iface` and records where; returns the mode name.
     fn attach(&mut self, iface: &str) -> Result<&'static str> {
-        let mode = self.dp.attach(iface, self.settings.xdp_mode)?;
-        if self.settings.xdp_mode == AttachMode::Auto && mode == AttachMode::Generic {
+        let mode = self.dp.attach(iface, self.settings.startup.xdp_mode)?;
+        if self.settings.startup.xdp_mode == AttachMode::Auto && mode == AttachMode::Generic {
             eprintln!("portsentry: warning: {iface} has no native XDP support; using generic XDP (slower)");
         }
         let index = nix::net::if_::if_nametoindex(iface).ok();
@@ -301,7 +295,7 @@ impl Daemon {
             }
         }
         self.sink
-            .event(&ev, self.settings.effective_trigger(), &iface);
+            .event(&ev, self.settings.live.effective_trigger(), &iface);
         if ev.kind == EventKind::Ban {
             self.respond(&ev, &iface);
         }
@@ -323,7 +317,7 @@ impl Daemon {
             target: Cidr::host(ev.src),
             origin: Origin::Detected,
             shadow: !ev.dropped,
-            expires_ms: self.settings.ban_ttl.map(|ttl| {
+            expires_ms: self.settings.live.ban_ttl.map(|ttl| {
                 now.unix_ms
                     .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             }),
@@ -381,7 +375,7 @@ impl Daemon {
                 scan: ev.scan.name().to_owned(),
                 probes: ev.count,
                 enforced: blocked,
-                ttl: self.settings.ban_ttl,
+                ttl: self.settings.live.ban_ttl,
                 interface: iface.to_owned(),
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             });
@@ -412,7 +406,7 @@ impl Daemon {
                 book: &mut self.book,
                 maps: Some(&mut self.dp),
                 daemon: self.info.as_ref(),
-                pin_dir: self.settings.pin_dir.as_deref(),
+                pin_dir: self.settings.startup.pin_dir.as_deref(),
             },
         );
         if req.mutates() && self.book.is_dirty() {
@@ -478,7 +472,7 @@ impl Daemon {
     /// Block mode never enforces what detect mode recorded, unless the operator asks.
     fn report_shadow_bans(&self) {
         let n = self.book.shadow_count();
-        if self.settings.mode == Mode::Block && n > 0 {
+        if self.settings.live.mode == Mode::Block && n > 0 {
             eprintln!(
                 "portsentry: block mode: {n} shadow ban(s) from detect mode are not enforced; \
                  `portsentry promote-shadow` enforces them"
@@ -496,42 +490,16 @@ impl Daemon {
                 });
         match loaded {
             Ok((s, source)) => {
-                if s.interfaces != self.settings.interfaces || s.xdp_mode != self.settings.xdp_mode
-                {
-                    eprintln!("portsentry: warning: interfaces and xdp_mode changes take effect on restart only");
-                }
-                if s.crowdsec != self.settings.crowdsec {
+                let restart_only = self.settings.startup.changed_keys(&s.startup);
+                if !restart_only.is_empty() {
                     eprintln!(
-                        "portsentry: warning: [crowdsec] changes take effect on restart only"
+                        "portsentry: warning: {} change(s) take effect on restart only",
+                        restart_only.join(", ")
                     );
                 }
-                if s.pin_dir != self.settings.pin_dir
-                    || s.state_dir != self.settings.state_dir
-                    || s.max_bans != self.settings.max_bans
-                    || s.max_ban_networks != self.settings.max_ban_networks
-                {
-                    eprintln!("portsentry: warning: pin_dir, state_dir, max_bans and max_ban_networks changes take effect on restart only");
-                }
-                let to_block = self.settings.mode == Mode::Detect && s.mode == Mode::Block;
-                let crowdsec = self.settings.crowdsec.clone();
-                let keep = (
-                    self.settings.interfaces.clone(),
-                    self.settings.xdp_mode,
-                    self.settings.pin_dir.clone(),
-                    self.settings.state_dir.clone(),
-                    self.settings.max_bans,
-                    self.settings.max_ban_networks,
-                );
-                self.settings = s;
-                (
-                    self.settings.interfaces,
-                    self.settings.xdp_mode,
-                    self.settings.pin_dir,
-                    self.settings.state_dir,
-                    self.settings.max_bans,
-                    self.settings.max_ban_networks,
-                ) = keep;
-                self.settings.crowdsec = crowdsec;
+                let to_block =
+                    self.settings.live.mode == Mode::Detect && s.live.mode == Mode::Block;
+                self.settings.live = s.live;
                 match self.apply() {
                     Ok(()) => {
                         eprintln!("portsentry: reloaded configuration from {source}; bans kept");
@@ -552,20 +520,20 @@ impl Daemon {
 }
 
 pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Result<()> {
-    let interfaces = if settings.interfaces.is_empty() {
+    let interfaces = if settings.startup.interfaces.is_empty() {
         vec![netinfo::default_route_iface()?]
     } else {
-        settings.interfaces.clone()
+        settings.startup.interfaces.clone()
     };
-    if let Some(dir) = &settings.pin_dir {
+    if let Some(dir) = &settings.startup.pin_dir {
         bpffs::ensure_pin_dir(dir)?;
     }
     let mut dp = Dataplane::load(&LoadOptions {
-        pin_dir: settings.pin_dir.clone(),
-        max_bans: settings.max_bans,
-        max_ban_networks: settings.max_ban_networks,
+        pin_dir: settings.startup.pin_dir.clone(),
+        max_bans: Some(settings.startup.max_bans),
+        max_ban_networks: Some(settings.startup.max_ban_networks),
     })?;
-    if let (Some(m), Some(dir)) = (&dp.migrated, &settings.pin_dir) {
+    if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
         eprintln!(
             "portsentry: migrated pinned maps in {}: {}; {}",
             dir.display(),
@@ -584,7 +552,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
 
     // Bans from the last run. A damaged or too-new state file is kept aside and reported, not
     // fatal: a security daemon that refuses to start protects nothing.
-    let store = StateStore::new(&settings.state_dir);
+    let store = StateStore::new(&settings.startup.state_dir);
     let saved = match store.load() {
         Ok(s) => s,
         Err(e @ (StateError::Corrupt { .. } | StateError::TooNew { .. })) => {
@@ -629,8 +597,9 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let log_line: LogFn = Arc::new(move |line: String| {
         let _ = log_tx.send(line);
     });
-    let hooks = HookRunner::new(settings.hooks.clone(), log_line.clone());
+    let hooks = HookRunner::new(settings.live.hooks.clone(), log_line.clone());
     let lapi_hosts = settings
+        .startup
         .crowdsec
         .as_ref()
         .map(|c| netinfo::lapi_hosts(&c.lapi_url))
@@ -638,7 +607,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut d = Daemon {
         dp,
         book,
-        sink: LogSink::new(settings.log_format, settings.history_file.as_deref()),
+        sink: LogSink::new(
+            settings.live.log_format,
+            settings.live.history_file.as_deref(),
+        ),
         settings,
         hooks,
         listening: Listening::read(),
@@ -661,9 +633,9 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     }
 
     // Fleet mode starts after the allowlist is known (decisions touching it are not enforced).
-    if let Some(c) = d.settings.crowdsec.clone() {
+    if let Some(c) = d.settings.startup.crowdsec.clone() {
         let fleet_log = log_line.clone();
-        let fleet = Fleet::start(&c, &d.settings.state_dir, fleet_log)?;
+        let fleet = Fleet::start(&c, &d.settings.startup.state_dir, fleet_log)?;
         eprintln!("{}", fleet.describe());
         d.fleet = Some(fleet);
     }
@@ -678,10 +650,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         pid: std::process::id(),
         started_at_ms: crate::clock::unix_ms(),
         interfaces: attached,
-        pin_dir: d.settings.pin_dir.clone(),
+        pin_dir: d.settings.startup.pin_dir.clone(),
     };
-    let info_path = d.settings.state_dir.join(DAEMON_FILE);
-    if let Err(e) = std::fs::create_dir_all(&d.settings.state_dir)
+    let info_path = d.settings.startup.state_dir.join(DAEMON_FILE);
+    if let Err(e) = std::fs::create_dir_all(&d.settings.startup.state_dir)
         .and_then(|()| std::fs::write(&info_path, serde_json::to_string(&info).unwrap_or_default()))
     {
         eprintln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
@@ -689,7 +661,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     d.info = Some(info);
 
     // The control socket: verbs act on the live state through the event loop.
-    let socket_path = socket::socket_path(&d.settings.state_dir);
+    let socket_path = socket::socket_path(&d.settings.startup.state_dir);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<socket::Call>(16);
     let server = match socket::bind(&socket_path) {
         Ok(listener) => Some(tokio::spawn(socket::serve(listener, ctl_tx))),

@@ -71,13 +71,29 @@ pub enum DataplaneError {
 type Result<T> = std::result::Result<T, DataplaneError>;
 
 /// How to attach: PortSentry users pick "auto" (native, falling back to generic).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
     #[default]
     Auto,
+    /// Driver mode only: fails where the driver has no XDP support.
     Native,
+    /// Generic (skb) mode: works everywhere, slower.
     Generic,
 }
+
+crate::config::settings::display_as_value_name!(AttachMode);
 
 /// Load-time settings.
 #[derive(Clone, Debug, Default)]

@@ -187,8 +187,19 @@ impl serde::Serialize for Cidr {
 
 impl<'de> serde::Deserialize<'de> for Cidr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        // A visitor rather than `String::deserialize` then parse: the error is then raised
+        // while the value is being read, so a config error points at the list element.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Cidr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address or network such as \"192.0.2.0/24\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Cidr, E> {
+                s.trim().parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 

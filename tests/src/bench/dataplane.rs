@@ -9,7 +9,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use portsentry::{config::settings::Settings, net::cidr::Cidr};
+use portsentry::{config::settings::LiveSettings, net::cidr::Cidr};
 use portsentry_common::{ban_origin, proto, BanEntry, ScanType};
 
 use super::{Figure, Plan};
@@ -219,7 +219,7 @@ fn measure(
 pub fn run(plan: Plan, baseline_object: &Path) -> Result<Vec<Figure>> {
     let base = Baseline::load(baseline_object)?;
     // The probe source counts but is never banned: a trigger no scanner reaches.
-    let s = Settings {
+    let s = LiveSettings {
         scan_trigger: u32::MAX,
         ..settings("111", "")
     };

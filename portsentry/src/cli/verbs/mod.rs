@@ -1,0 +1,74 @@
+//! One file per verb. Each turns its arguments into work for the layer that owns it: the
+//! daemon (`run`), the control socket or the ban book on pins (`status`, `list`, `ban`,
+//! `unban`, `promote-shadow`), the config parser (`check-config`, `import-conf`).
+
+use std::process::ExitCode;
+
+use super::{Cli, Command};
+use crate::{
+    config::{settings::Settings, sources},
+    control::{self, Request},
+};
+
+mod ban;
+mod check_config;
+mod import_conf;
+mod list;
+mod promote_shadow;
+mod run;
+mod status;
+mod unban;
+
+/// Why a verb failed, which decides the exit code: 2 usage or configuration, 1 runtime.
+pub enum Failure {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Usage(_) => ExitCode::from(2),
+            Failure::Runtime(_) => ExitCode::from(1),
+        }
+    }
+
+    pub fn error(&self) -> &anyhow::Error {
+        match self {
+            Failure::Usage(e) | Failure::Runtime(e) => e,
+        }
+    }
+}
+
+pub type VerbResult = Result<ExitCode, Failure>;
+
+/// Runs the verb the command line names.
+pub fn dispatch(cli: Cli) -> VerbResult {
+    match cli.command {
+        Command::Run(args) => run::run(cli.global, args),
+        Command::Status { json } => status::run(&cli.global, json),
+        Command::List { json } => list::run(&cli.global, json),
+        Command::Ban { target, ttl } => ban::run(&cli.global, target, ttl),
+        Command::Unban { targets, all } => unban::run(&cli.global, targets, all),
+        Command::PromoteShadow => promote_shadow::run(&cli.global),
+        Command::CheckConfig { path } => check_config::run(&cli.global, path),
+        Command::ImportConf { path } => import_conf::run(&path),
+    }
+}
+
+/// The settings from `--config` (or the default path, or the embedded default) and the
+/// global overrides; a bad file is a usage error.
+fn settings(global: &super::GlobalArgs) -> Result<Settings, Failure> {
+    sources::load(global)
+        .map(|(s, _)| s)
+        .map_err(|e| Failure::Usage(e.into()))
+}
+
+/// Sends `req` to the daemon's control socket, or without a daemon does it on the pins and
+/// the state file.
+fn control_request(global: &super::GlobalArgs, req: Request) -> VerbResult {
+    let s = settings(global)?;
+    control::run(&s, &req)
+        .map(ExitCode::from)
+        .map_err(Failure::Runtime)
+}

@@ -1,0 +1,163 @@
+//! The `[hooks]` and `[crowdsec]` tables.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::values;
+
+pub const DEFAULT_HOSTS_DENY: &str = "/etc/hosts.deny";
+pub const DEFAULT_CROWDSEC_SCENARIO: &str = "portsentry/port-scan";
+
+/// PortSentry's KILL_* response hooks, made safe: argv lists, never a shell.
+///
+/// Placeholders in every argv element and in `hosts_deny`: `$TARGET$`/`{target}` (source
+/// address), `$PORT$`/`{port}` (destination port), `$MODE$`/`{mode}` (`tcp`/`udp`),
+/// `{proto}` (`TCP`/`UDP`), `{scan}` (scan type text).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// KILL_RUN_CMD: run on every ban; `[]` runs nothing.
+    #[serde(with = "values::argv")]
+    pub run_cmd: Option<Vec<String>>,
+    /// KILL_HOSTS_DENY: this line is appended to `hosts_deny_file` on every ban.
+    #[serde(with = "values::hosts_deny_line")]
+    pub hosts_deny: Option<String>,
+    #[serde(with = "values::required_path")]
+    pub hosts_deny_file: PathBuf,
+    /// KILL_ROUTE: run on every ban (after hosts_deny).
+    #[serde(with = "values::targeted_argv")]
+    pub kill_route: Option<Vec<String>>,
+    /// KILL_RUN_CMD_FIRST: run_cmd before hosts_deny and kill_route instead of after.
+    pub run_cmd_first: bool,
+    /// Also run `run_cmd` for bans that are not enforced (detect mode, `block_tcp`/`block_udp`
+    /// off): PortSentry's BLOCK_TCP/BLOCK_UDP = 2. hosts_deny and kill_route block, so they run
+    /// only for enforced bans.
+    pub run_cmd_always: bool,
+    /// Each command is killed after this long and counted as failed.
+    #[serde(with = "values::bounded_duration")]
+    pub timeout: Duration,
+    /// Ban responses (each a sequence of the hooks above) running at once; more are skipped.
+    #[serde(deserialize_with = "values::int_in::<_, _, 1, 1024>")]
+    pub max_concurrent: usize,
+    /// Ban responses started per minute at most; more are skipped.
+    #[serde(deserialize_with = "values::int_in::<_, _, 0, 4294967295>")]
+    pub max_per_minute: u32,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        Self {
+            run_cmd: None,
+            hosts_deny: None,
+            hosts_deny_file: PathBuf::from(DEFAULT_HOSTS_DENY),
+            kill_route: None,
+            run_cmd_first: false,
+            run_cmd_always: false,
+            timeout: Duration::from_secs(10),
+            max_concurrent: 4,
+            max_per_minute: 60,
+        }
+    }
+}
+
+impl HookSettings {
+    pub fn is_empty(&self) -> bool {
+        self.run_cmd.is_none() && self.hosts_deny.is_none() && self.kill_route.is_none()
+    }
+}
+
+/// `[crowdsec]`: join a CrowdSec Local API (LAPI) as a bouncer (enforce fleet decisions) and/or
+/// as a machine (push our bans as alerts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrowdsecSettings {
+    /// e.g. `http://127.0.0.1:8080`; `https://` is verified against the Mozilla root store.
+    #[serde(with = "values::lapi_url")]
+    pub lapi_url: String,
+    /// Bouncer API key (`cscli bouncers add`); with `api_key_file`, the file's first line.
+    #[serde(with = "values::secret", skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(
+        with = "values::optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_key_file: Option<PathBuf>,
+    /// How often the decision stream is pulled.
+    #[serde(with = "values::poll_interval")]
+    pub update_frequency: Duration,
+    /// Machine login and password (`cscli machines add`), or `credentials_file`.
+    #[serde(
+        with = "values::optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub login: Option<String>,
+    #[serde(with = "values::secret", skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// cscli's `local_api_credentials.yaml` format: `login:` and `password:` lines.
+    #[serde(
+        with = "values::optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credentials_file: Option<PathBuf>,
+    /// Scenario name of the alerts we push.
+    #[serde(with = "values::scenario")]
+    pub scenario: String,
+    /// Alerts kept (in memory and in `state_dir`) while LAPI is unreachable; the oldest go first.
+    #[serde(deserialize_with = "values::int_in::<_, _, 1, 1000000>")]
+    pub queue_max: usize,
+}
+
+impl Default for CrowdsecSettings {
+    fn default() -> Self {
+        Self {
+            lapi_url: String::new(),
+            api_key: None,
+            api_key_file: None,
+            update_frequency: Duration::from_secs(2),
+            login: None,
+            password: None,
+            credentials_file: None,
+            scenario: DEFAULT_CROWDSEC_SCENARIO.to_owned(),
+            queue_max: 10_000,
+        }
+    }
+}
+
+impl CrowdsecSettings {
+    /// Pulls decisions (has a bouncer key).
+    pub fn is_bouncer(&self) -> bool {
+        self.api_key.is_some() || self.api_key_file.is_some()
+    }
+
+    /// Pushes alerts (has machine credentials).
+    pub fn is_machine(&self) -> bool {
+        self.login.is_some() || self.credentials_file.is_some()
+    }
+
+    /// Rules between keys of the table; `Err((key, message))` names the key at fault.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let pair = |a: &str, b: &str| {
+            format!("`crowdsec.{a}` and `crowdsec.{b}` exclude each other: use one")
+        };
+        if self.lapi_url.is_empty() {
+            return Err((
+                "crowdsec.lapi_url",
+                "is required in [crowdsec], e.g. lapi_url = \"http://127.0.0.1:8080\"".into(),
+            ));
+        }
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return Err(("crowdsec", pair("api_key", "api_key_file")));
+        }
+        if self.credentials_file.is_some() && (self.login.is_some() || self.password.is_some()) {
+            return Err(("crowdsec", pair("credentials_file", "login/password")));
+        }
+        if self.login.is_some() != self.password.is_some() {
+            return Err(("crowdsec", "`login` and `password` go together: set both (from `cscli machines add NAME --password P`)".into()));
+        }
+        if !self.is_bouncer() && !self.is_machine() {
+            return Err(("crowdsec", "nothing to do: set `api_key` (pull decisions, from `cscli bouncers add NAME`) and/or `login`+`password` (push alerts, from `cscli machines add NAME`)".into()));
+        }
+        Ok(())
+    }
+}

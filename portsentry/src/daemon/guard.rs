@@ -1,0 +1,61 @@
+//! What the daemon writes into the kernel from the live settings, bans aside: the guarded
+//! ports (advanced mode skips ports with a listening socket), the allowlist trie and the
+//! config block. The data-plane tests program the XDP program through these same functions.
+//! Bans are the ban book's: nothing here writes PS_BANS or PS_BAN_CIDRS.
+
+use portsentry_common::proto;
+
+use crate::{
+    config::settings::LiveSettings,
+    dataplane::{DataplaneError, Maps, TrieWrite},
+    net::{cidr::Cidr, listening},
+};
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// Writes ports, allowlist and the config block; the banned-network count in the block is
+/// kept as the ban book wrote it.
+pub fn write(
+    maps: &mut Maps,
+    live: &LiveSettings,
+    allow: &[Cidr],
+    sockets: &listening::Listening,
+) -> Result<TrieWrite> {
+    let written = maps.set_allowlist(allow)?;
+    write_ports(maps, live, sockets)?;
+    let ban_cidr_count = maps.config().map(|c| c.ban_cidr_count).unwrap_or(0);
+    maps.set_config(&live.kernel_config(written.count, ban_cidr_count))?;
+    Ok(written)
+}
+
+/// Replaces the allowlist trie and its count in the config block.
+pub fn write_allowlist(maps: &mut Maps, allow: &[Cidr]) -> Result<TrieWrite> {
+    let written = maps.set_allowlist(allow)?;
+    let mut config = maps.config()?;
+    config.allow_cidr_count = written.count;
+    maps.set_config(&config)?;
+    Ok(written)
+}
+
+/// The guarded ports: the configured lists plus advanced mode's ports without a listener.
+pub fn write_ports(
+    maps: &mut Maps,
+    live: &LiveSettings,
+    sockets: &listening::Listening,
+) -> Result<()> {
+    let tcp = listening::guarded(
+        &live.tcp_ports,
+        live.advanced_tcp_below,
+        &live.advanced_exclude_tcp,
+        &sockets.tcp,
+    );
+    let udp = listening::guarded(
+        &live.udp_ports,
+        live.advanced_udp_below,
+        &live.advanced_exclude_udp,
+        &sockets.udp,
+    );
+    maps.set_guarded_ports(proto::TCP, &tcp)?;
+    maps.set_guarded_ports(proto::UDP, &udp)?;
+    Ok(())
+}
