@@ -4,7 +4,8 @@
 //! `config` (what to guard) → `dataplane` (the XDP program and its maps) → `detect` (events
 //! and log lines) → `bans` (the ban book) → `hooks` (responses) and `fleet` (CrowdSec).
 //! `control` serves the CLI verbs, `daemon` runs the event loop, `net` knows this host's
-//! network, `cli` parses the command line. `main.rs` only wires them together.
+//! network, `cli` parses the command line, `report` rate-limits lines about conditions that
+//! repeat. `main.rs` only wires them together.
 
 pub mod bans;
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod detect;
 pub mod fleet;
 pub mod hooks;
 pub mod net;
+pub mod report;

@@ -18,12 +18,14 @@
 //! Must not touch: the allowlist trie and guarded ports (daemon), hooks, logging.
 
 mod fleet;
+pub mod notice;
 pub mod record;
 pub mod store;
 
 use std::collections::{BTreeMap, HashSet};
 
 pub use fleet::FleetApplied;
+pub use notice::BanNotice;
 pub use record::{BanRecord, FleetNote, Origin, Trigger};
 pub use store::{Saved, StateError, StateStore, Unbanned};
 

@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    bans::BanNotice,
     bans::{BanBook, MadeRoom, NewBan, Origin, Saved, StateError, StateStore, Trigger},
     cli::{GlobalArgs, RunArgs},
     clock::Now,
@@ -27,14 +28,14 @@ use crate::{
     dataplane::bpffs,
     dataplane::{AttachMode, Dataplane, LoadOptions, TrieWrite},
     detect::events::{self, EventKind, ProbeEvent},
-    detect::logging::{self, LogFn, LogSink},
-    fleet::crowdsec::alerts::LocalBan,
+    detect::logging::{LogFn, LogSink},
     fleet::Fleet,
-    hooks::{BanInfo, HookRunner},
+    hooks::HookRunner,
     net::cidr::Cidr,
     net::listening::Listening,
     net::netinfo,
     net::netwatch,
+    report::{ReportGate, REPORT_INTERVAL},
 };
 
 /// How often advanced mode and the service check look for new listening sockets.
@@ -45,8 +46,6 @@ const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A failed save is retried after this long.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
-/// A persisting error is reported at most this often.
-const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything `run` keeps between events.
 struct Daemon {
@@ -63,7 +62,7 @@ struct Daemon {
     dirty_since: Option<Instant>,
     /// After a failed save, the next attempt waits until then.
     save_retry_at: Option<Instant>,
-    last_save_error_report: Option<Instant>,
+    save_error_report: ReportGate,
     last_sweep: Instant,
     /// The automatic allowlist entries as last computed (own addresses, gateways, resolvers,
     /// the LAPI host); recomputed on every rtnetlink address or route notification.
@@ -359,26 +358,11 @@ impl Daemon {
 
     /// A ban's responses: hooks, and an alert for the fleet.
     fn respond(&self, ev: &ProbeEvent, iface: &str) {
-        let blocked = logging::is_blocked(ev);
-        self.hooks.on_ban(&BanInfo {
-            target: ev.src,
-            port: ev.dst_port,
-            protocol: ev.protocol,
-            scan: ev.scan.name().to_owned(),
-            blocked,
-        });
+        let notice =
+            BanNotice::from_event(ev, iface, self.settings.live.ban_ttl, chrono::Utc::now());
+        self.hooks.on_ban(&notice);
         if let Some(fleet) = &self.fleet {
-            fleet.on_local_ban(&LocalBan {
-                source: ev.src,
-                port: ev.dst_port,
-                protocol: ev.protocol.mode(),
-                scan: ev.scan.name().to_owned(),
-                probes: ev.count,
-                enforced: blocked,
-                ttl: self.settings.live.ban_ttl,
-                interface: iface.to_owned(),
-                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            });
+            fleet.on_local_ban(&notice);
         }
     }
 
@@ -458,12 +442,8 @@ impl Daemon {
             Err(e) => {
                 self.mark_dirty();
                 self.save_retry_at = Some(Instant::now() + SAVE_RETRY);
-                if self
-                    .last_save_error_report
-                    .is_none_or(|t| t.elapsed() >= ERROR_REPORT_INTERVAL)
-                {
+                if self.save_error_report.try_report().is_some() {
                     eprintln!("portsentry: error: saving bans: {e:#} (retrying every {}s; enforcement continues)", SAVE_RETRY.as_secs());
-                    self.last_save_error_report = Some(Instant::now());
                 }
             }
         }
@@ -618,7 +598,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         attached: Vec::new(),
         dirty_since: None,
         save_retry_at: None,
-        last_save_error_report: None,
+        save_error_report: ReportGate::new(REPORT_INTERVAL),
         last_sweep: Instant::now(),
         auto_allow: Vec::new(),
         lapi_hosts,

@@ -5,7 +5,6 @@ use std::{
     fs::{File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use portsentry_common::ScanType;
@@ -15,6 +14,7 @@ use crate::{
     clock,
     config::settings::LogFormat,
     detect::events::{EventKind, ProbeEvent},
+    report::{ReportGate, REPORT_INTERVAL},
 };
 
 /// Where worker threads and hook tasks send log lines; the event loop writes them.
@@ -88,16 +88,14 @@ pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> St
     .to_string()
 }
 
-/// How often a failing history file is reported (it is retried on every event).
-const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Where event lines go: stdout (the journal under systemd) and the history file, which is
 /// appended to, never truncated, each line prefixed by a local ISO-8601 timestamp.
 pub struct LogSink {
     format: LogFormat,
     history_path: Option<PathBuf>,
     history: Option<File>,
-    last_error_report: Option<Instant>,
+    /// A failing history file is retried on every line but reported once per interval.
+    history_error_report: ReportGate,
     /// History writes that failed since the last report.
     failed_writes: u64,
 }
@@ -108,7 +106,7 @@ impl LogSink {
             format,
             history_path: history_path.map(Path::to_path_buf),
             history: None,
-            last_error_report: None,
+            history_error_report: ReportGate::new(REPORT_INTERVAL),
             failed_writes: 0,
         };
         if sink.history_path.is_some() {
@@ -170,17 +168,13 @@ impl LogSink {
     }
 
     fn report_history_error(&mut self, e: &std::io::Error) {
-        let due = self
-            .last_error_report
-            .is_none_or(|t| t.elapsed() >= ERROR_REPORT_INTERVAL);
-        if due {
+        if self.history_error_report.try_report().is_some() {
             let path = self.history_path.as_deref().map(Path::display);
             eprintln!(
                 "portsentry: error: cannot write history file {}: {e} ({} line(s) not written since the last report; enforcement continues)",
                 path.map(|p| p.to_string()).unwrap_or_default(),
                 self.failed_writes
             );
-            self.last_error_report = Some(Instant::now());
             self.failed_writes = 0;
         }
     }

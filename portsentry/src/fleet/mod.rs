@@ -13,12 +13,12 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::{
-    bans::{BanBook, FleetApplied},
+    bans::{BanBook, BanNotice, FleetApplied},
     clock::Now,
     config::settings::CrowdsecSettings,
     dataplane::Maps,
     fleet::crowdsec::{
-        alerts::{Alert, LocalBan},
+        alerts::Alert,
         bouncer,
         decisions::FleetUpdate,
         lapi::Lapi,
@@ -98,7 +98,7 @@ impl Fleet {
     }
 
     /// Queues an alert for a local ban (a push under a lock the network never holds).
-    pub fn on_local_ban(&self, ban: &LocalBan) {
+    pub fn on_local_ban(&self, ban: &BanNotice) {
         if let Some(outbox) = &self.outbox {
             let alert = Alert::from_ban(ban, &self.scenario, &self.host);
             if outbox.push(alert) > 0 {

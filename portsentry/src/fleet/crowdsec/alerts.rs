@@ -2,15 +2,15 @@
 
 use std::{
     collections::VecDeque,
-    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
 use super::{godur, DECISION_ORIGIN};
-use crate::bans::store::write_atomic;
+use crate::bans::{store::write_atomic, BanNotice};
 
 /// The queue file in `state_dir`.
 pub const QUEUE_FILE: &str = "crowdsec-alerts.json";
@@ -69,27 +69,11 @@ pub struct Alert {
     pub decisions: Vec<Decision>,
 }
 
-/// One local ban, as the daemon reports it.
-#[derive(Clone, Debug)]
-pub struct LocalBan {
-    pub source: IpAddr,
-    pub port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: &'static str,
-    pub scan: String,
-    /// Probes that triggered it.
-    pub probes: u64,
-    /// Enforced here (block mode and blocking on for this protocol).
-    pub enforced: bool,
-    pub ttl: Option<Duration>,
-    pub interface: String,
-    /// RFC 3339 time of the ban.
-    pub at: String,
-}
-
 impl Alert {
-    pub fn from_ban(ban: &LocalBan, scenario: &str, host: &str) -> Self {
+    /// The alert a local ban is pushed as.
+    pub fn from_ban(ban: &BanNotice, scenario: &str, host: &str) -> Self {
         let ip = ban.source.to_string();
+        let at = ban.at.to_rfc3339_opts(SecondsFormat::Millis, true);
         let meta = |k: &str, v: String| Meta {
             key: k.to_owned(),
             value: v,
@@ -100,8 +84,8 @@ impl Alert {
             scenario_version: env!("CARGO_PKG_VERSION").to_owned(),
             message: format!(
                 "portsentry on {host}: {ip} probed {}/{} ({}) and was {}",
-                ban.protocol.to_uppercase(),
-                ban.port,
+                ban.protocol.name(),
+                ban.dst_port,
                 ban.scan,
                 if ban.enforced {
                     "banned"
@@ -110,18 +94,18 @@ impl Alert {
                 }
             ),
             events_count: u32::try_from(ban.probes.max(1)).unwrap_or(u32::MAX),
-            start_at: ban.at.clone(),
-            stop_at: ban.at.clone(),
+            start_at: at.clone(),
+            stop_at: at.clone(),
             capacity: 0,
             leakspeed: "0s".to_owned(),
             simulated: !ban.enforced,
             remediation: true,
             events: vec![Event {
-                timestamp: ban.at.clone(),
+                timestamp: at,
                 meta: vec![
                     meta("source_ip", ip.clone()),
-                    meta("dst_port", ban.port.to_string()),
-                    meta("proto", ban.protocol.to_owned()),
+                    meta("dst_port", ban.dst_port.to_string()),
+                    meta("proto", ban.protocol.mode().to_owned()),
                     meta("scan_type", ban.scan.clone()),
                     meta("interface", ban.interface.clone()),
                     meta("machine", host.to_owned()),
@@ -286,18 +270,19 @@ impl AlertQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::events::Protocol;
 
-    fn ban(ip: &str) -> LocalBan {
-        LocalBan {
+    fn ban(ip: &str) -> BanNotice {
+        BanNotice {
             source: ip.parse().unwrap(),
-            port: 111,
-            protocol: "tcp",
+            dst_port: 111,
+            protocol: Protocol::Tcp,
             scan: "TCP SYN/Normal scan".into(),
             probes: 3,
             enforced: true,
             ttl: Some(Duration::from_secs(86_400)),
             interface: "eth0".into(),
-            at: "2026-11-25T09:16:34.032Z".into(),
+            at: "2026-11-25T09:16:34.032Z".parse().unwrap(),
         }
     }
 
@@ -333,7 +318,7 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&serde_json::json!({"key": "dst_port", "value": "111"})));
-        let unenforced = LocalBan {
+        let unenforced = BanNotice {
             enforced: false,
             ttl: None,
             ..ban("10.0.0.9")
@@ -341,6 +326,27 @@ mod tests {
         let a = Alert::from_ban(&unenforced, "x/y", "h");
         assert!(a.simulated);
         assert_eq!(a.decisions[0].duration, "315360000s");
+    }
+
+    #[test]
+    fn alert_payload_is_pinned() {
+        // The whole body, byte for byte: LAPI and the scenarios downstream parse all of it.
+        let a = Alert::from_ban(&ban("2001:db8::7"), "portsentry/port-scan", "host-a");
+        let want = concat!(
+            r#"{"scenario":"portsentry/port-scan","scenario_hash":"","#,
+            r#""scenario_version":""#,
+            env!("CARGO_PKG_VERSION"),
+            r#"","message":"portsentry on host-a: 2001:db8::7 probed TCP/111 (TCP SYN/Normal scan) and was banned""#,
+            r#","events_count":3,"start_at":"2026-11-25T09:16:34.032Z","stop_at":"2026-11-25T09:16:34.032Z","capacity":0,"leakspeed":"0s","simulated":false,"remediation":true"#,
+            r#","events":[{"timestamp":"2026-11-25T09:16:34.032Z","meta":["#,
+            r#"{"key":"source_ip","value":"2001:db8::7"},{"key":"dst_port","value":"111"},{"key":"proto","value":"tcp"},"#,
+            r#"{"key":"scan_type","value":"TCP SYN/Normal scan"},{"key":"interface","value":"eth0"},"#,
+            r#"{"key":"machine","value":"host-a"},{"key":"service","value":"portsentry"},{"key":"log_type","value":"portsentry_ban"}]}]"#,
+            r#","source":{"scope":"Ip","value":"2001:db8::7","ip":"2001:db8::7"}"#,
+            r#","decisions":[{"duration":"86400s","type":"ban","scope":"Ip","value":"2001:db8::7","#,
+            r#""origin":"portsentry","scenario":"portsentry/port-scan"}]}"#,
+        );
+        assert_eq!(serde_json::to_string(&a).unwrap(), want);
     }
 
     #[test]

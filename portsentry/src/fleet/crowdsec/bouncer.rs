@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{
     decisions::{self, FleetUpdate},
     lapi::{Lapi, LapiError},
-    Log, Reporter,
+    LapiOutage, Log,
 };
 
 pub fn explain(e: &LapiError) -> String {
@@ -35,12 +35,12 @@ pub fn spawn(
         .name("crowdsec-pull".into())
         .spawn(move || {
             let mut startup = true;
-            let mut reporter = Reporter::new("pulling decisions");
+            let mut outage = LapiOutage::new("pulling decisions");
             loop {
                 let started = Instant::now();
                 match lapi.stream(&api_key, startup) {
                     Ok(stream) => {
-                        if let Some(down) = reporter.recovered() {
+                        if let Some(down) = outage.recovered() {
                             log(format!(
                                 "portsentry: crowdsec: LAPI at {} answers again (decisions were not updated for {}s)",
                                 lapi.url(),
@@ -55,7 +55,7 @@ pub fn spawn(
                     }
                     Err(e) => {
                         startup = true;
-                        reporter.failed(&log, || {
+                        outage.failed(&log, || {
                             format!(
                                 "LAPI at {}: {}; bans in force stay enforced, retrying every {}",
                                 lapi.url(),

@@ -22,7 +22,10 @@ use std::{
 
 use thiserror::Error;
 
-use crate::config::settings::CrowdsecSettings;
+use crate::{
+    config::settings::CrowdsecSettings,
+    report::{ReportGate, REPORT_INTERVAL},
+};
 
 /// Sent as User-Agent: LAPI records it as the bouncer's version (`cscli bouncers list`).
 pub const USER_AGENT: &str = concat!("portsentry/", env!("CARGO_PKG_VERSION"));
@@ -30,40 +33,32 @@ pub const USER_AGENT: &str = concat!("portsentry/", env!("CARGO_PKG_VERSION"));
 /// The `origin` of the decisions we push; bouncers can filter on it (`origins=portsentry`).
 pub const DECISION_ORIGIN: &str = "portsentry";
 
-/// A persisting failure is logged at most this often (the first one at once).
-pub const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
-
 pub type Log = crate::detect::logging::LogFn;
 
-/// Rate-limits "still failing" reports and announces recovery.
-pub struct Reporter {
+/// One outage of LAPI as a worker sees it: failures are reported at most once per
+/// [`REPORT_INTERVAL`] (the first at once), and its length is told once it works again.
+pub struct LapiOutage {
     what: &'static str,
     failing_since: Option<Instant>,
-    last_report: Option<Instant>,
-    suppressed: u64,
+    gate: ReportGate,
 }
 
-impl Reporter {
+impl LapiOutage {
     pub fn new(what: &'static str) -> Self {
         Self {
             what,
             failing_since: None,
-            last_report: None,
-            suppressed: 0,
+            gate: ReportGate::new(REPORT_INTERVAL),
         }
     }
 
     pub fn failed(&mut self, log: &Log, detail: impl FnOnce() -> String) {
         self.failing_since.get_or_insert_with(Instant::now);
-        if self
-            .last_report
-            .is_some_and(|t| t.elapsed() < ERROR_REPORT_INTERVAL)
-        {
-            self.suppressed += 1;
+        let Some(held_back) = self.gate.try_report() else {
             return;
-        }
-        let again = if self.suppressed > 0 {
-            format!(" ({} more failures since the last report)", self.suppressed)
+        };
+        let again = if held_back > 0 {
+            format!(" ({held_back} more failures since the last report)")
         } else {
             String::new()
         };
@@ -72,14 +67,11 @@ impl Reporter {
             self.what,
             detail()
         ));
-        self.last_report = Some(Instant::now());
-        self.suppressed = 0;
     }
 
     /// Returns how long it had been failing, once, when it works again.
     pub fn recovered(&mut self) -> Option<Duration> {
-        self.last_report = None;
-        self.suppressed = 0;
+        self.gate.reset();
         self.failing_since.take().map(|t| t.elapsed())
     }
 }

@@ -17,7 +17,7 @@ use std::{
 use super::{
     alerts::{Alert, AlertQueue, Loaded},
     lapi::{Lapi, LapiError},
-    Log, Reporter,
+    LapiOutage, Log,
 };
 
 /// Alerts sent in one request.
@@ -95,7 +95,7 @@ struct Delivery {
     backoff: Duration,
     next_try: Instant,
     last_save: Option<Instant>,
-    reporter: Reporter,
+    outage: LapiOutage,
     /// After LAPI rejected a batch as invalid, send one alert per request to find the bad one.
     one_at_a_time: bool,
 }
@@ -133,7 +133,7 @@ pub fn spawn(
         backoff: BACKOFF_MIN,
         next_try: Instant::now(),
         last_save: None,
-        reporter: Reporter::new("pushing alerts"),
+        outage: LapiOutage::new("pushing alerts"),
         one_at_a_time: false,
     };
     thread::Builder::new()
@@ -244,7 +244,7 @@ impl Delivery {
                 };
                 self.backoff = BACKOFF_MIN;
                 self.next_try = Instant::now();
-                let down = self.reporter.recovered();
+                let down = self.outage.recovered();
                 let sources: Vec<&str> = batch
                     .iter()
                     .map(|a| a.source.value.as_str())
@@ -287,7 +287,7 @@ impl Delivery {
                 let backoff = self.backoff;
                 let path = self.outbox.path().display().to_string();
                 let url = self.machine.lapi.url().to_owned();
-                self.reporter.failed(&self.log, || {
+                self.outage.failed(&self.log, || {
                     let hint = match e.status() {
                         Some(401) => " (check crowdsec.login/password: `cscli machines list`)",
                         _ => "",

@@ -1,0 +1,52 @@
+//! The facts of one local ban, as its responses (hooks, the fleet alert) need them. Built once
+//! per ban by the daemon, so every response describes the same ban the same way.
+
+use std::{net::IpAddr, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use crate::detect::{
+    events::{ProbeEvent, Protocol},
+    logging,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanNotice {
+    pub source: IpAddr,
+    pub dst_port: u16,
+    pub protocol: Protocol,
+    /// The scan type's name (`TCP SYN/Normal scan`); text, because hooks paste it verbatim.
+    pub scan: String,
+    /// Probes that triggered the ban.
+    pub probes: u64,
+    /// The source is dropped here (block mode, blocking on for this protocol). An unenforced
+    /// ban must stay unenforced: blocking hooks skip it, the fleet alert is a simulation.
+    pub enforced: bool,
+    /// `None`: the ban never expires.
+    pub ttl: Option<Duration>,
+    /// The interface the probes came in on (`?` if the daemon does not know its name).
+    pub interface: String,
+    /// When the daemon learned of the ban.
+    pub at: DateTime<Utc>,
+}
+
+impl BanNotice {
+    pub fn from_event(
+        ev: &ProbeEvent,
+        interface: &str,
+        ttl: Option<Duration>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            source: ev.src,
+            dst_port: ev.dst_port,
+            protocol: ev.protocol,
+            scan: ev.scan.name().to_owned(),
+            probes: ev.count,
+            enforced: logging::is_blocked(ev),
+            ttl,
+            interface: interface.to_owned(),
+            at,
+        }
+    }
+}

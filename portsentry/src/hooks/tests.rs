@@ -1,0 +1,371 @@
+//! The runner end to end: real processes and files in a scratch directory, each test with its
+//! own runner, so limits and counters are exact. The fixtures here serve the tests of the
+//! other hooks files too.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::atomic::AtomicUsize,
+};
+
+use super::*;
+use crate::detect::events::Protocol;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub(super) struct Scratch(PathBuf);
+
+impl Scratch {
+    pub(super) fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("portsentry-hooks-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub(super) fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) type Lines = Arc<Mutex<Vec<String>>>;
+
+pub(super) fn runner(settings: HookSettings) -> (HookRunner, Lines) {
+    let lines: Lines = Arc::default();
+    let sink = lines.clone();
+    (
+        HookRunner::new(settings, Arc::new(move |l| lock(&sink).push(l))),
+        lines,
+    )
+}
+
+pub(super) fn ban(scan: &str) -> BanNotice {
+    BanNotice {
+        source: "192.0.2.7".parse().unwrap(),
+        dst_port: 31337,
+        protocol: Protocol::Tcp,
+        scan: scan.to_owned(),
+        probes: 1,
+        enforced: true,
+        ttl: None,
+        interface: "eth0".to_owned(),
+        at: chrono::Utc::now(),
+    }
+}
+
+pub(super) fn argv(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `/bin/sh -c SCRIPT sh FILE`: a fixed admin script with the file path as `$1`.
+fn sh(script: &str, file: &Path) -> Vec<String> {
+    argv(&["/bin/sh", "-c", script, "sh", &file.display().to_string()])
+}
+
+pub(super) fn hooks(run_cmd: Option<Vec<String>>) -> HookSettings {
+    HookSettings {
+        run_cmd,
+        timeout: Duration::from_secs(10),
+        ..HookSettings::default()
+    }
+}
+
+pub(super) async fn settle(r: &HookRunner) {
+    assert!(
+        r.idle(Duration::from_secs(10)).await,
+        "hooks still running after 10 s"
+    );
+}
+
+#[tokio::test]
+async fn hostile_values_never_reach_a_shell() {
+    let dir = Scratch::new();
+    let out = dir.path("out");
+    let marks: Vec<PathBuf> = (1..=3).map(|i| dir.path(&format!("mark{i}"))).collect();
+    let hostile = format!(
+        "x; touch {} $(touch {}) `touch {}` 'q' \"w\"  end",
+        marks[0].display(),
+        marks[1].display(),
+        marks[2].display()
+    );
+    let script = format!("printf '%s\\n' \"$@\" > '{}'", out.display());
+    let (r, lines) = runner(hooks(Some(argv(&[
+        "/bin/sh", "-c", &script, "argv0", "{scan}",
+    ]))));
+    r.on_ban(&ban(&hostile));
+    settle(&r).await;
+    assert_eq!(
+        fs::read_to_string(&out).unwrap(),
+        format!("{hostile}\n"),
+        "log: {:?}",
+        lock(&lines)
+    );
+    for m in &marks {
+        assert!(
+            !m.exists(),
+            "{} was created: the value ran as shell code",
+            m.display()
+        );
+    }
+    assert_eq!(r.stats().succeeded, 1);
+}
+
+#[tokio::test]
+async fn hooks_run_in_portsentry_order() {
+    for first in [true, false] {
+        let dir = Scratch::new();
+        let file = dir.path("order");
+        let s = HookSettings {
+            run_cmd: Some(sh("echo cmd >> \"$1\"", &file)),
+            kill_route: Some(sh("echo route >> \"$1\"", &file)),
+            // The same file, so the order of all three shows in it.
+            hosts_deny: Some("ALL: {target}".to_owned()),
+            hosts_deny_file: file.clone(),
+            run_cmd_first: first,
+            ..hooks(None)
+        };
+        let (r, lines) = runner(s);
+        r.on_ban(&ban("SYN"));
+        settle(&r).await;
+        let want = if first {
+            "cmd\nALL: 192.0.2.7\nroute\n"
+        } else {
+            "ALL: 192.0.2.7\nroute\ncmd\n"
+        };
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            want,
+            "run_cmd_first = {first}"
+        );
+        let lines = lock(&lines).clone();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let cmd = format!("/bin/sh -c echo cmd >> \"$1\" sh {}", file.display());
+        assert!(
+            lines.contains(&format!(
+                "attackalert: External command run for host: 192.0.2.7 using command: \"{cmd}\""
+            )),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("attackalert: Host 192.0.2.7 has been blocked via dropped route using command: \"/bin/sh -c echo route")), "{lines:?}");
+        assert!(lines.contains(&"attackalert: Host 192.0.2.7 has been blocked via wrappers with string: \"ALL: 192.0.2.7\"".to_owned()), "{lines:?}");
+        assert_eq!(
+            r.stats(),
+            HookStats {
+                started: 1,
+                succeeded: 3,
+                ..HookStats::default()
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unenforced_ban_runs_only_run_cmd_and_only_when_asked() {
+    for always in [false, true] {
+        let dir = Scratch::new();
+        let file = dir.path("order");
+        let s = HookSettings {
+            run_cmd: Some(sh("echo cmd >> \"$1\"", &file)),
+            kill_route: Some(sh("echo route >> \"$1\"", &file)),
+            hosts_deny: Some("ALL: {target}".to_owned()),
+            hosts_deny_file: file.clone(),
+            run_cmd_always: always,
+            ..hooks(None)
+        };
+        let (r, lines) = runner(s);
+        r.on_ban(&BanNotice {
+            enforced: false,
+            ..ban("SYN")
+        });
+        settle(&r).await;
+        let got = fs::read_to_string(&file).unwrap_or_default();
+        let (want, started) = if always { ("cmd\n", 1) } else { ("", 0) };
+        assert_eq!(got, want, "run_cmd_always = {always}: {:?}", lock(&lines));
+        assert_eq!(
+            r.stats(),
+            HookStats {
+                started,
+                succeeded: started,
+                ..HookStats::default()
+            },
+            "not running is not a skip"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failures_are_counted_and_logged() {
+    let dir = Scratch::new();
+    let cases: [(Vec<String>, &str); 3] = [
+        (argv(&["/bin/false"]), "portsentry: error: hook run_cmd \"/bin/false\" for host 192.0.2.7 exited with status 1"),
+        (argv(&["/bin/sh", "-c", "echo '' >&2; echo '  no route to {target}' >&2; exit 3"]), "exited with status 3: no route to 192.0.2.7"),
+        (argv(&["/bin/sh", "-c", "kill -9 $$"]), "was killed by signal 9"),
+    ];
+    for (cmd, want) in cases {
+        let (r, lines) = runner(hooks(Some(cmd)));
+        r.on_ban(&ban("SYN"));
+        settle(&r).await;
+        assert_eq!(
+            r.stats(),
+            HookStats {
+                started: 1,
+                failed: 1,
+                ..HookStats::default()
+            }
+        );
+        let lines = lock(&lines).clone();
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with("portsentry: error: hook run_cmd")
+                && lines[0].ends_with(want),
+            "{lines:?}"
+        );
+    }
+    let missing = dir.path("no-such-program");
+    let (r, lines) = runner(hooks(Some(vec![missing.display().to_string()])));
+    r.on_ban(&ban("SYN"));
+    settle(&r).await;
+    assert_eq!(r.stats().failed, 1);
+    assert!(
+        lock(&lines)[0].contains("could not be started"),
+        "{:?}",
+        lock(&lines)
+    );
+}
+
+#[tokio::test]
+async fn slow_commands_are_killed() {
+    let s = HookSettings {
+        timeout: Duration::from_millis(200),
+        ..hooks(Some(argv(&["/bin/sleep", "5"])))
+    };
+    let (r, lines) = runner(s);
+    let t0 = Instant::now();
+    r.on_ban(&ban("SYN"));
+    settle(&r).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        r.stats(),
+        HookStats {
+            started: 1,
+            failed: 1,
+            timed_out: 1,
+            ..HookStats::default()
+        }
+    );
+    assert!(
+        lock(&lines)[0].ends_with("timed out after 200ms; killed"),
+        "{:?}",
+        lock(&lines)
+    );
+}
+
+#[tokio::test]
+async fn concurrency_limit_skips_and_reports() {
+    let s = HookSettings {
+        max_concurrent: 2,
+        ..hooks(Some(argv(&["/bin/sleep", "1"])))
+    };
+    let (r, lines) = runner(s);
+    for _ in 0..10 {
+        r.on_ban(&ban("SYN"));
+    }
+    assert_eq!(
+        r.stats(),
+        HookStats {
+            started: 2,
+            skipped_concurrency: 8,
+            ..HookStats::default()
+        }
+    );
+    r.flush_skip_summary();
+    r.flush_skip_summary();
+    assert_eq!(
+        *lock(&lines),
+        ["portsentry: hooks: skipped 8 ban response(s) since the last report (8 over max_concurrent = 2, 0 over max_per_minute = 60); 2 run so far"]
+    );
+    // A later skip waits for the interval, but is not lost.
+    r.on_ban(&ban("SYN"));
+    r.flush_skip_summary();
+    assert_eq!(lock(&lines).len(), 1);
+    r.flush_skip_summary_at(Instant::now() + REPORT_INTERVAL);
+    assert!(
+        lock(&lines)
+            .last()
+            .is_some_and(|l| l.contains("skipped 1 ban response(s)")),
+        "{:?}",
+        lock(&lines)
+    );
+    settle(&r).await;
+    assert_eq!(r.stats().succeeded, 2);
+}
+
+#[tokio::test]
+async fn rate_limit_skips() {
+    let s = HookSettings {
+        max_per_minute: 3,
+        ..hooks(Some(argv(&["/bin/true"])))
+    };
+    let (r, lines) = runner(s);
+    for _ in 0..10 {
+        r.on_ban(&ban("SYN"));
+        settle(&r).await;
+    }
+    assert_eq!(
+        r.stats(),
+        HookStats {
+            started: 3,
+            succeeded: 3,
+            skipped_rate: 7,
+            ..HookStats::default()
+        }
+    );
+    r.flush_skip_summary();
+    assert!(lock(&lines)
+        .last()
+        .is_some_and(|l| l.contains("(0 over max_concurrent = 4, 7 over max_per_minute = 3)")));
+}
+
+#[tokio::test]
+async fn idle_waits_for_running_responses() {
+    let (r, _) = runner(hooks(Some(argv(&["/bin/true"]))));
+    assert!(r.idle(Duration::ZERO).await);
+    r.on_ban(&ban("SYN"));
+    settle(&r).await;
+    assert_eq!(r.stats().succeeded, 1);
+    r.reload(hooks(Some(argv(&["/bin/sleep", "5"]))));
+    r.on_ban(&ban("SYN"));
+    assert!(!r.idle(Duration::from_millis(100)).await);
+}
+
+#[tokio::test]
+async fn empty_settings_do_nothing_until_reloaded() {
+    let (r, lines) = runner(HookSettings::default());
+    r.on_ban(&ban("SYN"));
+    r.flush_skip_summary();
+    assert!(r.idle(Duration::ZERO).await);
+    assert_eq!(r.stats(), HookStats::default());
+    assert!(lock(&lines).is_empty());
+    r.reload(hooks(Some(argv(&["/bin/true"]))));
+    r.on_ban(&ban("SYN"));
+    settle(&r).await;
+    assert_eq!(
+        r.stats(),
+        HookStats {
+            started: 1,
+            succeeded: 1,
+            ..HookStats::default()
+        }
+    );
+}
