@@ -1,0 +1,65 @@
+//! Interfaces and sockets: attaching XDP, re-attaching when an interface comes back, and
+//! advanced mode's guarded ports following the listening sockets.
+
+use super::*;
+
+impl Daemon {
+    /// Recomputes the guarded ports from the settings and the listening sockets.
+    pub(super) fn refresh_ports(&mut self) -> Result<()> {
+        guard::write_ports(&mut self.dp, &self.settings.live, &self.listening)?;
+        Ok(())
+    }
+
+    pub(super) fn poll_listening(&mut self) {
+        let now = Listening::read();
+        if now != self.listening {
+            self.listening = now;
+            if let Err(e) = self.refresh_ports() {
+                eprintln!("portsentry: error: updating guarded ports: {e:#}");
+            }
+        }
+    }
+
+    /// Attaches to `iface` and records where; returns the mode name.
+    pub(super) fn attach(&mut self, iface: &str) -> Result<&'static str> {
+        let mode = self.dp.attach(iface, self.settings.startup.xdp_mode)?;
+        if self.settings.startup.xdp_mode == AttachMode::Auto && mode == AttachMode::Generic {
+            eprintln!("portsentry: warning: {iface} has no native XDP support; using generic XDP (slower)");
+        }
+        let index = nix::net::if_::if_nametoindex(iface).ok();
+        if let Some(i) = index {
+            self.names_by_index.insert(i, iface.to_owned());
+        }
+        match self.attached.iter_mut().find(|(n, _)| n == iface) {
+            Some(entry) => entry.1 = index,
+            None => self.attached.push((iface.to_owned(), index)),
+        }
+        Ok(if mode == AttachMode::Native {
+            "native"
+        } else {
+            "generic"
+        })
+    }
+
+    /// An interface that disappears takes its XDP attachment with it. The daemon keeps running
+    /// (bans live in the maps) and attaches again when an interface of that name comes back.
+    pub(super) fn watch_interfaces(&mut self) {
+        for i in 0..self.attached.len() {
+            let (name, recorded) = self.attached[i].clone();
+            let current = nix::net::if_::if_nametoindex(name.as_str()).ok();
+            match (recorded, current) {
+                (Some(_), None) => {
+                    eprintln!("portsentry: warning: interface {name} disappeared; it is re-attached when it returns");
+                    self.attached[i].1 = None;
+                }
+                (old, Some(now)) if old != Some(now) => match self.attach(&name) {
+                    Ok(mode) => {
+                        eprintln!("portsentry: interface {name} is back; re-attached ({mode} XDP)")
+                    }
+                    Err(e) => eprintln!("portsentry: error: re-attaching to {name}: {e:#}"),
+                },
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Probe and ban events from the XDP program: log them, record bans in the ban book (making
+//! room when the table is full), and start the responses (hooks, fleet alert).
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn on_event(&mut self, ev: &ProbeEvent) {
+        let iface = self
+            .names_by_index
+            .get(&ev.ifindex)
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        let mut ev = ev.clone();
+        let target = Cidr::host(ev.src);
+        match ev.kind {
+            EventKind::Probe => {}
+            EventKind::Ban => {
+                if let Err(e) = self.book.on_kernel_ban(&self.dp, &target, &Now::read()) {
+                    eprintln!("portsentry: error: recording the ban of {target}: {e:#}");
+                }
+                self.mark_dirty();
+            }
+            EventKind::BanTableFull => {
+                if self.ban_despite_full_table(&ev) {
+                    ev.kind = EventKind::Ban;
+                }
+            }
+        }
+        self.sink
+            .event(&ev, self.settings.live.effective_trigger(), &iface);
+        if ev.kind == EventKind::Ban {
+            self.respond(&ev, &iface);
+        }
+    }
+
+    /// The kernel could not store a ban: make room in the ban book's order (expired entries,
+    /// then the detected ban expiring soonest) and ban the source from here.
+    pub(super) fn ban_despite_full_table(&mut self, ev: &ProbeEvent) -> bool {
+        let now = Now::read();
+        let capacity = self.dp.ban_capacity();
+        let room = match self.book.make_room(&mut self.dp, &now) {
+            Ok(room) => room,
+            Err(e) => {
+                eprintln!("portsentry: error: making room in the ban table: {e:#}");
+                return false;
+            }
+        };
+        let new = NewBan {
+            target: Cidr::host(ev.src),
+            origin: Origin::Detected,
+            shadow: !ev.dropped,
+            expires_ms: self.settings.live.ban_ttl.map(|ttl| {
+                now.unix_ms
+                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            }),
+            trigger: Trigger::from_kernel(
+                match ev.protocol {
+                    events::Protocol::Tcp => proto::TCP,
+                    events::Protocol::Udp => proto::UDP,
+                },
+                ev.dst_port,
+                ev.scan as u8,
+            ),
+            fleet: None,
+        };
+        let banned = match room {
+            MadeRoom::NoRoom => false,
+            _ => matches!(
+                self.book.ban(Some(&mut self.dp), new, &now),
+                Ok(crate::bans::BanOutcome::Banned | crate::bans::BanOutcome::Renewed)
+            ),
+        };
+        let line = match (&room, banned) {
+            (MadeRoom::Displaced(v), true) => format!(
+                "portsentry: ban table full ({capacity} entries): displaced {v} (detected, expires soonest) to ban {}",
+                ev.src
+            ),
+            (MadeRoom::Reclaimed(n), true) => format!(
+                "portsentry: ban table full ({capacity} entries): reclaimed {n} expired ban(s) to ban {}",
+                ev.src
+            ),
+            _ => format!(
+                "portsentry: error: ban table full ({capacity} entries), all of them manual or fleet bans: {} not banned; raise max_bans",
+                ev.src
+            ),
+        };
+        self.sink.line(&line);
+        self.mark_dirty();
+        banned
+    }
+
+    /// A ban's responses: hooks, and an alert for the fleet.
+    pub(super) fn respond(&self, ev: &ProbeEvent, iface: &str) {
+        let notice =
+            BanNotice::from_event(ev, iface, self.settings.live.ban_ttl, chrono::Utc::now());
+        self.hooks.on_ban(&notice);
+        if let Some(fleet) = &self.fleet {
+            fleet.on_local_ban(&notice);
+        }
+    }
+}

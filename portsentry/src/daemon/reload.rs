@@ -1,0 +1,54 @@
+//! SIGHUP: re-read the configuration; live keys apply at once, startup keys warn.
+
+use super::*;
+
+impl Daemon {
+    /// Block mode never enforces what detect mode recorded, unless the operator asks.
+    pub(super) fn report_shadow_bans(&self) {
+        let n = self.book.shadow_count();
+        if self.settings.live.mode == Mode::Block && n > 0 {
+            eprintln!(
+                "portsentry: block mode: {n} shadow ban(s) from detect mode are not enforced; \
+                 `portsentry promote-shadow` enforces them"
+            );
+        }
+    }
+
+    pub(super) fn reload(&mut self, global: &GlobalArgs, args: &RunArgs) {
+        let loaded =
+            sources::load(global)
+                .map_err(anyhow::Error::from)
+                .and_then(|(mut s, source)| {
+                    sources::apply_run(&mut s, args)?;
+                    Ok((s, source))
+                });
+        match loaded {
+            Ok((s, source)) => {
+                let restart_only = self.settings.startup.changed_keys(&s.startup);
+                if !restart_only.is_empty() {
+                    eprintln!(
+                        "portsentry: warning: {} change(s) take effect on restart only",
+                        restart_only.join(", ")
+                    );
+                }
+                let to_block =
+                    self.settings.live.mode == Mode::Detect && s.live.mode == Mode::Block;
+                self.settings.live = s.live;
+                match self.apply() {
+                    Ok(()) => {
+                        eprintln!("portsentry: reloaded configuration from {source}; bans kept");
+                        if to_block {
+                            self.report_shadow_bans();
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("portsentry: error: applying reloaded configuration: {e:#}")
+                    }
+                }
+            }
+            Err(e) => eprintln!(
+                "portsentry: error: reload failed, keeping the running configuration: {e:#}"
+            ),
+        }
+    }
+}
