@@ -9,6 +9,7 @@
 //! and reload warnings follow from the types.
 
 pub mod classic;
+mod durations;
 mod error;
 mod file;
 pub mod ignore;
