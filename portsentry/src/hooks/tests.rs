@@ -117,19 +117,25 @@ async fn hostile_values_never_reach_a_shell() {
     assert_eq!(r.stats().succeeded, 1);
 }
 
+/// run_cmd, kill_route and hosts_deny all appending to one file, so their order shows in it.
+fn all_three_into(file: &std::path::Path) -> HookSettings {
+    HookSettings {
+        run_cmd: Some(sh("echo cmd >> \"$1\"", file)),
+        kill_route: Some(sh("echo route >> \"$1\"", file)),
+        hosts_deny: Some("ALL: {target}".to_owned()),
+        hosts_deny_file: file.to_owned(),
+        ..hooks(None)
+    }
+}
+
 #[tokio::test]
 async fn hooks_run_in_portsentry_order() {
     for first in [true, false] {
         let dir = Scratch::new();
         let file = dir.path("order");
         let s = HookSettings {
-            run_cmd: Some(sh("echo cmd >> \"$1\"", &file)),
-            kill_route: Some(sh("echo route >> \"$1\"", &file)),
-            // The same file, so the order of all three shows in it.
-            hosts_deny: Some("ALL: {target}".to_owned()),
-            hosts_deny_file: file.clone(),
             run_cmd_first: first,
-            ..hooks(None)
+            ..all_three_into(&file)
         };
         let (r, lines) = runner(s);
         r.on_ban(&ban("SYN"));
@@ -172,12 +178,8 @@ async fn an_unenforced_ban_runs_only_run_cmd_and_only_when_asked() {
         let dir = Scratch::new();
         let file = dir.path("order");
         let s = HookSettings {
-            run_cmd: Some(sh("echo cmd >> \"$1\"", &file)),
-            kill_route: Some(sh("echo route >> \"$1\"", &file)),
-            hosts_deny: Some("ALL: {target}".to_owned()),
-            hosts_deny_file: file.clone(),
             run_cmd_always: always,
-            ..hooks(None)
+            ..all_three_into(&file)
         };
         let (r, lines) = runner(s);
         r.on_ban(&BanNotice {
