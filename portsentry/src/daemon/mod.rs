@@ -1,5 +1,11 @@
 //! `portsentry run`: load, restore bans, configure, attach, then log events, run hooks, persist
 //! bans and reload on SIGHUP until SIGINT/SIGTERM.
+//!
+//! Owns: the event loop and the wiring between the parts (one `Daemon` value, changed only
+//! from the loop, so no state is shared between tasks). The loop's work is split by concern:
+//! `allowlist`, `interfaces`, `probes`, `persist`, `reload`; `guard` writes what the live
+//! settings say into the kernel. Must not: write a ban except through the ban book, or word a
+//! PortSentry log line itself (`detect::logging` does).
 
 mod allowlist;
 pub mod guard;

@@ -4,6 +4,9 @@
 //! The precedence rules (allowlist, operator's unban, local before fleet) live in the ban book
 //! (`bans/`), which applies each update; this module starts the workers and words the log.
 //! LAPI unreachable: nothing is lifted; bans expire at their own time.
+//!
+//! Must not: write kernel maps or `bans.json` (the ban book does), or block the event loop
+//! (LAPI calls run on the workers' own threads).
 
 pub mod crowdsec;
 
