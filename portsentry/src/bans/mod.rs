@@ -15,23 +15,32 @@
 //! until `promote-shadow`. Under table pressure, expired entries are reclaimed first, then the
 //! detected ban that expires soonest makes room; manual and fleet bans are never displaced.
 //!
+//! Here: the types and the precedence rules (ban, unban, allowlist, promotion, saving). Opening
+//! is in `open`, keeping the kernel in step in `kernel`, table pressure in `pressure`, fleet
+//! updates in `fleet`, the file in `store`.
+//!
 //! Must not touch: the allowlist trie and guarded ports (daemon), hooks, logging.
 
 mod fleet;
+mod kernel;
 pub mod notice;
+mod open;
+mod pressure;
 pub mod record;
 pub mod store;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 pub use fleet::FleetApplied;
 pub use notice::BanNotice;
+pub use open::Opened;
+pub use pressure::MadeRoom;
 pub use record::{BanRecord, FleetNote, Origin, Trigger};
 pub use store::{Saved, StateError, StateStore, Unbanned};
 
 use crate::{
     clock::Now,
-    dataplane::{DataplaneError, Maps, Migrated},
+    dataplane::{DataplaneError, Maps},
     net::cidr::Cidr,
 };
 
@@ -65,28 +74,6 @@ pub enum BanOutcome {
     TableFull,
 }
 
-/// What opening the book found.
-#[derive(Debug, Default)]
-pub struct Opened {
-    pub from_file: usize,
-    pub expired: usize,
-    /// Entries found only in the (pinned or migrated) kernel maps.
-    pub adopted: usize,
-    /// Entries the (pinned or migrated) kernel maps held.
-    pub in_kernel: usize,
-}
-
-/// What a table-full event led to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum MadeRoom {
-    /// Expired entries were reclaimed.
-    Reclaimed(usize),
-    /// This detected ban was lifted early.
-    Displaced(Cidr),
-    /// Everything left is manual or fleet: nothing may be displaced.
-    NoRoom,
-}
-
 type Result<T> = std::result::Result<T, DataplaneError>;
 
 pub struct BanBook {
@@ -99,79 +86,6 @@ pub struct BanBook {
 }
 
 impl BanBook {
-    /// The book from `saved` (already read from `store`) and whatever the kernel maps hold.
-    /// Kernel entries win over the file for the same target (they are newer); `restoring`
-    /// marks the file's detected bans as restored (a daemon start).
-    pub fn open(
-        store: StateStore,
-        saved: Saved,
-        kernel: Option<&Maps>,
-        migrated: Option<&Migrated>,
-        restoring: bool,
-        now: &Now,
-    ) -> Result<(Self, Opened)> {
-        let mut book = Self {
-            records: BTreeMap::new(),
-            unbanned: saved
-                .unbanned
-                .into_iter()
-                .filter(|u| u.until_ms > now.unix_ms)
-                .map(|u| (u.target, u.until_ms))
-                .collect(),
-            allow: Vec::new(),
-            store,
-            dirty: false,
-        };
-        let mut opened = Opened::default();
-        for mut r in saved.bans {
-            if r.is_expired(now.unix_ms) {
-                opened.expired += 1;
-                continue;
-            }
-            if restoring && r.origin == Origin::Detected {
-                r.origin = Origin::Restored;
-            }
-            opened.from_file += 1;
-            book.records.insert(r.target, r);
-        }
-        let mut hosts = Vec::new();
-        let mut networks = Vec::new();
-        if let Some(maps) = kernel {
-            hosts.extend(maps.bans()?);
-            networks.extend(maps.ban_cidrs()?.into_iter().map(|(c, _)| c));
-        }
-        if let Some(m) = migrated {
-            hosts.extend(m.bans.iter().copied());
-            networks.extend(m.networks.iter().copied());
-        }
-        opened.in_kernel = hosts.len() + networks.len();
-        for (addr, entry) in hosts {
-            let r = BanRecord::from_entry(Cidr::host(addr), &entry, now);
-            if r.is_expired(now.unix_ms) {
-                continue;
-            }
-            match book.records.get_mut(&r.target) {
-                Some(known) => {
-                    let note = known.fleet.take();
-                    *known = BanRecord { fleet: note, ..r };
-                }
-                None => {
-                    opened.adopted += 1;
-                    book.records.insert(r.target, r);
-                }
-            }
-        }
-        for target in networks {
-            // Only a hand-edited trie has networks the file does not know: manual, forever.
-            if let std::collections::btree_map::Entry::Vacant(v) = book.records.entry(target) {
-                opened.adopted += 1;
-                v.insert(BanRecord::untracked(target, Origin::Manual, now.unix_ms));
-            }
-        }
-        book.dirty = opened.expired > 0 || opened.adopted > 0;
-        Ok((book, opened))
-    }
-
     pub fn store(&self) -> &StateStore {
         &self.store
     }
@@ -198,26 +112,6 @@ impl BanBook {
 
     pub fn shadow_count(&self) -> usize {
         self.records.values().filter(|r| r.shadow).count()
-    }
-
-    /// Makes the kernel hold every record: addresses missing from the ban table are written,
-    /// the network trie is set. Returns the targets the kernel had no room for (they stay
-    /// recorded and are retried by the next sweep).
-    pub fn install(&mut self, maps: &mut Maps, now: &Now) -> Result<Vec<Cidr>> {
-        let mut refused = Vec::new();
-        let hosts: Vec<Cidr> = self
-            .records
-            .keys()
-            .filter(|t| t.is_host())
-            .copied()
-            .collect();
-        for t in hosts {
-            if maps.ban(t.addr)?.is_none() && !self.write_host(maps, &t, now)? {
-                refused.push(t);
-            }
-        }
-        refused.extend(self.sync_networks(maps, now)?);
-        Ok(refused)
     }
 
     /// Sets the allowlist (configured plus automatic entries) and lifts every ban it covers,
@@ -380,99 +274,6 @@ impl BanBook {
         }))
     }
 
-    /// Records a ban the XDP program just made (a `Ban` event), as the kernel stored it.
-    pub fn on_kernel_ban(&mut self, maps: &Maps, target: &Cidr, now: &Now) -> Result<()> {
-        if let Some(entry) = maps.ban(target.addr)? {
-            let mut r = BanRecord::from_entry(*target, &entry, now);
-            if let Some(old) = self.records.get(target) {
-                r.fleet = old.fleet.clone().filter(|_| r.origin == Origin::Fleet);
-            }
-            self.records.insert(*target, r);
-            self.dirty = true;
-        }
-        Ok(())
-    }
-
-    /// The ban table is full: reclaim expired entries, else displace the detected ban that
-    /// expires soonest. Never displaces manual or fleet bans.
-    pub fn make_room(&mut self, maps: &mut Maps, now: &Now) -> Result<MadeRoom> {
-        // From the records, not a scan of the kernel table: this runs per table-full event.
-        let expired: Vec<Cidr> = self
-            .records
-            .values()
-            .filter(|r| r.target.is_host() && r.is_expired(now.unix_ms))
-            .map(|r| r.target)
-            .collect();
-        let reclaimed = expired.len();
-        for t in &expired {
-            self.lift(Some(maps), t, now, false)?;
-        }
-        if reclaimed > 0 {
-            self.dirty = true;
-            return Ok(MadeRoom::Reclaimed(reclaimed));
-        }
-        let victim = self
-            .records
-            .values()
-            .filter(|r| r.target.is_host() && r.origin.is_displaceable())
-            .min_by_key(|r| (r.expires_ms.unwrap_or(u64::MAX), r.since_ms))
-            .map(|r| r.target);
-        match victim {
-            Some(v) => {
-                self.lift(Some(maps), &v, now, false)?;
-                Ok(MadeRoom::Displaced(v))
-            }
-            None => Ok(MadeRoom::NoRoom),
-        }
-    }
-
-    /// Writes an address record into the ban table, making room if the table is full.
-    fn write_host_making_room(
-        &mut self,
-        maps: &mut Maps,
-        target: &Cidr,
-        now: &Now,
-    ) -> Result<bool> {
-        if self.write_host(maps, target, now)? {
-            return Ok(true);
-        }
-        match self.make_room(maps, now)? {
-            MadeRoom::NoRoom => Ok(false),
-            _ => self.write_host(maps, target, now),
-        }
-    }
-
-    /// Writes one address record into the ban table; false if the table is full.
-    fn write_host(&self, maps: &mut Maps, target: &Cidr, now: &Now) -> Result<bool> {
-        let Some(r) = self.records.get(target) else {
-            return Ok(true);
-        };
-        let drops = maps.ban(target.addr)?.map_or(r.drops, |e| e.drops);
-        match maps.insert_ban(target.addr, &r.to_entry(now, drops)) {
-            Ok(()) => Ok(true),
-            Err(DataplaneError::TableFull(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Makes the network trie hold the unexpired network records and writes their count into
-    /// the config. Returns the networks the trie had no room for (kept in the book, retried).
-    fn sync_networks(&mut self, maps: &mut Maps, now: &Now) -> Result<Vec<Cidr>> {
-        let wanted: Vec<Cidr> = self
-            .records
-            .values()
-            .filter(|r| !r.target.is_host() && !r.is_expired(now.unix_ms))
-            .map(|r| r.target)
-            .collect();
-        let written = maps.set_ban_cidrs(&wanted)?;
-        let mut config = maps.config()?;
-        if config.ban_cidr_count != written.count {
-            config.ban_cidr_count = written.count;
-            maps.set_config(&config)?;
-        }
-        Ok(written.refused)
-    }
-
     /// Turns every shadow ban into an enforced one; returns how many.
     pub fn promote_shadow(&mut self, mut maps: Option<&mut Maps>, now: &Now) -> Result<usize> {
         let shadows: Vec<Cidr> = self
@@ -491,75 +292,6 @@ impl BanBook {
         }
         self.dirty |= !shadows.is_empty();
         Ok(shadows.len())
-    }
-
-    /// Drops expired records (kernel too), forgets old unbans, adopts kernel bans the book
-    /// missed (lost events), refreshes drop counters and retries what the kernel refused.
-    /// Returns how many bans expired.
-    pub fn sweep(&mut self, maps: &mut Maps, now: &Now) -> Result<usize> {
-        let expired: Vec<Cidr> = self
-            .records
-            .values()
-            .filter(|r| r.is_expired(now.unix_ms))
-            .map(|r| r.target)
-            .collect();
-        let any_network = expired.iter().any(|t| !t.is_host());
-        for t in &expired {
-            self.lift(Some(maps), t, now, false)?;
-        }
-        let before = self.unbanned.len();
-        self.unbanned.retain(|_, until| *until > now.unix_ms);
-        self.dirty |= before != self.unbanned.len();
-        let mut in_kernel = HashSet::new();
-        for (addr, e) in maps.bans()? {
-            let target = Cidr::host(addr);
-            if e.expires_at_ns != 0 && e.expires_at_ns <= now.boot_ns {
-                maps.remove_ban(addr)?;
-                continue;
-            }
-            in_kernel.insert(target);
-            match self.records.get_mut(&target) {
-                Some(r) => r.drops = e.drops,
-                None => {
-                    self.records
-                        .insert(target, BanRecord::from_entry(target, &e, now));
-                    self.dirty = true;
-                }
-            }
-        }
-        let missing: Vec<Cidr> = self
-            .records
-            .keys()
-            .filter(|t| t.is_host() && !in_kernel.contains(t))
-            .copied()
-            .collect();
-        for t in missing {
-            self.write_host(maps, &t, now)?;
-        }
-        for (c, drops) in maps.ban_cidrs()? {
-            if let Some(r) = self.records.get_mut(&c) {
-                r.drops = drops;
-            }
-        }
-        if any_network || self.records.values().any(|r| !r.target.is_host()) {
-            self.sync_networks(maps, now)?;
-        }
-        Ok(expired.len())
-    }
-
-    /// Drop counters from the kernel, for `list`.
-    pub fn refresh_drops(&mut self, maps: &Maps) -> Result<()> {
-        for (addr, e) in maps.bans()? {
-            if let Some(r) = self.records.get_mut(&Cidr::host(addr)) {
-                r.drops = e.drops;
-            }
-        }
-        for (c, drops) in maps.ban_cidrs()? {
-            if let Some(r) = self.records.get_mut(&c) {
-                r.drops = drops;
-            }
-        }
-        Ok(())
     }
 
     /// Writes the book to `bans.json`.

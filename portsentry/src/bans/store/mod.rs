@@ -1,0 +1,215 @@
+//! The ban book's file: `state_dir/bans.json`, written atomically, names instead of raw codes.
+//! Only the ban book reads and writes it. Version 1 files (numeric codes, networks apart) load.
+
+mod v1;
+
+use std::{
+    fs::{self, File},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::record::{BanRecord, FleetNote, Origin, Trigger};
+use crate::net::cidr::Cidr;
+
+pub const STATE_FILE: &str = "bans.json";
+pub const STATE_VERSION: u32 = 2;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a portsentry state file ({message})")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path}: state version {found} is newer than this portsentry understands ({STATE_VERSION})"
+    )]
+    TooNew { path: PathBuf, found: u32 },
+}
+
+/// One ban as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredBan {
+    target: Cidr,
+    origin: Origin,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    shadow: bool,
+    since_ms: u64,
+    /// `null`: never expires.
+    expires_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trigger: Option<Trigger>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetNote>,
+    #[serde(default)]
+    drops: u64,
+}
+
+/// An operator's unban: fleet decisions for the target are refused until `until_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unbanned {
+    pub target: Cidr,
+    pub until_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredFile {
+    version: u32,
+    bans: Vec<StoredBan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unbanned: Vec<Unbanned>,
+}
+
+/// What the file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub bans: Vec<BanRecord>,
+    pub unbanned: Vec<Unbanned>,
+}
+
+/// The state directory.
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Reads the file; a missing file is an empty book. Never modifies anything.
+    pub fn load(&self) -> Result<Saved, StateError> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        parse(&text).map_err(|e| match e {
+            ParseError::TooNew(found) => StateError::TooNew { path, found },
+            ParseError::Bad(message) => StateError::Corrupt { path, message },
+        })
+    }
+
+    /// Moves an unreadable or too-new file aside (kept for the administrator, never deleted);
+    /// only the daemon does this, so that it can start and save again.
+    pub fn keep_aside(&self, why: &str) -> Result<PathBuf, StateError> {
+        let path = self.path();
+        let moved = path.with_extension(format!("json.{why}-{}", crate::clock::unix_ms()));
+        fs::rename(&path, &moved).map_err(|source| StateError::Io { path, source })?;
+        Ok(moved)
+    }
+
+    /// Writes the file atomically ([`write_atomic`]).
+    pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let file = StoredFile {
+            version: STATE_VERSION,
+            bans: saved.bans.iter().map(StoredBan::from).collect(),
+            unbanned: saved.unbanned.clone(),
+        };
+        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        text.push('\n');
+        write_atomic(&self.dir, STATE_FILE, text.as_bytes()).map_err(io(&self.path()))
+    }
+}
+
+impl From<&BanRecord> for StoredBan {
+    fn from(r: &BanRecord) -> Self {
+        Self {
+            target: r.target,
+            origin: r.origin,
+            shadow: r.shadow,
+            since_ms: r.since_ms,
+            expires_ms: r.expires_ms,
+            trigger: r.trigger,
+            fleet: r.fleet.clone(),
+            drops: r.drops,
+        }
+    }
+}
+
+impl From<StoredBan> for BanRecord {
+    fn from(b: StoredBan) -> Self {
+        Self {
+            target: b.target,
+            origin: b.origin,
+            shadow: b.shadow,
+            since_ms: b.since_ms,
+            expires_ms: b.expires_ms,
+            trigger: b.trigger,
+            fleet: b.fleet,
+            drops: b.drops,
+        }
+    }
+}
+
+enum ParseError {
+    TooNew(u32),
+    Bad(String),
+}
+
+fn parse(text: &str) -> Result<Saved, ParseError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let v: Version = serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
+    match v.version {
+        1 => serde_json::from_str::<v1::File>(text)
+            .map(v1::File::into_saved)
+            .map_err(|e| ParseError::Bad(e.to_string())),
+        STATE_VERSION => {
+            let f: StoredFile =
+                serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
+            Ok(Saved {
+                bans: f.bans.into_iter().map(BanRecord::from).collect(),
+                unbanned: f.unbanned,
+            })
+        }
+        n if n > STATE_VERSION => Err(ParseError::TooNew(n)),
+        n => Err(ParseError::Bad(format!("unknown version {n}"))),
+    }
+}
+
+/// Replaces `dir/name` atomically: a temporary file in the same directory, fsync, rename, fsync
+/// of the directory. A crash leaves either the old or the new file, never half of one.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests;
