@@ -12,7 +12,7 @@ use portsentry::{
     net::cidr::Cidr,
     net::ports::PortSet,
 };
-use portsentry_common::proto;
+use portsentry_common::IpProto;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -61,10 +61,10 @@ impl TestXdp {
         let allow_n = self.dp.set_allowlist(allow).expect("allowlist").count;
         let ban_n = self.dp.set_ban_cidrs(ban_cidrs).expect("ban cidrs").count;
         self.dp
-            .set_guarded_ports(proto::TCP, &settings.tcp_ports)
+            .set_guarded_ports(IpProto::Tcp, &settings.tcp_ports)
             .expect("tcp ports");
         self.dp
-            .set_guarded_ports(proto::UDP, &settings.udp_ports)
+            .set_guarded_ports(IpProto::Udp, &settings.udp_ports)
             .expect("udp ports");
         self.dp
             .set_config(&settings.kernel_config(allow_n, ban_n))

@@ -24,7 +24,7 @@ pub mod store;
 use std::collections::{BTreeMap, HashSet};
 
 pub use fleet::FleetApplied;
-pub use record::{BanRecord, FleetNote, Origin, Trigger};
+pub use record::{BanRecord, FleetNote, Origin, OriginRules, Trigger};
 pub use store::{Saved, StateError, StateStore, Unbanned};
 
 use crate::{

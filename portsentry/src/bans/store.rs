@@ -196,10 +196,9 @@ fn parse(text: &str) -> Result<Saved, ParseError> {
 mod v1 {
     use std::net::IpAddr;
 
-    use portsentry_common::ban_origin;
     use serde::Deserialize;
 
-    use super::super::record::{BanRecord, FleetNote, Origin, Trigger};
+    use super::super::record::{BanRecord, FleetNote, Origin, OriginRules, Trigger};
     use super::Saved;
     use crate::net::cidr::Cidr;
 
@@ -234,7 +233,7 @@ mod v1 {
     }
 
     fn manual() -> u8 {
-        ban_origin::MANUAL
+        Origin::Manual as u8
     }
 
     #[derive(Deserialize)]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use portsentry_common::proto;
+use portsentry_common::IpProto;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -220,8 +220,8 @@ impl Daemon {
             &s.advanced_exclude_udp,
             &self.listening.udp,
         );
-        self.dp.set_guarded_ports(proto::TCP, &tcp)?;
-        self.dp.set_guarded_ports(proto::UDP, &udp)?;
+        self.dp.set_guarded_ports(IpProto::Tcp, &tcp)?;
+        self.dp.set_guarded_ports(IpProto::Udp, &udp)?;
         Ok(())
     }
 
@@ -327,14 +327,7 @@ impl Daemon {
                 now.unix_ms
                     .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             }),
-            trigger: Trigger::from_kernel(
-                match ev.protocol {
-                    events::Protocol::Tcp => proto::TCP,
-                    events::Protocol::Udp => proto::UDP,
-                },
-                ev.dst_port,
-                ev.scan as u8,
-            ),
+            trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
         };
         let banned = match room {
