@@ -3,38 +3,28 @@
 //! Every type here is `#[repr(C)]` with explicit padding so that the kernel and userspace agree on
 //! the layout byte for byte, and so that BTF (and `bpftool map dump`) shows readable field names.
 //! Layout changes must bump [`LAYOUT_VERSION`]: the daemon refuses pinned maps of another version.
+//!
+//! Declared once here and used by the kernel, the daemon and the tests alike: every map
+//! ([`maps`]), every enum whose codes cross the boundary ([`ScanType`], [`Stat`], [`BanOrigin`],
+//! [`EventKind`], [`IpProto`]) and the header constants ([`tcp_flags`], [`ethertype`],
+//! [`ipv6_ext`]).
 #![no_std]
+
+mod codes;
+mod headers;
+pub mod maps;
+
+pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
+pub use headers::{ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
 pub const LAYOUT_VERSION: u32 = 2;
-
-/// Map names, shared so that userspace and the XDP program cannot disagree.
-pub mod map_names {
-    pub const CONFIG: &str = "PS_CONFIG";
-    pub const TCP_GUARD: &str = "PS_TCP_GUARD";
-    pub const UDP_GUARD: &str = "PS_UDP_GUARD";
-    pub const BANS: &str = "PS_BANS";
-    pub const HITS: &str = "PS_HITS";
-    pub const BAN_CIDRS: &str = "PS_BAN_CIDRS";
-    pub const ALLOW_CIDRS: &str = "PS_ALLOW_CIDRS";
-    pub const STATS: &str = "PS_STATS";
-    pub const EVENTS: &str = "PS_EVENTS";
-}
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
 
 /// Number of 64-bit words in a port bitmap: 65 536 ports / 64.
 pub const PORT_BITMAP_WORDS: u32 = 1024;
-
-/// Default capacity of the ban table (overridable at load time).
-pub const DEFAULT_MAX_BANS: u32 = 65_536;
-/// Default capacity of the per-source hit table.
-pub const DEFAULT_MAX_HITS: u32 = 65_536;
-/// Default capacity of each CIDR trie.
-pub const DEFAULT_MAX_CIDRS: u32 = 16_384;
-/// Ring buffer size in bytes (a power of two, a multiple of the page size).
-pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 
 /// An address as a map key: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
 ///
@@ -72,60 +62,6 @@ impl AddrKey {
     }
 }
 
-/// IP protocol numbers as stored in maps and events.
-pub mod proto {
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-}
-
-/// How a probe was classified; names follow PortSentry's log wording (see `ScanType::name`).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScanType {
-    /// Not a probe (or not classified).
-    None = 0,
-    TcpSyn = 1,
-    TcpFin = 2,
-    TcpNull = 3,
-    TcpXmas = 4,
-    /// Some other flag combination without ACK or RST.
-    TcpOther = 5,
-    Udp = 6,
-    /// Ban added by an administrator (`portsentry ban`), not by a probe.
-    Manual = 7,
-}
-
-impl ScanType {
-    pub const COUNT: usize = 8;
-
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::TcpSyn,
-            2 => Self::TcpFin,
-            3 => Self::TcpNull,
-            4 => Self::TcpXmas,
-            5 => Self::TcpOther,
-            6 => Self::Udp,
-            7 => Self::Manual,
-            _ => Self::None,
-        }
-    }
-
-    /// PortSentry's scan-type wording, as it appears in `type: [...]`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "Unknown",
-            Self::TcpSyn => "TCP SYN/Normal scan",
-            Self::TcpFin => "TCP FIN scan",
-            Self::TcpNull => "TCP NULL scan",
-            Self::TcpXmas => "TCP XMAS scan",
-            Self::TcpOther => "Unknown Type",
-            Self::Udp => "UDP",
-            Self::Manual => "Manual",
-        }
-    }
-}
-
 /// Flags in [`Config::flags`].
 pub mod config_flags {
     /// Drop banned sources (block mode). Without it the program only counts (detect mode).
@@ -157,18 +93,6 @@ pub struct Config {
     pub ban_ttl_ns: u64,
 }
 
-/// Who created a ban.
-pub mod ban_origin {
-    /// The XDP program, after a source crossed the trigger.
-    pub const DETECTED: u8 = 1;
-    /// An administrator, via `portsentry ban`.
-    pub const MANUAL: u8 = 2;
-    /// Restored from the state directory at start.
-    pub const RESTORED: u8 = 3;
-    /// A fleet decision (e.g. CrowdSec).
-    pub const FLEET: u8 = 4;
-}
-
 /// A ban: value of the ban table, keyed by [`AddrKey`].
 ///
 /// Times are `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`); userspace converts them to
@@ -183,11 +107,11 @@ pub struct BanEntry {
     pub drops: u64,
     /// Destination port of the triggering probe.
     pub port: u16,
-    /// `proto::*` of the triggering probe.
+    /// [`IpProto`] of the triggering probe (0 for a ban no probe made).
     pub proto: u8,
-    /// `ScanType` of the triggering probe.
+    /// [`ScanType`] of the triggering probe.
     pub scan_type: u8,
-    /// `ban_origin::*`.
+    /// [`BanOrigin`].
     pub origin: u8,
     /// `ban_flags::*`.
     pub flags: u8,
@@ -209,87 +133,6 @@ pub struct HitEntry {
     pub window_start_ns: u64,
     /// Probes counted in the current window (updated atomically).
     pub count: u64,
-}
-
-/// Indexes into the per-CPU statistics array.
-///
-/// There is no packet counter: the ordinary path updates exactly one counter (`Passed`), so
-/// userspace derives `packets = passed + dropped`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stat {
-    Passed = 0,
-    Dropped = 1,
-    /// Detect mode: packets that block mode would have dropped.
-    DroppedWould = 2,
-    ProbesSyn = 3,
-    ProbesFin = 4,
-    ProbesNull = 5,
-    ProbesXmas = 6,
-    ProbesOther = 7,
-    ProbesUdp = 8,
-    Bans = 9,
-    /// Bans that could not be stored because the ban table was full.
-    BanTableFull = 10,
-    /// Events the ring buffer had no room for.
-    EventsLost = 11,
-    /// Packets that did not parse; they pass unless their source is banned.
-    Malformed = 12,
-    /// Would-be probes from allowlisted sources (passed, not counted).
-    Allowlisted = 13,
-    /// Probes that could not be counted because the hit table was full.
-    HitTableFull = 14,
-}
-
-impl Stat {
-    pub const COUNT: u32 = 15;
-    pub const ALL: [Stat; Stat::COUNT as usize] = [
-        Stat::Passed,
-        Stat::Dropped,
-        Stat::DroppedWould,
-        Stat::ProbesSyn,
-        Stat::ProbesFin,
-        Stat::ProbesNull,
-        Stat::ProbesXmas,
-        Stat::ProbesOther,
-        Stat::ProbesUdp,
-        Stat::Bans,
-        Stat::BanTableFull,
-        Stat::EventsLost,
-        Stat::Malformed,
-        Stat::Allowlisted,
-        Stat::HitTableFull,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Stat::Passed => "passed",
-            Stat::Dropped => "dropped",
-            Stat::DroppedWould => "dropped_would",
-            Stat::ProbesSyn => "probes_syn",
-            Stat::ProbesFin => "probes_fin",
-            Stat::ProbesNull => "probes_null",
-            Stat::ProbesXmas => "probes_xmas",
-            Stat::ProbesOther => "probes_other",
-            Stat::ProbesUdp => "probes_udp",
-            Stat::Bans => "bans",
-            Stat::BanTableFull => "ban_table_full",
-            Stat::EventsLost => "events_lost",
-            Stat::Malformed => "malformed",
-            Stat::Allowlisted => "allowlisted",
-            Stat::HitTableFull => "hit_table_full",
-        }
-    }
-}
-
-/// Kinds of ring-buffer events.
-pub mod event_kind {
-    /// A counted probe on a guarded port (below or at the trigger).
-    pub const PROBE: u8 = 1;
-    /// The probe that banned its source.
-    pub const BAN: u8 = 2;
-    /// A ban that could not be stored because the ban table is full.
-    pub const BAN_TABLE_FULL: u8 = 3;
 }
 
 /// Event flags in [`Event::flags`].
@@ -315,11 +158,11 @@ pub struct Event {
     pub src: AddrKey,
     pub ifindex: u32,
     pub dst_port: u16,
-    /// `event_kind::*`.
+    /// [`EventKind`].
     pub kind: u8,
-    /// `proto::*`.
+    /// [`IpProto`].
     pub proto: u8,
-    /// `ScanType`.
+    /// [`ScanType`].
     pub scan_type: u8,
     /// Raw TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
@@ -338,16 +181,53 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
 }
 
-// Layout checks: a silent size change would corrupt every map read.
-const _: () = assert!(core::mem::size_of::<AddrKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 40);
-const _: () = assert!(core::mem::size_of::<BanEntry>() == 32);
-const _: () = assert!(core::mem::size_of::<HitEntry>() == 16);
-const _: () = assert!(core::mem::size_of::<Event>() == 48);
-// Field order is part of the pinned layout: a swap of same-size fields must fail the build.
-const _: () = assert!(core::mem::offset_of!(BanEntry, expires_at_ns) == 8);
-const _: () = assert!(core::mem::offset_of!(BanEntry, drops) == 16);
-const _: () = assert!(core::mem::offset_of!(BanEntry, port) == 24);
-const _: () = assert!(core::mem::offset_of!(BanEntry, origin) == 28);
-const _: () = assert!(core::mem::offset_of!(BanEntry, flags) == 29);
-const _: () = assert!(core::mem::offset_of!(Config, window_ns) == 24);
+/// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
+/// reorder or a swap of same-size fields fails the build instead of corrupting map reads. The
+/// list must name every field (the destructuring below has no `..`), so a field added into
+/// padding cannot go unpinned either.
+macro_rules! assert_layout {
+    ($t:ident, size $size:literal, { $($field:ident: $offset:literal),+ $(,)? }) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        $( const _: () = assert!(core::mem::offset_of!($t, $field) == $offset); )+
+        const _: fn($t) = |v| {
+            let $t { $($field: _),+ } = v;
+        };
+    };
+}
+
+assert_layout!(AddrKey, size 16, { addr: 0 });
+assert_layout!(Config, size 40, {
+    layout_version: 0,
+    flags: 4,
+    scan_trigger: 8,
+    ban_cidr_count: 12,
+    allow_cidr_count: 16,
+    _pad0: 20,
+    window_ns: 24,
+    ban_ttl_ns: 32,
+});
+assert_layout!(BanEntry, size 32, {
+    banned_at_ns: 0,
+    expires_at_ns: 8,
+    drops: 16,
+    port: 24,
+    proto: 26,
+    scan_type: 27,
+    origin: 28,
+    flags: 29,
+    _pad: 30,
+});
+assert_layout!(HitEntry, size 16, { window_start_ns: 0, count: 8 });
+assert_layout!(Event, size 48, {
+    timestamp_ns: 0,
+    count: 8,
+    src: 16,
+    ifindex: 32,
+    dst_port: 36,
+    kind: 38,
+    proto: 39,
+    scan_type: 40,
+    tcp_flags: 41,
+    flags: 42,
+    _pad: 43,
+});

@@ -23,16 +23,11 @@ use aya_ebpf::{
 use maps::*;
 use parse::{NoSource, Packet, L4};
 use portsentry_common::{
-    ban_flags, ban_origin, config_flags, event_flags, event_kind, proto, AddrKey, BanEntry, Config,
-    Event, HitEntry, ScanType, Stat, LAYOUT_VERSION,
+    ban_flags, config_flags, event_flags,
+    tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG},
+    AddrKey, BanEntry, BanOrigin, Config, Event, EventKind, HitEntry, IpProto, ScanType, Stat,
+    LAYOUT_VERSION,
 };
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
-const TCP_URG: u8 = 0x20;
 
 #[xdp]
 pub fn portsentry(ctx: XdpContext) -> u32 {
@@ -82,8 +77,11 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         flags: tcp_flags,
         dst_port,
     } = pkt.l4;
-    let scan = match protocol {
-        proto::TCP => {
+    let Ok(ip_proto) = IpProto::try_from(protocol) else {
+        return pass();
+    };
+    let scan = match ip_proto {
+        IpProto::Tcp => {
             if !is_guarded(&PS_TCP_GUARD, dst_port) {
                 return pass();
             }
@@ -92,13 +90,12 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
                 None => return pass(),
             }
         }
-        proto::UDP => {
+        IpProto::Udp => {
             if !is_guarded(&PS_UDP_GUARD, dst_port) {
                 return pass();
             }
             ScanType::Udp
         }
-        _ => return pass(),
     };
 
     // 4. Allowlist, only for would-be probes.
@@ -113,7 +110,7 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
     let hits = count_probe(&pkt.src, cfg.window_ns, now);
 
     // 6. Verdict.
-    let block_flag = if protocol == proto::TCP {
+    let block_flag = if ip_proto == IpProto::Tcp {
         config_flags::BLOCK_TCP
     } else {
         config_flags::BLOCK_UDP
@@ -132,7 +129,7 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
         ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
         dst_port,
-        kind: event_kind::PROBE,
+        kind: EventKind::Probe as u8,
         proto: protocol,
         scan_type: scan as u8,
         tcp_flags,
@@ -162,17 +159,17 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         port: dst_port,
         proto: protocol,
         scan_type: scan as u8,
-        origin: ban_origin::DETECTED,
+        origin: BanOrigin::Detected as u8,
         flags: if enforce { 0 } else { ban_flags::SHADOW },
         _pad: [0; 2],
     };
     // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
     if PS_BANS.insert(pkt.src, ban, 0).is_ok() {
         count(Stat::Bans);
-        event.kind = event_kind::BAN;
+        event.kind = EventKind::Ban as u8;
     } else {
         count(Stat::BanTableFull);
-        event.kind = event_kind::BAN_TABLE_FULL;
+        event.kind = EventKind::BanTableFull as u8;
     }
     if enforce {
         event.flags |= event_flags::DROPPED;
@@ -251,19 +248,19 @@ fn is_guarded<const N: usize>(bitmap: &aya_ebpf::btf_maps::Array<u64, N>, port: 
 /// PortSentry's classification; `None` for packets that never count (ACK or RST set).
 #[inline(always)]
 fn classify_tcp(flags: u8) -> Option<ScanType> {
-    if flags & (TCP_ACK | TCP_RST) != 0 {
+    if flags & (ACK | RST) != 0 {
         return None;
     }
-    // ECE/CWR (0xc0) are ignored: an ECN-capable SYN is still a SYN.
-    let f = flags & 0x3f;
-    let xmas = TCP_FIN | TCP_URG | TCP_PSH;
+    // ECE/CWR are ignored: an ECN-capable SYN is still a SYN.
+    let f = flags & !(ECE | CWR);
+    let xmas = FIN | URG | PSH;
     Some(if f == 0 {
         ScanType::TcpNull
     } else if f & xmas == xmas {
         ScanType::TcpXmas
-    } else if f == TCP_FIN {
+    } else if f == FIN {
         ScanType::TcpFin
-    } else if f == TCP_SYN {
+    } else if f == SYN {
         ScanType::TcpSyn
     } else {
         ScanType::TcpOther

@@ -1,49 +1,51 @@
-//! Every map the program uses, in one place. All are BTF-defined so `bpftool map dump` shows
-//! field names. Sizes here are defaults; the loader may resize the ban, hit and CIDR tables.
+//! Every map the program uses, as BTF-defined statics so `bpftool map dump` shows field names.
+//!
+//! The maps are declared once, in `portsentry_common::ps_maps!`; this file only turns each
+//! declaration into a `#[btf_map]` static, so the name, key and value types and capacity here
+//! are the ones userspace checks pins against. Capacities are the object's defaults; the loader
+//! may resize the maps whose capacity is set by an option (the ban table and the ban trie).
+//!
+//! Why a table macro rather than statics that refer to constants: `#[btf_map]` exports the
+//! static under its identifier (or a `name = "..."` string literal), and that symbol is the map
+//! name the loader, the pin directory and `bpftool` see. A name cannot come from a `const`, so
+//! the table carries the name as the identifier itself; userspace gets the same text with
+//! `stringify!`. The result is byte for byte the object the hand-written statics produced.
 
 use aya_ebpf::{
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
-use portsentry_common::{
-    AddrKey, BanEntry, Config, Event, HitEntry, Stat, DEFAULT_MAX_BANS, DEFAULT_MAX_CIDRS,
-    DEFAULT_MAX_HITS, EVENTS_RING_BYTES, PORT_BITMAP_WORDS,
-};
 
-/// Runtime settings, one entry, written by userspace.
-#[btf_map]
-pub static PS_CONFIG: Array<Config, 1> = Array::new();
+/// One static per table line; the key of array kinds (`u32`) and of the ring buffer (`()`) is
+/// implicit in the aya-ebpf type.
+macro_rules! kernel_maps {
+    ($( $(#[$doc:meta])* $name:ident: $kind:ident<$key:ty, $value:ty> = $capacity:expr; )+) => {
+        $( kernel_map!($(#[$doc])* $name $kind [$key] [$value] ($capacity)); )+
+    };
+}
 
-/// Guarded TCP ports: bit `port % 64` of word `port / 64`.
-#[btf_map]
-pub static PS_TCP_GUARD: Array<u64, { PORT_BITMAP_WORDS as usize }> = Array::new();
+macro_rules! kernel_map {
+    ($(#[$doc:meta])* $name:ident Array [$k:ty] [$v:ty] ($cap:expr)) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: Array<$v, { $cap.object_entries() as usize }> = Array::new();
+    };
+    ($(#[$doc:meta])* $name:ident PerCpuArray [$k:ty] [$v:ty] ($cap:expr)) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: PerCpuArray<$v, { $cap.object_entries() as usize }> =
+            PerCpuArray::new();
+    };
+    ($(#[$doc:meta])* $name:ident RingBuf [$k:ty] [$v:ty] ($cap:expr)) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: RingBuf<$v, { $cap.object_entries() as usize }> = RingBuf::new();
+    };
+    ($(#[$doc:meta])* $name:ident $kind:ident [$k:ty] [$v:ty] ($cap:expr)) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: $kind<$k, $v, { $cap.object_entries() as usize }> = $kind::new();
+    };
+}
 
-/// Guarded UDP ports, same layout as the TCP bitmap.
-#[btf_map]
-pub static PS_UDP_GUARD: Array<u64, { PORT_BITMAP_WORDS as usize }> = Array::new();
-
-/// Banned sources. A preallocated hash, never LRU: a flood must not be able to evict real bans.
-#[btf_map]
-pub static PS_BANS: HashMap<AddrKey, BanEntry, { DEFAULT_MAX_BANS as usize }> = HashMap::new();
-
-/// Probe counts per source. LRU on purpose: under a spoofed flood the oldest counters are
-/// forgotten (a scanner is detected later) instead of detection stopping for everyone.
-#[btf_map]
-pub static PS_HITS: LruHashMap<AddrKey, HitEntry, { DEFAULT_MAX_HITS as usize }> =
-    LruHashMap::new();
-
-/// Banned networks (IPv4 stored IPv4-mapped, prefix + 96); the value counts drops.
-#[btf_map]
-pub static PS_BAN_CIDRS: LpmTrie<[u8; 16], u64, { DEFAULT_MAX_CIDRS as usize }> = LpmTrie::new();
-
-/// Sources never counted or banned (same key form as the ban trie).
-#[btf_map]
-pub static PS_ALLOW_CIDRS: LpmTrie<[u8; 16], u8, { DEFAULT_MAX_CIDRS as usize }> = LpmTrie::new();
-
-/// Counters, indexed by `Stat`.
-#[btf_map]
-pub static PS_STATS: PerCpuArray<u64, { Stat::COUNT as usize }> = PerCpuArray::new();
-
-/// Probe and ban events for the daemon.
-#[btf_map]
-pub static PS_EVENTS: RingBuf<Event, { EVENTS_RING_BYTES as usize }> = RingBuf::new();
+portsentry_common::ps_maps!(kernel_maps);

@@ -3,13 +3,13 @@
 //! `data_end` so the verifier can prove each access safe.
 
 use aya_ebpf::programs::XdpContext;
-use portsentry_common::{proto, AddrKey};
+use portsentry_common::{
+    ethertype,
+    ipv6_ext::{AH, DEST_OPTS, FRAGMENT, HOP_BY_HOP, ROUTING},
+    AddrKey, IpProto,
+};
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
 const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
@@ -17,11 +17,6 @@ const UDP_HLEN: usize = 8;
 
 /// IPv6 extension headers walked before giving up (the packet then passes as malformed).
 const MAX_IPV6_EXT_HEADERS: usize = 6;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
 
 /// Transport-layer facts the detector needs.
 ///
@@ -30,7 +25,7 @@ const IPPROTO_DSTOPTS: u8 = 60;
 /// rejects ("invalid size of register spill").
 #[derive(Clone, Copy)]
 pub struct L4 {
-    /// `L4_NONE`, `proto::TCP` or `proto::UDP`.
+    /// `L4_NONE` or an [`IpProto`] code.
     pub protocol: u8,
     /// TCP flags byte (0 for UDP).
     pub flags: u8,
@@ -88,19 +83,19 @@ fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
 
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, NoSource> {
-    let mut ethertype = be16_at(ctx, 12).ok_or(NoSource::Malformed)?;
+    let mut ether_type = be16_at(ctx, 12).ok_or(NoSource::Malformed)?;
     let mut offset = ETH_HLEN;
     // Up to two VLAN tags (802.1ad outer, 802.1Q inner); a third tag passes as not-IP.
     for _ in 0..2 {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+        if ether_type != ethertype::VLAN && ether_type != ethertype::QINQ {
             break;
         }
-        ethertype = be16_at(ctx, offset + 2).ok_or(NoSource::Malformed)?;
+        ether_type = be16_at(ctx, offset + 2).ok_or(NoSource::Malformed)?;
         offset += VLAN_HLEN;
     }
-    match ethertype {
-        ETH_P_IPV4 => parse_ipv4(ctx, offset),
-        ETH_P_IPV6 => parse_ipv6(ctx, offset),
+    match ether_type {
+        ethertype::IPV4 => parse_ipv4(ctx, offset),
+        ethertype::IPV6 => parse_ipv6(ctx, offset),
         _ => Err(NoSource::NotIp),
     }
 }
@@ -163,10 +158,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     }
     let mut off = offset + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        if !matches!(
-            next,
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH
-        ) {
+        if !matches!(next, HOP_BY_HOP | ROUTING | DEST_OPTS | FRAGMENT | AH) {
             parse_l4(ctx, off, next, &mut pkt);
             return Ok(pkt);
         }
@@ -183,10 +175,10 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
         next = unsafe { *h };
         off += match this {
             // Fragment offset is the top 13 bits; only offset 0 carries ports.
-            IPPROTO_FRAGMENT if frag_off & 0xfff8 != 0 => return Ok(pkt),
-            IPPROTO_FRAGMENT => 8,
+            FRAGMENT if frag_off & 0xfff8 != 0 => return Ok(pkt),
+            FRAGMENT => 8,
             // AH counts 4-octet units, not counting the first 2.
-            IPPROTO_AH => (usize::from(len_field) + 2) * 4,
+            AH => (usize::from(len_field) + 2) * 4,
             // Others count 8-octet units, not counting the first.
             _ => (usize::from(len_field) + 1) * 8,
         };
@@ -198,29 +190,29 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
 
 #[inline(always)]
 fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
-    match protocol {
-        proto::TCP => match ptr_at(ctx, offset, TCP_MIN_HLEN) {
+    match IpProto::try_from(protocol) {
+        Ok(IpProto::Tcp) => match ptr_at(ctx, offset, TCP_MIN_HLEN) {
             // SAFETY: 20 bytes in bounds; destination port at 2..4, flags at 13.
             Some(p) => unsafe {
                 pkt.l4 = L4 {
-                    protocol: proto::TCP,
+                    protocol: IpProto::Tcp as u8,
                     flags: *p.add(13),
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
                 };
             },
             None => pkt.malformed = true,
         },
-        proto::UDP => match ptr_at(ctx, offset, UDP_HLEN) {
+        Ok(IpProto::Udp) => match ptr_at(ctx, offset, UDP_HLEN) {
             // SAFETY: 8 bytes in bounds; destination port at 2..4.
             Some(p) => unsafe {
                 pkt.l4 = L4 {
-                    protocol: proto::UDP,
+                    protocol: IpProto::Udp as u8,
                     flags: 0,
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
                 };
             },
             None => pkt.malformed = true,
         },
-        _ => {}
+        Err(_) => {}
     }
 }

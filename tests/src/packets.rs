@@ -1,14 +1,11 @@
 //! Raw packet builders for data-plane tests: Ethernet (VLAN tags), IPv4 (options, fragments),
 //! IPv6 (extension headers, fragments), TCP and UDP. Checksums are left zero: XDP never checks.
+//! TCP flags, EtherTypes and protocol numbers are the XDP program's own, from
+//! `portsentry-common` (`tcp_flags`, `ethertype`, `ipv6_ext`, `IpProto`).
 
 use std::net::IpAddr;
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
-pub const URG: u8 = 0x20;
+use portsentry_common::{ethertype, ipv6_ext, IpProto};
 
 /// An IPv6 extension header to insert before the transport header.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +76,8 @@ impl Packet {
         }
     }
 
-    /// Adds a VLAN tag (outermost first): 0x8100 (802.1Q) or 0x88a8 (802.1ad).
+    /// Adds a VLAN tag (outermost first): `ethertype::VLAN` (802.1Q) or `ethertype::QINQ`
+    /// (802.1ad).
     pub fn vlan(mut self, tpid: u16, id: u16) -> Self {
         self.vlans.push((tpid, id));
         self
@@ -115,7 +113,7 @@ impl Packet {
         let (l4_proto, l4) = self.transport_bytes();
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                p.extend_from_slice(&0x0800u16.to_be_bytes());
+                p.extend_from_slice(&ethertype::IPV4.to_be_bytes());
                 let ihl = 5 + self.ipv4_options.len() / 4;
                 let total = (ihl * 4 + l4.len()) as u16;
                 let frag = match self.ipv4_frag {
@@ -133,7 +131,7 @@ impl Packet {
                 p.extend_from_slice(&self.ipv4_options);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                p.extend_from_slice(&0x86ddu16.to_be_bytes());
+                p.extend_from_slice(&ethertype::IPV6.to_be_bytes());
                 let exts = self.ext_bytes(l4_proto);
                 let first = self.ipv6_ext.first().map(ext_proto).unwrap_or(l4_proto);
                 let payload = (exts.len() + l4.len()) as u16;
@@ -160,14 +158,14 @@ impl Packet {
                 t[12] = 5 << 4;
                 t[13] = flags;
                 t[14..16].copy_from_slice(&1024u16.to_be_bytes());
-                (6, t)
+                (IpProto::Tcp as u8, t)
             }
             Transport::Udp { dst_port } => {
                 let mut u = vec![0u8; 12];
                 u[0..2].copy_from_slice(&40000u16.to_be_bytes());
                 u[2..4].copy_from_slice(&dst_port.to_be_bytes());
                 u[4..6].copy_from_slice(&12u16.to_be_bytes());
-                (17, u)
+                (IpProto::Udp as u8, u)
             }
             Transport::Other(proto) => (proto, vec![8, 0, 0, 0, 0, 0, 0, 0]),
         }
@@ -208,10 +206,10 @@ impl Packet {
 
 fn ext_proto(ext: &Ext) -> u8 {
     match ext {
-        Ext::HopByHop => 0,
-        Ext::Routing => 43,
-        Ext::Fragment { .. } => 44,
-        Ext::Ah => 51,
-        Ext::DestOpts => 60,
+        Ext::HopByHop => ipv6_ext::HOP_BY_HOP,
+        Ext::Routing => ipv6_ext::ROUTING,
+        Ext::Fragment { .. } => ipv6_ext::FRAGMENT,
+        Ext::Ah => ipv6_ext::AH,
+        Ext::DestOpts => ipv6_ext::DEST_OPTS,
     }
 }

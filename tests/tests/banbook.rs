@@ -649,7 +649,7 @@ mod kernel {
             let mut dp = Dataplane::load(&opts).unwrap();
             assert!(dp.migrated.is_none());
             let entry = portsentry_common::BanEntry {
-                origin: portsentry_common::ban_origin::MANUAL,
+                origin: portsentry_common::BanOrigin::Manual as u8,
                 ..Default::default()
             };
             dp.insert_ban("192.0.2.9".parse().unwrap(), &entry).unwrap();

@@ -1,8 +1,12 @@
 //! Data-plane tests: the real XDP object under BPF_PROG_TEST_RUN.
 
-use portsentry_common::{ban_origin, ScanType, Stat};
+use portsentry_common::{
+    ethertype::{QINQ, VLAN},
+    tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
+    BanOrigin, IpProto, ScanType, Stat,
+};
 use portsentry_tests::{
-    packets::{Packet, ACK, FIN, PSH, RST, SYN, URG},
+    packets::Packet,
     xdp::{settings, TestXdp, XDP_DROP, XDP_PASS},
 };
 
@@ -22,9 +26,9 @@ fn syn_to_guarded_port_bans_and_drops_then_everything_from_it_drops() {
             .expect("source is in the ban map");
     assert_eq!(
         (ban.port, ban.proto, ban.scan_type),
-        (111, 6, ScanType::TcpSyn as u8)
+        (111, IpProto::Tcp as u8, ScanType::TcpSyn as u8)
     );
-    assert_eq!(ban.origin, ban_origin::DETECTED);
+    assert_eq!(ban.origin, BanOrigin::Detected as u8);
     assert!(
         ban.expires_at_ns > ban.banned_at_ns,
         "default ban TTL applies"
@@ -470,14 +474,14 @@ mod parsing {
     fn vlan_single_and_double_tagged() {
         let x = TestXdp::load(&settings("111", ""));
         assert_eq!(
-            x.run(&Packet::tcp("10.7.0.1", 111, SYN).vlan(0x8100, 10).build()),
+            x.run(&Packet::tcp("10.7.0.1", 111, SYN).vlan(VLAN, 10).build()),
             XDP_DROP
         );
         assert_eq!(
             x.run(
                 &Packet::tcp("10.7.0.2", 111, SYN)
-                    .vlan(0x88a8, 100)
-                    .vlan(0x8100, 10)
+                    .vlan(QINQ, 100)
+                    .vlan(VLAN, 10)
                     .build()
             ),
             XDP_DROP
@@ -485,24 +489,24 @@ mod parsing {
         assert_eq!(
             x.run(
                 &Packet::tcp("2001:db8:7::3", 111, SYN)
-                    .vlan(0x8100, 10)
+                    .vlan(VLAN, 10)
                     .build()
             ),
             XDP_DROP
         );
         // A third tag is beyond what we parse: it passes as non-IP and nothing is counted.
         let triple = Packet::tcp("10.7.0.4", 111, SYN)
-            .vlan(0x88a8, 1)
-            .vlan(0x8100, 2)
-            .vlan(0x8100, 3);
+            .vlan(QINQ, 1)
+            .vlan(VLAN, 2)
+            .vlan(VLAN, 3);
         assert_eq!(x.run(&triple.build()), XDP_PASS);
         assert!(!x.is_banned("10.7.0.4"));
         // A banned source stays dropped behind tags.
         assert_eq!(
             x.run(
                 &Packet::tcp("10.7.0.1", 22, ACK)
-                    .vlan(0x88a8, 5)
-                    .vlan(0x8100, 6)
+                    .vlan(QINQ, 5)
+                    .vlan(VLAN, 6)
                     .build()
             ),
             XDP_DROP
@@ -656,8 +660,8 @@ mod parsing {
             (
                 "tcp4+vlan2",
                 Packet::tcp("10.11.0.1", 111, SYN)
-                    .vlan(0x88a8, 1)
-                    .vlan(0x8100, 2),
+                    .vlan(QINQ, 1)
+                    .vlan(VLAN, 2),
                 42,
                 62,
             ),

@@ -35,7 +35,7 @@ pub use fleet::FleetApplied;
 pub use notice::BanNotice;
 pub use open::Opened;
 pub use pressure::MadeRoom;
-pub use record::{BanRecord, FleetNote, Origin, Trigger};
+pub use record::{BanRecord, FleetNote, Origin, OriginRules, Trigger};
 pub use store::{Saved, StateError, StateStore, Unbanned};
 
 use crate::{

@@ -3,6 +3,7 @@
 //! Only address records compete for room here; networks the trie refuses stay in the book and
 //! are retried by the sweep. Must not displace manual or fleet bans.
 
+use super::record::OriginRules;
 use super::{BanBook, Result};
 use crate::{clock::Now, dataplane::Maps, net::cidr::Cidr};
 

@@ -1,63 +1,37 @@
 //! One ban as the ban book keeps it: what is banned, who decided, since when, until when, why.
 //! Plain data; the precedence rules live in `bans/mod.rs`.
 
-use portsentry_common::{ban_flags, ban_origin, proto, BanEntry, ScanType};
+use portsentry_common::{ban_flags, BanEntry, IpProto, ScanType};
 use serde::{Deserialize, Serialize};
 
 use crate::{clock::Now, net::cidr::Cidr};
 
-/// Who created a ban. Declared once here; the kernel codes are `ban_origin::*`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// The XDP program, after a source crossed the trigger.
-    Detected,
-    /// An administrator (`portsentry ban`).
-    Manual,
-    /// A detected ban carried over from an earlier run.
-    Restored,
-    /// A fleet decision (CrowdSec).
-    #[serde(rename = "crowdsec")]
-    Fleet,
-}
+/// Who created a ban: declared once, with its kernel code and its name (the state file's and
+/// `list`'s spelling), as `portsentry_common::BanOrigin`.
+pub use portsentry_common::BanOrigin as Origin;
 
-impl Origin {
-    pub fn name(self) -> &'static str {
-        match self {
-            Origin::Detected => "detected",
-            Origin::Manual => "manual",
-            Origin::Restored => "restored",
-            Origin::Fleet => "crowdsec",
-        }
-    }
-
-    pub fn code(self) -> u8 {
-        match self {
-            Origin::Detected => ban_origin::DETECTED,
-            Origin::Manual => ban_origin::MANUAL,
-            Origin::Restored => ban_origin::RESTORED,
-            Origin::Fleet => ban_origin::FLEET,
-        }
-    }
-
-    /// Unknown codes (a newer program) read as detected: the weakest local origin.
-    pub fn from_code(code: u8) -> Self {
-        match code {
-            ban_origin::MANUAL => Origin::Manual,
-            ban_origin::RESTORED => Origin::Restored,
-            ban_origin::FLEET => Origin::Fleet,
-            _ => Origin::Detected,
-        }
-    }
-
+/// The ban book's rules about origins.
+pub trait OriginRules: Sized {
+    /// The origin of a kernel entry. Unknown codes (a newer program) read as detected: the
+    /// weakest local origin.
+    fn from_code(code: u8) -> Self;
     /// Local bans (detected, restored, manual) outrank fleet decisions.
-    pub fn is_local(self) -> bool {
-        self != Origin::Fleet
-    }
-
+    fn is_local(&self) -> bool;
     /// Bans the table may displace under pressure: the kernel's own, never an operator's or
     /// the fleet's.
-    pub fn is_displaceable(self) -> bool {
+    fn is_displaceable(&self) -> bool;
+}
+
+impl OriginRules for Origin {
+    fn from_code(code: u8) -> Self {
+        Origin::try_from(code).unwrap_or(Origin::Detected)
+    }
+
+    fn is_local(&self) -> bool {
+        *self != Origin::Fleet
+    }
+
+    fn is_displaceable(&self) -> bool {
         matches!(self, Origin::Detected | Origin::Restored)
     }
 }
@@ -72,11 +46,30 @@ pub struct Trigger {
     pub scan: ScanKey,
 }
 
+/// The state file's spelling of an [`IpProto`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TriggerProto {
     Tcp,
     Udp,
+}
+
+impl From<IpProto> for TriggerProto {
+    fn from(p: IpProto) -> Self {
+        match p {
+            IpProto::Tcp => TriggerProto::Tcp,
+            IpProto::Udp => TriggerProto::Udp,
+        }
+    }
+}
+
+impl From<TriggerProto> for IpProto {
+    fn from(p: TriggerProto) -> Self {
+        match p {
+            TriggerProto::Tcp => IpProto::Tcp,
+            TriggerProto::Udp => IpProto::Udp,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,24 +109,22 @@ impl ScanKey {
 }
 
 impl Trigger {
-    /// From a kernel entry; `None` for bans no probe made (manual, fleet).
+    /// From a kernel entry; `None` for bans no probe made (manual, fleet) and for codes this
+    /// build does not know.
     pub fn from_kernel(protocol: u8, port: u16, scan_type: u8) -> Option<Self> {
-        let proto = match protocol {
-            proto::TCP => TriggerProto::Tcp,
-            proto::UDP => TriggerProto::Udp,
-            _ => return None,
-        };
-        let scan = ScanKey::from_scan_type(ScanType::from_u8(scan_type))?;
+        let proto = TriggerProto::from(IpProto::try_from(protocol).ok()?);
+        let scan = ScanKey::from_scan_type(ScanType::try_from(scan_type).ok()?)?;
         Some(Self { proto, port, scan })
     }
 
     /// e.g. `TCP/111 TCP SYN/Normal scan`.
     pub fn text(&self) -> String {
-        let p = match self.proto {
-            TriggerProto::Tcp => "TCP",
-            TriggerProto::Udp => "UDP",
-        };
-        format!("{p}/{} {}", self.port, self.scan.scan_type().name())
+        format!(
+            "{}/{} {}",
+            IpProto::from(self.proto).name(),
+            self.port,
+            self.scan.scan_type().name()
+        )
     }
 }
 
@@ -199,10 +190,7 @@ impl BanRecord {
     pub fn to_entry(&self, now: &Now, drops: u64) -> BanEntry {
         let (protocol, port, scan_type) = match self.trigger {
             Some(t) => (
-                match t.proto {
-                    TriggerProto::Tcp => proto::TCP,
-                    TriggerProto::Udp => proto::UDP,
-                },
+                IpProto::from(t.proto) as u8,
                 t.port,
                 t.scan.scan_type() as u8,
             ),
@@ -215,7 +203,7 @@ impl BanRecord {
             port,
             proto: protocol,
             scan_type,
-            origin: self.origin.code(),
+            origin: self.origin as u8,
             flags: if self.shadow { ban_flags::SHADOW } else { 0 },
             _pad: [0; 2],
         }
@@ -231,5 +219,36 @@ impl BanRecord {
             (_, Some(t)) => t.text(),
             (_, None) => "manual".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_persist_by_name() {
+        let json = serde_json::to_string(&Origin::ALL).unwrap();
+        assert_eq!(json, r#"["detected","manual","restored","crowdsec"]"#);
+        let back: Vec<Origin> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Origin::ALL);
+        assert!(serde_json::from_str::<Origin>(r#""fleet""#).is_err());
+        assert_eq!(
+            Origin::ALL.map(Origin::name),
+            ["detected", "manual", "restored", "crowdsec"]
+        );
+    }
+
+    #[test]
+    fn unknown_kernel_codes_are_explicit() {
+        assert_eq!(Origin::from_code(0), Origin::Detected);
+        assert_eq!(Origin::from_code(99), Origin::Detected);
+        assert_eq!(Origin::from_code(Origin::Fleet as u8), Origin::Fleet);
+        assert_eq!(Trigger::from_kernel(1, 80, ScanType::TcpSyn as u8), None);
+        assert_eq!(Trigger::from_kernel(IpProto::Tcp as u8, 80, 99), None);
+        assert_eq!(
+            Trigger::from_kernel(IpProto::Udp as u8, 53, ScanType::Udp as u8).map(|t| t.text()),
+            Some("UDP/53 UDP".to_owned())
+        );
     }
 }

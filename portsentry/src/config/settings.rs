@@ -9,9 +9,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
-use portsentry_common::{
-    config_flags, Config, DEFAULT_MAX_BANS, DEFAULT_MAX_CIDRS, LAYOUT_VERSION,
-};
+use portsentry_common::{config_flags, maps, Config, LAYOUT_VERSION};
 use serde::{Deserialize, Serialize};
 
 use super::values;
@@ -103,8 +101,8 @@ impl Default for StartupSettings {
             xdp_mode: AttachMode::Auto,
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            max_bans: DEFAULT_MAX_BANS,
-            max_ban_networks: DEFAULT_MAX_CIDRS,
+            max_bans: maps::PS_BANS.capacity.object_entries(),
+            max_ban_networks: maps::PS_BAN_CIDRS.capacity.object_entries(),
             crowdsec: None,
         }
     }

@@ -3,7 +3,7 @@
 //! config block. The data-plane tests program the XDP program through these same functions.
 //! Bans are the ban book's: nothing here writes PS_BANS or PS_BAN_CIDRS.
 
-use portsentry_common::proto;
+use portsentry_common::IpProto;
 
 use crate::{
     config::settings::LiveSettings,
@@ -55,7 +55,7 @@ pub fn write_ports(
         &live.advanced_exclude_udp,
         &sockets.udp,
     );
-    maps.set_guarded_ports(proto::TCP, &tcp)?;
-    maps.set_guarded_ports(proto::UDP, &udp)?;
+    maps.set_guarded_ports(IpProto::Tcp, &tcp)?;
+    maps.set_guarded_ports(IpProto::Udp, &udp)?;
     Ok(())
 }

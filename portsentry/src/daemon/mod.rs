@@ -22,7 +22,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use portsentry_common::proto;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,

@@ -53,14 +53,7 @@ impl Daemon {
                 now.unix_ms
                     .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             }),
-            trigger: Trigger::from_kernel(
-                match ev.protocol {
-                    events::Protocol::Tcp => proto::TCP,
-                    events::Protocol::Udp => proto::UDP,
-                },
-                ev.dst_port,
-                ev.scan as u8,
-            ),
+            trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
         };
         let banned = match room {

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use aya::maps::{MapData, RingBuf};
-use portsentry_common::{event_flags, event_kind, proto, Event, ScanType};
+use portsentry_common::{event_flags, Event, IpProto, ScanType};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::net::cidr;
@@ -25,61 +25,30 @@ pub struct ProbeEvent {
     pub timestamp_ns: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    Probe,
-    Ban,
-    BanTableFull,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-
-    /// Lower case, as in PortSentry's `$MODE$` and CrowdSec's `proto` meta.
-    pub fn mode(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
+/// The kernel's event kinds, declared in `portsentry-common`.
+pub use portsentry_common::EventKind;
+/// The protocols an event can be for (`name()`: `TCP`, `mode()`: `tcp`), declared in
+/// `portsentry-common`.
+pub use portsentry_common::IpProto as Protocol;
 
 impl ProbeEvent {
-    /// Decodes one ring-buffer record; `None` for a record of the wrong size or kind.
+    /// Decodes one ring-buffer record; `None` for a record of the wrong size, or of a kind or
+    /// protocol this build does not know (a newer program). An unknown scan type reads as
+    /// [`ScanType::None`] ("Unknown").
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < std::mem::size_of::<Event>() {
             return None;
         }
         // SAFETY: length checked; Event is plain old data, read unaligned.
         let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let kind = match ev.kind {
-            event_kind::PROBE => EventKind::Probe,
-            event_kind::BAN => EventKind::Ban,
-            event_kind::BAN_TABLE_FULL => EventKind::BanTableFull,
-            _ => return None,
-        };
-        let protocol = match ev.proto {
-            proto::TCP => Protocol::Tcp,
-            proto::UDP => Protocol::Udp,
-            _ => return None,
-        };
+        let kind = EventKind::try_from(ev.kind).ok()?;
+        let protocol = IpProto::try_from(ev.proto).ok()?;
         Some(Self {
             kind,
             src: cidr::key_addr(&ev.src),
             dst_port: ev.dst_port,
             protocol,
-            scan: ScanType::from_u8(ev.scan_type),
+            scan: ScanType::try_from(ev.scan_type).unwrap_or(ScanType::None),
             tcp_flags: ev.tcp_flags,
             count: ev.count,
             ifindex: ev.ifindex,
@@ -127,8 +96,8 @@ mod tests {
     #[test]
     fn decodes_and_rejects() {
         let ev = Event {
-            kind: event_kind::BAN,
-            proto: proto::TCP,
+            kind: EventKind::Ban as u8,
+            proto: IpProto::Tcp as u8,
             scan_type: ScanType::TcpSyn as u8,
             src: AddrKey::from_v4([10, 0, 0, 2]),
             dst_port: 111,
@@ -151,5 +120,38 @@ mod tests {
         assert_eq!(d.ip_options, Some(false));
         assert!(d.dropped && !d.noblock);
         assert!(ProbeEvent::decode(&bytes[..10]).is_none());
+    }
+
+    fn decode(ev: Event) -> Option<ProbeEvent> {
+        // SAFETY: Event is repr(C) plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const Event).cast::<u8>(),
+                std::mem::size_of::<Event>(),
+            )
+        };
+        ProbeEvent::decode(bytes)
+    }
+
+    #[test]
+    fn unknown_codes_are_handled_not_panicked_on() {
+        let ok = Event {
+            kind: EventKind::Probe as u8,
+            proto: IpProto::Udp as u8,
+            scan_type: ScanType::Udp as u8,
+            ..Default::default()
+        };
+        assert_eq!(decode(ok).map(|d| d.scan), Some(ScanType::Udp));
+        assert!(decode(Event { kind: 0, ..ok }).is_none());
+        assert!(decode(Event { kind: 200, ..ok }).is_none());
+        assert!(decode(Event { proto: 1, ..ok }).is_none());
+        assert_eq!(
+            decode(Event {
+                scan_type: 99,
+                ..ok
+            })
+            .map(|d| d.scan),
+            Some(ScanType::None)
+        );
     }
 }

@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use portsentry_common::ScanType;
+use portsentry_common::{
+    tcp_flags::{ACK, FIN, PSH, RST, SYN, URG},
+    ScanType,
+};
 use serde_json::json;
 
 use crate::{
@@ -67,11 +70,7 @@ pub fn ban_table_full_line(ev: &ProbeEvent) -> String {
 pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> String {
     json!({
         "time": clock::iso_local_ms(unix_ms),
-        "event": match ev.kind {
-            EventKind::Probe => "probe",
-            EventKind::Ban => "ban",
-            EventKind::BanTableFull => "ban_table_full",
-        },
+        "event": ev.kind.name(),
         "src": ev.src.to_string(),
         "protocol": ev.protocol.name(),
         "port": ev.dst_port,
@@ -187,12 +186,12 @@ fn scan_type_text(ev: &ProbeEvent) -> String {
             let bit = |b: u8| u8::from(f & b != 0);
             format!(
                 "Unknown Type: TCP Packet Flags: SYN: {} FIN: {} ACK: {} PSH: {} URG: {} RST: {}",
-                bit(0x02),
-                bit(0x01),
-                bit(0x10),
-                bit(0x08),
-                bit(0x20),
-                bit(0x04)
+                bit(SYN),
+                bit(FIN),
+                bit(ACK),
+                bit(PSH),
+                bit(URG),
+                bit(RST)
             )
         }
         other => other.name().to_owned(),
@@ -211,7 +210,7 @@ mod tests {
             dst_port: 111,
             protocol: Protocol::Tcp,
             scan: ScanType::TcpSyn,
-            tcp_flags: 0x02,
+            tcp_flags: SYN,
             count: 1,
             ifindex: 2,
             ip_options: Some(false),
@@ -237,7 +236,7 @@ mod tests {
         e.src = "2001:db8::2".parse().unwrap();
         e.ip_options = None;
         e.scan = ScanType::TcpOther;
-        e.tcp_flags = 0x03;
+        e.tcp_flags = SYN | FIN;
         e.noblock = true;
         assert_eq!(
             scan_line(&e, 3, None),

@@ -10,11 +10,14 @@ use aya::{
     Ebpf,
 };
 use portsentry::{config::settings::LiveSettings, net::cidr::Cidr};
-use portsentry_common::{ban_origin, proto, BanEntry, ScanType};
+use portsentry_common::{
+    tcp_flags::{ACK, SYN},
+    BanEntry, BanOrigin, IpProto, ScanType,
+};
 
 use super::{Figure, Plan};
 use crate::{
-    packets::{Packet, ACK, SYN},
+    packets::Packet,
     xdp::{settings, TestXdp, XDP_DROP, XDP_PASS},
 };
 
@@ -71,8 +74,8 @@ fn ns_per_packet(prog: &Xdp, packet: &[u8], repeat: u32) -> Result<(f64, f64, u3
 
 fn ban(t: &mut TestXdp, addr: IpAddr) -> Result<()> {
     let entry = BanEntry {
-        origin: ban_origin::MANUAL,
-        proto: proto::TCP,
+        origin: BanOrigin::Manual as u8,
+        proto: IpProto::Tcp as u8,
         port: 111,
         scan_type: ScanType::TcpSyn as u8,
         ..Default::default()

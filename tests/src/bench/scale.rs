@@ -14,7 +14,7 @@ use portsentry::{
     clock,
     net::cidr::Cidr,
 };
-use portsentry_common::{proto, ScanType};
+use portsentry_common::{IpProto, ScanType};
 
 use super::{Figure, Plan};
 use crate::lab::{run_in, Daemon, Lab, TempDir};
@@ -66,7 +66,7 @@ fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
             shadow: false,
             since_ms: now,
             expires_ms: None,
-            trigger: Trigger::from_kernel(proto::TCP, 111, ScanType::TcpSyn as u8),
+            trigger: Trigger::from_kernel(IpProto::Tcp as u8, 111, ScanType::TcpSyn as u8),
             fleet: None,
             drops: 0,
         })

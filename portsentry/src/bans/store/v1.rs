@@ -3,11 +3,10 @@
 
 use std::net::IpAddr;
 
-use portsentry_common::ban_origin;
 use serde::Deserialize;
 
 use super::Saved;
-use crate::bans::record::{BanRecord, FleetNote, Origin, Trigger};
+use crate::bans::record::{BanRecord, FleetNote, Origin, OriginRules, Trigger};
 use crate::net::cidr::Cidr;
 
 #[derive(Deserialize)]
@@ -41,7 +40,7 @@ struct Network {
 }
 
 fn manual() -> u8 {
-    ban_origin::MANUAL
+    Origin::Manual as u8
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,240 @@
+//! Enums whose codes cross the kernel/userspace boundary, each declared once: code, variant and
+//! name text on one line. The on-wire structs keep raw integer fields (the XDP program writes
+//! bytes); userspace turns them back into enums with `TryFrom`, which never panics and reports
+//! an unknown code (a newer program, a corrupt entry) as [`UnknownCode`] for the caller to handle.
+
+use core::fmt;
+
+/// A code with no variant, from `TryFrom<u8>` / `TryFrom<u32>` of a [`wire_enum!`] enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownCode<T> {
+    /// The enum's name, e.g. `ScanType`.
+    pub what: &'static str,
+    pub code: T,
+}
+
+impl<T: fmt::Display> fmt::Display for UnknownCode<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} code {}", self.what, self.code)
+    }
+}
+
+impl<T: fmt::Debug + fmt::Display> core::error::Error for UnknownCode<T> {}
+
+/// Declares a `#[repr($repr)]` enum from one list of `Variant = code => "name"` lines and derives
+/// from it: `ALL` (declaration order), `COUNT`, `name()`, `TryFrom<$repr>` and `From<Self> for
+/// $repr`. With `serde` before `enum`, userspace (feature `user`) also (de)serialises each
+/// variant as its name.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis serde enum $name:ident: $repr:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $code:literal => $text:literal, )+
+        }
+    ) => {
+        wire_enum! {
+            $(#[$meta])*
+            #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+            $vis enum $name: $repr {
+                $(
+                    $(#[$vmeta])*
+                    #[cfg_attr(feature = "user", serde(rename = $text))]
+                    $variant = $code => $text,
+                )+
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $repr:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $code:literal => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant = $code, )+
+        }
+
+        impl $name {
+            /// Number of variants.
+            pub const COUNT: usize = [$(stringify!($variant)),+].len();
+            /// Every variant, in declaration order.
+            pub const ALL: [$name; $name::COUNT] = [$($name::$variant),+];
+
+            /// The name, declared next to the code.
+            #[inline(always)]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl TryFrom<$repr> for $name {
+            type Error = UnknownCode<$repr>;
+
+            #[inline(always)]
+            fn try_from(code: $repr) -> Result<Self, Self::Error> {
+                match code {
+                    $( $code => Ok($name::$variant), )+
+                    _ => Err(UnknownCode { what: stringify!($name), code }),
+                }
+            }
+        }
+
+        impl From<$name> for $repr {
+            #[inline(always)]
+            fn from(v: $name) -> $repr {
+                v as $repr
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// How a probe was classified; names follow PortSentry's log wording (`type: [...]`).
+    pub enum ScanType: u8 {
+        /// Not a probe (or not classified).
+        None = 0 => "Unknown",
+        TcpSyn = 1 => "TCP SYN/Normal scan",
+        TcpFin = 2 => "TCP FIN scan",
+        TcpNull = 3 => "TCP NULL scan",
+        TcpXmas = 4 => "TCP XMAS scan",
+        /// Some other flag combination without ACK or RST.
+        TcpOther = 5 => "Unknown Type",
+        Udp = 6 => "UDP",
+        /// Ban added by an administrator (`portsentry ban`), not by a probe.
+        Manual = 7 => "Manual",
+    }
+}
+
+wire_enum! {
+    /// Indexes into the per-CPU statistics array; the names are the counters' names in `status`.
+    ///
+    /// There is no packet counter: the ordinary path updates exactly one counter (`Passed`), so
+    /// userspace derives `packets = passed + dropped`.
+    pub enum Stat: u32 {
+        Passed = 0 => "passed",
+        Dropped = 1 => "dropped",
+        /// Detect mode: packets that block mode would have dropped.
+        DroppedWould = 2 => "dropped_would",
+        ProbesSyn = 3 => "probes_syn",
+        ProbesFin = 4 => "probes_fin",
+        ProbesNull = 5 => "probes_null",
+        ProbesXmas = 6 => "probes_xmas",
+        ProbesOther = 7 => "probes_other",
+        ProbesUdp = 8 => "probes_udp",
+        Bans = 9 => "bans",
+        /// Bans that could not be stored because the ban table was full.
+        BanTableFull = 10 => "ban_table_full",
+        /// Events the ring buffer had no room for.
+        EventsLost = 11 => "events_lost",
+        /// Packets that did not parse; they pass unless their source is banned.
+        Malformed = 12 => "malformed",
+        /// Would-be probes from allowlisted sources (passed, not counted).
+        Allowlisted = 13 => "allowlisted",
+        /// Probes that could not be counted because the hit table was full.
+        HitTableFull = 14 => "hit_table_full",
+    }
+}
+
+wire_enum! {
+    /// Who created a ban ([`crate::BanEntry::origin`]). The names are the state file's and
+    /// `portsentry list`'s spelling.
+    pub serde enum BanOrigin: u8 {
+        /// The XDP program, after a source crossed the trigger.
+        Detected = 1 => "detected",
+        /// An administrator, via `portsentry ban`.
+        Manual = 2 => "manual",
+        /// A detected ban carried over from an earlier run.
+        Restored = 3 => "restored",
+        /// A fleet decision (CrowdSec).
+        Fleet = 4 => "crowdsec",
+    }
+}
+
+wire_enum! {
+    /// Kinds of ring-buffer events ([`crate::Event::kind`]); the names are the JSON log's `event`.
+    pub enum EventKind: u8 {
+        /// A counted probe on a guarded port (below or at the trigger).
+        Probe = 1 => "probe",
+        /// The probe that banned its source.
+        Ban = 2 => "ban",
+        /// A ban that could not be stored because the ban table is full.
+        BanTableFull = 3 => "ban_table_full",
+    }
+}
+
+wire_enum! {
+    /// IP protocol numbers the program acts on, as stored in maps and events; the names are
+    /// PortSentry's `protocol: [...]` wording.
+    pub enum IpProto: u8 {
+        Tcp = 6 => "TCP",
+        Udp = 17 => "UDP",
+    }
+}
+
+impl IpProto {
+    /// Lower case, as in PortSentry's `$MODE$` and CrowdSec's `proto` meta.
+    pub const fn mode(self) -> &'static str {
+        match self {
+            IpProto::Tcp => "tcp",
+            IpProto::Udp => "udp",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! round_trip {
+        ($($t:ident: $repr:ty),+) => {$(
+            for (i, v) in $t::ALL.iter().enumerate() {
+                assert_eq!($t::try_from(<$repr>::from(*v)), Ok(*v), "{v:?}");
+                for w in &$t::ALL[i + 1..] {
+                    assert_ne!(v.name(), w.name(), "{} names must be unique", stringify!($t));
+                    assert_ne!(*v as $repr, *w as $repr);
+                }
+            }
+        )+};
+    }
+
+    #[test]
+    fn codes_round_trip_and_names_are_unique() {
+        round_trip!(ScanType: u8, Stat: u32, BanOrigin: u8, EventKind: u8, IpProto: u8);
+    }
+
+    #[test]
+    fn unknown_codes_are_errors_not_panics() {
+        assert_eq!(
+            ScanType::try_from(8),
+            Err(UnknownCode {
+                what: "ScanType",
+                code: 8
+            })
+        );
+        assert!(BanOrigin::try_from(0).is_err());
+        assert!(EventKind::try_from(255).is_err());
+        assert!(IpProto::try_from(1).is_err());
+        assert!(Stat::try_from(Stat::COUNT as u32).is_err());
+    }
+
+    #[test]
+    fn stats_index_the_array_densely() {
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+    }
+
+    #[test]
+    fn codes_are_the_published_ones() {
+        // The XDP program writes these bytes and old pins and state files hold them.
+        assert_eq!((IpProto::Tcp as u8, IpProto::Udp as u8), (6, 17));
+        assert_eq!(BanOrigin::ALL.map(u8::from), [1, 2, 3, 4]);
+        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3]);
+        assert_eq!(ScanType::Manual as u8, 7);
+    }
+}

@@ -1,0 +1,275 @@
+//! Every map, declared once: name, kind, key type, value type and capacity rule, in
+//! [`ps_maps!`](crate::ps_maps). Both sides are derived from that one table:
+//!
+//! - the XDP program expands it into its `#[btf_map]` statics (`portsentry-ebpf/src/maps.rs`);
+//! - this module expands it into one typed [`MapDef`] per map plus [`ALL`], whose key and value
+//!   sizes come from `size_of` of the declared types. Userspace checks, pins and migrates maps by
+//!   iterating [`ALL`], and opens each map through its `MapDef`, so its handle types must be the
+//!   declared ones.
+//!
+//! The table's identifier *is* the map name (the ELF symbol `#[btf_map]` exports, the pin file
+//! name, what `bpftool map dump pinned` shows); `stringify!` gives userspace the same text.
+
+use core::{marker::PhantomData, mem::size_of};
+
+/// The table of maps, handed to `$callback` as
+/// `$(#[doc])* NAME: Kind<Key, Value> = capacity;` lines.
+///
+/// `Kind` is a [`MapKind`] variant, spelled like the `aya_ebpf::btf_maps` type. Array kinds
+/// declare their implicit `u32` index as the key; an LPM trie declares the data part of its key
+/// (the kernel key is a `u32` prefix length followed by it); the ring buffer declares `()` and
+/// the record type it carries.
+#[macro_export]
+macro_rules! ps_maps {
+    ($callback:ident) => {
+        $callback! {
+            /// Runtime settings, one entry, written by userspace.
+            PS_CONFIG: Array<u32, $crate::Config> = $crate::maps::Capacity::Fixed(1);
+
+            /// Guarded TCP ports: bit `port % 64` of word `port / 64`.
+            PS_TCP_GUARD: Array<u32, u64> =
+                $crate::maps::Capacity::Fixed($crate::PORT_BITMAP_WORDS);
+
+            /// Guarded UDP ports, same layout as the TCP bitmap.
+            PS_UDP_GUARD: Array<u32, u64> =
+                $crate::maps::Capacity::Fixed($crate::PORT_BITMAP_WORDS);
+
+            /// Banned sources. A preallocated hash, never LRU: a flood must not be able to evict
+            /// real bans.
+            PS_BANS: HashMap<$crate::AddrKey, $crate::BanEntry> = $crate::maps::Capacity::ByOption {
+                option: $crate::maps::CapacityOption::MaxBans,
+                default: 65_536,
+            };
+
+            /// Probe counts per source. LRU on purpose: under a spoofed flood the oldest counters
+            /// are forgotten (a scanner is detected later) instead of detection stopping for
+            /// everyone.
+            PS_HITS: LruHashMap<$crate::AddrKey, $crate::HitEntry> =
+                $crate::maps::Capacity::Fixed(65_536);
+
+            /// Banned networks (IPv4 stored IPv4-mapped, prefix + 96); the value counts drops.
+            PS_BAN_CIDRS: LpmTrie<[u8; 16], u64> = $crate::maps::Capacity::ByOption {
+                option: $crate::maps::CapacityOption::MaxBanNetworks,
+                default: 16_384,
+            };
+
+            /// Sources never counted or banned (same key form as the ban trie).
+            PS_ALLOW_CIDRS: LpmTrie<[u8; 16], u8> = $crate::maps::Capacity::Fixed(16_384);
+
+            /// Counters, indexed by `Stat`.
+            PS_STATS: PerCpuArray<u32, u64> =
+                $crate::maps::Capacity::Fixed($crate::Stat::COUNT as u32);
+
+            /// Probe and ban events for the daemon; the capacity is the ring's size in bytes (a
+            /// power of two, a multiple of the page size).
+            PS_EVENTS: RingBuf<(), $crate::Event> = $crate::maps::Capacity::Fixed(1 << 20);
+        }
+    };
+}
+
+/// Map types in use, named after their `aya_ebpf::btf_maps` type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Array,
+    HashMap,
+    LruHashMap,
+    LpmTrie,
+    PerCpuArray,
+    RingBuf,
+}
+
+impl MapKind {
+    /// The kernel's key size for a declared key of `declared` bytes.
+    pub const fn key_size(self, declared: usize) -> usize {
+        match self {
+            // `aya_ebpf::btf_maps::lpm_trie::Key<K>`: packed `u32` prefix length, then the data.
+            MapKind::LpmTrie => size_of::<u32>() + declared,
+            // Ring buffers have no keys or values; the kernel reports both sizes as 0.
+            MapKind::RingBuf => 0,
+            _ => declared,
+        }
+    }
+
+    /// The kernel's value size for a declared value of `declared` bytes.
+    pub const fn value_size(self, declared: usize) -> usize {
+        match self {
+            MapKind::RingBuf => 0,
+            _ => declared,
+        }
+    }
+}
+
+/// Load options that set a map's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapacityOption {
+    MaxBans,
+    MaxBanNetworks,
+}
+
+impl CapacityOption {
+    /// The option's name in the configuration file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CapacityOption::MaxBans => "max_bans",
+            CapacityOption::MaxBanNetworks => "max_ban_networks",
+        }
+    }
+}
+
+/// How many entries a map has (bytes, for the ring buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// Fixed by this build.
+    Fixed(u32),
+    /// Set at load time by `option`; the object carries `default`.
+    ByOption {
+        option: CapacityOption,
+        default: u32,
+    },
+}
+
+impl Capacity {
+    /// `max_entries` in the object file.
+    pub const fn object_entries(self) -> u32 {
+        match self {
+            Capacity::Fixed(n) | Capacity::ByOption { default: n, .. } => n,
+        }
+    }
+}
+
+/// One map as the kernel sees it, derived from its declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Name in the object file and in the pin directory.
+    pub name: &'static str,
+    pub kind: MapKind,
+    /// Key size the kernel reports (0 for the ring buffer).
+    pub key_size: usize,
+    /// Value size the kernel reports (0 for the ring buffer).
+    pub value_size: usize,
+    pub capacity: Capacity,
+}
+
+/// A [`MapSpec`] that also carries the declared key and value types, so a typed handle opened
+/// through it cannot disagree with the declaration.
+pub struct MapDef<K, V> {
+    pub spec: MapSpec,
+    types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> MapDef<K, V> {
+    pub const fn new(name: &'static str, kind: MapKind, capacity: Capacity) -> Self {
+        assert!(
+            !matches!(kind, MapKind::Array | MapKind::PerCpuArray) || size_of::<K>() == 4,
+            "array maps are indexed by u32"
+        );
+        Self {
+            spec: MapSpec {
+                name,
+                kind,
+                key_size: kind.key_size(size_of::<K>()),
+                value_size: kind.value_size(size_of::<V>()),
+                capacity,
+            },
+            types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> core::ops::Deref for MapDef<K, V> {
+    type Target = MapSpec;
+    fn deref(&self) -> &MapSpec {
+        &self.spec
+    }
+}
+
+macro_rules! map_defs {
+    ($( $(#[$doc:meta])* $name:ident: $kind:ident<$key:ty, $value:ty> = $capacity:expr; )+) => {
+        $(
+            $(#[$doc])*
+            pub const $name: MapDef<$key, $value> =
+                MapDef::new(stringify!($name), MapKind::$kind, $capacity);
+        )+
+
+        /// Every map, in declaration order.
+        pub const ALL: [&MapSpec; [$(stringify!($name)),+].len()] = [$(&$name.spec),+];
+    };
+}
+
+crate::ps_maps!(map_defs);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_the_published_ones() {
+        let names = ALL.map(|m| m.name);
+        assert_eq!(
+            names,
+            [
+                "PS_CONFIG",
+                "PS_TCP_GUARD",
+                "PS_UDP_GUARD",
+                "PS_BANS",
+                "PS_HITS",
+                "PS_BAN_CIDRS",
+                "PS_ALLOW_CIDRS",
+                "PS_STATS",
+                "PS_EVENTS",
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_are_the_kernels() {
+        // What `expected_layout()` listed by hand before the maps were declared once.
+        let sizes = ALL.map(|m| (m.name, m.key_size, m.value_size));
+        assert_eq!(
+            sizes,
+            [
+                ("PS_CONFIG", 4, 40),
+                ("PS_TCP_GUARD", 4, 8),
+                ("PS_UDP_GUARD", 4, 8),
+                ("PS_BANS", 16, 32),
+                ("PS_HITS", 16, 16),
+                ("PS_BAN_CIDRS", 20, 8),
+                ("PS_ALLOW_CIDRS", 20, 1),
+                ("PS_STATS", 4, 8),
+                ("PS_EVENTS", 0, 0),
+            ]
+        );
+        let kinds = ALL.map(|m| m.kind);
+        assert_eq!(
+            kinds,
+            [
+                MapKind::Array,
+                MapKind::Array,
+                MapKind::Array,
+                MapKind::HashMap,
+                MapKind::LruHashMap,
+                MapKind::LpmTrie,
+                MapKind::LpmTrie,
+                MapKind::PerCpuArray,
+                MapKind::RingBuf,
+            ]
+        );
+    }
+
+    #[test]
+    fn capacities() {
+        let entries = ALL.map(|m| m.capacity.object_entries());
+        assert_eq!(
+            entries,
+            [1, 1024, 1024, 65_536, 65_536, 16_384, 16_384, 15, 1 << 20]
+        );
+        let by_option = ALL.map(|m| match m.capacity {
+            Capacity::ByOption { option, .. } => option.name(),
+            Capacity::Fixed(_) => "",
+        });
+        assert_eq!(
+            by_option,
+            ["", "", "", "max_bans", "", "max_ban_networks", "", "", ""]
+        );
+    }
+}

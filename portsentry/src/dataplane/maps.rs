@@ -1,0 +1,240 @@
+//! Typed handles on the program's maps and their accessors.
+//!
+//! Owns [`Maps`]: one aya handle per map, each opened through its declaration in
+//! `portsentry_common::maps`, so a handle's key and value types cannot differ from the ones the
+//! kernel was built with. Accessors read and write entries; they apply no policy. Writing bans
+//! and banned networks is for the ban book (`crate::bans`) alone, loading and pins are
+//! `super` and `super::pins`' business.
+
+use std::{net::IpAddr, path::Path};
+
+use aya::{
+    maps::{
+        lpm_trie::{Key as LpmKey, LpmTrie},
+        Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, RingBuf,
+    },
+    Pod,
+};
+use portsentry_common::{
+    maps::{self as defs, MapDef, MapSpec},
+    AddrKey, BanEntry, Config, HitEntry, IpProto, Stat, PORT_BITMAP_WORDS,
+};
+
+use super::{map_err, pins, trie, DataplaneError, Result, TrieWrite};
+use crate::{net::cidr, net::cidr::Cidr, net::ports::PortSet};
+
+/// Counters summed over CPUs, indexed like [`Stat`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats(pub [u64; Stat::COUNT]);
+
+impl Stats {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.0[stat as usize]
+    }
+    /// Packets seen while configured: every packet ends passed or dropped.
+    pub fn packets(&self) -> u64 {
+        self.get(Stat::Passed) + self.get(Stat::Dropped)
+    }
+}
+
+/// An aya handle whose key and value types are `K` and `V`: what a map declared as
+/// `MapDef<K, V>` may be opened as.
+pub(super) trait Handle<K, V>: TryFrom<Map, Error = MapError> {}
+
+impl<V: Pod> Handle<u32, V> for Array<MapData, V> {}
+impl<V: Pod> Handle<u32, V> for PerCpuArray<MapData, V> {}
+/// Covers LRU hashes too: aya opens both as `HashMap`.
+impl<K: Pod, V: Pod> Handle<K, V> for HashMap<MapData, K, V> {}
+impl<K: Pod, V: Pod> Handle<K, V> for LpmTrie<MapData, K, V> {}
+impl<V> Handle<(), V> for RingBuf<MapData> {}
+
+/// Opens the map `def` declares, got from `get` (a loaded object or the pin directory), as a
+/// handle of the declared types.
+pub(super) fn open<T, K, V>(
+    get: &mut impl FnMut(&'static MapSpec) -> Result<Map>,
+    def: &'static MapDef<K, V>,
+) -> Result<T>
+where
+    T: Handle<K, V>,
+{
+    T::try_from(get(&def.spec)?).map_err(map_err(def.name))
+}
+
+/// Typed handles on every map except the ring buffer. Opened either from a freshly loaded
+/// program (`Dataplane`) or from the pin directory (the CLI, with or without a daemon).
+pub struct Maps {
+    config: Array<MapData, Config>,
+    tcp_guard: Array<MapData, u64>,
+    udp_guard: Array<MapData, u64>,
+    bans: HashMap<MapData, AddrKey, BanEntry>,
+    hits: HashMap<MapData, AddrKey, HitEntry>,
+    ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
+    allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    /// Opens every map but the ring buffer, each got from `get`.
+    pub(super) fn open_with(get: &mut impl FnMut(&'static MapSpec) -> Result<Map>) -> Result<Self> {
+        Ok(Self {
+            config: open(get, &defs::PS_CONFIG)?,
+            tcp_guard: open(get, &defs::PS_TCP_GUARD)?,
+            udp_guard: open(get, &defs::PS_UDP_GUARD)?,
+            bans: open(get, &defs::PS_BANS)?,
+            hits: open(get, &defs::PS_HITS)?,
+            ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
+            allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
+            stats: open(get, &defs::PS_STATS)?,
+        })
+    }
+
+    /// Opens the maps pinned in `dir`; `Ok(None)` if nothing is pinned there.
+    pub fn open_pinned(dir: &Path) -> Result<Option<Self>> {
+        if !dir.join(defs::PS_BANS.name).exists() {
+            return Ok(None);
+        }
+        pins::check(dir)?;
+        pins::check_layout_version(dir)?;
+        Self::open_with(&mut |map| pins::open_map(dir, map)).map(Some)
+    }
+
+    pub fn set_config(&mut self, config: &Config) -> Result<()> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(defs::PS_CONFIG.name))
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config
+            .get(&0, 0)
+            .map_err(map_err(defs::PS_CONFIG.name))
+    }
+
+    /// Replaces the guarded-port bitmap of `protocol`, writing only the words that changed.
+    pub fn set_guarded_ports(&mut self, protocol: IpProto, ports: &PortSet) -> Result<()> {
+        let (name, map) = match protocol {
+            IpProto::Tcp => (defs::PS_TCP_GUARD.name, &mut self.tcp_guard),
+            IpProto::Udp => (defs::PS_UDP_GUARD.name, &mut self.udp_guard),
+        };
+        for (i, word) in ports
+            .words()
+            .iter()
+            .enumerate()
+            .take(PORT_BITMAP_WORDS as usize)
+        {
+            let i = i as u32;
+            if map.get(&i, 0).ok() != Some(*word) {
+                map.set(i, word, 0).map_err(map_err(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn insert_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<()> {
+        match self.bans.insert(cidr::addr_key(addr), entry, 0) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                Err(DataplaneError::TableFull("ban"))
+            }
+            Err(e) => Err(map_err(defs::PS_BANS.name)(e)),
+        }
+    }
+
+    /// Removes a ban; false if there was none.
+    pub fn remove_ban(&mut self, addr: IpAddr) -> Result<bool> {
+        match self.bans.remove(&cidr::addr_key(addr)) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(map_err(defs::PS_BANS.name)(e)),
+        }
+    }
+
+    pub fn ban(&self, addr: IpAddr) -> Result<Option<BanEntry>> {
+        match self.bans.get(&cidr::addr_key(addr), 0) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_BANS.name)(e)),
+        }
+    }
+
+    pub fn bans(&self) -> Result<Vec<(IpAddr, BanEntry)>> {
+        let mut out = Vec::new();
+        for item in self.bans.iter() {
+            let (k, v) = item.map_err(map_err(defs::PS_BANS.name))?;
+            out.push((cidr::key_addr(&k), v));
+        }
+        Ok(out)
+    }
+
+    pub fn hits(&self, addr: IpAddr) -> Result<Option<HitEntry>> {
+        match self.hits.get(&cidr::addr_key(addr), 0) {
+            Ok(h) => Ok(Some(h)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_HITS.name)(e)),
+        }
+    }
+
+    /// Replaces the allowlist trie; the count goes into `Config`.
+    pub fn set_allowlist(&mut self, cidrs: &[Cidr]) -> Result<TrieWrite> {
+        trie::replace(&mut self.allow_cidrs, defs::PS_ALLOW_CIDRS.name, cidrs, 1u8)
+    }
+
+    /// Replaces the banned-network trie (only the ban book calls this). Entries that stay keep
+    /// their drop counters.
+    pub fn set_ban_cidrs(&mut self, cidrs: &[Cidr]) -> Result<TrieWrite> {
+        trie::replace(&mut self.ban_cidrs, defs::PS_BAN_CIDRS.name, cidrs, 0u64)
+    }
+
+    /// Capacity of the ban table.
+    pub fn ban_capacity(&self) -> u32 {
+        self.bans.map().info().map_or(0, |i| i.max_entries())
+    }
+
+    /// Capacity of the banned-network trie.
+    pub fn ban_network_capacity(&self) -> u32 {
+        self.ban_cidrs.map().info().map_or(0, |i| i.max_entries())
+    }
+
+    /// Banned networks with their drop counters.
+    pub fn ban_cidrs(&self) -> Result<Vec<(Cidr, u64)>> {
+        let mut out = Vec::new();
+        for item in self.ban_cidrs.iter() {
+            let (k, drops) = item.map_err(map_err(defs::PS_BAN_CIDRS.name))?;
+            out.push((cidr_from_key(&k), drops));
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let mut stats = Stats::default();
+        for stat in Stat::ALL {
+            let per_cpu = self
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(map_err(defs::PS_STATS.name))?;
+            stats.0[stat as usize] = per_cpu.iter().sum();
+        }
+        Ok(stats)
+    }
+}
+
+pub(super) fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+pub(super) fn cidr_from_key(k: &LpmKey<[u8; 16]>) -> Cidr {
+    let addr = cidr::key_addr(&AddrKey { addr: k.data() });
+    let prefix = if addr.is_ipv4() {
+        k.prefix_len().saturating_sub(96)
+    } else {
+        k.prefix_len()
+    };
+    Cidr {
+        addr,
+        prefix: u8::try_from(prefix).unwrap_or(128),
+    }
+}
