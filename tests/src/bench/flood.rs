@@ -28,7 +28,7 @@ use aya::{
 };
 
 use super::{Figure, Plan};
-use crate::lab::{sock, veth_pair, Daemon, Lab, Netns, TempDir};
+use crate::lab::{sock, veth_pair, DaemonArgs, Lab, Netns, TempDir};
 
 const SKB_SECTION: &str = "Flood drop cost, skb path (trafgen → veth)";
 const FRAME_SECTION: &str =
@@ -310,12 +310,13 @@ fn measure(
             floor = Some(Attached::start(&lab.protected, object, "drop_all", &lab.iface, None)?)
         }
         Setup::Xdp => {
-            let state = dir.join("state").display().to_string();
-            let ports = TRAP.to_string();
-            let mut d = Daemon::start(
-                &lab.protected,
-                &["run", "--iface", &lab.iface, "--tcp-ports", &ports, "--no-pin", "--no-auto-allow", "--state-dir", &state],
-            )?;
+            let mut d = DaemonArgs::new(lab)
+                .iface()
+                .tcp_ports(&TRAP.to_string())
+                .no_pin()
+                .no_auto_allow()
+                .state_dir(dir.join("state"))
+                .start()?;
             // The source bans itself by probing the trap port.
             lab.scanner.tcp_connect(banned, sock(lab.protected_v4, TRAP), Duration::from_millis(300));
             if !d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {banned} ")), Duration::from_secs(5)) {

@@ -17,21 +17,13 @@ use portsentry::{
 use portsentry_common::{proto, ScanType};
 
 use super::{Figure, Plan};
-use crate::lab::{run_in, Daemon, Lab, TempDir};
+use crate::lab::{run_in, Daemon, DaemonArgs, Lab, TempDir};
 
 const SECTION: &str = "Scale and start-up";
-const ACTIVE: &str = "Portsentry is now active and listening.";
-
-/// Starts the daemon and returns it with the seconds until it reported itself active.
-fn start_timed(lab: &Lab, args: &[&str], limit: Duration) -> Result<(Daemon, f64)> {
+/// Starts the daemon and returns it with the seconds until it reported itself ready (READY=1).
+fn start_timed(args: DaemonArgs, limit: Duration) -> Result<(Daemon, f64)> {
     let t = Instant::now();
-    let mut d = Daemon::start(&lab.protected, args)?;
-    if !d.wait_for_line(|l| l.ends_with(ACTIVE), limit) {
-        bail!(
-            "the daemon did not become active within {limit:?}:\n{}",
-            d.output()
-        );
-    }
+    let d = args.ready_within(limit).start()?;
     Ok((d, t.elapsed().as_secs_f64()))
 }
 
@@ -83,7 +75,6 @@ fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
 pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let lab = Lab::new(1)?;
     let dir = TempDir::new("bench-scale")?;
-    let iface = lab.iface.clone();
     let mut figures = Vec::new();
 
     // Load and attach, nothing to restore.
@@ -92,8 +83,7 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     for i in 0..plan.reps {
         let state = dir.join(&format!("empty-{i}")).display().to_string();
         let (mut d, secs) = start_timed(
-            &lab,
-            &["run", "--iface", &iface, "--no-pin", "--state-dir", &state],
+            DaemonArgs::new(&lab).iface().no_pin().state_dir(&state),
             Duration::from_secs(20),
         )?;
         starts.push(secs * 1000.0);
@@ -138,17 +128,11 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let reps = if plan.quick { 1 } else { 3 };
     for _ in 0..reps {
         let (mut d, secs) = start_timed(
-            &lab,
-            &[
-                "run",
-                "--iface",
-                &iface,
-                "--no-pin",
-                "--max-bans",
-                &capacity,
-                "--state-dir",
-                &state,
-            ],
+            DaemonArgs::new(&lab)
+                .iface()
+                .no_pin()
+                .args(["--max-bans", &capacity])
+                .state_dir(&state),
             Duration::from_secs(300),
         )?;
         if !d.has_line(|l| l.starts_with(&format!("portsentry: restored {n} ban(s)"))) {
@@ -176,20 +160,13 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     // ban (and a log line).
     let state = dir.join("flood").display().to_string();
     let (mut d, _) = start_timed(
-        &lab,
-        &[
-            "run",
-            "--iface",
-            &iface,
-            "--no-pin",
-            "--no-auto-allow",
-            "--tcp-ports",
-            "111",
-            "--max-bans",
-            "200000",
-            "--state-dir",
-            &state,
-        ],
+        DaemonArgs::new(&lab)
+            .iface()
+            .no_pin()
+            .no_auto_allow()
+            .tcp_ports("111")
+            .args(["--max-bans", "200000"])
+            .state_dir(&state),
         Duration::from_secs(20),
     )?;
     let tgt = lab.protected_v4.to_string();
