@@ -27,8 +27,16 @@ fn start_timed(args: DaemonArgs, limit: Duration) -> Result<(Daemon, f64)> {
     Ok((d, t.elapsed().as_secs_f64()))
 }
 
-/// Sum of `memlock` over the daemon's BPF map fds, and that of its largest map (the ban table).
-fn map_memory(pid: u32) -> Result<(u64, u64)> {
+/// Kernel memory of a daemon's maps, bytes.
+#[derive(Clone, Copy, Default)]
+struct MapMemory {
+    /// Sum of `memlock` over the daemon's BPF map fds.
+    total: u64,
+    /// That of its largest map (the ban table).
+    largest: u64,
+}
+
+fn map_memory(pid: u32) -> Result<MapMemory> {
     let mut total = 0;
     let mut largest = 0;
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
@@ -46,7 +54,7 @@ fn map_memory(pid: u32) -> Result<(u64, u64)> {
         total += memlock;
         largest = largest.max(memlock);
     }
-    Ok((total, largest))
+    Ok(MapMemory { total, largest })
 }
 
 fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
@@ -79,7 +87,7 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
 
     // Load and attach, nothing to restore.
     let (mut starts, mut rss_idle) = (vec![], vec![]);
-    let mut default_mem = (0, 0);
+    let mut default_mem = MapMemory::default();
     for i in 0..plan.reps {
         let state = dir.join(&format!("empty-{i}")).display().to_string();
         let (mut d, secs) = start_timed(
@@ -103,13 +111,13 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
         SECTION,
         "kernel memory of all maps, default capacity (65 536 bans)",
         "MiB",
-        &[default_mem.0 as f64 / 1048576.0],
+        &[default_mem.total as f64 / 1048576.0],
     ));
     figures.push(Figure::new(
         SECTION,
         "kernel memory of the ban table, default capacity",
         "MiB",
-        &[default_mem.1 as f64 / 1048576.0],
+        &[default_mem.largest as f64 / 1048576.0],
     ));
 
     // Restore persisted bans.
@@ -124,7 +132,7 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let state = restore_dir.display().to_string();
     let capacity = (n + n / 8).to_string();
     let mut restores = vec![];
-    let mut big_mem = (0, 0);
+    let mut big_mem = MapMemory::default();
     let reps = if plan.quick { 1 } else { 3 };
     for _ in 0..reps {
         let (mut d, secs) = start_timed(
@@ -153,7 +161,7 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
         SECTION,
         format!("kernel memory of all maps, {label} ban capacity (+12 %)"),
         "MiB",
-        &[big_mem.0 as f64 / 1048576.0],
+        &[big_mem.total as f64 / 1048576.0],
     ));
 
     // RSS while many sources scan: hping3 SYNs from random sources to a trap port, each one a
