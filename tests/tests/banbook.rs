@@ -12,7 +12,7 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use portsentry_tests::lab::{portsentry, sock, Daemon, Lab, PinDir, TempDir};
+use portsentry_tests::lab::{portsentry, sock, Daemon, DaemonArgs, Lab, PinDir, TempDir};
 
 const SERVICE: u16 = 8080;
 const TRAP: u16 = 111;
@@ -45,7 +45,7 @@ fn expect_line(d: &mut Daemon, pred: impl Fn(&str) -> bool) {
 }
 
 fn start(lab: &Lab, config: &str) -> Daemon {
-    Daemon::start(&lab.protected, &["run", "--config", config]).unwrap()
+    DaemonArgs::new(lab).config(config).start().unwrap()
 }
 
 /// One probe of the trap port from `src` (refused or dropped: never a connection).

@@ -6,24 +6,19 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use portsentry_tests::lab::{portsentry, sock, Daemon, Lab, PinDir, TempDir};
+use portsentry_tests::lab::{portsentry, sock, DaemonArgs, Lab, PinDir, TempDir};
 
 const SERVICE: u16 = 8080;
 const TRAP: u16 = 111;
 const SHORT: Duration = Duration::from_millis(800);
 
 /// `run` arguments shared by most tests: the lab's interface, one trap port, this test's state.
-fn base_args<'a>(lab: &'a Lab, state: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        "--iface",
-        &lab.iface,
-        "--tcp-ports",
-        "111",
-        "--no-auto-allow",
-        "--state-dir",
-        state,
-    ]
+fn base_args(lab: &Lab, state: &str) -> DaemonArgs {
+    DaemonArgs::new(lab)
+        .iface()
+        .tcp_ports("111")
+        .no_auto_allow()
+        .state_dir(state)
 }
 
 fn is_timestamped_scan_line(line: &str, src: &str) -> bool {
@@ -49,11 +44,10 @@ fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
     let state = dir.path.display().to_string();
     let history = dir.join("history.log").display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut args = base_args(&lab, &state);
-    args.extend(["--no-pin", "--history-file", &history]);
+    let args = base_args(&lab, &state).no_pin().history_file(&history);
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = args.start().unwrap();
     assert!(!lab
         .scanner
         .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
@@ -64,7 +58,7 @@ fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
     assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
 
     // No pins: the new process starts with empty maps and must restore the ban from state_dir.
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = args.start().unwrap();
     assert!(
         d.has_line(|l| l.starts_with("portsentry: restored 1 ban(s)")),
         "{}",
@@ -122,11 +116,10 @@ fn bans_expire_on_time_and_expired_bans_are_not_restored() {
     let dir = TempDir::new("expiry").unwrap();
     let state = dir.path.display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut args = base_args(&lab, &state);
-    args.extend(["--no-pin", "--ban-ttl", "3s"]);
+    let args = base_args(&lab, &state).no_pin().args(["--ban-ttl", "3s"]);
     let a = lab.scanner_v4[0];
 
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = args.start().unwrap();
     let banned_at = Instant::now();
     assert!(!lab
         .scanner
@@ -137,7 +130,7 @@ fn bans_expire_on_time_and_expired_bans_are_not_restored() {
         "banned"
     );
     d.stop().unwrap();
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = args.start().unwrap();
     assert!(
         d.has_line(|l| l.starts_with("portsentry: restored 1 ban(s)")),
         "{}",
@@ -153,7 +146,7 @@ fn bans_expire_on_time_and_expired_bans_are_not_restored() {
     );
     // A clean stop would save without the expired ban; a crash leaves it in the file.
     d.kill9();
-    let d = Daemon::start(&lab.protected, &args).unwrap();
+    let d = args.start().unwrap();
     assert!(
         d.has_line(|l| l.starts_with("portsentry: restored 0 ban(s)") && l.contains("(1 expired")),
         "{}",
@@ -169,9 +162,10 @@ fn ban_and_unban_from_the_cli_take_effect_on_live_traffic() {
     let state = dir.path.display().to_string();
     let pin = pins.path.join("ps").display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut args = base_args(&lab, &state);
-    args.extend(["--pin-dir", &pin]);
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = base_args(&lab, &state)
+        .pin_dir(Some(std::path::Path::new(&pin)))
+        .start()
+        .unwrap();
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     let ctl = |verb: &[&str]| {
         let mut v = verb.to_vec();
@@ -263,7 +257,11 @@ fn hooks_run_with_the_right_argv_and_the_pinned_program_survives_sighup() {
             marks.path.display()
         ),
     );
-    let mut d = Daemon::start(&lab.protected, &["run", "--config", &config, "--no-pin"]).unwrap();
+    let mut d = DaemonArgs::new(&lab)
+        .config(&config)
+        .no_pin()
+        .start()
+        .unwrap();
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     assert!(!lab
         .scanner
@@ -336,7 +334,11 @@ fn advanced_mode_guards_unused_ports_and_a_new_service_stops_being_a_trap() {
             dir.path.display()
         ),
     );
-    let _d = Daemon::start(&lab.protected, &["run", "--config", &config, "--no-pin"]).unwrap();
+    let _d = DaemonArgs::new(&lab)
+        .config(&config)
+        .no_pin()
+        .start()
+        .unwrap();
     let (a, b, c) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
     assert!(
         !lab.scanner
@@ -382,9 +384,11 @@ fn json_log_format_gives_one_object_per_event() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("json").unwrap();
     let state = dir.path.display().to_string();
-    let mut args = base_args(&lab, &state);
-    args.extend(["--no-pin", "--log-format", "json"]);
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = base_args(&lab, &state)
+        .no_pin()
+        .args(["--log-format", "json"])
+        .start()
+        .unwrap();
     let a = lab.scanner_v4[0];
     assert!(!lab
         .scanner
@@ -508,13 +512,11 @@ fn the_systemd_units_capability_set_is_enough() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("caps").unwrap();
     let state = dir.path.display().to_string();
-    let bin = portsentry_tests::lab::portsentry_bin()
-        .display()
-        .to_string();
-    let mut args = vec!["--inh-caps=-all", bounding.as_str(), bin.as_str()];
-    args.extend(base_args(&lab, &state));
-    args.push("--no-pin");
-    let d = Daemon::start_program(&lab.protected, "setpriv", &args).unwrap();
+    let d = base_args(&lab, &state)
+        .no_pin()
+        .wrapped_in("setpriv", &["--inh-caps=-all", &bounding])
+        .start()
+        .unwrap();
     assert!(!lab
         .scanner
         .tcp_connect(lab.scanner_v4[0], sock(lab.protected_v4, TRAP), SHORT));

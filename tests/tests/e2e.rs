@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use portsentry_tests::lab::{sock, Daemon, Lab, TempDir};
+use portsentry_tests::lab::{sock, DaemonArgs, Lab, TempDir};
 
 const SERVICE_PORT: u16 = 8080;
 const TRAP_PORT: u16 = 111;
@@ -15,21 +15,14 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
     let _service = lab
         .protected
         .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
-    let mut daemon = Daemon::start(
-        &lab.protected,
-        &[
-            "run",
-            "--iface",
-            &lab.iface,
-            "--tcp-ports",
-            &TRAP_PORT.to_string(),
-            "--no-pin",
-            "--no-auto-allow",
-            "--state-dir",
-            &state,
-        ],
-    )
-    .expect("daemon");
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports(&TRAP_PORT.to_string())
+        .no_pin()
+        .no_auto_allow()
+        .state_dir(&state)
+        .start()
+        .expect("daemon");
     assert!(lab.xdp_attached().unwrap(), "XDP attached while running");
 
     let scanner = lab.scanner_v4[0];
@@ -80,6 +73,12 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
         Some(0),
         "clean exit; output:\n{}",
         daemon.output()
+    );
+    let notified = daemon.notifications();
+    assert!(
+        matches!(notified.as_slice(), [ready, status, stopping]
+            if ready == "READY=1" && status.starts_with("STATUS=") && stopping == "STOPPING=1"),
+        "READY=1 with a STATUS once active, STOPPING=1 on shutdown: {notified:?}"
     );
     assert!(
         !lab.xdp_attached().unwrap(),

@@ -2,7 +2,7 @@
 
 use std::{thread, time::Duration};
 
-use portsentry_tests::lab::{portsentry, run_in, sock, Daemon, Lab, PinDir, TempDir};
+use portsentry_tests::lab::{portsentry, run_in, sock, DaemonArgs, Lab, PinDir, TempDir};
 
 const SERVICE: u16 = 8080;
 const TRAP: u16 = 111;
@@ -20,21 +20,15 @@ fn kill_9_loses_no_ban_and_traffic_fails_open_while_down() {
         pins.path.join("ps").display().to_string(),
     );
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let args = [
-        "run",
-        "--iface",
-        &lab.iface,
-        "--tcp-ports",
-        "111",
-        "--no-auto-allow",
-        "--state-dir",
-        &state,
-        "--pin-dir",
-        &pin,
-    ];
+    let args = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports("111")
+        .no_auto_allow()
+        .state_dir(&state)
+        .pin_dir(Some(std::path::Path::new(&pin)));
     let a = lab.scanner_v4[0];
 
-    let mut d = Daemon::start(&lab.protected, &args).unwrap();
+    let mut d = args.start().unwrap();
     assert!(!lab
         .scanner
         .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
@@ -60,7 +54,7 @@ fn kill_9_loses_no_ban_and_traffic_fails_open_while_down() {
         "the ban is still in the pinned table: {out}"
     );
 
-    let d = Daemon::start(&lab.protected, &args).unwrap();
+    let d = args.start().unwrap();
     assert!(
         d.has_line(|l| l.starts_with("portsentry: restored ")
             && l.ends_with("1 ban(s) kept in the pinned maps")),
@@ -108,23 +102,15 @@ fn a_full_disk_is_reported_and_enforcement_continues() {
         history.display().to_string(),
     );
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = Daemon::start(
-        &lab.protected,
-        &[
-            "run",
-            "--iface",
-            &lab.iface,
-            "--tcp-ports",
-            "111",
-            "--no-auto-allow",
-            "--no-pin",
-            "--state-dir",
-            &state,
-            "--history-file",
-            &hist,
-        ],
-    )
-    .unwrap();
+    let mut d = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports("111")
+        .no_auto_allow()
+        .no_pin()
+        .state_dir(&state)
+        .history_file(&hist)
+        .start()
+        .unwrap();
     let a = lab.scanner_v4[0];
     assert!(!lab
         .scanner
@@ -153,28 +139,23 @@ fn a_full_disk_is_reported_and_enforcement_continues() {
 }
 
 /// Chosen behaviour: when the protected interface disappears the daemon keeps running, and when
-/// an interface of that name comes back it attaches again; bans made before still hold.
+/// an interface of that name comes back it attaches again; bans made before still hold, and
+/// probes over IPv4 and IPv6 are caught on the new link.
 #[test]
 fn an_interface_removed_and_re_added_is_re_attached() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("iface").unwrap();
     let state = dir.path.display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = Daemon::start(
-        &lab.protected,
-        &[
-            "run",
-            "--iface",
-            &lab.iface,
-            "--tcp-ports",
-            "111",
-            "--no-auto-allow",
-            "--no-pin",
-            "--state-dir",
-            &state,
-        ],
-    )
-    .unwrap();
+    let _svc6 = lab.protected.tcp_service(sock(lab.protected_v6, SERVICE));
+    let mut d = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports("111")
+        .no_auto_allow()
+        .no_pin()
+        .state_dir(&state)
+        .start()
+        .unwrap();
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     assert!(!lab
         .scanner
@@ -219,6 +200,29 @@ fn an_interface_removed_and_re_added_is_re_attached() {
         ),
         "detection works on the new link"
     );
+    // The re-created link has its IPv6 addresses too: an IPv6 probe is seen and banned.
+    let b6 = lab.scanner_v6[1];
+    assert!(
+        lab.scanner
+            .tcp_connect(b6, sock(lab.protected_v6, SERVICE), Duration::from_secs(2)),
+        "IPv6 reaches the service on the new link"
+    );
+    assert!(!lab
+        .scanner
+        .tcp_connect(b6, sock(lab.protected_v6, TRAP), SHORT));
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {b6} ")),
+            Duration::from_secs(5)
+        ),
+        "IPv6 detection works on the new link; output:\n{}",
+        d.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(b6, sock(lab.protected_v6, SERVICE), SHORT),
+        "the IPv6 source is dropped"
+    );
 }
 
 /// A ban storm (a random-source SYN flood on a trap port) against a small ban table and a hook
@@ -245,7 +249,11 @@ fn a_ban_storm_fills_the_table_and_runs_hooks_at_most_max_per_minute() {
         ),
     );
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = Daemon::start(&lab.protected, &["run", "--config", &config, "--no-pin"]).unwrap();
+    let mut d = DaemonArgs::new(&lab)
+        .config(&config)
+        .no_pin()
+        .start()
+        .unwrap();
     let (early, bystander) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     assert!(!lab
         .scanner

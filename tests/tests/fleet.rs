@@ -10,7 +10,7 @@ use std::{
 
 use portsentry_tests::{
     crowdsec::Lapi,
-    lab::{portsentry, sock, Daemon, Lab, Service, TempDir},
+    lab::{portsentry, sock, Daemon, DaemonArgs, Lab, Service, TempDir},
 };
 
 const SERVICE: u16 = 8080;
@@ -68,8 +68,10 @@ impl Host {
     }
 
     fn start(&mut self) {
-        let d =
-            Daemon::start(&self.lab.protected, &["run", "--config", &self.config]).expect("daemon");
+        let d = DaemonArgs::new(&self.lab)
+            .config(&self.config)
+            .start()
+            .expect("daemon");
         self.daemon = Some(d);
     }
 

@@ -14,27 +14,21 @@ use std::{
 use portsentry::config::settings::CLASSIC_TCP_PORTS;
 use portsentry_tests::{
     fullscan::{self, port_states},
-    lab::{run_in, sock, Daemon, Lab, TempDir},
+    lab::{run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
 };
 
 const SERVICE: u16 = 8080;
 
 fn start(lab: &Lab, dir: &TempDir, tcp_ports: &str, extra: &[&str]) -> Daemon {
-    let state = dir.path.display().to_string();
-    let mut args = vec![
-        "run",
-        "--iface",
-        &lab.iface,
-        "--tcp-ports",
-        tcp_ports,
-        "--udp-ports",
-        "54321",
-        "--no-pin",
-        "--state-dir",
-        &state,
-    ];
-    args.extend(extra);
-    Daemon::start(&lab.protected, &args).expect("daemon")
+    DaemonArgs::new(lab)
+        .iface()
+        .tcp_ports(tcp_ports)
+        .udp_ports("54321")
+        .no_pin()
+        .state_dir(&dir.path)
+        .args(extra.iter().copied())
+        .start()
+        .expect("daemon")
 }
 
 fn target(lab: &Lab, v6: bool) -> String {

@@ -311,6 +311,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut ticker = tokio::time::interval(LISTEN_POLL);
 
     d.sink.line("Portsentry is now active and listening.");
+    notify_ready(&interfaces);
     let outcome = loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -340,6 +341,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             _ = sigterm.recv() => break Ok(()),
         }
     };
+    notify_stopping();
     reader.abort();
     if let Some(server) = server {
         server.abort();
@@ -360,4 +362,26 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         interfaces.join(", ")
     );
     outcome
+}
+
+/// systemd's readiness protocol (the unit's `Type=notify`; the end-to-end tests wait for it
+/// too): READY=1 once every interface is attached, the maps are configured and the control
+/// socket listens. Sends nothing without `$NOTIFY_SOCKET`.
+fn notify_ready(interfaces: &[String]) {
+    let status = format!("active and listening on {}", interfaces.join(", "));
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+}
+
+/// STOPPING=1 when shutdown begins (bans are saved and XDP detached next).
+fn notify_stopping() {
+    notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        eprintln!("portsentry: warning: cannot notify the service manager: {e}");
+    }
 }

@@ -13,6 +13,7 @@
 //!   The generator side's cost (skb copy and redirect) is the same for every setup.
 
 use std::{
+    collections::HashMap,
     os::unix::process::CommandExt,
     process::Stdio,
     thread,
@@ -28,7 +29,7 @@ use aya::{
 };
 
 use super::{Figure, Plan};
-use crate::lab::{sock, veth_pair, Daemon, Lab, Netns, TempDir};
+use crate::lab::{sock, veth_pair, DaemonArgs, Lab, Netns, TempDir};
 
 const SKB_SECTION: &str = "Flood drop cost, skb path (trafgen → veth)";
 const FRAME_SECTION: &str =
@@ -221,9 +222,19 @@ fn xdp_rx_packets(ns: &Netns, iface: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One flood of `secs` seconds from `dev`; returns (softirq ns/packet, busy ns/packet,
-/// packets/s sent).
-fn flood(lab: &Lab, dev: &str, conf: &str, secs: f64) -> Result<(f64, f64, f64)> {
+/// What one flood cost.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    /// Softirq CPU per packet, ns.
+    soft: f64,
+    /// All CPU per packet (sender included), ns.
+    busy: f64,
+    /// Packets per second sent.
+    rate: f64,
+}
+
+/// One flood of `secs` seconds from `dev`.
+fn flood(lab: &Lab, dev: &str, conf: &str, secs: f64) -> Result<Cost> {
     let tx0 = link_stat(&lab.scanner, dev, "tx_packets");
     let c0 = cpu_times()?;
     let t0 = Instant::now();
@@ -246,16 +257,16 @@ fn flood(lab: &Lab, dev: &str, conf: &str, secs: f64) -> Result<(f64, f64, f64)>
         bail!("trafgen sent only {packets} packets");
     }
     let ns = tick_ns();
-    Ok((
-        (c1.softirq - c0.softirq) as f64 * ns / packets,
-        (c1.busy - c0.busy) as f64 * ns / packets,
-        packets / elapsed,
-    ))
+    Ok(Cost {
+        soft: (c1.softirq - c0.softirq) as f64 * ns / packets,
+        busy: (c1.busy - c0.busy) as f64 * ns / packets,
+        rate: packets / elapsed,
+    })
 }
 
 /// The receive-side setups. `Floor` (an XDP program that only drops) is what no filter can
 /// beat on this path: the generator's, veth's and the kernel's own cost per packet.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Setup {
     Xdp,
     NftNetdev,
@@ -284,12 +295,38 @@ impl Setup {
     }
 }
 
-/// Per-setup samples of one delivery path.
+/// Samples of one delivery path, keyed by setup: a figure is always built from its own setup's
+/// samples and a ratio from its baseline's, whatever the order of [`Setup::ALL`].
 #[derive(Default)]
 struct Samples {
-    soft: [Vec<f64>; 5],
-    busy: [Vec<f64>; 5],
-    rate: [Vec<f64>; 5],
+    by_setup: HashMap<Setup, SetupSamples>,
+}
+
+/// One setup's repetitions.
+#[derive(Default)]
+struct SetupSamples {
+    soft: Vec<f64>,
+    busy: Vec<f64>,
+    rate: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, setup: Setup, cost: Cost) {
+        let s = self.by_setup.entry(setup).or_default();
+        s.soft.push(cost.soft);
+        s.busy.push(cost.busy);
+        s.rate.push(cost.rate);
+    }
+
+    /// `setup`'s samples (none if it never ran).
+    fn of(&self, setup: Setup) -> &SetupSamples {
+        static NONE: SetupSamples = SetupSamples {
+            soft: Vec::new(),
+            busy: Vec::new(),
+            rate: Vec::new(),
+        };
+        self.by_setup.get(&setup).unwrap_or(&NONE)
+    }
 }
 
 /// Sets up `setup`, floods, tears it down.
@@ -301,7 +338,7 @@ fn measure(
     dev: &str,
     conf: &str,
     secs: f64,
-) -> Result<(f64, f64, f64)> {
+) -> Result<Cost> {
     let banned = lab.scanner_v4[0];
     let mut daemon = None;
     let mut floor = None;
@@ -310,12 +347,13 @@ fn measure(
             floor = Some(Attached::start(&lab.protected, object, "drop_all", &lab.iface, None)?)
         }
         Setup::Xdp => {
-            let state = dir.join("state").display().to_string();
-            let ports = TRAP.to_string();
-            let mut d = Daemon::start(
-                &lab.protected,
-                &["run", "--iface", &lab.iface, "--tcp-ports", &ports, "--no-pin", "--no-auto-allow", "--state-dir", &state],
-            )?;
+            let mut d = DaemonArgs::new(lab)
+                .iface()
+                .tcp_ports(&TRAP.to_string())
+                .no_pin()
+                .no_auto_allow()
+                .state_dir(dir.join("state"))
+                .start()?;
             // The source bans itself by probing the trap port.
             lab.scanner.tcp_connect(banned, sock(lab.protected_v4, TRAP), Duration::from_millis(300));
             if !d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {banned} ")), Duration::from_secs(5)) {
@@ -362,65 +400,73 @@ fn figures(section: &'static str, s: &Samples, above_floor: bool) -> Vec<Figure>
             v,
         )
     };
-    let soft_base = netdev("softirq CPU", "ns/packet", &s.soft[1]);
-    for (i, setup) in Setup::ALL.iter().enumerate() {
+    let base = s.of(Setup::NftNetdev);
+    let soft_base = netdev("softirq CPU", "ns/packet", &base.soft);
+    for setup in Setup::ALL {
         let f = Figure::new(
             section,
             format!("{}: softirq CPU", setup.name()),
             "ns/packet",
-            &s.soft[i],
+            &s.of(setup).soft,
         )
         .against(&soft_base);
-        out.push(if *setup == Setup::Xdp {
+        out.push(if setup == Setup::Xdp {
             f.at_most(0.5, "≤ 0.5× netdev")
         } else {
             f
         });
     }
-    let busy_base = netdev("all CPU", "ns/packet", &s.busy[1]);
-    for (i, setup) in Setup::ALL.iter().enumerate() {
+    let busy_base = netdev("all CPU", "ns/packet", &base.busy);
+    for setup in Setup::ALL {
         out.push(
             Figure::new(
                 section,
                 format!("{}: all CPU (sender included)", setup.name()),
                 "ns/packet",
-                &s.busy[i],
+                &s.of(setup).busy,
             )
             .against(&busy_base),
         );
     }
     // Each filter's own cost: its softirq CPU minus the floor's, per repetition.
-    let above = |i: usize| -> Vec<f64> {
-        s.soft[i]
+    let above = |setup: Setup| -> Vec<f64> {
+        s.of(setup)
+            .soft
             .iter()
-            .zip(&s.soft[4])
+            .zip(&s.of(Setup::Floor).soft)
             .map(|(x, f)| x - f)
             .collect()
     };
-    let above_base = netdev("softirq CPU above the floor", "ns/packet", &above(1));
-    let filters = if above_floor { 4 } else { 0 };
-    for (i, setup) in Setup::ALL.iter().enumerate().take(filters) {
+    let above_base = netdev(
+        "softirq CPU above the floor",
+        "ns/packet",
+        &above(Setup::NftNetdev),
+    );
+    let filters = Setup::ALL
+        .into_iter()
+        .filter(|setup| above_floor && *setup != Setup::Floor);
+    for setup in filters {
         let f = Figure::new(
             section,
             format!("{}: softirq CPU above the floor", setup.name()),
             "ns/packet",
-            &above(i),
+            &above(setup),
         )
         .against(&above_base);
-        out.push(if *setup == Setup::Xdp {
+        out.push(if setup == Setup::Xdp {
             f.at_most(0.5, "≤ 0.5× netdev")
         } else {
             f
         });
     }
-    let rate_base = netdev("rate", "packets/s", &s.rate[1]);
-    for (i, setup) in Setup::ALL.iter().enumerate() {
+    let rate_base = netdev("rate", "packets/s", &base.rate);
+    for setup in Setup::ALL {
         out.push(
             Figure::new(
                 section,
                 format!("{}: packets/s", setup.name()),
                 "packets/s",
-                &s.rate[i],
+                &s.of(setup).rate,
             )
             .against(&rate_base),
         );
@@ -466,47 +512,35 @@ pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> 
 
     let (mut skb, mut frame) = (Samples::default(), Samples::default());
     for _ in 0..plan.reps {
-        for (i, setup) in Setup::ALL.iter().enumerate() {
-            let (s, b, r) = measure(
+        for setup in Setup::ALL {
+            let cost = measure(
                 &lab,
                 &dir,
                 forward_object,
-                *setup,
+                setup,
                 &lab.scanner_iface,
                 &skb_conf,
                 secs,
             )?;
-            skb.soft[i].push(s);
-            skb.busy[i].push(b);
-            skb.rate[i].push(r);
+            skb.push(setup, cost);
 
             // Without an XDP program, the protected veth takes redirected frames only with
             // GRO on (that enables its NAPI ring); with GRO on it would also take skbs
             // differently, so it is on only for this path.
             gro(true)?;
             let before = xdp_rx_packets(&lab.protected, &lab.iface);
-            let measured = measure(
-                &lab,
-                &dir,
-                forward_object,
-                *setup,
-                GEN_IN,
-                &frame_conf,
-                secs,
-            );
+            let measured = measure(&lab, &dir, forward_object, setup, GEN_IN, &frame_conf, secs);
             let arrived = xdp_rx_packets(&lab.protected, &lab.iface).saturating_sub(before);
             gro(false)?;
-            let (s, b, r) = measured?;
-            if (arrived as f64) < 0.9 * r * secs {
+            let cost = measured?;
+            if (arrived as f64) < 0.9 * cost.rate * secs {
                 bail!(
                     "frame path: only {arrived} of ~{:.0} frames reached {}",
-                    r * secs,
+                    cost.rate * secs,
                     lab.iface
                 );
             }
-            frame.soft[i].push(s);
-            frame.busy[i].push(b);
-            frame.rate[i].push(r);
+            frame.push(setup, cost);
         }
     }
     let mut out = figures(SKB_SECTION, &skb, false);

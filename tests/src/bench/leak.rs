@@ -11,7 +11,7 @@ use portsentry::config::settings::CLASSIC_TCP_PORTS;
 use super::{Figure, Plan};
 use crate::{
     fullscan,
-    lab::{sock, Daemon, Lab, TempDir},
+    lab::{sock, DaemonArgs, Lab, TempDir},
 };
 
 const SECTION: &str = "Leak after detection (nmap -sS -p- --min-rate 20000, 5 services)";
@@ -76,10 +76,8 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     for _ in 0..reps {
         for classic in [false, true] {
             let cfg = config(&dir, classic);
-            let mut d = Daemon::start(
-                &lab.protected,
-                &["--config", &cfg, "run", "--iface", &lab.iface],
-            )?;
+            // `--config` is global: after `run` it means the same as before it.
+            let mut d = DaemonArgs::new(&lab).config(&cfg).iface().start()?;
             let src = lab.scanner_v4[scanner];
             scanner += 1;
             let r = fullscan::scan(&lab, &dir, src, &traps);

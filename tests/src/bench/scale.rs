@@ -17,26 +17,26 @@ use portsentry::{
 use portsentry_common::{IpProto, ScanType};
 
 use super::{Figure, Plan};
-use crate::lab::{run_in, Daemon, Lab, TempDir};
+use crate::lab::{run_in, Daemon, DaemonArgs, Lab, TempDir};
 
 const SECTION: &str = "Scale and start-up";
-const ACTIVE: &str = "Portsentry is now active and listening.";
-
-/// Starts the daemon and returns it with the seconds until it reported itself active.
-fn start_timed(lab: &Lab, args: &[&str], limit: Duration) -> Result<(Daemon, f64)> {
+/// Starts the daemon and returns it with the seconds until it reported itself ready (READY=1).
+fn start_timed(args: DaemonArgs, limit: Duration) -> Result<(Daemon, f64)> {
     let t = Instant::now();
-    let mut d = Daemon::start(&lab.protected, args)?;
-    if !d.wait_for_line(|l| l.ends_with(ACTIVE), limit) {
-        bail!(
-            "the daemon did not become active within {limit:?}:\n{}",
-            d.output()
-        );
-    }
+    let d = args.ready_within(limit).start()?;
     Ok((d, t.elapsed().as_secs_f64()))
 }
 
-/// Sum of `memlock` over the daemon's BPF map fds, and that of its largest map (the ban table).
-fn map_memory(pid: u32) -> Result<(u64, u64)> {
+/// Kernel memory of a daemon's maps, bytes.
+#[derive(Clone, Copy, Default)]
+struct MapMemory {
+    /// Sum of `memlock` over the daemon's BPF map fds.
+    total: u64,
+    /// That of its largest map (the ban table).
+    largest: u64,
+}
+
+fn map_memory(pid: u32) -> Result<MapMemory> {
     let mut total = 0;
     let mut largest = 0;
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
@@ -54,7 +54,7 @@ fn map_memory(pid: u32) -> Result<(u64, u64)> {
         total += memlock;
         largest = largest.max(memlock);
     }
-    Ok((total, largest))
+    Ok(MapMemory { total, largest })
 }
 
 fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
@@ -83,17 +83,15 @@ fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
 pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let lab = Lab::new(1)?;
     let dir = TempDir::new("bench-scale")?;
-    let iface = lab.iface.clone();
     let mut figures = Vec::new();
 
     // Load and attach, nothing to restore.
     let (mut starts, mut rss_idle) = (vec![], vec![]);
-    let mut default_mem = (0, 0);
+    let mut default_mem = MapMemory::default();
     for i in 0..plan.reps {
         let state = dir.join(&format!("empty-{i}")).display().to_string();
         let (mut d, secs) = start_timed(
-            &lab,
-            &["run", "--iface", &iface, "--no-pin", "--state-dir", &state],
+            DaemonArgs::new(&lab).iface().no_pin().state_dir(&state),
             Duration::from_secs(20),
         )?;
         starts.push(secs * 1000.0);
@@ -113,13 +111,13 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
         SECTION,
         "kernel memory of all maps, default capacity (65 536 bans)",
         "MiB",
-        &[default_mem.0 as f64 / 1048576.0],
+        &[default_mem.total as f64 / 1048576.0],
     ));
     figures.push(Figure::new(
         SECTION,
         "kernel memory of the ban table, default capacity",
         "MiB",
-        &[default_mem.1 as f64 / 1048576.0],
+        &[default_mem.largest as f64 / 1048576.0],
     ));
 
     // Restore persisted bans.
@@ -134,21 +132,15 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let state = restore_dir.display().to_string();
     let capacity = (n + n / 8).to_string();
     let mut restores = vec![];
-    let mut big_mem = (0, 0);
+    let mut big_mem = MapMemory::default();
     let reps = if plan.quick { 1 } else { 3 };
     for _ in 0..reps {
         let (mut d, secs) = start_timed(
-            &lab,
-            &[
-                "run",
-                "--iface",
-                &iface,
-                "--no-pin",
-                "--max-bans",
-                &capacity,
-                "--state-dir",
-                &state,
-            ],
+            DaemonArgs::new(&lab)
+                .iface()
+                .no_pin()
+                .args(["--max-bans", &capacity])
+                .state_dir(&state),
             Duration::from_secs(300),
         )?;
         if !d.has_line(|l| l.starts_with(&format!("portsentry: restored {n} ban(s)"))) {
@@ -169,27 +161,20 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
         SECTION,
         format!("kernel memory of all maps, {label} ban capacity (+12 %)"),
         "MiB",
-        &[big_mem.0 as f64 / 1048576.0],
+        &[big_mem.total as f64 / 1048576.0],
     ));
 
     // RSS while many sources scan: hping3 SYNs from random sources to a trap port, each one a
     // ban (and a log line).
     let state = dir.join("flood").display().to_string();
     let (mut d, _) = start_timed(
-        &lab,
-        &[
-            "run",
-            "--iface",
-            &iface,
-            "--no-pin",
-            "--no-auto-allow",
-            "--tcp-ports",
-            "111",
-            "--max-bans",
-            "200000",
-            "--state-dir",
-            &state,
-        ],
+        DaemonArgs::new(&lab)
+            .iface()
+            .no_pin()
+            .no_auto_allow()
+            .tcp_ports("111")
+            .args(["--max-bans", "200000"])
+            .state_dir(&state),
         Duration::from_secs(20),
     )?;
     let tgt = lab.protected_v4.to_string();

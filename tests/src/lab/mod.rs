@@ -1,0 +1,33 @@
+//! A two-host lab on one machine and the daemon processes the end-to-end tests run in it.
+//! Traffic never leaves the lab's namespaces; everything is removed on drop, also when a test
+//! panics.
+//!
+//! - [`netns`]: a named network namespace, running code and test services inside it.
+//! - [`topology`]: [`Lab`], a protected and a scanner namespace joined by a veth pair, with
+//!   their addresses, routes and neighbours ([`Lab::recreate_link`] restores all of them).
+//! - [`args`]: [`DaemonArgs`], the one builder of a test daemon's command line.
+//! - [`daemon`]: [`Daemon`], a running `portsentry run`: ready when it sends READY=1 on a
+//!   notify socket the test owns, its output, signals, stop and memory.
+//! - [`fixtures`]: throwaway directories and bpffs mounts, and running tools to completion.
+
+pub mod args;
+pub mod daemon;
+pub mod fixtures;
+pub mod netns;
+mod output;
+pub mod topology;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use args::DaemonArgs;
+pub use daemon::Daemon;
+pub use fixtures::{portsentry, portsentry_bin, run_in, sock, PinDir, TempDir};
+pub use netns::{Netns, Service};
+pub use topology::{ip, veth_pair, Lab};
+
+/// A number unique within this test process, for names of namespaces, links and directories
+/// (together with the process id, so parallel test processes do not clash).
+pub(crate) fn unique() -> usize {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,110 @@
+//! A named network namespace (`/run/netns/NAME`): running code on a thread inside it, commands
+//! through `ip netns exec`, TCP connects from a chosen source address and throwaway TCP services.
+
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr, TcpListener},
+    os::fd::AsFd,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use nix::sched::{setns, CloneFlags};
+
+/// A named network namespace.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it makes live there.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    }
+
+    /// `ip netns exec NAME PROGRAM` as a command to configure further.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Attempts a TCP connect from `src` (an address of this namespace) to `dst`.
+    pub fn tcp_connect(&self, src: IpAddr, dst: SocketAddr, timeout: Duration) -> bool {
+        self.run(move || {
+            use socket2::{Domain, Socket, Type};
+            let domain = if dst.is_ipv4() {
+                Domain::IPV4
+            } else {
+                Domain::IPV6
+            };
+            let Ok(sock) = Socket::new(domain, Type::STREAM, None) else {
+                return false;
+            };
+            if sock.bind(&SocketAddr::new(src, 0).into()).is_err() {
+                return false;
+            }
+            sock.connect_timeout(&dst.into(), timeout).is_ok()
+        })
+    }
+
+    /// A TCP service that accepts and closes connections until the returned guard drops.
+    pub fn tcp_service(&self, addr: SocketAddr) -> Service {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (stop.clone(), accepted.clone());
+        let path = self.path();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            enter(&path);
+            let listener = TcpListener::bind(addr).expect("bind test service");
+            listener.set_nonblocking(true).expect("nonblocking");
+            tx.send(()).ok();
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("service started");
+        Service { stop, accepted }
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &str) {
+    let ns = File::open(path).expect("netns file");
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+/// A running test service; stops on drop.
+pub struct Service {
+    stop: Arc<AtomicBool>,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
