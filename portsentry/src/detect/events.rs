@@ -105,13 +105,7 @@ mod tests {
             flags: event_flags::DROPPED,
             ..Default::default()
         };
-        // SAFETY: Event is repr(C) plain data.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&ev as *const Event).cast::<u8>(),
-                std::mem::size_of::<Event>(),
-            )
-        };
+        let bytes = as_bytes(&ev);
         let d = ProbeEvent::decode(bytes).unwrap();
         assert_eq!(
             (d.kind, d.dst_port, d.src.to_string()),
@@ -122,15 +116,19 @@ mod tests {
         assert!(ProbeEvent::decode(&bytes[..10]).is_none());
     }
 
-    fn decode(ev: Event) -> Option<ProbeEvent> {
-        // SAFETY: Event is repr(C) plain data.
-        let bytes = unsafe {
+    /// The bytes the ring buffer would carry for `ev`.
+    fn as_bytes(ev: &Event) -> &[u8] {
+        // SAFETY: Event is repr(C) plain data with explicit padding; the slice borrows `ev`.
+        unsafe {
             std::slice::from_raw_parts(
-                (&ev as *const Event).cast::<u8>(),
+                (ev as *const Event).cast::<u8>(),
                 std::mem::size_of::<Event>(),
             )
-        };
-        ProbeEvent::decode(bytes)
+        }
+    }
+
+    fn decode(ev: Event) -> Option<ProbeEvent> {
+        ProbeEvent::decode(as_bytes(&ev))
     }
 
     #[test]

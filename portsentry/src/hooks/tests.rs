@@ -128,18 +128,27 @@ fn all_three_into(file: &std::path::Path) -> HookSettings {
     }
 }
 
+/// A runner with `settings` that has finished responding to `notice`.
+async fn respond_once(settings: HookSettings, notice: BanNotice) -> (HookRunner, Lines) {
+    let (r, lines) = runner(settings);
+    r.on_ban(&notice);
+    settle(&r).await;
+    (r, lines)
+}
+
 #[tokio::test]
 async fn hooks_run_in_portsentry_order() {
     for first in [true, false] {
         let dir = Scratch::new();
         let file = dir.path("order");
-        let s = HookSettings {
-            run_cmd_first: first,
-            ..all_three_into(&file)
-        };
-        let (r, lines) = runner(s);
-        r.on_ban(&ban("SYN"));
-        settle(&r).await;
+        let (r, lines) = respond_once(
+            HookSettings {
+                run_cmd_first: first,
+                ..all_three_into(&file)
+            },
+            ban("SYN"),
+        )
+        .await;
         let want = if first {
             "cmd\nALL: 192.0.2.7\nroute\n"
         } else {
@@ -177,16 +186,18 @@ async fn an_unenforced_ban_runs_only_run_cmd_and_only_when_asked() {
     for always in [false, true] {
         let dir = Scratch::new();
         let file = dir.path("order");
-        let s = HookSettings {
-            run_cmd_always: always,
-            ..all_three_into(&file)
-        };
-        let (r, lines) = runner(s);
-        r.on_ban(&BanNotice {
+        let unenforced = BanNotice {
             enforced: false,
             ..ban("SYN")
-        });
-        settle(&r).await;
+        };
+        let (r, lines) = respond_once(
+            HookSettings {
+                run_cmd_always: always,
+                ..all_three_into(&file)
+            },
+            unenforced,
+        )
+        .await;
         let got = fs::read_to_string(&file).unwrap_or_default();
         let (want, started) = if always { ("cmd\n", 1) } else { ("", 0) };
         assert_eq!(got, want, "run_cmd_always = {always}: {:?}", lock(&lines));
@@ -211,9 +222,7 @@ async fn failures_are_counted_and_logged() {
         (argv(&["/bin/sh", "-c", "kill -9 $$"]), "was killed by signal 9"),
     ];
     for (cmd, want) in cases {
-        let (r, lines) = runner(hooks(Some(cmd)));
-        r.on_ban(&ban("SYN"));
-        settle(&r).await;
+        let (r, lines) = respond_once(hooks(Some(cmd)), ban("SYN")).await;
         assert_eq!(
             r.stats(),
             HookStats {
@@ -231,9 +240,8 @@ async fn failures_are_counted_and_logged() {
         );
     }
     let missing = dir.path("no-such-program");
-    let (r, lines) = runner(hooks(Some(vec![missing.display().to_string()])));
-    r.on_ban(&ban("SYN"));
-    settle(&r).await;
+    let (r, lines) =
+        respond_once(hooks(Some(vec![missing.display().to_string()])), ban("SYN")).await;
     assert_eq!(r.stats().failed, 1);
     assert!(
         lock(&lines)[0].contains("could not be started"),
