@@ -224,9 +224,10 @@ impl LiveSettings {
             scan_trigger: self.scan_trigger,
             ban_cidr_count,
             allow_cidr_count: allow_count,
-            _pad0: 0,
             window_ns: ns(self.window),
             ban_ttl_ns: ns(self.ban_ttl),
+            // Padding, and any field the kernel adds later, start as zero.
+            ..Config::default()
         }
     }
 }
