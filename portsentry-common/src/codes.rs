@@ -137,6 +137,20 @@ wire_enum! {
         Allowlisted = 13 => "allowlisted",
         /// Probes that could not be counted because the hit table was full.
         HitTableFull = 14 => "hit_table_full",
+        /// Probes from sources that cannot be a real peer (0/8, 127/8, multicast, class E,
+        /// ::, ::1, ff00::/8, IPv4-mapped or -compatible in IPv6): never counted.
+        BogusSource = 15 => "bogus_source",
+        /// Would-be bans refused by the path check: the probe did not arrive the way this host
+        /// routes back to its source.
+        Spoofed = 16 => "spoofed",
+        /// Bans made although the path check could not decide (no route back, no neighbour).
+        Unverified = 17 => "unverified",
+        /// Trap probes from learned peers that did not ban on their own.
+        PeerProbes = 18 => "peer_probes",
+        /// SYN cookies sent to learned peers' trap SYNs.
+        CookiesSent = 19 => "cookies_sent",
+        /// Learned peers banned after completing a handshake with a valid cookie.
+        CookiesConfirmed = 20 => "cookies_confirmed",
     }
 }
 
@@ -164,6 +178,12 @@ wire_enum! {
         Ban = 2 => "ban",
         /// A ban that could not be stored because the ban table is full.
         BanTableFull = 3 => "ban_table_full",
+        /// A would-be ban refused by the path check (no ban made).
+        Spoofed = 4 => "spoofed",
+        /// A probe from a bogus source (never counted); at most a few per second.
+        Bogus = 5 => "bogus",
+        /// A trap probe from a learned peer: UDP is only reported, a TCP SYN gets a cookie.
+        PeerProbe = 6 => "peer_probe",
     }
 }
 
@@ -234,7 +254,7 @@ mod tests {
         // The XDP program writes these bytes and old pins and state files hold them.
         assert_eq!((IpProto::Tcp as u8, IpProto::Udp as u8), (6, 17));
         assert_eq!(BanOrigin::ALL.map(u8::from), [1, 2, 3, 4]);
-        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3]);
+        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6]);
         assert_eq!(ScanType::Manual as u8, 7);
     }
 }

@@ -18,7 +18,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
@@ -70,6 +70,12 @@ pub mod config_flags {
     pub const BLOCK_TCP: u32 = 1 << 1;
     /// Probes on guarded UDP ports lead to a ban (PortSentry's BLOCK_UDP).
     pub const BLOCK_UDP: u32 = 1 << 2;
+    /// Check at ban time that the probe arrived the way this host routes back to its source
+    /// (`bpf_fib_lookup`); a probe that fails never bans.
+    pub const PATH_CHECK: u32 = 1 << 3;
+    /// Trap probes from learned peers (PS_PEERS) do not ban on their own: TCP SYNs get a SYN
+    /// cookie and ban only on a valid handshake, UDP is only reported.
+    pub const PEER_CHALLENGE: u32 = 1 << 4;
 }
 
 /// Runtime settings written by userspace into the single-entry config array.
@@ -91,6 +97,11 @@ pub struct Config {
     pub window_ns: u64,
     /// Lifetime of a ban the kernel creates (nanoseconds; 0 = forever).
     pub ban_ttl_ns: u64,
+    /// A learned peer not seen for this long is a stranger again (nanoseconds; 0 = never).
+    pub peer_ttl_ns: u64,
+    /// The network namespace the daemon guards (`bpf_get_netns_cookie`): the cgroup programs
+    /// that learn peers see sockets of every namespace and record only this one's.
+    pub netns_cookie: u64,
 }
 
 /// A ban: value of the ban table, keyed by [`AddrKey`].
@@ -145,6 +156,24 @@ pub mod event_flags {
     pub const DROPPED: u8 = 1 << 2;
     /// Blocking for this protocol is off or the program is in detect mode (PortSentry's "noblock").
     pub const NOBLOCK: u8 = 1 << 3;
+    /// A ban made although the path check could not decide (no route back, no neighbour entry
+    /// yet): the source may be forged; such bans are never shared with the fleet.
+    pub const UNVERIFIED: u8 = 1 << 4;
+    /// The source is link-local (169.254/16, fe80::/10): meaningful on this link only, never
+    /// shared with the fleet.
+    pub const LINK_LOCAL: u8 = 1 << 5;
+    /// A learned peer's ban, made after it completed a handshake with a valid SYN cookie.
+    pub const CONFIRMED: u8 = 1 << 6;
+}
+
+/// A host this one has really talked to: value of PS_PEERS, keyed by [`AddrKey`]. Written by
+/// the cgroup programs (completed TCP handshakes, UDP destinations) and by userspace restoring
+/// the saved peers; a forged packet cannot create one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PeerEntry {
+    /// Last time a socket of this host talked to the peer (`CLOCK_BOOTTIME` ns).
+    pub last_seen_ns: u64,
 }
 
 /// A ring-buffer event: emitted on state changes only, never per dropped packet.
@@ -179,6 +208,7 @@ mod pod {
     unsafe impl aya::Pod for super::BanEntry {}
     unsafe impl aya::Pod for super::HitEntry {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::PeerEntry {}
 }
 
 /// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
@@ -196,7 +226,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout!(AddrKey, size 16, { addr: 0 });
-assert_layout!(Config, size 40, {
+assert_layout!(Config, size 56, {
     layout_version: 0,
     flags: 4,
     scan_trigger: 8,
@@ -205,7 +235,10 @@ assert_layout!(Config, size 40, {
     _pad0: 20,
     window_ns: 24,
     ban_ttl_ns: 32,
+    peer_ttl_ns: 40,
+    netns_cookie: 48,
 });
+assert_layout!(PeerEntry, size 8, { last_seen_ns: 0 });
 assert_layout!(BanEntry, size 32, {
     banned_at_ns: 0,
     expires_at_ns: 8,

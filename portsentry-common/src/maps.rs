@@ -56,6 +56,18 @@ macro_rules! ps_maps {
             /// Sources never counted or banned (same key form as the ban trie).
             PS_ALLOW_CIDRS: LpmTrie<[u8; 16], u8> = $crate::maps::Capacity::Fixed(16_384);
 
+            /// Hosts this one has talked to (completed TCP handshakes, UDP destinations), written
+            /// by the cgroup programs. LRU: the least recently seen peer makes room.
+            PS_PEERS: LruHashMap<$crate::AddrKey, $crate::PeerEntry> =
+                $crate::maps::Capacity::ByOption {
+                    option: $crate::maps::CapacityOption::MaxPeers,
+                    default: 65_536,
+                };
+
+            /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
+            /// 1: spoofed probes), so a forged flood yields a few events a second, not one each.
+            PS_THROTTLE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(4);
+
             /// Counters, indexed by `Stat`.
             PS_STATS: PerCpuArray<u32, u64> =
                 $crate::maps::Capacity::Fixed($crate::Stat::COUNT as u32);
@@ -104,6 +116,7 @@ impl MapKind {
 pub enum CapacityOption {
     MaxBans,
     MaxBanNetworks,
+    MaxPeers,
 }
 
 impl CapacityOption {
@@ -112,6 +125,7 @@ impl CapacityOption {
         match self {
             CapacityOption::MaxBans => "max_bans",
             CapacityOption::MaxBanNetworks => "max_ban_networks",
+            CapacityOption::MaxPeers => "max_peers",
         }
     }
 }
@@ -215,6 +229,8 @@ mod tests {
                 "PS_HITS",
                 "PS_BAN_CIDRS",
                 "PS_ALLOW_CIDRS",
+                "PS_PEERS",
+                "PS_THROTTLE",
                 "PS_STATS",
                 "PS_EVENTS",
             ]
@@ -228,13 +244,15 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                ("PS_CONFIG", 4, 40),
+                ("PS_CONFIG", 4, 56),
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
                 ("PS_HITS", 16, 16),
                 ("PS_BAN_CIDRS", 20, 8),
                 ("PS_ALLOW_CIDRS", 20, 1),
+                ("PS_PEERS", 16, 8),
+                ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
                 ("PS_EVENTS", 0, 0),
             ]
@@ -250,6 +268,8 @@ mod tests {
                 MapKind::LruHashMap,
                 MapKind::LpmTrie,
                 MapKind::LpmTrie,
+                MapKind::LruHashMap,
+                MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
                 MapKind::RingBuf,
             ]
@@ -261,7 +281,19 @@ mod tests {
         let entries = ALL.map(|m| m.capacity.object_entries());
         assert_eq!(
             entries,
-            [1, 1024, 1024, 65_536, 65_536, 16_384, 16_384, 15, 1 << 20]
+            [
+                1,
+                1024,
+                1024,
+                65_536,
+                65_536,
+                16_384,
+                16_384,
+                65_536,
+                4,
+                21,
+                1 << 20
+            ]
         );
         let by_option = ALL.map(|m| match m.capacity {
             Capacity::ByOption { option, .. } => option.name(),
@@ -269,7 +301,19 @@ mod tests {
         });
         assert_eq!(
             by_option,
-            ["", "", "", "max_bans", "", "max_ban_networks", "", "", ""]
+            [
+                "",
+                "",
+                "",
+                "max_bans",
+                "",
+                "max_ban_networks",
+                "",
+                "max_peers",
+                "",
+                "",
+                ""
+            ]
         );
     }
 }

@@ -18,12 +18,15 @@ use portsentry::{
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
-/// Test settings: the given guarded ports, nothing auto-allowed.
+/// Test settings: the given guarded ports, nothing auto-allowed, no path check (test-run
+/// packets arrive on the loopback device of the test's namespace, which routes nothing back;
+/// the path check has its own tests inside a lab namespace).
 pub fn settings(tcp: &str, udp: &str) -> LiveSettings {
     LiveSettings {
         tcp_ports: PortSet::parse(tcp).expect("test port list"),
         udp_ports: PortSet::parse(udp).expect("test port list"),
         auto_allow: false,
+        path_check: false,
         ..LiveSettings::default()
     }
 }
@@ -51,6 +54,7 @@ impl TestXdp {
             pin_dir: None,
             max_bans,
             max_ban_networks: None,
+            max_peers: None,
         })
         .expect("loading the XDP object (run the tests with `cargo xtask test`)");
         let events = dp.take_events().expect("ring buffer");

@@ -30,6 +30,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/portsentry";
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/portsentry/portsentry.toml";
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_PEER_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Implements `Display` with the name clap and serde use, so a value is spelled one way in
 /// the file, on the command line and in log lines.
@@ -89,6 +90,12 @@ pub struct StartupSettings {
     /// Banned-network trie capacity; pinned maps of another size are migrated.
     #[serde(deserialize_with = "values::int_in::<_, _, 1, 4294967295>")]
     pub max_ban_networks: u32,
+    /// Learn the hosts this one talks to (cgroup BPF programs on completed TCP handshakes and
+    /// UDP sends), so a forged probe in their name cannot ban them.
+    pub learn_peers: bool,
+    /// Learned-peer table capacity (least recently seen peer makes room).
+    #[serde(deserialize_with = "values::int_in::<_, _, 1, 4294967295>")]
+    pub max_peers: u32,
     /// Fleet mode; `None` without a `[crowdsec]` table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<CrowdsecSettings>,
@@ -103,6 +110,8 @@ impl Default for StartupSettings {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             max_bans: maps::PS_BANS.capacity.object_entries(),
             max_ban_networks: maps::PS_BAN_CIDRS.capacity.object_entries(),
+            learn_peers: true,
+            max_peers: maps::PS_PEERS.capacity.object_entries(),
             crowdsec: None,
         }
     }
@@ -155,6 +164,17 @@ pub struct LiveSettings {
     /// Ban lifetime; `None` = forever.
     #[serde(with = "values::limit")]
     pub ban_ttl: Option<Duration>,
+    /// Before a probe bans, check that it arrived the way this host routes back to its source
+    /// (interface and, where known, the neighbour's MAC). Turn off only for asymmetric routing.
+    pub path_check: bool,
+    /// A learned peer not heard from for this long is a stranger again; "never" keeps peers
+    /// until the table needs room.
+    #[serde(with = "values::limit")]
+    pub peer_memory: Option<Duration>,
+    /// Advanced mode: a port that had a listening socket within this long stays a service
+    /// port (never a trap) even while its service restarts; "never" forgets nothing.
+    #[serde(with = "values::limit")]
+    pub service_port_memory: Option<Duration>,
     /// Sources never counted or banned.
     #[serde(with = "values::cidrs")]
     pub allow: Vec<Cidr>,
@@ -186,6 +206,9 @@ impl Default for LiveSettings {
             block_tcp: true,
             block_udp: true,
             ban_ttl: Some(DEFAULT_BAN_TTL),
+            path_check: true,
+            peer_memory: Some(DEFAULT_PEER_MEMORY),
+            service_port_memory: Some(DEFAULT_PEER_MEMORY),
             allow: Vec::new(),
             ignore_file: None,
             auto_allow: true,
@@ -214,6 +237,9 @@ impl LiveSettings {
         if self.block_udp {
             flags |= config_flags::BLOCK_UDP;
         }
+        if self.path_check {
+            flags |= config_flags::PATH_CHECK;
+        }
         let ns = |d: Option<Duration>| {
             d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
                 .unwrap_or(0)
@@ -226,6 +252,7 @@ impl LiveSettings {
             allow_cidr_count: allow_count,
             window_ns: ns(self.window),
             ban_ttl_ns: ns(self.ban_ttl),
+            peer_ttl_ns: ns(self.peer_memory),
             // Padding, and any field the kernel adds later, start as zero.
             ..Config::default()
         }
@@ -282,7 +309,7 @@ mod tests {
             ..Default::default()
         };
         let c = s.kernel_config(3, 0);
-        assert_eq!(c.flags, config_flags::BLOCK_TCP);
+        assert_eq!(c.flags, config_flags::BLOCK_TCP | config_flags::PATH_CHECK);
         assert_eq!(c.allow_cidr_count, 3);
         assert_eq!(c.ban_ttl_ns, 86_400_000_000_000);
     }

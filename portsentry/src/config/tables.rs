@@ -106,6 +106,10 @@ pub struct CrowdsecSettings {
     /// Alerts kept (in memory and in `state_dir`) while LAPI is unreachable; the oldest go first.
     #[serde(deserialize_with = "values::int_in::<_, _, 1, 1000000>")]
     pub queue_max: usize,
+    /// Alerts pushed per minute at most, so a forging campaign cannot flood the fleet; the
+    /// rest are counted and dropped.
+    #[serde(deserialize_with = "values::int_in::<_, _, 1, 1000000>")]
+    pub max_alerts_per_minute: u32,
 }
 
 impl Default for CrowdsecSettings {
@@ -120,6 +124,7 @@ impl Default for CrowdsecSettings {
             credentials_file: None,
             scenario: DEFAULT_CROWDSEC_SCENARIO.to_owned(),
             queue_max: 10_000,
+            max_alerts_per_minute: 60,
         }
     }
 }

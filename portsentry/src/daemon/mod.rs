@@ -152,6 +152,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         pin_dir: settings.startup.pin_dir.clone(),
         max_bans: Some(settings.startup.max_bans),
         max_ban_networks: Some(settings.startup.max_ban_networks),
+        max_peers: Some(settings.startup.max_peers),
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
         eprintln!(

@@ -13,7 +13,7 @@ impl Daemon {
         let mut ev = ev.clone();
         let target = Cidr::host(ev.src);
         match ev.kind {
-            EventKind::Probe => {}
+            EventKind::Probe | EventKind::Spoofed | EventKind::Bogus | EventKind::PeerProbe => {}
             EventKind::Ban => {
                 if let Err(e) = self.book.on_kernel_ban(&self.dp, &target, &Now::read()) {
                     eprintln!("portsentry: error: recording the ban of {target}: {e:#}");

@@ -113,6 +113,8 @@ pub struct LoadOptions {
     pub max_bans: Option<u32>,
     /// Banned-network trie capacity; `None` keeps the object's default.
     pub max_ban_networks: Option<u32>,
+    /// Learned-peer table capacity; `None` keeps the object's default.
+    pub max_peers: Option<u32>,
 }
 
 impl LoadOptions {
@@ -121,6 +123,7 @@ impl LoadOptions {
         match option {
             CapacityOption::MaxBans => self.max_bans,
             CapacityOption::MaxBanNetworks => self.max_ban_networks,
+            CapacityOption::MaxPeers => self.max_peers,
         }
     }
 

@@ -22,6 +22,12 @@ pub struct ProbeEvent {
     pub ip_options: Option<bool>,
     pub dropped: bool,
     pub noblock: bool,
+    /// A ban made although the path check could not decide: possibly forged, kept local.
+    pub unverified: bool,
+    /// Link-local source: meaningful on this link only, kept local.
+    pub link_local: bool,
+    /// A learned peer's ban after a handshake with a valid SYN cookie.
+    pub confirmed: bool,
     pub timestamp_ns: u64,
 }
 
@@ -32,6 +38,12 @@ pub use portsentry_common::EventKind;
 pub use portsentry_common::IpProto as Protocol;
 
 impl ProbeEvent {
+    /// Whether this ban may be shared with the fleet: only bans whose source was shown to be
+    /// real (path verified or handshake confirmed), never link-local ones.
+    pub fn is_shareable(&self) -> bool {
+        !self.unverified && !self.link_local
+    }
+
     /// Decodes one ring-buffer record; `None` for a record of the wrong size, or of a kind or
     /// protocol this build does not know (a newer program). An unknown scan type reads as
     /// [`ScanType::None`] ("Unknown").
@@ -56,6 +68,9 @@ impl ProbeEvent {
                 .then_some(ev.flags & event_flags::IP_OPTIONS != 0),
             dropped: ev.flags & event_flags::DROPPED != 0,
             noblock: ev.flags & event_flags::NOBLOCK != 0,
+            unverified: ev.flags & event_flags::UNVERIFIED != 0,
+            link_local: ev.flags & event_flags::LINK_LOCAL != 0,
+            confirmed: ev.flags & event_flags::CONFIRMED != 0,
             timestamp_ns: ev.timestamp_ns,
         })
     }

@@ -66,6 +66,30 @@ pub fn ban_table_full_line(ev: &ProbeEvent) -> String {
     )
 }
 
+/// The line for an event that never bans on its own (a forged-looking, bogus or learned
+/// peer's probe). PortSentry had no such events, so these lines are ours; they never use the
+/// `Scan from:` or `attackalert:` prefixes parsers match on.
+pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
+    let what = format!(
+        "{} {} port {} on {iface}",
+        scan_type_text(ev),
+        ev.protocol.name(),
+        ev.dst_port
+    );
+    let why = match ev.kind {
+        EventKind::Spoofed => {
+            "spoofed: it did not arrive the way this host routes back to its source; not banned"
+        }
+        EventKind::Bogus => "bogus source (cannot be a real peer); not counted",
+        EventKind::PeerProbe if ev.protocol == portsentry_common::IpProto::Tcp => {
+            "learned peer: answered with a SYN cookie; banned only if it completes the handshake"
+        }
+        EventKind::PeerProbe => "learned peer: reported, not banned by a UDP probe",
+        EventKind::Probe | EventKind::Ban | EventKind::BanTableFull => return None,
+    };
+    Some(format!("portsentry: probe from {} ({what}): {why}", ev.src))
+}
+
 /// The event as one JSON object (`log_format = "json"`).
 pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> String {
     json!({
@@ -82,6 +106,9 @@ pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> St
         "noblock": ev.noblock,
         "blocked": is_blocked(ev),
         "dropped": ev.dropped,
+        "unverified": ev.unverified,
+        "link_local": ev.link_local,
+        "confirmed": ev.confirmed,
         "interface": iface,
     })
     .to_string()
@@ -130,6 +157,10 @@ impl LogSink {
         match self.format {
             LogFormat::Json => self.line_at(&json_line(ev, trigger, iface, now), now),
             LogFormat::Portsentry => {
+                if let Some(line) = refused_line(ev, iface) {
+                    self.line_at(&line, now);
+                    return;
+                }
                 self.line_at(&scan_line(ev, trigger, None), now);
                 match ev.kind {
                     EventKind::Ban if is_blocked(ev) => self.line_at(&ban_line(ev, iface), now),
@@ -216,6 +247,9 @@ mod tests {
             ip_options: Some(false),
             dropped: true,
             noblock: false,
+            unverified: false,
+            link_local: false,
+            confirmed: false,
             timestamp_ns: 0,
         }
     }
