@@ -1,8 +1,9 @@
 //! portsentry's XDP program.
 //!
-//! Pipeline, top to bottom: parse → ban check → guard check → allowlist (only for would-be
-//! probes) → count → verdict. An ordinary packet (not banned, not to a guarded port) costs one
-//! config read, one ban lookup, one bitmap lookup and one counter update.
+//! Pipeline, top to bottom: parse → ban check → guard check → source check and allowlist (only
+//! for would-be probes) → count → path check (only for would-be bans) → verdict. An ordinary
+//! packet (not banned, not to a guarded port) costs one config read, one ban lookup, one bitmap
+//! lookup and one counter update.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -11,7 +12,9 @@
 mod atomic;
 mod maps;
 mod parse;
+mod path;
 mod runtime;
+mod source;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
@@ -22,12 +25,14 @@ use aya_ebpf::{
 };
 use maps::*;
 use parse::{NoSource, Packet, L4};
+use path::Path;
 use portsentry_common::{
     ban_flags, config_flags, event_flags,
     tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG},
     AddrKey, BanEntry, BanOrigin, Config, Event, EventKind, HitEntry, IpProto, ScanType, Stat,
     LAYOUT_VERSION,
 };
+use source::SourceClass;
 
 #[xdp]
 pub fn portsentry(ctx: XdpContext) -> u32 {
@@ -98,7 +103,19 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         }
     };
 
-    // 4. Allowlist, only for would-be probes.
+    // 4. Source check and allowlist, only for would-be probes. A bogus source is never counted:
+    // it cannot be a real peer, so any ban would only hurt.
+    let class = source::classify(&pkt.src, pkt.is_v6);
+    if class == SourceClass::Bogus {
+        count(Stat::BogusSource);
+        let now = boot_ns();
+        if throttle_allows(THROTTLE_BOGUS, now) {
+            let mut event = new_event(ctx, &pkt, now, 0, scan);
+            event.kind = EventKind::Bogus as u8;
+            emit(&event);
+        }
+        return pass();
+    }
     if cfg.allow_cidr_count != 0 && PS_ALLOW_CIDRS.get(&Key::new(128, pkt.src.addr)).is_some() {
         count(Stat::Allowlisted);
         return pass();
@@ -122,20 +139,10 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         u64::from(cfg.scan_trigger)
     };
 
-    let mut event = Event {
-        timestamp_ns: now,
-        count: hits,
-        src: pkt.src,
-        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
-        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
-        dst_port,
-        kind: EventKind::Probe as u8,
-        proto: protocol,
-        scan_type: scan as u8,
-        tcp_flags,
-        flags: event_base_flags(&pkt),
-        _pad: [0; 5],
-    };
+    let mut event = new_event(ctx, &pkt, now, hits, scan);
+    if class == SourceClass::LinkLocal {
+        event.flags |= event_flags::LINK_LOCAL;
+    }
     if !enforce || !blocks_proto {
         event.flags |= event_flags::NOBLOCK;
     }
@@ -146,6 +153,25 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
     if hits < trigger || !blocks_proto || recorded {
         emit(&event);
         return pass();
+    }
+
+    // 7. Path check, only for would-be bans: a forged source must not ban the host it names.
+    if cfg.flags & config_flags::PATH_CHECK != 0 {
+        match path::check(ctx, &pkt) {
+            Path::Verified => {}
+            Path::Unverified => {
+                count(Stat::Unverified);
+                event.flags |= event_flags::UNVERIFIED;
+            }
+            Path::Spoofed => {
+                count(Stat::Spoofed);
+                if throttle_allows(THROTTLE_SPOOFED, now) {
+                    event.kind = EventKind::Spoofed as u8;
+                    emit(&event);
+                }
+                return pass();
+            }
+        }
     }
 
     let ban = BanEntry {
@@ -180,6 +206,49 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         emit(&event);
         count(Stat::DroppedWould);
         pass()
+    }
+}
+
+/// A probe event with everything the packet says; the caller sets kind and flags it decides.
+#[inline(always)]
+fn new_event(ctx: &XdpContext, pkt: &Packet, now: u64, hits: u64, scan: ScanType) -> Event {
+    Event {
+        timestamp_ns: now,
+        count: hits,
+        src: pkt.src,
+        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        dst_port: pkt.l4.dst_port,
+        kind: EventKind::Probe as u8,
+        proto: pkt.l4.protocol,
+        scan_type: scan as u8,
+        tcp_flags: pkt.l4.flags,
+        flags: event_base_flags(pkt),
+        _pad: [0; 5],
+    }
+}
+
+/// Slots in PS_THROTTLE.
+const THROTTLE_BOGUS: u32 = 0;
+const THROTTLE_SPOOFED: u32 = 1;
+/// At most one throttled event of a kind per CPU in this long: a forged flood must not turn
+/// into a flood of events and log lines (the counters still count every packet).
+const THROTTLE_NS: u64 = 100_000_000;
+
+#[inline(always)]
+fn throttle_allows(slot: u32, now: u64) -> bool {
+    match PS_THROTTLE.get_ptr_mut(slot) {
+        Some(last) => {
+            // SAFETY: per-CPU slot from a successful lookup; no other CPU writes it.
+            unsafe {
+                if *last != 0 && now.wrapping_sub(*last) < THROTTLE_NS {
+                    return false;
+                }
+                *last = now;
+            }
+            true
+        }
+        None => false,
     }
 }
 

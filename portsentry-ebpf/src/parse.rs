@@ -47,6 +47,11 @@ impl L4 {
 pub struct Packet {
     pub src: AddrKey,
     pub is_v6: bool,
+    /// Offset of the IP header (after the Ethernet header and any VLAN tags).
+    pub l3_offset: usize,
+    /// The frame carried a VLAN tag: the route back then leaves by the VLAN device, not the
+    /// device XDP sees, so the path check compares only the neighbour's MAC.
+    pub vlan_tagged: bool,
     /// IPv4 header longer than 20 bytes.
     pub ip_options: bool,
     pub l4: L4,
@@ -65,7 +70,7 @@ pub enum NoSource {
 
 /// A bounds-checked pointer to `len` bytes at `offset` from the start of the packet.
 #[inline(always)]
-fn ptr_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
+pub fn ptr_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + len > end {
@@ -93,11 +98,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, NoSource> {
         ether_type = be16_at(ctx, offset + 2).ok_or(NoSource::Malformed)?;
         offset += VLAN_HLEN;
     }
-    match ether_type {
+    let mut pkt = match ether_type {
         ethertype::IPV4 => parse_ipv4(ctx, offset),
         ethertype::IPV6 => parse_ipv6(ctx, offset),
         _ => Err(NoSource::NotIp),
-    }
+    }?;
+    pkt.l3_offset = offset;
+    pkt.vlan_tagged = offset != ETH_HLEN;
+    Ok(pkt)
 }
 
 #[inline(always)]
@@ -116,6 +124,8 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     let mut pkt = Packet {
         src: AddrKey::from_v4(src),
         is_v6: false,
+        l3_offset: offset,
+        vlan_tagged: false,
         ip_options: false,
         l4: L4::NONE,
         malformed: false,
@@ -148,6 +158,8 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     let mut pkt = Packet {
         src: AddrKey::from_v6(src),
         is_v6: true,
+        l3_offset: offset,
+        vlan_tagged: false,
         ip_options: false,
         l4: L4::NONE,
         malformed: false,

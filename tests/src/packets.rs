@@ -40,6 +40,8 @@ pub enum Transport {
 pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// Ethernet source (the neighbour the frame came from).
+    pub src_mac: [u8; 6],
     pub vlans: Vec<(u16, u16)>,
     pub ipv4_options: Vec<u8>,
     /// IPv4 fragment offset (8-byte units) and MF flag.
@@ -68,12 +70,25 @@ impl Packet {
         Self {
             src,
             dst,
+            src_mac: [0x02, 0, 0, 0, 0, 0x02],
             vlans: Vec::new(),
             ipv4_options: Vec::new(),
             ipv4_frag: None,
             ipv6_ext: Vec::new(),
             transport,
         }
+    }
+
+    /// The probed address (default 192.0.2.1 or 2001:db8::1).
+    pub fn to(mut self, dst: IpAddr) -> Self {
+        self.dst = dst;
+        self
+    }
+
+    /// The Ethernet source address.
+    pub fn from_mac(mut self, mac: [u8; 6]) -> Self {
+        self.src_mac = mac;
+        self
     }
 
     /// Adds a VLAN tag (outermost first): `ethertype::VLAN` (802.1Q) or `ethertype::QINQ`
@@ -105,7 +120,7 @@ impl Packet {
     pub fn build(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(128);
         p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // dst MAC
-        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // src MAC
+        p.extend_from_slice(&self.src_mac);
         for (tpid, id) in &self.vlans {
             p.extend_from_slice(&tpid.to_be_bytes());
             p.extend_from_slice(&(id & 0x0fff).to_be_bytes());

@@ -109,6 +109,24 @@ impl TestXdp {
         prog.test_run(opts).map(|r| r.return_value)
     }
 
+    /// Runs one packet as if it arrived on interface `ingress_ifindex` of the calling thread's
+    /// network namespace (the kernel resolves the index there), so helpers that look at the
+    /// receiving device, such as the path check's route lookup, see a real interface.
+    pub fn run_on(&self, packet: &[u8], ingress_ifindex: u32) -> u32 {
+        let prog = self.dp.program().expect("program");
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each); data_end must be the packet length.
+        let fields = [0, packet.len() as u32, 0, ingress_ifindex, 0, 0];
+        let ctx: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        };
+        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    }
+
     /// Runs one packet `repeat` times in a single BPF_PROG_TEST_RUN call; returns the last verdict.
     pub fn run_repeat(&self, packet: &[u8], repeat: u32) -> u32 {
         let prog = self.dp.program().expect("program");

@@ -5,13 +5,37 @@
 use super::*;
 
 impl Daemon {
+    /// The automatic allowlist: own addresses always (a probe "from" one of them is forged),
+    /// plus gateways, resolvers and the LAPI host with `auto_allow`.
+    fn automatic_entries(&self) -> Result<Vec<Cidr>> {
+        if self.settings.live.auto_allow {
+            netinfo::auto_allow_list(&self.lapi_hosts)
+        } else {
+            netinfo::own_address_list()
+        }
+    }
+
+    /// The path check looks routes up "from" the loopback device, which needs forwarding on
+    /// there (only there: nothing arrives on `lo` from outside). Without it bans still happen,
+    /// marked unverified.
+    fn ensure_route_lookups(&mut self) {
+        match (self.settings.live.path_check, self.lo_forwarding.is_some()) {
+            (true, false) => match LoopbackForwarding::enable() {
+                Ok(f) => self.lo_forwarding = Some(f),
+                Err(e) => eprintln!(
+                    "portsentry: warning: path check: cannot enable route lookups on lo ({e}); \
+                     bans are made unverified"
+                ),
+            },
+            (false, true) => self.lo_forwarding = None,
+            _ => {}
+        }
+    }
+
     /// Writes ports, allowlist, hooks and the config block from `self.settings`.
     pub(super) fn apply(&mut self) -> Result<()> {
-        self.auto_allow = if self.settings.live.auto_allow {
-            netinfo::auto_allow_list(&self.lapi_hosts)?
-        } else {
-            Vec::new()
-        };
+        self.auto_allow = self.automatic_entries()?;
+        self.ensure_route_lookups();
         let allow = self.allowlist();
         let written = guard::write(&mut self.dp, &self.settings.live, &allow, &self.listening)?;
         self.report_refused_allow(&written);
@@ -88,10 +112,7 @@ impl Daemon {
     /// An address or route changed: recompute the automatic allowlist and apply it if it
     /// differs (a new gateway is protected before a spoofed probe from it can count).
     pub(super) fn refresh_auto_allow(&mut self) {
-        if !self.settings.live.auto_allow {
-            return;
-        }
-        let fresh = match netinfo::auto_allow_list(&self.lapi_hosts) {
+        let fresh = match self.automatic_entries() {
             Ok(list) => list,
             Err(e) => {
                 eprintln!("portsentry: error: recomputing the automatic allowlist: {e:#}");

@@ -43,6 +43,7 @@ use crate::{
     hooks::HookRunner,
     net::cidr::Cidr,
     net::listening::Listening,
+    net::lo_forwarding::LoopbackForwarding,
     net::netinfo,
     net::netwatch,
     report::{ReportGate, REPORT_INTERVAL},
@@ -83,6 +84,8 @@ struct Daemon {
     fleet: Option<Fleet>,
     /// For `status` over the control socket.
     info: Option<DaemonInfo>,
+    /// Forwarding on `lo` for the path check's route lookups, restored on drop.
+    lo_forwarding: Option<LoopbackForwarding>,
 }
 
 /// Waits for the next address or route notification, or forever without a watch.
@@ -245,6 +248,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         lapi_hosts,
         fleet: None,
         info: None,
+        lo_forwarding: None,
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;

@@ -136,6 +136,12 @@ fn auto_allow_list_from(resolv_confs: &[&Path], extra_hosts: &[IpAddr]) -> Resul
 
 /// One host entry per address, sorted and deduplicated (after IPv4-mapped addresses fold into
 /// IPv4).
+/// This host's own addresses as allowlist entries. A probe "from" one of them arriving on the
+/// wire is forged, so they are allowlisted even with `auto_allow = false`.
+pub fn own_address_list() -> Result<Vec<Cidr>> {
+    Ok(host_entries(own_addresses()?))
+}
+
 fn host_entries(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<Cidr> {
     let mut out: Vec<Cidr> = addrs.into_iter().map(Cidr::host).collect();
     out.sort_by_key(|c| (c.addr, c.prefix));

@@ -1,0 +1,119 @@
+//! The path check, run only when a probe is about to ban: did the packet arrive the way this
+//! host routes back to its source? A forger can write any source address, but not make the
+//! packet arrive on the interface (and from the neighbour) that the route to that address
+//! uses. `bpf_fib_lookup` answers with the kernel's own routing and neighbour tables:
+//!
+//! - the egress interface of the route back must be the interface the probe came in on (not
+//!   compared for VLAN-tagged frames, whose route leaves by the VLAN device);
+//! - where the route has a resolved neighbour, the frame's source MAC must be that neighbour's
+//!   (the gateway's for off-link sources, the host's own for on-link ones).
+//!
+//! Where the tables cannot decide (no route back, no neighbour entry yet for an on-link host
+//! this one never talked to, lookups unavailable), the probe still bans and the ban is marked
+//! unverified: a LAN scanner with a fresh address must still be stopped at its first probe.
+//!
+//! The lookup is made as if the packet came in on the loopback device: the helper refuses
+//! lookups "from" an interface whose forwarding is off (every plain host's), and userspace
+//! turns forwarding on for `lo` only, where nothing ever arrives from outside.
+
+use aya_ebpf::{
+    bindings::bpf_fib_lookup as FibParams, helpers::bpf_fib_lookup, programs::XdpContext,
+};
+
+use crate::parse::{ptr_at, Packet};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const LOOPBACK_IFINDEX: u32 = 1;
+
+const RET_SUCCESS: i64 = 0;
+const RET_NO_NEIGH: i64 = 7;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Arrived on the route back's interface, from its neighbour.
+    Verified,
+    /// The tables cannot tell.
+    Unverified,
+    /// Arrived where the route back does not lead: the source is forged.
+    Spoofed,
+}
+
+#[inline(always)]
+pub fn check(ctx: &XdpContext, pkt: &Packet) -> Path {
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid starting state.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.ifindex = LOOPBACK_IFINDEX;
+    if !fill_addresses(ctx, pkt, &mut params) {
+        return Path::Unverified;
+    }
+    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: params is a valid, initialised bpf_fib_lookup of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            &mut params,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    let same_interface = pkt.vlan_tagged || params.ifindex == ingress;
+    match rc {
+        RET_SUCCESS if !same_interface => Path::Spoofed,
+        RET_SUCCESS => match source_mac(ctx) {
+            Some(mac) if mac == params.dmac => Path::Verified,
+            Some(_) => Path::Spoofed,
+            None => Path::Unverified,
+        },
+        // The route is known, its neighbour is not (yet): only the interface can be checked.
+        RET_NO_NEIGH if !same_interface => Path::Spoofed,
+        // No route back (NOT_FWDED also means "no route"), unreachable, blackhole, lookups
+        // unavailable: the tables cannot tell. Own addresses never get here (the allowlist
+        // always holds them) and bogus sources never reach a ban.
+        _ => Path::Unverified,
+    }
+}
+
+/// Route back to the probe's source, from the address it probed.
+#[inline(always)]
+fn fill_addresses(ctx: &XdpContext, pkt: &Packet, params: &mut FibParams) -> bool {
+    let off = pkt.l3_offset;
+    if pkt.is_v6 {
+        let Some(h) = ptr_at(ctx, off, 40) else {
+            return false;
+        };
+        params.family = AF_INET6;
+        // SAFETY: 40 bytes at h are in bounds: source at 8..24, destination at 24..40. The
+        // union members are the IPv6 ones for AF_INET6.
+        unsafe {
+            for i in 0..4 {
+                let word = |at: usize| {
+                    u32::from_ne_bytes([*h.add(at), *h.add(at + 1), *h.add(at + 2), *h.add(at + 3)])
+                };
+                params.__bindgen_anon_4.ipv6_dst[i] = word(8 + 4 * i);
+                params.__bindgen_anon_3.ipv6_src[i] = word(24 + 4 * i);
+            }
+        }
+    } else {
+        let Some(h) = ptr_at(ctx, off, 20) else {
+            return false;
+        };
+        params.family = AF_INET;
+        // SAFETY: 20 bytes at h are in bounds: source at 12..16, destination at 16..20.
+        unsafe {
+            params.__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([*h.add(12), *h.add(13), *h.add(14), *h.add(15)]);
+            params.__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([*h.add(16), *h.add(17), *h.add(18), *h.add(19)]);
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn source_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
+    let p = ptr_at(ctx, 6, 6)?;
+    // SAFETY: 6 bytes at p are in bounds.
+    Some(unsafe { [*p, *p.add(1), *p.add(2), *p.add(3), *p.add(4), *p.add(5)] })
+}
