@@ -65,20 +65,11 @@ fn bogus_sources_are_never_counted_or_banned() {
     }
 }
 
-/// The MAC of `dev` in namespace `ns`.
+/// The MAC of `dev` in namespace `ns`, as bytes.
 fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-o", "link", "show", dev])
-        .output()
-        .expect("ip link");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let word = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("a MAC address");
+    let text = portsentry_tests::lab::mac_of(ns, dev).expect("a MAC address");
     let mut mac = [0u8; 6];
-    for (i, part) in word.split(':').enumerate().take(6) {
+    for (i, part) in text.split(':').enumerate().take(6) {
         mac[i] = u8::from_str_radix(part, 16).expect("hex");
     }
     mac

@@ -279,5 +279,127 @@ pub fn run(plan: Plan, baseline_object: &Path) -> Result<Vec<Figure>> {
         plan,
         &mut figures,
     )?;
+    drop(t);
+    figures.extend(spoof_checks(plan, baseline_object)?);
     Ok(figures)
+}
+
+/// What the spoof checks cost where they run, in a lab namespace with real routes: a bogus
+/// source's probe (refused before counting) and a would-be ban that the path check refuses (a
+/// forged gateway address from another MAC: count, one route lookup, no ban, so it repeats),
+/// against the guarded-probe path below the trigger and the empty program, in the same loop.
+fn spoof_checks(plan: Plan, baseline_object: &Path) -> Result<Vec<Figure>> {
+    let lab = crate::lab::Lab::new(1)?;
+    let p = lab.protected.name.clone();
+    let gateway_mac = crate::lab::mac_of(&lab.scanner.name, &lab.scanner_iface)?;
+    crate::lab::ip(&[
+        "-n",
+        &p,
+        "neigh",
+        "replace",
+        "10.77.0.2",
+        "lladdr",
+        &gateway_mac,
+        "dev",
+        &lab.iface,
+        "nud",
+        "permanent",
+    ])?;
+    crate::lab::ip(&[
+        "netns",
+        "exec",
+        &p,
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.lo.forwarding=1",
+    ])
+    .with_context(|| format!("enabling lo forwarding in {p}"))?;
+    let iface = lab.iface.clone();
+    let object = baseline_object.to_owned();
+    lab.protected.run(move || -> Result<Vec<Figure>> {
+        let ifindex = nix::net::if_::if_nametoindex(iface.as_str())?;
+        let base = Baseline::load(&object)?;
+        let below_trigger = TestXdp::load(&LiveSettings {
+            scan_trigger: u32::MAX,
+            path_check: true,
+            ..settings("111", "")
+        });
+        let checked = TestXdp::load(&LiveSettings {
+            path_check: true,
+            ..settings("111", "")
+        });
+        let to = "10.77.0.1".parse()?;
+        let stranger = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
+        let probe = Packet::tcp("203.0.113.9", 111, SYN).to(to).build();
+        let bogus = Packet::tcp("224.0.0.1", 111, SYN).to(to).build();
+        let forged = Packet::tcp("10.77.0.2", 111, SYN)
+            .to(to)
+            .from_mac(stranger)
+            .build();
+        let run = |prog: &Xdp, packet: &[u8]| -> Result<(f64, f64, u32)> {
+            let fields = [0, packet.len() as u32, 0, ifindex, 0, 0];
+            let ctx: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
+            let t0 = std::time::Instant::now();
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(packet),
+                ctx_in: Some(&ctx),
+                repeat: PROBE_REPEAT,
+                ..Default::default()
+            })?;
+            let wall = t0.elapsed().as_nanos() as f64 / f64::from(PROBE_REPEAT);
+            Ok((r.duration.as_nanos() as f64, wall, r.return_value))
+        };
+        let mut b = Samples::default();
+        let mut probe_s = Samples::default();
+        let mut bogus_s = Samples::default();
+        let mut forged_s = Samples::default();
+        let (mut below_trigger, mut checked) = (below_trigger, checked);
+        for _ in 0..plan.reps {
+            b.push(run(base.program()?, &probe)?);
+            probe_s.push(run(below_trigger.dp.program()?, &probe)?);
+            below_trigger.events();
+            let r = run(checked.dp.program()?, &bogus)?;
+            anyhow::ensure!(r.2 == XDP_PASS, "bogus probe returned {}", r.2);
+            bogus_s.push(r);
+            let r = run(checked.dp.program()?, &forged)?;
+            anyhow::ensure!(
+                r.2 == XDP_PASS && !checked.is_banned("10.77.0.2"),
+                "the forged probe must be refused by the path check"
+            );
+            forged_s.push(r);
+            checked.events();
+        }
+        let label = "lab namespace";
+        let baseline = Figure::new(
+            SECTION,
+            format!("empty XDP program ({label})"),
+            "ns/packet",
+            &b.kernel,
+        );
+        let probe_fig = Figure::new(
+            SECTION,
+            format!("guarded-probe path, {label}"),
+            "ns/packet",
+            &probe_s.kernel,
+        )
+        .against(&baseline);
+        Ok(vec![
+            Figure::new(
+                SECTION,
+                format!("bogus-source probe (refused before counting), {label}"),
+                "ns/packet",
+                &bogus_s.kernel,
+            )
+            .against(&probe_fig),
+            Figure::new(
+                SECTION,
+                format!("would-be ban refused by the path check (route lookup), {label}"),
+                "ns/packet",
+                &forged_s.kernel,
+            )
+            .against(&probe_fig),
+            probe_fig,
+            baseline,
+        ])
+    })
 }

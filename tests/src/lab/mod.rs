@@ -23,7 +23,7 @@ pub use args::DaemonArgs;
 pub use daemon::Daemon;
 pub use fixtures::{portsentry, portsentry_bin, run_in, sock, PinDir, TempDir};
 pub use netns::{Netns, Service};
-pub use topology::{ip, veth_pair, Lab};
+pub use topology::{ip, mac_of, veth_pair, Lab};
 
 /// A number unique within this test process, for names of namespaces, links and directories
 /// (together with the process id, so parallel test processes do not clash).

@@ -16,6 +16,17 @@ use anyhow::{bail, Context, Result};
 use super::Netns;
 
 /// Runs `ip ARGS`, failing with its stderr.
+/// The MAC address of `dev` in namespace `ns`, as `ip` prints it (`aa:bb:cc:dd:ee:ff`).
+pub fn mac_of(ns: &str, dev: &str) -> Result<String> {
+    let text = ip_output(&["-n", ns, "link", "show", dev])?;
+    Ok(text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .with_context(|| format!("{dev} in {ns} has no MAC address"))?
+        .to_owned())
+}
+
 pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -208,13 +219,7 @@ impl Lab {
     /// IPv6 source cannot complete neighbour discovery (its solicitations are dropped too), so
     /// without this a scanner could not even send the probes a test wants to see unanswered.
     fn pin_neighbours(&self) -> Result<()> {
-        let text = ip_output(&["-n", &self.protected.name, "link", "show", &self.iface])?;
-        let mac = text
-            .split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .context("protected interface has no MAC address")?
-            .to_owned();
+        let mac = mac_of(&self.protected.name, &self.iface)?;
         for addr in [self.protected_v4, self.protected_v6] {
             let a = addr.to_string();
             ip(&[
