@@ -124,7 +124,17 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
     // 5. Count.
     count(probe_stat(scan));
     let now = boot_ns();
-    let hits = count_probe(&pkt.src, cfg.window_ns, now);
+    let hits = if class == SourceClass::LinkLocal {
+        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        count_probe(
+            &source::per_interface(&pkt.src, ifindex, pkt.is_v6),
+            cfg.window_ns,
+            now,
+        )
+    } else {
+        count_probe(&pkt.src, cfg.window_ns, now)
+    };
 
     // 6. Verdict.
     let block_flag = if ip_proto == IpProto::Tcp {

@@ -48,3 +48,19 @@ pub fn classify(src: &AddrKey, is_v6: bool) -> SourceClass {
     }
     SourceClass::Normal
 }
+
+/// The hit-table key for a link-local source: the address with the receiving interface written
+/// into bits that are zero in every link-local address (IPv6 fe80::/64 bytes 4..8; the zero
+/// prefix of an IPv4-mapped key), because fe80::1 on one link and fe80::1 on another are two
+/// hosts. Bans stay keyed by address.
+#[inline(always)]
+pub fn per_interface(src: &AddrKey, ifindex: u32, is_v6: bool) -> AddrKey {
+    let mut key = *src;
+    let at = if is_v6 { 4 } else { 0 };
+    let bytes = ifindex.to_be_bytes();
+    key.addr[at] = bytes[0];
+    key.addr[at + 1] = bytes[1];
+    key.addr[at + 2] = bytes[2];
+    key.addr[at + 3] = bytes[3];
+    key
+}

@@ -472,3 +472,36 @@ impl Drop for DeleteNetns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// fe80::7 on one link and fe80::7 on another are two hosts: link-local probes are counted per
+/// interface, so two probes on two links do not reach a trigger of 2, two on one link do.
+#[test]
+fn link_local_sources_are_counted_per_interface() {
+    let pl = PathLab::new();
+    let (veth, other) = (pl.ifindex, {
+        pl.lab
+            .protected
+            .run(|| nix::net::if_::if_nametoindex("other0").expect("ifindex"))
+    });
+    let verdicts = pl.lab.protected.run(move || {
+        let x = TestXdp::load(&portsentry::config::settings::LiveSettings {
+            scan_trigger: 2,
+            ..settings("111", "")
+        });
+        let mut out = Vec::new();
+        for src in ["fe80::7", "169.254.7.7"] {
+            let probe = Packet::tcp(src, 111, SYN).build();
+            out.push(x.run_on(&probe, veth));
+            out.push(x.run_on(&probe, other));
+            out.push(x.is_banned(src) as u32);
+            out.push(x.run_on(&probe, veth));
+            out.push(x.is_banned(src) as u32);
+        }
+        out
+    });
+    assert_eq!(
+        verdicts,
+        [XDP_PASS, XDP_PASS, 0, XDP_DROP, 1, XDP_PASS, XDP_PASS, 0, XDP_DROP, 1],
+        "per link: pass, pass (another link), not banned, ban on the second probe of one link"
+    );
+}
