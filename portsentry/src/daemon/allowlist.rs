@@ -13,7 +13,14 @@ impl Daemon {
             Vec::new()
         };
         let allow = self.allowlist();
-        let written = guard::write(&mut self.dp, &self.settings.live, &allow, &self.listening)?;
+        self.recompute_remembered();
+        let written = guard::write(
+            &mut self.dp,
+            &self.settings.live,
+            &allow,
+            &self.listening,
+            &self.remembered,
+        )?;
         self.report_refused_allow(&written);
         self.lift_allowlisted(&allow)?;
         let allow_count = written.count;
