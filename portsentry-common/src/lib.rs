@@ -7,9 +7,10 @@
 //! Declared once here and used by the kernel, the daemon and the tests alike: every map
 //! ([`maps`]), every enum whose codes cross the boundary ([`ScanType`], [`Stat`], [`BanOrigin`],
 //! [`EventKind`], [`IpProto`]) and the header constants ([`tcp_flags`], [`ethertype`],
-//! [`ipv6_ext`]).
+//! [`ipv6_ext`]), and the bogus source ranges ([`bogus`]).
 #![no_std]
 
+pub mod bogus;
 mod codes;
 mod headers;
 pub mod maps;

@@ -3,10 +3,10 @@
 //! ::ffff:a.b.c.d in an IPv6 packet would ban the IPv4 host a.b.c.d). Those are *bogus*: never
 //! counted or banned. Link-local sources are real but meaningful on this link only.
 //!
-//! Userspace keeps the same ranges for fleet decisions (`portsentry_common::bogus`); a unit
-//! test there pins both lists to each other.
+//! The ranges are declared once, in `portsentry_common::bogus`, which userspace also uses to
+//! refuse fleet decisions and manual bans.
 
-use portsentry_common::AddrKey;
+use portsentry_common::{bogus, AddrKey};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum SourceClass {
@@ -19,32 +19,26 @@ pub enum SourceClass {
 }
 
 /// Classifies the source of a packet; `is_v6` says which header it came from (an IPv4 source is
-/// stored IPv4-mapped, so the same key inside an IPv6 header is a forgery).
+/// stored IPv4-mapped, so the same key inside an IPv6 header is a forgery). The bogus ranges
+/// are `portsentry_common::bogus`, the list userspace checks fleet decisions against.
 #[inline(always)]
 pub fn classify(src: &AddrKey, is_v6: bool) -> SourceClass {
     let a = &src.addr;
     if !is_v6 {
-        return match (a[12], a[13]) {
-            (0 | 127, _) => SourceClass::Bogus,
-            (first, _) if first >= 224 => SourceClass::Bogus,
-            (169, 254) => SourceClass::LinkLocal,
-            _ => SourceClass::Normal,
-        };
+        let v4 = [a[12], a[13], a[14], a[15]];
+        if bogus::is_bogus_v4(&v4) {
+            return SourceClass::Bogus;
+        }
+        if v4[0] == 169 && v4[1] == 254 {
+            return SourceClass::LinkLocal;
+        }
+        return SourceClass::Normal;
     }
-    if a[0] == 0xff {
+    if bogus::is_bogus_v6_source(a) {
         return SourceClass::Bogus;
     }
     if a[0] == 0xfe && a[1] & 0xc0 == 0x80 {
         return SourceClass::LinkLocal;
-    }
-    // Words, not a byte loop: one comparison per 4 bytes keeps this branch cheap.
-    let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    if word(0) == 0 && word(4) == 0 {
-        let third = word(8);
-        // ::/96 (unspecified, loopback, IPv4-compatible) and ::ffff:0:0/96 (IPv4-mapped).
-        if third == 0 || third == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
-            return SourceClass::Bogus;
-        }
     }
     SourceClass::Normal
 }

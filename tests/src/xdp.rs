@@ -77,7 +77,14 @@ impl TestXdp {
     /// Programs ports, allowlist and config as the daemon does (no listening sockets), and
     /// bans `ban_cidrs` through the ban book as manual bans.
     pub fn configure(&mut self, settings: &LiveSettings, allow: &[Cidr], ban_cidrs: &[Cidr]) {
-        guard::write(&mut self.dp, settings, allow, &Listening::default()).expect("guard");
+        guard::write(
+            &mut self.dp,
+            settings,
+            allow,
+            &Listening::default(),
+            &Listening::default(),
+        )
+        .expect("guard");
         let now = Now::read();
         for target in ban_cidrs {
             let new = NewBan {

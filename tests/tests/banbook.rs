@@ -479,6 +479,39 @@ fn a_ttl_beyond_100_years_is_refused_and_bans_nothing() {
     assert!(!saved.contains("192.0.2.1"), "{saved}");
 }
 
+/// H. A bogus address (loopback, multicast, …) is a usage error for `ban` and bans nothing; a
+/// network that merely contains bogus space is an operator's call.
+#[test]
+fn banning_a_bogus_address_is_refused() {
+    let dir = TempDir::new("bb-bogus").unwrap();
+    let state = dir.path.display().to_string();
+    let nopins = dir.join("nopins").display().to_string();
+    for (target, range) in [
+        ("127.0.0.1", "127.0.0.0/8"),
+        ("::ffff:224.0.0.251", "224.0.0.0/4"),
+        ("ff02::1", "ff00::/8"),
+    ] {
+        let (code, out, err) =
+            portsentry(&["ban", target, "--state-dir", &state, "--pin-dir", &nopins]);
+        assert_eq!(code, 2, "{target}: {out}{err}");
+        assert!(
+            err.contains(&format!("is in the bogus range {range}")),
+            "{err}"
+        );
+    }
+    let saved = std::fs::read_to_string(dir.join("bans.json")).unwrap_or_default();
+    assert!(!saved.contains("\"target\""), "nothing banned: {saved}");
+    let (code, out, err) = portsentry(&[
+        "ban",
+        "0.0.0.0/1",
+        "--state-dir",
+        &state,
+        "--pin-dir",
+        &nopins,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// Names and contents of the files in `dir`, sorted.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)

@@ -379,6 +379,78 @@ fn advanced_mode_guards_unused_ports_and_a_new_service_stops_being_a_trap() {
     );
 }
 
+/// Advanced mode never bans a service's own clients: a port that had a listener stays a service
+/// port while its service restarts, also across a daemon restart (`service_port_memory`,
+/// `state_dir/service_ports.json`); a port that never had one is still a trap.
+#[test]
+fn advanced_mode_does_not_ban_a_client_while_its_service_restarts() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("service-ports").unwrap();
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"\"\nudp_ports = \"\"\nadvanced_tcp_below = 1024\nauto_allow = false\ninterfaces = [\"{}\"]\nstate_dir = \"{}\"\n",
+            lab.iface,
+            dir.path.display()
+        ),
+    );
+    let args = DaemonArgs::new(&lab).config(&config).no_pin();
+    let mut d = args.start().unwrap();
+    // Above the advanced range: tells a banned source from one that is not.
+    let _web = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let (a, b, c) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
+    let sshd = lab.protected.tcp_service(sock(lab.protected_v4, 22));
+    thread::sleep(Duration::from_millis(1200)); // the daemon looks every 0.5 s
+    drop(sshd); // sshd restarts...
+    thread::sleep(Duration::from_millis(1200)); // ...and the daemon has seen its socket gone
+    assert!(
+        !lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, 22), SHORT),
+        "nothing listens on 22 right now"
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        "a client of the restarting sshd is not banned; output:\n{}",
+        d.output()
+    );
+    // A port that never had a listener is a trap as before.
+    assert!(!lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, 23), SHORT));
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {b} ")),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert!(!lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT));
+    assert!(
+        !d.has_line(|l| l.contains(&format!("[{a}]"))),
+        "no probe from {a} logged:\n{}",
+        d.output()
+    );
+
+    // Remembered across a restart.
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    let saved = std::fs::read_to_string(dir.join("service_ports.json")).unwrap();
+    assert!(saved.contains("\"22\""), "{saved}");
+    let d = args.start().unwrap();
+    assert!(!lab
+        .scanner
+        .tcp_connect(c, sock(lab.protected_v4, 22), SHORT));
+    assert!(
+        lab.scanner
+            .tcp_connect(c, sock(lab.protected_v4, SERVICE), SHORT),
+        "22 is still a service port after the restart; output:\n{}",
+        d.output()
+    );
+}
+
 #[test]
 fn json_log_format_gives_one_object_per_event() {
     let lab = Lab::new(1).unwrap();

@@ -10,7 +10,7 @@ use std::{
 
 use portsentry_tests::{
     crowdsec::Lapi,
-    lab::{portsentry, sock, Daemon, DaemonArgs, Lab, Service, TempDir},
+    lab::{portsentry, sock, Daemon, DaemonArgs, Lab, PinDir, Service, TempDir},
 };
 
 const SERVICE: u16 = 8080;
@@ -22,18 +22,46 @@ const PROBE: Duration = Duration::from_millis(250);
 /// One protected host in fleet mode.
 struct Host {
     lab: Lab,
+    /// The LAPI's address as this host reaches it.
+    lapi_ip: IpAddr,
     dir: TempDir,
     config: String,
     daemon: Option<Daemon>,
     _services: Vec<Service>,
 }
 
+/// How a [`Host`] differs from the plain one.
+#[derive(Default)]
+struct Setup<'a> {
+    /// Scanner addresses (default 3).
+    aliases: Option<usize>,
+    /// `auto_allow = true` (own addresses, the LAPI host, …); off by default.
+    auto_allow: bool,
+    /// Pin the maps there (default: no pinning).
+    pin_dir: Option<&'a std::path::Path>,
+    /// More `[crowdsec]` lines.
+    crowdsec: &'a str,
+}
+
 impl Host {
     fn new(lapi: &mut Lapi, name: &str, bouncer: bool, machine: bool) -> Self {
-        let lab = Lab::new(3).expect("lab");
+        Self::with(lapi, name, bouncer, machine, &Setup::default())
+    }
+
+    fn with(lapi: &mut Lapi, name: &str, bouncer: bool, machine: bool, setup: &Setup) -> Self {
+        let lab = Lab::new(setup.aliases.unwrap_or(3)).expect("lab");
         let url = lapi.connect(&lab).expect("management link");
+        let lapi_ip = url
+            .trim_start_matches("http://")
+            .split(':')
+            .next()
+            .and_then(|h| h.parse().ok())
+            .expect("LAPI address in the URL");
         let dir = TempDir::new(name).expect("state dir");
-        let mut crowdsec = format!("[crowdsec]\nlapi_url = \"{url}\"\nupdate_frequency = \"1s\"\n");
+        let mut crowdsec = format!(
+            "[crowdsec]\nlapi_url = \"{url}\"\nupdate_frequency = \"1s\"\n{}",
+            setup.crowdsec
+        );
         if bouncer {
             let key = lapi.add_bouncer(name).expect("bouncer");
             let key_file = dir.write("bouncer.key", &format!("{key}\n"));
@@ -43,12 +71,16 @@ impl Host {
             let creds = lapi.add_machine(name).expect("machine");
             crowdsec += &format!("credentials_file = \"{creds}\"\n");
         }
+        let pin_dir = setup
+            .pin_dir
+            .map_or(String::new(), |p| p.display().to_string());
         let config = dir.write(
             "portsentry.toml",
             &format!(
-                "interfaces = [\"{}\"]\ntcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = false\n\
-                 pin_dir = \"\"\nstate_dir = \"{}\"\nban_ttl = \"6h\"\n{crowdsec}",
+                "interfaces = [\"{}\"]\ntcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = {}\n\
+                 pin_dir = \"{pin_dir}\"\nstate_dir = \"{}\"\nban_ttl = \"6h\"\n{crowdsec}",
                 lab.iface,
+                setup.auto_allow,
                 dir.path.display()
             ),
         );
@@ -58,6 +90,7 @@ impl Host {
         ];
         let mut host = Host {
             lab,
+            lapi_ip,
             dir,
             config,
             daemon: None,
@@ -515,4 +548,217 @@ fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
             "{x}'s alert reached LAPI: {alerts}"
         );
     }
+}
+
+/// Writes `addr` into the pinned learned-peer table (PS_PEERS) as just seen, as the cgroup
+/// programs do for a host this one has talked to.
+fn learn_peer(pins: &std::path::Path, addr: IpAddr) {
+    let key: [u8; 16] = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    let value = portsentry::clock::boot_ns().to_le_bytes();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
+    let map = pins.join("PS_PEERS").display().to_string();
+    let mut args = vec![
+        "map".to_owned(),
+        "update".into(),
+        "pinned".into(),
+        map,
+        "key".into(),
+        "hex".into(),
+    ];
+    args.extend(hex(&key));
+    args.extend(["value".into(), "hex".into()]);
+    args.extend(hex(&value));
+    let out = std::process::Command::new("bpftool")
+        .args(&args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused() {
+    let mut lapi = Lapi::start().expect("LAPI");
+    let pins = PinDir::new().expect("bpffs");
+    let mut host = Host::with(
+        &mut lapi,
+        "policy",
+        true,
+        true,
+        &Setup {
+            aliases: Some(5),
+            auto_allow: true,
+            pin_dir: Some(&pins.path),
+            crowdsec: "max_alerts_per_minute = 1\n",
+        },
+    );
+    wait_for(
+        host.daemon(),
+        "crowdsec: full decision list",
+        Duration::from_secs(5),
+    );
+    // scanner_v4[0] is the protected side's default gateway (allowlisted): not used here.
+    let peer = host.lab.scanner_v4[1];
+    let stranger = host.lab.scanner_v4[2];
+    learn_peer(&pins.path, peer);
+    let lapi_ip = host.lapi_ip.to_string();
+    for args in [
+        ["--range", "224.0.0.0/4"],
+        ["--ip", "ff02::1"],
+        // All of IPv4, IPv4-mapped: checked as IPv4, so it covers this host's own addresses.
+        ["--range", "::ffff:0:0/96"],
+        ["--ip", &peer.to_string()],
+        ["--ip", &lapi_ip],
+        ["--ip", &stranger.to_string()],
+    ] {
+        let mut cmd = vec!["decisions", "add"];
+        cmd.extend(args);
+        cmd.extend(["--duration", "1h"]);
+        lapi.cscli(&cmd).unwrap();
+    }
+    for line in [
+        "crowdsec: refused the decision to ban 224.0.0.0/4: it reaches into the bogus range 224.0.0.0/4".to_owned(),
+        "crowdsec: refused the decision to ban ff02::1: it reaches into the bogus range ff00::/8".to_owned(),
+        "crowdsec: refused the decision to ban 0.0.0.0/0: it covers the allowlisted host ".to_owned(),
+        format!("crowdsec: refused the decision to ban {peer}: it covers the learned peer {peer}"),
+        format!("crowdsec: refused the decision to ban {lapi_ip}: it covers the allowlisted host {lapi_ip}"),
+    ] {
+        wait_for(host.daemon(), &line, Duration::from_secs(5));
+    }
+    // The same pull carried a decision for an ordinary address: enforced.
+    wait_for(
+        host.daemon(),
+        &format!("crowdsec: banned {stranger} for "),
+        Duration::from_secs(1),
+    );
+    assert!(!host.reaches_service(stranger), "the stranger is dropped");
+    assert!(
+        host.reaches_service(peer),
+        "the learned peer is not dropped"
+    );
+    for banned in [
+        "224.0.0.0/4",
+        "ff02::1",
+        "0.0.0.0/0",
+        &peer.to_string(),
+        &lapi_ip,
+    ] {
+        assert!(
+            !host
+                .daemon()
+                .has_line(|l| l.contains(&format!("crowdsec: banned {banned} "))),
+            "{banned} banned; output:\n{}",
+            host.output()
+        );
+    }
+    // A resync (the first pull after LAPI was away is a full one) lists every decision again:
+    // nothing refused is logged or counted twice, and the fleet still answers.
+    lapi.cscli(&["decisions", "delete", "--ip", &stranger.to_string()])
+        .unwrap();
+    lapi.stop();
+    wait_for(
+        host.daemon(),
+        "error: crowdsec: pulling decisions",
+        Duration::from_secs(3),
+    );
+    lapi.restart().expect("LAPI restart");
+    wait_for(host.daemon(), "answers again", Duration::from_secs(20));
+    let resynced = Instant::now();
+    while host
+        .daemon()
+        .lines_matching(|l| l.contains("crowdsec: full decision list"))
+        .len()
+        < 2
+        && resynced.elapsed() < Duration::from_secs(5)
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        host.reaches_service(stranger),
+        "the deletion reached us after the resync; output:\n{}",
+        host.output()
+    );
+    let refusals = host
+        .daemon()
+        .lines_matching(|l| l.contains("refused the decision"))
+        .len();
+    assert_eq!(
+        refusals,
+        5,
+        "each refusal logged once; output:\n{}",
+        host.output()
+    );
+
+    // The alert cap: one alert a minute; the second local ban is counted and kept here.
+    let (x, y) = (host.lab.scanner_v4[3], host.lab.scanner_v4[4]);
+    for s in [x, y] {
+        assert!(!host
+            .lab
+            .scanner
+            .tcp_connect(s, sock(host.lab.protected_v4, TRAP), PROBE));
+        wait_for(
+            host.daemon(),
+            &format!("attackalert: Host {s} has been blocked"),
+            Duration::from_secs(2),
+        );
+    }
+    wait_for(
+        host.daemon(),
+        &format!("crowdsec: alert cap reached (crowdsec.max_alerts_per_minute = 1): 1 alert(s) not pushed since the last report (latest: {y})"),
+        Duration::from_secs(1),
+    );
+    wait_for(
+        host.daemon(),
+        "crowdsec: pushed 1 alert(s) to LAPI (ids ",
+        Duration::from_secs(3),
+    );
+    let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
+    assert!(alerts.contains(&format!("\"{x}\"")), "{x} pushed: {alerts}");
+    assert!(
+        !alerts.contains(&format!("\"{y}\"")),
+        "{y} not pushed: {alerts}"
+    );
+
+    // `status` tells it all.
+    let (code, out, err) = portsentry(&["status", "--json", "--config", &host.config]);
+    assert_eq!(code, 0, "status: {err}");
+    let st: serde_json::Value = serde_json::from_str(&out).expect("status --json");
+    let fleet = &st["fleet"];
+    assert_eq!(fleet["refused_bogus"], 2, "{st}");
+    assert_eq!(fleet["refused_learned_peer"], 1, "{st}");
+    assert_eq!(fleet["refused_allowlisted"], 2, "{st}");
+    assert_eq!(fleet["alerts_pushed"], 1, "{st}");
+    assert_eq!(fleet["alerts_capped"], 1, "{st}");
+    assert!(st["counters"]["learned_peers"].as_u64() >= Some(1), "{st}");
+    for stat in [
+        "bogus_source",
+        "spoofed",
+        "unverified",
+        "peer_probes",
+        "cookies_sent",
+        "cookies_confirmed",
+    ] {
+        assert!(st["counters"][stat].is_u64(), "{stat} in {st}");
+    }
+    let (code, text, err) = portsentry(&["status", "--config", &host.config]);
+    assert_eq!(code, 0, "status: {err}");
+    for line in [
+        "alerts_capped: 1",
+        "refused_learned_peer: 1",
+        "refused_bogus: 2",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
+            "{line:?} in\n{text}"
+        );
+    }
+    assert_eq!(host.daemon().stop().unwrap(), Some(0), "clean exit");
 }

@@ -3,9 +3,13 @@
 //! `bans.json`. The daemon, the CLI verbs (without a daemon) and fleet mode all go through it.
 //!
 //! Precedence, in this order, written here once:
-//! 1. **Allowlist**: an allow entry lifts every ban it covers and refuses new ones; a fleet
-//!    decision that merely overlaps it is refused too (the fleet must not cut this host off).
-//!    A local network ban may contain allowlisted addresses: the XDP program exempts them.
+//! 1. **Allowlist, bogus ranges, learned peers**: an allow entry lifts every ban it covers and
+//!    refuses new ones; a fleet decision that merely overlaps it is refused too (the fleet must
+//!    not cut this host off). A local network ban may contain allowlisted addresses: the XDP
+//!    program exempts them. No ban is made for an address in a bogus range (`net::bogus`: 0/8,
+//!    127/8, 224/4, 240/4, ::, ::1, ff00::/8, ::/96; no real peer is there), and a fleet
+//!    decision reaching into one is refused. A fleet decision covering a learned peer
+//!    (PS_PEERS, seen within `peer_memory`) is refused (`fleet.rs`); local detections still ban.
 //! 2. **Operator's unban**: a fleet decision for a target the operator unbanned is refused
 //!    until the lifted ban would have ended (at least a day). New local detections still ban.
 //! 3. **Local bans** (detected, restored, manual) are never replaced or lifted by the fleet.
@@ -31,7 +35,7 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
-pub use fleet::FleetApplied;
+pub use fleet::{FleetApplied, KernelPeers, PeerLookup, Refusal};
 pub use notice::BanNotice;
 pub use open::Opened;
 pub use pressure::MadeRoom;
@@ -41,7 +45,7 @@ pub use store::{Saved, StateError, StateStore, Unbanned};
 use crate::{
     clock::Now,
     dataplane::{DataplaneError, Maps},
-    net::cidr::Cidr,
+    net::{bogus, cidr::Cidr},
 };
 
 /// An operator's unban holds off fleet decisions for at least this long.
@@ -66,6 +70,8 @@ pub enum BanOutcome {
     Renewed,
     /// Refused: this allow entry covers (or, for the fleet, overlaps) the target.
     Allowlisted(Cidr),
+    /// Refused: the target lies in this bogus range (for the fleet: reaches into it).
+    Bogus(Cidr),
     /// Refused for the fleet: a local ban of the target stands.
     KeptLocal,
     /// Refused for the fleet: the operator unbanned this target.
@@ -154,6 +160,11 @@ impl BanBook {
             .copied()
     }
 
+    /// The allow entry a fleet decision for `target` would touch, if any.
+    pub(super) fn fleet_allow_conflict(&self, target: &Cidr) -> Option<Cidr> {
+        self.allow_conflict(target, Origin::Fleet)
+    }
+
     /// Bans `new.target`, following the precedence rules.
     pub fn ban(&mut self, maps: Option<&mut Maps>, new: NewBan, now: &Now) -> Result<BanOutcome> {
         self.ban_one(maps, new, now, true)
@@ -166,8 +177,20 @@ impl BanBook {
         now: &Now,
         sync_networks: bool,
     ) -> Result<BanOutcome> {
+        // A bogus target is named first to the operator (a usage error); for the fleet the
+        // allowlist is (the reason that matters most when a decision touches both).
+        if new.origin != Origin::Fleet {
+            if let Some(range) = bogus::covering(&new.target) {
+                return Ok(BanOutcome::Bogus(range));
+            }
+        }
         if let Some(a) = self.allow_conflict(&new.target, new.origin) {
             return Ok(BanOutcome::Allowlisted(a));
+        }
+        if new.origin == Origin::Fleet {
+            if let Some(range) = bogus::overlapping(&new.target) {
+                return Ok(BanOutcome::Bogus(range));
+            }
         }
         let existing = self.records.get(&new.target);
         if new.origin == Origin::Fleet {

@@ -22,6 +22,9 @@ pub struct BanNotice {
     /// The source is dropped here (block mode, blocking on for this protocol). An unenforced
     /// ban must stay unenforced: blocking hooks skip it, the fleet alert is a simulation.
     pub enforced: bool,
+    /// The source was shown to be real (path verified or handshake confirmed, not link-local):
+    /// only such bans are shared with the fleet (`ProbeEvent::is_shareable`).
+    pub shareable: bool,
     /// `None`: the ban never expires.
     pub ttl: Option<Duration>,
     /// The interface the probes came in on (`?` if the daemon does not know its name).
@@ -44,6 +47,7 @@ impl BanNotice {
             scan: ev.scan.name().to_owned(),
             probes: ev.count,
             enforced: logging::is_blocked(ev),
+            shareable: ev.is_shareable(),
             ttl,
             interface: interface.to_owned(),
             at,

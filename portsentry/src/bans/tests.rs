@@ -164,3 +164,112 @@ fn the_state_file_round_trips_the_book_and_expired_bans_are_dropped_on_open() {
     assert_eq!(b2.unbanned.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An address or network as LAPI may send it (IPv4-mapped spellings included).
+fn lenient(s: &str) -> Cidr {
+    match s.split_once('/') {
+        Some((a, p)) => Cidr::masked(a.parse().unwrap(), p.parse().unwrap()).unwrap(),
+        None => Cidr::host(s.parse().unwrap()),
+    }
+}
+
+fn fleet_update(targets: &[&str]) -> crate::fleet::crowdsec::decisions::FleetUpdate {
+    crate::fleet::crowdsec::decisions::FleetUpdate {
+        bans: targets
+            .iter()
+            .map(|t| crate::fleet::crowdsec::decisions::FleetBan {
+                target: lenient(t),
+                remaining: std::time::Duration::from_secs(3600),
+                origin: "cscli".into(),
+                scenario: "manual".into(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn fleet_decisions_into_bogus_ranges_peers_or_the_allowlist_are_refused_with_the_reason() {
+    let mut b = book();
+    b.set_allowlist(None, &[net("10.88.1.1")], &now()).unwrap();
+    let mut peers: Vec<std::net::IpAddr> = vec!["198.51.100.20".parse().unwrap()];
+    let u = fleet_update(&[
+        "224.0.0.0/4",
+        "::ffff:0:0/96",
+        "::ffff:127.0.0.1",
+        "ff02::/16",
+        "10.88.0.0/16",
+        "198.51.100.20",
+        "::ffff:198.51.100.0/120",
+        "192.0.2.66",
+    ]);
+    let done = b.apply_fleet_with(None, &mut peers, &u, &now()).unwrap();
+    let refused: Vec<String> = done
+        .refused
+        .iter()
+        .map(|(t, why)| format!("{t}: {why}"))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "224.0.0.0/4: bogus range 224.0.0.0/4",
+            // All of IPv4 in the mapped spelling: IPv4, so over the LAPI host first.
+            "0.0.0.0/0: allowlisted host 10.88.1.1",
+            "127.0.0.1: bogus range 127.0.0.0/8",
+            "ff02::/16: bogus range ff00::/8",
+            "10.88.0.0/16: allowlisted host 10.88.1.1",
+            "198.51.100.20: learned peer 198.51.100.20",
+            "198.51.100.0/24: learned peer 198.51.100.20",
+        ]
+    );
+    assert_eq!(done.banned.len(), 1, "{:?}", done.banned);
+    assert!(b.get(&net("192.0.2.66")).is_some());
+    assert_eq!(b.len(), 1, "nothing refused is in the book");
+    // Not a peer any more (or never): the same decision bans.
+    let done = b
+        .apply_fleet_with(
+            None,
+            &mut Vec::new(),
+            &fleet_update(&["198.51.100.20"]),
+            &now(),
+        )
+        .unwrap();
+    assert!(done.refused.is_empty());
+    // A fleet ban made before the check knew better is lifted when refused.
+    let done = b
+        .apply_fleet_with(None, &mut peers, &fleet_update(&["198.51.100.20"]), &now())
+        .unwrap();
+    assert_eq!(done.refused.len(), 1);
+    assert!(b.get(&net("198.51.100.20")).is_none(), "lifted");
+}
+
+#[test]
+fn no_ban_is_made_for_a_bogus_address_and_local_networks_may_contain_bogus_space() {
+    let mut b = book();
+    for t in [
+        "127.0.0.1",
+        "224.0.0.0/4",
+        "::1",
+        "ff02::1",
+        "::ffff:240.0.0.1",
+    ] {
+        let t = lenient(t);
+        let mut n = new("192.0.2.1", Origin::Manual);
+        n.target = t;
+        assert!(
+            matches!(b.ban(None, n, &now()).unwrap(), BanOutcome::Bogus(_)),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        b.ban(None, new("0.0.0.0/0", Origin::Manual), &now())
+            .unwrap(),
+        BanOutcome::Banned,
+        "an operator may ban everything; bogus space inside changes nothing"
+    );
+    assert_eq!(
+        b.ban(None, new("0.0.0.0/0", Origin::Fleet), &now())
+            .unwrap(),
+        BanOutcome::Bogus(net("0.0.0.0/8"))
+    );
+}

@@ -109,6 +109,7 @@ fn offline(settings: &Settings, req: &Request) -> Result<Reply> {
             maps: maps.as_mut(),
             daemon: None,
             pin_dir: settings.startup.pin_dir.as_deref(),
+            fleet: None,
         },
     );
     if req.mutates() && book.is_dirty() {

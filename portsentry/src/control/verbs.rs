@@ -13,6 +13,7 @@ use crate::{
     bans::{BanBook, BanOutcome, BanRecord, NewBan, Origin},
     clock::{self, Now},
     dataplane::Maps,
+    fleet::FleetCounters,
     net::cidr::Cidr,
 };
 
@@ -24,6 +25,8 @@ pub struct Target<'a> {
     /// Set when the daemon answers.
     pub daemon: Option<&'a DaemonInfo>,
     pub pin_dir: Option<&'a std::path::Path>,
+    /// Fleet mode's counters, when a daemon in fleet mode answers.
+    pub fleet: Option<FleetCounters>,
 }
 
 pub fn execute(req: &Request, t: Target<'_>) -> Reply {
@@ -47,9 +50,9 @@ fn ok(stdout: String) -> anyhow::Result<Reply> {
 }
 
 fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
-    let (config, stats) = match &t.maps {
-        Some(m) => (Some(m.config()?), Some(m.stats()?)),
-        None => (None, None),
+    let (config, stats, peers) = match &t.maps {
+        Some(m) => (Some(m.config()?), Some(m.stats()?), Some(m.peer_count()?)),
+        None => (None, None, None),
     };
     let mode = config.map(|c| {
         if c.layout_version == 0 {
@@ -71,6 +74,7 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
                     .map(|st| (st.name().to_owned(), json!(s.get(*st))))
                     .collect();
                 m.insert("packets".into(), json!(s.packets()));
+                m.insert("learned_peers".into(), json!(peers));
                 m
             })
             .unwrap_or_default();
@@ -82,6 +86,7 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
             "bans": bans,
             "shadow_bans": shadow,
             "counters": counters,
+            "fleet": t.fleet,
             "pin_dir": t.pin_dir,
             "state_dir": t.book.store().dir(),
         });
@@ -129,6 +134,14 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
         let _ = writeln!(out, "packets:     {}", s.packets());
         for st in Stat::ALL {
             let _ = writeln!(out, "{:<12} {}", format!("{}:", st.name()), s.get(st));
+        }
+    }
+    if let Some(n) = peers {
+        let _ = writeln!(out, "{:<12} {n}", "learned_peers:");
+    }
+    if let Some(f) = &t.fleet {
+        for (name, n) in f.rows() {
+            let _ = writeln!(out, "{:<12} {n}", format!("{name}:"));
         }
     }
     ok(out)
@@ -218,6 +231,10 @@ fn ban(t: Target<'_>, target: Cidr, ttl_ms: Option<u64>, now: &Now) -> anyhow::R
         .unwrap_or_else(|| "forever".into());
     match outcome {
         BanOutcome::Banned | BanOutcome::Renewed => ok(format!("banned {target} {until}\n")),
+        BanOutcome::Bogus(range) => Ok(Reply::error(
+            2,
+            format!("portsentry: error: {target} is not banned: it is in the bogus range {range}, where no real peer can be (the XDP program never counts such a source)"),
+        )),
         BanOutcome::Allowlisted(a) => Ok(Reply::error(
             1,
             format!("portsentry: error: {target} is not banned: the allowlist entry {a} covers it (the allowlist always wins)"),

@@ -37,7 +37,14 @@ impl Daemon {
         self.auto_allow = self.automatic_entries()?;
         self.ensure_route_lookups();
         let allow = self.allowlist();
-        let written = guard::write(&mut self.dp, &self.settings.live, &allow, &self.listening)?;
+        self.recompute_remembered();
+        let written = guard::write(
+            &mut self.dp,
+            &self.settings.live,
+            &allow,
+            &self.listening,
+            &self.remembered,
+        )?;
         self.report_refused_allow(&written);
         self.lift_allowlisted(&allow)?;
         let allow_count = written.count;

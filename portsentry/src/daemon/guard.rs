@@ -1,6 +1,7 @@
 //! What the daemon writes into the kernel from the live settings, bans aside: the guarded
-//! ports (advanced mode skips ports with a listening socket), the allowlist trie and the
-//! config block. The data-plane tests program the XDP program through these same functions.
+//! ports (advanced mode skips ports with a listening socket now or within
+//! `service_port_memory`), the allowlist trie and the config block. The data-plane tests
+//! program the XDP program through these same functions.
 //! Bans are the ban book's: nothing here writes PS_BANS or PS_BAN_CIDRS.
 
 use portsentry_common::IpProto;
@@ -20,9 +21,10 @@ pub fn write(
     live: &LiveSettings,
     allow: &[Cidr],
     sockets: &listening::Listening,
+    remembered: &listening::Listening,
 ) -> Result<TrieWrite> {
     let written = maps.set_allowlist(allow)?;
-    write_ports(maps, live, sockets)?;
+    write_ports(maps, live, sockets, remembered)?;
     let ban_cidr_count = maps.config().map(|c| c.ban_cidr_count).unwrap_or(0);
     maps.set_config(&live.kernel_config(written.count, ban_cidr_count))?;
     Ok(written)
@@ -37,23 +39,27 @@ pub fn write_allowlist(maps: &mut Maps, allow: &[Cidr]) -> Result<TrieWrite> {
     Ok(written)
 }
 
-/// The guarded ports: the configured lists plus advanced mode's ports without a listener.
+/// The guarded ports: the configured lists plus advanced mode's ports that have no listener
+/// and had none within `service_port_memory` (`remembered`, see `net::service_ports`).
 pub fn write_ports(
     maps: &mut Maps,
     live: &LiveSettings,
     sockets: &listening::Listening,
+    remembered: &listening::Listening,
 ) -> Result<()> {
     let tcp = listening::guarded(
         &live.tcp_ports,
         live.advanced_tcp_below,
         &live.advanced_exclude_tcp,
         &sockets.tcp,
+        &remembered.tcp,
     );
     let udp = listening::guarded(
         &live.udp_ports,
         live.advanced_udp_below,
         &live.advanced_exclude_udp,
         &sockets.udp,
+        &remembered.udp,
     );
     maps.set_guarded_ports(IpProto::Tcp, &tcp)?;
     maps.set_guarded_ports(IpProto::Udp, &udp)?;

@@ -1,18 +1,39 @@
 //! Interfaces and sockets: attaching XDP, re-attaching when an interface comes back, and
-//! advanced mode's guarded ports following the listening sockets.
+//! advanced mode's guarded ports following the listening sockets and the service-port memory.
 
 use super::*;
 
 impl Daemon {
-    /// Recomputes the guarded ports from the settings and the listening sockets.
+    /// Recomputes the guarded ports from the settings, the listening sockets and the ports
+    /// remembered as services.
     pub(super) fn refresh_ports(&mut self) -> Result<()> {
-        guard::write_ports(&mut self.dp, &self.settings.live, &self.listening)?;
+        guard::write_ports(
+            &mut self.dp,
+            &self.settings.live,
+            &self.listening,
+            &self.remembered,
+        )?;
         Ok(())
+    }
+
+    /// The ports the service-port memory counts as services now.
+    pub(super) fn recompute_remembered(&mut self) -> bool {
+        let remembered = self.service_ports.remembered(
+            self.settings.live.service_port_memory,
+            crate::clock::unix_ms(),
+        );
+        let changed = remembered != self.remembered;
+        self.remembered = remembered;
+        changed
     }
 
     pub(super) fn poll_listening(&mut self) {
         let now = Listening::read();
-        if now != self.listening {
+        if self.service_ports.observe(&now, crate::clock::unix_ms()) {
+            self.service_ports_new.get_or_insert_with(Instant::now);
+        }
+        let remembered_changed = self.recompute_remembered();
+        if now != self.listening || remembered_changed {
             self.listening = now;
             if let Err(e) = self.refresh_ports() {
                 eprintln!("portsentry: error: updating guarded ports: {e:#}");

@@ -46,6 +46,7 @@ use crate::{
     net::lo_forwarding::LoopbackForwarding,
     net::netinfo,
     net::netwatch,
+    net::service_ports::ServicePorts,
     report::{ReportGate, REPORT_INTERVAL},
 };
 
@@ -57,6 +58,9 @@ const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A failed save is retried after this long.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
+/// The service-port memory is written soon after a new port, otherwise (refreshed times only)
+/// at most this often, and at stop.
+const SERVICE_PORTS_REFRESH: Duration = Duration::from_secs(600);
 
 /// Everything `run` keeps between events.
 struct Daemon {
@@ -67,6 +71,14 @@ struct Daemon {
     sink: LogSink,
     hooks: HookRunner,
     listening: Listening,
+    /// Every port seen listening and when (advanced mode's service-port memory), and the ports
+    /// it currently counts as services.
+    service_ports: ServicePorts,
+    remembered: Listening,
+    /// A port was first seen since the memory was last written.
+    service_ports_new: Option<Instant>,
+    /// When the memory was last written, and what.
+    service_ports_written: Option<(Instant, String)>,
     names_by_index: HashMap<u32, String>,
     /// Interfaces we protect and the ifindex we are attached to (`None` while it is gone).
     attached: Vec<(String, Option<u32>)>,
@@ -132,6 +144,7 @@ impl Daemon {
                 maps: Some(&mut self.dp),
                 daemon: self.info.as_ref(),
                 pin_dir: self.settings.startup.pin_dir.as_deref(),
+                fleet: self.fleet.as_ref().map(Fleet::counters),
             },
         );
         if req.mutates() && self.book.is_dirty() {
@@ -222,6 +235,9 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         let _ = log_tx.send(line);
     });
     let hooks = HookRunner::new(settings.live.hooks.clone(), log_line.clone());
+    let listening = Listening::read();
+    let mut service_ports = persist::load_service_ports(&settings.startup.state_dir);
+    service_ports.observe(&listening, crate::clock::unix_ms());
     let lapi_hosts = settings
         .startup
         .crowdsec
@@ -237,7 +253,11 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         ),
         settings,
         hooks,
-        listening: Listening::read(),
+        listening,
+        service_ports,
+        remembered: Listening::default(),
+        service_ports_new: None,
+        service_ports_written: None,
         names_by_index: HashMap::new(),
         attached: Vec::new(),
         dirty_since: None,
@@ -356,6 +376,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         fleet.stop();
     }
     d.save();
+    d.save_service_ports();
     d.hooks.idle(Duration::from_secs(2)).await;
     while let Ok(line) = log_rx.try_recv() {
         d.sink.line(&line);

@@ -1,7 +1,44 @@
 //! Keeping bans on disk: a debounced save after changes, retries after failures, and the
-//! periodic sweep of expired bans.
+//! periodic sweep of expired bans. Also advanced mode's service-port memory
+//! (`state_dir/service_ports.json`): loaded at start, written soon after a new port is seen,
+//! otherwise every few minutes and at stop.
+
+use std::path::Path;
 
 use super::*;
+use crate::{bans::store::write_atomic, net::service_ports};
+
+/// The service-port memory of the last run; a damaged file is kept aside (with an error line)
+/// and the memory starts empty, as a damaged `bans.json` does not stop the daemon either.
+pub(super) fn load_service_ports(state_dir: &Path) -> ServicePorts {
+    let path = state_dir.join(service_ports::FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ServicePorts::default(),
+        Err(e) => {
+            eprintln!(
+                "portsentry: error: reading {}: {e}; advanced mode starts without remembered service ports",
+                path.display()
+            );
+            return ServicePorts::default();
+        }
+    };
+    match ServicePorts::from_json(&text) {
+        Ok(m) => m,
+        Err(why) => {
+            let moved = path.with_extension(format!("json.corrupt-{}", crate::clock::unix_ms()));
+            let kept = match std::fs::rename(&path, &moved) {
+                Ok(()) => format!("kept aside as {}", moved.display()),
+                Err(e) => format!("could not keep it aside ({e})"),
+            };
+            eprintln!(
+                "portsentry: error: {}: not a service-port memory ({why}); {kept}; advanced mode starts without remembered service ports",
+                path.display()
+            );
+            ServicePorts::default()
+        }
+    }
+}
 
 impl Daemon {
     pub(super) fn mark_dirty(&mut self) {
@@ -21,7 +58,59 @@ impl Daemon {
         if save_due || sweep_due {
             self.save();
         }
+        let ports_due = self
+            .service_ports_new
+            .is_some_and(|t| t.elapsed() >= SAVE_DEBOUNCE)
+            || (sweep_due
+                && self
+                    .service_ports_written
+                    .as_ref()
+                    .is_none_or(|(t, _)| t.elapsed() >= SERVICE_PORTS_REFRESH));
+        if ports_due {
+            self.save_service_ports();
+        }
         self.hooks.flush_skip_summary();
+        if let Some(fleet) = self.fleet.as_mut() {
+            fleet.flush_cap_report();
+        }
+    }
+
+    /// Writes the service-port memory if it changed since the last write, forgetting first the
+    /// ports not seen within `service_port_memory`.
+    pub(super) fn save_service_ports(&mut self) {
+        self.service_ports.forget_older(
+            self.settings.live.service_port_memory,
+            crate::clock::unix_ms(),
+        );
+        let text = self.service_ports.to_json();
+        let unchanged = self
+            .service_ports_written
+            .as_ref()
+            .is_some_and(|(_, t)| *t == text);
+        let dir = self.settings.startup.state_dir.clone();
+        let path = dir.join(service_ports::FILE);
+        // Nothing to remember and no file: none is made.
+        let result = if unchanged || (self.service_ports.is_empty() && !path.exists()) {
+            Ok(())
+        } else {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| write_atomic(&dir, service_ports::FILE, text.as_bytes()))
+        };
+        match result {
+            Ok(()) => {
+                self.service_ports_new = None;
+                self.service_ports_written = Some((Instant::now(), text));
+            }
+            Err(e) => {
+                self.service_ports_new = Some(Instant::now());
+                if self.save_error_report.try_report().is_some() {
+                    eprintln!(
+                        "portsentry: error: saving the service-port memory to {}: {e} (kept in memory; retried)",
+                        path.display()
+                    );
+                }
+            }
+        }
     }
 
     /// Removes expired bans (they already stopped dropping) and reconciles book and kernel.

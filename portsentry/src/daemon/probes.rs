@@ -82,12 +82,13 @@ impl Daemon {
         banned
     }
 
-    /// A ban's responses: hooks, and an alert for the fleet.
-    pub(super) fn respond(&self, ev: &ProbeEvent, iface: &str) {
+    /// A ban's responses: hooks, and an alert for the fleet (which shares only verified
+    /// sources, within its cap).
+    pub(super) fn respond(&mut self, ev: &ProbeEvent, iface: &str) {
         let notice =
             BanNotice::from_event(ev, iface, self.settings.live.ban_ttl, chrono::Utc::now());
         self.hooks.on_ban(&notice);
-        if let Some(fleet) = &self.fleet {
+        if let Some(fleet) = &mut self.fleet {
             fleet.on_local_ban(&notice);
         }
     }

@@ -17,7 +17,7 @@ use aya::{
 };
 use portsentry_common::{
     maps::{self as defs, MapDef, MapSpec},
-    AddrKey, BanEntry, Config, HitEntry, IpProto, Stat, PORT_BITMAP_WORDS,
+    AddrKey, BanEntry, Config, HitEntry, IpProto, PeerEntry, Stat, PORT_BITMAP_WORDS,
 };
 
 use super::{map_err, pins, trie, DataplaneError, Result, TrieWrite};
@@ -70,6 +70,7 @@ pub struct Maps {
     hits: HashMap<MapData, AddrKey, HitEntry>,
     ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
+    peers: HashMap<MapData, AddrKey, PeerEntry>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -84,6 +85,7 @@ impl Maps {
             hits: open(get, &defs::PS_HITS)?,
             ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
+            peers: open(get, &defs::PS_PEERS)?,
             stats: open(get, &defs::PS_STATS)?,
         })
     }
@@ -205,6 +207,44 @@ impl Maps {
         Ok(out)
     }
 
+    /// The learned peer `addr`, current or not (see [`Maps::is_peer`]).
+    pub fn peer(&self, addr: IpAddr) -> Result<Option<PeerEntry>> {
+        match self.peers.get(&cidr::addr_key(addr), 0) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_PEERS.name)(e)),
+        }
+    }
+
+    /// Every learned peer, current or not.
+    pub fn peers(&self) -> Result<Vec<(IpAddr, PeerEntry)>> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            let (k, v) = item.map_err(map_err(defs::PS_PEERS.name))?;
+            out.push((cidr::key_addr(&k), v));
+        }
+        Ok(out)
+    }
+
+    /// Entries in the learned-peer table.
+    pub fn peer_count(&self) -> Result<usize> {
+        let mut n = 0;
+        for key in self.peers.keys() {
+            key.map_err(map_err(defs::PS_PEERS.name))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Whether `addr` is a learned peer now: in PS_PEERS and seen within the configured
+    /// `peer_memory` (`Config::peer_ttl_ns`, 0 = forever) at `now_boot_ns`.
+    pub fn is_peer(&self, addr: IpAddr, now_boot_ns: u64) -> Result<bool> {
+        let ttl_ns = self.config()?.peer_ttl_ns;
+        Ok(self
+            .peer(addr)?
+            .is_some_and(|p| peer_is_current(&p, now_boot_ns, ttl_ns)))
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let mut stats = Stats::default();
         for stat in Stat::ALL {
@@ -216,6 +256,12 @@ impl Maps {
         }
         Ok(stats)
     }
+}
+
+/// A peer seen within `ttl_ns` of `now_boot_ns` (0: peers never expire) is still a peer; the
+/// XDP program applies the same rule with `Config::peer_ttl_ns`.
+pub fn peer_is_current(p: &PeerEntry, now_boot_ns: u64, ttl_ns: u64) -> bool {
+    ttl_ns == 0 || now_boot_ns.saturating_sub(p.last_seen_ns) <= ttl_ns
 }
 
 pub(super) fn is_not_found(e: &MapError) -> bool {

@@ -31,7 +31,7 @@ pub mod object;
 mod pins;
 mod trie;
 
-pub use maps::{Maps, Stats};
+pub use maps::{peer_is_current, Maps, Stats};
 pub use trie::TrieWrite;
 
 use crate::net::cidr::Cidr;

@@ -1,22 +1,26 @@
 //! The daemon's side of fleet mode: start the CrowdSec workers, enforce what the bouncer pulls
 //! in the kernel tables, hand local bans to the pusher.
 //!
-//! The precedence rules (allowlist, operator's unban, local before fleet) live in the ban book
-//! (`bans/`), which applies each update; this module starts the workers and words the log.
-//! LAPI unreachable: nothing is lifted; bans expire at their own time.
+//! The precedence rules (bogus ranges, learned peers, allowlist, operator's unban, local before
+//! fleet) live in the ban book (`bans/`), which applies each update; this module starts the
+//! workers, words the log (each refused decision once) and keeps the fleet counters `status`
+//! shows. What is shared is decided here (`share`): only bans of verified sources, at most
+//! `max_alerts_per_minute`. LAPI unreachable: nothing is lifted; bans expire at their own time.
 //!
 //! Must not: write kernel maps or `bans.json` (the ban book does), or block the event loop
 //! (LAPI calls run on the workers' own threads).
 
 pub mod crowdsec;
+pub mod share;
 
-use std::{path::Path, sync::Arc};
+use std::{collections::HashSet, path::Path, sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    bans::{BanBook, BanNotice, FleetApplied},
+    bans::{BanBook, BanNotice, FleetApplied, Refusal},
     clock::Now,
     config::settings::CrowdsecSettings,
     dataplane::Maps,
@@ -28,11 +32,56 @@ use crate::{
         pusher::{self, Machine, Outbox},
         Credentials, Log,
     },
+    net::cidr::Cidr,
+    report::{ReportGate, REPORT_INTERVAL},
 };
+
+use self::share::AlertCap;
 
 /// Per-decision log lines are written for updates up to this size; bigger ones (a community
 /// blocklist at startup) get the summary only.
 const DETAIL_LINES_MAX: usize = 20;
+/// Refused decisions remembered so each is logged once; beyond this many the memory starts over.
+const REPORTED_MAX: usize = 100_000;
+
+/// What fleet mode did since start, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FleetCounters {
+    /// Local bans queued as alerts (verified sources, within the cap).
+    pub alerts_queued: u64,
+    /// Alerts LAPI accepted.
+    pub alerts_pushed: u64,
+    /// Alerts dropped by `max_alerts_per_minute`.
+    pub alerts_capped: u64,
+    /// Local bans kept local: unverified or link-local source.
+    pub alerts_not_shared: u64,
+    /// Fleet decisions refused (each counted once), by reason.
+    pub refused_bogus: u64,
+    pub refused_learned_peer: u64,
+    pub refused_allowlisted: u64,
+}
+
+impl FleetCounters {
+    /// `(name, value)` in display order; the names are the JSON keys.
+    pub fn rows(&self) -> [(&'static str, u64); 7] {
+        [
+            ("alerts_queued", self.alerts_queued),
+            ("alerts_pushed", self.alerts_pushed),
+            ("alerts_capped", self.alerts_capped),
+            ("alerts_not_shared", self.alerts_not_shared),
+            ("refused_bogus", self.refused_bogus),
+            ("refused_learned_peer", self.refused_learned_peer),
+            ("refused_allowlisted", self.refused_allowlisted),
+        ]
+    }
+}
+
+/// Alerts dropped by the cap and not reported yet; reported at once, then once a minute.
+struct CapReport {
+    gate: ReportGate,
+    pending: u64,
+    latest: Option<std::net::IpAddr>,
+}
 
 pub struct Fleet {
     /// Pulled decisions, for the event loop.
@@ -42,6 +91,11 @@ pub struct Fleet {
     scenario: String,
     host: String,
     lapi_url: String,
+    cap: AlertCap,
+    cap_report: CapReport,
+    counters: FleetCounters,
+    /// Refused decisions already logged (and counted).
+    reported: HashSet<Cidr>,
 }
 
 impl Fleet {
@@ -57,6 +111,14 @@ impl Fleet {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into()),
             lapi_url: c.lapi_url.clone(),
+            cap: AlertCap::new(c.max_alerts_per_minute),
+            cap_report: CapReport {
+                gate: ReportGate::new(REPORT_INTERVAL),
+                pending: 0,
+                latest: None,
+            },
+            counters: FleetCounters::default(),
+            reported: HashSet::new(),
         };
         if let Some(key) = creds.api_key {
             let (tx, rx) = mpsc::channel(16);
@@ -100,16 +162,68 @@ impl Fleet {
         )
     }
 
-    /// Queues an alert for a local ban (a push under a lock the network never holds).
-    pub fn on_local_ban(&self, ban: &BanNotice) {
-        if let Some(outbox) = &self.outbox {
-            let alert = Alert::from_ban(ban, &self.scenario, &self.host);
-            if outbox.push(alert) > 0 {
-                (self.log)(format!(
-                    "portsentry: error: crowdsec: alert queue full ({} alerts): dropped the oldest; raise crowdsec.queue_max or bring LAPI back",
-                    outbox.len()
-                ));
-            }
+    /// Queues an alert for a local ban (a push under a lock the network never holds), unless
+    /// its source is unverified or link-local, or the cap is reached.
+    pub fn on_local_ban(&mut self, ban: &BanNotice) {
+        self.on_local_ban_at(ban, Instant::now());
+    }
+
+    fn on_local_ban_at(&mut self, ban: &BanNotice, now: Instant) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        if let Some(why) = share::not_shared_reason(ban) {
+            self.counters.alerts_not_shared += 1;
+            (self.log)(format!(
+                "portsentry: crowdsec: ban of {} not shared with the fleet: {why}",
+                ban.source
+            ));
+            return;
+        }
+        if !self.cap.try_take(now) {
+            self.counters.alerts_capped += 1;
+            self.cap_report.pending += 1;
+            self.cap_report.latest = Some(ban.source);
+            self.flush_cap_report_at(now);
+            return;
+        }
+        self.counters.alerts_queued += 1;
+        let alert = Alert::from_ban(ban, &self.scenario, &self.host);
+        if outbox.push(alert) > 0 {
+            (self.log)(format!(
+                "portsentry: error: crowdsec: alert queue full ({} alerts): dropped the oldest; raise crowdsec.queue_max or bring LAPI back",
+                outbox.len()
+            ));
+        }
+    }
+
+    /// Reports alerts dropped by the cap: the first at once, then at most once a minute (the
+    /// daemon calls this on its tick, so a count held back is told when the minute is over).
+    pub fn flush_cap_report(&mut self) {
+        self.flush_cap_report_at(Instant::now());
+    }
+
+    fn flush_cap_report_at(&mut self, now: Instant) {
+        let r = &mut self.cap_report;
+        // The gate is asked only when there is something to say.
+        if r.pending == 0 || r.gate.try_report_at(now).is_none() {
+            return;
+        }
+        (self.log)(format!(
+            "portsentry: warning: crowdsec: alert cap reached (crowdsec.max_alerts_per_minute = {}): {} alert(s) not pushed since the last report (latest: {}); {} dropped in total",
+            self.cap.per_minute(),
+            r.pending,
+            r.latest.map_or_else(|| "?".into(), |a| a.to_string()),
+            self.counters.alerts_capped,
+        ));
+        r.pending = 0;
+    }
+
+    /// The counters since start.
+    pub fn counters(&self) -> FleetCounters {
+        FleetCounters {
+            alerts_pushed: self.outbox.as_ref().map_or(0, |o| o.delivered()),
+            ..self.counters.clone()
         }
     }
 
@@ -142,13 +256,39 @@ impl Fleet {
         update: &FleetUpdate,
     ) -> Result<Vec<String>> {
         let done = book.apply_fleet(maps, update, &Now::read())?;
-        Ok(lines(done, update))
+        Ok(self.lines(done, update))
     }
-}
 
-/// The log lines for one applied update: each change while there are few, else a summary.
-fn lines(done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
-    {
+    /// Keeps the refusals not reported before (each decision is logged and counted once; a
+    /// decision deleted on LAPI may be reported again when it comes back).
+    fn first_refusals(
+        &mut self,
+        done: &FleetApplied,
+        update: &FleetUpdate,
+    ) -> Vec<(Cidr, Refusal)> {
+        for t in &update.lifted {
+            self.reported.remove(t);
+        }
+        if self.reported.len() > REPORTED_MAX {
+            self.reported.clear();
+        }
+        let mut fresh = Vec::new();
+        for (t, why) in &done.refused {
+            if self.reported.insert(*t) {
+                match why {
+                    Refusal::Bogus(_) => self.counters.refused_bogus += 1,
+                    Refusal::LearnedPeer(_) => self.counters.refused_learned_peer += 1,
+                    Refusal::Allowlisted(_) => self.counters.refused_allowlisted += 1,
+                }
+                fresh.push((*t, why.clone()));
+            }
+        }
+        fresh
+    }
+
+    /// The log lines for one applied update: each change while there are few, else a summary.
+    fn lines(&mut self, done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
+        let refused = self.first_refusals(&done, update);
         let mut out = Vec::new();
         let changes = done.banned.len() + done.lifted.len();
         if changes <= DETAIL_LINES_MAX {
@@ -161,8 +301,17 @@ fn lines(done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
                 format!("portsentry: crowdsec: lifted {l} (decision deleted or expired)")
             }));
         }
-        for a in done.allowlisted.iter().take(DETAIL_LINES_MAX) {
-            out.push(format!("portsentry: warning: crowdsec: not enforcing the ban of {a}: it covers an allowlisted address"));
+        for (t, why) in refused.iter().take(DETAIL_LINES_MAX) {
+            out.push(format!(
+                "portsentry: warning: crowdsec: refused the decision to ban {t}: {}",
+                why.explain()
+            ));
+        }
+        if refused.len() > DETAIL_LINES_MAX {
+            out.push(format!(
+                "portsentry: warning: crowdsec: refused {} more decision(s) for the same reasons (see `portsentry status`)",
+                refused.len() - DETAIL_LINES_MAX
+            ));
         }
         if done.full > 0 {
             out.push(format!("portsentry: error: crowdsec: {} decision(s) not enforced: the ban table is full (raise max_bans)", done.full));
@@ -188,8 +337,8 @@ fn lines(done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
                     done.operator_unbanned
                 ));
             }
-            if !done.allowlisted.is_empty() {
-                parts.push(format!("{} allowlisted", done.allowlisted.len()));
+            if !done.refused.is_empty() {
+                parts.push(format!("{} refused", done.refused.len()));
             }
             if ignored > 0 {
                 let kinds: Vec<String> = update
@@ -210,5 +359,166 @@ fn lines(done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::{detect::events::Protocol, fleet::crowdsec::decisions::FleetBan};
+
+    fn fleet(max_alerts_per_minute: u32) -> (Fleet, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log: Log = Arc::new(move |l: String| sink.lock().unwrap().push(l));
+        let dir = std::env::temp_dir().join(format!(
+            "ps-fleet-{}-{max_alerts_per_minute}",
+            std::process::id()
+        ));
+        let f = Fleet {
+            updates: None,
+            outbox: Some(Outbox::detached(&dir, 100)),
+            log,
+            scenario: "portsentry/port-scan".into(),
+            host: "host-a".into(),
+            lapi_url: "http://127.0.0.1:8080".into(),
+            cap: AlertCap::new(max_alerts_per_minute),
+            cap_report: CapReport {
+                gate: ReportGate::new(REPORT_INTERVAL),
+                pending: 0,
+                latest: None,
+            },
+            counters: FleetCounters::default(),
+            reported: HashSet::new(),
+        };
+        (f, lines)
+    }
+
+    fn ban(source: &str, shareable: bool) -> BanNotice {
+        BanNotice {
+            source: source.parse().unwrap(),
+            dst_port: 111,
+            protocol: Protocol::Tcp,
+            scan: "TCP SYN/Normal scan".into(),
+            probes: 1,
+            enforced: true,
+            shareable,
+            ttl: None,
+            interface: "eth0".into(),
+            at: chrono::Utc::now(),
+        }
+    }
+
+    fn queued(f: &Fleet) -> usize {
+        f.outbox.as_ref().unwrap().len()
+    }
+
+    #[test]
+    fn unverified_and_link_local_bans_never_leave_the_host() {
+        let (mut f, lines) = fleet(60);
+        f.on_local_ban(&ban("192.0.2.7", false));
+        f.on_local_ban(&ban("fe80::7", false));
+        assert_eq!(queued(&f), 0, "nothing queued for LAPI");
+        f.on_local_ban(&ban("192.0.2.8", true));
+        assert_eq!(queued(&f), 1);
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "portsentry: crowdsec: ban of 192.0.2.7 not shared with the fleet: unverified source",
+                "portsentry: crowdsec: ban of fe80::7 not shared with the fleet: link-local source",
+            ]
+        );
+        let c = f.counters();
+        assert_eq!((c.alerts_not_shared, c.alerts_queued), (2, 1));
+    }
+
+    #[test]
+    fn alerts_over_the_cap_are_counted_dropped_and_reported_once_a_minute() {
+        let (mut f, lines) = fleet(2);
+        let t0 = Instant::now();
+        for i in 1..=5 {
+            f.on_local_ban_at(&ban(&format!("192.0.2.{i}"), true), t0);
+        }
+        assert_eq!(queued(&f), 2, "the cap lets two through");
+        let c = f.counters();
+        assert_eq!((c.alerts_queued, c.alerts_capped), (2, 3));
+        {
+            let l = lines.lock().unwrap();
+            assert_eq!(l.len(), 1, "one line for the first drop: {l:?}");
+            assert!(
+                l[0].starts_with("portsentry: warning: crowdsec: alert cap reached (crowdsec.max_alerts_per_minute = 2): 1 alert(s) not pushed since the last report (latest: 192.0.2.3)"),
+                "{}",
+                l[0]
+            );
+        }
+        // The two held back are told when the minute is over.
+        f.flush_cap_report_at(t0 + Duration::from_secs(30));
+        assert_eq!(lines.lock().unwrap().len(), 1);
+        f.flush_cap_report_at(t0 + REPORT_INTERVAL);
+        let l = lines.lock().unwrap();
+        assert_eq!(l.len(), 2);
+        assert!(
+            l[1].contains(": 2 alert(s) not pushed since the last report (latest: 192.0.2.5); 3 dropped in total"),
+            "{}",
+            l[1]
+        );
+    }
+
+    fn update(targets: &[&str], startup: bool) -> FleetUpdate {
+        FleetUpdate {
+            startup,
+            bans: targets
+                .iter()
+                .map(|t| FleetBan {
+                    target: t.parse().unwrap(),
+                    remaining: Duration::from_secs(3600),
+                    origin: "cscli".into(),
+                    scenario: "manual".into(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_refused_decision_is_logged_and_counted_once() {
+        let (mut f, _) = fleet(60);
+        let done = |u: &FleetUpdate| FleetApplied {
+            refused: u
+                .bans
+                .iter()
+                .map(|b| (b.target, Refusal::Bogus("224.0.0.0/4".parse().unwrap())))
+                .collect(),
+            ..Default::default()
+        };
+        let u = update(&["224.0.0.0/4"], true);
+        let lines = f.lines(done(&u), &u);
+        assert!(
+            lines.contains(&"portsentry: warning: crowdsec: refused the decision to ban 224.0.0.0/4: it reaches into the bogus range 224.0.0.0/4 (no real peer is there)".to_owned()),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.ends_with("1 refused")), "{lines:?}");
+        // A resync lists it again: not logged again, not counted again.
+        let lines = f.lines(done(&u), &u);
+        assert!(
+            !lines.iter().any(|l| l.contains("refused the decision")),
+            "{lines:?}"
+        );
+        assert_eq!(f.counters().refused_bogus, 1);
+        // Deleted, then decided again: news again.
+        let mut deleted = update(&[], false);
+        deleted.lifted = vec!["224.0.0.0/4".parse().unwrap()];
+        f.lines(FleetApplied::default(), &deleted);
+        let u = update(&["224.0.0.0/4"], false);
+        assert!(f
+            .lines(done(&u), &u)
+            .iter()
+            .any(|l| l.contains("refused the decision")));
+        assert_eq!(f.counters().refused_bogus, 2);
     }
 }

@@ -54,6 +54,7 @@ pub(super) fn ban(scan: &str) -> BanNotice {
         scan: scan.to_owned(),
         probes: 1,
         enforced: true,
+        shareable: true,
         ttl: None,
         interface: "eth0".to_owned(),
         at: chrono::Utc::now(),

@@ -77,6 +77,18 @@ impl Cidr {
         (u128::from_be_bytes(self.key().addr), self.key_prefix())
     }
 
+    /// The first and last address of the network in the kernel's key space (IPv4 mapped).
+    pub fn key_range(&self) -> (u128, u128) {
+        let (net, len) = self.key_space();
+        let host_bits = 128 - len;
+        let last = if host_bits >= 128 {
+            u128::MAX
+        } else {
+            net | ((1u128 << host_bits) - 1)
+        };
+        (net, last)
+    }
+
     /// Every address of `other` is in `self`.
     pub fn covers(&self, other: &Cidr) -> bool {
         let (net, len) = self.key_space();

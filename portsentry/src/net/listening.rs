@@ -1,6 +1,7 @@
 //! Ports with a local service, from /proc/net/{tcp,tcp6,udp,udp6} of the daemon's network
 //! namespace. Such ports are never traps (PortSentry 2.x's "service check"), and advanced mode
-//! guards every port below N *except* these.
+//! guards every port below N *except* these and the ones that had a listener recently
+//! (`service_ports`: a service restarting is still a service).
 
 use std::fs;
 
@@ -56,19 +57,29 @@ fn add_ports(set: &mut PortSet, table: &str, state: &str) {
     }
 }
 
-/// The ports to guard: the explicit list plus, in advanced mode, every port in 1..below, minus
-/// the exclusions, minus ports where a service listens.
+/// The ports to guard: the explicit list plus, in advanced mode, every port in 1..below minus
+/// the exclusions and the `remembered` service ports; then minus ports where a service listens
+/// now. A remembered port stays a trap if the explicit list names it.
 pub fn guarded(
     explicit: &PortSet,
     advanced_below: Option<u16>,
     exclude: &PortSet,
     listening: &PortSet,
+    remembered: &PortSet,
 ) -> PortSet {
-    let mut out = explicit.clone();
+    let mut out = PortSet::default();
     if let Some(below) = advanced_below {
         if below > 1 {
             out.insert_range(1, below - 1);
         }
+        for p in remembered.iter() {
+            out.remove(p);
+        }
+    }
+    for p in explicit.iter() {
+        out.insert(p);
+    }
+    if advanced_below.is_some() {
         for p in exclude.iter() {
             out.remove(p);
         }
@@ -106,6 +117,7 @@ mod tests {
             Some(1024),
             &PortSet::parse("113,139").unwrap(),
             &PortSet::parse("22,80,31337").unwrap(),
+            &PortSet::default(),
         );
         assert!(g.contains(1) && g.contains(1023) && !g.contains(1024));
         assert!(!g.contains(22) && !g.contains(113) && !g.contains(139));
@@ -114,5 +126,19 @@ mod tests {
             "a listening service is never a trap, even when listed"
         );
         assert_eq!(g.len(), 1023 - 2 - 2);
+    }
+
+    #[test]
+    fn remembered_service_ports_leave_advanced_mode_but_not_the_explicit_list() {
+        let explicit = PortSet::parse("111").unwrap();
+        let remembered = PortSet::parse("22,111,2000").unwrap();
+        let none = PortSet::default();
+        let g = guarded(&explicit, Some(1024), &none, &none, &remembered);
+        assert!(!g.contains(22), "sshd restarting: still a service port");
+        assert!(g.contains(111), "an explicit trap stays a trap");
+        assert!(g.contains(23), "never had a listener: a trap");
+        assert!(!g.contains(2000), "above the advanced range anyway");
+        let classic = guarded(&explicit, None, &none, &none, &remembered);
+        assert_eq!(classic.iter().collect::<Vec<_>>(), vec![111]);
     }
 }

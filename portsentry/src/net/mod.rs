@@ -1,11 +1,14 @@
 //! Facts about addresses and this host's network: CIDR and port-set value types, the host's
-//! own addresses, gateways and resolvers, route change notifications and listening sockets.
-//! Read-only, but for `lo_forwarding` (the one sysctl the path check needs): nothing here
-//! writes a map, a ban or a file.
+//! own addresses, gateways and resolvers, route change notifications, listening sockets and the
+//! service ports remembered from them, and the bogus ranges no real peer can be in.
+//! Never writes a map or a ban; the only writes are `lo_forwarding` (the one sysctl the path
+//! check needs, restored on exit) and `service_ports` (its own file in `state_dir`).
 
+pub mod bogus;
 pub mod cidr;
 pub mod listening;
 pub mod lo_forwarding;
 pub mod netinfo;
 pub mod netwatch;
 pub mod ports;
+pub mod service_ports;

@@ -280,6 +280,7 @@ mod tests {
             scan: "TCP SYN/Normal scan".into(),
             probes: 3,
             enforced: true,
+            shareable: true,
             ttl: Some(Duration::from_secs(86_400)),
             interface: "eth0".into(),
             at: "2026-11-25T09:16:34.032Z".parse().unwrap(),

@@ -9,7 +9,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -42,6 +45,8 @@ pub struct Outbox {
     shared: Mutex<Shared>,
     wake: Condvar,
     path: PathBuf,
+    /// Alerts LAPI has accepted since start.
+    delivered: AtomicU64,
 }
 
 impl Outbox {
@@ -77,6 +82,23 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Alerts LAPI has accepted since start.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// An outbox in `dir` with no delivery thread (tests look at what gets queued).
+    #[cfg(test)]
+    pub fn detached(dir: &Path, queue_max: usize) -> Arc<Self> {
+        let (queue, _) = AlertQueue::load(dir, queue_max);
+        Arc::new(Outbox {
+            path: queue.path(),
+            shared: Mutex::new(Shared { queue, stop: false }),
+            wake: Condvar::new(),
+            delivered: AtomicU64::new(0),
+        })
     }
 }
 
@@ -124,6 +146,7 @@ pub fn spawn(
         path: queue.path(),
         shared: Mutex::new(Shared { queue, stop: false }),
         wake: Condvar::new(),
+        delivered: AtomicU64::new(0),
     });
     let mut delivery = Delivery {
         machine,
@@ -242,6 +265,9 @@ impl Delivery {
                     g.queue.remove_through(last);
                     g.queue.len()
                 };
+                self.outbox
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.backoff = BACKOFF_MIN;
                 self.next_try = Instant::now();
                 let down = self.outage.recovered();
