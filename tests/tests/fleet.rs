@@ -50,6 +50,8 @@ impl Host {
 
     fn with(lapi: &mut Lapi, name: &str, bouncer: bool, machine: bool, setup: &Setup) -> Self {
         let lab = Lab::new(setup.aliases.unwrap_or(3)).expect("lab");
+        // Only verified bans are shared: this host knows its scanner-side neighbours' MACs.
+        lab.protected_knows_scanner().expect("neighbours");
         let url = lapi.connect(&lab).expect("management link");
         let lapi_ip = url
             .trim_start_matches("http://")

@@ -215,6 +215,29 @@ impl Lab {
         Ok(())
     }
 
+    /// Permanent neighbour entries on the protected side for every scanner address, as if the
+    /// protected host had talked to them: the path check can then verify the scanner's MAC, so
+    /// its bans are verified (and shareable with the fleet) instead of unverified.
+    pub fn protected_knows_scanner(&self) -> Result<()> {
+        let mac = mac_of(&self.scanner.name, &self.scanner_iface)?;
+        for addr in self.scanner_addresses() {
+            ip(&[
+                "-n",
+                &self.protected.name,
+                "neigh",
+                "replace",
+                &addr.to_string(),
+                "lladdr",
+                &mac,
+                "dev",
+                &self.iface,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Permanent neighbour entries on the scanner side for the protected addresses. A banned
     /// IPv6 source cannot complete neighbour discovery (its solicitations are dropped too), so
     /// without this a scanner could not even send the probes a test wants to see unanswered.
