@@ -80,19 +80,14 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {args:?}");
 }
 
-fn sysctl(ns: &str, key: &str, value: &str) {
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-qw",
-            &format!("{key}={value}"),
-        ])
-        .status()
-        .expect("sysctl");
-    assert!(status.success(), "sysctl {key}={value} in {ns}");
+/// Writes `/proc/sys/<key>` inside the lab's protected namespace (no procps needed: the
+/// thread that entered the namespace sees its `net` sysctls).
+fn sysctl(lab: &Lab, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_owned();
+    lab.protected
+        .run(move || std::fs::write(&path, value))
+        .unwrap_or_else(|e| panic!("writing {key}: {e}"));
 }
 
 /// A lab where the protected side knows its gateway (10.77.0.2, the scanner's first address)
@@ -160,8 +155,8 @@ impl PathLab {
             "unreachable",
             "2001:db8:dead::/48",
         ]);
-        sysctl(&p, "net.ipv4.conf.lo.forwarding", "1");
-        sysctl(&p, "net.ipv6.conf.lo.forwarding", "1");
+        sysctl(&lab, "net.ipv4.conf.lo.forwarding", "1");
+        sysctl(&lab, "net.ipv6.conf.lo.forwarding", "1");
         let iface = lab.iface.clone();
         let ifindex = lab
             .protected
