@@ -23,6 +23,19 @@ pub const LAYOUT_VERSION: u32 = 3;
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
 
+/// The cgroup programs that learn peers ([`PeerEntry`]), in the same object as the XDP program
+/// so that they share its maps. Each name is the program's function name in `portsentry-ebpf`.
+pub mod peer_programs {
+    /// sock_ops: the remote end of every completed TCP handshake (opened or accepted).
+    pub const TCP_ESTABLISHED: &str = "ps_peer_tcp";
+    /// cgroup/connect4 and connect6: the destination a UDP socket is connected to.
+    pub const UDP_CONNECT4: &str = "ps_peer_connect4";
+    pub const UDP_CONNECT6: &str = "ps_peer_connect6";
+    /// cgroup/sendmsg4 and sendmsg6: the destination of an unconnected UDP send.
+    pub const UDP_SENDMSG4: &str = "ps_peer_sendmsg4";
+    pub const UDP_SENDMSG6: &str = "ps_peer_sendmsg6";
+}
+
 /// Number of 64-bit words in a port bitmap: 65 536 ports / 64.
 pub const PORT_BITMAP_WORDS: u32 = 1024;
 

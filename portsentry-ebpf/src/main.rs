@@ -1,16 +1,21 @@
 //! portsentry's XDP program.
 //!
 //! Pipeline, top to bottom: parse → ban check → guard check → allowlist (only for would-be
-//! probes) → count → verdict. An ordinary packet (not banned, not to a guarded port) costs one
-//! config read, one ban lookup, one bitmap lookup and one counter update.
+//! probes) → learned peers → count → verdict. An ordinary packet (not banned, not to a guarded
+//! port) costs one config read, one ban lookup, one bitmap lookup and one counter update.
+//!
+//! The same object carries the cgroup programs that learn peers (`peers.rs`), so that they
+//! share PS_PEERS and PS_CONFIG with the XDP program.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 mod atomic;
+mod challenge;
 mod maps;
 mod parse;
+mod peers;
 mod runtime;
 
 use aya_ebpf::{
@@ -71,11 +76,15 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         return pass();
     }
 
-    // 3. Guard check and classification.
+    // 3. Guard check and classification. An ACK (without SYN or RST) to a trap port is no
+    // probe; with peer challenges on, it may complete a handshake on a cookie (step 5).
+    let peer_challenge = cfg.flags & config_flags::PEER_CHALLENGE != 0;
+    let mut cookie_ack = false;
     let L4 {
         protocol,
         flags: tcp_flags,
         dst_port,
+        ..
     } = pkt.l4;
     let Ok(ip_proto) = IpProto::try_from(protocol) else {
         return pass();
@@ -87,6 +96,10 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
             }
             match classify_tcp(tcp_flags) {
                 Some(scan) => scan,
+                None if peer_challenge && challenge::is_handshake_ack(tcp_flags) => {
+                    cookie_ack = true;
+                    ScanType::TcpSyn
+                }
                 None => return pass(),
             }
         }
@@ -100,44 +113,53 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
 
     // 4. Allowlist, only for would-be probes.
     if cfg.allow_cidr_count != 0 && PS_ALLOW_CIDRS.get(&Key::new(128, pkt.src.addr)).is_some() {
-        count(Stat::Allowlisted);
+        if !cookie_ack {
+            count(Stat::Allowlisted);
+        }
         return pass();
     }
 
-    // 5. Count.
-    count(probe_stat(scan));
-    let now = boot_ns();
-    let hits = count_probe(&pkt.src, cfg.window_ns, now);
-
-    // 6. Verdict.
     let block_flag = if ip_proto == IpProto::Tcp {
         config_flags::BLOCK_TCP
     } else {
         config_flags::BLOCK_UDP
     };
     let blocks_proto = cfg.flags & block_flag != 0;
+    let now = boot_ns();
+
+    // 5. Learned peers (only where a probe could ban): a trap probe does not ban on its own. A
+    // SYN is answered with a SYN cookie; the ACK that returns a valid one goes on as a probe.
+    let mut confirmed = false;
+    if peer_challenge && blocks_proto && peers::is_learned(&pkt.src, cfg, now) {
+        if !cookie_ack {
+            return challenge::answer(ctx, &pkt, scan, now);
+        }
+        if !challenge::cookie_valid(ctx, &pkt) {
+            return pass();
+        }
+        count(Stat::CookiesConfirmed);
+        confirmed = true;
+    } else if cookie_ack {
+        return pass();
+    }
+
+    // 6. Count.
+    count(probe_stat(scan));
+    let hits = count_probe(&pkt.src, cfg.window_ns, now);
+
+    // 7. Verdict.
     let trigger = if cfg.scan_trigger == 0 {
         1
     } else {
         u64::from(cfg.scan_trigger)
     };
 
-    let mut event = Event {
-        timestamp_ns: now,
-        count: hits,
-        src: pkt.src,
-        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
-        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
-        dst_port,
-        kind: EventKind::Probe as u8,
-        proto: protocol,
-        scan_type: scan as u8,
-        tcp_flags,
-        flags: event_base_flags(&pkt),
-        _pad: [0; 5],
-    };
+    let mut event = probe_event(ctx, &pkt, EventKind::Probe, scan, hits, now);
     if !enforce || !blocks_proto {
         event.flags |= event_flags::NOBLOCK;
+    }
+    if confirmed {
+        event.flags |= event_flags::CONFIRMED;
     }
 
     // A shadow ban (detect mode) stays a report only: in detect mode it is not renewed, in block
@@ -148,23 +170,11 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         return pass();
     }
 
-    let ban = BanEntry {
-        banned_at_ns: now,
-        expires_at_ns: if cfg.ban_ttl_ns == 0 {
-            0
-        } else {
-            now.saturating_add(cfg.ban_ttl_ns)
-        },
-        drops: 0,
-        port: dst_port,
-        proto: protocol,
-        scan_type: scan as u8,
-        origin: BanOrigin::Detected as u8,
-        flags: if enforce { 0 } else { ban_flags::SHADOW },
-        _pad: [0; 2],
-    };
     // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
-    if PS_BANS.insert(pkt.src, ban, 0).is_ok() {
+    if PS_BANS
+        .insert(pkt.src, detected_ban(&event, cfg, enforce), 0)
+        .is_ok()
+    {
         count(Stat::Bans);
         event.kind = EventKind::Ban as u8;
     } else {
@@ -180,6 +190,53 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         emit(&event);
         count(Stat::DroppedWould);
         pass()
+    }
+}
+
+/// The ban a probe makes: from its event's time, port, protocol and scan type.
+#[inline(always)]
+fn detected_ban(event: &Event, cfg: &Config, enforce: bool) -> BanEntry {
+    let now = event.timestamp_ns;
+    BanEntry {
+        banned_at_ns: now,
+        expires_at_ns: if cfg.ban_ttl_ns == 0 {
+            0
+        } else {
+            now.saturating_add(cfg.ban_ttl_ns)
+        },
+        drops: 0,
+        port: event.dst_port,
+        proto: event.proto,
+        scan_type: event.scan_type,
+        origin: BanOrigin::Detected as u8,
+        flags: if enforce { 0 } else { ban_flags::SHADOW },
+        _pad: [0; 2],
+    }
+}
+
+/// An event about this packet's source and transport header.
+#[inline(always)]
+fn probe_event(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    kind: EventKind,
+    scan: ScanType,
+    count: u64,
+    now: u64,
+) -> Event {
+    Event {
+        timestamp_ns: now,
+        count,
+        src: pkt.src,
+        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        dst_port: pkt.l4.dst_port,
+        kind: kind as u8,
+        proto: pkt.l4.protocol,
+        scan_type: scan as u8,
+        tcp_flags: pkt.l4.flags,
+        flags: event_base_flags(pkt),
+        _pad: [0; 5],
     }
 }
 

@@ -30,6 +30,8 @@ pub struct L4 {
     /// TCP flags byte (0 for UDP).
     pub flags: u8,
     pub dst_port: u16,
+    /// Offset of the transport header from the start of the frame (0 without one).
+    pub offset: usize,
 }
 
 /// Not TCP/UDP, or a non-first fragment: no ports to look at.
@@ -40,6 +42,7 @@ impl L4 {
         protocol: L4_NONE,
         flags: 0,
         dst_port: 0,
+        offset: 0,
     };
 }
 
@@ -47,6 +50,8 @@ impl L4 {
 pub struct Packet {
     pub src: AddrKey,
     pub is_v6: bool,
+    /// Offset of the IP header from the start of the frame (after 0–2 VLAN tags).
+    pub l3_offset: usize,
     /// IPv4 header longer than 20 bytes.
     pub ip_options: bool,
     pub l4: L4,
@@ -65,7 +70,7 @@ pub enum NoSource {
 
 /// A bounds-checked pointer to `len` bytes at `offset` from the start of the packet.
 #[inline(always)]
-fn ptr_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
+pub fn ptr_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + len > end {
@@ -116,6 +121,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     let mut pkt = Packet {
         src: AddrKey::from_v4(src),
         is_v6: false,
+        l3_offset: offset,
         ip_options: false,
         l4: L4::NONE,
         malformed: false,
@@ -148,6 +154,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     let mut pkt = Packet {
         src: AddrKey::from_v6(src),
         is_v6: true,
+        l3_offset: offset,
         ip_options: false,
         l4: L4::NONE,
         malformed: false,
@@ -198,6 +205,7 @@ fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
                     protocol: IpProto::Tcp as u8,
                     flags: *p.add(13),
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
+                    offset,
                 };
             },
             None => pkt.malformed = true,
@@ -209,6 +217,7 @@ fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
                     protocol: IpProto::Udp as u8,
                     flags: 0,
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
+                    offset,
                 };
             },
             None => pkt.malformed = true,

@@ -13,7 +13,13 @@ impl Daemon {
             Vec::new()
         };
         let allow = self.allowlist();
-        let written = guard::write(&mut self.dp, &self.settings.live, &allow, &self.listening)?;
+        let written = guard::write(
+            &mut self.dp,
+            &self.settings.live,
+            &allow,
+            &self.listening,
+            &self.extras,
+        )?;
         self.report_refused_allow(&written);
         self.lift_allowlisted(&allow)?;
         let allow_count = written.count;

@@ -1,5 +1,5 @@
 //! Keeping bans on disk: a debounced save after changes, retries after failures, and the
-//! periodic sweep of expired bans.
+//! periodic sweep of expired bans (which also saves the learned peers if they changed).
 
 use super::*;
 
@@ -20,6 +20,9 @@ impl Daemon {
         }
         if save_due || sweep_due {
             self.save();
+        }
+        if sweep_due {
+            self.save_peers();
         }
         self.hooks.flush_skip_summary();
     }

@@ -17,7 +17,7 @@ use aya::{
 };
 use portsentry_common::{
     maps::{self as defs, MapDef, MapSpec},
-    AddrKey, BanEntry, Config, HitEntry, IpProto, Stat, PORT_BITMAP_WORDS,
+    AddrKey, BanEntry, Config, HitEntry, IpProto, PeerEntry, Stat, PORT_BITMAP_WORDS,
 };
 
 use super::{map_err, pins, trie, DataplaneError, Result, TrieWrite};
@@ -31,9 +31,10 @@ impl Stats {
     pub fn get(&self, stat: Stat) -> u64 {
         self.0[stat as usize]
     }
-    /// Packets seen while configured: every packet ends passed or dropped.
+    /// Packets seen while configured: every packet ends passed, dropped or turned into the
+    /// SYN cookie answering a learned peer's trap SYN.
     pub fn packets(&self) -> u64 {
-        self.get(Stat::Passed) + self.get(Stat::Dropped)
+        self.get(Stat::Passed) + self.get(Stat::Dropped) + self.get(Stat::CookiesSent)
     }
 }
 
@@ -70,6 +71,7 @@ pub struct Maps {
     hits: HashMap<MapData, AddrKey, HitEntry>,
     ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
+    peers: HashMap<MapData, AddrKey, PeerEntry>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -84,6 +86,7 @@ impl Maps {
             hits: open(get, &defs::PS_HITS)?,
             ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
+            peers: open(get, &defs::PS_PEERS)?,
             stats: open(get, &defs::PS_STATS)?,
         })
     }
@@ -172,6 +175,41 @@ impl Maps {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(map_err(defs::PS_HITS.name)(e)),
         }
+    }
+
+    /// Learned peers and when each was last seen (CLOCK_BOOTTIME ns).
+    pub fn peers(&self) -> Result<Vec<(IpAddr, PeerEntry)>> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            match item {
+                Ok((k, v)) => out.push((cidr::key_addr(&k), v)),
+                // An LRU entry evicted while we iterate: skip it.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err(defs::PS_PEERS.name)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn peer(&self, addr: IpAddr) -> Result<Option<PeerEntry>> {
+        match self.peers.get(&cidr::addr_key(addr), 0) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_PEERS.name)(e)),
+        }
+    }
+
+    /// Records a learned peer (restoring saved peers; the cgroup programs write the rest). The
+    /// table is LRU: when full, the least recently used peer makes room.
+    pub fn insert_peer(&mut self, addr: IpAddr, entry: &PeerEntry) -> Result<()> {
+        self.peers
+            .insert(cidr::addr_key(addr), entry, 0)
+            .map_err(map_err(defs::PS_PEERS.name))
+    }
+
+    /// Capacity of the learned-peer table.
+    pub fn peer_capacity(&self) -> u32 {
+        self.peers.map().info().map_or(0, |i| i.max_entries())
     }
 
     /// Replaces the allowlist trie; the count goes into `Config`.

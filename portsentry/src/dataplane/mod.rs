@@ -11,6 +11,8 @@
 //! - [`maps`]: the typed map handles ([`Maps`]) and their accessors.
 //! - [`pins`]: pin checks, the layout version and migration out of incompatible pins.
 //! - [`trie`]: replacing the contents of an LPM trie ([`TrieWrite`]).
+//! - [`peers`]: the cgroup programs that learn peers, attached to the cgroup2 root
+//!   ([`PeerLearning`]).
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -28,10 +30,12 @@ use thiserror::Error;
 pub mod bpffs;
 mod maps;
 pub mod object;
+mod peers;
 mod pins;
 mod trie;
 
 pub use maps::{Maps, Stats};
+pub use peers::{netns_cookie, PeerError, PeerLearning};
 pub use trie::TrieWrite;
 
 use crate::net::cidr::Cidr;
