@@ -21,21 +21,19 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use portsentry_common::{
+    ethertype,
     tcp_flags::{ACK, RST, SYN},
     EventKind, IpProto, ScanType, Stat,
 };
 
 use crate::{
     count, emit,
-    parse::{ptr_at, Packet},
+    parse::{be16_at, ptr_at, Packet},
     pass, probe_event,
 };
 
-/// The IP header starts at most this far into the frame (Ethernet and two VLAN tags).
-const MAX_L3_OFFSET: usize = 22;
-/// Transport headers further in (long IPv6 extension-header chains) get no cookie: the SYN
-/// passes, reported. The bound keeps every packet offset provably small for the verifier.
-const MAX_L4_OFFSET: usize = 255;
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
 const TCP_MAX_HLEN: usize = 60;
 const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
@@ -59,7 +57,7 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, scan: ScanType, now: u64) -> u32 {
     count(Stat::PeerProbes);
     let event = probe_event(ctx, pkt, EventKind::PeerProbe, scan, 0, now);
     let verdict = if scan == ScanType::TcpSyn && pkt.l4.protocol == IpProto::Tcp as u8 {
-        if send_cookie(ctx, pkt) {
+        if send_cookie(ctx) {
             count(Stat::CookiesSent);
             xdp_action::XDP_TX
         } else {
@@ -72,21 +70,76 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, scan: ScanType, now: u64) -> u32 {
     verdict
 }
 
+/// Where the IP and TCP headers are.
+struct Headers {
+    l3: usize,
+    l4: usize,
+    is_v6: bool,
+}
+
+/// Finds the IP and TCP headers again from the frame (0–2 VLAN tags; IPv4 with or without
+/// options; IPv6 only without extension headers) instead of taking offsets from the parser.
+///
+/// This is for the verifier: the parser arrives here along many paths (VLAN tags, IPv4
+/// options, every IPv6 extension-header chain), each with its own exact offsets, and each
+/// would be verified through the cookie code separately (about 15 times the whole program's
+/// cost). Offsets found here are the same few on every path. A SYN with IPv6 extension
+/// headers therefore gets no cookie: it is reported and passes.
+#[inline(always)]
+fn locate(ctx: &XdpContext) -> Option<Headers> {
+    let mut ether_type = be16_at(ctx, 12)?;
+    let mut l3 = ETH_HLEN;
+    for _ in 0..2 {
+        if ether_type != ethertype::VLAN && ether_type != ethertype::QINQ {
+            break;
+        }
+        ether_type = be16_at(ctx, l3 + 2)?;
+        l3 += VLAN_HLEN;
+    }
+    match ether_type {
+        ethertype::IPV4 => {
+            let ip = ptr_at(ctx, l3, IPV4_HLEN)?;
+            // SAFETY: 20 bytes at ip are in bounds; IHL is the low nibble of byte 0.
+            let ihl = usize::from(unsafe { *ip } & 0x0f) * 4;
+            if ihl < IPV4_HLEN {
+                return None;
+            }
+            Some(Headers {
+                l3,
+                l4: l3 + ihl,
+                is_v6: false,
+            })
+        }
+        ethertype::IPV6 => {
+            let ip = ptr_at(ctx, l3, IPV6_HLEN)?;
+            // SAFETY: 40 bytes at ip are in bounds; the next header is byte 6.
+            if unsafe { *ip.add(6) } != IpProto::Tcp as u8 {
+                return None;
+            }
+            Some(Headers {
+                l3,
+                l4: l3 + IPV6_HLEN,
+                is_v6: true,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Whether this ACK carries a cookie we sent: its acknowledgement number is the cookie + 1 for
 /// its addresses, ports and sequence number (minus one), within the cookie's lifetime.
 #[inline(always)]
-pub fn cookie_valid(ctx: &XdpContext, pkt: &Packet) -> bool {
-    let (l3, l4) = (pkt.l3_offset, pkt.l4.offset);
-    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
+pub fn cookie_valid(ctx: &XdpContext) -> bool {
+    let Some(Headers { l3, l4, is_v6 }) = locate(ctx) else {
         return false;
-    }
+    };
     let Some(th) = ptr_at(ctx, l4, 20) else {
         return false;
     };
     let th = th as *mut tcphdr;
     // SAFETY (both helpers): the IP header and the 20-byte TCP header are in bounds (ptr_at);
     // the helpers only read them.
-    let ret = if pkt.is_v6 {
+    let ret = if is_v6 {
         let Some(ip) = ptr_at(ctx, l3, IPV6_HLEN) else {
             return false;
         };
@@ -108,11 +161,10 @@ pub fn cookie_valid(ctx: &XdpContext, pkt: &Packet) -> bool {
 /// Everything but the 60-byte copy of the SYN's TCP header lives in registers: the whole
 /// program shares the BPF stack's 512 bytes.
 #[inline(always)]
-fn send_cookie(ctx: &XdpContext, pkt: &Packet) -> bool {
-    let (l3, l4, is_v6) = (pkt.l3_offset, pkt.l4.offset, pkt.is_v6);
-    if l3 > MAX_L3_OFFSET || l4 > MAX_L4_OFFSET {
+fn send_cookie(ctx: &XdpContext) -> bool {
+    let Some(Headers { l3, l4, is_v6 }) = locate(ctx) else {
         return false;
-    }
+    };
 
     // 1. The cookie, from the SYN as it came. The helper reads `doff * 4` bytes of TCP header
     // (options included, for the MSS): a length the verifier can bound in a stack buffer, not

@@ -84,7 +84,6 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         protocol,
         flags: tcp_flags,
         dst_port,
-        ..
     } = pkt.l4;
     let Ok(ip_proto) = IpProto::try_from(protocol) else {
         return pass();
@@ -134,7 +133,7 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         if !cookie_ack {
             return challenge::answer(ctx, &pkt, scan, now);
         }
-        if !challenge::cookie_valid(ctx, &pkt) {
+        if !challenge::cookie_valid(ctx) {
             return pass();
         }
         count(Stat::CookiesConfirmed);

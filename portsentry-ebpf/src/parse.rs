@@ -30,8 +30,6 @@ pub struct L4 {
     /// TCP flags byte (0 for UDP).
     pub flags: u8,
     pub dst_port: u16,
-    /// Offset of the transport header from the start of the frame (0 without one).
-    pub offset: usize,
 }
 
 /// Not TCP/UDP, or a non-first fragment: no ports to look at.
@@ -42,7 +40,6 @@ impl L4 {
         protocol: L4_NONE,
         flags: 0,
         dst_port: 0,
-        offset: 0,
     };
 }
 
@@ -50,8 +47,6 @@ impl L4 {
 pub struct Packet {
     pub src: AddrKey,
     pub is_v6: bool,
-    /// Offset of the IP header from the start of the frame (after 0–2 VLAN tags).
-    pub l3_offset: usize,
     /// IPv4 header longer than 20 bytes.
     pub ip_options: bool,
     pub l4: L4,
@@ -80,7 +75,7 @@ pub fn ptr_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> 
 }
 
 #[inline(always)]
-fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
+pub fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
     let p = ptr_at(ctx, offset, 2)?;
     // SAFETY: ptr_at checked that two bytes are in bounds.
     Some(unsafe { u16::from_be_bytes([*p, *p.add(1)]) })
@@ -121,7 +116,6 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     let mut pkt = Packet {
         src: AddrKey::from_v4(src),
         is_v6: false,
-        l3_offset: offset,
         ip_options: false,
         l4: L4::NONE,
         malformed: false,
@@ -154,7 +148,6 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
     let mut pkt = Packet {
         src: AddrKey::from_v6(src),
         is_v6: true,
-        l3_offset: offset,
         ip_options: false,
         l4: L4::NONE,
         malformed: false,
@@ -205,7 +198,6 @@ fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
                     protocol: IpProto::Tcp as u8,
                     flags: *p.add(13),
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
-                    offset,
                 };
             },
             None => pkt.malformed = true,
@@ -217,7 +209,6 @@ fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
                     protocol: IpProto::Udp as u8,
                     flags: 0,
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
-                    offset,
                 };
             },
             None => pkt.malformed = true,

@@ -107,11 +107,6 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
     set_tcp_syncookies(&lab.protected, 0);
     let dir = TempDir::new("peers").unwrap();
     let mut d = start(&lab, &dir);
-    assert!(
-        d.has_line(|l| l.starts_with("portsentry: learning peers")),
-        "{}",
-        tail(&d)
-    );
     let (opened, accepted, stranger) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
 
     // The protected host opens a connection to a service of one peer, and accepts one from
@@ -127,11 +122,18 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
 
     for peer in [opened, accepted] {
         let out = forged_syn(&lab, peer);
+        let (answered, banned) = (peer_line(peer, true), banned_line(peer));
+        d.wait_for_line(|l| answered(l) || banned(l), WAIT);
+        assert!(
+            !d.has_line(&banned),
+            "{peer}: a forged SYN banned a learned peer:\n{}",
+            tail(&d)
+        );
         assert!(
             out.contains("flags=SA"),
             "{peer}: the forged SYN is answered with a SYN-ACK (the cookie): {out}"
         );
-        expect_line(&mut d, "peer probe line", peer_line(peer, true));
+        expect_line(&mut d, "peer probe line", answered);
         // The peer's sessions keep working, both ways.
         assert!(
             lab.scanner
