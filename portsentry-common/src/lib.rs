@@ -23,6 +23,10 @@ pub const LAYOUT_VERSION: u32 = 3;
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
 
+/// The same XDP program without the learned-peer branch, for kernels that lack the SYN cookie
+/// helpers (`bpf_tcp_raw_gen_syncookie_*`, Linux 6.0) or `bpf_xdp_load_bytes` (5.18).
+pub const PROGRAM_NAME_COMPAT: &str = "portsentry_compat";
+
 /// The cgroup programs that learn peers ([`PeerEntry`]), in the same object as the XDP program
 /// so that they share its maps. Each name is the program's function name in `portsentry-ebpf`.
 pub mod peer_programs {
@@ -175,7 +179,8 @@ pub mod event_flags {
     /// The source is link-local (169.254/16, fe80::/10): meaningful on this link only, never
     /// shared with the fleet.
     pub const LINK_LOCAL: u8 = 1 << 5;
-    /// A learned peer's ban, made after it completed a handshake with a valid SYN cookie.
+    /// A learned peer's probe (or ban), counted only because it completed a handshake on a
+    /// valid SYN cookie.
     pub const CONFIRMED: u8 = 1 << 6;
 }
 

@@ -36,6 +36,20 @@ use portsentry_common::{
 
 #[xdp]
 pub fn portsentry(ctx: XdpContext) -> u32 {
+    entry::<true>(&ctx)
+}
+
+/// The same pipeline without the learned-peer branch, for kernels without the SYN cookie
+/// helpers (before Linux 6.0), which would refuse the whole program: the loader probes and
+/// picks this one there. Its name is `portsentry_common::PROGRAM_NAME_COMPAT`.
+#[xdp]
+pub fn portsentry_compat(ctx: XdpContext) -> u32 {
+    entry::<false>(&ctx)
+}
+
+/// `PEERS`: whether the learned-peer branch (and the helpers it calls) is compiled in.
+#[inline(always)]
+fn entry<const PEERS: bool>(ctx: &XdpContext) -> u32 {
     let Some(cfg) = PS_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -43,11 +57,11 @@ pub fn portsentry(ctx: XdpContext) -> u32 {
     if cfg.layout_version != LAYOUT_VERSION {
         return xdp_action::XDP_PASS;
     }
-    process(&ctx, cfg)
+    process::<PEERS>(ctx, cfg)
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
+fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     let enforce = cfg.flags & config_flags::ENFORCE != 0;
 
     // 1. Parse.
@@ -78,7 +92,7 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
 
     // 3. Guard check and classification. An ACK (without SYN or RST) to a trap port is no
     // probe; with peer challenges on, it may complete a handshake on a cookie (step 5).
-    let peer_challenge = cfg.flags & config_flags::PEER_CHALLENGE != 0;
+    let peer_challenge = PEERS && cfg.flags & config_flags::PEER_CHALLENGE != 0;
     let mut cookie_ack = false;
     let L4 {
         protocol,

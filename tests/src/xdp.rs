@@ -54,13 +54,30 @@ impl TestXdp {
         ban_cidrs: &[Cidr],
         max_bans: Option<u32>,
     ) -> Self {
-        let mut dp = Dataplane::load(&LoadOptions {
-            pin_dir: None,
+        let opts = LoadOptions {
             max_bans,
-            max_ban_networks: None,
-            max_peers: None,
-        })
-        .expect("loading the XDP object (run the tests with `cargo xtask test`)");
+            ..LoadOptions::default()
+        };
+        Self::load_opts(settings, allow, ban_cidrs, &opts)
+    }
+
+    /// The program a kernel without the SYN cookie helpers (before 6.0) gets.
+    pub fn load_compat(settings: &LiveSettings) -> Self {
+        let opts = LoadOptions {
+            compat: true,
+            ..LoadOptions::default()
+        };
+        Self::load_opts(settings, &[], &[], &opts)
+    }
+
+    fn load_opts(
+        settings: &LiveSettings,
+        allow: &[Cidr],
+        ban_cidrs: &[Cidr],
+        opts: &LoadOptions,
+    ) -> Self {
+        let mut dp = Dataplane::load(opts)
+            .expect("loading the XDP object (run the tests with `cargo xtask test`)");
         let events = dp.take_events().expect("ring buffer");
         // Never saved: the book only needs a store to exist.
         let store = StateStore::new(&std::env::temp_dir().join("portsentry-xdp-tests-unsaved"));
@@ -87,6 +104,10 @@ impl TestXdp {
     /// probes from learned peers are challenged); peers are then added with `add_peer`.
     pub fn with_peer_challenge(settings: &LiveSettings) -> Self {
         let mut t = Self::load(settings);
+        assert!(
+            t.dp.syn_cookies(),
+            "this kernel lacks the XDP SYN cookie helpers (Linux 6.0+)"
+        );
         t.extras.peer_challenge = true;
         t.configure(settings, &[], &[]);
         t

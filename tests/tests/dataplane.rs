@@ -1062,6 +1062,21 @@ mod peers {
             XDP_DROP
         );
         assert!(x.is_banned("10.0.10.6"));
+
+        // A kernel without the SYN cookie helpers gets the program without the peer branch
+        // (the daemon then learns no peers): it verifies, and even a stray PEER_CHALLENGE flag
+        // changes nothing.
+        let mut x = TestXdp::load_compat(&settings("111", "54321"));
+        assert!(!x.dp.syn_cookies());
+        x.extras.peer_challenge = true;
+        x.configure(&settings("111", "54321"), &[], &[]);
+        x.add_peer("10.0.10.7", MINUTE);
+        assert_eq!(
+            x.run(&Packet::tcp("10.0.10.7", TRAP, SYN).build()),
+            XDP_DROP
+        );
+        x.add_peer("10.0.10.8", MINUTE);
+        assert_eq!(x.run(&Packet::udp("10.0.10.8", UDP_TRAP).build()), XDP_DROP);
     }
 
     #[test]

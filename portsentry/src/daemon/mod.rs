@@ -160,6 +160,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         max_bans: Some(settings.startup.max_bans),
         max_ban_networks: Some(settings.startup.max_ban_networks),
         max_peers: Some(settings.startup.max_peers),
+        compat: false,
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
         eprintln!(

@@ -18,6 +18,12 @@ pub(super) fn start_learning(
     if !settings.startup.learn_peers {
         return (None, None);
     }
+    if !dp.syn_cookies() {
+        eprintln!(
+            "portsentry: warning: this kernel lacks the XDP SYN cookie helpers (Linux 6.0+): not learning peers; trap probes from every source count as from strangers"
+        );
+        return (None, None);
+    }
     let learning = match dp.learn_peers() {
         Ok(l) => l,
         Err(e) => {

@@ -26,7 +26,7 @@ pub struct ProbeEvent {
     pub unverified: bool,
     /// Link-local source: meaningful on this link only, kept local.
     pub link_local: bool,
-    /// A learned peer's ban after a handshake with a valid SYN cookie.
+    /// A learned peer's probe (or ban), counted after a handshake on a valid SYN cookie.
     pub confirmed: bool,
     pub timestamp_ns: u64,
 }
