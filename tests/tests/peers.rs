@@ -87,14 +87,16 @@ fn forged_syn(lab: &Lab, src: IpAddr) -> String {
 }
 
 /// The protected namespace's `net.ipv4.tcp_syncookies`: the cookie helpers must not need it.
+/// Net sysctls belong to the namespace of the thread that opens them; the host's is untouched.
 fn set_tcp_syncookies(ns: &Netns, value: u8) {
-    let (code, out) = run_in(
-        ns,
-        "sysctl",
-        &["-w", &format!("net.ipv4.tcp_syncookies={value}")],
-        Duration::from_secs(5),
-    );
-    assert_eq!(code, 0, "{out}");
+    const PATH: &str = "/proc/sys/net/ipv4/tcp_syncookies";
+    let host_before = std::fs::read_to_string(PATH).expect("reading tcp_syncookies");
+    let read = ns.run(move || {
+        std::fs::write(PATH, value.to_string()).expect("writing tcp_syncookies");
+        std::fs::read_to_string(PATH).expect("reading tcp_syncookies")
+    });
+    assert_eq!(read.trim(), value.to_string());
+    assert_eq!(std::fs::read_to_string(PATH).unwrap(), host_before);
 }
 
 /// A forged SYN in a learned peer's name is answered with a SYN cookie and bans nobody (the

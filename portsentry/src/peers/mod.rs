@@ -23,7 +23,11 @@ use portsentry_common::PeerEntry;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{bans::store::write_atomic, clock::Now, dataplane::DataplaneError, dataplane::Maps};
+use crate::{
+    bans::store::{keep_aside, write_atomic},
+    clock::Now,
+    dataplane::{DataplaneError, Maps},
+};
 
 pub const PEERS_FILE: &str = "peers.json";
 pub const PEERS_VERSION: u32 = 1;
@@ -107,9 +111,7 @@ impl PeerStore {
     /// Moves an unreadable or too-new file aside (kept for the administrator, never deleted).
     pub fn keep_aside(&self, why: &str) -> Result<PathBuf, PeerFileError> {
         let path = self.path();
-        let moved = path.with_extension(format!("json.{why}-{}", crate::clock::unix_ms()));
-        fs::rename(&path, &moved).map_err(|source| PeerFileError::Io { path, source })?;
-        Ok(moved)
+        keep_aside(&path, why).map_err(|source| PeerFileError::Io { path, source })
     }
 
     /// Writes the file atomically (a crash leaves the old file or the new one).
