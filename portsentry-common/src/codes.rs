@@ -149,7 +149,8 @@ wire_enum! {
         PeerProbes = 18 => "peer_probes",
         /// SYN cookies sent to learned peers' trap SYNs.
         CookiesSent = 19 => "cookies_sent",
-        /// Learned peers banned after completing a handshake with a valid cookie.
+        /// Handshakes learned peers completed on a valid SYN cookie; each then counts as a
+        /// probe (and bans at the trigger).
         CookiesConfirmed = 20 => "cookies_confirmed",
     }
 }

@@ -24,6 +24,23 @@ pub const LAYOUT_VERSION: u32 = 3;
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
 
+/// The same XDP program without the learned-peer branch, for kernels that lack the SYN cookie
+/// helpers (`bpf_tcp_raw_gen_syncookie_*`, Linux 6.0) or `bpf_xdp_load_bytes` (5.18).
+pub const PROGRAM_NAME_COMPAT: &str = "portsentry_compat";
+
+/// The cgroup programs that learn peers ([`PeerEntry`]), in the same object as the XDP program
+/// so that they share its maps. Each name is the program's function name in `portsentry-ebpf`.
+pub mod peer_programs {
+    /// sock_ops: the remote end of every completed TCP handshake (opened or accepted).
+    pub const TCP_ESTABLISHED: &str = "ps_peer_tcp";
+    /// cgroup/connect4 and connect6: the destination a UDP socket is connected to.
+    pub const UDP_CONNECT4: &str = "ps_peer_connect4";
+    pub const UDP_CONNECT6: &str = "ps_peer_connect6";
+    /// cgroup/sendmsg4 and sendmsg6: the destination of an unconnected UDP send.
+    pub const UDP_SENDMSG4: &str = "ps_peer_sendmsg4";
+    pub const UDP_SENDMSG6: &str = "ps_peer_sendmsg6";
+}
+
 /// Number of 64-bit words in a port bitmap: 65 536 ports / 64.
 pub const PORT_BITMAP_WORDS: u32 = 1024;
 
@@ -160,10 +177,8 @@ pub mod event_flags {
     /// A ban made although the path check could not decide (no route back, no neighbour entry
     /// yet): the source may be forged; such bans are never shared with the fleet.
     pub const UNVERIFIED: u8 = 1 << 4;
-    /// The source is link-local (169.254/16, fe80::/10): meaningful on this link only, never
-    /// shared with the fleet.
-    pub const LINK_LOCAL: u8 = 1 << 5;
-    /// A learned peer's ban, made after it completed a handshake with a valid SYN cookie.
+    /// A learned peer's probe (or ban), counted only because it completed a handshake on a
+    /// valid SYN cookie.
     pub const CONFIRMED: u8 = 1 << 6;
 }
 

@@ -1,18 +1,23 @@
 //! portsentry's XDP program.
 //!
 //! Pipeline, top to bottom: parse → ban check → guard check → source check and allowlist (only
-//! for would-be probes) → count → path check (only for would-be bans) → verdict. An ordinary
-//! packet (not banned, not to a guarded port) costs one config read, one ban lookup, one bitmap
-//! lookup and one counter update.
+//! for would-be probes) → learned peers → count → path check (only for would-be bans) →
+//! verdict. An ordinary packet (not banned, not to a guarded port) costs one config read, one
+//! ban lookup, one bitmap lookup and one counter update.
+//!
+//! The same object carries the cgroup programs that learn peers (`peers.rs`), so that they
+//! share PS_PEERS and PS_CONFIG with the XDP program.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 mod atomic;
+mod challenge;
 mod maps;
 mod parse;
 mod path;
+mod peers;
 mod runtime;
 mod source;
 
@@ -32,10 +37,23 @@ use portsentry_common::{
     AddrKey, BanEntry, BanOrigin, Config, Event, EventKind, HitEntry, IpProto, ScanType, Stat,
     LAYOUT_VERSION,
 };
-use source::SourceClass;
 
 #[xdp]
 pub fn portsentry(ctx: XdpContext) -> u32 {
+    entry::<true>(&ctx)
+}
+
+/// The same pipeline without the learned-peer branch, for kernels without the SYN cookie
+/// helpers (before Linux 6.0), which would refuse the whole program: the loader probes and
+/// picks this one there. Its name is `portsentry_common::PROGRAM_NAME_COMPAT`.
+#[xdp]
+pub fn portsentry_compat(ctx: XdpContext) -> u32 {
+    entry::<false>(&ctx)
+}
+
+/// `PEERS`: whether the learned-peer branch (and the helpers it calls) is compiled in.
+#[inline(always)]
+fn entry<const PEERS: bool>(ctx: &XdpContext) -> u32 {
     let Some(cfg) = PS_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -43,11 +61,11 @@ pub fn portsentry(ctx: XdpContext) -> u32 {
     if cfg.layout_version != LAYOUT_VERSION {
         return xdp_action::XDP_PASS;
     }
-    process(&ctx, cfg)
+    process::<PEERS>(ctx, cfg)
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
+fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     let enforce = cfg.flags & config_flags::ENFORCE != 0;
 
     // 1. Parse.
@@ -76,7 +94,10 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         return pass();
     }
 
-    // 3. Guard check and classification.
+    // 3. Guard check and classification. An ACK (without SYN or RST) to a trap port is no
+    // probe; with peer challenges on, it may complete a handshake on a cookie (step 5).
+    let peer_challenge = PEERS && cfg.flags & config_flags::PEER_CHALLENGE != 0;
+    let mut cookie_ack = false;
     let L4 {
         protocol,
         flags: tcp_flags,
@@ -92,6 +113,10 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
             }
             match classify_tcp(tcp_flags) {
                 Some(scan) => scan,
+                None if peer_challenge && challenge::is_handshake_ack(tcp_flags) => {
+                    cookie_ack = true;
+                    ScanType::TcpSyn
+                }
                 None => return pass(),
             }
         }
@@ -105,56 +130,70 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
 
     // 4. Source check and allowlist, only for would-be probes. A bogus source is never counted:
     // it cannot be a real peer, so any ban would only hurt.
-    let class = source::classify(&pkt.src, pkt.is_v6);
-    if class == SourceClass::Bogus {
-        count(Stat::BogusSource);
-        let now = boot_ns();
-        if throttle_allows(THROTTLE_BOGUS, now) {
-            let mut event = new_event(ctx, &pkt, now, 0, scan);
-            event.kind = EventKind::Bogus as u8;
-            emit(&event);
+    if source::is_bogus(&pkt.src, pkt.is_v6) {
+        if !cookie_ack {
+            count(Stat::BogusSource);
+            let now = boot_ns();
+            if throttle_allows(THROTTLE_BOGUS, now) {
+                emit(&probe_event(ctx, &pkt, EventKind::Bogus, scan, 0, now));
+            }
         }
         return pass();
     }
     if cfg.allow_cidr_count != 0 && PS_ALLOW_CIDRS.get(&Key::new(128, pkt.src.addr)).is_some() {
-        count(Stat::Allowlisted);
+        if !cookie_ack {
+            count(Stat::Allowlisted);
+        }
         return pass();
     }
 
-    // 5. Count.
-    count(probe_stat(scan));
-    let now = boot_ns();
-    let hits = if class == SourceClass::LinkLocal {
-        // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
-        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-        count_probe(
-            &source::per_interface(&pkt.src, ifindex, pkt.is_v6),
-            cfg.window_ns,
-            now,
-        )
-    } else {
-        count_probe(&pkt.src, cfg.window_ns, now)
-    };
-
-    // 6. Verdict.
     let block_flag = if ip_proto == IpProto::Tcp {
         config_flags::BLOCK_TCP
     } else {
         config_flags::BLOCK_UDP
     };
     let blocks_proto = cfg.flags & block_flag != 0;
+    let now = boot_ns();
+
+    // 5. Learned peers (only where a probe could ban): a trap probe does not ban on its own. A
+    // SYN is answered with a SYN cookie; the ACK that returns a valid one goes on as a probe.
+    let mut confirmed = false;
+    if peer_challenge && blocks_proto && peers::is_learned(&pkt.src, cfg, now) {
+        if !cookie_ack {
+            return challenge::answer(ctx, &pkt, scan, now);
+        }
+        if !challenge::cookie_valid(ctx) {
+            return pass();
+        }
+        count(Stat::CookiesConfirmed);
+        confirmed = true;
+    } else if cookie_ack {
+        return pass();
+    }
+
+    // 6. Count. Link-local sources per receiving interface: fe80::1 on two links is two hosts.
+    count(probe_stat(scan));
+    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let hits = count_probe(
+        &source::hit_key(&pkt.src, ifindex, pkt.is_v6),
+        cfg.window_ns,
+        now,
+    );
+
+    // 7. Verdict.
     let trigger = if cfg.scan_trigger == 0 {
         1
     } else {
         u64::from(cfg.scan_trigger)
     };
 
-    let mut event = new_event(ctx, &pkt, now, hits, scan);
-    if class == SourceClass::LinkLocal {
-        event.flags |= event_flags::LINK_LOCAL;
-    }
+    let mut event = probe_event(ctx, &pkt, EventKind::Probe, scan, hits, now);
     if !enforce || !blocks_proto {
         event.flags |= event_flags::NOBLOCK;
+    }
+    if confirmed {
+        event.flags |= event_flags::CONFIRMED;
     }
 
     // A shadow ban (detect mode) stays a report only: in detect mode it is not renewed, in block
@@ -165,8 +204,9 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         return pass();
     }
 
-    // 7. Path check, only for would-be bans: a forged source must not ban the host it names.
-    if cfg.flags & config_flags::PATH_CHECK != 0 {
+    // 8. Path check, only for would-be bans: a forged source must not ban the host it names. A
+    // completed cookie handshake already proved the source answers where it claims to be.
+    if !confirmed && cfg.flags & config_flags::PATH_CHECK != 0 {
         match path::check(ctx, &pkt) {
             Path::Verified => {}
             Path::Unverified => {
@@ -184,23 +224,11 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
         }
     }
 
-    let ban = BanEntry {
-        banned_at_ns: now,
-        expires_at_ns: if cfg.ban_ttl_ns == 0 {
-            0
-        } else {
-            now.saturating_add(cfg.ban_ttl_ns)
-        },
-        drops: 0,
-        port: dst_port,
-        proto: protocol,
-        scan_type: scan as u8,
-        origin: BanOrigin::Detected as u8,
-        flags: if enforce { 0 } else { ban_flags::SHADOW },
-        _pad: [0; 2],
-    };
     // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
-    if PS_BANS.insert(pkt.src, ban, 0).is_ok() {
+    if PS_BANS
+        .insert(pkt.src, detected_ban(&event, cfg, enforce), 0)
+        .is_ok()
+    {
         count(Stat::Bans);
         event.kind = EventKind::Ban as u8;
     } else {
@@ -219,17 +247,45 @@ fn process(ctx: &XdpContext, cfg: &Config) -> u32 {
     }
 }
 
-/// A probe event with everything the packet says; the caller sets kind and flags it decides.
+/// The ban a probe makes: from its event's time, port, protocol and scan type.
 #[inline(always)]
-fn new_event(ctx: &XdpContext, pkt: &Packet, now: u64, hits: u64, scan: ScanType) -> Event {
+fn detected_ban(event: &Event, cfg: &Config, enforce: bool) -> BanEntry {
+    let now = event.timestamp_ns;
+    BanEntry {
+        banned_at_ns: now,
+        expires_at_ns: if cfg.ban_ttl_ns == 0 {
+            0
+        } else {
+            now.saturating_add(cfg.ban_ttl_ns)
+        },
+        drops: 0,
+        port: event.dst_port,
+        proto: event.proto,
+        scan_type: event.scan_type,
+        origin: BanOrigin::Detected as u8,
+        flags: if enforce { 0 } else { ban_flags::SHADOW },
+        _pad: [0; 2],
+    }
+}
+
+/// An event about this packet's source and transport header.
+#[inline(always)]
+fn probe_event(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    kind: EventKind,
+    scan: ScanType,
+    count: u64,
+    now: u64,
+) -> Event {
     Event {
         timestamp_ns: now,
-        count: hits,
+        count,
         src: pkt.src,
         // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
         ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
         dst_port: pkt.l4.dst_port,
-        kind: EventKind::Probe as u8,
+        kind: kind as u8,
         proto: pkt.l4.protocol,
         scan_type: scan as u8,
         tcp_flags: pkt.l4.flags,

@@ -80,7 +80,7 @@ pub fn ptr_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> 
 }
 
 #[inline(always)]
-fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
+pub fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
     let p = ptr_at(ctx, offset, 2)?;
     // SAFETY: ptr_at checked that two bytes are in bounds.
     Some(unsafe { u16::from_be_bytes([*p, *p.add(1)]) })

@@ -8,48 +8,41 @@
 
 use portsentry_common::{bogus, AddrKey};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum SourceClass {
-    Normal,
-    /// 169.254/16, fe80::/10.
-    LinkLocal,
-    /// IPv4 0/8, 127/8, 224/4, 240/4 (255.255.255.255 included); IPv6 ::/96 (::, ::1 and
-    /// IPv4-compatible), ::ffff:0:0/96 (IPv4-mapped) and ff00::/8.
-    Bogus,
-}
-
-/// Classifies the source of a packet; `is_v6` says which header it came from (an IPv4 source is
-/// stored IPv4-mapped, so the same key inside an IPv6 header is a forgery). The bogus ranges
-/// are `portsentry_common::bogus`, the list userspace checks fleet decisions against.
+/// Whether a packet's source can never be a real peer; `is_v6` says which header it came
+/// from (an IPv4 source is stored IPv4-mapped, so the same key inside an IPv6 header is a
+/// forgery). The ranges are `portsentry_common::bogus`, the list userspace checks fleet
+/// decisions against: IPv4 0/8, 127/8, 224/4, 240/4; IPv6 ::/96 (::, ::1, IPv4-compatible),
+/// ::ffff:0:0/96 (IPv4-mapped) and ff00::/8.
 #[inline(always)]
-pub fn classify(src: &AddrKey, is_v6: bool) -> SourceClass {
+pub fn is_bogus(src: &AddrKey, is_v6: bool) -> bool {
     let a = &src.addr;
-    if !is_v6 {
-        let v4 = [a[12], a[13], a[14], a[15]];
-        if bogus::is_bogus_v4(&v4) {
-            return SourceClass::Bogus;
-        }
-        if v4[0] == 169 && v4[1] == 254 {
-            return SourceClass::LinkLocal;
-        }
-        return SourceClass::Normal;
+    if is_v6 {
+        bogus::is_bogus_v6_source(a)
+    } else {
+        bogus::is_bogus_v4(&[a[12], a[13], a[14], a[15]])
     }
-    if bogus::is_bogus_v6_source(a) {
-        return SourceClass::Bogus;
-    }
-    if a[0] == 0xfe && a[1] & 0xc0 == 0x80 {
-        return SourceClass::LinkLocal;
-    }
-    SourceClass::Normal
 }
 
-/// The hit-table key for a link-local source: the address with the receiving interface written
-/// into bits that are zero in every link-local address (IPv6 fe80::/64 bytes 4..8; the zero
-/// prefix of an IPv4-mapped key), because fe80::1 on one link and fe80::1 on another are two
-/// hosts. Bans stay keyed by address.
+/// The hit-table key of a source: its address, except that a link-local source (169.254/16,
+/// fe80::/10) also carries the receiving interface, written into bits that are zero in every
+/// link-local address (IPv6 fe80::/64 bytes 4..8; the zero prefix of an IPv4-mapped key):
+/// fe80::1 on one link and fe80::1 on another are two hosts. Bans stay keyed by address.
+///
+/// Returns the key rather than a "link-local" flag on purpose: a flag kept alive down the rest
+/// of the pipeline doubles the states the verifier explores after it; the key's bytes are
+/// unknown to it either way. (Userspace tells link-local events from their address.)
 #[inline(always)]
-pub fn per_interface(src: &AddrKey, ifindex: u32, is_v6: bool) -> AddrKey {
+pub fn hit_key(src: &AddrKey, ifindex: u32, is_v6: bool) -> AddrKey {
+    let a = &src.addr;
+    let link_local = if is_v6 {
+        a[0] == 0xfe && a[1] & 0xc0 == 0x80
+    } else {
+        a[12] == 169 && a[13] == 254
+    };
     let mut key = *src;
+    if !link_local {
+        return key;
+    }
     let at = if is_v6 { 4 } else { 0 };
     let bytes = ifindex.to_be_bytes();
     key.addr[at] = bytes[0];

@@ -3,6 +3,7 @@
 //! One folder per concern, in the order data flows (see docs/ARCHITECTURE.md):
 //! `config` (what to guard) → `dataplane` (the XDP program and its maps) → `detect` (events
 //! and log lines) → `bans` (the ban book) → `hooks` (responses) and `fleet` (CrowdSec).
+//! `peers` keeps the learned peers across restarts.
 //! `control` serves the CLI verbs, `daemon` runs the event loop, `net` knows this host's
 //! network, `cli` parses the command line, `report` rate-limits lines about conditions that
 //! repeat. `main.rs` only wires them together.
@@ -18,4 +19,5 @@ pub mod detect;
 pub mod fleet;
 pub mod hooks;
 pub mod net;
+pub mod peers;
 pub mod report;

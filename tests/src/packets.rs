@@ -48,7 +48,15 @@ pub struct Packet {
     pub ipv4_frag: Option<(u16, bool)>,
     pub ipv6_ext: Vec<Ext>,
     pub transport: Transport,
+    /// TCP sequence and acknowledgement numbers (default 1 and 0) and options (default none,
+    /// padded to a multiple of 4 bytes with End-of-Options).
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    pub tcp_options: Vec<u8>,
 }
+
+/// The source port of every TCP and UDP packet built here.
+pub const SRC_PORT: u16 = 40000;
 
 impl Packet {
     pub fn tcp(src: &str, dst_port: u16, flags: u8) -> Self {
@@ -76,6 +84,9 @@ impl Packet {
             ipv4_frag: None,
             ipv6_ext: Vec::new(),
             transport,
+            tcp_seq: 1,
+            tcp_ack: 0,
+            tcp_options: Vec::new(),
         }
     }
 
@@ -88,6 +99,27 @@ impl Packet {
     /// The Ethernet source address.
     pub fn from_mac(mut self, mac: [u8; 6]) -> Self {
         self.src_mac = mac;
+        self
+    }
+
+    /// TCP sequence number.
+    pub fn seq(mut self, seq: u32) -> Self {
+        self.tcp_seq = seq;
+        self
+    }
+
+    /// TCP acknowledgement number.
+    pub fn ack(mut self, ack: u32) -> Self {
+        self.tcp_ack = ack;
+        self
+    }
+
+    /// TCP options, padded to a multiple of 4 bytes with End-of-Options.
+    pub fn tcp_options(mut self, opts: &[u8]) -> Self {
+        self.tcp_options = opts.to_vec();
+        while !self.tcp_options.len().is_multiple_of(4) {
+            self.tcp_options.push(0);
+        }
         self
     }
 
@@ -167,17 +199,19 @@ impl Packet {
         match self.transport {
             Transport::Tcp { dst_port, flags } => {
                 let mut t = vec![0u8; 20];
-                t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                t[0..2].copy_from_slice(&SRC_PORT.to_be_bytes());
                 t[2..4].copy_from_slice(&dst_port.to_be_bytes());
-                t[4..8].copy_from_slice(&1u32.to_be_bytes());
-                t[12] = 5 << 4;
+                t[4..8].copy_from_slice(&self.tcp_seq.to_be_bytes());
+                t[8..12].copy_from_slice(&self.tcp_ack.to_be_bytes());
+                t[12] = ((20 + self.tcp_options.len()) as u8 / 4) << 4;
                 t[13] = flags;
                 t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+                t.extend_from_slice(&self.tcp_options);
                 (IpProto::Tcp as u8, t)
             }
             Transport::Udp { dst_port } => {
                 let mut u = vec![0u8; 12];
-                u[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                u[0..2].copy_from_slice(&SRC_PORT.to_be_bytes());
                 u[2..4].copy_from_slice(&dst_port.to_be_bytes());
                 u[4..6].copy_from_slice(&12u16.to_be_bytes());
                 (IpProto::Udp as u8, u)

@@ -9,7 +9,7 @@ use portsentry::{
     bans::{BanBook, NewBan, Origin, Saved, StateStore},
     clock::Now,
     config::settings::LiveSettings,
-    daemon::guard,
+    daemon::guard::{self, KernelExtras},
     dataplane::{Dataplane, LoadOptions, Stats},
     detect::events::ProbeEvent,
     net::{cidr::Cidr, listening::Listening, ports::PortSet},
@@ -17,6 +17,7 @@ use portsentry::{
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 
 /// Test settings: the given guarded ports, nothing auto-allowed, no path check (test-run
 /// packets arrive on the loopback device of the test's namespace, which routes nothing back;
@@ -37,6 +38,9 @@ pub struct TestXdp {
     pub dp: Dataplane,
     pub book: BanBook,
     events: RingBuf<MapData>,
+    /// What `configure` writes beyond the settings; the daemon sets `peer_challenge` when its
+    /// peer-learning programs are attached.
+    pub extras: KernelExtras,
 }
 
 impl TestXdp {
@@ -50,13 +54,30 @@ impl TestXdp {
         ban_cidrs: &[Cidr],
         max_bans: Option<u32>,
     ) -> Self {
-        let mut dp = Dataplane::load(&LoadOptions {
-            pin_dir: None,
+        let opts = LoadOptions {
             max_bans,
-            max_ban_networks: None,
-            max_peers: None,
-        })
-        .expect("loading the XDP object (run the tests with `cargo xtask test`)");
+            ..LoadOptions::default()
+        };
+        Self::load_opts(settings, allow, ban_cidrs, &opts)
+    }
+
+    /// The program a kernel without the SYN cookie helpers (before 6.0) gets.
+    pub fn load_compat(settings: &LiveSettings) -> Self {
+        let opts = LoadOptions {
+            compat: true,
+            ..LoadOptions::default()
+        };
+        Self::load_opts(settings, &[], &[], &opts)
+    }
+
+    fn load_opts(
+        settings: &LiveSettings,
+        allow: &[Cidr],
+        ban_cidrs: &[Cidr],
+        opts: &LoadOptions,
+    ) -> Self {
+        let mut dp = Dataplane::load(opts)
+            .expect("loading the XDP object (run the tests with `cargo xtask test`)");
         let events = dp.take_events().expect("ring buffer");
         // Never saved: the book only needs a store to exist.
         let store = StateStore::new(&std::env::temp_dir().join("portsentry-xdp-tests-unsaved"));
@@ -69,9 +90,55 @@ impl TestXdp {
             &Now::read(),
         )
         .expect("ban book");
-        let mut t = Self { dp, book, events };
+        let mut t = Self {
+            dp,
+            book,
+            events,
+            extras: KernelExtras::default(),
+        };
         t.configure(settings, allow, ban_cidrs);
         t
+    }
+
+    /// A program configured as a daemon whose peer-learning programs are attached (trap
+    /// probes from learned peers are challenged); peers are then added with `add_peer`.
+    pub fn with_peer_challenge(settings: &LiveSettings) -> Self {
+        let mut t = Self::load(settings);
+        assert!(
+            t.dp.syn_cookies(),
+            "this kernel lacks the XDP SYN cookie helpers (Linux 6.0+)"
+        );
+        t.extras.peer_challenge = true;
+        t.configure(settings, &[], &[]);
+        t
+    }
+
+    /// Records `addr` as a learned peer last seen `ago` before now, as the cgroup programs do.
+    pub fn add_peer(&mut self, addr: &str, ago: std::time::Duration) {
+        let now = portsentry::clock::boot_ns();
+        let ago = u64::try_from(ago.as_nanos()).unwrap_or(u64::MAX);
+        let entry = portsentry_common::PeerEntry {
+            last_seen_ns: now.saturating_sub(ago).max(1),
+        };
+        self.dp
+            .insert_peer(addr.parse().expect("address"), &entry)
+            .expect("peer insert");
+    }
+
+    /// Runs one packet and returns the verdict and the packet as the program left it (what
+    /// XDP_TX sends).
+    pub fn run_out(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+        let prog = self.dp.program().expect("program");
+        let mut out = vec![0u8; 4096];
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     /// Programs ports, allowlist and config as the daemon does (no listening sockets), and
@@ -83,6 +150,7 @@ impl TestXdp {
             allow,
             &Listening::default(),
             &Listening::default(),
+            &self.extras,
         )
         .expect("guard");
         let now = Now::read();

@@ -295,8 +295,10 @@ fn verbs_go_through_the_control_socket_without_pins_and_survive_a_restart() {
 fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
     let lab = Lab::new(3).unwrap();
     let dir = TempDir::new("bb-shadow").unwrap();
-    // 10.77.0.2 is the gateway: auto_allow would keep it from being counted at all.
-    let base = "pin_dir = \"\"\nauto_allow = false\n";
+    // 10.77.0.2 is the gateway: auto_allow would keep it from being counted at all. The
+    // scanners use the service, which makes them learned peers whose trap SYNs get a SYN
+    // cookie instead of counting (the `peers` suite); here a SYN must count on its own.
+    let base = "pin_dir = \"\"\nauto_allow = false\nlearn_peers = false\n";
     let config = write_config(&lab, &dir, &format!("{base}mode = \"detect\""));
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     let mut d = start(&lab, &config);

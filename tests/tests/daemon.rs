@@ -44,7 +44,12 @@ fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
     let state = dir.path.display().to_string();
     let history = dir.join("history.log").display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let args = base_args(&lab, &state).no_pin().history_file(&history);
+    // `b` uses the service before its trap probe, which would make it a learned peer (its SYN
+    // then gets a SYN cookie, tests/tests/peers.rs); here a SYN must ban on its own.
+    let args = base_args(&lab, &state)
+        .no_pin()
+        .history_file(&history)
+        .arg("--no-learn-peers");
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
     let mut d = args.start().unwrap();

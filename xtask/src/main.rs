@@ -156,6 +156,10 @@ fn run(cli: Cli) -> Result<()> {
                 .args(["test", "--workspace", "--exclude", "portsentry-ebpf"])
                 .args(&args)
                 .env(build::OBJECT_ENV, &object)
+                .env(
+                    "PORTSENTRY_BASELINE_OBJECT",
+                    object.with_file_name("baseline"),
+                )
                 .env("PORTSENTRY_BIN", &bin)
                 .env(CROWDSEC_ENV, &crowdsec)
                 .status()

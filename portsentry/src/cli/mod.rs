@@ -149,6 +149,10 @@ pub struct RunArgs {
     /// the state directory).
     #[arg(long)]
     pub no_pin: bool,
+    /// Do not learn the hosts this one talks to (no cgroup programs): a trap probe from any
+    /// source counts as before, learned peer or not.
+    #[arg(long)]
+    pub no_learn_peers: bool,
     /// Ban table capacity [default: 65536]. Pinned maps of another size are migrated.
     #[arg(long, value_name = "N")]
     pub max_bans: Option<u32>,

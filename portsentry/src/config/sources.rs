@@ -87,6 +87,9 @@ pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     if args.no_pin {
         startup.pin_dir = None;
     }
+    if args.no_learn_peers {
+        startup.learn_peers = false;
+    }
     if let Some(n) = args.max_bans {
         startup.max_bans = n;
     }

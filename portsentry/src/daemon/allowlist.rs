@@ -44,6 +44,7 @@ impl Daemon {
             &allow,
             &self.listening,
             &self.remembered,
+            &self.extras,
         )?;
         self.report_refused_allow(&written);
         self.lift_allowlisted(&allow)?;

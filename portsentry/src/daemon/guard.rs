@@ -4,7 +4,7 @@
 //! program the XDP program through these same functions.
 //! Bans are the ban book's: nothing here writes PS_BANS or PS_BAN_CIDRS.
 
-use portsentry_common::IpProto;
+use portsentry_common::{config_flags, Config, IpProto};
 
 use crate::{
     config::settings::LiveSettings,
@@ -14,6 +14,25 @@ use crate::{
 
 type Result<T> = std::result::Result<T, DataplaneError>;
 
+/// What the config block holds beyond the settings: facts of this run, fixed at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelExtras {
+    /// The peer-learning programs are attached: trap probes from learned peers are challenged
+    /// (`config_flags::PEER_CHALLENGE`). False without them, since nothing would learn peers.
+    pub peer_challenge: bool,
+    /// The network namespace whose sockets teach peers (`Config::netns_cookie`).
+    pub netns_cookie: u64,
+}
+
+impl KernelExtras {
+    fn apply(&self, config: &mut Config) {
+        if self.peer_challenge {
+            config.flags |= config_flags::PEER_CHALLENGE;
+        }
+        config.netns_cookie = self.netns_cookie;
+    }
+}
+
 /// Writes ports, allowlist and the config block; the banned-network count in the block is
 /// kept as the ban book wrote it.
 pub fn write(
@@ -22,11 +41,14 @@ pub fn write(
     allow: &[Cidr],
     sockets: &listening::Listening,
     remembered: &listening::Listening,
+    extras: &KernelExtras,
 ) -> Result<TrieWrite> {
     let written = maps.set_allowlist(allow)?;
     write_ports(maps, live, sockets, remembered)?;
     let ban_cidr_count = maps.config().map(|c| c.ban_cidr_count).unwrap_or(0);
-    maps.set_config(&live.kernel_config(written.count, ban_cidr_count))?;
+    let mut config = live.kernel_config(written.count, ban_cidr_count);
+    extras.apply(&mut config);
+    maps.set_config(&config)?;
     Ok(written)
 }
 

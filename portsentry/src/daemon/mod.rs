@@ -3,13 +3,14 @@
 //!
 //! Owns: the event loop and the wiring between the parts (one `Daemon` value, changed only
 //! from the loop, so no state is shared between tasks). The loop's work is split by concern:
-//! `allowlist`, `interfaces`, `probes`, `persist`, `reload`; `guard` writes what the live
-//! settings say into the kernel. Must not: write a ban except through the ban book, or word a
+//! `allowlist`, `interfaces`, `peers`, `probes`, `persist`, `reload`; `guard` writes what the
+//! live settings say into the kernel. Must not: write a ban except through the ban book, or word a
 //! PortSentry log line itself (`detect::logging` does).
 
 mod allowlist;
 pub mod guard;
 mod interfaces;
+mod peers;
 mod persist;
 mod probes;
 mod reload;
@@ -36,7 +37,7 @@ use crate::{
     config::sources,
     control::{self, socket, DaemonInfo, DAEMON_FILE},
     dataplane::bpffs,
-    dataplane::{AttachMode, Dataplane, LoadOptions, TrieWrite},
+    dataplane::{AttachMode, Dataplane, LoadOptions, PeerLearning, TrieWrite},
     detect::events::{self, EventKind, ProbeEvent},
     detect::logging::{LogFn, LogSink},
     fleet::Fleet,
@@ -98,6 +99,12 @@ struct Daemon {
     info: Option<DaemonInfo>,
     /// Forwarding on `lo` for the path check's route lookups, restored on drop.
     lo_forwarding: Option<LoopbackForwarding>,
+    /// What the config block holds beyond the settings (peer challenge, netns cookie).
+    extras: guard::KernelExtras,
+    /// The attached peer-learning programs; detached on drop.
+    _peer_learning: Option<PeerLearning>,
+    /// `peers.json`, while peers are learned.
+    peer_memory: Option<crate::peers::PeerMemory>,
 }
 
 /// Waits for the next address or route notification, or forever without a watch.
@@ -169,6 +176,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         max_bans: Some(settings.startup.max_bans),
         max_ban_networks: Some(settings.startup.max_ban_networks),
         max_peers: Some(settings.startup.max_peers),
+        compat: false,
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
         eprintln!(
@@ -230,6 +238,14 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         );
     }
 
+    // Learned peers: the cgroup programs, then what the last run saved. Before the config is
+    // written, so that the first config already challenges peers.
+    let (peer_learning, peer_memory) = peers::start_learning(&mut dp, &settings);
+    let extras = guard::KernelExtras {
+        peer_challenge: peer_learning.is_some(),
+        netns_cookie: peer_learning.as_ref().map_or(0, |l| l.netns_cookie),
+    };
+
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
     let log_line: LogFn = Arc::new(move |line: String| {
         let _ = log_tx.send(line);
@@ -269,6 +285,9 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         fleet: None,
         info: None,
         lo_forwarding: None,
+        extras,
+        _peer_learning: peer_learning,
+        peer_memory,
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
@@ -377,15 +396,22 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     }
     d.save();
     d.save_service_ports();
+    d.save_peers();
     d.hooks.idle(Duration::from_secs(2)).await;
     while let Ok(line) = log_rx.try_recv() {
         d.sink.line(&line);
     }
     let _ = std::fs::remove_file(&info_path);
-    drop(d); // detaches from every interface
+    let learned = d.peer_memory.is_some();
+    drop(d); // detaches from every interface, and the peer-learning programs
     eprintln!(
-        "portsentry: stopped; XDP detached from {}",
-        interfaces.join(", ")
+        "portsentry: stopped; XDP detached from {}{}",
+        interfaces.join(", "),
+        if learned {
+            "; peer-learning programs detached"
+        } else {
+            ""
+        }
     );
     outcome
 }

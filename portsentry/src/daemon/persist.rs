@@ -1,7 +1,7 @@
 //! Keeping bans on disk: a debounced save after changes, retries after failures, and the
-//! periodic sweep of expired bans. Also advanced mode's service-port memory
-//! (`state_dir/service_ports.json`): loaded at start, written soon after a new port is seen,
-//! otherwise every few minutes and at stop.
+//! periodic sweep of expired bans (which also saves the learned peers if they changed). Also
+//! advanced mode's service-port memory (`state_dir/service_ports.json`): loaded at start,
+//! written soon after a new port is seen, otherwise every few minutes and at stop.
 
 use std::path::Path;
 
@@ -57,6 +57,9 @@ impl Daemon {
         }
         if save_due || sweep_due {
             self.save();
+        }
+        if sweep_due {
+            self.save_peers();
         }
         let ports_due = self
             .service_ports_new

@@ -31,9 +31,10 @@ impl Stats {
     pub fn get(&self, stat: Stat) -> u64 {
         self.0[stat as usize]
     }
-    /// Packets seen while configured: every packet ends passed or dropped.
+    /// Packets seen while configured: every packet ends passed, dropped or turned into the
+    /// SYN cookie answering a learned peer's trap SYN.
     pub fn packets(&self) -> u64 {
-        self.get(Stat::Passed) + self.get(Stat::Dropped)
+        self.get(Stat::Passed) + self.get(Stat::Dropped) + self.get(Stat::CookiesSent)
     }
 }
 
@@ -176,6 +177,42 @@ impl Maps {
         }
     }
 
+    /// Every learned peer, current or not, and when each was last seen (CLOCK_BOOTTIME ns).
+    pub fn peers(&self) -> Result<Vec<(IpAddr, PeerEntry)>> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            match item {
+                Ok((k, v)) => out.push((cidr::key_addr(&k), v)),
+                // An LRU entry evicted while we iterate: skip it.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err(defs::PS_PEERS.name)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The learned peer `addr`, current or not (see [`Maps::is_peer`]).
+    pub fn peer(&self, addr: IpAddr) -> Result<Option<PeerEntry>> {
+        match self.peers.get(&cidr::addr_key(addr), 0) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_PEERS.name)(e)),
+        }
+    }
+
+    /// Records a learned peer (restoring saved peers; the cgroup programs write the rest). The
+    /// table is LRU: when full, the least recently used peer makes room.
+    pub fn insert_peer(&mut self, addr: IpAddr, entry: &PeerEntry) -> Result<()> {
+        self.peers
+            .insert(cidr::addr_key(addr), entry, 0)
+            .map_err(map_err(defs::PS_PEERS.name))
+    }
+
+    /// Capacity of the learned-peer table.
+    pub fn peer_capacity(&self) -> u32 {
+        self.peers.map().info().map_or(0, |i| i.max_entries())
+    }
+
     /// Replaces the allowlist trie; the count goes into `Config`.
     pub fn set_allowlist(&mut self, cidrs: &[Cidr]) -> Result<TrieWrite> {
         trie::replace(&mut self.allow_cidrs, defs::PS_ALLOW_CIDRS.name, cidrs, 1u8)
@@ -203,25 +240,6 @@ impl Maps {
         for item in self.ban_cidrs.iter() {
             let (k, drops) = item.map_err(map_err(defs::PS_BAN_CIDRS.name))?;
             out.push((cidr_from_key(&k), drops));
-        }
-        Ok(out)
-    }
-
-    /// The learned peer `addr`, current or not (see [`Maps::is_peer`]).
-    pub fn peer(&self, addr: IpAddr) -> Result<Option<PeerEntry>> {
-        match self.peers.get(&cidr::addr_key(addr), 0) {
-            Ok(p) => Ok(Some(p)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(map_err(defs::PS_PEERS.name)(e)),
-        }
-    }
-
-    /// Every learned peer, current or not.
-    pub fn peers(&self) -> Result<Vec<(IpAddr, PeerEntry)>> {
-        let mut out = Vec::new();
-        for item in self.peers.iter() {
-            let (k, v) = item.map_err(map_err(defs::PS_PEERS.name))?;
-            out.push((cidr::key_addr(&k), v));
         }
         Ok(out)
     }

@@ -11,27 +11,32 @@
 //! - [`maps`]: the typed map handles ([`Maps`]) and their accessors.
 //! - [`pins`]: pin checks, the layout version and migration out of incompatible pins.
 //! - [`trie`]: replacing the contents of an LPM trie ([`TrieWrite`]).
+//! - [`peers`]: the cgroup programs that learn peers, attached to the cgroup2 root
+//!   ([`PeerLearning`]).
 
 use std::{net::IpAddr, path::PathBuf};
 
 use aya::{
     maps::{MapData, MapError, RingBuf},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{ProgramError, ProgramType, Xdp, XdpMode},
+    sys::{is_helper_supported, BpfHelper},
     Ebpf, EbpfError, EbpfLoader,
 };
 use portsentry_common::{
     maps::{self as defs, Capacity, CapacityOption, MapSpec},
-    BanEntry, PROGRAM_NAME,
+    BanEntry, PROGRAM_NAME, PROGRAM_NAME_COMPAT,
 };
 use thiserror::Error;
 
 pub mod bpffs;
 mod maps;
 pub mod object;
+mod peers;
 mod pins;
 mod trie;
 
 pub use maps::{peer_is_current, Maps, Stats};
+pub use peers::{netns_cookie, PeerError, PeerLearning};
 pub use trie::TrieWrite;
 
 use crate::net::cidr::Cidr;
@@ -50,8 +55,8 @@ pub enum DataplaneError {
     Program(#[source] ProgramError),
     #[error("the XDP object has no map {0} (object and binary out of step?)")]
     NoSuchMap(&'static str),
-    #[error("the XDP object has no program `{PROGRAM_NAME}`")]
-    NoProgram,
+    #[error("the XDP object has no program `{0}`")]
+    NoProgram(&'static str),
     #[error("map {name}")]
     Map {
         name: &'static str,
@@ -115,6 +120,9 @@ pub struct LoadOptions {
     pub max_ban_networks: Option<u32>,
     /// Learned-peer table capacity; `None` keeps the object's default.
     pub max_peers: Option<u32>,
+    /// Load the XDP program without the SYN cookie code even where the kernel has the helpers
+    /// (what a kernel before 6.0 gets; for tests).
+    pub compat: bool,
 }
 
 impl LoadOptions {
@@ -151,6 +159,8 @@ pub struct Migrated {
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// `PROGRAM_NAME`, or `PROGRAM_NAME_COMPAT` on a kernel without the SYN cookie helpers.
+    program_name: &'static str,
     maps: Maps,
     events: Option<RingBuf<MapData>>,
     /// Set when pinned maps were replaced at load.
@@ -203,9 +213,14 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(bytes).map_err(DataplaneError::Load)?;
+        let program_name = if opts.compat || !syn_cookie_helpers() {
+            PROGRAM_NAME_COMPAT
+        } else {
+            PROGRAM_NAME
+        };
         let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::NoProgram)?
+            .program_mut(program_name)
+            .ok_or(DataplaneError::NoProgram(program_name))?
             .try_into()
             .map_err(DataplaneError::Program)?;
         program.load().map_err(verifier_error)?;
@@ -217,17 +232,24 @@ impl Dataplane {
         let events = Some(maps::open(&mut take, &defs::PS_EVENTS)?);
         Ok(Self {
             ebpf,
+            program_name,
             maps,
             events,
             migrated,
         })
     }
 
+    /// Whether the loaded XDP program answers learned peers' trap SYNs with SYN cookies (the
+    /// kernel has the helpers). Without it, learning peers is pointless.
+    pub fn syn_cookies(&self) -> bool {
+        self.program_name == PROGRAM_NAME
+    }
+
     /// The loaded program, for attaching or BPF_PROG_TEST_RUN.
     pub fn program(&self) -> Result<&Xdp> {
         self.ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::NoProgram)?
+            .program(self.program_name)
+            .ok_or(DataplaneError::NoProgram(self.program_name))?
             .try_into()
             .map_err(DataplaneError::Program)
     }
@@ -235,10 +257,11 @@ impl Dataplane {
     /// Attaches to `iface`; returns the mode actually used. With `Auto`, native XDP is tried
     /// first and generic XDP is used if the driver has no native support.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachMode> {
+        let name = self.program_name;
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::NoProgram)?
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram(name))?
             .try_into()
             .map_err(DataplaneError::Program)?;
         let attach_err = |source| DataplaneError::Attach {
@@ -271,6 +294,19 @@ impl Dataplane {
             .take()
             .ok_or(DataplaneError::NoSuchMap(defs::PS_EVENTS.name))
     }
+}
+
+/// Whether XDP programs may call what the learned-peer branch needs: the SYN cookie helpers
+/// (Linux 6.0) and `bpf_xdp_load_bytes` (5.18). A probe that cannot decide counts as yes: the
+/// full program's load then reports the real error.
+fn syn_cookie_helpers() -> bool {
+    [
+        BpfHelper::BPF_FUNC_tcp_raw_gen_syncookie_ipv4,
+        BpfHelper::BPF_FUNC_tcp_raw_check_syncookie_ipv4,
+        BpfHelper::BPF_FUNC_xdp_load_bytes,
+    ]
+    .into_iter()
+    .all(|h| is_helper_supported(ProgramType::Xdp, h).unwrap_or(true))
 }
 
 /// Keeps the end of the verifier log, where the reason is; the full log is rarely useful to an

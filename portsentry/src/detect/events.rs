@@ -24,9 +24,10 @@ pub struct ProbeEvent {
     pub noblock: bool,
     /// A ban made although the path check could not decide: possibly forged, kept local.
     pub unverified: bool,
-    /// Link-local source: meaningful on this link only, kept local.
+    /// Link-local source (169.254/16, fe80::/10): meaningful on this link only, kept local.
+    /// Read from the address: a kernel flag for it would cost the verifier a state split.
     pub link_local: bool,
-    /// A learned peer's ban after a handshake with a valid SYN cookie.
+    /// A learned peer's probe (or ban), counted after a handshake on a valid SYN cookie.
     pub confirmed: bool,
     pub timestamp_ns: u64,
 }
@@ -69,7 +70,7 @@ impl ProbeEvent {
             dropped: ev.flags & event_flags::DROPPED != 0,
             noblock: ev.flags & event_flags::NOBLOCK != 0,
             unverified: ev.flags & event_flags::UNVERIFIED != 0,
-            link_local: ev.flags & event_flags::LINK_LOCAL != 0,
+            link_local: crate::net::cidr::is_link_local(cidr::key_addr(&ev.src)),
             confirmed: ev.flags & event_flags::CONFIRMED != 0,
             timestamp_ns: ev.timestamp_ns,
         })

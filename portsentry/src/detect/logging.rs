@@ -81,10 +81,16 @@ pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
             "spoofed: it did not arrive the way this host routes back to its source; not banned"
         }
         EventKind::Bogus => "bogus source (cannot be a real peer); not counted",
-        EventKind::PeerProbe if ev.protocol == portsentry_common::IpProto::Tcp => {
+        EventKind::PeerProbe if ev.protocol == portsentry_common::IpProto::Udp => {
+            "learned peer: reported, not banned by a UDP probe"
+        }
+        EventKind::PeerProbe if ev.scan == ScanType::TcpSyn => {
             "learned peer: answered with a SYN cookie; banned only if it completes the handshake"
         }
-        EventKind::PeerProbe => "learned peer: reported, not banned by a UDP probe",
+        // FIN, NULL, XMAS and other flag sets get no SYN-ACK: only a handshake can ban a peer.
+        EventKind::PeerProbe => {
+            "learned peer: reported, not banned (only a handshake completed on a SYN cookie bans it)"
+        }
         EventKind::Probe | EventKind::Ban | EventKind::BanTableFull => return None,
     };
     Some(format!("portsentry: probe from {} ({what}): {why}", ev.src))
@@ -278,6 +284,28 @@ mod tests {
              TCP Packet Flags: SYN: 1 FIN: 1 ACK: 0 PSH: 0 URG: 0 RST: 0] IP opts: [unknown] \
              ignored: [false] triggered: [false] noblock: [true] blocked: [false]"
         );
+    }
+
+    #[test]
+    fn learned_peer_lines_say_what_happened_to_each_probe() {
+        let mut e = ev();
+        e.kind = EventKind::PeerProbe;
+        e.dropped = false;
+        let line = |e: &ProbeEvent| refused_line(e, "eth0").unwrap();
+        assert_eq!(
+            line(&e),
+            "portsentry: probe from 10.0.0.2 (TCP SYN/Normal scan TCP port 111 on eth0): learned \
+             peer: answered with a SYN cookie; banned only if it completes the handshake"
+        );
+        e.scan = ScanType::TcpFin;
+        assert!(
+            line(&e).ends_with("learned peer: reported, not banned (only a handshake completed on a SYN cookie bans it)"),
+            "{}",
+            line(&e)
+        );
+        e.protocol = Protocol::Udp;
+        e.scan = ScanType::Udp;
+        assert!(line(&e).ends_with("learned peer: reported, not banned by a UDP probe"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! matter. And at most `max_alerts_per_minute` alerts go out, so a forging campaign that gets
 //! bans past the checks here still cannot flood every other host's ban table.
 
-use std::{net::IpAddr, time::Instant};
+use std::time::Instant;
 
 use crate::bans::BanNotice;
 
@@ -11,17 +11,10 @@ use crate::bans::BanNotice;
 pub fn not_shared_reason(ban: &BanNotice) -> Option<&'static str> {
     if ban.shareable {
         None
-    } else if is_link_local(ban.source) {
+    } else if crate::net::cidr::is_link_local(ban.source) {
         Some("link-local source")
     } else {
         Some("unverified source")
-    }
-}
-
-fn is_link_local(addr: IpAddr) -> bool {
-    match crate::net::cidr::canonical(addr) {
-        IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 

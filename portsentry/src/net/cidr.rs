@@ -215,6 +215,14 @@ impl<'de> serde::Deserialize<'de> for Cidr {
     }
 }
 
+/// Whether `addr` is link-local (169.254/16, fe80::/10), IPv4-mapped addresses as IPv4.
+pub fn is_link_local(addr: IpAddr) -> bool {
+    match canonical(addr) {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_host() {

@@ -93,6 +93,16 @@ pub fn portsentry_bin() -> PathBuf {
     }
 }
 
+/// The empty XDP program (`baseline`) built with the XDP object by `cargo xtask test`.
+pub fn baseline_object() -> PathBuf {
+    match std::env::var_os("PORTSENTRY_BASELINE_OBJECT") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            panic!("PORTSENTRY_BASELINE_OBJECT is not set: run the tests with `cargo xtask test`")
+        }
+    }
+}
+
 /// Runs `PROGRAM ARGS` in `ns` to completion, bounded by `timeout`; returns (exit code, stdout).
 pub fn run_in(ns: &Netns, program: &str, args: &[&str], timeout: Duration) -> (i32, String) {
     let secs = format!("{}", timeout.as_secs().max(1));

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use args::DaemonArgs;
 pub use daemon::Daemon;
-pub use fixtures::{portsentry, portsentry_bin, run_in, sock, PinDir, TempDir};
+pub use fixtures::{baseline_object, portsentry, portsentry_bin, run_in, sock, PinDir, TempDir};
 pub use netns::{Netns, Service};
 pub use topology::{ip, mac_of, veth_pair, Lab};
 

@@ -64,6 +64,17 @@ impl Netns {
         })
     }
 
+    /// Sends one UDP datagram from `src` (an address of this namespace) to `dst` with
+    /// `sendto` on an unconnected socket.
+    pub fn udp_send(&self, src: IpAddr, dst: SocketAddr) -> bool {
+        self.run(move || {
+            let Ok(sock) = std::net::UdpSocket::bind(SocketAddr::new(src, 0)) else {
+                return false;
+            };
+            sock.send_to(b"portsentry test", dst).is_ok()
+        })
+    }
+
     /// A TCP service that accepts and closes connections until the returned guard drops.
     pub fn tcp_service(&self, addr: SocketAddr) -> Service {
         let stop = Arc::new(AtomicBool::new(false));

@@ -276,6 +276,29 @@ impl Lab {
         ])
     }
 
+    /// Lets the scanner's end of the veth pair take, at once, the frames a native XDP program on
+    /// the protected end sends back out (XDP_TX: the SYN cookies answering learned peers). A
+    /// veth end is woken to receive such frames only when it runs an XDP program itself;
+    /// without one they wait in its queue until other traffic comes by. So this attaches the
+    /// empty pass-everything program (`baseline`, from `PORTSENTRY_BASELINE_OBJECT`) to the
+    /// scanner's end, in the scanner namespace. Physical NICs and generic XDP need nothing.
+    pub fn accept_xdp_tx(&self) -> Result<()> {
+        let object = super::baseline_object();
+        ip(&[
+            "-n",
+            &self.scanner.name,
+            "link",
+            "set",
+            "dev",
+            &self.scanner_iface,
+            "xdpdrv",
+            "obj",
+            &object.display().to_string(),
+            "sec",
+            "xdp",
+        ])
+    }
+
     /// Deletes the veth pair (both ends).
     pub fn remove_link(&self) -> Result<()> {
         ip(&["-n", &self.protected.name, "link", "del", &self.iface])

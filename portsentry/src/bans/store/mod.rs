@@ -113,9 +113,7 @@ impl StateStore {
     /// only the daemon does this, so that it can start and save again.
     pub fn keep_aside(&self, why: &str) -> Result<PathBuf, StateError> {
         let path = self.path();
-        let moved = path.with_extension(format!("json.{why}-{}", crate::clock::unix_ms()));
-        fs::rename(&path, &moved).map_err(|source| StateError::Io { path, source })?;
-        Ok(moved)
+        keep_aside(&path, why).map_err(|source| StateError::Io { path, source })
     }
 
     /// Writes the file atomically ([`write_atomic`]).
@@ -192,6 +190,14 @@ fn parse(text: &str) -> Result<Saved, ParseError> {
         n if n > STATE_VERSION => Err(ParseError::TooNew(n)),
         n => Err(ParseError::Bad(format!("unknown version {n}"))),
     }
+}
+
+/// Renames `path` (a `.json` state file) to `path.json.WHY-<unix ms>`, next to it, and returns
+/// the new name: an unreadable file is kept for the administrator, never deleted.
+pub fn keep_aside(path: &Path, why: &str) -> std::io::Result<PathBuf> {
+    let moved = path.with_extension(format!("json.{why}-{}", crate::clock::unix_ms()));
+    fs::rename(path, &moved)?;
+    Ok(moved)
 }
 
 /// Replaces `dir/name` atomically: a temporary file in the same directory, fsync, rename, fsync

@@ -1,0 +1,91 @@
+//! Learned peers in the daemon: attaching the cgroup programs at start (or running without
+//! them), restoring `peers.json` into the map, and saving it again on the sweep schedule and at
+//! exit.
+
+use super::*;
+
+use crate::{
+    dataplane::PeerLearning,
+    peers::{self, PeerFileError, PeerMemory, PeerStore},
+};
+
+/// The programs attached (or `None`) and the file to keep peers in (only while learning: a run
+/// without the programs leaves the last run's file alone).
+pub(super) fn start_learning(
+    dp: &mut Dataplane,
+    settings: &Settings,
+) -> (Option<PeerLearning>, Option<PeerMemory>) {
+    if !settings.startup.learn_peers {
+        return (None, None);
+    }
+    if !dp.syn_cookies() {
+        eprintln!(
+            "portsentry: warning: this kernel lacks the XDP SYN cookie helpers (Linux 6.0+): not learning peers; trap probes from every source count as from strangers"
+        );
+        return (None, None);
+    }
+    let learning = match dp.learn_peers() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "portsentry: warning: cannot learn peers: {:#}; trap probes from every source count as from strangers",
+                anyhow::Error::from(e)
+            );
+            return (None, None);
+        }
+    };
+    let store = PeerStore::new(&settings.startup.state_dir);
+    // Like bans.json: a damaged or too-new file is kept aside, never fatal.
+    let saved = match store.load() {
+        Ok(saved) => saved,
+        Err(e @ (PeerFileError::Corrupt { .. } | PeerFileError::TooNew { .. })) => {
+            let why = if matches!(e, PeerFileError::TooNew { .. }) {
+                "newer"
+            } else {
+                "corrupt"
+            };
+            match store.keep_aside(why) {
+                Ok(moved) => eprintln!(
+                    "portsentry: error: {e}; kept aside as {}; starting without saved peers",
+                    moved.display()
+                ),
+                Err(m) => eprintln!(
+                    "portsentry: error: {e}; could not keep it aside ({m}); starting without saved peers"
+                ),
+            }
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("portsentry: error: {e}; starting without saved peers");
+            Vec::new()
+        }
+    };
+    match peers::restore(dp, &saved, settings.live.peer_memory, &Now::read()) {
+        Ok(r) => eprintln!(
+            "portsentry: learning peers (TCP handshakes and UDP destinations of this network namespace, via {}); restored {} peer(s) from {} ({} older than peer_memory)",
+            learning.cgroup.display(),
+            r.restored,
+            store.path().display(),
+            r.expired
+        ),
+        Err(e) => eprintln!("portsentry: error: restoring saved peers: {e:#}"),
+    }
+    (Some(learning), Some(PeerMemory::new(store)))
+}
+
+impl Daemon {
+    /// Saves the learned peers if they changed since the last save.
+    pub(super) fn save_peers(&mut self) {
+        let Some(memory) = self.peer_memory.as_mut() else {
+            return;
+        };
+        if let Err(e) = memory.save(&self.dp, self.settings.live.peer_memory, &Now::read()) {
+            if self.save_error_report.try_report().is_some() {
+                eprintln!(
+                    "portsentry: error: saving learned peers to {}: {e:#}",
+                    memory.store().path().display()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Learned peers kept across restarts: `state_dir/peers.json`, written atomically, restored into
+//! PS_PEERS at start.
+//!
+//! The cgroup programs (`dataplane::PeerLearning`) record the hosts this one talks to in the
+//! kernel map; this module only carries that map over a restart: it saves what is in the map
+//! (address and last-seen time as Unix milliseconds; never ports or payload) and puts it back,
+//! converting wall-clock time to the kernel's CLOCK_BOOTTIME and dropping peers older than
+//! `peer_memory`.
+//!
+//! A room of its own rather than a corner of `bans/`: peers are not bans. The ban book is the
+//! one owner of every ban, with precedence rules, table pressure and fleet decisions; none of
+//! that applies here, and a peer never becomes a ban or lifts one. Sharing only the atomic
+//! write keeps both files crash-safe the same way without tying their formats together.
+
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use portsentry_common::PeerEntry;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{
+    bans::store::{keep_aside, write_atomic},
+    clock::Now,
+    dataplane::{DataplaneError, Maps},
+};
+
+pub const PEERS_FILE: &str = "peers.json";
+pub const PEERS_VERSION: u32 = 1;
+
+#[derive(Debug, Error)]
+pub enum PeerFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a portsentry peers file ({message})")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path}: peers file version {found} is newer than this portsentry understands ({PEERS_VERSION})"
+    )]
+    TooNew { path: PathBuf, found: u32 },
+}
+
+/// One learned peer as saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// Last time a socket of this host talked to it (Unix milliseconds).
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredFile {
+    version: u32,
+    peers: Vec<Peer>,
+}
+
+/// `state_dir/peers.json`.
+#[derive(Clone, Debug)]
+pub struct PeerStore {
+    dir: PathBuf,
+}
+
+impl PeerStore {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(PEERS_FILE)
+    }
+
+    /// Reads the file; a missing file is no peers. Never modifies anything.
+    pub fn load(&self) -> Result<Vec<Peer>, PeerFileError> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(PeerFileError::Io { path, source }),
+        };
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let bad = |e: serde_json::Error| PeerFileError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let v: Version = serde_json::from_str(&text).map_err(bad)?;
+        match v.version {
+            PEERS_VERSION => Ok(serde_json::from_str::<StoredFile>(&text)
+                .map_err(bad)?
+                .peers),
+            n if n > PEERS_VERSION => Err(PeerFileError::TooNew { path, found: n }),
+            n => Err(PeerFileError::Corrupt {
+                path,
+                message: format!("unknown version {n}"),
+            }),
+        }
+    }
+
+    /// Moves an unreadable or too-new file aside (kept for the administrator, never deleted).
+    pub fn keep_aside(&self, why: &str) -> Result<PathBuf, PeerFileError> {
+        let path = self.path();
+        keep_aside(&path, why).map_err(|source| PeerFileError::Io { path, source })
+    }
+
+    /// Writes the file atomically (a crash leaves the old file or the new one).
+    pub fn save(&self, peers: &[Peer]) -> Result<(), PeerFileError> {
+        let io = |path: PathBuf| move |source| PeerFileError::Io { path, source };
+        fs::create_dir_all(&self.dir).map_err(io(self.dir.clone()))?;
+        let file = StoredFile {
+            version: PEERS_VERSION,
+            peers: peers.to_vec(),
+        };
+        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        text.push('\n');
+        write_atomic(&self.dir, PEERS_FILE, text.as_bytes()).map_err(io(self.path()))
+    }
+}
+
+/// Whether a peer last seen at `last_seen_ms` is still remembered at `now` (`memory` `None`:
+/// forever).
+fn remembered(last_seen_ms: u64, memory: Option<Duration>, now: &Now) -> bool {
+    match memory {
+        None => true,
+        Some(m) => {
+            let memory_ms = u64::try_from(m.as_millis()).unwrap_or(u64::MAX);
+            now.unix_ms.saturating_sub(last_seen_ms) < memory_ms
+        }
+    }
+}
+
+/// What [`restore`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Written into the map.
+    pub restored: usize,
+    /// Older than `peer_memory`: dropped.
+    pub expired: usize,
+}
+
+/// Puts saved peers into PS_PEERS. An entry the map already has (pinned maps survive a
+/// restart) keeps the later of the two times. A time before this boot becomes the boot itself
+/// (the kernel clock cannot go further back), so such a peer is remembered from the boot on.
+pub fn restore(
+    maps: &mut Maps,
+    saved: &[Peer],
+    memory: Option<Duration>,
+    now: &Now,
+) -> Result<Restored, DataplaneError> {
+    let mut r = Restored::default();
+    for p in saved {
+        if !remembered(p.last_seen_ms, memory, now) {
+            r.expired += 1;
+            continue;
+        }
+        let last_seen_ns = now.unix_ms_to_boot(p.last_seen_ms.min(now.unix_ms));
+        if let Some(live) = maps.peer(p.addr)? {
+            if live.last_seen_ns >= last_seen_ns {
+                r.restored += 1;
+                continue;
+            }
+        }
+        maps.insert_peer(p.addr, &PeerEntry { last_seen_ns })?;
+        r.restored += 1;
+    }
+    Ok(r)
+}
+
+/// The peers in PS_PEERS worth saving (seen within `memory`), in wall-clock time, sorted.
+pub fn snapshot(
+    maps: &Maps,
+    memory: Option<Duration>,
+    now: &Now,
+) -> Result<Vec<Peer>, DataplaneError> {
+    let mut peers: Vec<Peer> = maps
+        .peers()?
+        .into_iter()
+        .map(|(addr, e)| Peer {
+            addr,
+            last_seen_ms: now.boot_to_unix_ms(e.last_seen_ns),
+        })
+        .filter(|p| remembered(p.last_seen_ms, memory, now))
+        .collect();
+    peers.sort();
+    Ok(peers)
+}
+
+/// How coarsely a save compares with the last one: last-seen times within the same minute do
+/// not make the file worth rewriting (`peer_memory` is days).
+const SAVE_RESOLUTION_MS: u64 = 60_000;
+
+/// The daemon's side: the file and what was last written to it, so that an unchanged set of
+/// peers is not rewritten every time.
+#[derive(Debug)]
+pub struct PeerMemory {
+    store: PeerStore,
+    last_saved: Option<Vec<(IpAddr, u64)>>,
+}
+
+impl PeerMemory {
+    pub fn new(store: PeerStore) -> Self {
+        Self {
+            store,
+            last_saved: None,
+        }
+    }
+
+    pub fn store(&self) -> &PeerStore {
+        &self.store
+    }
+
+    /// Saves the map's peers unless they are what was saved last (to the minute). Returns how
+    /// many were written, `None` when nothing needed writing.
+    pub fn save(
+        &mut self,
+        maps: &Maps,
+        memory: Option<Duration>,
+        now: &Now,
+    ) -> anyhow::Result<Option<usize>> {
+        let peers = snapshot(maps, memory, now)?;
+        let key: Vec<(IpAddr, u64)> = peers
+            .iter()
+            .map(|p| (p.addr, p.last_seen_ms / SAVE_RESOLUTION_MS))
+            .collect();
+        if self.last_saved.as_ref() == Some(&key) {
+            return Ok(None);
+        }
+        self.store.save(&peers)?;
+        self.last_saved = Some(key);
+        Ok(Some(peers.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ps-peers-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = tmpdir("rt");
+        let store = PeerStore::new(&dir);
+        assert_eq!(store.load().unwrap(), Vec::new(), "missing file: no peers");
+        let peers = vec![
+            Peer {
+                addr: "10.0.0.2".parse().unwrap(),
+                last_seen_ms: 1_700_000_000_000,
+            },
+            Peer {
+                addr: "2001:db8::2".parse().unwrap(),
+                last_seen_ms: 1_700_000_000_001,
+            },
+        ];
+        store.save(&peers).unwrap();
+        assert_eq!(store.load().unwrap(), peers);
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert!(text.contains("\"addr\": \"10.0.0.2\""), "{text}");
+        assert!(text.contains("\"last_seen_ms\": 1700000000000"), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_and_newer_files_are_reported_and_kept_aside() {
+        let dir = tmpdir("bad");
+        fs::create_dir_all(&dir).unwrap();
+        let store = PeerStore::new(&dir);
+        fs::write(store.path(), "{ not json").unwrap();
+        assert!(matches!(store.load(), Err(PeerFileError::Corrupt { .. })));
+        assert!(store.path().exists(), "loading never moves the file");
+        let moved = store.keep_aside("corrupt").unwrap();
+        assert!(moved.exists() && !store.path().exists());
+        fs::write(store.path(), r#"{"version": 9, "peers": []}"#).unwrap();
+        assert!(matches!(
+            store.load(),
+            Err(PeerFileError::TooNew { found: 9, .. })
+        ));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn peer_memory_decides_what_is_remembered() {
+        let now = Now {
+            boot_ns: 1_000_000_000_000,
+            unix_ms: 1_700_000_000_000,
+        };
+        let day = Duration::from_secs(86_400);
+        assert!(remembered(now.unix_ms - 1_000, Some(day), &now));
+        assert!(!remembered(now.unix_ms - 86_400_000, Some(day), &now));
+        assert!(remembered(0, None, &now), "never forgets without a limit");
+        assert!(
+            remembered(now.unix_ms + 5_000, Some(day), &now),
+            "clock skew"
+        );
+    }
+}
