@@ -190,6 +190,19 @@ pub mod event_flags {
 pub struct PeerEntry {
     /// Last time a socket of this host talked to the peer (`CLOCK_BOOTTIME` ns).
     pub last_seen_ns: u64,
+    /// `peer_ways::*`: who started talking.
+    pub ways: u32,
+    pub _pad: u32,
+}
+
+/// Bits of [`PeerEntry::ways`].
+pub mod peer_ways {
+    /// This host contacted the peer (a TCP connection it opened, a UDP destination): a host it
+    /// depends on. Fleet decisions never ban these.
+    pub const OUTBOUND: u32 = 1 << 0;
+    /// The peer contacted this host (a TCP connection it accepted): a client. Its trap SYNs are
+    /// challenged, but the fleet may still ban it (anyone can become a client first).
+    pub const INBOUND: u32 = 1 << 1;
 }
 
 /// A ring-buffer event: emitted on state changes only, never per dropped packet.
@@ -254,7 +267,7 @@ assert_layout!(Config, size 56, {
     peer_ttl_ns: 40,
     netns_cookie: 48,
 });
-assert_layout!(PeerEntry, size 8, { last_seen_ns: 0 });
+assert_layout!(PeerEntry, size 16, { last_seen_ns: 0, ways: 8, _pad: 12 });
 assert_layout!(BanEntry, size 32, {
     banned_at_ns: 0,
     expires_at_ns: 8,

@@ -251,7 +251,7 @@ mod tests {
                 ("PS_HITS", 16, 16),
                 ("PS_BAN_CIDRS", 20, 8),
                 ("PS_ALLOW_CIDRS", 20, 1),
-                ("PS_PEERS", 16, 8),
+                ("PS_PEERS", 16, 16),
                 ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
                 ("PS_EVENTS", 0, 0),

@@ -7,7 +7,8 @@
 //! never ports or payload, and they never refuse anything: the sock_addr programs always return
 //! 1 (allow), the sock_ops program's return value is ignored for the callbacks it handles.
 //!
-//! What counts as talking:
+//! What counts as talking (and which way, `peer_ways`: the fleet may not ban a host this one
+//! contacted, but may ban a client that contacted it):
 //! - TCP: a completed handshake, opened (`ACTIVE_ESTABLISHED`) or accepted
 //!   (`PASSIVE_ESTABLISHED`). A forger cannot complete one without seeing our SYN-ACK.
 //! - UDP: a `connect` (the intent to talk to that host) or an unconnected send (`sendmsg` with
@@ -22,7 +23,7 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
 };
-use portsentry_common::{AddrKey, Config, PeerEntry, LAYOUT_VERSION};
+use portsentry_common::{peer_ways, AddrKey, Config, PeerEntry, LAYOUT_VERSION};
 
 use crate::{boot_ns, maps::PS_CONFIG, maps::PS_PEERS};
 
@@ -63,23 +64,34 @@ fn guarded_netns(ctx: *mut core::ffi::c_void) -> bool {
     unsafe { bpf_get_netns_cookie(ctx) == cfg.netns_cookie }
 }
 
-/// Records `peer` as seen now.
+/// Records `peer` as seen now, contacted the way `way` says (`peer_ways::*`).
 #[inline(always)]
-fn record(peer: AddrKey) {
+fn record(peer: AddrKey, way: u32) {
     let now = boot_ns();
     if let Some(entry) = PS_PEERS.get_ptr_mut(peer) {
-        // SAFETY: pointer from a successful lookup into 8-byte aligned map memory; a plain
-        // aligned u64 store is atomic, and the last writer winning is fine for a timestamp.
+        // SAFETY: pointer from a successful lookup into aligned map memory; plain aligned
+        // stores are atomic. Two CPUs adding different ways at once may lose one bit until the
+        // next contact sets it again: harmless for a hint that is refreshed on every contact.
         unsafe {
             let seen = &raw mut (*entry).last_seen_ns;
             if now.saturating_sub(seen.read_volatile()) >= REFRESH_NS {
                 seen.write_volatile(now);
             }
+            let ways = &raw mut (*entry).ways;
+            let known = ways.read_volatile();
+            if known & way == 0 {
+                ways.write_volatile(known | way);
+            }
         }
         return;
     }
+    let entry = PeerEntry {
+        last_seen_ns: now,
+        ways: way,
+        _pad: 0,
+    };
     // LRU: a full table forgets the least recently seen peer.
-    let _ = PS_PEERS.insert(peer, PeerEntry { last_seen_ns: now }, 0);
+    let _ = PS_PEERS.insert(peer, entry, 0);
 }
 
 /// An address in network byte order as the kernel keeps it in `__u32` context fields.
@@ -132,14 +144,23 @@ pub fn ps_peer_tcp(ctx: SockOpsContext) -> u32 {
     if !guarded_netns(ops.cast()) {
         return 1;
     }
+    let way = if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        peer_ways::OUTBOUND
+    } else {
+        peer_ways::INBOUND
+    };
     let family = unsafe { (&raw const (*ops).family).read_volatile() };
     if family == AF_INET {
-        record(v4_key(unsafe {
-            (&raw const (*ops).remote_ip4).read_volatile()
-        }));
+        record(
+            v4_key(unsafe { (&raw const (*ops).remote_ip4).read_volatile() }),
+            way,
+        );
     } else if family == AF_INET6 {
         // An IPv4 peer of a dual-stack socket arrives IPv4-mapped: the same key as from_v4.
-        record(v6_key(unsafe { read_ip6(&raw const (*ops).remote_ip6) }));
+        record(
+            v6_key(unsafe { read_ip6(&raw const (*ops).remote_ip6) }),
+            way,
+        );
     }
     1
 }
@@ -163,12 +184,12 @@ fn udp_destination(ctx: &SockAddrContext, v6: bool) -> i32 {
     if v6 {
         let ip = unsafe { read_ip6(&raw const (*sa).user_ip6) };
         if ip != [0; 4] {
-            record(v6_key(ip));
+            record(v6_key(ip), peer_ways::OUTBOUND);
         }
     } else {
         let ip = unsafe { (&raw const (*sa).user_ip4).read_volatile() };
         if ip != 0 {
-            record(v4_key(ip));
+            record(v4_key(ip), peer_ways::OUTBOUND);
         }
     }
     1

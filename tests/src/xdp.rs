@@ -119,6 +119,8 @@ impl TestXdp {
         let ago = u64::try_from(ago.as_nanos()).unwrap_or(u64::MAX);
         let entry = portsentry_common::PeerEntry {
             last_seen_ns: now.saturating_sub(ago).max(1),
+            ways: portsentry_common::peer_ways::OUTBOUND,
+            _pad: 0,
         };
         self.dp
             .insert_peer(addr.parse().expect("address"), &entry)

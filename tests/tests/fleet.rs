@@ -552,14 +552,16 @@ fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
     }
 }
 
-/// Writes `addr` into the pinned learned-peer table (PS_PEERS) as just seen, as the cgroup
-/// programs do for a host this one has talked to.
+/// Writes `addr` into the pinned learned-peer table (PS_PEERS) as just seen and contacted by
+/// this host (`peer_ways::OUTBOUND`), as the cgroup programs do for a host this one talks to.
 fn learn_peer(pins: &std::path::Path, addr: IpAddr) {
     let key: [u8; 16] = match addr {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
     };
-    let value = portsentry::clock::boot_ns().to_le_bytes();
+    let mut value = portsentry::clock::boot_ns().to_le_bytes().to_vec();
+    value.extend(portsentry_common::peer_ways::OUTBOUND.to_le_bytes());
+    value.extend(0u32.to_le_bytes());
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
     let map = pins.join("PS_PEERS").display().to_string();
     let mut args = vec![

@@ -102,6 +102,13 @@ impl<'a> KernelPeers<'a> {
     }
 }
 
+/// A peer this host contacted itself (a host it depends on), seen within `peer_memory`. A
+/// client that only contacted us does not count: anyone can become one first, and the fleet
+/// must still be able to ban it.
+fn depends_on(p: &portsentry_common::PeerEntry, now: u64, ttl: u64) -> bool {
+    p.ways & portsentry_common::peer_ways::OUTBOUND != 0 && peer_is_current(p, now, ttl)
+}
+
 impl PeerLookup for KernelPeers<'_> {
     fn peer_within(&mut self, target: &Cidr) -> Result<Option<IpAddr>, DataplaneError> {
         let (now, ttl) = (self.now_boot_ns, self.ttl_ns);
@@ -109,7 +116,7 @@ impl PeerLookup for KernelPeers<'_> {
             return Ok(self
                 .maps
                 .peer(target.addr)?
-                .filter(|p| peer_is_current(p, now, ttl))
+                .filter(|p| depends_on(p, now, ttl))
                 .map(|_| target.addr));
         }
         if self.sorted.is_none() {
@@ -117,7 +124,7 @@ impl PeerLookup for KernelPeers<'_> {
                 .maps
                 .peers()?
                 .into_iter()
-                .filter(|(_, p)| peer_is_current(p, now, ttl))
+                .filter(|(_, p)| depends_on(p, now, ttl))
                 .map(|(a, _)| u128::from_be_bytes(cidr::addr_key(a).addr))
                 .collect();
             keys.sort_unstable();

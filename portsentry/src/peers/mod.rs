@@ -54,6 +54,14 @@ pub struct Peer {
     pub addr: IpAddr,
     /// Last time a socket of this host talked to it (Unix milliseconds).
     pub last_seen_ms: u64,
+    /// `peer_ways` bits: this host contacted it (1), it contacted this host (2). Files written
+    /// before directions were recorded have none: such peers count as contacted by this host.
+    #[serde(default = "outbound")]
+    pub ways: u32,
+}
+
+fn outbound() -> u32 {
+    portsentry_common::peer_ways::OUTBOUND
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -171,7 +179,12 @@ pub fn restore(
                 continue;
             }
         }
-        maps.insert_peer(p.addr, &PeerEntry { last_seen_ns })?;
+        let entry = PeerEntry {
+            last_seen_ns,
+            ways: p.ways,
+            _pad: 0,
+        };
+        maps.insert_peer(p.addr, &entry)?;
         r.restored += 1;
     }
     Ok(r)
@@ -189,6 +202,7 @@ pub fn snapshot(
         .map(|(addr, e)| Peer {
             addr,
             last_seen_ms: now.boot_to_unix_ms(e.last_seen_ns),
+            ways: e.ways,
         })
         .filter(|p| remembered(p.last_seen_ms, memory, now))
         .collect();
@@ -205,7 +219,7 @@ const SAVE_RESOLUTION_MS: u64 = 60_000;
 #[derive(Debug)]
 pub struct PeerMemory {
     store: PeerStore,
-    last_saved: Option<Vec<(IpAddr, u64)>>,
+    last_saved: Option<Vec<(IpAddr, u64, u32)>>,
 }
 
 impl PeerMemory {
@@ -229,9 +243,9 @@ impl PeerMemory {
         now: &Now,
     ) -> anyhow::Result<Option<usize>> {
         let peers = snapshot(maps, memory, now)?;
-        let key: Vec<(IpAddr, u64)> = peers
+        let key: Vec<(IpAddr, u64, u32)> = peers
             .iter()
-            .map(|p| (p.addr, p.last_seen_ms / SAVE_RESOLUTION_MS))
+            .map(|p| (p.addr, p.last_seen_ms / SAVE_RESOLUTION_MS, p.ways))
             .collect();
         if self.last_saved.as_ref() == Some(&key) {
             return Ok(None);
@@ -261,14 +275,26 @@ mod tests {
             Peer {
                 addr: "10.0.0.2".parse().unwrap(),
                 last_seen_ms: 1_700_000_000_000,
+                ways: portsentry_common::peer_ways::OUTBOUND,
             },
             Peer {
                 addr: "2001:db8::2".parse().unwrap(),
                 last_seen_ms: 1_700_000_000_001,
+                ways: portsentry_common::peer_ways::INBOUND,
             },
         ];
         store.save(&peers).unwrap();
         assert_eq!(store.load().unwrap(), peers);
+        // A file from before directions were recorded: its peers count as contacted by us.
+        fs::write(
+            store.path(),
+            r#"{"version":1,"peers":[{"addr":"10.0.0.9","last_seen_ms":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            store.load().unwrap()[0].ways,
+            portsentry_common::peer_ways::OUTBOUND
+        );
         let text = fs::read_to_string(store.path()).unwrap();
         assert!(text.contains("\"addr\": \"10.0.0.2\""), "{text}");
         assert!(text.contains("\"last_seen_ms\": 1700000000000"), "{text}");
