@@ -285,6 +285,9 @@ mod tests {
         ];
         store.save(&peers).unwrap();
         assert_eq!(store.load().unwrap(), peers);
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert!(text.contains("\"addr\": \"10.0.0.2\""), "{text}");
+        assert!(text.contains("\"last_seen_ms\": 1700000000000"), "{text}");
         // A file from before directions were recorded: its peers count as contacted by us.
         fs::write(
             store.path(),
@@ -295,9 +298,6 @@ mod tests {
             store.load().unwrap()[0].ways,
             portsentry_common::peer_ways::OUTBOUND
         );
-        let text = fs::read_to_string(store.path()).unwrap();
-        assert!(text.contains("\"addr\": \"10.0.0.2\""), "{text}");
-        assert!(text.contains("\"last_seen_ms\": 1700000000000"), "{text}");
         let _ = fs::remove_dir_all(&dir);
     }
 
