@@ -14,6 +14,7 @@ mod peers;
 mod persist;
 mod probes;
 mod reload;
+mod startup;
 
 use std::{
     collections::HashMap,
@@ -168,75 +169,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     } else {
         settings.startup.interfaces.clone()
     };
-    if let Some(dir) = &settings.startup.pin_dir {
-        bpffs::ensure_pin_dir(dir)?;
-    }
-    let mut dp = Dataplane::load(&LoadOptions {
-        pin_dir: settings.startup.pin_dir.clone(),
-        max_bans: Some(settings.startup.max_bans),
-        max_ban_networks: Some(settings.startup.max_ban_networks),
-        max_peers: Some(settings.startup.max_peers),
-        compat: false,
-    })?;
-    if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
-        eprintln!(
-            "portsentry: migrated pinned maps in {}: {}; {}",
-            dir.display(),
-            m.reasons.join(", "),
-            if m.copied {
-                format!(
-                    "{} ban(s) and {} network(s) copied into fresh maps",
-                    m.bans.len(),
-                    m.networks.len()
-                )
-            } else {
-                "the old layout is unreadable, so bans come from the state file".to_owned()
-            }
-        );
-    }
-
-    // Bans from the last run. A damaged or too-new state file is kept aside and reported, not
-    // fatal: a security daemon that refuses to start protects nothing.
-    let store = StateStore::new(&settings.startup.state_dir);
-    let saved = match store.load() {
-        Ok(s) => s,
-        Err(e @ (StateError::Corrupt { .. } | StateError::TooNew { .. })) => {
-            let why = if matches!(e, StateError::TooNew { .. }) {
-                "newer"
-            } else {
-                "corrupt"
-            };
-            match store.keep_aside(why) {
-                Ok(moved) => eprintln!(
-                    "portsentry: error: {e}; kept aside as {}; starting without saved bans",
-                    moved.display()
-                ),
-                Err(m) => eprintln!(
-                    "portsentry: error: {e}; could not keep it aside ({m}); starting without saved bans"
-                ),
-            }
-            Saved::default()
-        }
-        Err(e) => return Err(e).context("reading saved bans"),
-    };
-    let now = Now::read();
-    let migrated = dp.migrated.take();
-    let (mut book, opened) = BanBook::open(store, saved, Some(&dp), migrated.as_ref(), true, &now)?;
-    let refused = book.install(&mut dp, &now)?;
-    eprintln!(
-        "portsentry: restored {} ban(s) from {} ({} expired); {} ban(s) kept in the pinned maps",
-        opened.from_file,
-        book.store().path().display(),
-        opened.expired,
-        opened.in_kernel,
-    );
-    if !refused.is_empty() {
-        eprintln!(
-            "portsentry: error: {} ban(s) do not fit the tables (first: {}); raise max_bans or max_ban_networks",
-            refused.len(),
-            refused[0]
-        );
-    }
+    let mut dp = startup::load_dataplane(&settings)?;
+    let book = startup::open_ban_book(&mut dp, &settings)?;
 
     // Learned peers: the cgroup programs, then what the last run saved. Before the config is
     // written, so that the first config already challenges peers.
@@ -355,7 +289,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut ticker = tokio::time::interval(LISTEN_POLL);
 
     d.sink.line("Portsentry is now active and listening.");
-    notify_ready(&interfaces);
+    startup::notify_ready(&interfaces);
     let outcome = loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -385,7 +319,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             _ = sigterm.recv() => break Ok(()),
         }
     };
-    notify_stopping();
+    startup::notify_stopping();
     reader.abort();
     if let Some(server) = server {
         server.abort();
@@ -414,26 +348,4 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         }
     );
     outcome
-}
-
-/// systemd's readiness protocol (the unit's `Type=notify`; the end-to-end tests wait for it
-/// too): READY=1 once every interface is attached, the maps are configured and the control
-/// socket listens. Sends nothing without `$NOTIFY_SOCKET`.
-fn notify_ready(interfaces: &[String]) {
-    let status = format!("active and listening on {}", interfaces.join(", "));
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&status),
-    ]);
-}
-
-/// STOPPING=1 when shutdown begins (bans are saved and XDP detached next).
-fn notify_stopping() {
-    notify(&[sd_notify::NotifyState::Stopping]);
-}
-
-fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        eprintln!("portsentry: warning: cannot notify the service manager: {e}");
-    }
 }

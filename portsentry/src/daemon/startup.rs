@@ -1,0 +1,106 @@
+//! Start-up steps of `run` with their log lines: loading (and migrating) the maps, opening the
+//! ban book on the saved bans, and telling the service manager when the daemon is ready.
+
+use super::*;
+
+/// Loads the program and its maps (pinned ones reused or migrated), saying what migration did.
+pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
+    if let Some(dir) = &settings.startup.pin_dir {
+        bpffs::ensure_pin_dir(dir)?;
+    }
+    let dp = Dataplane::load(&LoadOptions {
+        pin_dir: settings.startup.pin_dir.clone(),
+        max_bans: Some(settings.startup.max_bans),
+        max_ban_networks: Some(settings.startup.max_ban_networks),
+        max_peers: Some(settings.startup.max_peers),
+        compat: false,
+    })?;
+    if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
+        eprintln!(
+            "portsentry: migrated pinned maps in {}: {}; {}",
+            dir.display(),
+            m.reasons.join(", "),
+            if m.copied {
+                format!(
+                    "{} ban(s) and {} network(s) copied into fresh maps",
+                    m.bans.len(),
+                    m.networks.len()
+                )
+            } else {
+                "the old layout is unreadable, so bans come from the state file".to_owned()
+            }
+        );
+    }
+
+    Ok(dp)
+}
+
+/// The ban book on the last run's bans, installed into the kernel tables.
+pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<BanBook> {
+    // Bans from the last run. A damaged or too-new state file is kept aside and reported, not
+    // fatal: a security daemon that refuses to start protects nothing.
+    let store = StateStore::new(&settings.startup.state_dir);
+    let saved = match store.load() {
+        Ok(s) => s,
+        Err(e @ (StateError::Corrupt { .. } | StateError::TooNew { .. })) => {
+            let why = if matches!(e, StateError::TooNew { .. }) {
+                "newer"
+            } else {
+                "corrupt"
+            };
+            match store.keep_aside(why) {
+                Ok(moved) => eprintln!(
+                    "portsentry: error: {e}; kept aside as {}; starting without saved bans",
+                    moved.display()
+                ),
+                Err(m) => eprintln!(
+                    "portsentry: error: {e}; could not keep it aside ({m}); starting without saved bans"
+                ),
+            }
+            Saved::default()
+        }
+        Err(e) => return Err(e).context("reading saved bans"),
+    };
+    let now = Now::read();
+    let migrated = dp.migrated.take();
+    let (mut book, opened) = BanBook::open(store, saved, Some(dp), migrated.as_ref(), true, &now)?;
+    let refused = book.install(dp, &now)?;
+    eprintln!(
+        "portsentry: restored {} ban(s) from {} ({} expired); {} ban(s) kept in the pinned maps",
+        opened.from_file,
+        book.store().path().display(),
+        opened.expired,
+        opened.in_kernel,
+    );
+    if !refused.is_empty() {
+        eprintln!(
+            "portsentry: error: {} ban(s) do not fit the tables (first: {}); raise max_bans or max_ban_networks",
+            refused.len(),
+            refused[0]
+        );
+    }
+
+    Ok(book)
+}
+
+/// systemd's readiness protocol (the unit's `Type=notify`; the end-to-end tests wait for it
+/// too): READY=1 once every interface is attached, the maps are configured and the control
+/// socket listens. Sends nothing without `$NOTIFY_SOCKET`.
+pub(super) fn notify_ready(interfaces: &[String]) {
+    let status = format!("active and listening on {}", interfaces.join(", "));
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+}
+
+/// STOPPING=1 when shutdown begins (bans are saved and XDP detached next).
+pub(super) fn notify_stopping() {
+    notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        eprintln!("portsentry: warning: cannot notify the service manager: {e}");
+    }
+}
