@@ -93,3 +93,49 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
         "unprotected after stop"
     );
 }
+
+/// PortSentry 2.x's wording below the trigger: `triggered: [false] noblock: [unset] blocked:
+/// [unset]` (its flags stay unset until a probe triggers), then the triggering probe's line.
+#[test]
+fn lines_below_the_trigger_leave_noblock_and_blocked_unset() {
+    let lab = Lab::new(1).expect("lab");
+    let dir = TempDir::new("e2e-trigger").expect("state dir");
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports(&TRAP_PORT.to_string())
+        .no_pin()
+        .no_auto_allow()
+        .state_dir(&dir.path)
+        .arg("--scan-trigger")
+        .arg("2")
+        .start()
+        .expect("daemon");
+    let scanner = lab.scanner_v4[0];
+    let short = Duration::from_millis(300);
+    let line = |triggered: &str, noblock: &str, blocked: &str| {
+        format!(
+            "Scan from: [{scanner}] ({scanner}) protocol: [TCP] port: [{TRAP_PORT}] type: [TCP \
+             SYN/Normal scan] IP opts: [not set] ignored: [false] triggered: [{triggered}] \
+             noblock: [{noblock}] blocked: [{blocked}]"
+        )
+    };
+    let _ = lab
+        .scanner
+        .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short);
+    let first = line("false", "unset", "unset");
+    assert!(
+        daemon.wait_for_line(|l| l == first, Duration::from_secs(5)),
+        "first probe's line; output:\n{}",
+        daemon.output()
+    );
+    let _ = lab
+        .scanner
+        .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short);
+    let second = line("true", "false", "true");
+    assert!(
+        daemon.wait_for_line(|l| l == second, Duration::from_secs(5)),
+        "triggering probe's line; output:\n{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}

@@ -23,7 +23,8 @@ use crate::{
 /// Where worker threads and hook tasks send log lines; the event loop writes them.
 pub type LogFn = std::sync::Arc<dyn Fn(String) + Send + Sync>;
 
-/// `Scan from: [...] (...) protocol: [...] ...`, PortSentry 2.x's per-probe line.
+/// `Scan from: [...] (...) protocol: [...] ...`, PortSentry 2.x's per-probe line. Below the
+/// trigger `noblock` and `blocked` are `[unset]`, as 2.x prints them until a probe triggers.
 pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> String {
     let addr = ev.src.to_string();
     let ip_opts = match ev.ip_options {
@@ -31,16 +32,19 @@ pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> Strin
         Some(false) => "not set",
         None => "unknown",
     };
+    let triggered = ev.count >= trigger.max(1);
+    let (noblock, blocked) = if triggered {
+        (ev.noblock.to_string(), is_blocked(ev).to_string())
+    } else {
+        ("unset".to_owned(), "unset".to_owned())
+    };
     format!(
         "Scan from: [{addr}] ({}) protocol: [{}] port: [{}] type: [{}] IP opts: [{ip_opts}] \
-         ignored: [false] triggered: [{}] noblock: [{}] blocked: [{}]",
+         ignored: [false] triggered: [{triggered}] noblock: [{noblock}] blocked: [{blocked}]",
         resolved.unwrap_or(&addr),
         ev.protocol.name(),
         ev.dst_port,
         scan_type_text(ev),
-        ev.count >= trigger.max(1),
-        ev.noblock,
-        is_blocked(ev),
     )
 }
 
@@ -282,7 +286,7 @@ mod tests {
             scan_line(&e, 3, None),
             "Scan from: [2001:db8::2] (2001:db8::2) protocol: [TCP] port: [111] type: [Unknown Type: \
              TCP Packet Flags: SYN: 1 FIN: 1 ACK: 0 PSH: 0 URG: 0 RST: 0] IP opts: [unknown] \
-             ignored: [false] triggered: [false] noblock: [true] blocked: [false]"
+             ignored: [false] triggered: [false] noblock: [unset] blocked: [unset]"
         );
     }
 
