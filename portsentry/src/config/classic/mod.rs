@@ -169,6 +169,29 @@ pub fn import(text: &str, path: &Path) -> Result<String, ImportError> {
             other => notes.push(format!("# {origin} not carried over: `{other}` is not a PortSentry 1.2/2.x key portsentry knows")),
         }
     }
+    // What a key's absence means to PortSentry (1.2 and 2.x alike), carried over explicitly:
+    // a missing port list monitors no port of that protocol, a missing BLOCK_* is 0 (log only).
+    for (key, classic, proto) in [
+        ("tcp_ports", "TCP_PORTS", "TCP"),
+        ("udp_ports", "UDP_PORTS", "UDP"),
+    ] {
+        if !entries.iter().any(|e| e.key == classic) {
+            top.push(format!(
+                "{key} = \"\"  # {classic} absent: PortSentry monitors no {proto} port without it"
+            ));
+        }
+    }
+    for (slot, (key, classic)) in block
+        .iter_mut()
+        .zip([("block_tcp", "BLOCK_TCP"), ("block_udp", "BLOCK_UDP")])
+    {
+        if slot.is_none() {
+            *slot = Some((0, 0));
+            top.push(format!(
+                "{key} = false  # {classic} absent: PortSentry treats it as 0 (log only)"
+            ));
+        }
+    }
     let twos: Vec<usize> = block
         .iter()
         .flatten()
@@ -190,7 +213,7 @@ pub fn import(text: &str, path: &Path) -> Result<String, ImportError> {
     }
     if let [Some((t, _)), Some((u, _))] = block {
         if t == 0 && u == 0 {
-            top.push("# BLOCK_TCP and BLOCK_UDP were both 0: nothing is dropped; mode = \"detect\" says so plainly".into());
+            top.push("# BLOCK_TCP and BLOCK_UDP were both 0 (or absent): nothing is dropped; mode = \"detect\" says so plainly".into());
             top.push("mode = \"detect\"".into());
         }
     }

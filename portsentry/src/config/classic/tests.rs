@@ -127,3 +127,34 @@ proptest! {
         }
     }
 }
+
+/// What PortSentry makes of a missing key is carried over: upstream's stock 2.x
+/// `examples/portsentry.conf` sets neither BLOCK_TCP nor BLOCK_UDP (log only), and a file
+/// without UDP_PORTS monitors no UDP port.
+#[test]
+fn absent_keys_keep_their_classic_meaning() {
+    let out = imp("TCP_PORTS=\"1,11,111\"\nSCAN_TRIGGER=\"0\"\n").unwrap();
+    assert!(
+        out.contains("udp_ports = \"\"  # UDP_PORTS absent"),
+        "{out}"
+    );
+    assert!(
+        out.contains("block_tcp = false  # BLOCK_TCP absent"),
+        "{out}"
+    );
+    assert!(
+        out.contains("block_udp = false  # BLOCK_UDP absent"),
+        "{out}"
+    );
+    let s = config::parse_str(&out, Path::new("imported.toml")).unwrap();
+    assert_eq!(s.live.mode, crate::config::settings::Mode::Detect);
+    assert!(!s.live.block_tcp && !s.live.block_udp);
+    assert_eq!(s.live.tcp_ports.len(), 3);
+    assert!(s.live.udp_ports.is_empty());
+
+    // Present keys are left alone.
+    let out = imp("TCP_PORTS=\"1\"\nUDP_PORTS=\"7\"\nBLOCK_TCP=\"1\"\nBLOCK_UDP=\"1\"\n").unwrap();
+    assert!(!out.contains("absent"), "{out}");
+    let s = config::parse_str(&out, Path::new("imported.toml")).unwrap();
+    assert_eq!(s.live.mode, crate::config::settings::Mode::Block);
+}
