@@ -108,6 +108,11 @@ pub enum Command {
     ImportConf {
         /// The classic config file.
         path: PathBuf,
+        /// The mode the classic daemon was started in (repeat for several, e.g. `--mode atcp
+        /// --mode sudp`): protocols no mode names are not monitored, atcp/audp turn on advanced
+        /// mode with ADVANCED_PORTS_TCP/UDP as the bound. Without it, the file decides.
+        #[arg(long = "mode", value_enum, value_name = "MODE")]
+        modes: Vec<crate::config::classic::ClassicMode>,
     },
 }
 

@@ -52,7 +52,7 @@ pub fn dispatch(cli: Cli) -> VerbResult {
         Command::Unban { targets, all } => unban::run(&cli.global, targets, all),
         Command::PromoteShadow => promote_shadow::run(&cli.global),
         Command::CheckConfig { path } => check_config::run(&cli.global, path),
-        Command::ImportConf { path } => import_conf::run(&path),
+        Command::ImportConf { path, modes } => import_conf::run(&path, &modes),
     }
 }
 

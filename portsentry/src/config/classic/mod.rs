@@ -43,9 +43,41 @@ struct Entry {
     line: usize,
 }
 
-/// Converts classic config text to TOML; `path` names it in errors and in the header.
-pub fn import(text: &str, path: &Path) -> Result<String, ImportError> {
+/// The mode a classic PortSentry was started in (`portsentry -atcp`, …): which protocol it
+/// watched, and whether in advanced mode. Stealth (`stcp`, `sudp`) and connect (`tcp`, `udp`)
+/// modes both become trap port lists: portsentry watches packets, as stealth mode did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassicMode {
+    Tcp,
+    Udp,
+    Stcp,
+    Sudp,
+    Atcp,
+    Audp,
+}
+
+impl ClassicMode {
+    fn is_tcp(self) -> bool {
+        matches!(self, Self::Tcp | Self::Stcp | Self::Atcp)
+    }
+}
+
+/// PortSentry 1.2's ADVANCED_PORTS_TCP/UDP default.
+const CLASSIC_ADVANCED_BELOW: u16 = 1024;
+
+/// Converts classic config text to TOML; `path` names it in errors and in the header. `modes`
+/// are the command-line modes the classic daemon ran with; none means "as the file says".
+pub fn import(text: &str, path: &Path, modes: &[ClassicMode]) -> Result<String, ImportError> {
     let entries = read_entries(text, path)?;
+    let watched = |tcp: bool| modes.is_empty() || modes.iter().any(|m| m.is_tcp() == tcp);
+    let advanced = |tcp: bool| {
+        let want = if tcp {
+            ClassicMode::Atcp
+        } else {
+            ClassicMode::Audp
+        };
+        modes.contains(&want)
+    };
     let err = |line: usize, message: String| ImportError {
         path: path.to_owned(),
         line,
@@ -77,11 +109,18 @@ pub fn import(text: &str, path: &Path) -> Result<String, ImportError> {
             }
             "ADVANCED_PORTS_TCP" | "ADVANCED_PORTS_UDP" => {
                 let n: u16 = v.trim().parse().map_err(|_| err(e.line, format!("{}: `{v}` is not a port number", e.key)))?;
-                let key = if e.key.ends_with("TCP") { "advanced_tcp_below" } else { "advanced_udp_below" };
-                top.push(format!(
-                    "# {key} = {n}  # {origin}: PortSentry 1.2 used this only when started with -atcp/-audp; \
-                     uncomment it if you did (every port below {n} without a listening socket becomes a trap)"
-                ));
+                let tcp = e.key.ends_with("TCP");
+                let (key, flag) = if tcp { ("advanced_tcp_below", "-atcp") } else { ("advanced_udp_below", "-audp") };
+                if advanced(tcp) {
+                    top.push(format!("{key} = {n}  # {origin}, with {flag}"));
+                } else {
+                    top.push(format!(
+                        "# {key} = {n}  # {origin}: PortSentry 1.2 used this only when started with {flag}; \
+                         uncomment it if you did, or import with --mode {} (every port below {n} without a \
+                         listening socket becomes a trap)",
+                        &flag[1..]
+                    ));
+                }
             }
             "SCAN_TRIGGER" => {
                 let n: u32 = v.trim().parse().map_err(|_| err(e.line, format!("SCAN_TRIGGER: `{v}` is not a non-negative integer")))?;
@@ -169,13 +208,35 @@ pub fn import(text: &str, path: &Path) -> Result<String, ImportError> {
             other => notes.push(format!("# {origin} not carried over: `{other}` is not a PortSentry 1.2/2.x key portsentry knows")),
         }
     }
+    // Advanced mode asked for on the command line without a bound in the file: 1.2's default.
+    for (tcp, key, classic) in [
+        (true, "advanced_tcp_below", "ADVANCED_PORTS_TCP"),
+        (false, "advanced_udp_below", "ADVANCED_PORTS_UDP"),
+    ] {
+        if advanced(tcp) && !entries.iter().any(|e| e.key == classic) {
+            top.push(format!(
+                "{key} = {CLASSIC_ADVANCED_BELOW}  # --mode {}: {classic} absent, PortSentry's default",
+                if tcp { "atcp" } else { "audp" }
+            ));
+        }
+    }
+    // A protocol no mode watched: its ports are not monitored, whatever the file lists.
+    for (tcp, key) in [(true, "tcp_ports"), (false, "udp_ports")] {
+        if !watched(tcp) {
+            top.retain(|l| !l.starts_with(&format!("{key} =")));
+            top.push(format!(
+                "{key} = \"\"  # no --mode watched {}: PortSentry ran without it",
+                if tcp { "TCP" } else { "UDP" }
+            ));
+        }
+    }
     // What a key's absence means to PortSentry (1.2 and 2.x alike), carried over explicitly:
     // a missing port list monitors no port of that protocol, a missing BLOCK_* is 0 (log only).
     for (key, classic, proto) in [
         ("tcp_ports", "TCP_PORTS", "TCP"),
         ("udp_ports", "UDP_PORTS", "UDP"),
     ] {
-        if !entries.iter().any(|e| e.key == classic) {
+        if watched(proto == "TCP") && !entries.iter().any(|e| e.key == classic) {
             top.push(format!(
                 "{key} = \"\"  # {classic} absent: PortSentry monitors no {proto} port without it"
             ));

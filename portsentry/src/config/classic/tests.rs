@@ -6,7 +6,11 @@ use crate::config;
 use proptest::prelude::*;
 
 fn imp(text: &str) -> Result<String, ImportError> {
-    import(text, Path::new("portsentry.conf"))
+    import(text, Path::new("portsentry.conf"), &[])
+}
+
+fn imp_as(text: &str, modes: &[ClassicMode]) -> String {
+    import(text, Path::new("portsentry.conf"), modes).unwrap()
 }
 
 #[test]
@@ -157,4 +161,35 @@ fn absent_keys_keep_their_classic_meaning() {
     assert!(!out.contains("absent"), "{out}");
     let s = config::parse_str(&out, Path::new("imported.toml")).unwrap();
     assert_eq!(s.live.mode, crate::config::settings::Mode::Block);
+}
+
+/// `import-conf --mode`: the classic command line decides what was watched and whether in
+/// advanced mode, as PortSentry 1.2's `-atcp`/`-sudp`/… did.
+#[test]
+fn classic_modes_decide_protocols_and_advanced_mode() {
+    let file = "TCP_PORTS=\"1,11\"\nUDP_PORTS=\"7\"\nADVANCED_PORTS_TCP=\"2048\"\nBLOCK_TCP=\"1\"\nBLOCK_UDP=\"1\"\n";
+    let parse = |out: &str| config::parse_str(out, Path::new("imported.toml")).unwrap();
+
+    // -atcp alone: advanced TCP below the file's bound, no UDP.
+    let s = parse(&imp_as(file, &[ClassicMode::Atcp]));
+    assert_eq!(s.live.advanced_tcp_below, Some(2048));
+    assert!(s.live.udp_ports.is_empty() && s.live.tcp_ports.len() == 2);
+
+    // -stcp and -audp: UDP advanced with 1.2's default bound (the file has none).
+    let out = imp_as(file, &[ClassicMode::Stcp, ClassicMode::Audp]);
+    let s = parse(&out);
+    assert_eq!(s.live.advanced_tcp_below, None, "{out}");
+    assert_eq!(s.live.advanced_udp_below, Some(1024), "{out}");
+    assert!(s.live.udp_ports.contains(7) && s.live.tcp_ports.contains(11));
+
+    // -udp alone: no TCP port is watched, whatever TCP_PORTS says.
+    let s = parse(&imp_as(file, &[ClassicMode::Udp]));
+    assert!(s.live.tcp_ports.is_empty() && s.live.udp_ports.contains(7));
+
+    // No mode: the file decides; the advanced bound stays a comment that names the flag.
+    let out = imp_as(file, &[]);
+    assert!(
+        out.contains("# advanced_tcp_below = 2048") && out.contains("--mode atcp"),
+        "{out}"
+    );
 }
