@@ -139,3 +139,59 @@ fn lines_below_the_trigger_leave_noblock_and_blocked_unset() {
     );
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 }
+
+/// PortSentry's `BLOCK_TCP = 2` (here `block_tcp = false` with `run_cmd_always`): a source that
+/// triggers is not blocked, and `run_cmd` runs for it once per ban period, however often it
+/// probes again, with 2.x's `External command run` line.
+#[test]
+fn a_protocol_that_does_not_block_still_runs_run_cmd_once_per_source() {
+    let lab = Lab::new(1).expect("lab");
+    let dir = TempDir::new("e2e-block2").expect("state dir");
+    let ran = dir.path.join("ran");
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nblock_tcp = false\nauto_allow = false\n\
+             [hooks]\nrun_cmd = [\"/bin/sh\", \"-c\", \"echo $1 >> {}\", \"sh\", \"$TARGET$\"]\n\
+             run_cmd_always = true\n",
+            ran.display()
+        ),
+    );
+    let _service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .config(&config)
+        .no_pin()
+        .state_dir(&dir.path)
+        .start()
+        .expect("daemon");
+    let scanner = lab.scanner_v4[0];
+    let short = Duration::from_millis(300);
+    for _ in 0..3 {
+        let _ = lab
+            .scanner
+            .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short);
+    }
+    let line = format!("attackalert: External command run for host: {scanner} using command: ");
+    assert!(
+        daemon.wait_for_line(|l| l.starts_with(&line), Duration::from_secs(5)),
+        "run_cmd ran; output:\n{}",
+        daemon.output()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap_or_default(),
+        format!("{scanner}\n"),
+        "once for three triggering probes; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(scanner, sock(lab.protected_v4, SERVICE_PORT), short),
+        "not blocked"
+    );
+    assert!(!daemon.has_line(|l| l.contains("has been blocked")));
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}

@@ -15,6 +15,7 @@ mod persist;
 mod probes;
 mod reload;
 mod startup;
+mod unenforced;
 
 use std::{
     collections::HashMap,
@@ -100,6 +101,8 @@ struct Daemon {
     info: Option<DaemonInfo>,
     /// Forwarding on `lo` for the path check's route lookups, restored on drop.
     lo_forwarding: Option<LoopbackForwarding>,
+    /// Sources answered with `run_cmd` although their protocol does not block.
+    unenforced: unenforced::UnenforcedResponses,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
     extras: guard::KernelExtras,
     /// The attached peer-learning programs; detached on drop.
@@ -219,6 +222,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         fleet: None,
         info: None,
         lo_forwarding: None,
+        unenforced: Default::default(),
         extras,
         _peer_learning: peer_learning,
         peer_memory,

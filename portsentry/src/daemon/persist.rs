@@ -119,6 +119,7 @@ impl Daemon {
     /// Removes expired bans (they already stopped dropping) and reconciles book and kernel.
     pub(super) fn sweep(&mut self) {
         self.last_sweep = Instant::now();
+        self.unenforced.forget_expired(crate::clock::unix_ms());
         match self.book.sweep(&mut self.dp, &Now::read()) {
             Ok(n) if n > 0 => self.mark_dirty(),
             Ok(_) => {}

@@ -30,7 +30,32 @@ impl Daemon {
             .event(&ev, self.settings.live.effective_trigger(), &iface);
         if ev.kind == EventKind::Ban {
             self.respond(&ev, &iface);
+        } else if self.is_unblocked_trigger(&ev) {
+            // PortSentry's BLOCK_* = 2: run_cmd, once per source per ban period, no ban.
+            let notice =
+                BanNotice::from_event(&ev, &iface, self.settings.live.ban_ttl, chrono::Utc::now());
+            self.hooks.on_ban(&notice);
         }
+    }
+
+    /// A probe that reached the trigger in block mode but whose protocol does not block, with
+    /// `run_cmd_always` set, from a source not answered in this ban period.
+    fn is_unblocked_trigger(&mut self, ev: &ProbeEvent) -> bool {
+        let live = &self.settings.live;
+        if ev.kind != EventKind::Probe
+            || !ev.noblock
+            || live.mode != Mode::Block
+            || !live.hooks.run_cmd_always
+            || live.hooks.run_cmd.is_none()
+            || ev.count < live.effective_trigger()
+        {
+            return false;
+        }
+        let ttl_ms = live
+            .ban_ttl
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.unenforced
+            .first_in_period(ev.src, crate::clock::unix_ms(), ttl_ms)
     }
 
     /// The kernel could not store a ban: make room in the ban book's order (expired entries,
