@@ -185,6 +185,8 @@ wire_enum! {
         Bogus = 5 => "bogus",
         /// A trap probe from a learned peer: UDP is only reported, a TCP SYN gets a cookie.
         PeerProbe = 6 => "peer_probe",
+        /// A probe from an allowlisted ("ignored") source: never counted; a few a second at most.
+        Ignored = 7 => "ignored",
     }
 }
 
@@ -255,7 +257,7 @@ mod tests {
         // The XDP program writes these bytes and old pins and state files hold them.
         assert_eq!((IpProto::Tcp as u8, IpProto::Udp as u8), (6, 17));
         assert_eq!(BanOrigin::ALL.map(u8::from), [1, 2, 3, 4]);
-        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(ScanType::Manual as u8, 7);
     }
 }

@@ -143,6 +143,12 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     if cfg.allow_cidr_count != 0 && PS_ALLOW_CIDRS.get(&Key::new(128, pkt.src.addr)).is_some() {
         if !cookie_ack {
             count(Stat::Allowlisted);
+            // PortSentry logged ignored hosts' probes (`ignored: [true]`); throttled here,
+            // rate-limited per source in userspace.
+            let now = boot_ns();
+            if throttle_allows(THROTTLE_IGNORED, now) {
+                emit(&probe_event(ctx, &pkt, EventKind::Ignored, scan, 0, now));
+            }
         }
         return pass();
     }
@@ -297,6 +303,7 @@ fn probe_event(
 /// Slots in PS_THROTTLE.
 const THROTTLE_BOGUS: u32 = 0;
 const THROTTLE_SPOOFED: u32 = 1;
+const THROTTLE_IGNORED: u32 = 2;
 /// At most one throttled event of a kind per CPU in this long: a forged flood must not turn
 /// into a flood of events and log lines (the counters still count every packet).
 const THROTTLE_NS: u64 = 100_000_000;

@@ -195,3 +195,50 @@ fn a_protocol_that_does_not_block_still_runs_run_cmd_once_per_source() {
     assert!(!daemon.has_line(|l| l.contains("has been blocked")));
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 }
+
+/// A probe from an allowlisted ("ignored") source is logged as PortSentry 2.x logs it, at most
+/// once a minute per source, and never bans.
+#[test]
+fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
+    let lab = Lab::new(2).expect("lab");
+    let dir = TempDir::new("e2e-ignored").expect("state dir");
+    let ignored = lab.scanner_v4[1];
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports(&TRAP_PORT.to_string())
+        .no_pin()
+        .no_auto_allow()
+        .state_dir(&dir.path)
+        .arg("--allow")
+        .arg(ignored.to_string())
+        .start()
+        .expect("daemon");
+    let short = Duration::from_millis(300);
+    for _ in 0..3 {
+        let _ = lab
+            .scanner
+            .tcp_connect(ignored, sock(lab.protected_v4, TRAP_PORT), short);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let line = format!(
+        "Scan from: [{ignored}] ({ignored}) protocol: [TCP] port: [{TRAP_PORT}] type: [TCP \
+         SYN/Normal scan] IP opts: [not set] ignored: [true] triggered: [unset] noblock: [unset] \
+         blocked: [unset]"
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
+        "ignored line; output:\n{}",
+        daemon.output()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        daemon
+            .lines_matching(|l| l.contains(&format!("Scan from: [{ignored}]")))
+            .len(),
+        1,
+        "once a minute per source; output:\n{}",
+        daemon.output()
+    );
+    assert!(!daemon.has_line(|l| l.contains("has been blocked")));
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}

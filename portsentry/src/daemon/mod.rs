@@ -11,11 +11,11 @@ mod allowlist;
 pub mod guard;
 mod interfaces;
 mod peers;
+mod per_source;
 mod persist;
 mod probes;
 mod reload;
 mod startup;
-mod unenforced;
 
 use std::{
     collections::HashMap,
@@ -102,7 +102,9 @@ struct Daemon {
     /// Forwarding on `lo` for the path check's route lookups, restored on drop.
     lo_forwarding: Option<LoopbackForwarding>,
     /// Sources answered with `run_cmd` although their protocol does not block.
-    unenforced: unenforced::UnenforcedResponses,
+    unenforced: per_source::UnenforcedResponses,
+    /// Per-source limit on the `ignored: [true]` lines.
+    ignored_lines: per_source::IgnoredLines,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
     extras: guard::KernelExtras,
     /// The attached peer-learning programs; detached on drop.
@@ -223,6 +225,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         info: None,
         lo_forwarding: None,
         unenforced: Default::default(),
+        ignored_lines: Default::default(),
         extras,
         _peer_learning: peer_learning,
         peer_memory,

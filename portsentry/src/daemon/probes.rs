@@ -14,6 +14,11 @@ impl Daemon {
         let target = Cidr::host(ev.src);
         match ev.kind {
             EventKind::Probe | EventKind::Spoofed | EventKind::Bogus | EventKind::PeerProbe => {}
+            EventKind::Ignored => {
+                if !self.ignored_lines.allow(ev.src, crate::clock::unix_ms()) {
+                    return;
+                }
+            }
             EventKind::Ban => {
                 if let Err(e) = self.book.on_kernel_ban(&self.dp, &target, &Now::read()) {
                     eprintln!("portsentry: error: recording the ban of {target}: {e:#}");

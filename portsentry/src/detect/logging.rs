@@ -32,15 +32,25 @@ pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> Strin
         Some(false) => "not set",
         None => "unknown",
     };
-    let triggered = ev.count >= trigger.max(1);
-    let (noblock, blocked) = if triggered {
-        (ev.noblock.to_string(), is_blocked(ev).to_string())
+    // An ignored (allowlisted) source's probe stops before the trigger is looked at: 2.x
+    // prints `ignored: [true] triggered: [unset] noblock: [unset] blocked: [unset]`.
+    let ignored = ev.kind == EventKind::Ignored;
+    let triggered = !ignored && ev.count >= trigger.max(1);
+    let unset = || "unset".to_owned();
+    let (triggered_text, noblock, blocked) = if ignored {
+        (unset(), unset(), unset())
+    } else if triggered {
+        (
+            "true".to_owned(),
+            ev.noblock.to_string(),
+            is_blocked(ev).to_string(),
+        )
     } else {
-        ("unset".to_owned(), "unset".to_owned())
+        ("false".to_owned(), unset(), unset())
     };
     format!(
         "Scan from: [{addr}] ({}) protocol: [{}] port: [{}] type: [{}] IP opts: [{ip_opts}] \
-         ignored: [false] triggered: [{triggered}] noblock: [{noblock}] blocked: [{blocked}]",
+         ignored: [{ignored}] triggered: [{triggered_text}] noblock: [{noblock}] blocked: [{blocked}]",
         resolved.unwrap_or(&addr),
         ev.protocol.name(),
         ev.dst_port,
@@ -95,7 +105,9 @@ pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
         EventKind::PeerProbe => {
             "learned peer: reported, not banned (only a handshake completed on a SYN cookie bans it)"
         }
-        EventKind::Probe | EventKind::Ban | EventKind::BanTableFull => return None,
+        EventKind::Probe | EventKind::Ban | EventKind::BanTableFull | EventKind::Ignored => {
+            return None
+        }
     };
     Some(format!("portsentry: probe from {} ({what}): {why}", ev.src))
 }

@@ -1,8 +1,11 @@
-//! Responses for sources that trigger but are not banned because their protocol's blocking is
-//! off (`block_tcp`/`block_udp = false` with `[hooks] run_cmd_always`, PortSentry's
-//! `BLOCK_TCP`/`BLOCK_UDP = 2`): `run_cmd` runs once per source per ban period, as 2.x did with
-//! its blocked list, while the source stays unblocked. The record lives only here (no ban is
-//! made, so nothing in the kernel or the ban book changes).
+//! Per-source memories of the event loop.
+//!
+//! - Responses for sources that trigger but are not banned because their protocol's blocking
+//!   is off (`block_tcp`/`block_udp = false` with `[hooks] run_cmd_always`, PortSentry's
+//!   `BLOCK_TCP`/`BLOCK_UDP = 2`): `run_cmd` runs once per source per ban period, as 2.x did
+//!   with its blocked list, while the source stays unblocked. No ban is made, so nothing in the
+//!   kernel or the ban book changes.
+//! - The per-source limit on the `ignored: [true]` lines of allowlisted sources.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -42,6 +45,33 @@ impl UnenforcedResponses {
     }
 }
 
+/// At most one log line per ignored (allowlisted) source per minute: an allowlisted host that
+/// probes often must not fill the log (the kernel already throttles the events overall).
+#[derive(Debug, Default)]
+pub struct IgnoredLines {
+    last: HashMap<IpAddr, u64>,
+}
+
+impl IgnoredLines {
+    const INTERVAL_MS: u64 = 60_000;
+
+    pub fn allow(&mut self, src: IpAddr, now_ms: u64) -> bool {
+        if self
+            .last
+            .get(&src)
+            .is_some_and(|t| now_ms.saturating_sub(*t) < Self::INTERVAL_MS)
+        {
+            return false;
+        }
+        if self.last.len() >= MAX_SOURCES {
+            self.last
+                .retain(|_, t| now_ms.saturating_sub(*t) < Self::INTERVAL_MS);
+        }
+        self.last.insert(src, now_ms);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +90,15 @@ mod tests {
         assert!(!forever.first_in_period(a, u64::MAX, None));
         r.forget_expired(u64::MAX);
         assert!(r.until.values().all(Option::is_none));
+    }
+    #[test]
+    fn ignored_lines_once_a_minute_per_source() {
+        let mut g = IgnoredLines::default();
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let b: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(g.allow(a, 0));
+        assert!(!g.allow(a, 59_999));
+        assert!(g.allow(b, 59_999));
+        assert!(g.allow(a, 60_000));
     }
 }
