@@ -28,15 +28,12 @@ use portsentry_common::{
 
 use crate::{
     count, emit,
-    parse::{be16_at, ptr_at, Packet},
+    parse::{be16_at, ptr_at, Packet, ETH_HLEN, IPV6_HLEN, VLAN_HLEN},
     pass, probe_event,
 };
 
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 4;
 const TCP_MAX_HLEN: usize = 60;
 const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
 /// The SYN-ACK's TCP header: 20 bytes and one MSS option.
 const SYNACK_TCP_LEN: usize = 24;
 const TTL: u8 = 64;
