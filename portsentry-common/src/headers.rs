@@ -34,3 +34,9 @@ pub mod ipv6_ext {
     pub const AH: u8 = 51;
     pub const DEST_OPTS: u8 = 60;
 }
+
+/// Address families as the kernel numbers them (`bpf_fib_lookup`, socket contexts).
+pub mod address_family {
+    pub const INET: u8 = 2;
+    pub const INET6: u8 = 10;
+}

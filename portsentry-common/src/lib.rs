@@ -16,7 +16,7 @@ mod headers;
 pub mod maps;
 
 pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
-pub use headers::{ethertype, ipv6_ext, tcp_flags};
+pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
 pub const LAYOUT_VERSION: u32 = 3;

@@ -24,8 +24,7 @@ use aya_ebpf::{
 
 use crate::parse::{ptr_at, Packet};
 
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+use portsentry_common::address_family::{INET as AF_INET, INET6 as AF_INET6};
 const LOOPBACK_IFINDEX: u32 = 1;
 
 const RET_SUCCESS: i64 = 0;

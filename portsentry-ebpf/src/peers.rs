@@ -23,12 +23,12 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
 };
-use portsentry_common::{peer_ways, AddrKey, Config, PeerEntry, LAYOUT_VERSION};
+use portsentry_common::{address_family, peer_ways, AddrKey, Config, PeerEntry, LAYOUT_VERSION};
 
 use crate::{boot_ns, maps::PS_CONFIG, maps::PS_PEERS};
 
-const AF_INET: u32 = 2;
-const AF_INET6: u32 = 10;
+const AF_INET: u32 = address_family::INET as u32;
+const AF_INET6: u32 = address_family::INET6 as u32;
 const SOCK_DGRAM: u32 = 2;
 const IPPROTO_UDP: u32 = 17;
 

@@ -34,6 +34,23 @@ pub struct BanNotice {
 }
 
 impl BanNotice {
+    /// A test fixture: an enforced, shareable TCP ban of `source` on port 111.
+    #[cfg(test)]
+    pub fn example(source: &str) -> Self {
+        Self {
+            source: source.parse().expect("test address"),
+            dst_port: 111,
+            protocol: crate::detect::events::Protocol::Tcp,
+            scan: "TCP SYN/Normal scan".into(),
+            probes: 1,
+            enforced: true,
+            shareable: true,
+            ttl: None,
+            interface: "eth0".into(),
+            at: chrono::Utc::now(),
+        }
+    }
+
     pub fn from_event(
         ev: &ProbeEvent,
         interface: &str,

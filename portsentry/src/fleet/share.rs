@@ -72,23 +72,12 @@ impl AlertCap {
 mod tests {
     use std::time::Duration;
 
-    use chrono::Utc;
-
     use super::*;
-    use crate::detect::events::Protocol;
 
     fn notice(source: &str, shareable: bool) -> BanNotice {
         BanNotice {
-            source: source.parse().unwrap(),
-            dst_port: 111,
-            protocol: Protocol::Tcp,
-            scan: "TCP SYN/Normal scan".into(),
-            probes: 1,
-            enforced: true,
             shareable,
-            ttl: None,
-            interface: "eth0".into(),
-            at: Utc::now(),
+            ..BanNotice::example(source)
         }
     }
 

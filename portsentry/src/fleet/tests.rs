@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::*;
-use crate::{detect::events::Protocol, fleet::crowdsec::decisions::FleetBan};
+use crate::fleet::crowdsec::decisions::FleetBan;
 
 fn fleet(max_alerts_per_minute: u32) -> (Fleet, Arc<Mutex<Vec<String>>>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -37,16 +37,8 @@ fn fleet(max_alerts_per_minute: u32) -> (Fleet, Arc<Mutex<Vec<String>>>) {
 
 fn ban(source: &str, shareable: bool) -> BanNotice {
     BanNotice {
-        source: source.parse().unwrap(),
-        dst_port: 111,
-        protocol: Protocol::Tcp,
-        scan: "TCP SYN/Normal scan".into(),
-        probes: 1,
-        enforced: true,
         shareable,
-        ttl: None,
-        interface: "eth0".into(),
-        at: chrono::Utc::now(),
+        ..BanNotice::example(source)
     }
 }
 

@@ -9,7 +9,6 @@ use std::{
 };
 
 use super::*;
-use crate::detect::events::Protocol;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub(super) struct Scratch(PathBuf);
@@ -48,16 +47,9 @@ pub(super) fn runner(settings: HookSettings) -> (HookRunner, Lines) {
 
 pub(super) fn ban(scan: &str) -> BanNotice {
     BanNotice {
-        source: "192.0.2.7".parse().unwrap(),
         dst_port: 31337,
-        protocol: Protocol::Tcp,
         scan: scan.to_owned(),
-        probes: 1,
-        enforced: true,
-        shareable: true,
-        ttl: None,
-        interface: "eth0".to_owned(),
-        at: chrono::Utc::now(),
+        ..BanNotice::example("192.0.2.7")
     }
 }
 
