@@ -69,6 +69,15 @@ pub fn iso_local_ms(unix_ms: u64) -> String {
     format_local(unix_ms, "%Y-%m-%dT%H:%M:%S%.3f%z")
 }
 
+/// PortSentry 1.2's history stamp: `<epoch seconds> - MM/DD/YYYY HH:MM:SS` in local time.
+pub fn classic_local(unix_ms: u64) -> String {
+    format!(
+        "{} - {}",
+        unix_ms / 1000,
+        format_local(unix_ms, "%m/%d/%Y %H:%M:%S")
+    )
+}
+
 /// ISO-8601 local time to the second, for listings.
 pub fn iso_local(unix_ms: u64) -> String {
     format_local(unix_ms, "%Y-%m-%dT%H:%M:%S%z")

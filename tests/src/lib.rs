@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod crowdsec;
+pub mod fail2ban;
 pub mod fullscan;
 pub mod lab;
 pub mod packets;

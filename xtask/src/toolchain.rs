@@ -209,25 +209,50 @@ pub fn ensure_test_packages() -> Result<()> {
 }
 
 /// Stages Debian's `crowdsec` package (the LAPI server and `cscli`) under
-/// `target/test-tools/crowdsec` with `apt-get download` + `dpkg-deb -x`, without installing it:
-/// no service is registered, enabled or started, and no package on the host changes. The fleet
-/// tests run it from there with throwaway configs. Returns the directory holding the binaries.
+/// `target/test-tools/crowdsec`: see [`stage_deb`]. The fleet tests run it from there with
+/// throwaway configs. Returns the directory holding the binaries.
 pub fn stage_crowdsec(target: &Path) -> Result<PathBuf> {
-    let root = target.join("test-tools/crowdsec");
-    let bin = root.join("usr/bin");
-    if bin.join("crowdsec").is_file() && bin.join("cscli").is_file() {
-        return Ok(bin);
+    let root = stage_deb(
+        target,
+        "crowdsec",
+        "the fleet tests' LAPI",
+        &["usr/bin/crowdsec", "usr/bin/cscli"],
+    )?;
+    Ok(root.join("usr/bin"))
+}
+
+/// Stages Debian's `fail2ban` package under `target/test-tools/fail2ban`: the compatibility
+/// tests run its `fail2ban-regex` with its stock `portsentry` filter against our history file.
+/// Returns the package root (usr/bin, usr/lib/python3/dist-packages, etc/fail2ban).
+pub fn stage_fail2ban(target: &Path) -> Result<PathBuf> {
+    stage_deb(
+        target,
+        "fail2ban",
+        "fail2ban-regex and the stock portsentry filter, for the history-format tests",
+        &[
+            "usr/bin/fail2ban-regex",
+            "etc/fail2ban/filter.d/portsentry.conf",
+        ],
+    )
+}
+
+/// Stages a Debian package under `target/test-tools/<package>` with `apt-get download` +
+/// `dpkg-deb -x`, without installing it: no service is registered, enabled or started, and no
+/// package on the host changes. `expect` are paths the package must yield. Returns the root.
+fn stage_deb(target: &Path, package: &str, why: &str, expect: &[&str]) -> Result<PathBuf> {
+    let root = target.join("test-tools").join(package);
+    if expect.iter().all(|p| root.join(p).is_file()) {
+        return Ok(root);
     }
     let debs = target.join("test-tools/debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     eprintln!(
-        "xtask: staging crowdsec (the fleet tests' LAPI) under {}: apt-get download + dpkg-deb -x, \
-         never installed",
+        "xtask: staging {package} ({why}) under {}: apt-get download + dpkg-deb -x, never installed",
         root.display()
     );
     let download = || {
         Command::new("apt-get")
-            .args(["download", "-qq", "crowdsec"])
+            .args(["download", "-qq", package])
             .current_dir(&debs)
             .status()
             .map(|s| s.success())
@@ -236,31 +261,32 @@ pub fn stage_crowdsec(target: &Path) -> Result<PathBuf> {
     if !download() {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
         if !download() {
-            bail!("`apt-get download crowdsec` failed: the fleet tests need Debian's crowdsec package");
+            bail!("`apt-get download {package}` failed: the tests need Debian's {package} package");
         }
     }
+    let prefix = format!("{package}_");
     let deb = std::fs::read_dir(&debs)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("crowdsec_") && n.ends_with(".deb"))
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
-        .context("apt-get download left no crowdsec_*.deb")?;
+        .with_context(|| format!("apt-get download left no {prefix}*.deb"))?;
     let status = Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
         .arg(&root)
         .status()
         .context("running dpkg-deb")?;
-    if !status.success() || !bin.join("crowdsec").is_file() {
-        bail!(
-            "dpkg-deb -x {} did not yield usr/bin/crowdsec",
-            deb.display()
-        );
+    if let Some(missing) = expect.iter().find(|p| !root.join(p).is_file()) {
+        bail!("dpkg-deb -x {} did not yield {missing}", deb.display());
     }
-    Ok(bin)
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed", deb.display());
+    }
+    Ok(root)
 }
 
 fn on_path(cmd: &str) -> bool {

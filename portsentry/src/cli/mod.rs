@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{
-        settings::{LogFormat, Mode},
+        settings::{HistoryFormat, LogFormat, Mode},
         values::parse_duration,
     },
     dataplane::AttachMode,
@@ -167,6 +167,10 @@ pub struct RunArgs {
     /// Append every event, timestamped, to this file (PortSentry's HISTORY_FILE).
     #[arg(long, value_name = "PATH")]
     pub history_file: Option<PathBuf>,
+    /// What the history file holds: PortSentry 2.x's lines, or 1.2's `Host: … Blocked` lines
+    /// (for fail2ban's stock `[portsentry]` jail).
+    #[arg(long, value_enum)]
+    pub history_format: Option<HistoryFormat>,
     /// Event log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,

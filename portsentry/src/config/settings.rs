@@ -68,7 +68,21 @@ pub enum LogFormat {
     Json,
 }
 
-display_as_value_name!(Mode, LogFormat);
+/// What the history file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryFormat {
+    /// Every log line, timestamped (`2026-11-25T00:21:22.071+0000 Scan from: …`), as
+    /// PortSentry 2.x writes it; its fail2ban filter matches these lines.
+    #[default]
+    Portsentry2,
+    /// PortSentry 1.2's history: one `<epoch> - MM/DD/YYYY HH:MM:SS Host: <name>/<ip> Port: <port>
+    /// TCP|UDP Blocked` line per source when it first triggers, which fail2ban's stock
+    /// `[portsentry]` jail matches.
+    Portsentry1,
+}
+
+display_as_value_name!(Mode, LogFormat, HistoryFormat);
 
 /// Keys read once at start: what is attached where, table sizes, where state lives, fleet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -186,6 +200,7 @@ pub struct LiveSettings {
     /// Every event, timestamped, appended here (never truncated).
     #[serde(with = "values::optional_path")]
     pub history_file: Option<PathBuf>,
+    pub history_format: HistoryFormat,
     pub log_format: LogFormat,
     pub hooks: HookSettings,
 }
@@ -213,6 +228,7 @@ impl Default for LiveSettings {
             ignore_file: None,
             auto_allow: true,
             history_file: None,
+            history_format: HistoryFormat::Portsentry2,
             log_format: LogFormat::Portsentry,
             hooks: HookSettings::default(),
         }

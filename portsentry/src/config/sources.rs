@@ -99,6 +99,9 @@ pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     if let Some(h) = &args.history_file {
         live.history_file = Some(h.clone());
     }
+    if let Some(f) = args.history_format {
+        live.history_format = f;
+    }
     if let Some(f) = args.log_format {
         live.log_format = f;
     }

@@ -53,6 +53,7 @@ impl Daemon {
         self.sink = LogSink::new(
             self.settings.live.log_format,
             self.settings.live.history_file.as_deref(),
+            self.settings.live.history_format,
         );
         eprintln!(
             "portsentry: guarding TCP [{}] UDP [{}]{}; mode {}; trigger {}; {} allowlist entr{}",

@@ -35,7 +35,7 @@ use crate::{
     bans::{BanBook, MadeRoom, NewBan, Origin, Saved, StateError, StateStore, Trigger},
     cli::{GlobalArgs, RunArgs},
     clock::Now,
-    config::settings::{Mode, Settings},
+    config::settings::{HistoryFormat, Mode, Settings},
     config::sources,
     control::{self, socket, DaemonInfo, DAEMON_FILE},
     dataplane::bpffs,
@@ -103,6 +103,8 @@ struct Daemon {
     lo_forwarding: Option<LoopbackForwarding>,
     /// Sources answered with `run_cmd` although their protocol does not block.
     unenforced: per_source::UnenforcedResponses,
+    /// Sources already written to a PortSentry 1.2 format history in their ban period.
+    classic_history: per_source::UnenforcedResponses,
     /// Per-source limit on the `ignored: [true]` lines.
     ignored_lines: per_source::IgnoredLines,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
@@ -205,6 +207,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         sink: LogSink::new(
             settings.live.log_format,
             settings.live.history_file.as_deref(),
+            settings.live.history_format,
         ),
         settings,
         hooks,
@@ -225,6 +228,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         info: None,
         lo_forwarding: None,
         unenforced: Default::default(),
+        classic_history: Default::default(),
         ignored_lines: Default::default(),
         extras,
         _peer_learning: peer_learning,

@@ -120,6 +120,7 @@ impl Daemon {
     pub(super) fn sweep(&mut self) {
         self.last_sweep = Instant::now();
         self.unenforced.forget_expired(crate::clock::unix_ms());
+        self.classic_history.forget_expired(crate::clock::unix_ms());
         match self.book.sweep(&mut self.dp, &Now::read()) {
             Ok(n) if n > 0 => self.mark_dirty(),
             Ok(_) => {}

@@ -33,6 +33,9 @@ impl Daemon {
         }
         self.sink
             .event(&ev, self.settings.live.effective_trigger(), &iface);
+        if self.is_first_trigger(&ev) {
+            self.sink.first_trigger(&ev);
+        }
         if ev.kind == EventKind::Ban {
             self.respond(&ev, &iface);
         } else if self.is_unblocked_trigger(&ev) {
@@ -41,6 +44,24 @@ impl Daemon {
                 BanNotice::from_event(&ev, &iface, self.settings.live.ban_ttl, chrono::Utc::now());
             self.hooks.on_ban(&notice);
         }
+    }
+
+    /// A counted probe at or past the trigger (banned or not: PortSentry 1.2 wrote its history
+    /// line whatever BLOCK_* said) from a source not yet written in this ban period. Only
+    /// tracked when the history is in 1.2 format.
+    fn is_first_trigger(&mut self, ev: &ProbeEvent) -> bool {
+        let live = &self.settings.live;
+        if self.sink.history_format() != HistoryFormat::Portsentry1
+            || !matches!(ev.kind, EventKind::Probe | EventKind::Ban)
+            || ev.count < live.effective_trigger()
+        {
+            return false;
+        }
+        let ttl_ms = live
+            .ban_ttl
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.classic_history
+            .first_in_period(ev.src, crate::clock::unix_ms(), ttl_ms)
     }
 
     /// A probe that reached the trigger in block mode but whose protocol does not block, with

@@ -1,5 +1,5 @@
 //! Log lines in PortSentry 2.x's exact wording, so existing parsers (fail2ban's portsentry
-//! filter, logwatch scripts) keep working.
+//! filter, logwatch scripts) keep working; the history file in 2.x's or 1.2's format.
 
 use std::{
     fs::{File, OpenOptions},
@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::{
     clock,
-    config::settings::LogFormat,
+    config::settings::{HistoryFormat, LogFormat},
     detect::events::{EventKind, ProbeEvent},
     report::{ReportGate, REPORT_INTERVAL},
 };
@@ -112,6 +112,19 @@ pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
     Some(format!("portsentry: probe from {} ({what}): {why}", ev.src))
 }
 
+/// PortSentry 1.2's history line for a source that reached the trigger: `<epoch> - MM/DD/YYYY
+/// HH:MM:SS Host: <name>/<ip> Port: <port> TCP|UDP Blocked`. 1.2 wrote it once per source,
+/// whether BLOCK_* blocked or not; fail2ban's stock `[portsentry]` filter matches it.
+pub fn classic_history_line(ev: &ProbeEvent, unix_ms: u64) -> String {
+    format!(
+        "{} Host: {src}/{src} Port: {} {} Blocked",
+        clock::classic_local(unix_ms),
+        ev.dst_port,
+        ev.protocol.name(),
+        src = ev.src,
+    )
+}
+
 /// The event as one JSON object (`log_format = "json"`).
 pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> String {
     json!({
@@ -137,9 +150,11 @@ pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> St
 }
 
 /// Where event lines go: stdout (the journal under systemd) and the history file, which is
-/// appended to, never truncated, each line prefixed by a local ISO-8601 timestamp.
+/// appended to, never truncated. In 2.x format the history holds every line, each prefixed by a
+/// local ISO-8601 timestamp; in 1.2 format only the `Host: … Blocked` lines.
 pub struct LogSink {
     format: LogFormat,
+    history_format: HistoryFormat,
     history_path: Option<PathBuf>,
     history: Option<File>,
     /// A failing history file is retried on every line but reported once per interval.
@@ -149,9 +164,14 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    pub fn new(format: LogFormat, history_path: Option<&Path>) -> Self {
+    pub fn new(
+        format: LogFormat,
+        history_path: Option<&Path>,
+        history_format: HistoryFormat,
+    ) -> Self {
         let mut sink = Self {
             format,
+            history_format,
             history_path: history_path.map(Path::to_path_buf),
             history: None,
             history_error_report: ReportGate::new(REPORT_INTERVAL),
@@ -198,12 +218,30 @@ impl LogSink {
         self.line_at(text, clock::unix_ms());
     }
 
+    /// A source reached the trigger for the first time in its ban period: PortSentry 1.2's
+    /// history line, when the history is in that format (the caller decides "first").
+    pub fn first_trigger(&mut self, ev: &ProbeEvent) {
+        if self.history_format == HistoryFormat::Portsentry1 {
+            let line = classic_history_line(ev, clock::unix_ms());
+            self.append_history(&format!("{line}\n"));
+        }
+    }
+
+    pub fn history_format(&self) -> HistoryFormat {
+        self.history_format
+    }
+
     fn line_at(&mut self, text: &str, unix_ms: u64) {
         println!("{text}");
+        if self.history_format == HistoryFormat::Portsentry2 {
+            self.append_history(&format!("{} {text}\n", clock::iso_local_ms(unix_ms)));
+        }
+    }
+
+    fn append_history(&mut self, stamped: &str) {
         if self.history_path.is_none() {
             return;
         }
-        let stamped = format!("{} {text}\n", clock::iso_local_ms(unix_ms));
         if self.history.is_none() {
             // Retry: the disk may have been fixed or the directory created since.
             let _ = self.open_history();
@@ -274,6 +312,21 @@ mod tests {
             confirmed: false,
             timestamp_ns: 0,
         }
+    }
+
+    #[test]
+    fn classic_history_line_is_portsentry_1_2s_blocked_line() {
+        let line = classic_history_line(&ev(), 1_700_000_000_071);
+        let (stamp, rest) = line.split_once(" Host: ").unwrap();
+        assert_eq!(rest, "10.0.0.2/10.0.0.2 Port: 111 TCP Blocked");
+        let (epoch, date) = stamp.split_once(" - ").unwrap();
+        assert_eq!(epoch, "1700000000");
+        // MM/DD/YYYY HH:MM:SS in local time: only the shape is fixed across time zones.
+        let shape: String = date
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'n' } else { c })
+            .collect();
+        assert_eq!(shape, "nn/nn/nnnn nn:nn:nn");
     }
 
     #[test]

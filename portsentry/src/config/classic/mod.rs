@@ -191,6 +191,14 @@ pub fn import(text: &str, path: &Path, modes: &[ClassicMode]) -> Result<String, 
                     "appended to, never truncated at start"
                 };
                 top.push(format!("{key} = {}  # {origin}: {why}", toml_str(v)));
+                if key == "history_file" {
+                    top.push(
+                        "history_format = \"portsentry2\"  # PortSentry 2.x's lines; 1.2 wrote `<epoch> - date \
+                         Host: name/ip Port: N TCP Blocked` here: set \"portsentry1\" if a parser (fail2ban's \
+                         stock portsentry jail) reads this file that way"
+                            .into(),
+                    );
+                }
             }
             "BLOCKED_FILE" => notes.push(format!(
                 "# {origin} not carried over: bans persist in state_dir (default /var/lib/portsentry/bans.json) \

@@ -57,7 +57,8 @@ fn every_key_is_carried_over_or_explained() {
         "kill_route = [\"/sbin/iptables\", \"-I\", \"INPUT\", \"-s\", \"$TARGET$\", \"-j\", \"DROP\"]",
         "hosts_deny = \"ALL: $TARGET$ : DENY\"", "# KILL_RUN_CMD (line 10) not carried over: the shell operator `|`",
         "run_cmd_first = true", "ignore_file = \"/etc/portsentry/portsentry.ignore\"",
-        "history_file = \"/var/log/portsentry.history\"", "# BLOCKED_FILE (line 14) not carried over",
+        "history_file = \"/var/log/portsentry.history\"", "history_format = \"portsentry2\"  # PortSentry 2.x's lines; 1.2",
+        "# BLOCKED_FILE (line 14) not carried over",
         "# RESOLVE_HOST (line 15) not carried over", "# PORT_BANNER (line 16) not carried over",
         "# FROBNICATE (line 17) not carried over",
     ] {

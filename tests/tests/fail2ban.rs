@@ -1,0 +1,138 @@
+//! The history file against fail2ban, as users deploy it: fail2ban's stock `[portsentry]` jail
+//! (filter for PortSentry 1.2's history) and PortSentry 2.x's own filter, run through the real
+//! `fail2ban-regex` from Debian's package.
+
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use portsentry_tests::{
+    fail2ban::{self, RegexResult},
+    lab::{sock, Daemon, DaemonArgs, Lab, TempDir},
+};
+
+const TCP_TRAP: u16 = 111;
+const UDP_TRAP: u16 = 31337;
+
+/// Scanner 0 probes the TCP trap (banned), scanner 1 probes the UDP trap three times with
+/// `block_udp = false` (triggers, never banned).
+fn scan(lab: &Lab, daemon: &mut Daemon) -> (IpAddr, IpAddr) {
+    let (tcp, udp) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    let short = Duration::from_millis(300);
+    let _ = lab
+        .scanner
+        .tcp_connect(tcp, sock(lab.protected_v4, TCP_TRAP), short);
+    for _ in 0..3 {
+        lab.scanner.udp_send(udp, sock(lab.protected_v4, UDP_TRAP));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for src in [tcp, udp] {
+        let prefix = format!("Scan from: [{src}]");
+        assert!(
+            daemon.wait_for_line(|l| l.starts_with(&prefix), Duration::from_secs(5)),
+            "{src}'s probe logged; output:\n{}",
+            daemon.output()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    (tcp, udp)
+}
+
+fn start(lab: &Lab, dir: &TempDir, history: &Path, format: &str) -> Daemon {
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"{TCP_TRAP}\"\nudp_ports = \"{UDP_TRAP}\"\nblock_udp = false\n\
+             auto_allow = false\nhistory_file = \"{}\"\nhistory_format = \"{format}\"\n",
+            history.display()
+        ),
+    );
+    DaemonArgs::new(lab)
+        .iface()
+        .config(&config)
+        .no_pin()
+        .state_dir(&dir.path)
+        .start()
+        .expect("daemon")
+}
+
+fn regex(history: &Path, filter: &Path) -> RegexResult {
+    fail2ban::fail2ban_regex(history, filter).expect("fail2ban-regex")
+}
+
+/// `history_format = "portsentry1"`: one 1.2 line per source when it triggers (banned or not),
+/// every line matched by fail2ban's stock filter, at the stock jail's path in our unit's
+/// StateDirectory.
+#[test]
+fn portsentry1_history_matches_fail2bans_stock_jail() {
+    let lab = Lab::new(2).expect("lab");
+    let dir = TempDir::new("f2b-1").expect("dir");
+    let history = dir.path.join("portsentry.history");
+    let mut daemon = start(&lab, &dir, &history, "portsentry1");
+    let (tcp, udp) = scan(&lab, &mut daemon);
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+
+    let text = std::fs::read_to_string(&history).expect("history");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per source:\n{text}");
+    for (src, port, proto) in [(tcp, TCP_TRAP, "TCP"), (udp, UDP_TRAP, "UDP")] {
+        let tail = format!(" Host: {src}/{src} Port: {port} {proto} Blocked");
+        let line = lines
+            .iter()
+            .find(|l| l.ends_with(&tail))
+            .unwrap_or_else(|| panic!("no `{tail}` in:\n{text}"));
+        // `<epoch> - MM/DD/YYYY HH:MM:SS`, as 1.2's WriteBlocked.
+        let stamp = line.strip_suffix(&tail).unwrap();
+        let (epoch, date) = stamp.split_once(" - ").expect("epoch - date");
+        assert!(epoch.parse::<u64>().is_ok(), "epoch seconds: {line}");
+        assert_eq!(date.len(), "11/25/2026 16:00:00".len(), "{line}");
+        assert_eq!(&date[2..3], "/", "{line}");
+    }
+
+    let result = regex(&history, &fail2ban::stock_filter().unwrap());
+    assert_eq!(
+        (result.lines, result.matched, result.missed),
+        (2, 2, 0),
+        "{}",
+        result.output
+    );
+    for src in [tcp, udp] {
+        assert!(
+            result.output.contains(&format!("/{src} Port:")),
+            "{src} matched:\n{}",
+            result.output
+        );
+    }
+    assert_eq!(
+        fail2ban::stock_jail_logpath().unwrap(),
+        "/var/lib/portsentry/portsentry.history",
+        "the README recipe puts the 1.2 history where the stock jail reads it"
+    );
+}
+
+/// The default 2.x history: PortSentry 2.x's filter matches every `Scan from:` line (and only
+/// those), with fail2ban's default date detection reading our timestamps; fail2ban's stock
+/// (1.2) filter matches none of them, which is why `portsentry1` exists.
+#[test]
+fn portsentry2_history_matches_portsentry2s_filter() {
+    let lab = Lab::new(2).expect("lab");
+    let dir = TempDir::new("f2b-2").expect("dir");
+    let history = dir.path.join("portsentry.history");
+    let mut daemon = start(&lab, &dir, &history, "portsentry2");
+    let (tcp, udp) = scan(&lab, &mut daemon);
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+
+    let text = std::fs::read_to_string(&history).expect("history");
+    let scans = text.lines().filter(|l| l.contains(" Scan from: [")).count() as u64;
+    assert!(scans >= 4, "one TCP and three UDP probes:\n{text}");
+    let filter = dir.write("portsentry2.conf", fail2ban::PORTSENTRY2_FILTER);
+    let result = regex(&history, Path::new(&filter));
+    assert_eq!(result.matched, scans, "{}", result.output);
+    for src in [tcp, udp] {
+        assert!(
+            result.output.contains(&format!("Scan from: [{src}]")),
+            "{src} matched:\n{}",
+            result.output
+        );
+    }
+    let stock = regex(&history, &fail2ban::stock_filter().unwrap());
+    assert_eq!(stock.matched, 0, "{}", stock.output);
+}
