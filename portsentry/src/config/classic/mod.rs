@@ -280,6 +280,14 @@ pub fn import(text: &str, path: &Path, modes: &[ClassicMode]) -> Result<String, 
             );
         }
     }
+    if block.iter().flatten().any(|(n, _)| *n == 1) {
+        top.push(
+            "# PortSentry never lifted a block (its routes and hosts.deny lines stayed until removed by hand); \
+             portsentry bans for ban_ttl (default 24h) and keeps bans across restarts. Set ban_ttl = \"never\" \
+             for the old behaviour."
+                .into(),
+        );
+    }
     if let [Some((t, _)), Some((u, _))] = block {
         if t == 0 && u == 0 {
             top.push("# BLOCK_TCP and BLOCK_UDP were both 0 (or absent): nothing is dropped; mode = \"detect\" says so plainly".into());
