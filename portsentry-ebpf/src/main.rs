@@ -14,6 +14,7 @@
 
 mod atomic;
 mod challenge;
+mod diag;
 mod maps;
 mod parse;
 mod path;
@@ -29,7 +30,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use maps::*;
-use parse::{NoSource, Packet, L4};
+use parse::{Malformed, NoSource, Packet, L4};
 use path::Path;
 use portsentry_common::{
     ban_flags, config_flags, event_flags,
@@ -74,6 +75,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         Err(NoSource::NotIp) => return pass(),
         Err(NoSource::Malformed) => {
             count(Stat::Malformed);
+            diag::malformed_frame();
             return pass();
         }
     };
@@ -89,8 +91,9 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         // Detect mode: note what block mode would have dropped, keep reporting probes.
         count(Stat::DroppedWould);
     }
-    if pkt.malformed {
+    if pkt.malformed != Malformed::No {
         count(Stat::Malformed);
+        diag::malformed(&pkt.src, pkt.malformed);
         return pass();
     }
 
@@ -133,6 +136,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     if source::is_bogus(&pkt.src, pkt.is_v6) {
         if !cookie_ack {
             count(Stat::BogusSource);
+            diag::bogus(&pkt.src, dst_port);
             let now = boot_ns();
             if throttle_allows(THROTTLE_BOGUS, now) {
                 emit(&probe_event(ctx, &pkt, EventKind::Bogus, scan, 0, now));
@@ -186,6 +190,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         cfg.window_ns,
         now,
     );
+    diag::probe(&pkt.src, dst_port, hits);
 
     // 7. Verdict.
     let trigger = if cfg.scan_trigger == 0 {
@@ -217,10 +222,12 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             Path::Verified => {}
             Path::Unverified => {
                 count(Stat::Unverified);
+                diag::unverified(&pkt.src);
                 event.flags |= event_flags::UNVERIFIED;
             }
             Path::Spoofed => {
                 count(Stat::Spoofed);
+                diag::spoofed(&pkt.src, dst_port);
                 if throttle_allows(THROTTLE_SPOOFED, now) {
                     event.kind = EventKind::Spoofed as u8;
                     emit(&event);
@@ -239,6 +246,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         event.kind = EventKind::Ban as u8;
     } else {
         count(Stat::BanTableFull);
+        diag::ban_table_full(&pkt.src);
         event.kind = EventKind::BanTableFull as u8;
     }
     if enforce {
@@ -454,6 +462,7 @@ fn count_probe(src: &AddrKey, window_ns: u64, now: u64) -> u64 {
         return unsafe { atomic::fetch_add(&raw mut (*hit).count, 1) } + 1;
     }
     count(Stat::HitTableFull);
+    diag::hit_table_full(src);
     1
 }
 
@@ -473,6 +482,7 @@ fn event_base_flags(pkt: &Packet) -> u8 {
 fn emit(event: &Event) {
     if PS_EVENTS.output(event, 0).is_err() {
         count(Stat::EventsLost);
+        diag::event_lost();
     }
 }
 

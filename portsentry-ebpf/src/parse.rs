@@ -57,7 +57,22 @@ pub struct Packet {
     pub l4: L4,
     /// Something did not parse (truncated header, bad length, too many extension headers).
     /// The source is still known, so a banned source is dropped anyway.
-    pub malformed: bool,
+    pub malformed: Malformed,
+}
+
+/// Why a packet with a known source counted as malformed (for the debug log).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Malformed {
+    No = 0,
+    /// The IP version field does not match the EtherType, or IPv4's header length is < 20.
+    IpHeader,
+    /// The TCP or UDP header is cut short.
+    TruncatedL4,
+    /// An IPv6 extension header is cut short.
+    TruncatedExtension,
+    /// More IPv6 extension headers than the parser walks.
+    TooManyExtensions,
 }
 
 /// Why a packet has no [`Packet`]: no IP source to act on.
@@ -128,11 +143,11 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
         vlan_tagged: false,
         ip_options: false,
         l4: L4::NONE,
-        malformed: false,
+        malformed: Malformed::No,
     };
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
     if ver_ihl >> 4 != 4 || ihl < 20 {
-        pkt.malformed = true;
+        pkt.malformed = Malformed::IpHeader;
         return Ok(pkt);
     }
     pkt.ip_options = ihl > 20;
@@ -162,10 +177,10 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
         vlan_tagged: false,
         ip_options: false,
         l4: L4::NONE,
-        malformed: false,
+        malformed: Malformed::No,
     };
     if version != 6 {
-        pkt.malformed = true;
+        pkt.malformed = Malformed::IpHeader;
         return Ok(pkt);
     }
     let mut off = offset + IPV6_HLEN;
@@ -177,7 +192,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
         // Every extension header is at least 8 bytes; one check covers the fields we read. (A
         // one-byte check would be folded by LLVM into `p >= end`, which the verifier ignores.)
         let Some(h) = ptr_at(ctx, off, 8) else {
-            pkt.malformed = true;
+            pkt.malformed = Malformed::TruncatedExtension;
             return Ok(pkt);
         };
         // SAFETY: 8 bytes at h are in bounds.
@@ -196,7 +211,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, NoSource> {
         };
     }
     // Too many extension headers to follow: fail open.
-    pkt.malformed = true;
+    pkt.malformed = Malformed::TooManyExtensions;
     Ok(pkt)
 }
 
@@ -212,7 +227,7 @@ fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
                 };
             },
-            None => pkt.malformed = true,
+            None => pkt.malformed = Malformed::TruncatedL4,
         },
         Ok(IpProto::Udp) => match ptr_at(ctx, offset, UDP_HLEN) {
             // SAFETY: 8 bytes in bounds; destination port at 2..4.
@@ -223,7 +238,7 @@ fn parse_l4(ctx: &XdpContext, offset: usize, protocol: u8, pkt: &mut Packet) {
                     dst_port: u16::from_be_bytes([*p.add(2), *p.add(3)]),
                 };
             },
-            None => pkt.malformed = true,
+            None => pkt.malformed = Malformed::TruncatedL4,
         },
         Err(_) => {}
     }

@@ -61,6 +61,15 @@ impl TestXdp {
         Self::load_opts(settings, allow, ban_cidrs, &opts)
     }
 
+    /// Loaded with the XDP program's diagnostics at aya-log `level` (0 off … 5 trace).
+    pub fn load_with_log_level(settings: &LiveSettings, level: u8) -> Self {
+        let opts = LoadOptions {
+            log_level: level,
+            ..LoadOptions::default()
+        };
+        Self::load_opts(settings, &[], &[], &opts)
+    }
+
     /// The program a kernel without the SYN cookie helpers (before 6.0) gets.
     pub fn load_compat(settings: &LiveSettings) -> Self {
         let opts = LoadOptions {

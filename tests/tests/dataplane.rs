@@ -130,6 +130,37 @@ fn the_program_verifies_within_a_small_budget() {
     }
 }
 
+/// With every diagnostic switched on (`log_level = "trace"`) the program still verifies,
+/// within the same budget; off, the diagnostics are dead code the verifier removes, so the
+/// default load above costs what it cost before they existed.
+#[test]
+fn the_program_verifies_with_every_diagnostic_on() {
+    let off = TestXdp::load(&settings("111", ""));
+    let on = TestXdp::load_with_log_level(&settings("111", ""), 5);
+    let count = |x: &TestXdp| {
+        x.dp.program()
+            .unwrap()
+            .info()
+            .unwrap()
+            .verified_instruction_count()
+    };
+    if let (Some(off), Some(on)) = (count(&off), count(&on)) {
+        eprintln!("verified instructions: diagnostics off {off}, on {on}");
+        assert!(on < 150_000, "the verifier processed {on} instructions");
+        assert!(
+            on > off,
+            "diagnostics on ({on}) must cost verification over off ({off})"
+        );
+    }
+    // Verdicts are the same with diagnostics on.
+    assert_eq!(on.run(&Packet::tcp("10.1.0.9", 111, SYN).build()), XDP_DROP);
+    assert_eq!(
+        on.run(&Packet::tcp("127.0.0.9", 111, SYN).build()),
+        XDP_PASS,
+        "bogus source"
+    );
+}
+
 mod thresholds {
     use std::{thread, time::Duration};
 

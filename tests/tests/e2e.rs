@@ -242,3 +242,71 @@ fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
     assert!(!daemon.has_line(|l| l.contains("has been blocked")));
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 }
+
+/// `--log-level debug` forwards the XDP program's own diagnostics into the daemon's log (here:
+/// why a probe from a forged 127/8 source was not counted); without it there are none.
+#[test]
+fn kernel_diagnostics_are_forwarded_only_when_asked() {
+    use portsentry_tests::lab::run_in;
+
+    let lab = Lab::new(1).expect("lab");
+    let dir = TempDir::new("e2e-diag").expect("state dir");
+    let forged_probe = || {
+        run_in(
+            &lab.scanner,
+            "hping3",
+            &[
+                "-c",
+                "1",
+                "-S",
+                "-a",
+                "127.0.0.5",
+                "-p",
+                &TRAP_PORT.to_string(),
+                &lab.protected_v4.to_string(),
+            ],
+            Duration::from_secs(3),
+        );
+    };
+    let start = |extra: &[&str]| {
+        DaemonArgs::new(&lab)
+            .iface()
+            .tcp_ports(&TRAP_PORT.to_string())
+            .no_pin()
+            .no_auto_allow()
+            .state_dir(&dir.path)
+            .args(extra.iter().copied())
+            .start()
+            .expect("daemon")
+    };
+    let line = format!(
+        "portsentry: kernel debug: bogus source ::ffff:127.0.0.5 (no real peer has it) probed port \
+         {TRAP_PORT}: not counted"
+    );
+
+    let mut daemon = start(&["--log-level", "debug"]);
+    forged_probe();
+    assert!(
+        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
+        "the kernel's reason; output:\n{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+
+    let mut quiet = start(&[]);
+    forged_probe();
+    assert!(
+        quiet.wait_for_line(
+            |l| l.starts_with("portsentry: probe from 127.0.0.5"),
+            Duration::from_secs(5)
+        ),
+        "the bogus probe is still reported; output:\n{}",
+        quiet.output()
+    );
+    assert_eq!(quiet.stop().unwrap(), Some(0), "{}", quiet.output());
+    assert!(
+        !quiet.has_line(|l| l.starts_with("portsentry: kernel ")),
+        "no diagnostics by default; output:\n{}",
+        quiet.output()
+    );
+}

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{
-        settings::{HistoryFormat, LogFormat, Mode},
+        settings::{HistoryFormat, LogFormat, LogLevel, Mode},
         values::parse_duration,
     },
     dataplane::AttachMode,
@@ -174,4 +174,8 @@ pub struct RunArgs {
     /// Event log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Kernel-side diagnostics in the log: why packets counted as malformed, bogus or spoofed,
+    /// full tables, lost events (debug); every counted probe (trace). Off costs nothing.
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
 }

@@ -82,7 +82,35 @@ pub enum HistoryFormat {
     Portsentry1,
 }
 
-display_as_value_name!(Mode, LogFormat, HistoryFormat);
+/// How much the XDP program explains itself (aya-log, forwarded into the daemon's log).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Nothing: the diagnostics are removed by the verifier and cost nothing.
+    #[default]
+    Off,
+    Error,
+    Warn,
+    Info,
+    /// Why packets count as malformed, bogus or spoofed; full tables; lost events.
+    Debug,
+    /// Also every counted probe, with its count in the window.
+    Trace,
+}
+
+display_as_value_name!(Mode, LogFormat, HistoryFormat, LogLevel);
 
 /// Keys read once at start: what is attached where, table sizes, where state lives, fleet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +138,8 @@ pub struct StartupSettings {
     /// Learned-peer table capacity (least recently seen peer makes room).
     #[serde(deserialize_with = "values::int_in::<_, _, 1, 4294967295>")]
     pub max_peers: u32,
+    /// Kernel-side diagnostics in the log (`portsentry: kernel debug: …`); set at load.
+    pub log_level: LogLevel,
     /// Fleet mode; `None` without a `[crowdsec]` table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<CrowdsecSettings>,
@@ -126,6 +156,7 @@ impl Default for StartupSettings {
             max_ban_networks: maps::PS_BAN_CIDRS.capacity.object_entries(),
             learn_peers: true,
             max_peers: maps::PS_PEERS.capacity.object_entries(),
+            log_level: LogLevel::Off,
             crowdsec: None,
         }
     }

@@ -105,6 +105,9 @@ pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     if let Some(f) = args.log_format {
         live.log_format = f;
     }
+    if let Some(l) = args.log_level {
+        startup.log_level = l;
+    }
     s.validate()?;
     Ok(())
 }

@@ -40,6 +40,7 @@ use crate::{
     control::{self, socket, DaemonInfo, DAEMON_FILE},
     dataplane::bpffs,
     dataplane::{AttachMode, Dataplane, LoadOptions, PeerLearning, TrieWrite},
+    detect::diagnostics,
     detect::events::{self, EventKind, ProbeEvent},
     detect::logging::{LogFn, LogSink},
     fleet::Fleet,
@@ -291,6 +292,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         }
     };
 
+    if let Some(logger) = d.dp.take_logger() {
+        diagnostics::install(d.settings.startup.log_level);
+        tokio::spawn(diagnostics::forward(logger));
+    }
     let ring = d.dp.take_events()?;
     let (tx, mut rx) = mpsc::channel::<ProbeEvent>(4096);
     let reader = tokio::spawn(events::read_events(ring, tx));

@@ -14,6 +14,7 @@ pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
         max_ban_networks: Some(settings.startup.max_ban_networks),
         max_peers: Some(settings.startup.max_peers),
         compat: false,
+        log_level: diagnostics::kernel_level(settings.startup.log_level),
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
         eprintln!(

@@ -80,6 +80,29 @@ pub enum DataplaneError {
     },
     #[error("the {0} table is full")]
     TableFull(&'static str),
+    #[error("reading the XDP program's diagnostics (log_level)")]
+    Logger(#[source] aya_log::Error),
+}
+
+/// Reads the XDP program's aya-log records and hands them to the `log` facade.
+pub type KernelLogger = aya_log::EbpfLogger<Facade>;
+
+/// Passes each record to the logger installed when it arrives (`log::logger()`), not the one
+/// installed when the program was loaded: the daemon installs its logger after loading.
+pub struct Facade;
+
+impl log::Log for Facade {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        log::logger().enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        log::logger().log(record);
+    }
+
+    fn flush(&self) {
+        log::logger().flush();
+    }
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -123,6 +146,9 @@ pub struct LoadOptions {
     /// Load the XDP program without the SYN cookie code even where the kernel has the helpers
     /// (what a kernel before 6.0 gets; for tests).
     pub compat: bool,
+    /// aya-log level the program's diagnostics run at (0 off, 1 error … 5 trace). Set at load
+    /// in a read-only global, so at 0 the verifier removes every diagnostic.
+    pub log_level: u8,
 }
 
 impl LoadOptions {
@@ -163,6 +189,8 @@ pub struct Dataplane {
     program_name: &'static str,
     maps: Maps,
     events: Option<RingBuf<MapData>>,
+    /// The diagnostics reader, when `log_level` is above 0.
+    logger: Option<KernelLogger>,
     /// Set when pinned maps were replaced at load.
     pub migrated: Option<Migrated>,
 }
@@ -212,6 +240,7 @@ impl Dataplane {
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
+        loader.override_global(aya_log::LEVEL, &opts.log_level, true);
         let mut ebpf = loader.load(bytes).map_err(DataplaneError::Load)?;
         let program_name = if opts.compat || !syn_cookie_helpers() {
             PROGRAM_NAME_COMPAT
@@ -230,11 +259,20 @@ impl Dataplane {
         };
         let maps = Maps::open_with(&mut take)?;
         let events = Some(maps::open(&mut take, &defs::PS_EVENTS)?);
+        let logger = if opts.log_level > 0 {
+            Some(
+                aya_log::EbpfLogger::init_with_logger(&mut ebpf, Facade)
+                    .map_err(DataplaneError::Logger)?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             program_name,
             maps,
             events,
+            logger,
             migrated,
         })
     }
@@ -286,6 +324,11 @@ impl Dataplane {
                     .map_err(attach_err),
             },
         }
+    }
+
+    /// Takes the diagnostics reader (once), if diagnostics are on.
+    pub fn take_logger(&mut self) -> Option<KernelLogger> {
+        self.logger.take()
     }
 
     /// Takes the event ring buffer (once) for the event reader.

@@ -2,5 +2,6 @@
 //! [`events::ProbeEvent`], and the log lines (PortSentry 2.x wording, JSON) and history file
 //! they become. Owns the history file; never touches maps or bans.
 
+pub mod diagnostics;
 pub mod events;
 pub mod logging;
