@@ -148,6 +148,12 @@ impl Case {
             .args(extra.iter().copied())
             .start()
             .unwrap_or_else(|e| panic!("{case}: {e:#}\n{toml}"));
+        // Upstream's harness waits for this line; ours waits for READY=1 and checks it is there.
+        assert!(
+            d.has_line(|l| l == "Portsentry is now active and listening."),
+            "{}",
+            d.output()
+        );
         Self { lab, dir, d, toml }
     }
 
