@@ -1109,12 +1109,15 @@ fn import_conf_and_check_config_keep_the_classic_meaning_of_every_upstream_confi
         );
 
         for (key, _) in &keys {
-            // A port list of a protocol no mode watched is replaced by one comment.
+            // A port list of a protocol no mode watched, or watched only in advanced mode (which
+            // ignored it), is replaced by one comment.
             let unwatched = key
                 .strip_suffix("_PORTS")
                 .map(|proto| format!("no --mode watched {proto}"));
             assert!(
                 toml_text.contains(&format!("{key} (line "))
+                    || toml_text
+                        .contains(&format!("{key} not used: PortSentry 1.2 in advanced mode"))
                     || unwatched.is_some_and(|u| toml_text.contains(&u)),
                 "{key} unaccounted for: {ctx}"
             );

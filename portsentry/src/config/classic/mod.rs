@@ -60,6 +60,10 @@ impl ClassicMode {
     fn is_tcp(self) -> bool {
         matches!(self, Self::Tcp | Self::Stcp | Self::Atcp)
     }
+
+    fn is_advanced(self) -> bool {
+        matches!(self, Self::Atcp | Self::Audp)
+    }
 }
 
 /// PortSentry 1.2's ADVANCED_PORTS_TCP/UDP default.
@@ -235,6 +239,22 @@ pub fn import(text: &str, path: &Path, modes: &[ClassicMode]) -> Result<String, 
             top.push(format!(
                 "{key} = \"\"  # no --mode watched {}: PortSentry ran without it",
                 if tcp { "TCP" } else { "UDP" }
+            ));
+        }
+    }
+    // Advanced mode alone (-atcp without -tcp/-stcp): 1.2 watched every port below the bound
+    // and ignored TCP_PORTS/UDP_PORTS, so a listed port above the bound is no trap.
+    for (tcp, key, classic) in [
+        (true, "tcp_ports", "TCP_PORTS"),
+        (false, "udp_ports", "UDP_PORTS"),
+    ] {
+        let only_advanced =
+            advanced(tcp) && !modes.iter().any(|m| m.is_tcp() == tcp && !m.is_advanced());
+        if only_advanced && entries.iter().any(|e| e.key == classic) {
+            top.retain(|l| !l.starts_with(&format!("{key} =")));
+            top.push(format!(
+                "{key} = \"\"  # {classic} not used: PortSentry 1.2 in advanced mode (--mode {}) ignored it",
+                if tcp { "atcp" } else { "audp" }
             ));
         }
     }

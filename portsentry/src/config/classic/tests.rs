@@ -171,17 +171,33 @@ fn classic_modes_decide_protocols_and_advanced_mode() {
     let file = "TCP_PORTS=\"1,11\"\nUDP_PORTS=\"7\"\nADVANCED_PORTS_TCP=\"2048\"\nBLOCK_TCP=\"1\"\nBLOCK_UDP=\"1\"\n";
     let parse = |out: &str| config::parse_str(out, Path::new("imported.toml")).unwrap();
 
-    // -atcp alone: advanced TCP below the file's bound, no UDP.
-    let s = parse(&imp_as(file, &[ClassicMode::Atcp]));
+    // -atcp alone: advanced TCP below the file's bound, TCP_PORTS ignored (as 1.2 did), no UDP.
+    let out = imp_as(file, &[ClassicMode::Atcp]);
+    let s = parse(&out);
     assert_eq!(s.live.advanced_tcp_below, Some(2048));
-    assert!(s.live.udp_ports.is_empty() && s.live.tcp_ports.len() == 2);
+    assert!(
+        s.live.udp_ports.is_empty() && s.live.tcp_ports.is_empty(),
+        "{out}"
+    );
+    assert!(
+        out.contains("TCP_PORTS not used: PortSentry 1.2 in advanced mode"),
+        "{out}"
+    );
+
+    // -atcp with -stcp (two classic daemons): both the list and advanced mode.
+    let s = parse(&imp_as(file, &[ClassicMode::Atcp, ClassicMode::Stcp]));
+    assert_eq!(s.live.advanced_tcp_below, Some(2048));
+    assert_eq!(s.live.tcp_ports.len(), 2);
 
     // -stcp and -audp: UDP advanced with 1.2's default bound (the file has none).
     let out = imp_as(file, &[ClassicMode::Stcp, ClassicMode::Audp]);
     let s = parse(&out);
     assert_eq!(s.live.advanced_tcp_below, None, "{out}");
     assert_eq!(s.live.advanced_udp_below, Some(1024), "{out}");
-    assert!(s.live.udp_ports.contains(7) && s.live.tcp_ports.contains(11));
+    assert!(
+        s.live.udp_ports.is_empty() && s.live.tcp_ports.contains(11),
+        "{out}"
+    );
 
     // -udp alone: no TCP port is watched, whatever TCP_PORTS says.
     let s = parse(&imp_as(file, &[ClassicMode::Udp]));
