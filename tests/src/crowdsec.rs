@@ -2,6 +2,10 @@
 //! its own network namespace, throwaway config and SQLite database, bouncer and machine
 //! credentials made with `cscli`. Protected namespaces reach it over a management veth
 //! (10.88.K.0/24), never over the interface XDP guards. Everything is removed on drop.
+//!
+//! [`Lapi::start_tls`] serves https:// with certificates made by the `openssl` command for the
+//! run (a CA, LAPI's certificate, a client certificate whose OUs LAPI accepts for bouncers and
+//! agents) and authenticates clients that present one.
 
 use std::{
     fs::File,
@@ -38,19 +42,55 @@ pub fn staged_binary(name: &str) -> Result<std::path::PathBuf> {
 
 static FLEET_COUNTER: AtomicUsize = AtomicUsize::new(0);
 const PORT: u16 = 8080;
+/// Management links a TLS LAPI's certificate names (10.88.1.1 … 10.88.LINKS.1).
+const TLS_LINKS: usize = 16;
+/// The OUs LAPI is told to accept for bouncers and for agents (its defaults).
+pub const BOUNCER_OU: &str = "bouncer-ou";
+pub const AGENT_OU: &str = "agent-ou";
+
+/// The PEM files of a TLS LAPI, all under its directory.
+pub struct LapiCerts {
+    /// The CA that signed LAPI's certificate and the client certificate.
+    pub ca: String,
+    /// The CA's own key: a valid key that fits none of the certificates below.
+    pub ca_key: String,
+    /// A client certificate with OU=bouncer-ou and OU=agent-ou, CN=portsentry-mtls.
+    pub client_cert: String,
+    pub client_key: String,
+}
 
 pub struct Lapi {
     pub ns: Netns,
     pub dir: TempDir,
     pub config: String,
+    /// Set when LAPI serves https://.
+    pub certs: Option<LapiCerts>,
     process: Option<Child>,
     id: String,
     links: usize,
 }
 
 impl Lapi {
-    /// Sets up and starts a LAPI.
+    /// Sets up and starts a LAPI on plain http://.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// A LAPI on https:// that also authenticates bouncers and agents by client certificate
+    /// (`client_verification: VerifyClientCertIfGiven`, so API keys and passwords work too).
+    pub fn start_tls() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn start_with(tls: bool) -> Result<Self> {
         let n = FLEET_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}x{n}", std::process::id() % 100_000);
         let ns = Netns {
@@ -60,6 +100,7 @@ impl Lapi {
         let mut lapi = Self {
             dir: TempDir::new("lapi")?,
             config: String::new(),
+            certs: None,
             ns,
             process: None,
             id,
@@ -67,11 +108,22 @@ impl Lapi {
         };
         ip(&["-n", &lapi.ns.name, "link", "set", "lo", "up"])?;
         let d = lapi.dir.path.display().to_string();
+        let mut server_tls = String::new();
+        if tls {
+            let certs = make_certs(&lapi.dir)?;
+            server_tls = format!(
+                "    tls:\n      cert_file: {d}/lapi.pem\n      key_file: {d}/lapi.key\n      ca_cert_path: {}\n\
+                 \x20     client_verification: VerifyClientCertIfGiven\n\
+                 \x20     bouncers_allowed_ou:\n        - {BOUNCER_OU}\n      agents_allowed_ou:\n        - {AGENT_OU}\n",
+                certs.ca
+            );
+            lapi.certs = Some(certs);
+        }
         lapi.config = lapi.dir.write(
             "config.yaml",
             &format!(
                 "common:\n  log_media: stdout\n  log_level: info\nconfig_paths:\n  config_dir: {d}/\n  data_dir: {d}/\n\
-                 api:\n  client:\n    credentials_path: {d}/cscli.yaml\n  server:\n    listen_uri: 0.0.0.0:{PORT}\n    profiles_path: {d}/profiles.yaml\n\
+                 api:\n  client:\n    credentials_path: {d}/cscli.yaml\n  server:\n    listen_uri: 0.0.0.0:{PORT}\n    profiles_path: {d}/profiles.yaml\n{server_tls}\
                  db_config:\n  type: sqlite\n  db_path: {d}/crowdsec.db\n  use_wal: true\n"
             ),
         );
@@ -125,7 +177,7 @@ impl Lapi {
         };
         let password = format!("pw-{name}-{}", self.id);
         let path = file.display().to_string();
-        let url = format!("http://127.0.0.1:{PORT}");
+        let url = format!("{}://127.0.0.1:{PORT}", self.scheme());
         self.cscli(&[
             "machines",
             "add",
@@ -137,6 +189,12 @@ impl Lapi {
             "--url",
             &url,
         ])?;
+        if let Some(certs) = &self.certs {
+            // cscli (the client) trusts LAPI through the run's CA.
+            let mut text = std::fs::read_to_string(&file)?;
+            text += &format!("ca_cert_path: {}\n", certs.ca);
+            std::fs::write(&file, text)?;
+        }
         Ok(path)
     }
 
@@ -168,12 +226,17 @@ impl Lapi {
         bail!("LAPI did not answer /health within 15 s:\n{}", self.log())
     }
 
+    /// `/health` answers 200 (plain http), or the TLS port accepts connections.
     fn healthy(&self) -> bool {
-        self.ns.run(|| {
+        let tls = self.certs.is_some();
+        self.ns.run(move || {
             let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
             let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
                 return false;
             };
+            if tls {
+                return true;
+            }
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
             if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
                 return false;
@@ -250,6 +313,9 @@ impl Lapi {
     pub fn connect(&mut self, lab: &Lab) -> Result<String> {
         self.links += 1;
         let k = self.links;
+        if self.certs.is_some() && k > TLS_LINKS {
+            bail!("a TLS LAPI's certificate names only {TLS_LINKS} management links");
+        }
         let (near, far) = (format!("vf{}y{k}", self.id), format!("vm{}y{k}", self.id));
         veth_pair(&self.ns.name, &near, &lab.protected.name, &far)?;
         ip(&[
@@ -270,8 +336,113 @@ impl Lapi {
             "dev",
             &far,
         ])?;
-        Ok(format!("http://10.88.{k}.1:{PORT}"))
+        Ok(format!("{}://10.88.{k}.1:{PORT}", self.scheme()))
     }
+}
+
+/// `openssl ARGS` in `dir`; fails with its output.
+fn openssl(dir: &TempDir, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(&dir.path)
+        .output()
+        .context("running openssl (Debian package `openssl`)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A CA, LAPI's certificate (for 127.0.0.1 and every management address) and a client
+/// certificate LAPI accepts for bouncers and agents, all P-256 and valid for a day.
+fn make_certs(dir: &TempDir) -> Result<LapiCerts> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/O=portsentry tests/CN=portsentry test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca)?;
+    let sans: Vec<String> = std::iter::once("IP:127.0.0.1".to_owned())
+        .chain((1..=TLS_LINKS).map(|k| format!("IP:10.88.{k}.1")))
+        .collect();
+    dir.write(
+        "lapi.ext",
+        &format!(
+            "subjectAltName={}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+            sans.join(",")
+        ),
+    );
+    dir.write(
+        "client.ext",
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    );
+    for (name, subject) in [
+        ("lapi", "/O=portsentry tests/CN=lapi".to_owned()),
+        (
+            "client",
+            format!("/O=portsentry tests/OU={BOUNCER_OU}/OU={AGENT_OU}/CN=portsentry-mtls"),
+        ),
+    ] {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+        openssl(dir, &req)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+        )?;
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok(LapiCerts {
+        ca: path("ca.pem"),
+        ca_key: path("ca.key"),
+        client_cert: path("client.pem"),
+        client_key: path("client.key"),
+    })
 }
 
 impl Drop for Lapi {

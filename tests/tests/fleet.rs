@@ -41,6 +41,8 @@ struct Setup<'a> {
     pin_dir: Option<&'a std::path::Path>,
     /// More `[crowdsec]` lines.
     crowdsec: &'a str,
+    /// Reach a TLS LAPI at http:// (the credentials warning; no request succeeds).
+    plain_http: bool,
 }
 
 impl Host {
@@ -52,11 +54,14 @@ impl Host {
         let lab = Lab::new(setup.aliases.unwrap_or(3)).expect("lab");
         // Only verified bans are shared: this host knows its scanner-side neighbours' MACs.
         lab.protected_knows_scanner().expect("neighbours");
-        let url = lapi.connect(&lab).expect("management link");
+        let mut url = lapi.connect(&lab).expect("management link");
+        if setup.plain_http {
+            url = url.replacen("https://", "http://", 1);
+        }
         let lapi_ip = url
-            .trim_start_matches("http://")
-            .split(':')
-            .next()
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
             .and_then(|h| h.parse().ok())
             .expect("LAPI address in the URL");
         let dir = TempDir::new(name).expect("state dir");
@@ -601,6 +606,7 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
             auto_allow: true,
             pin_dir: Some(&pins.path),
             crowdsec: "max_alerts_per_minute = 1\n",
+            ..Setup::default()
         },
     );
     wait_for(
@@ -765,4 +771,188 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
         );
     }
     assert_eq!(host.daemon().stop().unwrap(), Some(0), "clean exit");
+}
+
+/// TLS towards LAPI as CrowdSec's bouncers do it, against one https:// LAPI that also
+/// authenticates by client certificate: a CA bundle, a client certificate instead of key and
+/// password, no CA (refused, in words), insecure_skip_verify and plain http:// (warnings).
+#[test]
+fn lapi_over_tls_with_a_ca_bundle_and_client_certificates() {
+    let mut lapi = Lapi::start_tls().expect("LAPI");
+    let certs = lapi.certs.as_ref().expect("TLS LAPI");
+    let (ca, cert, key, ca_key) = (
+        certs.ca.clone(),
+        certs.client_cert.clone(),
+        certs.client_key.clone(),
+        certs.ca_key.clone(),
+    );
+
+    // A key that does not fit the certificate is a config error naming the key and the file.
+    let bad = lapi.dir.write(
+        "mismatch.toml",
+        &format!(
+            "[crowdsec]\nlapi_url = \"https://10.88.1.1:8080\"\nca_cert_path = \"{ca}\"\n\
+             cert_path = \"{cert}\"\nkey_path = \"{ca_key}\"\n"
+        ),
+    );
+    let (code, _, err) = portsentry(&["check-config", &bad]);
+    assert_eq!(code, 2, "check-config with a key that does not fit: {err}");
+    assert!(
+        err.contains(&format!(
+            "key `crowdsec.key_path`: {ca_key}: cannot be used with the certificate in {cert}"
+        )),
+        "{err}"
+    );
+
+    let with_ca = format!("ca_cert_path = \"{ca}\"\n");
+    let mut verified = Host::with(
+        &mut lapi,
+        "tls-ca",
+        true,
+        false,
+        &Setup {
+            crowdsec: &with_ca,
+            ..Setup::default()
+        },
+    );
+    let by_cert = format!("{with_ca}cert_path = \"{cert}\"\nkey_path = \"{key}\"\n");
+    let mut mtls = Host::with(
+        &mut lapi,
+        "tls-cert",
+        false,
+        false,
+        &Setup {
+            crowdsec: &by_cert,
+            ..Setup::default()
+        },
+    );
+    let mut untrusting = Host::with(
+        &mut lapi,
+        "tls-noca",
+        true,
+        false,
+        &Setup {
+            aliases: Some(1),
+            ..Setup::default()
+        },
+    );
+    let mut insecure = Host::with(
+        &mut lapi,
+        "tls-insecure",
+        true,
+        false,
+        &Setup {
+            aliases: Some(1),
+            crowdsec: "insecure_skip_verify = true\n",
+            ..Setup::default()
+        },
+    );
+    let mut plain = Host::with(
+        &mut lapi,
+        "tls-plain",
+        true,
+        true,
+        &Setup {
+            aliases: Some(1),
+            plain_http: true,
+            ..Setup::default()
+        },
+    );
+
+    // (a) and (c): both pull over https://, by API key and by certificate alone.
+    for host in [&mut verified, &mut mtls, &mut insecure] {
+        wait_for(
+            host.daemon(),
+            "crowdsec: full decision list",
+            Duration::from_secs(5),
+        );
+    }
+    for host in [&mut verified, &mut mtls] {
+        assert!(
+            !host.daemon().has_line(|l| l.contains("crowdsec: warning")
+                || l.contains("warning: crowdsec")
+                || l.contains("error: crowdsec")),
+            "no warning or error over verified TLS:\n{}",
+            host.output()
+        );
+    }
+    wait_for(
+        mtls.daemon(),
+        "crowdsec: LAPI https://10.88.2.1:8080: enforcing its decisions and sharing our bans as alerts (authenticated by our client certificate)",
+        Duration::from_secs(1),
+    );
+    // LAPI registered the certificate's bouncer by itself, as `CN@address`.
+    let bouncers = lapi.cscli(&["bouncers", "list", "-o", "json"]).unwrap();
+    assert!(bouncers.contains("portsentry-mtls@10.88.2.2"), "{bouncers}");
+
+    // A decision added with cscli is dropped on both.
+    let x = verified.lab.scanner_v4[0];
+    verified.cscli_takes_effect(
+        &lapi,
+        &[
+            "decisions",
+            "add",
+            "--ip",
+            &x.to_string(),
+            "--duration",
+            "1h",
+        ],
+        x,
+        true,
+    );
+    let took = mtls.time_until(x, true, Instant::now(), Duration::from_secs(5));
+    assert!(
+        took.is_some_and(|t| t <= FLEET_LATENCY),
+        "the certificate-authenticated host dropped {x} after {took:?}:\n{}",
+        mtls.output()
+    );
+
+    // (c) The certificate is also the machine's login: a local ban reaches the fleet.
+    let scanner = mtls.lab.scanner_v4[1];
+    assert!(!mtls
+        .lab
+        .scanner
+        .tcp_connect(scanner, sock(mtls.lab.protected_v4, TRAP), PROBE));
+    wait_for(
+        mtls.daemon(),
+        "crowdsec: pushed 1 alert(s) to LAPI",
+        Duration::from_secs(3),
+    );
+    let machines = lapi.cscli(&["machines", "list", "-o", "json"]).unwrap();
+    assert!(machines.contains("portsentry-mtls@10.88.2.2"), "{machines}");
+    let took = verified.time_until(scanner, true, Instant::now(), Duration::from_secs(5));
+    assert!(
+        took.is_some(),
+        "the other host drops the scanner the certificate host pushed:\n{}",
+        verified.output()
+    );
+
+    // (b) Without the CA bundle LAPI's certificate is refused, and the log says why.
+    wait_for(
+        untrusting.daemon(),
+        "error: crowdsec: pulling decisions: LAPI at https://10.88.3.1:8080: TLS: LAPI's certificate is not signed by a CA we trust (invalid peer certificate: UnknownIssuer): set crowdsec.ca_cert_path",
+        Duration::from_secs(3),
+    );
+    // (d) Verification off works, and says so at start.
+    wait_for(
+        insecure.daemon(),
+        "warning: crowdsec: insecure_skip_verify = true: the certificate of LAPI at https://10.88.4.1:8080 is not verified",
+        Duration::from_secs(1),
+    );
+    // (e) Credentials over plain http:// to another host.
+    wait_for(
+        plain.daemon(),
+        "warning: crowdsec: lapi_url http://10.88.5.1:8080 is plain http:// to another host: the bouncer key and the machine password cross the network in clear text",
+        Duration::from_secs(1),
+    );
+
+    for host in [
+        &mut verified,
+        &mut mtls,
+        &mut untrusting,
+        &mut insecure,
+        &mut plain,
+    ] {
+        assert_eq!(host.daemon().stop().unwrap(), Some(0), "clean exit");
+    }
 }

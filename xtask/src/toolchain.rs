@@ -167,6 +167,11 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "running the daemon with the unit's capability set",
     ),
     ("nmap", "nmap", "real scans against the lab"),
+    (
+        "openssl",
+        "openssl",
+        "certificates for the fleet test of TLS to LAPI",
+    ),
     ("hping3", "hping3", "crafted and forged probes"),
     ("masscan", "masscan", "fast scans"),
     ("tcpdump", "tcpdump", "counting answers leaked to a scanner"),

@@ -224,6 +224,9 @@ fn rebase_paths(s: &mut Settings, dir: &Path) {
     if let Some(c) = s.startup.crowdsec.as_mut() {
         c.api_key_file.as_mut().map(rebase);
         c.credentials_file.as_mut().map(rebase);
+        c.ca_cert_path.as_mut().map(rebase);
+        c.cert_path.as_mut().map(rebase);
+        c.key_path.as_mut().map(rebase);
     }
 }
 

@@ -326,6 +326,7 @@ impl Settings {
         }
         if let Some(c) = &self.startup.crowdsec {
             crate::fleet::crowdsec::Credentials::resolve(c)?;
+            crate::fleet::crowdsec::tls::LapiTls::load(c)?;
         }
         Ok(())
     }

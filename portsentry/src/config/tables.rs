@@ -72,9 +72,22 @@ impl HookSettings {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CrowdsecSettings {
-    /// e.g. `http://127.0.0.1:8080`; `https://` is verified against the Mozilla root store.
+    /// e.g. `http://127.0.0.1:8080`; `https://` is verified against the Mozilla root store,
+    /// or against `ca_cert_path` alone when that is set.
     #[serde(with = "values::lapi_url")]
     pub lapi_url: String,
+    /// PEM bundle of the CA(s) that sign LAPI's certificate; trusted *instead of* the Mozilla
+    /// roots (needs an https:// `lapi_url`).
+    #[serde(with = "values::optional_path")]
+    pub ca_cert_path: Option<PathBuf>,
+    /// Client certificate (PEM; its chain may follow it) and its private key, for LAPI's TLS
+    /// authentication: they replace the bouncer key and the machine password.
+    #[serde(with = "values::optional_path")]
+    pub cert_path: Option<PathBuf>,
+    #[serde(with = "values::optional_path")]
+    pub key_path: Option<PathBuf>,
+    /// Accept any certificate from LAPI (a warning is logged at start): testing only.
+    pub insecure_skip_verify: bool,
     /// Bouncer API key (`cscli bouncers add`); with `api_key_file`, the file's first line.
     #[serde(with = "values::secret", skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
@@ -116,6 +129,10 @@ impl Default for CrowdsecSettings {
     fn default() -> Self {
         Self {
             lapi_url: String::new(),
+            ca_cert_path: None,
+            cert_path: None,
+            key_path: None,
+            insecure_skip_verify: false,
             api_key: None,
             api_key_file: None,
             update_frequency: Duration::from_secs(2),
@@ -130,14 +147,26 @@ impl Default for CrowdsecSettings {
 }
 
 impl CrowdsecSettings {
-    /// Pulls decisions (has a bouncer key).
-    pub fn is_bouncer(&self) -> bool {
-        self.api_key.is_some() || self.api_key_file.is_some()
+    /// Authenticates with a client certificate (both roles).
+    pub fn has_client_cert(&self) -> bool {
+        self.cert_path.is_some()
     }
 
-    /// Pushes alerts (has machine credentials).
+    /// Pulls decisions (has a bouncer key or a client certificate).
+    pub fn is_bouncer(&self) -> bool {
+        self.api_key.is_some() || self.api_key_file.is_some() || self.has_client_cert()
+    }
+
+    /// Pushes alerts (has machine credentials or a client certificate).
     pub fn is_machine(&self) -> bool {
-        self.login.is_some() || self.credentials_file.is_some()
+        self.login.is_some() || self.credentials_file.is_some() || self.has_client_cert()
+    }
+
+    /// Whether `lapi_url` is https://.
+    pub fn is_https(&self) -> bool {
+        self.lapi_url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
     }
 
     /// Rules between keys of the table; `Err((key, message))` names the key at fault.
@@ -160,8 +189,53 @@ impl CrowdsecSettings {
         if self.login.is_some() != self.password.is_some() {
             return Err(("crowdsec", "`login` and `password` go together: set both (from `cscli machines add NAME --password P`)".into()));
         }
+        if self.cert_path.is_some() != self.key_path.is_some() {
+            let (set, missing) = if self.cert_path.is_some() {
+                ("crowdsec.cert_path", "key_path")
+            } else {
+                ("crowdsec.key_path", "cert_path")
+            };
+            return Err((
+                set,
+                format!("`crowdsec.cert_path` and `crowdsec.key_path` go together: set `crowdsec.{missing}` too (the client certificate and its private key)"),
+            ));
+        }
+        if self.has_client_cert() {
+            let secret = [
+                ("api_key", self.api_key.is_some()),
+                ("api_key_file", self.api_key_file.is_some()),
+                ("login", self.login.is_some()),
+                ("password", self.password.is_some()),
+                ("credentials_file", self.credentials_file.is_some()),
+            ];
+            if let Some((other, _)) = secret.iter().find(|(_, set)| *set) {
+                return Err((
+                    "crowdsec.cert_path",
+                    format!("`crowdsec.cert_path` and `crowdsec.{other}` exclude each other: with a client certificate LAPI authenticates by the certificate (bouncer and machine), so remove `{other}`"),
+                ));
+            }
+        }
+        if !self.is_https() {
+            let tls_only = [
+                ("crowdsec.ca_cert_path", self.ca_cert_path.is_some()),
+                ("crowdsec.cert_path", self.cert_path.is_some()),
+                ("crowdsec.insecure_skip_verify", self.insecure_skip_verify),
+            ];
+            if let Some((key, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return Err((
+                    key,
+                    format!(
+                        "needs an https:// `crowdsec.lapi_url` (it is `{}`)",
+                        self.lapi_url
+                    ),
+                ));
+            }
+        }
+        if self.insecure_skip_verify && self.ca_cert_path.is_some() {
+            return Err(("crowdsec", pair("insecure_skip_verify", "ca_cert_path")));
+        }
         if !self.is_bouncer() && !self.is_machine() {
-            return Err(("crowdsec", "nothing to do: set `api_key` (pull decisions, from `cscli bouncers add NAME`) and/or `login`+`password` (push alerts, from `cscli machines add NAME`)".into()));
+            return Err(("crowdsec", "nothing to do: set `api_key` (pull decisions, from `cscli bouncers add NAME`) and/or `login`+`password` (push alerts, from `cscli machines add NAME`), or `cert_path`+`key_path` (both, by TLS client certificate)".into()));
         }
         Ok(())
     }

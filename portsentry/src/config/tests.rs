@@ -120,6 +120,66 @@ fn crowdsec_errors() {
 }
 
 #[test]
+fn crowdsec_tls_key_rules() {
+    let https = "[crowdsec]\nlapi_url = \"https://lapi:8080\"\n";
+    // A certificate without its key, and the other way round: the line of the key that is set.
+    let e = err(&format!("{https}cert_path = \"/c.pem\"\n"));
+    assert!(
+        e.contains(":3:13: key `crowdsec.cert_path`: `crowdsec.cert_path` and `crowdsec.key_path` go together: set `crowdsec.key_path` too"),
+        "{e}"
+    );
+    let e = err(&format!("{https}api_key = \"k\"\nkey_path = \"/k.pem\"\n"));
+    assert!(
+        e.contains(":4:12: key `crowdsec.key_path`: ")
+            && e.contains("set `crowdsec.cert_path` too"),
+        "{e}"
+    );
+    // A certificate alone does both roles; with a key or a password it is ambiguous.
+    let c = parse(&format!(
+        "{https}cert_path = \"c.pem\"\nkey_path = \"k.pem\"\n"
+    ))
+    .unwrap()
+    .startup
+    .crowdsec
+    .unwrap();
+    assert!(c.is_bouncer() && c.is_machine());
+    let e = err(&format!(
+        "{https}cert_path = \"/c\"\nkey_path = \"/k\"\ncredentials_file = \"/m.yaml\"\n"
+    ));
+    assert!(
+        e.contains(":3:13: key `crowdsec.cert_path`: `crowdsec.cert_path` and `crowdsec.credentials_file` exclude each other"),
+        "{e}"
+    );
+    // TLS keys need https://.
+    for (line, key) in [
+        ("ca_cert_path = \"/ca.pem\"", "ca_cert_path:4:16"),
+        ("insecure_skip_verify = true", "insecure_skip_verify:4:24"),
+    ] {
+        let e = err(&format!(
+            "[crowdsec]\nlapi_url = \"http://lapi:8080\"\napi_key = \"k\"\n{line}\n"
+        ));
+        let (key, at) = key.split_once(':').unwrap();
+        assert!(
+            e.contains(&format!(":{at}: key `crowdsec.{key}`: needs an https:// `crowdsec.lapi_url` (it is `http://lapi:8080`)")),
+            "{e}"
+        );
+    }
+    let e = err(&format!(
+        "{https}api_key = \"k\"\nca_cert_path = \"/ca\"\ninsecure_skip_verify = true\n"
+    ));
+    assert!(
+        e.contains(
+            "`crowdsec.insecure_skip_verify` and `crowdsec.ca_cert_path` exclude each other"
+        ),
+        "{e}"
+    );
+    assert!(err(&format!(
+        "{https}api_key = \"k\"\ninsecure_skip_verify = 1\n"
+    ))
+    .contains(":4:24: key `crowdsec.insecure_skip_verify`: "),);
+}
+
+#[test]
 fn errors_name_file_line_column_and_key() {
     assert_eq!(
         err("scan_trigger = 1\ntcp_ports = \"1,2,x\"\n"),
@@ -291,6 +351,10 @@ fn check_config_shows_every_key_of_the_types() {
     let crowdsec = doc["crowdsec"].as_table().unwrap();
     for key in [
         "lapi_url",
+        "ca_cert_path",
+        "cert_path",
+        "key_path",
+        "insecure_skip_verify",
         "api_key",
         "update_frequency",
         "login",

@@ -28,8 +28,9 @@ use crate::{
         alerts::Alert,
         bouncer,
         decisions::FleetUpdate,
-        lapi::Lapi,
+        lapi::{BouncerAuth, Lapi, MachineAuth},
         pusher::{self, Machine, Outbox},
+        tls::{self, LapiTls},
         Credentials, Log,
     },
     net::cidr::Cidr,
@@ -91,6 +92,8 @@ pub struct Fleet {
     scenario: String,
     host: String,
     lapi_url: String,
+    /// Authenticated by a TLS client certificate.
+    client_cert: bool,
     cap: AlertCap,
     cap_report: CapReport,
     counters: FleetCounters,
@@ -101,6 +104,10 @@ pub struct Fleet {
 impl Fleet {
     pub fn start(c: &CrowdsecSettings, state_dir: &Path, log: Log) -> Result<Self> {
         let creds = Credentials::resolve(c)?;
+        let tls = LapiTls::load(c)?;
+        for warning in tls::startup_warnings(c) {
+            log(warning);
+        }
         let mut fleet = Fleet {
             updates: None,
             outbox: None,
@@ -111,6 +118,7 @@ impl Fleet {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into()),
             lapi_url: c.lapi_url.clone(),
+            client_cert: tls.client_cert,
             cap: AlertCap::new(c.max_alerts_per_minute),
             cap_report: CapReport {
                 gate: ReportGate::new(REPORT_INTERVAL),
@@ -120,11 +128,19 @@ impl Fleet {
             counters: FleetCounters::default(),
             reported: HashSet::new(),
         };
-        if let Some(key) = creds.api_key {
+        let bouncer = match creds.api_key {
+            Some(key) => Some(BouncerAuth::ApiKey(key)),
+            None => tls.client_cert.then_some(BouncerAuth::Certificate),
+        };
+        let machine = match creds.machine {
+            Some((login, password)) => Some(MachineAuth::Password { login, password }),
+            None => tls.client_cert.then_some(MachineAuth::Certificate),
+        };
+        if let Some(auth) = bouncer {
             let (tx, rx) = mpsc::channel(16);
             bouncer::spawn(
-                Lapi::new(&c.lapi_url),
-                key,
+                Lapi::new(&c.lapi_url, &tls),
+                auth,
                 c.update_frequency,
                 tx,
                 log.clone(),
@@ -132,11 +148,10 @@ impl Fleet {
             .context("starting the crowdsec bouncer thread")?;
             fleet.updates = Some(rx);
         }
-        if let Some((login, password)) = creds.machine {
+        if let Some(auth) = machine {
             let machine = Machine {
-                lapi: Lapi::new(&c.lapi_url),
-                login,
-                password,
+                lapi: Lapi::new(&c.lapi_url, &tls),
+                auth,
                 scenario: c.scenario.clone(),
             };
             let outbox = pusher::spawn(machine, state_dir, c.queue_max, log)
@@ -156,9 +171,14 @@ impl Fleet {
             roles.push("sharing our bans as alerts");
         }
         format!(
-            "portsentry: crowdsec: LAPI {}: {}",
+            "portsentry: crowdsec: LAPI {}: {}{}",
             self.lapi_url,
-            roles.join(" and ")
+            roles.join(" and "),
+            if self.client_cert {
+                " (authenticated by our client certificate)"
+            } else {
+                ""
+            }
         )
     }
 

@@ -23,6 +23,7 @@ fn fleet(max_alerts_per_minute: u32) -> (Fleet, Arc<Mutex<Vec<String>>>) {
         scenario: "portsentry/port-scan".into(),
         host: "host-a".into(),
         lapi_url: "http://127.0.0.1:8080".into(),
+        client_cert: false,
         cap: AlertCap::new(max_alerts_per_minute),
         cap_report: CapReport {
             gate: ReportGate::new(REPORT_INTERVAL),

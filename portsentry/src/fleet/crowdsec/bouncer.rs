@@ -12,13 +12,18 @@ use tokio::sync::mpsc;
 
 use super::{
     decisions::{self, FleetUpdate},
-    lapi::{Lapi, LapiError},
+    lapi::{BouncerAuth, Lapi, LapiError},
     LapiOutage, Log,
 };
 
-pub fn explain(e: &LapiError) -> String {
-    match e.status() {
-        Some(403) => format!("{e} (is `api_key` a bouncer key from `cscli bouncers add`?)"),
+pub fn explain(e: &LapiError, auth: &BouncerAuth) -> String {
+    match (e.status(), auth) {
+        (Some(403), BouncerAuth::ApiKey(_)) => {
+            format!("{e} (is `api_key` a bouncer key from `cscli bouncers add`?)")
+        }
+        (Some(403), BouncerAuth::Certificate) => format!(
+            "{e} (does LAPI authenticate bouncers by certificate, and does ours carry an OU from its api.server.tls.bouncers_allowed_ou?)"
+        ),
         _ => e.to_string(),
     }
 }
@@ -26,7 +31,7 @@ pub fn explain(e: &LapiError) -> String {
 /// Runs until the daemon stops listening.
 pub fn spawn(
     lapi: Lapi,
-    api_key: String,
+    auth: BouncerAuth,
     every: Duration,
     updates: mpsc::Sender<FleetUpdate>,
     log: Log,
@@ -38,7 +43,7 @@ pub fn spawn(
             let mut outage = LapiOutage::new("pulling decisions");
             loop {
                 let started = Instant::now();
-                match lapi.stream(&api_key, startup) {
+                match lapi.stream(&auth, startup) {
                     Ok(stream) => {
                         if let Some(down) = outage.recovered() {
                             log(format!(
@@ -59,7 +64,7 @@ pub fn spawn(
                             format!(
                                 "LAPI at {}: {}; bans in force stay enforced, retrying every {}",
                                 lapi.url(),
-                                explain(&e),
+                                explain(&e, &auth),
                                 humantime::format_duration(every)
                             )
                         });

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
-use super::USER_AGENT;
+use super::{tls::LapiTls, USER_AGENT};
 
 /// No single call may hang a worker longer than this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,6 +18,9 @@ const MAX_BODY_BYTES: u64 = 256 << 20;
 pub enum LapiError {
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The handshake failed; the text says what is wrong with which certificate.
+    #[error("{0}")]
+    Tls(String),
     #[error("HTTP {status}: {message}")]
     Status { status: u16, message: String },
     #[error("unexpected answer: {0}")]
@@ -70,24 +73,50 @@ struct Message {
     message: String,
 }
 
+/// How the bouncer proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BouncerAuth {
+    /// `X-Api-Key` (from `cscli bouncers add`).
+    ApiKey(String),
+    /// The TLS client certificate (LAPI names the bouncer `CN@address`).
+    Certificate,
+}
+
+/// How the machine logs in.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MachineAuth {
+    /// `cscli machines add NAME --password P`.
+    Password { login: String, password: String },
+    /// The TLS client certificate (LAPI names the machine `CN@address`).
+    Certificate,
+}
+
 pub struct Lapi {
     agent: ureq::Agent,
     base: String,
+    tls: LapiTls,
 }
 
 impl Lapi {
     /// `base` like `http://127.0.0.1:8080` (no trailing slash).
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, tls: &LapiTls) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(CALL_TIMEOUT))
             .http_status_as_error(false)
             .user_agent(USER_AGENT)
+            .tls_config(tls.ureq_config())
             .build()
             .into();
         Self {
             agent,
             base: base.trim_end_matches('/').to_owned(),
+            tls: tls.clone(),
         }
+    }
+
+    /// Whether a client certificate authenticates us.
+    pub fn client_cert(&self) -> bool {
+        self.tls.client_cert
     }
 
     pub fn url(&self) -> &str {
@@ -95,33 +124,43 @@ impl Lapi {
     }
 
     /// The bouncer's stream: the full state with `startup`, else what changed since our last pull.
-    pub fn stream(&self, api_key: &str, startup: bool) -> Result<Stream, LapiError> {
-        let response = self
+    pub fn stream(&self, auth: &BouncerAuth, startup: bool) -> Result<Stream, LapiError> {
+        let mut request = self
             .agent
             .get(format!("{}/v1/decisions/stream", self.base))
-            .query("startup", if startup { "true" } else { "false" })
-            .header("X-Api-Key", api_key)
-            .call();
-        read(response, 200)
+            .query("startup", if startup { "true" } else { "false" });
+        if let BouncerAuth::ApiKey(key) = auth {
+            request = request.header("X-Api-Key", key);
+        }
+        self.read(request.call(), 200)
     }
 
     /// Logs a machine in; returns its bearer token (valid for an hour on LAPI 1.4+).
-    pub fn login(&self, login: &str, password: &str, scenario: &str) -> Result<String, LapiError> {
+    /// With a client certificate LAPI reads only `scenarios` from the body.
+    pub fn login(&self, auth: &MachineAuth, scenario: &str) -> Result<String, LapiError> {
         #[derive(Serialize)]
         struct Login<'a> {
-            machine_id: &'a str,
-            password: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            machine_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            password: Option<&'a str>,
             scenarios: [&'a str; 1],
         }
+        let (machine_id, password) = match auth {
+            MachineAuth::Password { login, password } => {
+                (Some(login.as_str()), Some(password.as_str()))
+            }
+            MachineAuth::Certificate => (None, None),
+        };
         let response = self
             .agent
             .post(format!("{}/v1/watchers/login", self.base))
             .send_json(Login {
-                machine_id: login,
+                machine_id,
                 password,
                 scenarios: [scenario],
             });
-        let answer: LoginAnswer = read(response, 200)?;
+        let answer: LoginAnswer = self.read(response, 200)?;
         Ok(answer.token)
     }
 
@@ -136,15 +175,27 @@ impl Lapi {
             .post(format!("{}/v1/alerts", self.base))
             .header("Authorization", format!("Bearer {token}"))
             .send_json(alerts);
-        read(response, 201)
+        self.read(response, 201)
+    }
+
+    fn read<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        expected: u16,
+    ) -> Result<T, LapiError> {
+        let response =
+            response.map_err(|e| match super::tls::explain_handshake(&e, &self.tls) {
+                Some(text) => LapiError::Tls(text),
+                None => LapiError::Unreachable(e.to_string()),
+            })?;
+        read(response, expected)
     }
 }
 
 fn read<T: DeserializeOwned>(
-    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    mut response: ureq::http::Response<ureq::Body>,
     expected: u16,
 ) -> Result<T, LapiError> {
-    let mut response = response.map_err(|e| LapiError::Unreachable(e.to_string()))?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()

@@ -14,6 +14,7 @@ pub mod decisions;
 pub mod godur;
 pub mod lapi;
 pub mod pusher;
+pub mod tls;
 
 use std::{
     path::{Path, PathBuf},

@@ -19,7 +19,7 @@ use std::{
 
 use super::{
     alerts::{Alert, AlertQueue, Loaded},
-    lapi::{Lapi, LapiError},
+    lapi::{Lapi, LapiError, MachineAuth},
     LapiOutage, Log,
 };
 
@@ -104,8 +104,7 @@ impl Outbox {
 
 pub struct Machine {
     pub lapi: Lapi,
-    pub login: String,
-    pub password: String,
+    pub auth: MachineAuth,
     pub scenario: String,
 }
 
@@ -239,7 +238,7 @@ impl Delivery {
             }
         }
         let m = &self.machine;
-        let t = m.lapi.login(&m.login, &m.password, &m.scenario)?;
+        let t = m.lapi.login(&m.auth, &m.scenario)?;
         self.token = Some((t.clone(), Instant::now()));
         Ok(t)
     }
@@ -313,9 +312,11 @@ impl Delivery {
                 let backoff = self.backoff;
                 let path = self.outbox.path().display().to_string();
                 let url = self.machine.lapi.url().to_owned();
+                let by_cert = self.machine.auth == MachineAuth::Certificate;
                 self.outage.failed(&self.log, || {
-                    let hint = match e.status() {
-                        Some(401) => " (check crowdsec.login/password: `cscli machines list`)",
+                    let hint = match (e.status(), by_cert) {
+                        (Some(401 | 403), false) => " (check crowdsec.login/password: `cscli machines list`)",
+                        (Some(401 | 403), true) => " (does LAPI authenticate agents by certificate, and does ours carry an OU from its api.server.tls.agents_allowed_ou?)",
                         _ => "",
                     };
                     format!(
