@@ -38,8 +38,8 @@ enum Cmd {
     },
     /// Run every test: unit tests, data-plane tests (BPF_PROG_TEST_RUN) and end-to-end tests in
     /// network namespaces. Installs the client tools the tests need if they are missing (it
-    /// prints which and why) and stages the crowdsec LAPI under target/test-tools, never
-    /// installing or starting a server on the host.
+    /// prints which and why) and stages the crowdsec LAPI and promtool under target/test-tools,
+    /// never installing or starting a server on the host.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(last = true)]
@@ -150,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { args } => {
             toolchain::ensure_test_packages()?;
             let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
+            let promtool = toolchain::stage_promtool(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let bin = build::portsentry(&tools, false)?;
             let status = build::cargo()
@@ -162,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .env("PORTSENTRY_BIN", &bin)
                 .env(CROWDSEC_ENV, &crowdsec)
+                .env(PROMTOOL_ENV, &promtool)
                 .status()
                 .context("running cargo test")?;
             exit_like(status)
@@ -171,6 +173,8 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
+/// The staged `promtool`, for the metrics tests.
+const PROMTOOL_ENV: &str = "PORTSENTRY_PROMTOOL";
 
 fn exit_like(status: std::process::ExitStatus) -> Result<()> {
     if status.success() {

@@ -149,7 +149,7 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
 
 /// Debian client tools the end-to-end tests and benchmarks drive, with why; installed with
 /// `apt-get install --no-install-recommends` when the command is missing. No server is ever
-/// installed on the host: see [`stage_crowdsec`].
+/// installed on the host: see [`stage_deb`].
 const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     (
         "ip",
@@ -209,25 +209,49 @@ pub fn ensure_test_packages() -> Result<()> {
 }
 
 /// Stages Debian's `crowdsec` package (the LAPI server and `cscli`) under
-/// `target/test-tools/crowdsec` with `apt-get download` + `dpkg-deb -x`, without installing it:
-/// no service is registered, enabled or started, and no package on the host changes. The fleet
-/// tests run it from there with throwaway configs. Returns the directory holding the binaries.
+/// `target/test-tools/crowdsec`, never installed (see [`stage_deb`]). The fleet tests run it
+/// from there with throwaway configs. Returns the directory holding the binaries.
 pub fn stage_crowdsec(target: &Path) -> Result<PathBuf> {
-    let root = target.join("test-tools/crowdsec");
+    stage_deb(
+        target,
+        "crowdsec",
+        &["crowdsec", "cscli"],
+        "the fleet tests' LAPI",
+    )
+}
+
+/// Stages Debian's `prometheus` package under `target/test-tools/prometheus` for its
+/// `promtool`, which the metrics tests use to validate the exposition (`promtool check
+/// metrics`); the server in the package is never run. Returns the path of `promtool`.
+pub fn stage_promtool(target: &Path) -> Result<PathBuf> {
+    stage_deb(
+        target,
+        "prometheus",
+        &["promtool"],
+        "`promtool check metrics` for the metrics tests",
+    )
+    .map(|bin| bin.join("promtool"))
+}
+
+/// Stages a Debian package under `target/test-tools/<package>` with `apt-get download` +
+/// `dpkg-deb -x`, without installing it: no service is registered, enabled or started, and no
+/// package on the host changes. `binaries` must then be in its `usr/bin`, which is returned.
+fn stage_deb(target: &Path, package: &str, binaries: &[&str], why: &str) -> Result<PathBuf> {
+    let root = target.join("test-tools").join(package);
     let bin = root.join("usr/bin");
-    if bin.join("crowdsec").is_file() && bin.join("cscli").is_file() {
+    let staged = || binaries.iter().all(|b| bin.join(b).is_file());
+    if staged() {
         return Ok(bin);
     }
     let debs = target.join("test-tools/debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     eprintln!(
-        "xtask: staging crowdsec (the fleet tests' LAPI) under {}: apt-get download + dpkg-deb -x, \
-         never installed",
+        "xtask: staging {package} ({why}) under {}: apt-get download + dpkg-deb -x, never installed",
         root.display()
     );
     let download = || {
         Command::new("apt-get")
-            .args(["download", "-qq", "crowdsec"])
+            .args(["download", "-qq", package])
             .current_dir(&debs)
             .status()
             .map(|s| s.success())
@@ -236,28 +260,30 @@ pub fn stage_crowdsec(target: &Path) -> Result<PathBuf> {
     if !download() {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
         if !download() {
-            bail!("`apt-get download crowdsec` failed: the fleet tests need Debian's crowdsec package");
+            bail!("`apt-get download {package}` failed: the tests need Debian's {package} package ({why})");
         }
     }
+    let prefix = format!("{package}_");
     let deb = std::fs::read_dir(&debs)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("crowdsec_") && n.ends_with(".deb"))
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
-        .context("apt-get download left no crowdsec_*.deb")?;
+        .with_context(|| format!("apt-get download left no {prefix}*.deb"))?;
     let status = Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
         .arg(&root)
         .status()
         .context("running dpkg-deb")?;
-    if !status.success() || !bin.join("crowdsec").is_file() {
+    if !status.success() || !staged() {
         bail!(
-            "dpkg-deb -x {} did not yield usr/bin/crowdsec",
-            deb.display()
+            "dpkg-deb -x {} did not yield usr/bin/{}",
+            deb.display(),
+            binaries.join(", usr/bin/")
         );
     }
     Ok(bin)
