@@ -18,6 +18,7 @@ pub mod dataplane;
 pub mod detect;
 pub mod fleet;
 pub mod hooks;
+pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod report;

@@ -746,6 +746,15 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
     assert_eq!(fleet["refused_allowlisted"], 2, "{st}");
     assert_eq!(fleet["alerts_pushed"], 1, "{st}");
     assert_eq!(fleet["alerts_capped"], 1, "{st}");
+    // The pull and push counters of the metrics endpoint, read from the same snapshot.
+    assert!(fleet["pulls"].as_u64() >= Some(1), "{st}");
+    assert!(fleet["pushes"].as_u64() >= Some(1), "{st}");
+    assert!(
+        st["fleet_last_pull_age_seconds"]
+            .as_f64()
+            .is_some_and(|age| age < 10.0),
+        "{st}"
+    );
     assert!(st["counters"]["learned_peers"].as_u64() >= Some(1), "{st}");
     for stat in [
         "bogus_source",

@@ -38,7 +38,7 @@ enum Cmd {
     },
     /// Run every test: unit tests, data-plane tests (BPF_PROG_TEST_RUN) and end-to-end tests in
     /// network namespaces. Installs the client tools the tests need if they are missing (it
-    /// prints which and why) and stages the crowdsec LAPI and fail2ban-regex under
+    /// prints which and why) and stages the crowdsec LAPI, promtool and fail2ban-regex under
     /// target/test-tools, never installing or starting a server on the host.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
@@ -151,6 +151,7 @@ fn run(cli: Cli) -> Result<()> {
             toolchain::ensure_test_packages()?;
             let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
             let fail2ban = toolchain::stage_fail2ban(&build::target_dir())?;
+            let promtool = toolchain::stage_promtool(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let bin = build::portsentry(&tools, false)?;
             let status = build::cargo()
@@ -164,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
                 .env("PORTSENTRY_BIN", &bin)
                 .env(CROWDSEC_ENV, &crowdsec)
                 .env(FAIL2BAN_ENV, &fail2ban)
+                .env(PROMTOOL_ENV, &promtool)
                 .status()
                 .context("running cargo test")?;
             exit_like(status)
@@ -175,6 +177,8 @@ fn run(cli: Cli) -> Result<()> {
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
 /// The root of the staged fail2ban package, for the history-format tests.
 const FAIL2BAN_ENV: &str = "PORTSENTRY_FAIL2BAN_ROOT";
+/// The staged `promtool`, for the metrics tests.
+const PROMTOOL_ENV: &str = "PORTSENTRY_PROMTOOL";
 
 fn exit_like(status: std::process::ExitStatus) -> Result<()> {
     if status.success() {

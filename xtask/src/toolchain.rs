@@ -149,7 +149,7 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
 
 /// Debian client tools the end-to-end tests and benchmarks drive, with why; installed with
 /// `apt-get install --no-install-recommends` when the command is missing. No server is ever
-/// installed on the host: see [`stage_crowdsec`].
+/// installed on the host: see [`stage_deb`].
 const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     (
         "ip",
@@ -241,6 +241,19 @@ pub fn stage_fail2ban(target: &Path) -> Result<PathBuf> {
     )
 }
 
+/// Stages Debian's `prometheus` package under `target/test-tools/prometheus` for its
+/// `promtool`, which the metrics tests use to validate the exposition (`promtool check
+/// metrics`); the server in the package is never run. Returns the path of `promtool`.
+pub fn stage_promtool(target: &Path) -> Result<PathBuf> {
+    let root = stage_deb(
+        target,
+        "prometheus",
+        "`promtool check metrics` for the metrics tests",
+        &["usr/bin/promtool"],
+    )?;
+    Ok(root.join("usr/bin/promtool"))
+}
+
 /// Stages a Debian package under `target/test-tools/<package>` with `apt-get download` +
 /// `dpkg-deb -x`, without installing it: no service is registered, enabled or started, and no
 /// package on the host changes. `expect` are paths the package must yield. Returns the root.
@@ -266,7 +279,7 @@ fn stage_deb(target: &Path, package: &str, why: &str, expect: &[&str]) -> Result
     if !download() {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
         if !download() {
-            bail!("`apt-get download {package}` failed: the tests need Debian's {package} package");
+            bail!("`apt-get download {package}` failed: the tests need Debian's {package} package ({why})");
         }
     }
     let prefix = format!("{package}_");

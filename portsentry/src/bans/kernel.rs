@@ -41,7 +41,10 @@ impl BanBook {
             if let Some(old) = self.records.get(target) {
                 r.fleet = old.fleet.clone().filter(|_| r.origin == Origin::Fleet);
             }
-            self.records.insert(*target, r);
+            let origin = r.origin;
+            if self.records.insert(*target, r).is_none() {
+                self.count_made(origin);
+            }
             self.dirty = true;
         }
         Ok(())

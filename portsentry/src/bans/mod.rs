@@ -82,6 +82,10 @@ pub enum BanOutcome {
 
 type Result<T> = std::result::Result<T, DataplaneError>;
 
+fn origin_index(origin: Origin) -> usize {
+    Origin::ALL.iter().position(|o| *o == origin).unwrap_or(0)
+}
+
 pub struct BanBook {
     records: BTreeMap<Cidr, BanRecord>,
     /// Operator's unbans: target → until (Unix ms).
@@ -89,6 +93,9 @@ pub struct BanBook {
     allow: Vec<Cidr>,
     store: StateStore,
     dirty: bool,
+    /// Bans made since the book was opened, by origin (indexed by the origin's position in
+    /// `Origin::ALL`); renewals are not counted.
+    made: [u64; Origin::COUNT],
 }
 
 impl BanBook {
@@ -118,6 +125,21 @@ impl BanBook {
 
     pub fn shadow_count(&self) -> usize {
         self.records.values().filter(|r| r.shadow).count()
+    }
+
+    /// Bans of `origin` made since the book was opened (renewals not counted).
+    pub fn made(&self, origin: Origin) -> u64 {
+        self.made[origin_index(origin)]
+    }
+
+    /// Entries of the allowlist the book enforces (configured plus automatic).
+    pub fn allow_len(&self) -> usize {
+        self.allow.len()
+    }
+
+    fn count_made(&mut self, origin: Origin) {
+        let n = &mut self.made[origin_index(origin)];
+        *n = n.saturating_add(1);
     }
 
     /// Sets the allowlist (configured plus automatic entries) and lifts every ban it covers,
@@ -237,6 +259,7 @@ impl BanBook {
         Ok(if renewed {
             BanOutcome::Renewed
         } else {
+            self.count_made(new.origin);
             BanOutcome::Banned
         })
     }

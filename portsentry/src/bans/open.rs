@@ -46,6 +46,7 @@ impl BanBook {
             allow: Vec::new(),
             store,
             dirty: false,
+            made: [0; Origin::COUNT],
         };
         let mut opened = Opened::default();
         for mut r in saved.bans {

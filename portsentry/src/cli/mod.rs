@@ -25,6 +25,19 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
     parse_duration(s).map(Limit)
 }
 
+/// An `address:port` to listen on, or "" (off: `None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.is_empty() {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address:port (e.g. 127.0.0.1:9650 or [::1]:9650)"))
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "portsentry",
@@ -164,6 +177,10 @@ pub struct RunArgs {
     /// Banned-network trie capacity [default: 16384]. Pinned maps of another size are migrated.
     #[arg(long, value_name = "N")]
     pub max_ban_networks: Option<u32>,
+    /// Serve Prometheus metrics on ADDR:PORT, e.g. 127.0.0.1:9650 ("" = off) [default: the
+    /// config's `metrics_listen`].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub metrics_listen: Option<Listen>,
     /// Append every event, timestamped, to this file (PortSentry's HISTORY_FILE).
     #[arg(long, value_name = "PATH")]
     pub history_file: Option<PathBuf>,

@@ -6,7 +6,7 @@
 //! [`LiveSettings`] are what SIGHUP may change. Reload is `settings.live = new.live` plus a
 //! warning for every startup key that differs (see [`StartupSettings::changed_keys`]).
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Result};
 use portsentry_common::{config_flags, maps, Config, LAYOUT_VERSION};
@@ -30,6 +30,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/portsentry";
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/portsentry/portsentry.toml";
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_METRICS_TOP_BANS: u32 = 10;
 pub const DEFAULT_PEER_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Implements `Display` with the name clap and serde use, so a value is spelled one way in
@@ -140,6 +141,12 @@ pub struct StartupSettings {
     pub max_peers: u32,
     /// Kernel-side diagnostics in the log (`portsentry: kernel debug: …`); set at load.
     pub log_level: LogLevel,
+    /// Serve Prometheus metrics on this `address:port` (`GET /metrics`); `None` ("") = off.
+    #[serde(with = "values::optional_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The metrics name the N bans with the most drops (one series each); 0 = none.
+    #[serde(deserialize_with = "values::int_in::<_, _, 0, 1000>")]
+    pub metrics_top_bans: u32,
     /// Fleet mode; `None` without a `[crowdsec]` table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<CrowdsecSettings>,
@@ -157,6 +164,8 @@ impl Default for StartupSettings {
             learn_peers: true,
             max_peers: maps::PS_PEERS.capacity.object_entries(),
             log_level: LogLevel::Off,
+            metrics_listen: None,
+            metrics_top_bans: DEFAULT_METRICS_TOP_BANS,
             crowdsec: None,
         }
     }

@@ -96,6 +96,9 @@ pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     if let Some(n) = args.max_ban_networks {
         startup.max_ban_networks = n;
     }
+    if let Some(a) = &args.metrics_listen {
+        startup.metrics_listen = a.0;
+    }
     if let Some(h) = &args.history_file {
         live.history_file = Some(h.clone());
     }

@@ -368,3 +368,31 @@ fn check_config_shows_every_key_of_the_types() {
         );
     }
 }
+
+#[test]
+fn metrics_keys() {
+    let s = parse("metrics_listen = \"[::1]:9650\"\nmetrics_top_bans = 3\n").unwrap();
+    assert_eq!(
+        s.startup.metrics_listen,
+        Some("[::1]:9650".parse().unwrap())
+    );
+    assert_eq!(s.startup.metrics_top_bans, 3);
+    assert_eq!(render(&parse(&render(&s)).unwrap()), render(&s));
+    assert_eq!(
+        parse("metrics_listen = \"\"\n")
+            .unwrap()
+            .startup
+            .metrics_listen,
+        None
+    );
+    let e = err("metrics_listen = \"localhost\"\n");
+    assert!(
+        e.contains("test.toml:1:18: key `metrics_listen`") && e.contains("is not an address:port"),
+        "{e}"
+    );
+    let e = err("metrics_top_bans = 5000\n");
+    assert!(
+        e.contains("key `metrics_top_bans`") && e.contains("out of range"),
+        "{e}"
+    );
+}

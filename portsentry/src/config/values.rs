@@ -177,6 +177,31 @@ pub mod optional_path {
     }
 }
 
+/// An `address:port` to listen on (`127.0.0.1:9650`, `[::1]:9650`); "" = off (`None`).
+pub mod optional_listen {
+    use super::*;
+    use std::net::SocketAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "{s:?} is not an address:port (e.g. \"127.0.0.1:9650\" or \"[::1]:9650\"; \"\" = off)"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
 /// A path that must be set.
 pub mod required_path {
     use super::*;

@@ -109,7 +109,8 @@ fn offline(settings: &Settings, req: &Request) -> Result<Reply> {
             maps: maps.as_mut(),
             daemon: None,
             pin_dir: settings.startup.pin_dir.as_deref(),
-            fleet: None,
+            view: None,
+            top_bans: settings.startup.metrics_top_bans as usize,
         },
     );
     if req.mutates() && book.is_dirty() {

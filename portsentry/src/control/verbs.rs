@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use portsentry_common::{config_flags, Stat};
+use portsentry_common::Stat;
 use serde::Serialize;
 use serde_json::json;
 
@@ -13,7 +13,7 @@ use crate::{
     bans::{BanBook, BanOutcome, BanRecord, NewBan, Origin},
     clock::{self, Now},
     dataplane::Maps,
-    fleet::FleetCounters,
+    metrics::{DaemonView, Snapshot},
     net::cidr::Cidr,
 };
 
@@ -25,8 +25,10 @@ pub struct Target<'a> {
     /// Set when the daemon answers.
     pub daemon: Option<&'a DaemonInfo>,
     pub pin_dir: Option<&'a std::path::Path>,
-    /// Fleet mode's counters, when a daemon in fleet mode answers.
-    pub fleet: Option<FleetCounters>,
+    /// What only a running daemon knows (hooks, fleet), when one answers.
+    pub view: Option<DaemonView>,
+    /// How many of the bans with the most drops `status` names (`metrics_top_bans`).
+    pub top_bans: usize,
 }
 
 pub fn execute(req: &Request, t: Target<'_>) -> Reply {
@@ -50,43 +52,51 @@ fn ok(stdout: String) -> anyhow::Result<Reply> {
 }
 
 fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
-    let (config, stats, peers) = match &t.maps {
-        Some(m) => (Some(m.config()?), Some(m.stats()?), Some(m.peer_count()?)),
-        None => (None, None, None),
-    };
-    let mode = config.map(|c| {
-        if c.layout_version == 0 {
-            "unconfigured"
-        } else if c.flags & config_flags::ENFORCE != 0 {
-            "block"
-        } else {
-            "detect"
-        }
-    });
-    let bans = t.book.len();
-    let shadow = t.book.shadow_count();
+    // The same snapshot the metrics endpoint serves, so both show the same numbers.
+    let snap = Snapshot::collect(t.book, t.maps.as_deref(), t.view, t.top_bans)?;
+    let kernel = snap.kernel.as_ref();
+    let mode = kernel.map(|k| k.mode);
+    let fleet = snap.daemon.as_ref().and_then(|d| d.fleet.as_ref());
     if as_json {
-        let counters: serde_json::Map<String, serde_json::Value> = stats
-            .as_ref()
-            .map(|s| {
+        let counters: serde_json::Map<String, serde_json::Value> = kernel
+            .map(|k| {
                 let mut m: serde_json::Map<_, _> = Stat::ALL
                     .iter()
-                    .map(|st| (st.name().to_owned(), json!(s.get(*st))))
+                    .map(|st| (st.name().to_owned(), json!(k.stats.get(*st))))
                     .collect();
-                m.insert("packets".into(), json!(s.packets()));
-                m.insert("learned_peers".into(), json!(peers));
+                m.insert("packets".into(), json!(k.stats.packets()));
+                m.insert("learned_peers".into(), json!(k.learned_peers));
                 m
             })
             .unwrap_or_default();
+        let by_origin = |rows: &[(crate::bans::Origin, u64)]| {
+            rows.iter()
+                .map(|(o, n)| (o.name().to_owned(), json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+        };
         let out = json!({
             "running": t.daemon.is_some(),
             "pid": t.daemon.map(|i| i.pid),
             "interfaces": t.daemon.map(|i| i.interfaces.iter().map(|(n, m)| json!({"name": n, "xdp_mode": m})).collect::<Vec<_>>()),
             "mode": mode,
-            "bans": bans,
-            "shadow_bans": shadow,
+            "bans": snap.bans.total,
+            "shadow_bans": snap.bans.shadow,
+            "bans_active": by_origin(&snap.bans.active),
+            "bans_made": by_origin(&snap.bans.made),
+            "tables": kernel.map(|k| &k.tables),
+            "top_bans": snap.top_bans,
             "counters": counters,
-            "fleet": t.fleet,
+            "hooks": snap.daemon.as_ref().map(|d| json!({
+                "started": d.hooks.started,
+                "running": d.hooks_running,
+                "succeeded": d.hooks.succeeded,
+                "failed": d.hooks.failed,
+                "timed_out": d.hooks.timed_out,
+                "skipped_concurrency": d.hooks.skipped_concurrency,
+                "skipped_rate": d.hooks.skipped_rate,
+            })),
+            "fleet": fleet,
+            "fleet_last_pull_age_seconds": snap.last_pull_age_seconds(),
             "pin_dir": t.pin_dir,
             "state_dir": t.book.store().dir(),
         });
@@ -123,25 +133,65 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
     if let Some(mode) = mode {
         let _ = writeln!(out, "mode:        {mode}");
     }
-    let _ = writeln!(out, "bans:        {bans}");
-    if shadow > 0 {
+    let _ = writeln!(out, "bans:        {}", snap.bans.total);
+    if snap.bans.shadow > 0 {
         let _ = writeln!(
             out,
-            "shadow:      {shadow} (detect mode; `portsentry promote-shadow` enforces them)"
+            "shadow:      {} (detect mode; `portsentry promote-shadow` enforces them)",
+            snap.bans.shadow
         );
     }
-    if let Some(s) = stats {
-        let _ = writeln!(out, "packets:     {}", s.packets());
+    let origins = |rows: &[(crate::bans::Origin, u64)]| {
+        rows.iter()
+            .map(|(o, n)| format!("{} {n}", o.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "active:      {}", origins(&snap.bans.active));
+    let _ = writeln!(
+        out,
+        "made:        {} (since start)",
+        origins(&snap.bans.made)
+    );
+    if let Some(k) = kernel {
+        let fill: Vec<String> = k
+            .tables
+            .iter()
+            .map(|f| format!("{} {}/{}", f.table, f.entries, f.capacity))
+            .collect();
+        let _ = writeln!(out, "tables:      {}", fill.join(", "));
+        let _ = writeln!(out, "packets:     {}", k.stats.packets());
         for st in Stat::ALL {
-            let _ = writeln!(out, "{:<12} {}", format!("{}:", st.name()), s.get(st));
+            let _ = writeln!(out, "{:<12} {}", format!("{}:", st.name()), k.stats.get(st));
         }
+        let _ = writeln!(out, "{:<12} {}", "learned_peers:", k.learned_peers);
     }
-    if let Some(n) = peers {
-        let _ = writeln!(out, "{:<12} {n}", "learned_peers:");
+    if let Some(d) = &snap.daemon {
+        let h = &d.hooks;
+        let _ = writeln!(
+            out,
+            "hooks:       {} started, {} running, {} succeeded, {} failed ({} timed out), {} skipped (concurrency), {} skipped (rate)",
+            h.started, d.hooks_running, h.succeeded, h.failed, h.timed_out, h.skipped_concurrency, h.skipped_rate
+        );
     }
-    if let Some(f) = &t.fleet {
+    if let Some(f) = fleet {
         for (name, n) in f.rows() {
             let _ = writeln!(out, "{:<12} {n}", format!("{name}:"));
+        }
+        if let Some(age) = snap.last_pull_age_seconds() {
+            let _ = writeln!(out, "last_pull:   {age:.1}s ago");
+        }
+    }
+    if !snap.top_bans.is_empty() {
+        out.push_str("top drops:\n");
+        for b in &snap.top_bans {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<9} {:>10}",
+                b.target.to_string(),
+                b.origin.name(),
+                b.drops
+            );
         }
     }
     ok(out)

@@ -45,6 +45,7 @@ use crate::{
     detect::logging::{LogFn, LogSink},
     fleet::Fleet,
     hooks::HookRunner,
+    metrics,
     net::cidr::Cidr,
     net::listening::Listening,
     net::lo_forwarding::LoopbackForwarding,
@@ -114,12 +115,24 @@ struct Daemon {
     _peer_learning: Option<PeerLearning>,
     /// `peers.json`, while peers are learned.
     peer_memory: Option<crate::peers::PeerMemory>,
+    /// The last snapshot served to a scraper.
+    metrics_cache: metrics::SnapshotCache,
 }
 
 /// Waits for the next address or route notification, or forever without a watch.
 async fn next_route_change(watch: &mut Option<netwatch::RouteWatch>) -> std::io::Result<()> {
     match watch.as_mut() {
         Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next scrape's snapshot request, or forever without `metrics_listen`.
+async fn next_scrape(
+    rx: &mut Option<mpsc::Receiver<metrics::server::SnapshotRequest>>,
+) -> Option<metrics::server::SnapshotRequest> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -151,8 +164,35 @@ impl Daemon {
         self.mark_dirty();
     }
 
+    /// What only the daemon knows, for `status` and the metrics.
+    fn daemon_view(&self) -> metrics::DaemonView {
+        metrics::DaemonView {
+            hooks: self.hooks.stats(),
+            hooks_running: self.hooks.running() as u64,
+            fleet: self.fleet.as_ref().map(Fleet::counters),
+        }
+    }
+
+    /// A snapshot for a scrape: the cached one if it is fresh, else a new reading.
+    fn metrics_snapshot(&mut self) -> Option<Arc<metrics::Snapshot>> {
+        let view = self.daemon_view();
+        let top = self.settings.startup.metrics_top_bans as usize;
+        let (book, dp) = (&mut self.book, &self.dp);
+        match self
+            .metrics_cache
+            .get(|| metrics::Snapshot::collect(book, Some(dp), Some(view), top))
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("portsentry: error: metrics: reading the counters failed: {e:#}");
+                None
+            }
+        }
+    }
+
     /// A verb from the control socket, answered from the live state.
     fn control(&mut self, req: &control::Request) -> control::Reply {
+        let view = self.daemon_view();
         let reply = control::verbs::execute(
             req,
             control::verbs::Target {
@@ -160,7 +200,8 @@ impl Daemon {
                 maps: Some(&mut self.dp),
                 daemon: self.info.as_ref(),
                 pin_dir: self.settings.startup.pin_dir.as_deref(),
-                fleet: self.fleet.as_ref().map(Fleet::counters),
+                view: Some(view),
+                top_bans: self.settings.startup.metrics_top_bans as usize,
             },
         );
         if req.mutates() && self.book.is_dirty() {
@@ -176,6 +217,12 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         vec![netinfo::default_route_iface()?]
     } else {
         settings.startup.interfaces.clone()
+    };
+    // The metrics listener first: a taken address is a startup error before anything is
+    // attached.
+    let metrics_listener = match settings.startup.metrics_listen {
+        Some(addr) => Some(metrics::server::bind(addr).await?),
+        None => None,
     };
     let mut dp = startup::load_dataplane(&settings)?;
     let book = startup::open_ban_book(&mut dp, &settings)?;
@@ -234,6 +281,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         extras,
         _peer_learning: peer_learning,
         peer_memory,
+        metrics_cache: Default::default(),
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
@@ -283,6 +331,15 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             None
         }
     };
+    // Scrapes ask the loop for snapshots; the listener task does the rest.
+    let (metrics_tx, metrics_rx) = mpsc::channel::<metrics::server::SnapshotRequest>(4);
+    let mut metrics_rx = metrics_listener.as_ref().map(|_| metrics_rx);
+    let metrics_server = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            eprintln!("portsentry: metrics at http://{addr}/metrics");
+        }
+        metrics::server::spawn(l, metrics_tx)
+    });
     // Addresses and routes followed live, for the automatic allowlist.
     let mut route_watch = match netwatch::RouteWatch::new() {
         Ok(w) => Some(w),
@@ -314,6 +371,11 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             },
             Some(line) = log_rx.recv() => d.sink.line(&line),
             Some(update) = next_fleet_update(&mut d.fleet) => d.on_fleet_update(&update),
+            Some(reply) = next_scrape(&mut metrics_rx) => {
+                if let Some(snapshot) = d.metrics_snapshot() {
+                    let _ = reply.send(snapshot);
+                }
+            }
             Some((req, reply)) = ctl_rx.recv() => {
                 let answer = d.control(&req);
                 let _ = reply.send(answer);
@@ -338,6 +400,9 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     startup::notify_stopping();
     reader.abort();
     if let Some(server) = server {
+        server.abort();
+    }
+    if let Some(server) = metrics_server {
         server.abort();
     }
     let _ = std::fs::remove_file(&socket_path);

@@ -229,6 +229,11 @@ impl Maps {
         self.bans.map().info().map_or(0, |i| i.max_entries())
     }
 
+    /// Capacity of the allowlist trie.
+    pub fn allow_capacity(&self) -> u32 {
+        self.allow_cidrs.map().info().map_or(0, |i| i.max_entries())
+    }
+
     /// Capacity of the banned-network trie.
     pub fn ban_network_capacity(&self) -> u32 {
         self.ban_cidrs.map().info().map_or(0, |i| i.max_entries())

@@ -45,13 +45,24 @@ const DETAIL_LINES_MAX: usize = 20;
 /// Refused decisions remembered so each is logged once; beyond this many the memory starts over.
 const REPORTED_MAX: usize = 100_000;
 
-/// What fleet mode did since start, for `status`.
+/// What fleet mode did since start, for `status` and the metrics endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FleetCounters {
+    /// Decision pulls LAPI answered, and pulls that failed (bouncer role).
+    pub pulls: u64,
+    pub pull_errors: u64,
+    /// Wall clock (Unix ms) of the last answered pull; `None` before the first (or without
+    /// the bouncer role).
+    pub last_pull_ms: Option<u64>,
     /// Local bans queued as alerts (verified sources, within the cap).
     pub alerts_queued: u64,
+    /// Alerts waiting for LAPI now.
+    pub alert_queue: u64,
     /// Alerts LAPI accepted.
     pub alerts_pushed: u64,
+    /// Push requests LAPI accepted, and push requests that failed.
+    pub pushes: u64,
+    pub push_errors: u64,
     /// Alerts dropped by `max_alerts_per_minute`.
     pub alerts_capped: u64,
     /// Local bans kept local: unverified or link-local source.
@@ -64,10 +75,15 @@ pub struct FleetCounters {
 
 impl FleetCounters {
     /// `(name, value)` in display order; the names are the JSON keys.
-    pub fn rows(&self) -> [(&'static str, u64); 7] {
+    pub fn rows(&self) -> [(&'static str, u64); 12] {
         [
+            ("pulls", self.pulls),
+            ("pull_errors", self.pull_errors),
             ("alerts_queued", self.alerts_queued),
+            ("alert_queue", self.alert_queue),
             ("alerts_pushed", self.alerts_pushed),
+            ("pushes", self.pushes),
+            ("push_errors", self.push_errors),
             ("alerts_capped", self.alerts_capped),
             ("alerts_not_shared", self.alerts_not_shared),
             ("refused_bogus", self.refused_bogus),
@@ -97,6 +113,8 @@ pub struct Fleet {
     cap: AlertCap,
     cap_report: CapReport,
     counters: FleetCounters,
+    /// The pull thread's counters (bouncer role).
+    pulls: Option<Arc<bouncer::PullStats>>,
     /// Refused decisions already logged (and counted).
     reported: HashSet<Cidr>,
 }
@@ -126,6 +144,7 @@ impl Fleet {
                 latest: None,
             },
             counters: FleetCounters::default(),
+            pulls: None,
             reported: HashSet::new(),
         };
         let bouncer = match creds.api_key {
@@ -138,15 +157,18 @@ impl Fleet {
         };
         if let Some(auth) = bouncer {
             let (tx, rx) = mpsc::channel(16);
+            let pulls = Arc::new(bouncer::PullStats::default());
             bouncer::spawn(
                 Lapi::new(&c.lapi_url, &tls),
                 auth,
                 c.update_frequency,
                 tx,
                 log.clone(),
+                pulls.clone(),
             )
             .context("starting the crowdsec bouncer thread")?;
             fleet.updates = Some(rx);
+            fleet.pulls = Some(pulls);
         }
         if let Some(auth) = machine {
             let machine = Machine {
@@ -241,8 +263,19 @@ impl Fleet {
 
     /// The counters since start.
     pub fn counters(&self) -> FleetCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pulls = self.pulls.as_deref();
+        let outbox = self.outbox.as_deref();
         FleetCounters {
-            alerts_pushed: self.outbox.as_ref().map_or(0, |o| o.delivered()),
+            pulls: pulls.map_or(0, |p| p.ok.load(Relaxed)),
+            pull_errors: pulls.map_or(0, |p| p.failed.load(Relaxed)),
+            last_pull_ms: pulls
+                .map(|p| p.last_ok_ms.load(Relaxed))
+                .filter(|ms| *ms > 0),
+            alert_queue: outbox.map_or(0, |o| o.len() as u64),
+            alerts_pushed: outbox.map_or(0, |o| o.delivered()),
+            pushes: outbox.map_or(0, |o| o.pushes()),
+            push_errors: outbox.map_or(0, |o| o.push_errors()),
             ..self.counters.clone()
         }
     }

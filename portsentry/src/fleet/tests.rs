@@ -31,6 +31,7 @@ fn fleet(max_alerts_per_minute: u32) -> (Fleet, Arc<Mutex<Vec<String>>>) {
             latest: None,
         },
         counters: FleetCounters::default(),
+        pulls: None,
         reported: HashSet::new(),
     };
     (f, lines)

@@ -205,6 +205,11 @@ impl HookRunner {
         lock(&self.shared.guarded).stats
     }
 
+    /// Ban responses running now. Responses are never queued: one over the limits is skipped.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
     /// Reports responses skipped since the last report in one line: at once if none was
     /// reported before or the last report is at least [`REPORT_INTERVAL`] old, otherwise the
     /// counts wait for a later call.

@@ -4,6 +4,10 @@
 //! full resync again, so an answer lost in transit never leaves a decision unseen.
 
 use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -28,6 +32,25 @@ pub fn explain(e: &LapiError, auth: &BouncerAuth) -> String {
     }
 }
 
+/// What the pull thread did since start, read by `status` and the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct PullStats {
+    /// Pulls LAPI answered.
+    pub ok: AtomicU64,
+    /// Pulls that failed (LAPI unreachable, an error status, an unreadable answer).
+    pub failed: AtomicU64,
+    /// Wall clock (Unix ms) of the last answered pull; 0 before the first.
+    pub last_ok_ms: AtomicU64,
+}
+
+impl PullStats {
+    fn succeeded(&self) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        self.last_ok_ms
+            .store(crate::clock::unix_ms(), Ordering::Relaxed);
+    }
+}
+
 /// Runs until the daemon stops listening.
 pub fn spawn(
     lapi: Lapi,
@@ -35,6 +58,7 @@ pub fn spawn(
     every: Duration,
     updates: mpsc::Sender<FleetUpdate>,
     log: Log,
+    stats: Arc<PullStats>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("crowdsec-pull".into())
@@ -45,6 +69,7 @@ pub fn spawn(
                 let started = Instant::now();
                 match lapi.stream(&auth, startup) {
                     Ok(stream) => {
+                        stats.succeeded();
                         if let Some(down) = outage.recovered() {
                             log(format!(
                                 "portsentry: crowdsec: LAPI at {} answers again (decisions were not updated for {}s)",
@@ -59,6 +84,7 @@ pub fn spawn(
                         }
                     }
                     Err(e) => {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
                         startup = true;
                         outage.failed(&log, || {
                             format!(

@@ -47,6 +47,9 @@ pub struct Outbox {
     path: PathBuf,
     /// Alerts LAPI has accepted since start.
     delivered: AtomicU64,
+    /// Push requests LAPI accepted, and push requests that failed (login or push), since start.
+    pushes: AtomicU64,
+    push_errors: AtomicU64,
 }
 
 impl Outbox {
@@ -89,6 +92,16 @@ impl Outbox {
         self.delivered.load(Ordering::Relaxed)
     }
 
+    /// Push requests LAPI accepted since start.
+    pub fn pushes(&self) -> u64 {
+        self.pushes.load(Ordering::Relaxed)
+    }
+
+    /// Push requests that failed since start (LAPI away, login refused, alert rejected).
+    pub fn push_errors(&self) -> u64 {
+        self.push_errors.load(Ordering::Relaxed)
+    }
+
     /// An outbox in `dir` with no delivery thread (tests look at what gets queued).
     #[cfg(test)]
     pub fn detached(dir: &Path, queue_max: usize) -> Arc<Self> {
@@ -98,6 +111,8 @@ impl Outbox {
             shared: Mutex::new(Shared { queue, stop: false }),
             wake: Condvar::new(),
             delivered: AtomicU64::new(0),
+            pushes: AtomicU64::new(0),
+            push_errors: AtomicU64::new(0),
         })
     }
 }
@@ -146,6 +161,8 @@ pub fn spawn(
         shared: Mutex::new(Shared { queue, stop: false }),
         wake: Condvar::new(),
         delivered: AtomicU64::new(0),
+        pushes: AtomicU64::new(0),
+        push_errors: AtomicU64::new(0),
     });
     let mut delivery = Delivery {
         machine,
@@ -257,6 +274,11 @@ impl Delivery {
     }
 
     fn handle(&mut self, result: Result<Vec<String>, LapiError>, last: u64, batch: &[Alert]) {
+        let counter = match result {
+            Ok(_) => &self.outbox.pushes,
+            Err(_) => &self.outbox.push_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(ids) => {
                 let remaining = {
