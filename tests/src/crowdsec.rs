@@ -137,6 +137,9 @@ impl Lapi {
             "--url",
             &url,
         ])?;
+        // As the README's recipe leaves it (umask 077): portsentry refuses a secret others
+        // can read.
+        crate::lab::fixtures::private(&file);
         Ok(path)
     }
 

@@ -143,7 +143,7 @@ impl Daemon {
                     self.sink.line(&l);
                 }
             }
-            Err(e) => eprintln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
+            Err(e) => crate::errln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
         }
         self.mark_dirty();
     }
@@ -241,7 +241,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     if let Some(c) = d.settings.startup.crowdsec.clone() {
         let fleet_log = log_line.clone();
         let fleet = Fleet::start(&c, &d.settings.startup.state_dir, fleet_log)?;
-        eprintln!("{}", fleet.describe());
+        crate::errln!("{}", fleet.describe());
         d.fleet = Some(fleet);
     }
 
@@ -249,7 +249,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     for iface in &interfaces {
         let mode = d.attach(iface)?;
         attached.push((iface.clone(), mode.to_owned()));
-        eprintln!("portsentry: attached to {iface} ({mode} XDP)");
+        crate::errln!("portsentry: attached to {iface} ({mode} XDP)");
     }
     let info = DaemonInfo {
         pid: std::process::id(),
@@ -261,7 +261,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     if let Err(e) = std::fs::create_dir_all(&d.settings.startup.state_dir)
         .and_then(|()| std::fs::write(&info_path, serde_json::to_string(&info).unwrap_or_default()))
     {
-        eprintln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
+        crate::errln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
     }
     d.info = Some(info);
 
@@ -271,7 +271,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let server = match socket::bind(&socket_path) {
         Ok(listener) => Some(tokio::spawn(socket::serve(listener, ctl_tx))),
         Err(e) => {
-            eprintln!(
+            crate::errln!(
                 "portsentry: error: control socket {}: {e} (the CLI verbs cannot reach this daemon)",
                 socket_path.display()
             );
@@ -282,7 +282,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut route_watch = match netwatch::RouteWatch::new() {
         Ok(w) => Some(w),
         Err(e) => {
-            eprintln!("portsentry: warning: cannot follow address and route changes ({e}); the automatic allowlist is refreshed on SIGHUP only");
+            crate::errln!("portsentry: warning: cannot follow address and route changes ({e}); the automatic allowlist is refreshed on SIGHUP only");
             None
         }
     };
@@ -312,7 +312,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             changed = next_route_change(&mut route_watch) => match changed {
                 Ok(()) => d.refresh_auto_allow(),
                 Err(e) => {
-                    eprintln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
+                    crate::errln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
                     route_watch = None;
                 }
             },
@@ -345,7 +345,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let _ = std::fs::remove_file(&info_path);
     let learned = d.peer_memory.is_some();
     drop(d); // detaches from every interface, and the peer-learning programs
-    eprintln!(
+    crate::errln!(
         "portsentry: stopped; XDP detached from {}{}",
         interfaces.join(", "),
         if learned {

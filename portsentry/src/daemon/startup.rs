@@ -16,7 +16,7 @@ pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
         compat: false,
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
-        eprintln!(
+        crate::errln!(
             "portsentry: migrated pinned maps in {}: {}; {}",
             dir.display(),
             m.reasons.join(", "),
@@ -49,11 +49,11 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
                 "corrupt"
             };
             match store.keep_aside(why) {
-                Ok(moved) => eprintln!(
+                Ok(moved) => crate::errln!(
                     "portsentry: error: {e}; kept aside as {}; starting without saved bans",
                     moved.display()
                 ),
-                Err(m) => eprintln!(
+                Err(m) => crate::errln!(
                     "portsentry: error: {e}; could not keep it aside ({m}); starting without saved bans"
                 ),
             }
@@ -65,7 +65,7 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
     let migrated = dp.migrated.take();
     let (mut book, opened) = BanBook::open(store, saved, Some(dp), migrated.as_ref(), true, &now)?;
     let refused = book.install(dp, &now)?;
-    eprintln!(
+    crate::errln!(
         "portsentry: restored {} ban(s) from {} ({} expired); {} ban(s) kept in the pinned maps",
         opened.from_file,
         book.store().path().display(),
@@ -73,7 +73,7 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
         opened.in_kernel,
     );
     if !refused.is_empty() {
-        eprintln!(
+        crate::errln!(
             "portsentry: error: {} ban(s) do not fit the tables (first: {}); raise max_bans or max_ban_networks",
             refused.len(),
             refused[0]
@@ -101,6 +101,6 @@ pub(super) fn notify_stopping() {
 
 fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
-        eprintln!("portsentry: warning: cannot notify the service manager: {e}");
+        crate::errln!("portsentry: warning: cannot notify the service manager: {e}");
     }
 }
