@@ -721,3 +721,39 @@ fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
     assert!(d.has_line(|l| l == scan), "{}", d.output());
     assert!(!d.has_line(|l| l.starts_with('<')), "{}", d.output());
 }
+
+/// Under a unit with WatchdogSec, systemd sets WATCHDOG_USEC: the event loop sends WATCHDOG=1
+/// every half of it. Without the variable it sends none.
+#[test]
+fn the_event_loop_kicks_the_systemd_watchdog() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("watchdog").unwrap();
+    let state = dir.path.display().to_string();
+    let kicks = |d: &mut portsentry_tests::lab::Daemon| {
+        d.notifications()
+            .iter()
+            .filter(|n| n.as_str() == "WATCHDOG=1")
+            .count()
+    };
+    let mut d = base_args(&lab, &state)
+        .no_pin()
+        .wrapped_in(
+            "sh",
+            &[
+                "-c",
+                "WATCHDOG_USEC=400000 && export WATCHDOG_USEC && exec \"$@\"",
+                "sh",
+            ],
+        )
+        .start()
+        .unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    let n = kicks(&mut d);
+    // Every 200 ms (the first at once): about 6 in 1.1 s; a busy machine may delay some.
+    assert!((4..=15).contains(&n), "{n} kicks: {:?}", d.notifications());
+    d.stop().unwrap();
+
+    let mut d = base_args(&lab, &state).no_pin().start().unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(kicks(&mut d), 0, "{:?}", d.notifications());
+}

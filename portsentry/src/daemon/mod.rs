@@ -294,6 +294,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut ticker = tokio::time::interval(LISTEN_POLL);
+    let watchdog = startup::watchdog_interval();
+    let mut watchdog_ticker = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     d.sink.line("Portsentry is now active and listening.");
     startup::notify_ready(&interfaces);
@@ -321,6 +323,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 d.poll_listening();
                 d.tick();
             }
+            _ = watchdog_ticker.tick(), if watchdog.is_some() => startup::notify_watchdog(),
             _ = sighup.recv() => d.reload(&global, &args),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),

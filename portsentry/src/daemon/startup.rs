@@ -99,6 +99,21 @@ pub(super) fn notify_stopping() {
     notify(&[sd_notify::NotifyState::Stopping]);
 }
 
+/// How often to send WATCHDOG=1: half the unit's `WatchdogSec` (`WATCHDOG_USEC`, when
+/// `WATCHDOG_PID` is unset or this process), as sd_watchdog_enabled(3) advises; None without a
+/// watchdog.
+pub(super) fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+        .filter(|d| !d.is_zero())
+        .map(|d| d / 2)
+}
+
+/// WATCHDOG=1, sent from the event loop itself: a loop that hangs stops sending it and
+/// systemd restarts the daemon.
+pub(super) fn notify_watchdog() {
+    notify(&[sd_notify::NotifyState::Watchdog]);
+}
+
 fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         crate::errln!("portsentry: warning: cannot notify the service manager: {e}");
