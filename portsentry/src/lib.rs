@@ -8,17 +8,26 @@
 //! network, `cli` parses the command line, `report` rate-limits lines about conditions that
 //! repeat. `main.rs` only wires them together.
 
+// The daemon's lines go through `outln!`/`errln!` (detect/journal.rs), which add a journald
+// priority under systemd; a bare `println!`/`eprintln!` there would lose it.
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod bans;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod daemon;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod dataplane;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod detect;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod fleet;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod hooks;
 pub mod metrics;
 pub mod net;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod peers;
 pub mod report;

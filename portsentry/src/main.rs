@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match verbs::dispatch(cli) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("portsentry: error: {:#}", failure.error());
+            portsentry::errln!("portsentry: error: {:#}", failure.error());
             failure.exit_code()
         }
     }

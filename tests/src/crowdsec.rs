@@ -189,6 +189,9 @@ impl Lapi {
             "--url",
             &url,
         ])?;
+        // As the README's recipe leaves it (umask 077): portsentry refuses a secret others
+        // can read.
+        crate::lab::fixtures::private(&file);
         if let Some(certs) = &self.certs {
             // cscli (the client) trusts LAPI through the run's CA.
             let mut text = std::fs::read_to_string(&file)?;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the daemon and CLI (issue: config, logs, persistent bans, hooks, verbs).
 
 use std::{
+    os::unix::fs::PermissionsExt,
     thread,
     time::{Duration, Instant},
 };
@@ -607,4 +608,152 @@ fn the_systemd_units_capability_set_is_enough() {
         "{}",
         d.output()
     );
+}
+
+/// Like ssh with a private key: a CrowdSec secret that group or others can read is refused at
+/// start (and by check-config) with exit 2, naming the key, the file and its mode.
+#[test]
+fn crowdsec_secrets_others_can_read_are_refused() {
+    let dir = TempDir::new("secrets").unwrap();
+    let key = dir.write("bouncer.key", "abc123\n");
+    let creds = dir.write_secret("machine.yaml", "login: m\npassword: p\n");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let conf = dir.write(
+        "portsentry.toml",
+        &format!(
+            "state_dir = \"{}\"\npin_dir = \"\"\n[crowdsec]\nlapi_url = \"http://127.0.0.1:1\"\n\
+             api_key_file = \"{key}\"\ncredentials_file = \"{creds}\"\n",
+            dir.path.display()
+        ),
+    );
+    let refused = format!(
+        "key `crowdsec.api_key_file`: {key} has mode 0644: group or others can access this \
+         secret; make it private: chmod 600 {key}"
+    );
+    for verb in [&["check-config", &conf][..], &["run", "--config", &conf]] {
+        let (code, _, err) = portsentry(verb);
+        assert_eq!(code, 2, "{verb:?}: {err}");
+        assert!(err.contains(&refused), "{verb:?}: {err}");
+    }
+    portsentry_tests::lab::fixtures::private(std::path::Path::new(&key));
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, _, err) = portsentry(&["check-config", &conf]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "key `crowdsec.credentials_file`: {creds} has mode 0640"
+        )),
+        "{err}"
+    );
+    portsentry_tests::lab::fixtures::private(std::path::Path::new(&creds));
+    let (code, _, err) = portsentry(&["check-config", &conf]);
+    assert_eq!(code, 0, "0600 secrets are accepted: {err}");
+}
+
+/// Under systemd, stdout is the journal: `JOURNAL_STREAM` names its device and inode, and each
+/// line carries its sd-daemon `<N>` priority, so `journalctl -p warning` shows the bans. Here
+/// the variable is set, as systemd does, to the real dev:ino of the daemon's stdout (a pipe):
+/// stdout lines are prefixed, stderr (another pipe) is not. Without the variable the lines are
+/// PortSentry's, byte for byte.
+#[test]
+fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("journal").unwrap();
+    let state = dir.path.display().to_string();
+    let iface = lab.iface.clone();
+    let expected = |a: std::net::IpAddr| {
+        (
+            format!(
+                "Scan from: [{a}] ({a}) protocol: [TCP] port: [{TRAP}] type: [TCP SYN/Normal scan] \
+                 IP opts: [not set] ignored: [false] triggered: [true] noblock: [false] blocked: [true]"
+            ),
+            format!("attackalert: Host {a} has been blocked via XDP drop on interface: \"{iface}\""),
+        )
+    };
+
+    // `sh` sets JOURNAL_STREAM from its own stdout, which portsentry inherits through exec.
+    let mut d = base_args(&lab, &state)
+        .no_pin()
+        .wrapped_in(
+            "sh",
+            &[
+                "-c",
+                "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) && export JOURNAL_STREAM && exec \"$@\"",
+                "sh",
+            ],
+        )
+        .start()
+        .unwrap();
+    let a = lab.scanner_v4[0];
+    assert!(!lab
+        .scanner
+        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    let (scan, ban) = expected(a);
+    assert!(
+        d.wait_for_line(|l| l == format!("<4>{ban}"), Duration::from_secs(5)),
+        "the ban line at warning; output:\n{}",
+        d.output()
+    );
+    assert!(d.has_line(|l| l == format!("<5>{scan}")), "{}", d.output());
+    assert!(
+        d.has_line(|l| l == "<6>Portsentry is now active and listening."),
+        "{}",
+        d.output()
+    );
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: attached to ")),
+        "stderr is not the journal stream: no prefix; output:\n{}",
+        d.output()
+    );
+    d.stop().unwrap();
+
+    let mut d = base_args(&lab, &state).no_pin().start().unwrap();
+    let b = lab.scanner_v4[1];
+    assert!(!lab
+        .scanner
+        .tcp_connect(b, sock(lab.protected_v4, TRAP), SHORT));
+    let (scan, ban) = expected(b);
+    assert!(
+        d.wait_for_line(|l| l == ban, Duration::from_secs(5)),
+        "{}",
+        d.output()
+    );
+    assert!(d.has_line(|l| l == scan), "{}", d.output());
+    assert!(!d.has_line(|l| l.starts_with('<')), "{}", d.output());
+}
+
+/// Under a unit with WatchdogSec, systemd sets WATCHDOG_USEC: the event loop sends WATCHDOG=1
+/// every half of it. Without the variable it sends none.
+#[test]
+fn the_event_loop_kicks_the_systemd_watchdog() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("watchdog").unwrap();
+    let state = dir.path.display().to_string();
+    let kicks = |d: &mut portsentry_tests::lab::Daemon| {
+        d.notifications()
+            .iter()
+            .filter(|n| n.as_str() == "WATCHDOG=1")
+            .count()
+    };
+    let mut d = base_args(&lab, &state)
+        .no_pin()
+        .wrapped_in(
+            "sh",
+            &[
+                "-c",
+                "WATCHDOG_USEC=400000 && export WATCHDOG_USEC && exec \"$@\"",
+                "sh",
+            ],
+        )
+        .start()
+        .unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    let n = kicks(&mut d);
+    // Every 200 ms (the first at once): about 6 in 1.1 s; a busy machine may delay some.
+    assert!((4..=15).contains(&n), "{n} kicks: {:?}", d.notifications());
+    d.stop().unwrap();
+
+    let mut d = base_args(&lab, &state).no_pin().start().unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(kicks(&mut d), 0, "{:?}", d.notifications());
 }

@@ -71,7 +71,7 @@ impl Host {
         );
         if bouncer {
             let key = lapi.add_bouncer(name).expect("bouncer");
-            let key_file = dir.write("bouncer.key", &format!("{key}\n"));
+            let key_file = dir.write_secret("bouncer.key", &format!("{key}\n"));
             crowdsec += &format!("api_key_file = \"{key_file}\"\n");
         }
         if machine {

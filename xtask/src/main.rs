@@ -59,15 +59,23 @@ enum Cmd {
     },
     /// rustfmt check and clippy with -D warnings, userspace and eBPF crates.
     Lint,
-    /// Build a release binary and install it with the systemd unit and the example config
-    /// (an existing config is never overwritten).
+    /// Build a release binary and install it with the systemd unit, the example config (an
+    /// existing config is never overwritten), the man pages and the shell completions.
     Install {
-        /// Installation prefix: binary in PREFIX/sbin, unit in PREFIX/lib/systemd/system.
+        /// Installation prefix: binary in PREFIX/sbin, unit in PREFIX/lib/systemd/system, man
+        /// pages in PREFIX/share/man/man8, completions in PREFIX/share/{bash-completion,zsh,fish}.
         #[arg(long, default_value = "/usr/local")]
         prefix: std::path::PathBuf,
         /// Where the config goes [default: /etc for /usr and /usr/local, else PREFIX/etc].
         #[arg(long)]
         sysconfdir: Option<std::path::PathBuf>,
+    },
+    /// Generate the man pages (section 8) and the bash, zsh and fish completions from the
+    /// command-line definitions: OUT/man8/*.8 and OUT/completions/.
+    Man {
+        /// Output directory.
+        #[arg(long, default_value = "target/docs")]
+        out: std::path::PathBuf,
     },
     /// Only check (and if needed install) the eBPF toolchain: nightly rust-src and bpf-linker.
     Toolchain,
@@ -97,6 +105,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Install { prefix, sysconfdir } => {
             let bin = build::portsentry(&tools, true)?;
             install::install(&bin, &prefix, sysconfdir.as_deref())
+        }
+        Cmd::Man { out } => {
+            let bin = build::portsentry(&tools, false)?;
+            let out = build::workspace_root().join(out);
+            install::generate_docs(&bin, &out)?;
+            println!(
+                "man pages in {0}/man8, completions in {0}/completions",
+                out.display()
+            );
+            Ok(())
         }
         Cmd::Build { release } => {
             let bin = build::portsentry(&tools, release)?;

@@ -15,6 +15,7 @@ use crate::{
     net::cidr::Cidr,
 };
 
+pub mod docs;
 pub mod verbs;
 
 /// A duration or "never" (`None`).
@@ -126,6 +127,12 @@ pub enum Command {
         /// mode with ADVANCED_PORTS_TCP/UDP as the bound. Without it, the file decides.
         #[arg(long = "mode", value_enum, value_name = "MODE")]
         modes: Vec<crate::config::classic::ClassicMode>,
+    },
+    /// Write the man pages and shell completions to DIR (for `cargo xtask man` and `install`).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory: DIR/man8/*.8 and DIR/completions/.
+        dir: PathBuf,
     },
 }
 

@@ -22,7 +22,7 @@ impl Daemon {
         match (self.settings.live.path_check, self.lo_forwarding.is_some()) {
             (true, false) => match LoopbackForwarding::enable() {
                 Ok(f) => self.lo_forwarding = Some(f),
-                Err(e) => eprintln!(
+                Err(e) => crate::errln!(
                     "portsentry: warning: path check: cannot enable route lookups on lo ({e}); \
                      bans are made unverified"
                 ),
@@ -55,7 +55,7 @@ impl Daemon {
             self.settings.live.history_file.as_deref(),
             self.settings.live.history_format,
         );
-        eprintln!(
+        crate::errln!(
             "portsentry: guarding TCP [{}] UDP [{}]{}; mode {}; trigger {}; {} allowlist entr{}",
             self.settings.live.tcp_ports,
             self.settings.live.udp_ports,
@@ -93,7 +93,7 @@ impl Daemon {
 
     pub(super) fn report_refused_allow(&self, written: &TrieWrite) {
         if let Some(first) = written.refused.first() {
-            eprintln!(
+            crate::errln!(
                 "portsentry: error: the allowlist trie is full: {} entr(y/ies) not written (first: {first})",
                 written.refused.len(),
             );
@@ -124,7 +124,7 @@ impl Daemon {
         let fresh = match self.automatic_entries() {
             Ok(list) => list,
             Err(e) => {
-                eprintln!("portsentry: error: recomputing the automatic allowlist: {e:#}");
+                crate::errln!("portsentry: error: recomputing the automatic allowlist: {e:#}");
                 return;
             }
         };
@@ -141,11 +141,11 @@ impl Daemon {
                 Ok(written.count)
             });
         match result {
-            Ok(count) => eprintln!(
+            Ok(count) => crate::errln!(
                 "portsentry: addresses or routes changed; automatic allowlist updated ({} automatic, {count} in total)",
                 self.auto_allow.len()
             ),
-            Err(e) => eprintln!("portsentry: error: updating the automatic allowlist: {e:#}"),
+            Err(e) => crate::errln!("portsentry: error: updating the automatic allowlist: {e:#}"),
         }
     }
 }

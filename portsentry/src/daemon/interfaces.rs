@@ -36,7 +36,7 @@ impl Daemon {
         if now != self.listening || remembered_changed {
             self.listening = now;
             if let Err(e) = self.refresh_ports() {
-                eprintln!("portsentry: error: updating guarded ports: {e:#}");
+                crate::errln!("portsentry: error: updating guarded ports: {e:#}");
             }
         }
     }
@@ -45,7 +45,7 @@ impl Daemon {
     pub(super) fn attach(&mut self, iface: &str) -> Result<&'static str> {
         let mode = self.dp.attach(iface, self.settings.startup.xdp_mode)?;
         if self.settings.startup.xdp_mode == AttachMode::Auto && mode == AttachMode::Generic {
-            eprintln!("portsentry: warning: {iface} has no native XDP support; using generic XDP (slower)");
+            crate::errln!("portsentry: warning: {iface} has no native XDP support; using generic XDP (slower)");
         }
         let index = nix::net::if_::if_nametoindex(iface).ok();
         if let Some(i) = index {
@@ -70,14 +70,16 @@ impl Daemon {
             let current = nix::net::if_::if_nametoindex(name.as_str()).ok();
             match (recorded, current) {
                 (Some(_), None) => {
-                    eprintln!("portsentry: warning: interface {name} disappeared; it is re-attached when it returns");
+                    crate::errln!("portsentry: warning: interface {name} disappeared; it is re-attached when it returns");
                     self.attached[i].1 = None;
                 }
                 (old, Some(now)) if old != Some(now) => match self.attach(&name) {
                     Ok(mode) => {
-                        eprintln!("portsentry: interface {name} is back; re-attached ({mode} XDP)")
+                        crate::errln!(
+                            "portsentry: interface {name} is back; re-attached ({mode} XDP)"
+                        )
                     }
-                    Err(e) => eprintln!("portsentry: error: re-attaching to {name}: {e:#}"),
+                    Err(e) => crate::errln!("portsentry: error: re-attaching to {name}: {e:#}"),
                 },
                 _ => {}
             }

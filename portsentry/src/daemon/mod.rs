@@ -159,7 +159,7 @@ impl Daemon {
                     self.sink.line(&l);
                 }
             }
-            Err(e) => eprintln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
+            Err(e) => crate::errln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
         }
         self.mark_dirty();
     }
@@ -184,7 +184,7 @@ impl Daemon {
         {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!("portsentry: error: metrics: reading the counters failed: {e:#}");
+                crate::errln!("portsentry: error: metrics: reading the counters failed: {e:#}");
                 None
             }
         }
@@ -294,7 +294,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     if let Some(c) = d.settings.startup.crowdsec.clone() {
         let fleet_log = log_line.clone();
         let fleet = Fleet::start(&c, &d.settings.startup.state_dir, fleet_log)?;
-        eprintln!("{}", fleet.describe());
+        crate::errln!("{}", fleet.describe());
         d.fleet = Some(fleet);
     }
 
@@ -302,7 +302,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     for iface in &interfaces {
         let mode = d.attach(iface)?;
         attached.push((iface.clone(), mode.to_owned()));
-        eprintln!("portsentry: attached to {iface} ({mode} XDP)");
+        crate::errln!("portsentry: attached to {iface} ({mode} XDP)");
     }
     let info = DaemonInfo {
         pid: std::process::id(),
@@ -314,7 +314,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     if let Err(e) = std::fs::create_dir_all(&d.settings.startup.state_dir)
         .and_then(|()| std::fs::write(&info_path, serde_json::to_string(&info).unwrap_or_default()))
     {
-        eprintln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
+        crate::errln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
     }
     d.info = Some(info);
 
@@ -324,7 +324,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let server = match socket::bind(&socket_path) {
         Ok(listener) => Some(tokio::spawn(socket::serve(listener, ctl_tx))),
         Err(e) => {
-            eprintln!(
+            crate::errln!(
                 "portsentry: error: control socket {}: {e} (the CLI verbs cannot reach this daemon)",
                 socket_path.display()
             );
@@ -336,7 +336,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut metrics_rx = metrics_listener.as_ref().map(|_| metrics_rx);
     let metrics_server = metrics_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
-            eprintln!("portsentry: metrics at http://{addr}/metrics");
+            crate::errln!("portsentry: metrics at http://{addr}/metrics");
         }
         metrics::server::spawn(l, metrics_tx)
     });
@@ -344,7 +344,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut route_watch = match netwatch::RouteWatch::new() {
         Ok(w) => Some(w),
         Err(e) => {
-            eprintln!("portsentry: warning: cannot follow address and route changes ({e}); the automatic allowlist is refreshed on SIGHUP only");
+            crate::errln!("portsentry: warning: cannot follow address and route changes ({e}); the automatic allowlist is refreshed on SIGHUP only");
             None
         }
     };
@@ -360,6 +360,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut ticker = tokio::time::interval(LISTEN_POLL);
+    let watchdog = startup::watchdog_interval();
+    let mut watchdog_ticker = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     d.sink.line("Portsentry is now active and listening.");
     startup::notify_ready(&interfaces);
@@ -383,7 +385,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             changed = next_route_change(&mut route_watch) => match changed {
                 Ok(()) => d.refresh_auto_allow(),
                 Err(e) => {
-                    eprintln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
+                    crate::errln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
                     route_watch = None;
                 }
             },
@@ -392,6 +394,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 d.poll_listening();
                 d.tick();
             }
+            _ = watchdog_ticker.tick(), if watchdog.is_some() => startup::notify_watchdog(),
             _ = sighup.recv() => d.reload(&global, &args),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
@@ -419,7 +422,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let _ = std::fs::remove_file(&info_path);
     let learned = d.peer_memory.is_some();
     drop(d); // detaches from every interface, and the peer-learning programs
-    eprintln!(
+    crate::errln!(
         "portsentry: stopped; XDP detached from {}{}",
         interfaces.join(", "),
         if learned {

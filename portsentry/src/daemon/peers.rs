@@ -19,7 +19,7 @@ pub(super) fn start_learning(
         return (None, None);
     }
     if !dp.syn_cookies() {
-        eprintln!(
+        crate::errln!(
             "portsentry: warning: this kernel lacks the XDP SYN cookie helpers (Linux 6.0+): not learning peers; trap probes from every source count as from strangers"
         );
         return (None, None);
@@ -27,7 +27,7 @@ pub(super) fn start_learning(
     let learning = match dp.learn_peers() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
+            crate::errln!(
                 "portsentry: warning: cannot learn peers: {:#}; trap probes from every source count as from strangers",
                 anyhow::Error::from(e)
             );
@@ -45,30 +45,30 @@ pub(super) fn start_learning(
                 "corrupt"
             };
             match store.keep_aside(why) {
-                Ok(moved) => eprintln!(
+                Ok(moved) => crate::errln!(
                     "portsentry: error: {e}; kept aside as {}; starting without saved peers",
                     moved.display()
                 ),
-                Err(m) => eprintln!(
+                Err(m) => crate::errln!(
                     "portsentry: error: {e}; could not keep it aside ({m}); starting without saved peers"
                 ),
             }
             Vec::new()
         }
         Err(e) => {
-            eprintln!("portsentry: error: {e}; starting without saved peers");
+            crate::errln!("portsentry: error: {e}; starting without saved peers");
             Vec::new()
         }
     };
     match peers::restore(dp, &saved, settings.live.peer_memory, &Now::read()) {
-        Ok(r) => eprintln!(
+        Ok(r) => crate::errln!(
             "portsentry: learning peers (TCP handshakes and UDP destinations of this network namespace, via {}); restored {} peer(s) from {} ({} older than peer_memory)",
             learning.cgroup.display(),
             r.restored,
             store.path().display(),
             r.expired
         ),
-        Err(e) => eprintln!("portsentry: error: restoring saved peers: {e:#}"),
+        Err(e) => crate::errln!("portsentry: error: restoring saved peers: {e:#}"),
     }
     (Some(learning), Some(PeerMemory::new(store)))
 }
@@ -81,7 +81,7 @@ impl Daemon {
         };
         if let Err(e) = memory.save(&self.dp, self.settings.live.peer_memory, &Now::read()) {
             if self.save_error_report.try_report().is_some() {
-                eprintln!(
+                crate::errln!(
                     "portsentry: error: saving learned peers to {}: {e:#}",
                     memory.store().path().display()
                 );

@@ -16,7 +16,7 @@ pub(super) fn load_service_ports(state_dir: &Path) -> ServicePorts {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ServicePorts::default(),
         Err(e) => {
-            eprintln!(
+            crate::errln!(
                 "portsentry: error: reading {}: {e}; advanced mode starts without remembered service ports",
                 path.display()
             );
@@ -31,7 +31,7 @@ pub(super) fn load_service_ports(state_dir: &Path) -> ServicePorts {
                 Ok(()) => format!("kept aside as {}", moved.display()),
                 Err(e) => format!("could not keep it aside ({e})"),
             };
-            eprintln!(
+            crate::errln!(
                 "portsentry: error: {}: not a service-port memory ({why}); {kept}; advanced mode starts without remembered service ports",
                 path.display()
             );
@@ -107,7 +107,7 @@ impl Daemon {
             Err(e) => {
                 self.service_ports_new = Some(Instant::now());
                 if self.save_error_report.try_report().is_some() {
-                    eprintln!(
+                    crate::errln!(
                         "portsentry: error: saving the service-port memory to {}: {e} (kept in memory; retried)",
                         path.display()
                     );
@@ -124,7 +124,7 @@ impl Daemon {
         match self.book.sweep(&mut self.dp, &Now::read()) {
             Ok(n) if n > 0 => self.mark_dirty(),
             Ok(_) => {}
-            Err(e) => eprintln!("portsentry: error: sweeping expired bans: {e:#}"),
+            Err(e) => crate::errln!("portsentry: error: sweeping expired bans: {e:#}"),
         }
     }
 
@@ -145,7 +145,7 @@ impl Daemon {
                 self.mark_dirty();
                 self.save_retry_at = Some(Instant::now() + SAVE_RETRY);
                 if self.save_error_report.try_report().is_some() {
-                    eprintln!("portsentry: error: saving bans: {e:#} (retrying every {}s; enforcement continues)", SAVE_RETRY.as_secs());
+                    crate::errln!("portsentry: error: saving bans: {e:#} (retrying every {}s; enforcement continues)", SAVE_RETRY.as_secs());
                 }
             }
         }

@@ -21,7 +21,7 @@ impl Daemon {
             }
             EventKind::Ban => {
                 if let Err(e) = self.book.on_kernel_ban(&self.dp, &target, &Now::read()) {
-                    eprintln!("portsentry: error: recording the ban of {target}: {e:#}");
+                    crate::errln!("portsentry: error: recording the ban of {target}: {e:#}");
                 }
                 self.mark_dirty();
             }
@@ -92,7 +92,7 @@ impl Daemon {
         let room = match self.book.make_room(&mut self.dp, &now) {
             Ok(room) => room,
             Err(e) => {
-                eprintln!("portsentry: error: making room in the ban table: {e:#}");
+                crate::errln!("portsentry: error: making room in the ban table: {e:#}");
                 return false;
             }
         };

@@ -7,7 +7,7 @@ impl Daemon {
     pub(super) fn report_shadow_bans(&self) {
         let n = self.book.shadow_count();
         if self.settings.live.mode == Mode::Block && n > 0 {
-            eprintln!(
+            crate::errln!(
                 "portsentry: block mode: {n} shadow ban(s) from detect mode are not enforced; \
                  `portsentry promote-shadow` enforces them"
             );
@@ -26,7 +26,7 @@ impl Daemon {
             Ok((s, source)) => {
                 let restart_only = self.settings.startup.changed_keys(&s.startup);
                 if !restart_only.is_empty() {
-                    eprintln!(
+                    crate::errln!(
                         "portsentry: warning: {} change(s) take effect on restart only",
                         restart_only.join(", ")
                     );
@@ -36,17 +36,19 @@ impl Daemon {
                 self.settings.live = s.live;
                 match self.apply() {
                     Ok(()) => {
-                        eprintln!("portsentry: reloaded configuration from {source}; bans kept");
+                        crate::errln!(
+                            "portsentry: reloaded configuration from {source}; bans kept"
+                        );
                         if to_block {
                             self.report_shadow_bans();
                         }
                     }
                     Err(e) => {
-                        eprintln!("portsentry: error: applying reloaded configuration: {e:#}")
+                        crate::errln!("portsentry: error: applying reloaded configuration: {e:#}")
                     }
                 }
             }
-            Err(e) => eprintln!(
+            Err(e) => crate::errln!(
                 "portsentry: error: reload failed, keeping the running configuration: {e:#}"
             ),
         }

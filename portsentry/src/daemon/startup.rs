@@ -17,7 +17,7 @@ pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
         log_level: diagnostics::kernel_level(settings.startup.log_level),
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
-        eprintln!(
+        crate::errln!(
             "portsentry: migrated pinned maps in {}: {}; {}",
             dir.display(),
             m.reasons.join(", "),
@@ -50,11 +50,11 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
                 "corrupt"
             };
             match store.keep_aside(why) {
-                Ok(moved) => eprintln!(
+                Ok(moved) => crate::errln!(
                     "portsentry: error: {e}; kept aside as {}; starting without saved bans",
                     moved.display()
                 ),
-                Err(m) => eprintln!(
+                Err(m) => crate::errln!(
                     "portsentry: error: {e}; could not keep it aside ({m}); starting without saved bans"
                 ),
             }
@@ -66,7 +66,7 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
     let migrated = dp.migrated.take();
     let (mut book, opened) = BanBook::open(store, saved, Some(dp), migrated.as_ref(), true, &now)?;
     let refused = book.install(dp, &now)?;
-    eprintln!(
+    crate::errln!(
         "portsentry: restored {} ban(s) from {} ({} expired); {} ban(s) kept in the pinned maps",
         opened.from_file,
         book.store().path().display(),
@@ -74,7 +74,7 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
         opened.in_kernel,
     );
     if !refused.is_empty() {
-        eprintln!(
+        crate::errln!(
             "portsentry: error: {} ban(s) do not fit the tables (first: {}); raise max_bans or max_ban_networks",
             refused.len(),
             refused[0]
@@ -100,8 +100,23 @@ pub(super) fn notify_stopping() {
     notify(&[sd_notify::NotifyState::Stopping]);
 }
 
+/// How often to send WATCHDOG=1: half the unit's `WatchdogSec` (`WATCHDOG_USEC`, when
+/// `WATCHDOG_PID` is unset or this process), as sd_watchdog_enabled(3) advises; None without a
+/// watchdog.
+pub(super) fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+        .filter(|d| !d.is_zero())
+        .map(|d| d / 2)
+}
+
+/// WATCHDOG=1, sent from the event loop itself: a loop that hangs stops sending it and
+/// systemd restarts the daemon.
+pub(super) fn notify_watchdog() {
+    notify(&[sd_notify::NotifyState::Watchdog]);
+}
+
 fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
-        eprintln!("portsentry: warning: cannot notify the service manager: {e}");
+        crate::errln!("portsentry: warning: cannot notify the service manager: {e}");
     }
 }

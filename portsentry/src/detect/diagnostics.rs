@@ -46,7 +46,7 @@ impl Log for DaemonLog {
     fn log(&self, record: &Record) {
         if self.enabled(record.metadata()) {
             let level = record.level().as_str().to_ascii_lowercase();
-            eprintln!("portsentry: kernel {level}: {}", record.args());
+            crate::errln!("portsentry: kernel {level}: {}", record.args());
         }
     }
 

@@ -232,7 +232,7 @@ impl LogSink {
     }
 
     fn line_at(&mut self, text: &str, unix_ms: u64) {
-        println!("{text}");
+        crate::detect::journal::stdout_line(text);
         if self.history_format == HistoryFormat::Portsentry2 {
             self.append_history(&format!("{} {text}\n", clock::iso_local_ms(unix_ms)));
         }
@@ -260,7 +260,7 @@ impl LogSink {
     fn report_history_error(&mut self, e: &std::io::Error) {
         if self.history_error_report.try_report().is_some() {
             let path = self.history_path.as_deref().map(Path::display);
-            eprintln!(
+            crate::errln!(
                 "portsentry: error: cannot write history file {}: {e} ({} line(s) not written since the last report; enforcement continues)",
                 path.map(|p| p.to_string()).unwrap_or_default(),
                 self.failed_writes

@@ -4,7 +4,6 @@
 use std::{
     fs::OpenOptions,
     io::{ErrorKind, Write},
-    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
 };
@@ -14,24 +13,24 @@ use super::{
     template::{expand, Placeholders},
     HookOutcome,
 };
-use crate::detect::logging::LogFn;
+use crate::{bans::BanNotice, detect::logging::LogFn};
 
 /// Serialises the check-then-append of every response of one runner, so two responses cannot
 /// both miss a line and both write it.
 #[derive(Clone, Default)]
 pub struct HostsDenyLock(Arc<Mutex<()>>);
 
-/// Expands `template` for the ban of `target` and appends it to `file` unless present; logs the
-/// result.
+/// Expands `template` for `ban` and appends it to `file` unless present; logs the result. An
+/// IPv6 target is written in brackets (`ALL: [2001:db8::1]`), as TCP wrappers expect it.
 pub async fn append_hosts_deny(
     log: &LogFn,
     file_lock: &HostsDenyLock,
     template: &str,
     file: &Path,
-    values: &Placeholders<'_>,
-    target: IpAddr,
+    ban: &BanNotice,
 ) -> HookOutcome {
-    let line = expand(template, values);
+    let target = ban.source;
+    let line = expand(template, &Placeholders::for_hosts_deny(ban));
     let fail = |what: String| {
         log(format!(
             "portsentry: error: hook hosts_deny for host {target}: {what}"
@@ -90,6 +89,7 @@ mod tests {
     use std::fs;
 
     use crate::{
+        bans::BanNotice,
         config::settings::HookSettings,
         hooks::{
             lock,
@@ -142,5 +142,28 @@ mod tests {
         assert_eq!(r.stats().failed, 1);
         assert!(lock(&lines)[0]
             .starts_with("portsentry: error: hook hosts_deny for host 192.0.2.7: refusing"));
+    }
+
+    /// hosts_access(5) matches an IPv6 client only as `[addr]`; a bare address never matches.
+    #[tokio::test]
+    async fn hosts_deny_writes_ipv6_targets_in_brackets() {
+        let dir = Scratch::new();
+        let file = dir.path("hosts.deny");
+        let s = HookSettings {
+            hosts_deny: Some("ALL: $TARGET$".to_owned()),
+            hosts_deny_file: file.clone(),
+            ..hooks(None)
+        };
+        let (r, lines) = runner(s);
+        r.on_ban(&BanNotice {
+            source: "2001:db8::1".parse().unwrap(),
+            ..ban("SYN")
+        });
+        settle(&r).await;
+        assert_eq!(fs::read_to_string(&file).unwrap(), "ALL: [2001:db8::1]\n");
+        assert_eq!(
+            lock(&lines)[0],
+            "attackalert: Host 2001:db8::1 has been blocked via wrappers with string: \"ALL: [2001:db8::1]\""
+        );
     }
 }

@@ -13,7 +13,7 @@
 //! and fixed, the value only arrives as `$1` and is never parsed as code.
 //!
 //! Placeholders (in argv elements and the hosts.deny line): `$TARGET$`/`{target}` (source
-//! address), `$PORT$`/`{port}` (destination port), `$MODE$`/`{mode}` (`tcp`/`udp`), `{proto}`
+//! address; in hosts.deny an IPv6 one in brackets), `$PORT$`/`{port}` (destination port), `$MODE$`/`{mode}` (`tcp`/`udp`), `{proto}`
 //! (`TCP`/`UDP`), `{scan}` (scan type). Anything else is left as written.
 //!
 //! Limits: one ban response (the configured hooks for one ban, in order) holds a permit of a
@@ -287,8 +287,7 @@ impl RunnerShared {
                         &self.hosts_deny_lock,
                         template,
                         &s.hosts_deny_file,
-                        &values,
-                        ban.source,
+                        ban,
                     )
                     .await
                 }

@@ -24,6 +24,22 @@ impl<'a> Placeholders<'a> {
         }
     }
 
+    /// For the hosts.deny line: an IPv6 target in brackets (`[2001:db8::1]`), the only way
+    /// TCP wrappers (hosts_access(5)) match an IPv6 address; IPv4 as is.
+    pub fn for_hosts_deny(ban: &'a BanNotice) -> Self {
+        let target = match ban.source {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        Self {
+            target,
+            port: ban.dst_port.to_string(),
+            mode: ban.protocol.mode(),
+            proto: ban.protocol.name(),
+            scan: &ban.scan,
+        }
+    }
+
     /// The placeholder `text` starts with: its length and value.
     fn lookup(&self, text: &str) -> Option<(usize, &str)> {
         let table: [(&str, &str); 8] = [
@@ -101,6 +117,15 @@ mod tests {
             ..ban("")
         };
         assert_eq!(expand("{target}", &Placeholders::new(&v6)), "2001:db8::1");
+        // TCP wrappers match IPv6 addresses only in brackets (hosts_access(5)).
+        assert_eq!(
+            expand("ALL: $TARGET$", &Placeholders::for_hosts_deny(&v6)),
+            "ALL: [2001:db8::1]"
+        );
+        assert_eq!(
+            expand("ALL: $TARGET$", &Placeholders::for_hosts_deny(&ban(""))),
+            "ALL: 192.0.2.7"
+        );
         // Substituted text is not scanned again.
         let nasty = ban("{port}$TARGET${scan}");
         assert_eq!(

@@ -44,6 +44,20 @@ impl TempDir {
         std::fs::write(&p, text).expect("writing test file");
         p.display().to_string()
     }
+
+    /// Like [`TempDir::write`], mode 0600: portsentry refuses secrets others can read.
+    pub fn write_secret(&self, name: &str, text: &str) -> String {
+        let p = self.write(name, text);
+        private(std::path::Path::new(&p));
+        p
+    }
+}
+
+/// chmod 600, as the README's recipes leave a secret (`umask 077`).
+pub fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 600 on a test secret");
 }
 
 impl Drop for TempDir {

@@ -53,6 +53,12 @@ pub fn dispatch(cli: Cli) -> VerbResult {
         Command::PromoteShadow => promote_shadow::run(&cli.global),
         Command::CheckConfig { path } => check_config::run(&cli.global, path),
         Command::ImportConf { path, modes } => import_conf::run(&path, &modes),
+        Command::GenerateDocs { dir } => {
+            for file in super::docs::generate(&dir).map_err(Failure::Runtime)? {
+                println!("{}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

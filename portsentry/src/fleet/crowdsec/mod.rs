@@ -17,6 +17,8 @@ pub mod pusher;
 pub mod tls;
 
 use std::{
+    io::Read,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -85,6 +87,17 @@ pub enum CredentialsError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "key `crowdsec.{key}`: {} has mode {mode:04o}: group or others can access this secret; \
+         make it private: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        key: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
     #[error("key `crowdsec.{key}`: {}: {message}", path.display())]
     Invalid {
         key: &'static str,
@@ -130,12 +143,31 @@ impl Credentials {
     }
 }
 
-fn read_key_file(path: &Path) -> Result<String, CredentialsError> {
-    let text = std::fs::read_to_string(path).map_err(|error| CredentialsError::Unreadable {
-        key: "api_key_file",
+/// Reads a secret file, refusing one that group or others may read or write (mode & 077), as
+/// ssh refuses such a private key: any local user could take the fleet's key or forge its
+/// alerts. Checked on the open file, so the file checked is the file read.
+fn read_secret(key: &'static str, path: &Path) -> Result<String, CredentialsError> {
+    let unreadable = |error| CredentialsError::Unreadable {
+        key,
         path: path.to_owned(),
         error,
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CredentialsError::NotPrivate {
+            key,
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    Ok(text)
+}
+
+fn read_key_file(path: &Path) -> Result<String, CredentialsError> {
+    let text = read_secret("api_key_file", path)?;
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
@@ -151,11 +183,7 @@ fn read_key_file(path: &Path) -> Result<String, CredentialsError> {
 
 /// cscli's `local_api_credentials.yaml`: `url:`, `login:` and `password:` lines (plain or quoted).
 fn read_credentials_file(path: &Path) -> Result<(String, String), CredentialsError> {
-    let text = std::fs::read_to_string(path).map_err(|error| CredentialsError::Unreadable {
-        key: "credentials_file",
-        path: path.to_owned(),
-        error,
-    })?;
+    let text = read_secret("credentials_file", path)?;
     parse_credentials(&text).map_err(|message| CredentialsError::Invalid {
         key: "credentials_file",
         path: path.to_owned(),
@@ -217,7 +245,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ps-cs-cred-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("key");
-        std::fs::write(&key, "\n  abc123  \n").unwrap();
+        write_private(&key, "\n  abc123  \n");
         let c = CrowdsecSettings {
             lapi_url: "http://127.0.0.1:8080".into(),
             api_key_file: Some(key.clone()),
@@ -227,7 +255,7 @@ mod tests {
             Credentials::resolve(&c).unwrap().api_key.as_deref(),
             Some("abc123")
         );
-        std::fs::write(&key, "\n").unwrap();
+        write_private(&key, "\n");
         let e = Credentials::resolve(&c).unwrap_err().to_string();
         assert!(
             e.starts_with("key `crowdsec.api_key_file`: ") && e.contains("is empty"),
@@ -244,6 +272,50 @@ mod tests {
                 && e.contains("nope.yaml"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Like ssh with a private key: a secret group or others can read (or write) is refused,
+    /// naming the key, the file and its mode; 0600 and 0400 are accepted.
+    #[test]
+    fn secret_files_others_can_access_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ps-cs-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("bouncer.key");
+        let creds = dir.join("machine.yaml");
+        write_private(&key, "abc123\n");
+        write_private(&creds, "login: a\npassword: b\n");
+        let c = CrowdsecSettings {
+            lapi_url: "http://127.0.0.1:8080".into(),
+            api_key_file: Some(key.clone()),
+            credentials_file: Some(creds.clone()),
+            ..Default::default()
+        };
+        assert!(Credentials::resolve(&c).is_ok());
+        for (path, name, mode) in [
+            (&key, "api_key_file", 0o644),
+            (&key, "api_key_file", 0o640),
+            (&creds, "credentials_file", 0o604),
+            (&creds, "credentials_file", 0o620),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Credentials::resolve(&c).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "key `crowdsec.{name}`: {p} has mode {mode:04o}: group or others can access \
+                     this secret; make it private: chmod 600 {p}",
+                    p = path.display()
+                )
+            );
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        }
+        assert!(Credentials::resolve(&c).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
