@@ -122,7 +122,8 @@ fn bans_expire_on_time_and_expired_bans_are_not_restored() {
     let dir = TempDir::new("expiry").unwrap();
     let state = dir.path.display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let args = base_args(&lab, &state).no_pin().args(["--ban-ttl", "3s"]);
+    // Long enough that a stop and a start on a loaded 2-core machine fit inside it.
+    let args = base_args(&lab, &state).no_pin().args(["--ban-ttl", "6s"]);
     let a = lab.scanner_v4[0];
 
     let mut d = args.start().unwrap();
@@ -142,13 +143,13 @@ fn bans_expire_on_time_and_expired_bans_are_not_restored() {
         "{}",
         d.output()
     );
-    while banned_at.elapsed() < Duration::from_millis(3300) {
+    while banned_at.elapsed() < Duration::from_millis(6300) {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(
         lab.scanner
             .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "ban expired after 3 s"
+        "ban expired after 6 s"
     );
     // A clean stop would save without the expired ban; a crash leaves it in the file.
     d.kill9();

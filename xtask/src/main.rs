@@ -160,6 +160,10 @@ fn run(cli: Cli) -> Result<()> {
                 .env("PORTSENTRY_BASELINE_OBJECT", &baseline)
                 .env("PORTSENTRY_FORWARD_OBJECT", &forward)
                 .env("PORTSENTRY_BENCH_OUT", &out)
+                .env(
+                    "PORTSENTRY_BENCH_CHARTS",
+                    build::workspace_root().join("docs/bench"),
+                )
                 .env(CROWDSEC_ENV, &crowdsec)
                 .status()
                 .context("running the benchmarks")?;

@@ -238,6 +238,7 @@ pub fn run(plan: Plan, baseline_object: &Path) -> Result<Vec<Figure>> {
     measure(&mut t, &base, &paths, "0 other bans", plan, &mut figures)?;
     let mut loaded = 0u32;
     for target in [10_000u32, 1_000_000] {
+        eprintln!("portsentry-bench: dataplane: loading {target} bans…");
         while loaded < target {
             ban(&mut t, synthetic(loaded))?;
             loaded += 1;

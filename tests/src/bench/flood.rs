@@ -511,7 +511,8 @@ pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> 
     };
 
     let (mut skb, mut frame) = (Samples::default(), Samples::default());
-    for _ in 0..plan.reps {
+    for rep in 0..plan.reps {
+        super::progress("flood", "repetition", rep + 1, plan.reps);
         for setup in Setup::ALL {
             let cost = measure(
                 &lab,

@@ -73,7 +73,8 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let (mut block_leaks, mut classic_leaks, mut block_open, mut classic_open) =
         (vec![], vec![], vec![], vec![]);
     let mut scanner = 1;
-    for _ in 0..reps {
+    for rep in 0..reps {
+        super::progress("leak", "repetition", rep + 1, reps);
         for classic in [false, true] {
             let cfg = config(&dir, classic);
             // `--config` is global: after `run` it means the same as before it.

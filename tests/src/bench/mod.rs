@@ -4,6 +4,7 @@
 //! Sections: data-plane cost per packet (BPF_PROG_TEST_RUN), flood drop cost over veth
 //! (trafgen), leak after detection (nmap), scale and start-up.
 
+pub mod charts;
 pub mod dataplane;
 pub mod flood;
 pub mod leak;
@@ -184,6 +185,11 @@ pub fn write_json(figures: &[Figure], path: &Path, plan: Plan, machine: &str) ->
     }
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A progress line for long sections: `portsentry-bench: SECTION: what (i/n)`.
+pub fn progress(section: &str, what: &str, i: usize, n: usize) {
+    eprintln!("portsentry-bench: {section}: {what} ({i}/{n})");
 }
 
 /// Kernel, CPU model and count, for the report.

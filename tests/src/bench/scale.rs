@@ -89,6 +89,7 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     let (mut starts, mut rss_idle) = (vec![], vec![]);
     let mut default_mem = MapMemory::default();
     for i in 0..plan.reps {
+        super::progress("scale", "start-up", i + 1, plan.reps);
         let state = dir.join(&format!("empty-{i}")).display().to_string();
         let (mut d, secs) = start_timed(
             DaemonArgs::new(&lab).iface().no_pin().state_dir(&state),

@@ -18,6 +18,29 @@ fn main() -> ExitCode {
         .map(|(_, v)| v.as_str())
         .collect();
     let wanted = |name: &str| only.is_empty() || only.contains(&name);
+    // `--charts-from results.json`: redraw the charts of a past run, measure nothing.
+    if let Some(from) = args
+        .iter()
+        .position(|a| a == "--charts-from")
+        .and_then(|i| args.get(i + 1))
+    {
+        let dir = std::env::var_os("PORTSENTRY_BENCH_CHARTS")
+            .map_or_else(|| PathBuf::from("docs/bench"), PathBuf::from);
+        return match bench::charts::figures_from_json(std::path::Path::new(from))
+            .and_then(|f| bench::charts::draw_all(&f, &dir))
+        {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("portsentry-bench: drew {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portsentry-bench: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let plan = Plan::new(quick);
     let Some(baseline) = std::env::var_os("PORTSENTRY_BASELINE_OBJECT").map(PathBuf::from) else {
         eprintln!("portsentry-bench: PORTSENTRY_BASELINE_OBJECT is not set: run it with `cargo xtask bench`");
@@ -28,6 +51,9 @@ fn main() -> ExitCode {
         .map_or_else(|| baseline.with_file_name("forward"), PathBuf::from);
     let out = std::env::var_os("PORTSENTRY_BENCH_OUT")
         .map_or_else(|| PathBuf::from("target/bench/results.json"), PathBuf::from);
+    // Charts go next to the results unless xtask points them at docs/bench.
+    let charts_dir = std::env::var_os("PORTSENTRY_BENCH_CHARTS")
+        .map_or_else(|| out.with_file_name("charts"), PathBuf::from);
 
     let machine = bench::machine();
     eprintln!(
@@ -47,6 +73,7 @@ fn main() -> ExitCode {
         if !wanted(name) {
             continue;
         }
+        eprintln!("portsentry-bench: {name}: running…");
         let (result, secs) = bench::timed(section);
         match result {
             Ok(f) => {
@@ -69,6 +96,17 @@ fn main() -> ExitCode {
         failed = true;
     } else {
         eprintln!("portsentry-bench: wrote {}", out.display());
+    }
+    match bench::charts::draw_all(&figures, &charts_dir) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("portsentry-bench: drew {}", f.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("portsentry-bench: error: charts: {e:#}");
+            failed = true;
+        }
     }
     if failed {
         ExitCode::FAILURE
