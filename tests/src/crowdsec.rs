@@ -250,6 +250,11 @@ impl Lapi {
         })
     }
 
+    /// The running LAPI's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("crowdsec.log")).unwrap_or_default()
     }

@@ -193,6 +193,21 @@ fn wait_for(d: &mut Daemon, what: &str, timeout: Duration) {
 #[test]
 fn lapi_decisions_are_dropped_in_xdp_and_deletions_lift_them() {
     let mut lapi = Lapi::start().expect("LAPI");
+    // The tests never use or start a crowdsec installed on the host: the LAPI is the staged
+    // binary under target/, listening in its own network namespace.
+    let pid = lapi.pid().expect("LAPI running");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("LAPI executable");
+    assert!(
+        exe.components().any(|c| c.as_os_str() == "target")
+            && exe.components().any(|c| c.as_os_str() == "test-tools"),
+        "the LAPI runs from target/test-tools, not the host: {}",
+        exe.display()
+    );
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        std::fs::read_link("/proc/self/ns/net").unwrap(),
+        "the LAPI listens in its own network namespace, not the host's"
+    );
     let mut host = Host::new(&mut lapi, "bouncer", true, false);
     wait_for(
         host.daemon(),

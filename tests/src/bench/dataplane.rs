@@ -28,6 +28,8 @@ const REPEAT: u32 = 200_000;
 /// which is drained between calls, so every probe pays for a real event.
 const PROBE_REPEAT: u32 = 10_000;
 const MAX_BANS: u32 = 1_048_576 + 1024;
+/// Runs per call on a path that writes one diagnostic record (~100 bytes) each.
+const DIAG_REPEAT: u32 = 500;
 
 /// The empty program, loaded from the object `cargo xtask bench` built.
 pub struct Baseline {
@@ -281,8 +283,72 @@ pub fn run(plan: Plan, baseline_object: &Path) -> Result<Vec<Figure>> {
         &mut figures,
     )?;
     drop(t);
+    figures.extend(diagnostics_cost(plan, &base)?);
     figures.extend(spoof_checks(plan, baseline_object)?);
     Ok(figures)
+}
+
+/// The XDP program's diagnostics (aya-log, `log_level`) are compiled in: off (the default) the
+/// verifier removes them, on they write a record where they fire. Both programs in the same
+/// loop: the pass path (no diagnostic on it), and a bogus-source probe (one debug record).
+fn diagnostics_cost(plan: Plan, base: &Baseline) -> Result<Vec<Figure>> {
+    let s = settings("111", "");
+    let off = TestXdp::load_with_log_level(&s, 0);
+    let mut on = TestXdp::load_with_log_level(&s, 5);
+    // Drained after each call, as the daemon does, so every record finds room in AYA_LOGS
+    // (128 KiB: DIAG_REPEAT records fit).
+    let mut records = on
+        .dp
+        .take_logger()
+        .ok_or_else(|| anyhow!("no diagnostics reader at log_level 5"))?;
+    let pass = Packet::tcp("192.0.2.10", 443, ACK).build();
+    let bogus = Packet::tcp("127.0.0.9", 111, SYN).build();
+    let bprog = base.program()?;
+    let mut samples: [Vec<f64>; 5] = Default::default();
+    for _ in 0..plan.reps {
+        samples[0].push(ns_per_packet(bprog, &pass, REPEAT)?.0);
+        samples[1].push(ns_per_packet(off.dp.program()?, &pass, REPEAT)?.0);
+        samples[2].push(ns_per_packet(on.dp.program()?, &pass, REPEAT)?.0);
+        samples[3].push(ns_per_packet(off.dp.program()?, &bogus, DIAG_REPEAT)?.0);
+        samples[4].push(ns_per_packet(on.dp.program()?, &bogus, DIAG_REPEAT)?.0);
+        records.flush();
+    }
+    let empty = Figure::new(
+        SECTION,
+        "empty XDP program (diagnostics)",
+        "ns/packet",
+        &samples[0],
+    );
+    let pass_off = Figure::new(
+        SECTION,
+        "pass path, log_level off",
+        "ns/packet",
+        &samples[1],
+    )
+    .against(&empty);
+    let pass_on = Figure::new(
+        SECTION,
+        "pass path, log_level trace",
+        "ns/packet",
+        &samples[2],
+    )
+    .against(&pass_off)
+    .at_most(1.10, "≤ 1.10× off");
+    let bogus_off = Figure::new(
+        SECTION,
+        "bogus-source probe, log_level off",
+        "ns/packet",
+        &samples[3],
+    )
+    .against(&empty);
+    let bogus_on = Figure::new(
+        SECTION,
+        "bogus-source probe, log_level debug (one record)",
+        "ns/packet",
+        &samples[4],
+    )
+    .against(&bogus_off);
+    Ok(vec![pass_off, pass_on, bogus_off, bogus_on, empty])
 }
 
 /// What the spoof checks cost where they run, in a lab namespace with real routes: a bogus
