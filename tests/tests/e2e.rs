@@ -310,3 +310,114 @@ fn kernel_diagnostics_are_forwarded_only_when_asked() {
         quiet.output()
     );
 }
+
+/// An IPv6 scanner behind the gateway sends each probe from a new address of its /64: after
+/// `prefix_threshold` verified address bans the /64 itself is banned, so an address it never
+/// used is dropped too, and the address bans are folded into it. Addresses of this host's own
+/// /64 (on-link neighbours) never make a prefix ban.
+#[test]
+fn rotating_ipv6_addresses_get_their_prefix_banned() {
+    use portsentry_tests::lab::{ip, portsentry};
+
+    let lab = Lab::new(3).expect("lab");
+    lab.protected_knows_scanner().expect("neighbours");
+    let dir = TempDir::new("e2e-prefix").expect("state dir");
+    let state = dir.path.display().to_string();
+    let (s, p) = (lab.scanner.name.clone(), lab.protected.name.clone());
+    let rotating: Vec<std::net::IpAddr> = (0xa..=0xe)
+        .map(|i| format!("2001:db8:1:2::{i:x}").parse().unwrap())
+        .collect();
+    for a in &rotating {
+        ip(&[
+            "-n",
+            &s,
+            "addr",
+            "add",
+            &format!("{a}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ])
+        .unwrap();
+    }
+    let gw = lab.scanner_v6[0].to_string();
+    ip(&[
+        "-n",
+        &p,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1:2::/64",
+        "via",
+        &gw,
+    ])
+    .unwrap();
+    let _service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
+    let config = dir.write(
+        "portsentry.toml",
+        &format!("tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nauto_allow = false\nprefix_threshold = 3\n"),
+    );
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .config(&config)
+        .no_pin()
+        .state_dir(&state)
+        .start()
+        .expect("daemon");
+    let short = Duration::from_millis(300);
+    let unused = rotating[4];
+    assert!(
+        lab.scanner
+            .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
+        "the prefix reaches the service before"
+    );
+    for a in &rotating[..3] {
+        let _ = lab
+            .scanner
+            .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
+    }
+    let line = format!(
+        "attackalert: Network 2001:db8:1:2::/64 has been blocked via XDP drop on interface: \"{}\" \
+         (3 of its addresses were banned; their bans are folded into it)",
+        lab.iface
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
+        "prefix ban; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
+        "an address the scanner never used is dropped"
+    );
+    let (code, out, err) = portsentry(&["list", "--json", "--state-dir", &state]);
+    assert_eq!(code, 0, "{err}");
+    let bans: serde_json::Value = serde_json::from_str(&out).expect("list --json");
+    let targets: Vec<String> = bans
+        .as_array()
+        .or_else(|| bans["bans"].as_array())
+        .expect("a list of bans")
+        .iter()
+        .filter_map(|b| b["target"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(targets, ["2001:db8:1:2::/64"], "members folded: {out}");
+
+    // On-link addresses of this host's own /64: banned one by one, never as a prefix.
+    for a in &lab.scanner_v6 {
+        let _ = lab
+            .scanner
+            .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
+    }
+    assert!(
+        daemon.wait_for_line(
+            |l| l.starts_with("portsentry: 3 addresses of fd77::/64 banned; the prefix itself is not banned: it holds allowlisted fd77::1"),
+            Duration::from_secs(5)
+        ),
+        "own prefix refused; output:\n{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}

@@ -182,6 +182,11 @@ impl BanBook {
             .copied()
     }
 
+    /// An allow entry overlapping `target` (inside it or covering it), if any.
+    pub fn allow_overlap(&self, target: &Cidr) -> Option<Cidr> {
+        self.allow_conflict(target, Origin::Fleet)
+    }
+
     /// The allow entry a fleet decision for `target` would touch, if any.
     pub(super) fn fleet_allow_conflict(&self, target: &Cidr) -> Option<Cidr> {
         self.allow_conflict(target, Origin::Fleet)

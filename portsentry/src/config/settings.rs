@@ -218,6 +218,17 @@ pub struct LiveSettings {
     /// Ban lifetime; `None` = forever.
     #[serde(with = "values::limit")]
     pub ban_ttl: Option<Duration>,
+    /// Prefix-aware bans: an IPv6 scanner owns a whole prefix and can use a new address per
+    /// probe. Once `prefix_threshold` addresses of one /N have been banned within `window`, the
+    /// /N is banned (0 = off).
+    #[serde(deserialize_with = "values::int_in::<_, _, 0, 128>")]
+    pub ipv6_prefix: u8,
+    /// The same for IPv4 (0 = off, the default: IPv4 neighbours in one /24 are often unrelated).
+    #[serde(deserialize_with = "values::int_in::<_, _, 0, 32>")]
+    pub ipv4_prefix: u8,
+    /// Distinct verified address bans in one prefix that ban the prefix.
+    #[serde(deserialize_with = "values::int_in::<_, _, 2, 65536>")]
+    pub prefix_threshold: u32,
     /// Before a probe bans, check that it arrived the way this host routes back to its source
     /// (interface and, where known, the neighbour's MAC). Turn off only for asymmetric routing.
     pub path_check: bool,
@@ -261,6 +272,9 @@ impl Default for LiveSettings {
             block_tcp: true,
             block_udp: true,
             ban_ttl: Some(DEFAULT_BAN_TTL),
+            ipv6_prefix: 64,
+            ipv4_prefix: 0,
+            prefix_threshold: 4,
             path_check: true,
             peer_memory: Some(DEFAULT_PEER_MEMORY),
             service_port_memory: Some(DEFAULT_PEER_MEMORY),

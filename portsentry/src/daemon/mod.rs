@@ -13,6 +13,7 @@ mod interfaces;
 mod peers;
 mod per_source;
 mod persist;
+mod prefixes;
 mod probes;
 mod reload;
 mod startup;
@@ -107,6 +108,8 @@ struct Daemon {
     unenforced: per_source::UnenforcedResponses,
     /// Sources already written to a PortSentry 1.2 format history in their ban period.
     classic_history: per_source::UnenforcedResponses,
+    /// Recent verified address bans per prefix, for prefix-aware bans.
+    prefixes: prefixes::PrefixTracker,
     /// Per-source limit on the `ignored: [true]` lines.
     ignored_lines: per_source::IgnoredLines,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
@@ -277,6 +280,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         lo_forwarding: None,
         unenforced: Default::default(),
         classic_history: Default::default(),
+        prefixes: Default::default(),
         ignored_lines: Default::default(),
         extras,
         _peer_learning: peer_learning,

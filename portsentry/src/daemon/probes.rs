@@ -38,11 +38,74 @@ impl Daemon {
         }
         if ev.kind == EventKind::Ban {
             self.respond(&ev, &iface);
+            self.fold_into_prefix(&ev, &iface);
         } else if self.is_unblocked_trigger(&ev) {
             // PortSentry's BLOCK_* = 2: run_cmd, once per source per ban period, no ban.
             let notice =
                 BanNotice::from_event(&ev, &iface, self.settings.live.ban_ttl, chrono::Utc::now());
             self.hooks.on_ban(&notice);
+        }
+    }
+
+    /// The prefix rule from the live settings.
+    pub(super) fn prefix_rule(&self) -> prefixes::PrefixRule {
+        let live = &self.settings.live;
+        prefixes::PrefixRule {
+            ipv6_prefix: live.ipv6_prefix,
+            ipv4_prefix: live.ipv4_prefix,
+            threshold: live.prefix_threshold,
+            window_ms: live
+                .window
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// A verified, enforced address ban counts toward its prefix; at the threshold the prefix
+    /// is banned and its address bans are folded into it (see `prefixes`).
+    fn fold_into_prefix(&mut self, ev: &ProbeEvent, iface: &str) {
+        if ev.unverified || ev.link_local || !crate::detect::logging::is_blocked(ev) {
+            return;
+        }
+        let rule = self.prefix_rule();
+        let now = Now::read();
+        let Some((prefix, members)) = self.prefixes.on_ban(ev.src, now.unix_ms, &rule) else {
+            return;
+        };
+        let n = members.len();
+        if let Some(allowed) = self.book.allow_overlap(&prefix) {
+            self.sink.line(&format!(
+                "portsentry: {n} addresses of {prefix} banned; the prefix itself is not banned: it holds allowlisted {allowed}"
+            ));
+            return;
+        }
+        let new = NewBan {
+            target: prefix,
+            origin: Origin::Detected,
+            shadow: false,
+            expires_ms: self.settings.live.ban_ttl.map(|ttl| {
+                now.unix_ms
+                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            }),
+            trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
+            fleet: None,
+        };
+        match self.book.ban(Some(&mut self.dp), new, &now) {
+            Ok(crate::bans::BanOutcome::Banned | crate::bans::BanOutcome::Renewed) => {
+                for m in &members {
+                    if let Err(e) = self.book.unban(Some(&mut self.dp), &Cidr::host(*m), false, &now)
+                    {
+                        crate::errln!("portsentry: error: folding {m} into {prefix}: {e:#}");
+                    }
+                }
+                self.sink.line(&format!(
+                    "attackalert: Network {prefix} has been blocked via XDP drop on interface: \"{iface}\" ({n} of its addresses were banned; their bans are folded into it)"
+                ));
+                self.mark_dirty();
+            }
+            Ok(other) => self.sink.line(&format!(
+                "portsentry: {n} addresses of {prefix} banned; the prefix itself could not be banned: {other:?}"
+            )),
+            Err(e) => crate::errln!("portsentry: error: banning {prefix}: {e:#}"),
         }
     }
 
