@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod crowdsec;
 pub mod fail2ban;
+pub mod fakelapi;
 pub mod fullscan;
 pub mod lab;
 pub mod packets;

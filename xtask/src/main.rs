@@ -47,13 +47,13 @@ enum Cmd {
     },
     /// Run the benchmarks (root, network namespaces): data-plane cost per packet against an
     /// empty XDP program, flood drop cost against nftables, leak after detection against the
-    /// classic architecture, scale and start-up. Prints a markdown table and writes
+    /// classic architecture, scale and start-up, fleet decisions at scale. Prints a markdown table and writes
     /// target/bench/results.json.
     Bench {
         /// Smoke run: fewer repetitions and smaller sizes (under 2 minutes).
         #[arg(long)]
         quick: bool,
-        /// Only these sections: dataplane, flood, leak, scale (repeatable).
+        /// Only these sections: dataplane, flood, leak, scale, fleet (repeatable).
         #[arg(long)]
         only: Vec<String>,
     },

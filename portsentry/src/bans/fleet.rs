@@ -1,5 +1,6 @@
-//! Fleet decisions through the ban book: one pulled update applied in one pass, networks
-//! written to the trie once per update, the precedence rules of `bans/mod.rs` for each target.
+//! Fleet decisions through the ban book: one pulled update applied in bounded steps
+//! ([`FleetBatch`]), networks written to the trie once per update, the precedence rules of
+//! `bans/mod.rs` for each target. Nothing here is quadratic: a step costs O(step × log n).
 //!
 //! Before a decision is weighed against local bans it is checked in the kernel's key space (an
 //! IPv4-mapped range is IPv4) against the bogus ranges, the allowlist and the learned peers; a
@@ -11,7 +12,7 @@ use super::{BanBook, BanOutcome, NewBan, Origin};
 use crate::{
     clock::Now,
     dataplane::{peer_is_current, DataplaneError, Maps},
-    fleet::crowdsec::decisions::FleetUpdate,
+    fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
     net::{
         bogus,
         cidr::{self, Cidr},
@@ -141,11 +142,19 @@ impl PeerLookup for KernelPeers<'_> {
     }
 }
 
+/// Per-decision texts kept for the log; beyond this many only the count is (a community
+/// blocklist at startup gets the summary line).
+pub const DETAIL_MAX: usize = 21;
+/// Decisions weighed and written per [`BanBook::apply_fleet_step`].
+pub const STEP_DECISIONS: usize = 1024;
+
 /// What one update did, for the log.
 #[derive(Debug, Default)]
 pub struct FleetApplied {
-    /// "TARGET for DURATION (ORIGIN: SCENARIO)"
+    /// The first [`DETAIL_MAX`] bans made: "TARGET for DURATION (ORIGIN: SCENARIO)".
     pub banned: Vec<String>,
+    /// Bans made (all of them).
+    pub banned_count: usize,
     pub renewed: usize,
     pub lifted: Vec<Cidr>,
     pub kept_local: usize,
@@ -155,47 +164,222 @@ pub struct FleetApplied {
     pub full: usize,
 }
 
+/// Where an update's application stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Bans,
+    Lifts,
+    Networks,
+}
+
+/// One pulled update being applied a step at a time ([`BanBook::apply_fleet_step`]), so the
+/// event loop serves probes, signals and the control socket between steps. Every step costs
+/// O(step × log n): nothing in it scans the book or the kernel table.
+#[derive(Debug)]
+pub struct FleetBatch {
+    update: FleetUpdate,
+    phase: Phase,
+    /// Next decision (in `update.bans`) or next lift (in `lifts`).
+    next: usize,
+    lifts: Vec<Cidr>,
+    done: FleetApplied,
+    networks_changed: bool,
+    /// Networks banned by this update (a trie refusal takes them back).
+    new_networks: HashSet<Cidr>,
+    /// The address table refused a new fleet ban (nothing displaceable): the rest of the
+    /// update's new addresses are counted as not enforced without trying each.
+    table_full: bool,
+}
+
+impl FleetBatch {
+    pub fn new(update: FleetUpdate) -> Self {
+        Self {
+            update,
+            phase: Phase::Bans,
+            next: 0,
+            lifts: Vec::new(),
+            done: FleetApplied::default(),
+            networks_changed: false,
+            new_networks: HashSet::new(),
+            table_full: false,
+        }
+    }
+
+    pub fn update(&self) -> &FleetUpdate {
+        &self.update
+    }
+
+    /// Decisions weighed so far.
+    pub fn applied(&self) -> usize {
+        match self.phase {
+            Phase::Bans => self.next,
+            _ => self.update.bans.len(),
+        }
+    }
+
+    /// A test of "does the update list this target": a binary search when the decisions are
+    /// sorted by target (`classify` sorts them), else a set built once.
+    fn listed(&self) -> impl Fn(&Cidr) -> bool + '_ {
+        let key = |b: &FleetBan| (b.target.addr, b.target.prefix);
+        let sorted = self.update.bans.is_sorted_by_key(key);
+        let set: HashSet<Cidr> = if sorted {
+            HashSet::new()
+        } else {
+            self.update.bans.iter().map(|b| b.target).collect()
+        };
+        move |t: &Cidr| {
+            if sorted {
+                self.update
+                    .bans
+                    .binary_search_by_key(&(t.addr, t.prefix), key)
+                    .is_ok()
+            } else {
+                set.contains(t)
+            }
+        }
+    }
+}
+
 impl BanBook {
-    /// Enforces one pulled update. A `startup` update is the whole truth: fleet bans it does
-    /// not list are lifted.
+    /// Enforces one pulled update at once (the CLI, tests). A `startup` update is the whole
+    /// truth: fleet bans it does not list are lifted.
     pub fn apply_fleet(
         &mut self,
         maps: &mut Maps,
         update: &FleetUpdate,
         now: &Now,
     ) -> Result<FleetApplied, DataplaneError> {
-        let refusals = if update.bans.is_empty() {
-            Vec::new()
-        } else {
-            let mut peers = KernelPeers::new(maps, now)?;
-            self.fleet_refusals(update, &mut peers)?
-        };
-        self.apply_checked(Some(maps), update, refusals, now)
+        let mut batch = FleetBatch::new(update.clone());
+        loop {
+            if let Some(done) = self.apply_fleet_step(Some(maps), None, &mut batch, now)? {
+                return Ok(done);
+            }
+        }
     }
 
     /// [`Self::apply_fleet`] with the learned peers from `peers` and, without `maps`, on the
     /// book alone (tests).
     pub fn apply_fleet_with(
         &mut self,
-        maps: Option<&mut Maps>,
+        mut maps: Option<&mut Maps>,
         peers: &mut dyn PeerLookup,
         update: &FleetUpdate,
         now: &Now,
     ) -> Result<FleetApplied, DataplaneError> {
-        let refusals = self.fleet_refusals(update, peers)?;
-        self.apply_checked(maps, update, refusals, now)
+        let mut batch = FleetBatch::new(update.clone());
+        loop {
+            if let Some(done) =
+                self.apply_fleet_step(maps.as_deref_mut(), Some(&mut *peers), &mut batch, now)?
+            {
+                return Ok(done);
+            }
+        }
     }
 
-    /// The refusal of each decision of `update`, checked in order: allowlist, bogus range,
+    /// Applies the next [`STEP_DECISIONS`] decisions (or lifts) of `batch`; returns what the
+    /// whole update did once it is finished. Learned peers come from `peers`, else from the
+    /// kernel's PS_PEERS (with `maps`).
+    pub fn apply_fleet_step(
+        &mut self,
+        mut maps: Option<&mut Maps>,
+        peers: Option<&mut dyn PeerLookup>,
+        batch: &mut FleetBatch,
+        now: &Now,
+    ) -> Result<Option<FleetApplied>, DataplaneError> {
+        match batch.phase {
+            Phase::Bans => {
+                let end = (batch.next + STEP_DECISIONS).min(batch.update.bans.len());
+                let range = batch.next..end;
+                let refusals = match (peers, maps.as_deref()) {
+                    (Some(p), _) => self.fleet_refusals(&batch.update.bans[range.clone()], p)?,
+                    (None, Some(m)) => {
+                        let mut p = KernelPeers::new(m, now)?;
+                        self.fleet_refusals(&batch.update.bans[range.clone()], &mut p)?
+                    }
+                    (None, None) => {
+                        self.fleet_refusals(&batch.update.bans[range.clone()], &mut Vec::new())?
+                    }
+                };
+                for (i, refusal) in range.zip(refusals) {
+                    self.apply_decision(maps.as_deref_mut(), batch, i, refusal, now)?;
+                }
+                batch.next = end;
+                if end == batch.update.bans.len() {
+                    batch.phase = Phase::Lifts;
+                    batch.next = 0;
+                    batch.lifts = self.fleet_lifts(batch);
+                }
+                Ok(None)
+            }
+            Phase::Lifts => {
+                let end = (batch.next + STEP_DECISIONS).min(batch.lifts.len());
+                for i in batch.next..end {
+                    let t = batch.lifts[i];
+                    if self
+                        .records
+                        .get(&t)
+                        .is_some_and(|r| r.origin == Origin::Fleet)
+                    {
+                        self.lift(maps.as_deref_mut(), &t, now, false)?;
+                        batch.networks_changed |= !t.is_host();
+                        batch.done.lifted.push(t);
+                    }
+                }
+                batch.next = end;
+                if end == batch.lifts.len() {
+                    batch.phase = Phase::Networks;
+                }
+                Ok(None)
+            }
+            Phase::Networks => {
+                if let (true, Some(maps)) = (batch.networks_changed, maps) {
+                    for refused in self.sync_networks(maps, now)? {
+                        if self
+                            .records
+                            .get(&refused)
+                            .is_some_and(|r| r.origin == Origin::Fleet)
+                        {
+                            self.records.remove(&refused);
+                            if batch.new_networks.remove(&refused) {
+                                batch.done.banned_count = batch.done.banned_count.saturating_sub(1);
+                                let prefix = format!("{refused} ");
+                                batch.done.banned.retain(|b| !b.starts_with(&prefix));
+                            }
+                            batch.done.full += 1;
+                        }
+                    }
+                }
+                Ok(Some(std::mem::take(&mut batch.done)))
+            }
+        }
+    }
+
+    /// The targets an update lifts: its deletions and, for a `startup` update, every fleet ban
+    /// it does not list. Sorted, without duplicates.
+    fn fleet_lifts(&self, batch: &FleetBatch) -> Vec<Cidr> {
+        let mut lift: Vec<Cidr> = batch.update.lifted.clone();
+        if batch.update.startup {
+            let listed = batch.listed();
+            lift.extend(
+                self.records
+                    .values()
+                    .filter(|r| r.origin == Origin::Fleet && !listed(&r.target))
+                    .map(|r| r.target),
+            );
+        }
+        lift.sort();
+        lift.dedup();
+        lift
+    }
+
+    /// The refusal of each decision of `bans`, checked in order: allowlist, bogus range,
     /// learned peer.
     fn fleet_refusals(
         &self,
-        update: &FleetUpdate,
+        bans: &[FleetBan],
         peers: &mut dyn PeerLookup,
     ) -> Result<Vec<Option<Refusal>>, DataplaneError> {
-        update
-            .bans
-            .iter()
+        bans.iter()
             .map(|ban| {
                 let t = &ban.target;
                 if let Some(a) = self.fleet_allow_conflict(t) {
@@ -209,47 +393,58 @@ impl BanBook {
             .collect()
     }
 
-    fn apply_checked(
+    /// Weighs and enforces decision `i` of `batch`.
+    fn apply_decision(
         &mut self,
-        mut maps: Option<&mut Maps>,
-        update: &FleetUpdate,
-        refusals: Vec<Option<Refusal>>,
+        maps: Option<&mut Maps>,
+        batch: &mut FleetBatch,
+        i: usize,
+        refusal: Option<Refusal>,
         now: &Now,
-    ) -> Result<FleetApplied, DataplaneError> {
-        let mut done = FleetApplied::default();
-        let mut networks_changed = false;
-        for (ban, refusal) in update.bans.iter().zip(refusals) {
-            if let Some(why) = refusal {
-                // A fleet ban made before the check knew better (an older version, a peer
-                // learned since) goes too.
-                if self
-                    .records
-                    .get(&ban.target)
-                    .is_some_and(|r| r.origin == Origin::Fleet)
-                {
-                    self.lift(maps.as_deref_mut(), &ban.target, now, false)?;
-                    networks_changed |= !ban.target.is_host();
-                }
-                done.refused.push((ban.target, why));
-                continue;
+    ) -> Result<(), DataplaneError> {
+        let ban = &batch.update.bans[i];
+        let done = &mut batch.done;
+        if let Some(why) = refusal {
+            // A fleet ban made before the check knew better (an older version, a peer learned
+            // since) goes too.
+            if self
+                .records
+                .get(&ban.target)
+                .is_some_and(|r| r.origin == Origin::Fleet)
+            {
+                self.lift(maps, &ban.target, now, false)?;
+                batch.networks_changed |= !ban.target.is_host();
             }
-            let expires_ms = now
-                .unix_ms
-                .saturating_add(u64::try_from(ban.remaining.as_millis()).unwrap_or(u64::MAX));
-            let new = NewBan {
-                target: ban.target,
-                origin: Origin::Fleet,
-                shadow: false,
-                expires_ms: Some(expires_ms),
-                trigger: None,
-                fleet: Some(super::FleetNote {
-                    origin: ban.origin.clone(),
-                    scenario: ban.scenario.clone(),
-                }),
-            };
-            match self.ban_one(maps.as_deref_mut(), new, now, false)? {
-                BanOutcome::Banned => {
-                    networks_changed |= !ban.target.is_host();
+            done.refused.push((ban.target, why));
+            return Ok(());
+        }
+        if batch.table_full && ban.target.is_host() && !self.records.contains_key(&ban.target) {
+            done.full += 1;
+            return Ok(());
+        }
+        // The TTL LAPI gives now, whatever was enforced before: every pull re-asserts it.
+        let expires_ms = now
+            .unix_ms
+            .saturating_add(u64::try_from(ban.remaining.as_millis()).unwrap_or(u64::MAX));
+        let new = NewBan {
+            target: ban.target,
+            origin: Origin::Fleet,
+            shadow: false,
+            expires_ms: Some(expires_ms),
+            trigger: None,
+            fleet: Some(super::FleetNote {
+                origin: ban.origin.clone(),
+                scenario: ban.scenario.clone(),
+            }),
+        };
+        match self.ban_one(maps, new, now, false)? {
+            BanOutcome::Banned => {
+                if !ban.target.is_host() {
+                    batch.networks_changed = true;
+                    batch.new_networks.insert(ban.target);
+                }
+                done.banned_count += 1;
+                if done.banned.len() < DETAIL_MAX {
                     done.banned.push(format!(
                         "{} for {} ({}: {})",
                         ban.target,
@@ -258,54 +453,17 @@ impl BanBook {
                         ban.scenario
                     ));
                 }
-                BanOutcome::Renewed => done.renewed += 1,
-                BanOutcome::Allowlisted(a) => {
-                    done.refused.push((ban.target, Refusal::Allowlisted(a)))
-                }
-                BanOutcome::Bogus(r) => done.refused.push((ban.target, Refusal::Bogus(r))),
-                BanOutcome::KeptLocal => done.kept_local += 1,
-                BanOutcome::OperatorUnbanned => done.operator_unbanned += 1,
-                BanOutcome::TableFull => done.full += 1,
+            }
+            BanOutcome::Renewed => done.renewed += 1,
+            BanOutcome::Allowlisted(a) => done.refused.push((ban.target, Refusal::Allowlisted(a))),
+            BanOutcome::Bogus(r) => done.refused.push((ban.target, Refusal::Bogus(r))),
+            BanOutcome::KeptLocal => done.kept_local += 1,
+            BanOutcome::OperatorUnbanned => done.operator_unbanned += 1,
+            BanOutcome::TableFull => {
+                batch.table_full |= ban.target.is_host();
+                done.full += 1;
             }
         }
-
-        let mut lift: Vec<Cidr> = update.lifted.clone();
-        if update.startup {
-            let listed: HashSet<Cidr> = update.bans.iter().map(|b| b.target).collect();
-            lift.extend(
-                self.records
-                    .values()
-                    .filter(|r| r.origin == Origin::Fleet && !listed.contains(&r.target))
-                    .map(|r| r.target),
-            );
-        }
-        lift.sort();
-        lift.dedup();
-        for t in lift {
-            if self
-                .records
-                .get(&t)
-                .is_some_and(|r| r.origin == Origin::Fleet)
-            {
-                self.lift(maps.as_deref_mut(), &t, now, false)?;
-                networks_changed |= !t.is_host();
-                done.lifted.push(t);
-            }
-        }
-        if let (true, Some(maps)) = (networks_changed, maps) {
-            for refused in self.sync_networks(maps, now)? {
-                if self
-                    .records
-                    .get(&refused)
-                    .is_some_and(|r| r.origin == Origin::Fleet)
-                {
-                    self.records.remove(&refused);
-                    done.banned
-                        .retain(|b| !b.starts_with(&format!("{refused} ")));
-                    done.full += 1;
-                }
-            }
-        }
-        Ok(done)
+        Ok(())
     }
 }

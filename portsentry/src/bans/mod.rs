@@ -35,7 +35,7 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
-pub use fleet::{FleetApplied, KernelPeers, PeerLookup, Refusal};
+pub use fleet::{FleetApplied, FleetBatch, KernelPeers, PeerLookup, Refusal, DETAIL_MAX};
 pub use notice::BanNotice;
 pub use open::Opened;
 pub use pressure::MadeRoom;
@@ -345,20 +345,17 @@ impl BanBook {
         Ok(shadows.len())
     }
 
-    /// Writes the book to `bans.json`.
+    /// Writes the book to `bans.json`: one pass over the records, straight into the file.
     pub fn save(&mut self) -> std::result::Result<(), StateError> {
-        let saved = Saved {
-            bans: self.records.values().cloned().collect(),
-            unbanned: self
-                .unbanned
-                .iter()
-                .map(|(t, until)| Unbanned {
-                    target: *t,
-                    until_ms: *until,
-                })
-                .collect(),
-        };
-        self.store.save(&saved)?;
+        let unbanned: Vec<Unbanned> = self
+            .unbanned
+            .iter()
+            .map(|(t, until)| Unbanned {
+                target: *t,
+                until_ms: *until,
+            })
+            .collect();
+        self.store.save_records(self.records.values(), &unbanned)?;
         self.dirty = false;
         Ok(())
     }

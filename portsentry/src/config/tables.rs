@@ -123,6 +123,10 @@ pub struct CrowdsecSettings {
     /// rest are counted and dropped.
     #[serde(deserialize_with = "values::int_in::<_, _, 1, 1000000>")]
     pub max_alerts_per_minute: u32,
+    /// Decisions one LAPI answer may hold (new plus deleted); a larger answer, or one larger
+    /// than 512 bytes a decision (plus 1 MiB), is refused whole with an error naming this key.
+    #[serde(deserialize_with = "values::int_in::<_, _, 1, 100000000>")]
+    pub max_decisions: usize,
 }
 
 impl Default for CrowdsecSettings {
@@ -142,6 +146,7 @@ impl Default for CrowdsecSettings {
             scenario: DEFAULT_CROWDSEC_SCENARIO.to_owned(),
             queue_max: 10_000,
             max_alerts_per_minute: 60,
+            max_decisions: 1_000_000,
         }
     }
 }

@@ -62,6 +62,8 @@ const LISTEN_POLL: Duration = Duration::from_millis(500);
 const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Even without events, the state is saved and expired bans are swept this often.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// The next debounced save waits at least this many times as long as the last save took.
+const SAVE_COST_FACTOR: u32 = 10;
 /// A failed save is retried after this long.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
 /// The service-port memory is written soon after a new port, otherwise (refreshed times only)
@@ -92,6 +94,8 @@ struct Daemon {
     /// After a failed save, the next attempt waits until then.
     save_retry_at: Option<Instant>,
     save_error_report: ReportGate,
+    /// When the last save of the book ended, and how long it took.
+    last_save: Option<(Instant, Duration)>,
     last_sweep: Instant,
     /// The automatic allowlist entries as last computed (own addresses, gateways, resolvers,
     /// the LAPI host); recomputed on every rtnetlink address or route notification.
@@ -100,6 +104,8 @@ struct Daemon {
     lapi_hosts: Vec<IpAddr>,
     /// Fleet mode (`[crowdsec]`).
     fleet: Option<Fleet>,
+    /// The pulled update being applied, a step per loop turn; the next is received after it.
+    fleet_batch: Option<crate::bans::FleetBatch>,
     /// For `status` over the control socket.
     info: Option<DaemonInfo>,
     /// Forwarding on `lo` for the path check's route lookups, restored on drop.
@@ -151,20 +157,41 @@ async fn next_fleet_update(
 }
 
 impl Daemon {
-    /// Enforces decisions pulled from LAPI.
-    fn on_fleet_update(&mut self, update: &crate::fleet::crowdsec::decisions::FleetUpdate) {
+    /// Starts enforcing decisions pulled from LAPI; [`Daemon::fleet_step`] applies them a
+    /// step per loop turn.
+    fn on_fleet_update(&mut self, update: crate::fleet::crowdsec::decisions::FleetUpdate) {
         let Some(fleet) = self.fleet.as_mut() else {
             return;
         };
-        match fleet.apply(&mut self.book, &mut self.dp, update) {
-            Ok(lines) => {
+        let (batch, line) = fleet.begin(update);
+        if let Some(l) = line {
+            self.sink.line(&l);
+        }
+        self.fleet_batch = Some(batch);
+    }
+
+    /// Applies the next step of the fleet update in progress (a bounded amount of work: the
+    /// loop serves probes, signals and the control socket between steps).
+    fn fleet_step(&mut self) {
+        let (Some(fleet), Some(batch)) = (self.fleet.as_mut(), self.fleet_batch.as_mut()) else {
+            self.fleet_batch = None;
+            return;
+        };
+        let result = fleet.step(&mut self.book, &mut self.dp, batch);
+        self.mark_dirty();
+        match result {
+            Ok(None) => {}
+            Ok(Some(lines)) => {
+                self.fleet_batch = None;
                 for l in lines {
                     self.sink.line(&l);
                 }
             }
-            Err(e) => crate::errln!("portsentry: error: crowdsec: applying decisions: {e:#}"),
+            Err(e) => {
+                self.fleet_batch = None;
+                crate::errln!("portsentry: error: crowdsec: applying decisions: {e:#}");
+            }
         }
-        self.mark_dirty();
     }
 
     /// What only the daemon knows, for `status` and the metrics.
@@ -272,10 +299,12 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         dirty_since: None,
         save_retry_at: None,
         save_error_report: ReportGate::new(REPORT_INTERVAL),
+        last_save: None,
         last_sweep: Instant::now(),
         auto_allow: Vec::new(),
         lapi_hosts,
         fleet: None,
+        fleet_batch: None,
         info: None,
         lo_forwarding: None,
         unenforced: Default::default(),
@@ -376,7 +405,14 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 None => break Err(anyhow::anyhow!("the event reader stopped unexpectedly")),
             },
             Some(line) = log_rx.recv() => d.sink.line(&line),
-            Some(update) = next_fleet_update(&mut d.fleet) => d.on_fleet_update(&update),
+            Some(update) = next_fleet_update(&mut d.fleet), if d.fleet_batch.is_none() => {
+                d.on_fleet_update(update);
+            }
+            () = std::future::ready(()), if d.fleet_batch.is_some() => {
+                d.fleet_step();
+                // Let the event reader and the socket tasks run between steps.
+                tokio::task::yield_now().await;
+            }
             Some(reply) = next_scrape(&mut metrics_rx) => {
                 if let Some(snapshot) = d.metrics_snapshot() {
                     let _ = reply.send(snapshot);

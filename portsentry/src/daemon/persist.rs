@@ -47,11 +47,20 @@ impl Daemon {
 
     /// Saves the state if a ban is waiting to be saved, or sweeps on schedule.
     pub(super) fn tick(&mut self) {
-        let save_due = self
-            .dirty_since
-            .is_some_and(|t| t.elapsed() >= SAVE_DEBOUNCE)
-            && self.save_retry_at.is_none_or(|t| Instant::now() >= t);
-        let sweep_due = self.last_sweep.elapsed() >= SWEEP_INTERVAL;
+        // While a fleet update is applied, neither: it finishes within seconds, and a save per
+        // second of a growing book is the cost this avoids. A save waits at least
+        // SAVE_COST_FACTOR times as long as the last one took, so saving a large book never
+        // takes more than a small share of the loop's time.
+        let busy = self.fleet_batch.is_some();
+        let save_due = !busy
+            && self
+                .dirty_since
+                .is_some_and(|t| t.elapsed() >= SAVE_DEBOUNCE)
+            && self.save_retry_at.is_none_or(|t| Instant::now() >= t)
+            && self
+                .last_save
+                .is_none_or(|(at, took)| at.elapsed() >= took * SAVE_COST_FACTOR);
+        let sweep_due = !busy && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
         if sweep_due {
             self.sweep();
         }
@@ -137,7 +146,10 @@ impl Daemon {
         if !self.book.is_dirty() && self.dirty_since.is_none() {
             return;
         }
-        match self.book.save() {
+        let started = Instant::now();
+        let saved = self.book.save();
+        self.last_save = Some((Instant::now(), started.elapsed()));
+        match saved {
             Ok(()) => {
                 self.dirty_since = None;
                 self.save_retry_at = None;

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    bans::{BanBook, BanNotice, FleetApplied, Refusal},
+    bans::{BanBook, BanNotice, FleetApplied, FleetBatch, Refusal},
     clock::Now,
     config::settings::CrowdsecSettings,
     dataplane::Maps,
@@ -42,6 +42,9 @@ use self::share::AlertCap;
 /// Per-decision log lines are written for updates up to this size; bigger ones (a community
 /// blocklist at startup) get the summary only.
 const DETAIL_LINES_MAX: usize = 20;
+/// Updates with this many decisions and deletions or more get a line when their application
+/// starts (it takes a while; the summary follows at the end).
+const ANNOUNCE_FROM: usize = 10_000;
 /// Refused decisions remembered so each is logged once; beyond this many the memory starts over.
 const REPORTED_MAX: usize = 100_000;
 
@@ -162,6 +165,7 @@ impl Fleet {
                 Lapi::new(&c.lapi_url, &tls),
                 auth,
                 c.update_frequency,
+                c.max_decisions,
                 tx,
                 log.clone(),
                 pulls.clone(),
@@ -301,7 +305,7 @@ impl Fleet {
         self.updates = None;
     }
 
-    /// Enforces one pulled update through the ban book; returns log lines.
+    /// Enforces one pulled update through the ban book at once; returns log lines.
     pub fn apply(
         &mut self,
         book: &mut BanBook,
@@ -310,6 +314,34 @@ impl Fleet {
     ) -> Result<Vec<String>> {
         let done = book.apply_fleet(maps, update, &Now::read())?;
         Ok(self.lines(done, update))
+    }
+
+    /// Starts applying a pulled update a step at a time ([`Fleet::step`]); a large one is
+    /// announced.
+    pub fn begin(&mut self, update: FleetUpdate) -> (FleetBatch, Option<String>) {
+        let n = update.bans.len() + update.lifted.len();
+        let line = (n >= ANNOUNCE_FROM).then(|| {
+            format!(
+                "portsentry: crowdsec: applying {} ({} decisions, {} deletions) in steps; probes are served meanwhile",
+                if update.startup { "the full decision list" } else { "a decision update" },
+                update.bans.len(),
+                update.lifted.len()
+            )
+        });
+        (FleetBatch::new(update), line)
+    }
+
+    /// Applies the next step of `batch`; the update's log lines once it is finished.
+    pub fn step(
+        &mut self,
+        book: &mut BanBook,
+        maps: &mut Maps,
+        batch: &mut FleetBatch,
+    ) -> Result<Option<Vec<String>>> {
+        let Some(done) = book.apply_fleet_step(Some(maps), None, batch, &Now::read())? else {
+            return Ok(None);
+        };
+        Ok(Some(self.lines(done, batch.update())))
     }
 
     /// Keeps the refusals not reported before (each decision is logged and counted once; a
@@ -343,7 +375,7 @@ impl Fleet {
     fn lines(&mut self, done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
         let refused = self.first_refusals(&done, update);
         let mut out = Vec::new();
-        let changes = done.banned.len() + done.lifted.len();
+        let changes = done.banned_count + done.lifted.len();
         if changes <= DETAIL_LINES_MAX {
             out.extend(
                 done.banned
@@ -377,7 +409,7 @@ impl Fleet {
             || done.operator_unbanned > 0
         {
             let mut parts = vec![
-                format!("{} banned", done.banned.len()),
+                format!("{} banned", done.banned_count),
                 format!("{} renewed", done.renewed),
                 format!("{} lifted", done.lifted.len()),
             ];

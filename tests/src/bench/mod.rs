@@ -2,10 +2,12 @@
 //! where it has one, a ratio against a baseline measured in the same run.
 //!
 //! Sections: data-plane cost per packet (BPF_PROG_TEST_RUN), flood drop cost over veth
-//! (trafgen), leak after detection (nmap), scale and start-up.
+//! (trafgen), leak after detection (nmap), scale and start-up, fleet decisions at scale (a fake
+//! LAPI).
 
 pub mod charts;
 pub mod dataplane;
+pub mod fleet;
 pub mod flood;
 pub mod leak;
 pub mod scale;

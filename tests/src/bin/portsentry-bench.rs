@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use portsentry_tests::bench::{self, dataplane, flood, leak, scale, Plan};
+use portsentry_tests::bench::{self, dataplane, fleet, flood, leak, scale, Plan};
 
 /// One benchmark section: it returns its figures or the reason it could not run.
 type Section<'a> = Box<dyn Fn() -> anyhow::Result<Vec<bench::Figure>> + 'a>;
@@ -63,11 +63,12 @@ fn main() -> ExitCode {
     );
     let mut figures = Vec::new();
     let mut failed = false;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("dataplane", Box::new(|| dataplane::run(plan, &baseline))),
         ("flood", Box::new(|| flood::run(plan, &forward))),
         ("leak", Box::new(|| leak::run(plan))),
         ("scale", Box::new(|| scale::run(plan))),
+        ("fleet", Box::new(|| fleet::run(plan))),
     ];
     for (name, section) in sections.iter() {
         if !wanted(name) {

@@ -5,7 +5,7 @@ mod v1;
 
 use std::{
     fs::{self, File},
-    io::Write,
+    io::{BufWriter, Write},
     path::{Path, PathBuf},
 };
 
@@ -118,19 +118,80 @@ impl StateStore {
 
     /// Writes the file atomically ([`write_atomic`]).
     pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
+        self.save_records(saved.bans.iter(), &saved.unbanned)
+    }
+
+    /// Writes `bans` and `unbanned` atomically, serialized straight into the file: one pass,
+    /// no copy of the records (the book may hold a million).
+    pub fn save_records<'a>(
+        &self,
+        bans: impl Iterator<Item = &'a BanRecord> + Clone,
+        unbanned: &'a [Unbanned],
+    ) -> Result<(), StateError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let file = StoredFile {
+        let file = FileRef {
             version: STATE_VERSION,
-            bans: saved.bans.iter().map(StoredBan::from).collect(),
-            unbanned: saved.unbanned.clone(),
+            bans: BansRef(bans),
+            unbanned,
         };
-        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
-        text.push('\n');
-        write_atomic(&self.dir, STATE_FILE, text.as_bytes()).map_err(io(&self.path()))
+        write_atomic_with(&self.dir, STATE_FILE, |w| {
+            serde_json::to_writer_pretty(&mut *w, &file).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")
+        })
+        .map_err(io(&self.path()))
+    }
+}
+
+/// [`StoredFile`] as written: borrowed from the book.
+#[derive(Serialize)]
+#[serde(bound = "")]
+struct FileRef<'a, I: Iterator<Item = &'a BanRecord> + Clone> {
+    version: u32,
+    bans: BansRef<I>,
+    #[serde(skip_serializing_if = "<[Unbanned]>::is_empty")]
+    unbanned: &'a [Unbanned],
+}
+
+struct BansRef<I>(I);
+
+impl<'a, I: Iterator<Item = &'a BanRecord> + Clone> Serialize for BansRef<I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone().map(StoredBanRef::from))
+    }
+}
+
+/// [`StoredBan`] as written: the same fields, borrowed.
+#[derive(Serialize)]
+struct StoredBanRef<'a> {
+    target: Cidr,
+    origin: Origin,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shadow: bool,
+    since_ms: u64,
+    expires_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger: Option<Trigger>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<&'a FleetNote>,
+    drops: u64,
+}
+
+impl<'a> From<&'a BanRecord> for StoredBanRef<'a> {
+    fn from(r: &'a BanRecord) -> Self {
+        Self {
+            target: r.target,
+            origin: r.origin,
+            shadow: r.shadow,
+            since_ms: r.since_ms,
+            expires_ms: r.expires_ms,
+            trigger: r.trigger,
+            fleet: r.fleet.as_ref(),
+            drops: r.drops,
+        }
     }
 }
 
@@ -203,11 +264,21 @@ pub fn keep_aside(path: &Path, why: &str) -> std::io::Result<PathBuf> {
 /// Replaces `dir/name` atomically: a temporary file in the same directory, fsync, rename, fsync
 /// of the directory. A crash leaves either the old or the new file, never half of one.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(dir, name, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`], the contents written by `fill` through a buffer.
+pub fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         fs::rename(&tmp, &path)?;
         File::open(dir)?.sync_all()

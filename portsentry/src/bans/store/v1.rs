@@ -52,14 +52,17 @@ struct Note {
 
 impl File {
     pub fn into_saved(self) -> Saved {
+        // Indexed once: a lookup per ban, not a scan of the notes (with a `to_string` each).
+        let notes: std::collections::HashMap<Cidr, &Note> = self
+            .fleet
+            .iter()
+            .filter_map(|n| Some((n.target.parse::<Cidr>().ok()?, n)))
+            .collect();
         let note = |t: &Cidr| {
-            self.fleet
-                .iter()
-                .find(|n| n.target == t.to_string())
-                .map(|n| FleetNote {
-                    origin: n.origin.clone(),
-                    scenario: n.scenario.clone(),
-                })
+            notes.get(t).map(|n| FleetNote {
+                origin: n.origin.clone(),
+                scenario: n.scenario.clone(),
+            })
         };
         let mut bans: Vec<BanRecord> = self
             .bans

@@ -56,6 +56,7 @@ pub fn spawn(
     lapi: Lapi,
     auth: BouncerAuth,
     every: Duration,
+    max_decisions: usize,
     updates: mpsc::Sender<FleetUpdate>,
     log: Log,
     stats: Arc<PullStats>,
@@ -67,7 +68,7 @@ pub fn spawn(
             let mut outage = LapiOutage::new("pulling decisions");
             loop {
                 let started = Instant::now();
-                match lapi.stream(&auth, startup) {
+                match lapi.stream(&auth, startup, max_decisions) {
                     Ok(stream) => {
                         stats.succeeded();
                         if let Some(down) = outage.recovered() {

@@ -10,9 +10,18 @@ use super::{tls::LapiTls, USER_AGENT};
 
 /// No single call may hang a worker longer than this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// A startup stream with a community blocklist runs to megabytes; anything beyond this is not
-/// a decision list.
-const MAX_BODY_BYTES: u64 = 256 << 20;
+/// Answers other than the decision stream (login, alert ids, errors) are small.
+const MAX_BODY_BYTES: u64 = 1 << 20;
+/// The decision stream may take this many bytes per decision (LAPI 1.x words one in about 230),
+/// plus [`MAX_BODY_BYTES`]: the size cap follows from `crowdsec.max_decisions`.
+pub const STREAM_BYTES_PER_DECISION: u64 = 512;
+
+/// The byte cap of a decision-stream answer for `max_decisions`.
+pub fn stream_body_cap(max_decisions: usize) -> u64 {
+    (max_decisions as u64)
+        .saturating_mul(STREAM_BYTES_PER_DECISION)
+        .saturating_add(MAX_BODY_BYTES)
+}
 
 #[derive(Debug, Error)]
 pub enum LapiError {
@@ -25,6 +34,12 @@ pub enum LapiError {
     Status { status: u16, message: String },
     #[error("unexpected answer: {0}")]
     BadResponse(String),
+    /// The decision stream is larger than its byte cap; nothing of it is applied.
+    #[error("LAPI answer is larger than {cap} bytes (the cap that follows from crowdsec.max_decisions = {max_decisions}, {STREAM_BYTES_PER_DECISION} bytes a decision); none of it applied; raise crowdsec.max_decisions if LAPI really holds that many")]
+    TooLarge { cap: u64, max_decisions: usize },
+    /// The decision stream lists more decisions than `crowdsec.max_decisions`.
+    #[error("LAPI sent {count} decisions, more than crowdsec.max_decisions = {max_decisions}; none of them applied; raise crowdsec.max_decisions (and max_bans) if LAPI really holds that many")]
+    TooMany { count: usize, max_decisions: usize },
 }
 
 impl LapiError {
@@ -124,7 +139,13 @@ impl Lapi {
     }
 
     /// The bouncer's stream: the full state with `startup`, else what changed since our last pull.
-    pub fn stream(&self, auth: &BouncerAuth, startup: bool) -> Result<Stream, LapiError> {
+    /// An answer over `max_decisions` (or over the byte cap that follows from it) is an error.
+    pub fn stream(
+        &self,
+        auth: &BouncerAuth,
+        startup: bool,
+        max_decisions: usize,
+    ) -> Result<Stream, LapiError> {
         let mut request = self
             .agent
             .get(format!("{}/v1/decisions/stream", self.base))
@@ -132,7 +153,22 @@ impl Lapi {
         if let BouncerAuth::ApiKey(key) = auth {
             request = request.header("X-Api-Key", key);
         }
-        self.read(request.call(), 200)
+        let cap = stream_body_cap(max_decisions);
+        let stream: Stream = self
+            .read_capped(request.call(), 200, cap)
+            .map_err(|e| match e {
+                ReadError::TooLarge => LapiError::TooLarge { cap, max_decisions },
+                ReadError::Lapi(e) => e,
+            })?;
+        let count =
+            stream.new.as_ref().map_or(0, Vec::len) + stream.deleted.as_ref().map_or(0, Vec::len);
+        if count > max_decisions {
+            return Err(LapiError::TooMany {
+                count,
+                max_decisions,
+            });
+        }
+        Ok(stream)
     }
 
     /// Logs a machine in; returns its bearer token (valid for an hour on LAPI 1.4+).
@@ -183,27 +219,60 @@ impl Lapi {
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         expected: u16,
     ) -> Result<T, LapiError> {
+        self.read_capped(response, expected, MAX_BODY_BYTES)
+            .map_err(|e| match e {
+                ReadError::TooLarge => {
+                    LapiError::BadResponse(format!("more than {MAX_BODY_BYTES} bytes"))
+                }
+                ReadError::Lapi(e) => e,
+            })
+    }
+
+    fn read_capped<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        expected: u16,
+        cap: u64,
+    ) -> Result<T, ReadError> {
         let response =
             response.map_err(|e| match super::tls::explain_handshake(&e, &self.tls) {
                 Some(text) => LapiError::Tls(text),
                 None => LapiError::Unreachable(e.to_string()),
             })?;
-        read(response, expected)
+        read(response, expected, cap)
+    }
+}
+
+/// A read that failed, or stopped at its byte cap.
+enum ReadError {
+    TooLarge,
+    Lapi(LapiError),
+}
+
+impl From<LapiError> for ReadError {
+    fn from(e: LapiError) -> Self {
+        ReadError::Lapi(e)
     }
 }
 
 fn read<T: DeserializeOwned>(
     mut response: ureq::http::Response<ureq::Body>,
     expected: u16,
-) -> Result<T, LapiError> {
+    cap: u64,
+) -> Result<T, ReadError> {
     let status = response.status().as_u16();
+    // Bytes, not a String: the parser checks UTF-8 as it goes (one pass over a large answer).
     let body = response
         .body_mut()
         .with_config()
-        .limit(MAX_BODY_BYTES)
-        .read_to_string()
-        .map_err(|e| LapiError::Unreachable(format!("reading the answer: {e}")))?;
+        .limit(cap)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => ReadError::TooLarge,
+            e => LapiError::Unreachable(format!("reading the answer: {e}")).into(),
+        })?;
     if status != expected {
+        let body = String::from_utf8_lossy(&body);
         let message = serde_json::from_str::<Message>(&body)
             .map(|m| m.message)
             .unwrap_or_else(|_| {
@@ -214,7 +283,7 @@ fn read<T: DeserializeOwned>(
                     text.chars().take(200).collect()
                 }
             });
-        return Err(LapiError::Status { status, message });
+        return Err(LapiError::Status { status, message }.into());
     }
-    serde_json::from_str(&body).map_err(|e| LapiError::BadResponse(format!("{e}")))
+    serde_json::from_slice(&body).map_err(|e| LapiError::BadResponse(format!("{e}")).into())
 }
