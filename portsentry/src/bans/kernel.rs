@@ -55,6 +55,14 @@ impl BanBook {
         let Some(r) = self.records.get(target) else {
             return Ok(true);
         };
+        // Most writes are fresh bans (a fleet's full list): one syscall. An address the kernel
+        // already holds keeps its drop counter.
+        match maps.insert_new_ban(target.addr, &r.to_entry(now, r.drops)) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(DataplaneError::TableFull(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
         let drops = maps.ban(target.addr)?.map_or(r.drops, |e| e.drops);
         match maps.insert_ban(target.addr, &r.to_entry(now, drops)) {
             Ok(()) => Ok(true),

@@ -23,6 +23,9 @@ use portsentry_common::{
 use super::{map_err, pins, trie, DataplaneError, Result, TrieWrite};
 use crate::{net::cidr, net::cidr::Cidr, net::ports::PortSet};
 
+/// `BPF_NOEXIST` (linux/bpf.h): create only; EEXIST if the key exists.
+const BPF_NOEXIST: u64 = 1;
+
 /// Counters summed over CPUs, indexed like [`Stat`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats(pub [u64; Stat::COUNT]);
@@ -136,6 +139,21 @@ impl Maps {
     pub fn insert_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<()> {
         match self.bans.insert(cidr::addr_key(addr), entry, 0) {
             Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                Err(DataplaneError::TableFull("ban"))
+            }
+            Err(e) => Err(map_err(defs::PS_BANS.name)(e)),
+        }
+    }
+
+    /// Inserts a ban only if the address has none in the kernel; false if it has one (then
+    /// nothing is written). One syscall for the common case of a fresh ban.
+    pub fn insert_new_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<bool> {
+        match self.bans.insert(cidr::addr_key(addr), entry, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 Err(DataplaneError::TableFull("ban"))
             }
