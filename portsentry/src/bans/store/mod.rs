@@ -1,5 +1,6 @@
 //! The ban book's file: `state_dir/bans.json`, written atomically, names instead of raw codes.
-//! Only the ban book reads and writes it. Version 1 files (numeric codes, networks apart) load.
+//! Only the ban book reads and writes it. Version 1 files (numeric codes, networks apart) load;
+//! version 2 files are version 3 without the repeat offenders' `history`.
 
 mod v1;
 
@@ -12,11 +13,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::recidive::Offence;
 use super::record::{BanRecord, FleetNote, Origin, Trigger};
 use crate::net::cidr::Cidr;
 
 pub const STATE_FILE: &str = "bans.json";
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -65,6 +67,9 @@ struct StoredFile {
     bans: Vec<StoredBan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unbanned: Vec<Unbanned>,
+    /// Repeat offenders (version 3), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<Offence>,
 }
 
 /// What the file holds.
@@ -72,6 +77,8 @@ struct StoredFile {
 pub struct Saved {
     pub bans: Vec<BanRecord>,
     pub unbanned: Vec<Unbanned>,
+    /// Repeat offenders' history, oldest first.
+    pub history: Vec<Offence>,
 }
 
 /// The state directory.
@@ -127,6 +134,7 @@ impl StateStore {
             version: STATE_VERSION,
             bans: saved.bans.iter().map(StoredBan::from).collect(),
             unbanned: saved.unbanned.clone(),
+            history: saved.history.clone(),
         };
         let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
         text.push('\n');
@@ -179,12 +187,14 @@ fn parse(text: &str) -> Result<Saved, ParseError> {
         1 => serde_json::from_str::<v1::File>(text)
             .map(v1::File::into_saved)
             .map_err(|e| ParseError::Bad(e.to_string())),
-        STATE_VERSION => {
+        // Version 2 is version 3 without `history`, which defaults to empty.
+        2 | STATE_VERSION => {
             let f: StoredFile =
                 serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
             Ok(Saved {
                 bans: f.bans.into_iter().map(BanRecord::from).collect(),
                 unbanned: f.unbanned,
+                history: f.history,
             })
         }
         n if n > STATE_VERSION => Err(ParseError::TooNew(n)),

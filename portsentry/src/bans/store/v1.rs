@@ -95,7 +95,7 @@ impl File {
         }));
         Saved {
             bans,
-            unbanned: Vec::new(),
+            ..Saved::default()
         }
     }
 }
