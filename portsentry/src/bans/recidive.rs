@@ -21,7 +21,7 @@ use super::{BanBook, Origin, Result};
 use crate::{clock::Now, config::values::MAX_DURATION, dataplane::Maps, net::cidr::Cidr};
 
 /// Sources remembered at most; the one banned longest ago is forgotten first.
-pub const MAX_HISTORY: usize = 65_536;
+pub const MAX_HISTORY: usize = 16_384;
 
 /// `recidive_window`, `ban_ttl_factor`, `ban_ttl_max` as the book applies them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -222,7 +222,7 @@ pub struct LiveSettings {
     #[serde(with = "values::limit")]
     pub ban_ttl: Option<Duration>,
     /// A source the kernel bans again within this long after its last ban ended is a repeat
-    /// offender; "never": always (until the history of 65 536 sources needs room).
+    /// offender; "never": always (until the history of 16 384 sources needs room).
     #[serde(with = "values::limit")]
     pub recidive_window: Option<Duration>,
     /// A repeat offender's n-th ban in a row lasts `ban_ttl` × factor^(n−1); 1 = no escalation.
