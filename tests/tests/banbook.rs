@@ -711,3 +711,91 @@ mod kernel {
         );
     }
 }
+
+/// Seconds of the day of a `list --json` time (`2026-11-25T10:00:03+0000`).
+fn second_of_day(iso: &str) -> i64 {
+    let hms = &iso[11..19];
+    let mut it = hms.split(':').map(|n| n.parse::<i64>().expect("HH:MM:SS"));
+    let (h, m, s) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    h * 3600 + m * 60 + s
+}
+
+/// The ban of `src` as `portsentry list --json` shows it: its length in whole seconds
+/// (`expires` − `since`, each to the second).
+fn listed_ttl_secs(state: &str, src: IpAddr) -> Option<i64> {
+    let (code, out, err) = portsentry(&["list", "--json", "--state-dir", state]);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    let row = rows
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["target"] == src.to_string())?;
+    let (since, expires) = (row["since"].as_str()?, row["expires"].as_str()?);
+    Some((second_of_day(expires) - second_of_day(since)).rem_euclid(86_400))
+}
+
+/// Issue 16, "no escalation": with `ban_ttl = "3s"` a scanner that comes back after its ban
+/// expired gets 6 s (dropped past 3 s, free again after 6 s), the daemon says it is a repeat
+/// offender, the history is saved in `bans.json` and survives a restart: the third ban is 12 s.
+/// (Before: every ban 3 s, no such line, no history.)
+#[test]
+fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("recidive").unwrap();
+    let state = dir.path.display().to_string();
+    let config = write_config(
+        &lab,
+        &dir,
+        "ban_ttl = \"3s\"\nauto_allow = false\nlearn_peers = false",
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let a = lab.scanner_v4[0];
+    let mut d = start(&lab, &config);
+
+    probe(&lab, a);
+    expect_line(&mut d, attackalert(a));
+    let ttl = listed_ttl_secs(&state, a).expect("the first ban is listed");
+    assert!((2..=4).contains(&ttl), "first ban ~3 s, listed {ttl} s");
+    assert!(
+        service_becomes(&lab, a, true, Instant::now(), Duration::from_secs(6)).is_some(),
+        "the first ban ends after 3 s"
+    );
+
+    let second = Instant::now();
+    probe(&lab, a);
+    let repeat = format!("portsentry: repeat offender {a}: ban 2, ttl 6s");
+    expect_line(&mut d, |l| l == repeat);
+    let ban_lines = d.lines_matching(attackalert(a));
+    assert_eq!(ban_lines.len(), 2, "{ban_lines:?}");
+    assert_eq!(ban_lines[0], ban_lines[1], "the ban line is unchanged");
+    let ttl = listed_ttl_secs(&state, a).expect("the second ban is listed");
+    assert!((5..=7).contains(&ttl), "second ban ~6 s, listed {ttl} s");
+    while second.elapsed() < Duration::from_millis(4000) {
+        thread::sleep(POLL);
+    }
+    assert!(
+        !service_open(&lab, a),
+        "4 s into the second ban the kernel still drops (its entry was extended)"
+    );
+
+    // A restart while the second ban holds: the history is in bans.json and comes back.
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", tail(&d.output()));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path.join("bans.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["version"], 3, "{saved}");
+    assert_eq!(saved["history"][0]["target"], a.to_string(), "{saved}");
+    assert_eq!(saved["history"][0]["bans"], 2, "{saved}");
+    let mut d = start(&lab, &config);
+    let ended = service_becomes(&lab, a, true, second, Duration::from_secs(10));
+    assert!(
+        ended.is_some_and(|t| t >= Duration::from_millis(5500)),
+        "the second ban ends after 6 s, not 3 s ({ended:?})"
+    );
+    probe(&lab, a);
+    let third = format!("portsentry: repeat offender {a}: ban 3, ttl 12s");
+    expect_line(&mut d, |l| l == third);
+    let ttl = listed_ttl_secs(&state, a).expect("the third ban is listed");
+    assert!((11..=13).contains(&ttl), "third ban ~12 s, listed {ttl} s");
+}

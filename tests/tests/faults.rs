@@ -353,6 +353,144 @@ fn a_ban_storm_fills_the_table_and_runs_hooks_at_most_max_per_minute() {
     );
 }
 
+/// A daemon whose `run_cmd` appends the banned address to `ran`, then sleeps `sleep`, with
+/// `max_concurrent = 4`, no rate limit and `[hooks] queue = queue`.
+fn burst_daemon(
+    lab: &Lab,
+    dir: &TempDir,
+    ran: &std::path::Path,
+    sleep: &str,
+    queue: usize,
+) -> portsentry_tests::lab::Daemon {
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"\"\nudp_ports = \"{TRAP}\"\nauto_allow = false\ninterfaces = [\"{}\"]\n\
+             state_dir = \"{}\"\n\
+             [hooks]\nrun_cmd = [\"/bin/sh\", \"-c\", \"echo \\\"$1\\\" >> '{}'; sleep {sleep}\", \"hook\", \"$TARGET$\"]\n\
+             max_concurrent = 4\nmax_per_minute = 0\nqueue = {queue}\ntimeout = \"30s\"\n",
+            lab.iface,
+            dir.path.display(),
+            ran.display()
+        ),
+    );
+    DaemonArgs::new(lab)
+        .config(&config)
+        .no_pin()
+        .start()
+        .unwrap()
+}
+
+/// One UDP probe from each of the lab's scanner addresses, as fast as the test can send them:
+/// a burst of quick bans. Returns when the daemon has logged all of them, in its ban order.
+fn burst_of_bans(lab: &Lab, d: &portsentry_tests::lab::Daemon) -> Vec<String> {
+    for a in &lab.scanner_v4 {
+        assert!(lab.scanner.udp_send(*a, sock(lab.protected_v4, TRAP)));
+    }
+    let n = lab.scanner_v4.len();
+    let banned = |d: &portsentry_tests::lab::Daemon| {
+        d.lines_matching(|l| l.starts_with("attackalert: Host ") && l.contains("blocked via XDP"))
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while banned(d).len() < n && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let order = banned(d);
+    assert_eq!(order.len(), n, "every probe bans:\n{}", tail(&d.output()));
+    order
+}
+
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 16, "hooks go missing in a burst": 64 quick bans against `max_concurrent = 4` and a
+/// slow hook. Every ban's run_cmd runs (the queue holds the rest), in ban order, and nothing is
+/// reported skipped. (Before the queue, 60 of the 64 were skipped.)
+#[test]
+fn a_burst_of_bans_runs_every_hook_in_order_through_the_queue() {
+    const BANS: usize = 64;
+    let lab = Lab::new(BANS).unwrap();
+    let dir = TempDir::new("burst").unwrap();
+    let ran = dir.join("hook-ran");
+    let mut d = burst_daemon(&lab, &dir, &ran, "0.2", 256);
+    let order = burst_of_bans(&lab, &d);
+    // 64 responses of 0.2 s in 4 slots: about 3.2 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lines_of(&ran).len() < BANS && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let got = lines_of(&ran);
+    let mut sorted = got.clone();
+    sorted.sort();
+    let mut want = order.clone();
+    want.sort();
+    assert_eq!(
+        sorted,
+        want,
+        "every ban's hook ran exactly once ({} of {BANS}):\n{}",
+        got.len(),
+        tail(&d.output())
+    );
+    // Slots start queued responses oldest first; four slots may swap near neighbours.
+    for (i, a) in got.iter().enumerate() {
+        let j = order.iter().position(|o| o == a).unwrap();
+        assert!(
+            i.abs_diff(j) < 4,
+            "{a} ran {i}th but was banned {j}th:\nran {got:?}\nbanned {order:?}"
+        );
+    }
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !d.has_line(|l| l.starts_with("portsentry: hooks: skipped ")),
+        "{}",
+        tail(&d.output())
+    );
+    assert!(d.is_running(), "{}", tail(&d.output()));
+}
+
+/// The same burst against a queue of 2: the 4 slots and 2 queue entries run, the other 58 are
+/// counted as skipped with the queue full, summarised in one line and shown by `status`.
+#[test]
+fn a_burst_past_a_tiny_queue_is_counted_and_summarised() {
+    const BANS: usize = 64;
+    let lab = Lab::new(BANS).unwrap();
+    let dir = TempDir::new("burstq").unwrap();
+    let ran = dir.join("hook-ran");
+    let mut d = burst_daemon(&lab, &dir, &ran, "3", 2);
+    let order = burst_of_bans(&lab, &d);
+    let summary = "portsentry: hooks: skipped 58 ban response(s) since the last report (58 with the queue full (max_concurrent = 4, queue = 2), 0 over max_per_minute = 0); 4 run so far";
+    assert!(
+        d.wait_for_line(|l| l == summary, Duration::from_secs(5)),
+        "{}",
+        tail(&d.output())
+    );
+    let state = dir.path.display().to_string();
+    let (code, out, err) = portsentry(&["status", "--json", "--state-dir", &state]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["hooks"]["skipped_queue_full"], 58, "{out}");
+    assert_eq!(status["hooks"]["queued"], 2, "{out}");
+    assert_eq!(status["hooks"]["running"], 4, "{out}");
+    // The first six bans are the ones answered: four at once, two after the first slots free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while lines_of(&ran).len() < 6 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let mut got = lines_of(&ran);
+    got.sort();
+    let mut want = order[..6].to_vec();
+    want.sort();
+    assert_eq!(got, want, "{}", tail(&d.output()));
+}
+
 /// The last lines of a daemon's output, for failure messages.
 fn tail(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();

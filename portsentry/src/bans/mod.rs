@@ -21,7 +21,7 @@
 //!
 //! Here: the types and the precedence rules (ban, unban, allowlist, promotion, saving). Opening
 //! is in `open`, keeping the kernel in step in `kernel`, table pressure in `pressure`, fleet
-//! updates in `fleet`, the file in `store`.
+//! updates in `fleet`, repeat offenders' history and TTLs in `recidive`, the file in `store`.
 //!
 //! Must not touch: the allowlist trie and guarded ports (daemon), hooks, logging.
 
@@ -30,6 +30,7 @@ mod kernel;
 pub mod notice;
 mod open;
 mod pressure;
+pub mod recidive;
 pub mod record;
 pub mod store;
 
@@ -39,6 +40,7 @@ pub use fleet::{FleetApplied, FleetBatch, KernelPeers, PeerLookup, Refusal, DETA
 pub use notice::BanNotice;
 pub use open::Opened;
 pub use pressure::MadeRoom;
+pub use recidive::{Offence, RecidivePolicy, Repeat};
 pub use record::{BanRecord, FleetNote, Origin, OriginRules, Trigger};
 pub use store::{Saved, StateError, StateStore, Unbanned};
 
@@ -96,6 +98,8 @@ pub struct BanBook {
     /// Bans made since the book was opened, by origin (indexed by the origin's position in
     /// `Origin::ALL`); renewals are not counted.
     made: [u64; Origin::COUNT],
+    /// Repeat offenders: per source, bans in a row and the last one (`recidive`).
+    history: recidive::History,
 }
 
 impl BanBook {
@@ -355,7 +359,9 @@ impl BanBook {
                 until_ms: *until,
             })
             .collect();
-        self.store.save_records(self.records.values(), &unbanned)?;
+        let history = self.history.to_saved();
+        self.store
+            .save_records(self.records.values(), &unbanned, &history)?;
         self.dirty = false;
         Ok(())
     }

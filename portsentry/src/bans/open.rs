@@ -47,6 +47,7 @@ impl BanBook {
             store,
             dirty: false,
             made: [0; Origin::COUNT],
+            history: super::recidive::History::from_saved(saved.history),
         };
         let mut opened = Opened::default();
         for mut r in saved.bans {

@@ -32,6 +32,9 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_METRICS_TOP_BANS: u32 = 10;
 pub const DEFAULT_PEER_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_RECIDIVE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_BAN_TTL_FACTOR: u32 = 2;
+pub const DEFAULT_BAN_TTL_MAX: Duration = Duration::from_secs(28 * 24 * 3600);
 
 /// Implements `Display` with the name clap and serde use, so a value is spelled one way in
 /// the file, on the command line and in log lines.
@@ -218,6 +221,16 @@ pub struct LiveSettings {
     /// Ban lifetime; `None` = forever.
     #[serde(with = "values::limit")]
     pub ban_ttl: Option<Duration>,
+    /// A source the kernel bans again within this long after its last ban ended is a repeat
+    /// offender; "never": always (until the history of 16 384 sources needs room).
+    #[serde(with = "values::limit")]
+    pub recidive_window: Option<Duration>,
+    /// A repeat offender's n-th ban in a row lasts `ban_ttl` × factor^(n−1); 1 = no escalation.
+    #[serde(deserialize_with = "values::int_in::<_, _, 1, 1000>")]
+    pub ban_ttl_factor: u32,
+    /// The longest escalated ban (never shorter than `ban_ttl`); "never" = no cap.
+    #[serde(with = "values::limit")]
+    pub ban_ttl_max: Option<Duration>,
     /// Prefix-aware bans: an IPv6 scanner owns a whole prefix and can use a new address per
     /// probe. Once `prefix_threshold` addresses of one /N have been banned within `window`, the
     /// /N is banned (0 = off).
@@ -272,6 +285,9 @@ impl Default for LiveSettings {
             block_tcp: true,
             block_udp: true,
             ban_ttl: Some(DEFAULT_BAN_TTL),
+            recidive_window: Some(DEFAULT_RECIDIVE_WINDOW),
+            ban_ttl_factor: DEFAULT_BAN_TTL_FACTOR,
+            ban_ttl_max: Some(DEFAULT_BAN_TTL_MAX),
             ipv6_prefix: 64,
             ipv4_prefix: 0,
             prefix_threshold: 4,
@@ -293,6 +309,15 @@ impl LiveSettings {
     /// The trigger as the kernel applies it.
     pub fn effective_trigger(&self) -> u64 {
         u64::from(self.scan_trigger.max(1))
+    }
+
+    /// How the ban book escalates repeat offenders' bans.
+    pub fn recidive_policy(&self) -> crate::bans::RecidivePolicy {
+        crate::bans::RecidivePolicy {
+            window: self.recidive_window,
+            factor: self.ban_ttl_factor,
+            max: self.ban_ttl_max,
+        }
     }
 
     /// The kernel-side config block.

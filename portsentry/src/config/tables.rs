@@ -37,10 +37,16 @@ pub struct HookSettings {
     /// Each command is killed after this long and counted as failed.
     #[serde(with = "values::bounded_duration")]
     pub timeout: Duration,
-    /// Ban responses (each a sequence of the hooks above) running at once; more are skipped.
+    /// Ban responses (each a sequence of the hooks above) running at once; more wait in the
+    /// queue.
     #[serde(deserialize_with = "values::int_in::<_, _, 1, 1024>")]
     pub max_concurrent: usize,
-    /// Ban responses started per minute at most; more are skipped.
+    /// Ban responses that may wait, in ban order, for one of the `max_concurrent` slots; a
+    /// response finding the queue full is skipped. 0: skip whenever every slot is busy.
+    #[serde(deserialize_with = "values::int_in::<_, _, 0, 65536>")]
+    pub queue: usize,
+    /// Ban responses admitted (started or queued) per rolling minute at most; more are skipped,
+    /// not queued.
     #[serde(deserialize_with = "values::int_in::<_, _, 0, 4294967295>")]
     pub max_per_minute: u32,
 }
@@ -56,6 +62,7 @@ impl Default for HookSettings {
             run_cmd_always: false,
             timeout: Duration::from_secs(10),
             max_concurrent: 4,
+            queue: 256,
             max_per_minute: 60,
         }
     }

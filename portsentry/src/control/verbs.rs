@@ -89,10 +89,11 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
             "hooks": snap.daemon.as_ref().map(|d| json!({
                 "started": d.hooks.started,
                 "running": d.hooks_running,
+                "queued": d.hooks_queued,
                 "succeeded": d.hooks.succeeded,
                 "failed": d.hooks.failed,
                 "timed_out": d.hooks.timed_out,
-                "skipped_concurrency": d.hooks.skipped_concurrency,
+                "skipped_queue_full": d.hooks.skipped_queue_full,
                 "skipped_rate": d.hooks.skipped_rate,
             })),
             "fleet": fleet,
@@ -170,8 +171,8 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
         let h = &d.hooks;
         let _ = writeln!(
             out,
-            "hooks:       {} started, {} running, {} succeeded, {} failed ({} timed out), {} skipped (concurrency), {} skipped (rate)",
-            h.started, d.hooks_running, h.succeeded, h.failed, h.timed_out, h.skipped_concurrency, h.skipped_rate
+            "hooks:       {} started, {} running, {} queued, {} succeeded, {} failed ({} timed out), {} skipped (queue full), {} skipped (rate)",
+            h.started, d.hooks_running, d.hooks_queued, h.succeeded, h.failed, h.timed_out, h.skipped_queue_full, h.skipped_rate
         );
     }
     if let Some(f) = fleet {

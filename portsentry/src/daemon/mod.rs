@@ -199,6 +199,7 @@ impl Daemon {
         metrics::DaemonView {
             hooks: self.hooks.stats(),
             hooks_running: self.hooks.running() as u64,
+            hooks_queued: self.hooks.queued() as u64,
             fleet: self.fleet.as_ref().map(Fleet::counters),
         }
     }
@@ -455,6 +456,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     d.save();
     d.save_service_ports();
     d.save_peers();
+    d.hooks.abandon_queue();
     d.hooks.idle(Duration::from_secs(2)).await;
     while let Ok(line) = log_rx.try_recv() {
         d.sink.line(&line);

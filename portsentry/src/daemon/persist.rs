@@ -132,6 +132,10 @@ impl Daemon {
         self.classic_history.forget_expired(crate::clock::unix_ms());
         self.prefixes
             .forget_stale(crate::clock::unix_ms(), self.prefix_rule().window_ms);
+        self.book.forget_offences(
+            &self.settings.live.recidive_policy(),
+            crate::clock::unix_ms(),
+        );
         match self.book.sweep(&mut self.dp, &Now::read()) {
             Ok(n) if n > 0 => self.mark_dirty(),
             Ok(_) => {}

@@ -12,6 +12,7 @@ impl Daemon {
             .unwrap_or_else(|| "?".into());
         let mut ev = ev.clone();
         let target = Cidr::host(ev.src);
+        let mut repeat = None;
         match ev.kind {
             EventKind::Probe | EventKind::Spoofed | EventKind::Bogus | EventKind::PeerProbe => {}
             EventKind::Ignored => {
@@ -23,21 +24,34 @@ impl Daemon {
                 if let Err(e) = self.book.on_kernel_ban(&self.dp, &target, &Now::read()) {
                     crate::errln!("portsentry: error: recording the ban of {target}: {e:#}");
                 }
+                repeat = self.note_offence(&target);
                 self.mark_dirty();
             }
             EventKind::BanTableFull => {
                 if self.ban_despite_full_table(&ev) {
                     ev.kind = EventKind::Ban;
+                    repeat = self.note_offence(&target);
                 }
             }
         }
         self.sink
             .event(&ev, self.settings.live.effective_trigger(), &iface);
+        if let Some(r) = repeat {
+            let ttl = r.ttl.map_or_else(
+                || "never".to_owned(),
+                crate::config::values::format_duration,
+            );
+            self.sink.line(&format!(
+                "portsentry: repeat offender {}: ban {}, ttl {ttl}",
+                ev.src, r.bans
+            ));
+        }
         if self.is_first_trigger(&ev) {
             self.sink.first_trigger(&ev);
         }
         if ev.kind == EventKind::Ban {
-            self.respond(&ev, &iface);
+            let ttl = repeat.map_or(self.settings.live.ban_ttl, |r| r.ttl);
+            self.respond(&ev, &iface, ttl);
             self.fold_into_prefix(&ev, &iface);
         } else if self.is_unblocked_trigger(&ev) {
             // PortSentry's BLOCK_* = 2: run_cmd, once per source per ban period, no ban.
@@ -147,6 +161,25 @@ impl Daemon {
             .first_in_period(ev.src, crate::clock::unix_ms(), ttl_ms)
     }
 
+    /// Counts a new detected ban in its source's history; a repeat offender's ban is extended
+    /// to the escalated TTL (`recidive_window`, `ban_ttl_factor`, `ban_ttl_max`).
+    fn note_offence(&mut self, target: &Cidr) -> Option<crate::bans::Repeat> {
+        let live = &self.settings.live;
+        let (policy, base) = (live.recidive_policy(), live.ban_ttl);
+        match self
+            .book
+            .note_offence(Some(&mut self.dp), target, &policy, base, &Now::read())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                crate::errln!(
+                    "portsentry: error: extending the ban of repeat offender {target}: {e:#}"
+                );
+                None
+            }
+        }
+    }
+
     /// The kernel could not store a ban: make room in the ban book's order (expired entries,
     /// then the detected ban expiring soonest) and ban the source from here.
     pub(super) fn ban_despite_full_table(&mut self, ev: &ProbeEvent) -> bool {
@@ -198,9 +231,8 @@ impl Daemon {
 
     /// A ban's responses: hooks, and an alert for the fleet (which shares only verified
     /// sources, within its cap).
-    pub(super) fn respond(&mut self, ev: &ProbeEvent, iface: &str) {
-        let notice =
-            BanNotice::from_event(ev, iface, self.settings.live.ban_ttl, chrono::Utc::now());
+    pub(super) fn respond(&mut self, ev: &ProbeEvent, iface: &str, ttl: Option<Duration>) {
+        let notice = BanNotice::from_event(ev, iface, ttl, chrono::Utc::now());
         self.hooks.on_ban(&notice);
         if let Some(fleet) = &mut self.fleet {
             fleet.on_local_ban(&notice);

@@ -16,10 +16,11 @@
 //! address; in hosts.deny an IPv6 one in brackets), `$PORT$`/`{port}` (destination port), `$MODE$`/`{mode}` (`tcp`/`udp`), `{proto}`
 //! (`TCP`/`UDP`), `{scan}` (scan type). Anything else is left as written.
 //!
-//! Limits: one ban response (the configured hooks for one ban, in order) holds a permit of a
-//! `max_concurrent` semaphore, and at most `max_per_minute` responses start per rolling minute.
-//! A response over either limit is skipped, not queued (`admission.rs` says why). Each command is
-//! killed, with its process group, after `timeout`.
+//! Limits: at most `max_per_minute` ban responses (the configured hooks for one ban, in order)
+//! are admitted per rolling minute; an admitted one runs in one of `max_concurrent` slots, or
+//! waits for a free slot in a FIFO queue of `queue` entries. Only a full queue or the rate limit
+//! skips a response (`admission.rs` says why the rate limit skips rather than queues). Each
+//! command is killed, with its process group, after `timeout`.
 //!
 //! Skips are counted, never lost, and reported by [`HookRunner::flush_skip_summary`] in one
 //! line: the first promptly, later ones at most once per [`REPORT_INTERVAL`], so a flood
@@ -33,6 +34,7 @@ mod template;
 mod tests;
 
 use std::{
+    collections::VecDeque,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
@@ -40,10 +42,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 
 use self::{
-    admission::{AdmissionControl, SkipReason},
+    admission::{AdmissionControl, Admitted, SkipReason},
     exec::{run_command, CommandHook},
     hosts_deny::{append_hosts_deny, HostsDenyLock},
     template::{expand_argv, Placeholders},
@@ -64,7 +66,8 @@ pub struct HookStats {
     pub succeeded: u64,
     pub failed: u64,
     pub timed_out: u64,
-    pub skipped_concurrency: u64,
+    /// Every slot busy and the queue full.
+    pub skipped_queue_full: u64,
     pub skipped_rate: u64,
 }
 
@@ -81,18 +84,24 @@ enum HookOutcome {
     TimedOut,
 }
 
+/// A ban response: the ban and the settings in force when it was admitted.
+type Job = (Arc<HookSettings>, BanNotice);
+
 /// What `on_ban` decides with, behind one lock, so a burst of bans is limited exactly.
 struct SettingsAndCounters {
     settings: Arc<HookSettings>,
     admission: AdmissionControl,
     stats: HookStats,
     skip_report: ReportGate,
+    /// Admitted responses waiting for a slot, oldest first.
+    queue: VecDeque<Job>,
 }
 
-/// What the runner shares with the response tasks it spawns.
+/// What the runner shares with the slot tasks it spawns.
 struct RunnerShared {
     guarded: Mutex<SettingsAndCounters>,
     log: LogFn,
+    /// Slots running a response; changed only under `guarded`'s lock.
     running: AtomicUsize,
     became_idle: Notify,
     hosts_deny_lock: HostsDenyLock,
@@ -109,18 +118,85 @@ pub struct HookRunner {
     shared: Arc<RunnerShared>,
 }
 
-/// One response in flight: keeps the permit and the running count until the task ends, even if
-/// it panics or the runtime drops it.
-struct InFlight {
+/// One slot: a task running responses, the one it was started for and then queued ones, until
+/// the queue is empty. Holds its place in the running count until it releases it, or until the
+/// task ends some other way (a panic, the runtime dropping it).
+struct Slot {
     shared: Arc<RunnerShared>,
-    _permit: OwnedSemaphorePermit,
+    released: bool,
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+impl Slot {
+    /// The next queued response for this slot, or `None` after giving the slot up: decided
+    /// under the lock with admission, so a response is never left waiting with no slot to
+    /// take it. A slot over a lowered `max_concurrent` retires.
+    fn next(&mut self) -> Option<Job> {
+        let shared = self.shared.clone();
+        let mut g = lock(&shared.guarded);
+        let running = shared.running.load(Ordering::SeqCst);
+        if running <= g.admission.max_concurrent() {
+            if let Some(job) = g.queue.pop_front() {
+                g.stats.started += 1;
+                return Some(job);
+            }
+        }
+        self.release();
+        None
+    }
+
+    fn release(&mut self) {
+        if !std::mem::replace(&mut self.released, true)
+            && self.shared.running.fetch_sub(1, Ordering::SeqCst) == 1
+        {
             self.shared.became_idle.notify_waiters();
         }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.released {
+            let shared = self.shared.clone();
+            {
+                let _g = lock(&shared.guarded);
+                self.release();
+            }
+            // The task ended early (a panic): what waits still gets a slot.
+            fill_slots(&shared);
+        }
+    }
+}
+
+/// Starts a slot for each queued response while slots are free, oldest response first.
+fn fill_slots(shared: &Arc<RunnerShared>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    loop {
+        let (job, slot) = {
+            let mut g = lock(&shared.guarded);
+            if shared.running.load(Ordering::SeqCst) >= g.admission.max_concurrent() {
+                return;
+            }
+            let Some(job) = g.queue.pop_front() else {
+                return;
+            };
+            g.stats.started += 1;
+            shared.running.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot {
+                shared: shared.clone(),
+                released: false,
+            };
+            (job, slot)
+        };
+        runtime.spawn(async move {
+            let mut slot = slot;
+            let mut job = Some(job);
+            while let Some((settings, ban)) = job.take() {
+                slot.shared.respond(&settings, &ban).await;
+                job = slot.next();
+            }
+        });
     }
 }
 
@@ -128,10 +204,11 @@ impl HookRunner {
     /// `log` receives complete log lines (the daemon prints them to stdout and the history file).
     pub fn new(settings: HookSettings, log: LogFn) -> Self {
         let guarded = SettingsAndCounters {
-            admission: AdmissionControl::new(settings.max_concurrent),
+            admission: AdmissionControl::new(settings.max_concurrent, settings.queue),
             settings: Arc::new(settings),
             stats: HookStats::default(),
             skip_report: ReportGate::new(REPORT_INTERVAL),
+            queue: VecDeque::new(),
         };
         let shared = RunnerShared {
             guarded: Mutex::new(guarded),
@@ -145,24 +222,30 @@ impl HookRunner {
         }
     }
 
-    /// New settings take effect for the next ban; running responses finish with the old ones
-    /// (and keep their permits of the old semaphore if `max_concurrent` changed).
+    /// New settings take effect for the next ban; running and queued responses finish with
+    /// the settings they were admitted with. A higher `max_concurrent` starts queued responses
+    /// at once.
     pub fn reload(&self, settings: HookSettings) {
-        let mut g = lock(&self.shared.guarded);
-        g.admission.set_max_concurrent(settings.max_concurrent);
-        g.settings = Arc::new(settings);
+        {
+            let mut g = lock(&self.shared.guarded);
+            g.admission
+                .set_limits(settings.max_concurrent, settings.queue);
+            g.settings = Arc::new(settings);
+        }
+        fill_slots(&self.shared);
     }
 
-    /// Starts the response to one ban in the background and returns at once; no-op without hooks.
+    /// Admits the response to one ban and returns at once: it starts in the background now, or
+    /// waits in the queue for a slot. No-op without hooks.
     pub fn on_ban(&self, ban: &BanNotice) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             (self.shared.log)(format!(
                 "portsentry: error: hooks for host {} not run: no async runtime",
                 ban.source
             ));
             return;
-        };
-        let (settings, permit) = {
+        }
+        {
             let mut g = lock(&self.shared.guarded);
             if g.settings.is_empty() {
                 return;
@@ -175,39 +258,58 @@ impl HookRunner {
             }
             // Decided here, synchronously, so a burst of bans is limited exactly.
             let max_per_minute = g.settings.max_per_minute;
-            let permit = match g.admission.admit(max_per_minute, Instant::now()) {
-                Ok(permit) => permit,
-                Err(SkipReason::OverConcurrency) => {
-                    g.stats.skipped_concurrency += 1;
+            let running = self.shared.running.load(Ordering::SeqCst);
+            let queued = g.queue.len();
+            match g
+                .admission
+                .admit(max_per_minute, running, queued, Instant::now())
+            {
+                Ok(Admitted::Start | Admitted::Queue) => {
+                    let job = (g.settings.clone(), ban.clone());
+                    g.queue.push_back(job);
+                }
+                Err(SkipReason::QueueFull) => {
+                    g.stats.skipped_queue_full += 1;
                     return;
                 }
                 Err(SkipReason::OverRate) => {
                     g.stats.skipped_rate += 1;
                     return;
                 }
-            };
-            g.stats.started += 1;
-            self.shared.running.fetch_add(1, Ordering::SeqCst);
-            (g.settings.clone(), permit)
-        };
-        let in_flight = InFlight {
-            shared: self.shared.clone(),
-            _permit: permit,
-        };
-        let ban = ban.clone();
-        runtime.spawn(async move {
-            in_flight.shared.respond(&settings, &ban).await;
-            drop(in_flight);
-        });
+            }
+        }
+        fill_slots(&self.shared);
     }
 
     pub fn stats(&self) -> HookStats {
         lock(&self.shared.guarded).stats
     }
 
-    /// Ban responses running now. Responses are never queued: one over the limits is skipped.
+    /// Ban responses running now.
     pub fn running(&self) -> usize {
         self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Ban responses waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared.guarded).queue.len()
+    }
+
+    /// At stop: forgets the responses still waiting for a slot, says how many in one line, and
+    /// returns that number (running ones finish, see [`Self::idle`]).
+    pub fn abandon_queue(&self) -> usize {
+        let n = {
+            let mut g = lock(&self.shared.guarded);
+            let n = g.queue.len();
+            g.queue.clear();
+            n
+        };
+        if n > 0 {
+            (self.shared.log)(format!(
+                "portsentry: warning: hooks: {n} queued ban response(s) not run: stopping"
+            ));
+        }
+        n
     }
 
     /// Reports responses skipped since the last report in one line: at once if none was
@@ -229,14 +331,14 @@ impl HookRunner {
             }
             g.admission.clear_unreported();
             format!(
-                "portsentry: hooks: skipped {} ban response(s) since the last report ({} over max_concurrent = {}, {} over max_per_minute = {}); {} run so far",
-                skipped.total(), skipped.concurrency, g.admission.max_concurrent(), skipped.rate, g.settings.max_per_minute, g.stats.started,
+                "portsentry: hooks: skipped {} ban response(s) since the last report ({} with the queue full (max_concurrent = {}, queue = {}), {} over max_per_minute = {}); {} run so far",
+                skipped.total(), skipped.queue_full, g.admission.max_concurrent(), g.admission.queue_max(), skipped.rate, g.settings.max_per_minute, g.stats.started,
             )
         };
         (self.shared.log)(line);
     }
 
-    /// Waits until no response is running, at most `timeout`; true if idle.
+    /// Waits until no response is running or queued, at most `timeout`; true if idle.
     pub async fn idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -244,6 +346,7 @@ impl HookRunner {
             let notified = self.shared.became_idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // A queued response always has a running slot ahead of it that will take it.
             if self.shared.running.load(Ordering::SeqCst) == 0 {
                 return true;
             }

@@ -292,9 +292,9 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
     )?;
     out.counters(
         "hook_responses_skipped",
-        "Ban responses skipped over max_concurrent or max_per_minute (never queued).",
+        "Ban responses skipped: every slot busy and the queue full, or over max_per_minute.",
         &[
-            (label("reason", "concurrency"), h.skipped_concurrency),
+            (label("reason", "queue_full"), h.skipped_queue_full),
             (label("reason", "rate"), h.skipped_rate),
         ],
     )?;
@@ -303,6 +303,12 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
         "Ban responses running now.",
         None,
         d.hooks_running,
+    )?;
+    out.gauge(
+        "hook_responses_queued",
+        "Ban responses waiting for a free slot now.",
+        None,
+        d.hooks_queued,
     )?;
     out.counter(
         "hooks_succeeded",

@@ -63,8 +63,10 @@ pub struct BanView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DaemonView {
     pub hooks: HookStats,
-    /// Ban responses running now (they are never queued: over the limits they are skipped).
+    /// Ban responses running now.
     pub hooks_running: u64,
+    /// Ban responses waiting for a free slot now (`[hooks] queue`).
+    pub hooks_queued: u64,
     /// Fleet mode's counters, in fleet mode.
     pub fleet: Option<FleetCounters>,
 }

@@ -74,7 +74,7 @@ fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
     StateStore::new(dir)
         .save(&Saved {
             bans,
-            unbanned: Vec::new(),
+            ..Saved::default()
         })
         .context("writing the ban file")?;
     Ok(())

@@ -1,5 +1,6 @@
 //! The ban book's file: `state_dir/bans.json`, written atomically, names instead of raw codes.
-//! Only the ban book reads and writes it. Version 1 files (numeric codes, networks apart) load.
+//! Only the ban book reads and writes it. Version 1 files (numeric codes, networks apart) load;
+//! version 2 files are version 3 without the repeat offenders' `history`.
 
 mod v1;
 
@@ -12,11 +13,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::recidive::Offence;
 use super::record::{BanRecord, FleetNote, Origin, Trigger};
 use crate::net::cidr::Cidr;
 
 pub const STATE_FILE: &str = "bans.json";
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -65,6 +67,9 @@ struct StoredFile {
     bans: Vec<StoredBan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unbanned: Vec<Unbanned>,
+    /// Repeat offenders (version 3), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<Offence>,
 }
 
 /// What the file holds.
@@ -72,6 +77,8 @@ struct StoredFile {
 pub struct Saved {
     pub bans: Vec<BanRecord>,
     pub unbanned: Vec<Unbanned>,
+    /// Repeat offenders' history, oldest first.
+    pub history: Vec<Offence>,
 }
 
 /// The state directory.
@@ -118,15 +125,16 @@ impl StateStore {
 
     /// Writes the file atomically ([`write_atomic`]).
     pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
-        self.save_records(saved.bans.iter(), &saved.unbanned)
+        self.save_records(saved.bans.iter(), &saved.unbanned, &saved.history)
     }
 
-    /// Writes `bans` and `unbanned` atomically, serialized straight into the file: one pass,
+    /// Writes `bans`, `unbanned` and the repeat offenders' `history` atomically, serialized straight into the file: one pass,
     /// no copy of the records (the book may hold a million).
     pub fn save_records<'a>(
         &self,
         bans: impl Iterator<Item = &'a BanRecord> + Clone,
         unbanned: &'a [Unbanned],
+        history: &'a [Offence],
     ) -> Result<(), StateError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -137,6 +145,7 @@ impl StateStore {
             version: STATE_VERSION,
             bans: BansRef(bans),
             unbanned,
+            history,
         };
         write_atomic_with(&self.dir, STATE_FILE, |w| {
             serde_json::to_writer_pretty(&mut *w, &file).map_err(std::io::Error::other)?;
@@ -154,6 +163,8 @@ struct FileRef<'a, I: Iterator<Item = &'a BanRecord> + Clone> {
     bans: BansRef<I>,
     #[serde(skip_serializing_if = "<[Unbanned]>::is_empty")]
     unbanned: &'a [Unbanned],
+    #[serde(skip_serializing_if = "<[Offence]>::is_empty")]
+    history: &'a [Offence],
 }
 
 struct BansRef<I>(I);
@@ -240,12 +251,14 @@ fn parse(text: &str) -> Result<Saved, ParseError> {
         1 => serde_json::from_str::<v1::File>(text)
             .map(v1::File::into_saved)
             .map_err(|e| ParseError::Bad(e.to_string())),
-        STATE_VERSION => {
+        // Version 2 is version 3 without `history`, which defaults to empty.
+        2 | STATE_VERSION => {
             let f: StoredFile =
                 serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
             Ok(Saved {
                 bans: f.bans.into_iter().map(BanRecord::from).collect(),
                 unbanned: f.unbanned,
+                history: f.history,
             })
         }
         n if n > STATE_VERSION => Err(ParseError::TooNew(n)),

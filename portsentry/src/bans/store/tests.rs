@@ -47,6 +47,12 @@ fn round_trip_with_names_not_codes() {
             target: "2001:db8::/64".parse().unwrap(),
             until_ms: 9,
         }],
+        history: vec![Offence {
+            target: "10.0.0.2".parse().unwrap(),
+            bans: 3,
+            last_ms: 5,
+            until_ms: Some(7),
+        }],
     };
     store.save(&saved).unwrap();
     assert_eq!(store.load().unwrap(), saved);
@@ -57,6 +63,8 @@ fn round_trip_with_names_not_codes() {
         "\"tcp\"",
         "\"syn\"",
         "\"shadow\": true",
+        "\"version\": 3",
+        "\"history\"",
     ] {
         assert!(text.contains(name), "{name} in {text}");
     }
@@ -82,6 +90,22 @@ fn version_1_files_load() {
     );
     assert_eq!(s.bans[1].origin, Origin::Fleet);
     assert_eq!(s.bans[1].fleet.as_ref().unwrap().origin, "cscli");
+}
+
+/// Version 2 (before the repeat offenders' history) loads as is, with an empty history; the
+/// next save writes version 3.
+#[test]
+fn version_2_files_load_without_history() {
+    let v2 = r#"{"version":2,"bans":[{"target":"10.0.0.2","origin":"detected","since_ms":1,"expires_ms":9,"drops":0}],
+        "unbanned":[{"target":"10.0.0.3","until_ms":7}]}"#;
+    let s = parse(v2).ok().unwrap();
+    assert_eq!(s.bans.len(), 1);
+    assert_eq!(s.unbanned.len(), 1);
+    assert!(s.history.is_empty());
+    let with_history = r#"{"version":3,"bans":[],"history":[{"target":"10.0.0.2","bans":2,"last_ms":1,"until_ms":null}]}"#;
+    let s = parse(with_history).ok().unwrap();
+    assert_eq!(s.history[0].bans, 2);
+    assert_eq!(s.history[0].until_ms, None);
 }
 
 #[test]

@@ -98,7 +98,7 @@ impl File {
         }));
         Saved {
             bans,
-            unbanned: Vec::new(),
+            ..Saved::default()
         }
     }
 }
