@@ -421,3 +421,91 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
     );
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 }
+
+/// A flood of 20 000 probes from random sources (below the trigger) writes a bounded number of
+/// lines and one summary per 10 s, not a line per probe; a real scanner's ban in the middle of
+/// it is still logged.
+#[test]
+fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears() {
+    use portsentry_tests::lab::run_in;
+
+    let lab = Lab::new(1).expect("lab");
+    let dir = TempDir::new("e2e-flood-log").expect("state dir");
+    let history = dir.path.join("history.log");
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"31337\"\nscan_trigger = 2\nauto_allow = false\n\
+             history_file = \"{}\"\n",
+            history.display()
+        ),
+    );
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .config(&config)
+        .no_pin()
+        .state_dir(&dir.path)
+        .start()
+        .expect("daemon");
+    let started = std::time::Instant::now();
+    run_in(
+        &lab.scanner,
+        "hping3",
+        &[
+            "--udp",
+            "--rand-source",
+            "-p",
+            "31337",
+            "-c",
+            "20000",
+            "-i",
+            "u20",
+            &lab.protected_v4.to_string(),
+        ],
+        Duration::from_secs(8),
+    );
+    let scanner = lab.scanner_v4[0];
+    for _ in 0..2 {
+        let _ = lab.scanner.tcp_connect(
+            scanner,
+            sock(lab.protected_v4, TRAP_PORT),
+            Duration::from_millis(300),
+        );
+    }
+    let ban = format!("attackalert: Host {scanner} has been blocked");
+    assert!(
+        daemon.wait_for_line(|l| l.starts_with(&ban), Duration::from_secs(10)),
+        "the real scanner's ban; last lines:\n{}",
+        tail(&daemon.output())
+    );
+    // The interval's summary comes when it ends (10 s after the flood's first line).
+    let wait = Duration::from_secs(12).saturating_sub(started.elapsed());
+    assert!(
+        daemon.wait_for_line(
+            |l| l.starts_with("portsentry: flood: "),
+            wait + Duration::from_secs(3)
+        ),
+        "a summary of what was held back; last lines:\n{}",
+        tail(&daemon.output())
+    );
+    assert_eq!(
+        daemon.stop().unwrap(),
+        Some(0),
+        "{}",
+        tail(&daemon.output())
+    );
+    let lines = std::fs::read_to_string(&history)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    eprintln!("history: {lines} lines for 20 000 flood probes");
+    assert!(
+        (100..1_000).contains(&lines),
+        "{lines} history lines for 20 000 probes"
+    );
+}
+
+fn tail(out: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}

@@ -116,6 +116,8 @@ struct Daemon {
     classic_history: per_source::UnenforcedResponses,
     /// Recent verified address bans per prefix, for prefix-aware bans.
     prefixes: prefixes::PrefixTracker,
+    /// Bounds the event lines a flood can write.
+    line_budget: crate::detect::budget::LineBudget,
     /// Per-source limit on the `ignored: [true]` lines.
     ignored_lines: per_source::IgnoredLines,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
@@ -311,6 +313,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         unenforced: Default::default(),
         classic_history: Default::default(),
         prefixes: Default::default(),
+        line_budget: Default::default(),
         ignored_lines: Default::default(),
         extras,
         _peer_learning: peer_learning,

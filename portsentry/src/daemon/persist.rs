@@ -47,6 +47,7 @@ impl Daemon {
 
     /// Saves the state if a ban is waiting to be saved, or sweeps on schedule.
     pub(super) fn tick(&mut self) {
+        self.flush_line_budget(crate::clock::unix_ms());
         // While a fleet update is applied, neither: it finishes within seconds, and a save per
         // second of a growing book is the cost this avoids. A save waits at least
         // SAVE_COST_FACTOR times as long as the last one took, so saving a large book never

@@ -34,8 +34,7 @@ impl Daemon {
                 }
             }
         }
-        self.sink
-            .event(&ev, self.settings.live.effective_trigger(), &iface);
+        self.log_event(&ev, &iface);
         if let Some(r) = repeat {
             let ttl = r.ttl.map_or_else(
                 || "never".to_owned(),
@@ -58,6 +57,31 @@ impl Daemon {
             let notice =
                 BanNotice::from_event(&ev, &iface, self.settings.live.ban_ttl, chrono::Utc::now());
             self.hooks.on_ban(&notice);
+        }
+    }
+
+    /// The event's lines, within the flood budget (`detect::budget`): a newly blocked source
+    /// is always logged (up to its own cap), other lines per source and in all are bounded and
+    /// summarised.
+    fn log_event(&mut self, ev: &ProbeEvent, iface: &str) {
+        use crate::detect::budget::LineClass;
+        let now_ms = crate::clock::unix_ms();
+        self.flush_line_budget(now_ms);
+        let class = if ev.kind == EventKind::Ban && crate::detect::logging::is_blocked(ev) {
+            LineClass::Ban
+        } else {
+            LineClass::Other
+        };
+        if self.line_budget.admit(ev.src, class, now_ms) {
+            self.sink
+                .event(ev, self.settings.live.effective_trigger(), iface);
+        }
+    }
+
+    /// Writes the summary of the lines a finished interval held back, if any.
+    pub(super) fn flush_line_budget(&mut self, now_ms: u64) {
+        if let Some(summary) = self.line_budget.summary(now_ms) {
+            self.sink.line(&summary);
         }
     }
 
@@ -224,7 +248,14 @@ impl Daemon {
                 ev.src
             ),
         };
-        self.sink.line(&line);
+        // One such line per displaced ban: bounded like probe lines under a flood.
+        if self.line_budget.admit(
+            ev.src,
+            crate::detect::budget::LineClass::Other,
+            crate::clock::unix_ms(),
+        ) {
+            self.sink.line(&line);
+        }
         self.mark_dirty();
         banned
     }

@@ -3,6 +3,7 @@
 //! they become, and how every daemon line reaches the journal with its priority (`journal`).
 //! Owns the history file; never touches maps or bans.
 
+pub mod budget;
 pub mod diagnostics;
 pub mod events;
 pub mod journal;
