@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";

@@ -91,9 +91,19 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         // Detect mode: note what block mode would have dropped, keep reporting probes.
         count(Stat::DroppedWould);
     }
-    if pkt.malformed != Malformed::No {
-        count(Stat::Malformed);
+    if pkt.malformed != Malformed::No as u8 {
         diag::malformed(&pkt.src, pkt.malformed);
+        // Fragment and extension-header evasion drops in every mode: the stack would reassemble
+        // or accept it behind the detector's back (docs/DATAPLANE.md, "Parsing").
+        if Malformed::drops(pkt.malformed) {
+            count(if pkt.malformed == Malformed::TooManyExtensions as u8 {
+                Stat::ExtChainsDropped
+            } else {
+                Stat::FragmentsDropped
+            });
+            return xdp_action::XDP_DROP;
+        }
+        count(Stat::Malformed);
         return pass();
     }
 

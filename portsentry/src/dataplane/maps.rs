@@ -31,10 +31,15 @@ impl Stats {
     pub fn get(&self, stat: Stat) -> u64 {
         self.0[stat as usize]
     }
-    /// Packets seen while configured: every packet ends passed, dropped or turned into the
-    /// SYN cookie answering a learned peer's trap SYN.
+    /// Packets seen while configured: every packet ends passed, dropped (banned source, or a
+    /// fragment or extension-header chain dropped as evasion) or turned into the SYN cookie
+    /// answering a learned peer's trap SYN.
     pub fn packets(&self) -> u64 {
-        self.get(Stat::Passed) + self.get(Stat::Dropped) + self.get(Stat::CookiesSent)
+        self.get(Stat::Passed)
+            + self.get(Stat::Dropped)
+            + self.get(Stat::CookiesSent)
+            + self.get(Stat::FragmentsDropped)
+            + self.get(Stat::ExtChainsDropped)
     }
 }
 
