@@ -161,6 +161,61 @@ fn the_program_verifies_with_every_diagnostic_on() {
     );
 }
 
+/// The ban prefilters (PS_BAN_FILTER from userspace, PS_BAN_FILTER_KERNEL from the program)
+/// let most packets skip the ban table; they must never hide a ban: every address banned from
+/// userspace (IPv4 and IPv6, thousands, so many share words) and every ban the program makes
+/// drops from the next packet on, and an unbanned neighbour of each still passes.
+#[test]
+fn the_ban_prefilter_never_hides_a_ban() {
+    use std::net::IpAddr;
+
+    use portsentry_common::BanEntry;
+
+    let mut x = TestXdp::load(&settings("111", ""));
+    let entry = BanEntry {
+        origin: BanOrigin::Manual as u8,
+        ..Default::default()
+    };
+    let banned: Vec<IpAddr> = (0..3000u32)
+        .map(|i| {
+            if i % 2 == 0 {
+                IpAddr::from([10, 20, (i >> 8) as u8, i as u8])
+            } else {
+                IpAddr::from([0x2001, 0xdb8, 0x20, 0, 0, 0, (i >> 16) as u16, i as u16])
+            }
+        })
+        .collect();
+    for addr in &banned {
+        x.dp.insert_ban(*addr, &entry).unwrap();
+    }
+    for addr in &banned {
+        let p = Packet::tcp(&addr.to_string(), 443, ACK);
+        assert_eq!(x.run(&p.build()), XDP_DROP, "{addr}");
+    }
+    // A ban the program makes itself (PS_BAN_FILTER_KERNEL) drops the next packet too.
+    assert_eq!(x.run(&Packet::tcp("10.21.0.1", 111, SYN).build()), XDP_DROP);
+    assert_eq!(x.run(&Packet::tcp("10.21.0.1", 443, ACK).build()), XDP_DROP);
+    assert_eq!(
+        x.run(&Packet::tcp("2001:db8:21::1", 111, SYN).build()),
+        XDP_DROP
+    );
+    assert_eq!(
+        x.run(&Packet::tcp("2001:db8:21::1", 443, ACK).build()),
+        XDP_DROP
+    );
+    // Unbanned sources pass, whether or not their prefilter bit happens to be set.
+    for i in 0..200u8 {
+        let p = Packet::tcp(&format!("10.22.0.{i}"), 443, ACK);
+        assert_eq!(x.run(&p.build()), XDP_PASS);
+    }
+    // A lifted ban stops dropping although its bit stays set.
+    x.dp.remove_ban(banned[0]).unwrap();
+    assert_eq!(
+        x.run(&Packet::tcp(&banned[0].to_string(), 443, ACK).build()),
+        XDP_PASS
+    );
+}
+
 mod thresholds {
     use std::{thread, time::Duration};
 

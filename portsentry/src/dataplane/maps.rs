@@ -73,6 +73,7 @@ pub struct Maps {
     tcp_guard: Array<MapData, u64>,
     udp_guard: Array<MapData, u64>,
     bans: HashMap<MapData, AddrKey, BanEntry>,
+    ban_filter: Array<MapData, u64>,
     hits: HashMap<MapData, AddrKey, HitEntry>,
     ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
@@ -88,6 +89,7 @@ impl Maps {
             tcp_guard: open(get, &defs::PS_TCP_GUARD)?,
             udp_guard: open(get, &defs::PS_UDP_GUARD)?,
             bans: open(get, &defs::PS_BANS)?,
+            ban_filter: open(get, &defs::PS_BAN_FILTER)?,
             hits: open(get, &defs::PS_HITS)?,
             ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
@@ -138,8 +140,19 @@ impl Maps {
         Ok(())
     }
 
+    /// Adds or replaces a ban. Its prefilter bit (PS_BAN_FILTER) is set first, so that from
+    /// the moment the ban exists, the XDP program looks it up.
     pub fn insert_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<()> {
-        match self.bans.insert(cidr::addr_key(addr), entry, 0) {
+        let key = cidr::addr_key(addr);
+        let (word, bit) = key.filter_slot();
+        let name = defs::PS_BAN_FILTER.name;
+        let current = self.ban_filter.get(&word, 0).map_err(map_err(name))?;
+        if current & bit == 0 {
+            self.ban_filter
+                .set(word, current | bit, 0)
+                .map_err(map_err(name))?;
+        }
+        match self.bans.insert(key, entry, 0) {
             Ok(()) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 Err(DataplaneError::TableFull("ban"))
