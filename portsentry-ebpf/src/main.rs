@@ -2,8 +2,9 @@
 //!
 //! Pipeline, top to bottom: parse → ban check → guard check → source check and allowlist (only
 //! for would-be probes) → learned peers → count → path check (only for would-be bans) →
-//! verdict. An ordinary packet (not banned, not to a guarded port) costs one config read, one
-//! ban lookup, one bitmap lookup and one counter update.
+//! verdict. An ordinary packet (not banned, not to a guarded port) costs one config read, two
+//! ban-prefilter reads, one port-bitmap read and one counter update: array reads only, no hash
+//! lookup.
 //!
 //! The same object carries the cgroup programs that learn peers (`peers.rs`), so that they
 //! share PS_PEERS and PS_CONFIG with the XDP program.
