@@ -114,7 +114,7 @@ wire_enum! {
     /// Indexes into the per-CPU statistics array; the names are the counters' names in `status`.
     ///
     /// There is no packet counter: the ordinary path updates exactly one counter (`Passed`), so
-    /// userspace derives `packets = passed + dropped`.
+    /// userspace derives `packets` from the verdict counters (`dataplane::Stats::packets`).
     pub enum Stat: u32 {
         Passed = 0 => "passed",
         Dropped = 1 => "dropped",
@@ -152,6 +152,12 @@ wire_enum! {
         /// Handshakes learned peers completed on a valid SYN cookie; each then counts as a
         /// probe (and bans at the trigger).
         CookiesConfirmed = 20 => "cookies_confirmed",
+        /// Fragments dropped as evasion: IPv4 first fragments too short for the TCP/UDP header
+        /// (RFC 1858), IPv4 fragments at offset 1 (RFC 3128), IPv6 first fragments without the
+        /// whole header chain (RFC 7112).
+        FragmentsDropped = 21 => "fragments_dropped",
+        /// IPv6 packets dropped for an extension-header chain longer than the program walks.
+        ExtChainsDropped = 22 => "ext_chains_dropped",
     }
 }
 

@@ -33,6 +33,12 @@ pub mod ipv6_ext {
     /// Authentication header: its length counts 4-octet units, not 8.
     pub const AH: u8 = 51;
     pub const DEST_OPTS: u8 = 60;
+
+    /// Extension headers the XDP program walks before the transport header; a longer chain is
+    /// dropped and counted (`ext_chains_dropped`). Real traffic carries a few at most (RFC 8200
+    /// allows each kind once, destination options twice), so 16 leaves room; networks widely drop long chains
+    /// (RFC 9098).
+    pub const MAX_CHAIN: usize = 16;
 }
 
 /// Address families as the kernel numbers them (`bpf_fib_lookup`, socket contexts).

@@ -41,6 +41,18 @@ macro_rules! ps_maps {
                 default: 65_536,
             };
 
+            /// Ban prefilter written by userspace: bit [`crate::AddrKey::filter_slot`] is set
+            /// before userspace adds a ban to PS_BANS, and never cleared while the map lives (a
+            /// stale bit only costs the exact lookup). A clear bit in both prefilters means "not
+            /// in PS_BANS", so most packets skip the hash lookup. Userspace alone writes it (it
+            /// updates whole words), so no update of its can lose one of the kernel's bits.
+            PS_BAN_FILTER: Array<u32, u64> =
+                $crate::maps::Capacity::Fixed($crate::BAN_FILTER_WORDS);
+
+            /// Ban prefilter the XDP program sets (atomic OR) before it adds a detected ban.
+            PS_BAN_FILTER_KERNEL: Array<u32, u64> =
+                $crate::maps::Capacity::Fixed($crate::BAN_FILTER_WORDS);
+
             /// Probe counts per source. LRU on purpose: under a spoofed flood the oldest counters
             /// are forgotten (a scanner is detected later) instead of detection stopping for
             /// everyone.
@@ -226,6 +238,8 @@ mod tests {
                 "PS_TCP_GUARD",
                 "PS_UDP_GUARD",
                 "PS_BANS",
+                "PS_BAN_FILTER",
+                "PS_BAN_FILTER_KERNEL",
                 "PS_HITS",
                 "PS_BAN_CIDRS",
                 "PS_ALLOW_CIDRS",
@@ -248,6 +262,8 @@ mod tests {
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
+                ("PS_BAN_FILTER", 4, 8),
+                ("PS_BAN_FILTER_KERNEL", 4, 8),
                 ("PS_HITS", 16, 16),
                 ("PS_BAN_CIDRS", 20, 8),
                 ("PS_ALLOW_CIDRS", 20, 1),
@@ -265,6 +281,8 @@ mod tests {
                 MapKind::Array,
                 MapKind::Array,
                 MapKind::HashMap,
+                MapKind::Array,
+                MapKind::Array,
                 MapKind::LruHashMap,
                 MapKind::LpmTrie,
                 MapKind::LpmTrie,
@@ -273,6 +291,25 @@ mod tests {
                 MapKind::PerCpuArray,
                 MapKind::RingBuf,
             ]
+        );
+    }
+
+    #[test]
+    fn filter_slots_spread_and_stay_in_range() {
+        let mut seen = [false; 4096];
+        for i in 0..1024u32 {
+            let (word, bit) = crate::AddrKey::from_v4(i.to_be_bytes()).filter_slot();
+            assert_eq!(
+                (word, bit),
+                crate::AddrKey::filter_slot_v4(i.to_be_bytes()),
+                "the IPv4 shortcut is the same slot"
+            );
+            assert!(word < crate::BAN_FILTER_WORDS && bit.count_ones() == 1);
+            seen[(word as usize * 64 + bit.trailing_zeros() as usize) % 4096] = true;
+        }
+        assert!(
+            seen.iter().filter(|s| **s).count() > 800,
+            "1024 addresses spread"
         );
     }
 
@@ -286,12 +323,14 @@ mod tests {
                 1024,
                 1024,
                 65_536,
+                131_072,
+                131_072,
                 65_536,
                 16_384,
                 16_384,
                 65_536,
                 4,
-                21,
+                23,
                 1 << 20
             ]
         );
@@ -306,6 +345,8 @@ mod tests {
                 "",
                 "",
                 "max_bans",
+                "",
+                "",
                 "",
                 "max_ban_networks",
                 "",

@@ -4,7 +4,7 @@
 //! exposes no read-modify-write methods there. The compiler intrinsics still lower to BPF atomic
 //! instructions (`lock xadd`, and with `-Ctarget-cpu=v3` the BPF_FETCH, XCHG and CMPXCHG forms).
 
-use core::intrinsics::{atomic_cxchg, atomic_xadd, atomic_xchg, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_or, atomic_xadd, atomic_xchg, AtomicOrdering};
 
 /// Adds `n` and returns the previous value.
 ///
@@ -47,4 +47,13 @@ pub unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
         atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(ptr, old, new)
             .1
     }
+}
+
+/// Sets the bits of `mask`, without reading the result (BPF_OR | BPF_ATOMIC).
+///
+/// # Safety
+/// As [`fetch_add`].
+#[inline(always)]
+pub unsafe fn or(ptr: *mut u64, mask: u64) {
+    unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(ptr, mask) };
 }

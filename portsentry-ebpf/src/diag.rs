@@ -1,5 +1,5 @@
 //! Kernel-side diagnostics for an operator asking "why?": why a packet counted as malformed,
-//! bogus or spoofed, which table was full, which event was lost. Written with aya-log to its
+//! bogus or spoofed, why a fragment or extension-header chain was dropped, which table was full, which event was lost. Written with aya-log to its
 //! own ring buffer (AYA_LOGS) and forwarded by the daemon into its log (`log_level`).
 //!
 //! Off by default at no cost: `AYA_LOG_LEVEL` is a read-only global the daemon sets at load
@@ -29,6 +29,9 @@ enum What {
     MalformedL4,
     MalformedExtension,
     TooManyExtensions,
+    TinyFragment,
+    OverlappingFragment,
+    IncompleteFirstFragment,
     Bogus,
     Spoofed,
     Unverified,
@@ -40,6 +43,11 @@ enum What {
 
 #[inline(always)]
 fn say(level: Level, what: What, src: Option<&AddrKey>, port: u16, n: u64) {
+    say_code(level, what as u32, src, port, n);
+}
+
+#[inline(always)]
+fn say_code(level: Level, what: u32, src: Option<&AddrKey>, port: u16, n: u64) {
     if !level_enabled(level) {
         return;
     }
@@ -53,7 +61,7 @@ fn say(level: Level, what: What, src: Option<&AddrKey>, port: u16, n: u64) {
         }
         None => (0, 0),
     };
-    portsentry_diag(what as u32, hi, lo, u32::from(port), n);
+    portsentry_diag(what, hi, lo, u32::from(port), n);
 }
 
 #[inline(always)]
@@ -61,17 +69,21 @@ pub fn malformed_frame() {
     say(Level::Debug, What::MalformedFrame, None, 0, 0);
 }
 
+/// `why` is a [`Malformed`] code; the reasons below are numbered the same way (asserted).
 #[inline(always)]
-pub fn malformed(src: &AddrKey, why: Malformed) {
-    let what = match why {
-        Malformed::No => return,
-        Malformed::IpHeader => What::MalformedIpHeader,
-        Malformed::TruncatedL4 => What::MalformedL4,
-        Malformed::TruncatedExtension => What::MalformedExtension,
-        Malformed::TooManyExtensions => What::TooManyExtensions,
-    };
-    say(Level::Debug, what, Some(src), 0, 0);
+pub fn malformed(src: &AddrKey, why: u8) {
+    say_code(Level::Debug, u32::from(why), Some(src), 0, 0);
 }
+
+const _: () = {
+    assert!(What::MalformedIpHeader as u32 == Malformed::IpHeader as u32);
+    assert!(What::MalformedL4 as u32 == Malformed::TruncatedL4 as u32);
+    assert!(What::MalformedExtension as u32 == Malformed::TruncatedExtension as u32);
+    assert!(What::TooManyExtensions as u32 == Malformed::TooManyExtensions as u32);
+    assert!(What::TinyFragment as u32 == Malformed::TinyFragment as u32);
+    assert!(What::OverlappingFragment as u32 == Malformed::OverlappingFragment as u32);
+    assert!(What::IncompleteFirstFragment as u32 == Malformed::IncompleteFirstFragment as u32);
+};
 
 #[inline(always)]
 pub fn bogus(src: &AddrKey, port: u16) {
@@ -138,7 +150,22 @@ pub extern "C" fn portsentry_diag(what: u32, hi: u64, lo: u64, port: u32, n: u64
         ),
         x if x == What::TooManyExtensions as u32 => debug!(
             c,
-            "malformed: packet from {:i}: more IPv6 extension headers than walked; passed", a
+            "evasion: packet from {:i}: more IPv6 extension headers than walked; dropped", a
+        ),
+        x if x == What::TinyFragment as u32 => debug!(
+            c,
+            "evasion: IPv4 first fragment from {:i} too short for its TCP/UDP header (RFC 1858); dropped",
+            a
+        ),
+        x if x == What::OverlappingFragment as u32 => debug!(
+            c,
+            "evasion: IPv4 fragment from {:i} at offset 1 (overlapping-fragment trick, RFC 3128); dropped",
+            a
+        ),
+        x if x == What::IncompleteFirstFragment as u32 => debug!(
+            c,
+            "evasion: IPv6 first fragment from {:i} without the whole header chain and TCP/UDP header (RFC 7112); dropped",
+            a
         ),
         x if x == What::Bogus as u32 => debug!(
             c,

@@ -2,8 +2,9 @@
 //!
 //! Pipeline, top to bottom: parse → ban check → guard check → source check and allowlist (only
 //! for would-be probes) → learned peers → count → path check (only for would-be bans) →
-//! verdict. An ordinary packet (not banned, not to a guarded port) costs one config read, one
-//! ban lookup, one bitmap lookup and one counter update.
+//! verdict. An ordinary packet (not banned, not to a guarded port) costs one config read, two
+//! ban-prefilter reads, one port-bitmap read and one counter update: array reads only, no hash
+//! lookup.
 //!
 //! The same object carries the cgroup programs that learn peers (`peers.rs`), so that they
 //! share PS_PEERS and PS_CONFIG with the XDP program.
@@ -36,7 +37,7 @@ use portsentry_common::{
     ban_flags, config_flags, event_flags,
     tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG},
     AddrKey, BanEntry, BanOrigin, Config, Event, EventKind, HitEntry, IpProto, ScanType, Stat,
-    LAYOUT_VERSION,
+    BAN_FILTER_WORDS, LAYOUT_VERSION,
 };
 
 #[xdp]
@@ -70,8 +71,9 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     let enforce = cfg.flags & config_flags::ENFORCE != 0;
 
     // 1. Parse.
-    let pkt = match parse::parse(ctx) {
-        Ok(pkt) => pkt,
+    let mut pkt = Packet::EMPTY;
+    match parse::parse(ctx, &mut pkt) {
+        Ok(()) => {}
         Err(NoSource::NotIp) => return pass(),
         Err(NoSource::Malformed) => {
             count(Stat::Malformed);
@@ -81,7 +83,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     };
 
     // 2. Ban check: needs only the source, so fragments and malformed L4 of a banned source drop.
-    let ban = ban_state(&pkt.src, cfg);
+    let ban = ban_state(&pkt, cfg);
     let banned = ban == BanState::Banned;
     if banned && enforce {
         count(Stat::Dropped);
@@ -91,9 +93,19 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         // Detect mode: note what block mode would have dropped, keep reporting probes.
         count(Stat::DroppedWould);
     }
-    if pkt.malformed != Malformed::No {
-        count(Stat::Malformed);
+    if pkt.malformed != Malformed::No as u8 {
         diag::malformed(&pkt.src, pkt.malformed);
+        // Fragment and extension-header evasion drops in every mode: the stack would reassemble
+        // or accept it behind the detector's back (docs/DATAPLANE.md, "Parsing").
+        if Malformed::drops(pkt.malformed) {
+            count(if pkt.malformed == Malformed::TooManyExtensions as u8 {
+                Stat::ExtChainsDropped
+            } else {
+                Stat::FragmentsDropped
+            });
+            return xdp_action::XDP_DROP;
+        }
+        count(Stat::Malformed);
         return pass();
     }
 
@@ -237,6 +249,13 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         }
     }
 
+    // The prefilter bit first: from the insert on, every packet of this source must reach the
+    // exact lookup.
+    let (word, bit) = pkt.src.filter_slot();
+    if let Some(w) = PS_BAN_FILTER_KERNEL.get_ptr_mut(word) {
+        // SAFETY: array memory from a successful lookup; every CPU sets bits atomically.
+        unsafe { atomic::or(w, bit) };
+    }
     // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
     if PS_BANS
         .insert(pkt.src, detected_ban(&event, cfg, enforce), 0)
@@ -359,17 +378,11 @@ enum BanState {
 /// network may contain an allowlisted address, so a network hit is checked against the
 /// allowlist here. That costs a second trie lookup only for sources inside a banned network.
 #[inline(always)]
-fn ban_state(src: &AddrKey, cfg: &Config) -> BanState {
-    if let Some(ban) = PS_BANS.get_ptr_mut(src) {
-        // SAFETY: the pointer comes from a successful map lookup.
-        let (expires, flags) = unsafe { ((*ban).expires_at_ns, (*ban).flags) };
-        if expires == 0 || boot_ns() < expires {
-            if flags & ban_flags::SHADOW != 0 {
-                return BanState::Shadow;
-            }
-            // SAFETY: the value is u64-aligned map memory; other CPUs update it atomically too.
-            unsafe { atomic::add(&raw mut (*ban).drops, 1) };
-            return BanState::Banned;
+fn ban_state(pkt: &Packet, cfg: &Config) -> BanState {
+    let src = &pkt.src;
+    if may_be_banned(pkt) {
+        if let Some(ban) = exact_ban(src) {
+            return ban;
         }
     }
     if cfg.ban_cidr_count != 0 {
@@ -385,6 +398,43 @@ fn ban_state(src: &AddrKey, cfg: &Config) -> BanState {
         }
     }
     BanState::None
+}
+
+/// The ban prefilters: false means `src` is not in PS_BANS. Every writer of PS_BANS sets the
+/// source's bit first (userspace in PS_BAN_FILTER, this program in PS_BAN_FILTER_KERNEL) and
+/// no bit is ever cleared, so a clear bit in both is proof. Two inlined array reads instead
+/// of a hash lookup over a 16-byte key. A missing word (never: the index is in range) says
+/// "maybe".
+#[inline(always)]
+fn may_be_banned(pkt: &Packet) -> bool {
+    let (word, bit) = if pkt.is_v6 {
+        pkt.src.filter_slot()
+    } else {
+        let a = &pkt.src.addr;
+        AddrKey::filter_slot_v4([a[12], a[13], a[14], a[15]])
+    };
+    let set = |filter: &aya_ebpf::btf_maps::Array<u64, { BAN_FILTER_WORDS as usize }>| {
+        filter.get(word).is_none_or(|w| *w & bit != 0)
+    };
+    set(&PS_BAN_FILTER) || set(&PS_BAN_FILTER_KERNEL)
+}
+
+/// The exact ban of `src` in PS_BANS, if it has not expired. Bumps its drop counter.
+#[inline(always)]
+fn exact_ban(src: &AddrKey) -> Option<BanState> {
+    if let Some(ban) = PS_BANS.get_ptr_mut(src) {
+        // SAFETY: the pointer comes from a successful map lookup.
+        let (expires, flags) = unsafe { ((*ban).expires_at_ns, (*ban).flags) };
+        if expires == 0 || boot_ns() < expires {
+            if flags & ban_flags::SHADOW != 0 {
+                return Some(BanState::Shadow);
+            }
+            // SAFETY: the value is u64-aligned map memory; other CPUs update it atomically too.
+            unsafe { atomic::add(&raw mut (*ban).drops, 1) };
+            return Some(BanState::Banned);
+        }
+    }
+    None
 }
 
 #[inline(always)]

@@ -53,6 +53,14 @@ pub struct Packet {
     pub tcp_seq: u32,
     pub tcp_ack: u32,
     pub tcp_options: Vec<u8>,
+    /// Keep only this many bytes of the transport header and payload (a tiny fragment); the
+    /// IP length fields say so too.
+    pub l4_len: Option<usize>,
+    /// Bytes of payload after the transport header (zeros; the UDP length counts them).
+    pub payload: usize,
+    /// Pad the frame with zeros to this length (Ethernet's 60-byte minimum), after the IP
+    /// packet: the IP length fields do not count the padding.
+    pub pad_to: usize,
 }
 
 /// The source port of every TCP and UDP packet built here.
@@ -87,7 +95,29 @@ impl Packet {
             tcp_seq: 1,
             tcp_ack: 0,
             tcp_options: Vec::new(),
+            l4_len: None,
+            payload: 0,
+            pad_to: 0,
         }
+    }
+
+    /// Keeps only the first `len` bytes of the transport header (and payload), with IP
+    /// lengths to match: a first fragment too short for its transport header.
+    pub fn l4_len(mut self, len: usize) -> Self {
+        self.l4_len = Some(len);
+        self
+    }
+
+    /// `len` bytes of payload after the transport header.
+    pub fn payload(mut self, len: usize) -> Self {
+        self.payload = len;
+        self
+    }
+
+    /// Pads the frame with zeros to `len` bytes, as a NIC pads short frames to 60.
+    pub fn pad_to(mut self, len: usize) -> Self {
+        self.pad_to = len;
+        self
     }
 
     /// The probed address (default 192.0.2.1 or 2001:db8::1).
@@ -157,7 +187,10 @@ impl Packet {
             p.extend_from_slice(&tpid.to_be_bytes());
             p.extend_from_slice(&(id & 0x0fff).to_be_bytes());
         }
-        let (l4_proto, l4) = self.transport_bytes();
+        let (l4_proto, mut l4) = self.transport_bytes();
+        if let Some(len) = self.l4_len {
+            l4.truncate(len);
+        }
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 p.extend_from_slice(&ethertype::IPV4.to_be_bytes());
@@ -192,6 +225,9 @@ impl Packet {
             _ => panic!("source and destination must be the same family"),
         }
         p.extend_from_slice(&l4);
+        if p.len() < self.pad_to {
+            p.resize(self.pad_to, 0);
+        }
         p
     }
 
@@ -207,13 +243,15 @@ impl Packet {
                 t[13] = flags;
                 t[14..16].copy_from_slice(&1024u16.to_be_bytes());
                 t.extend_from_slice(&self.tcp_options);
+                t.resize(t.len() + self.payload, 0);
                 (IpProto::Tcp as u8, t)
             }
             Transport::Udp { dst_port } => {
-                let mut u = vec![0u8; 12];
+                let mut u = vec![0u8; 12 + self.payload];
+                let len = u.len() as u16;
                 u[0..2].copy_from_slice(&SRC_PORT.to_be_bytes());
                 u[2..4].copy_from_slice(&dst_port.to_be_bytes());
-                u[4..6].copy_from_slice(&12u16.to_be_bytes());
+                u[4..6].copy_from_slice(&len.to_be_bytes());
                 (IpProto::Udp as u8, u)
             }
             Transport::Other(proto) => (proto, vec![8, 0, 0, 0, 0, 0, 0, 0]),

@@ -509,3 +509,134 @@ fn tail(out: &str) -> String {
     let lines: Vec<&str> = out.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
+
+/// The status counters of a running daemon (`status --json`).
+fn counters(state: &std::path::Path) -> serde_json::Value {
+    let state = state.display().to_string();
+    let (code, out, err) =
+        portsentry_tests::lab::portsentry(&["status", "--json", "--state-dir", &state]);
+    assert_eq!(code, 0, "status: {err}");
+    let st: serde_json::Value = serde_json::from_str(&out).expect("status --json");
+    st["counters"].clone()
+}
+
+/// Fail open for real traffic: a 3000-byte UDP datagram, fragmented by the sender's own stack
+/// at the veth's 1500-byte MTU (as a large DNS answer is), reaches a UDP service through the
+/// attached program, on IPv4 and IPv6, and no fragment is dropped.
+#[test]
+fn a_fragmented_udp_datagram_reaches_a_service() {
+    use std::net::{SocketAddr, UdpSocket};
+
+    const SERVICE: u16 = 5300;
+    const SIZE: usize = 3000;
+    let lab = Lab::new(1).expect("lab");
+    let dir = TempDir::new("e2e-frag").expect("state dir");
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports(&TRAP_PORT.to_string())
+        .udp_ports("54321")
+        .no_pin()
+        .no_auto_allow()
+        .state_dir(&dir.path)
+        .start()
+        .expect("daemon");
+    for (src, dst) in [
+        (lab.scanner_v4[0], lab.protected_v4),
+        (lab.scanner_v6[0], lab.protected_v6),
+    ] {
+        let service = SocketAddr::new(dst, SERVICE);
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let protected = lab.protected.clone();
+        let receiver = std::thread::spawn(move || {
+            protected.run(move || {
+                let sock = UdpSocket::bind(service).expect("bind the UDP service");
+                sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                bound_tx.send(()).unwrap();
+                let mut buf = vec![0u8; 65536];
+                sock.recv_from(&mut buf).map(|(n, from)| (n, from.ip()))
+            })
+        });
+        bound_rx.recv().expect("service bound");
+        let sent = lab.scanner.run(move || {
+            let sock = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind");
+            sock.send_to(&[0xab; SIZE], service)
+        });
+        assert_eq!(sent.expect("send"), SIZE, "{src}: sent in one datagram");
+        let got = receiver.join().unwrap();
+        assert_eq!(
+            got.as_ref().ok(),
+            Some(&(SIZE, src)),
+            "{src} -> {service}: the reassembled datagram arrives ({got:?}); output:\n{}",
+            daemon.output()
+        );
+    }
+    let c = counters(&dir.path);
+    assert_eq!(
+        (c["fragments_dropped"].as_u64(), c["malformed"].as_u64()),
+        (Some(0), Some(0)),
+        "{c}"
+    );
+    assert!(c["passed"].as_u64() >= Some(4), "{c}");
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}
+
+/// The tiny-fragment trick (RFC 1858), as hping3 plays it with an 8-byte "MTU": a SYN to a
+/// trap port whose first fragment holds only the ports and whose flags follow at offset 1.
+/// Before, both fragments passed as malformed, the stack reassembled the SYN and the trap port
+/// answered (RST) with no ban and no log line; now both are dropped and counted, nothing
+/// answers, and `--log-level debug` says why.
+#[test]
+fn the_tiny_fragment_trick_gets_no_answer() {
+    use portsentry_tests::lab::run_in;
+
+    let lab = Lab::new(1).expect("lab");
+    let dir = TempDir::new("e2e-tiny").expect("state dir");
+    let mut daemon = DaemonArgs::new(&lab)
+        .iface()
+        .tcp_ports(&TRAP_PORT.to_string())
+        .no_pin()
+        .no_auto_allow()
+        .state_dir(&dir.path)
+        .args(["--log-level", "debug"])
+        .start()
+        .expect("daemon");
+    let scanner = lab.scanner_v4[0];
+    let (_, out) = run_in(
+        &lab.scanner,
+        "hping3",
+        &[
+            "-S",
+            "-c",
+            "2",
+            "-i",
+            "u300000",
+            "--mtu",
+            "8",
+            "-p",
+            &TRAP_PORT.to_string(),
+            &lab.protected_v4.to_string(),
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(
+        !out.contains("flags="),
+        "the trap port must not answer a fragmented SYN: {out}"
+    );
+    let line = format!(
+        "portsentry: kernel debug: evasion: IPv4 first fragment from ::ffff:{scanner} too short \
+         for its TCP/UDP header (RFC 1858); dropped"
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
+        "the kernel's reason; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        daemon.has_line(|l| l.contains("evasion: IPv4 fragment from") && l.contains("offset 1"))
+    );
+    let c = counters(&dir.path);
+    // Two SYNs, each a first fragment (8 bytes) and one at offset 1 (8 bytes); the last 4
+    // bytes (offset 2) pass and wait in the reassembly queue until it times out.
+    assert_eq!(c["fragments_dropped"].as_u64(), Some(4), "{c}");
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}

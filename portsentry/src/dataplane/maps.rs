@@ -34,10 +34,15 @@ impl Stats {
     pub fn get(&self, stat: Stat) -> u64 {
         self.0[stat as usize]
     }
-    /// Packets seen while configured: every packet ends passed, dropped or turned into the
-    /// SYN cookie answering a learned peer's trap SYN.
+    /// Packets seen while configured: every packet ends passed, dropped (banned source, or a
+    /// fragment or extension-header chain dropped as evasion) or turned into the SYN cookie
+    /// answering a learned peer's trap SYN.
     pub fn packets(&self) -> u64 {
-        self.get(Stat::Passed) + self.get(Stat::Dropped) + self.get(Stat::CookiesSent)
+        self.get(Stat::Passed)
+            + self.get(Stat::Dropped)
+            + self.get(Stat::CookiesSent)
+            + self.get(Stat::FragmentsDropped)
+            + self.get(Stat::ExtChainsDropped)
     }
 }
 
@@ -71,6 +76,11 @@ pub struct Maps {
     tcp_guard: Array<MapData, u64>,
     udp_guard: Array<MapData, u64>,
     bans: HashMap<MapData, AddrKey, BanEntry>,
+    ban_filter: Array<MapData, u64>,
+    /// The PS_BAN_FILTER words this process has read or written, so a ban whose bit is set
+    /// already costs no syscall and a new bit one. Bits are never cleared, and only one process
+    /// writes the filter at a time (the daemon, or the offline CLI while no daemon runs).
+    ban_filter_words: std::collections::HashMap<u32, u64>,
     hits: HashMap<MapData, AddrKey, HitEntry>,
     ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
@@ -86,6 +96,8 @@ impl Maps {
             tcp_guard: open(get, &defs::PS_TCP_GUARD)?,
             udp_guard: open(get, &defs::PS_UDP_GUARD)?,
             bans: open(get, &defs::PS_BANS)?,
+            ban_filter: open(get, &defs::PS_BAN_FILTER)?,
+            ban_filter_words: Default::default(),
             hits: open(get, &defs::PS_HITS)?,
             ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
@@ -136,8 +148,12 @@ impl Maps {
         Ok(())
     }
 
+    /// Adds or replaces a ban. Its prefilter bit (PS_BAN_FILTER) is set first, so that from
+    /// the moment the ban exists, the XDP program looks it up.
     pub fn insert_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<()> {
-        match self.bans.insert(cidr::addr_key(addr), entry, 0) {
+        let key = cidr::addr_key(addr);
+        self.set_filter_bit(&key)?;
+        match self.bans.insert(key, entry, 0) {
             Ok(()) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 Err(DataplaneError::TableFull("ban"))
@@ -147,9 +163,12 @@ impl Maps {
     }
 
     /// Inserts a ban only if the address has none in the kernel; false if it has one (then
-    /// nothing is written). One syscall for the common case of a fresh ban.
+    /// only the prefilter bit may have been written). The common case of a fresh ban costs the
+    /// insert and at most one filter write.
     pub fn insert_new_ban(&mut self, addr: IpAddr, entry: &BanEntry) -> Result<bool> {
-        match self.bans.insert(cidr::addr_key(addr), entry, BPF_NOEXIST) {
+        let key = cidr::addr_key(addr);
+        self.set_filter_bit(&key)?;
+        match self.bans.insert(key, entry, BPF_NOEXIST) {
             Ok(()) => Ok(true),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
@@ -159,6 +178,25 @@ impl Maps {
             }
             Err(e) => Err(map_err(defs::PS_BANS.name)(e)),
         }
+    }
+
+    /// Sets `key`'s bit in the ban prefilter, before its ban is written: the XDP program looks
+    /// a source up in PS_BANS only when its bit is set, so a ban without its bit would never
+    /// drop.
+    fn set_filter_bit(&mut self, key: &AddrKey) -> Result<()> {
+        let (word, bit) = key.filter_slot();
+        let name = defs::PS_BAN_FILTER.name;
+        let current = match self.ban_filter_words.get(&word) {
+            Some(w) => *w,
+            None => self.ban_filter.get(&word, 0).map_err(map_err(name))?,
+        };
+        if current & bit == 0 {
+            self.ban_filter
+                .set(word, current | bit, 0)
+                .map_err(map_err(name))?;
+        }
+        self.ban_filter_words.insert(word, current | bit);
+        Ok(())
     }
 
     /// Removes a ban; false if there was none.

@@ -141,6 +141,16 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             "Packets that did not parse (passed unless their source is banned).",
             st.get(Stat::Malformed),
         )?;
+        out.counter(
+            "packets_fragments_dropped",
+            "Fragments dropped as evasion (too short for the TCP/UDP header, IPv4 offset 1, IPv6 first fragment without its header chain).",
+            st.get(Stat::FragmentsDropped),
+        )?;
+        out.counter(
+            "packets_ext_chains_dropped",
+            "IPv6 packets dropped for an extension-header chain longer than the XDP program walks.",
+            st.get(Stat::ExtChainsDropped),
+        )?;
         let probes: Vec<_> = PROBE_STATS
             .iter()
             .map(|(stat, scan, proto)| {
