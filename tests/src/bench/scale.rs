@@ -199,14 +199,11 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     }
     let _ = flood.join();
     thread::sleep(Duration::from_secs(1));
-    let bans = d
-        .lines_matching(|l| {
-            l.starts_with("attackalert: Host ") && l.contains("has been blocked via XDP drop")
-        })
-        .len();
-    let refused = d
-        .lines_matching(|l| l.contains("could not be blocked: the ban table is full"))
-        .len();
+    // Counted by the daemon (its log lines are bounded under a flood).
+    let (_, out, _) = crate::lab::portsentry(&["status", "--json", "--state-dir", &state]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let bans = status["bans_made"]["detected"].as_u64().unwrap_or(0);
+    let refused = status["counters"]["ban_table_full"].as_u64().unwrap_or(0);
     figures.push(Figure::new(
         SECTION,
         format!(
