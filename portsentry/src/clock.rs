@@ -17,6 +17,11 @@ pub fn boot_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// A duration in whole milliseconds, saturating (a TTL of centuries is still "very long").
+pub fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Wall-clock now in milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()

@@ -18,7 +18,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{BanBook, Origin, Result};
-use crate::{clock::Now, config::values::MAX_DURATION, dataplane::Maps, net::cidr::Cidr};
+use crate::{
+    clock::duration_ms as ms, clock::Now, config::values::MAX_DURATION, dataplane::Maps,
+    net::cidr::Cidr,
+};
 
 /// Sources remembered at most; the one banned longest ago is forgotten first.
 pub const MAX_HISTORY: usize = 16_384;
@@ -71,10 +74,6 @@ impl RecidivePolicy {
             Some(w) => now_ms <= ended.saturating_add(ms(w)),
         }
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One source's history, as the state file stores it.

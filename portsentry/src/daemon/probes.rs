@@ -85,6 +85,14 @@ impl Daemon {
         }
     }
 
+    /// When a ban made now with the configured `ban_ttl` ends (`None`: never).
+    fn ban_expiry_ms(&self, now: &Now) -> Option<u64> {
+        self.settings
+            .live
+            .ban_ttl
+            .map(|ttl| now.unix_ms.saturating_add(crate::clock::duration_ms(ttl)))
+    }
+
     /// The prefix rule from the live settings.
     pub(super) fn prefix_rule(&self) -> prefixes::PrefixRule {
         let live = &self.settings.live;
@@ -92,9 +100,7 @@ impl Daemon {
             ipv6_prefix: live.ipv6_prefix,
             ipv4_prefix: live.ipv4_prefix,
             threshold: live.prefix_threshold,
-            window_ms: live
-                .window
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            window_ms: live.window.map(crate::clock::duration_ms),
         }
     }
 
@@ -120,10 +126,7 @@ impl Daemon {
             target: prefix,
             origin: Origin::Detected,
             shadow: false,
-            expires_ms: self.settings.live.ban_ttl.map(|ttl| {
-                now.unix_ms
-                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            }),
+            expires_ms: self.ban_expiry_ms(&now),
             trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
         };
@@ -158,9 +161,7 @@ impl Daemon {
         {
             return false;
         }
-        let ttl_ms = live
-            .ban_ttl
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let ttl_ms = live.ban_ttl.map(crate::clock::duration_ms);
         self.classic_history
             .first_in_period(ev.src, crate::clock::unix_ms(), ttl_ms)
     }
@@ -178,9 +179,7 @@ impl Daemon {
         {
             return false;
         }
-        let ttl_ms = live
-            .ban_ttl
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let ttl_ms = live.ban_ttl.map(crate::clock::duration_ms);
         self.unenforced
             .first_in_period(ev.src, crate::clock::unix_ms(), ttl_ms)
     }
@@ -220,10 +219,7 @@ impl Daemon {
             target: Cidr::host(ev.src),
             origin: Origin::Detected,
             shadow: !ev.dropped,
-            expires_ms: self.settings.live.ban_ttl.map(|ttl| {
-                now.unix_ms
-                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            }),
+            expires_ms: self.ban_expiry_ms(&now),
             trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
         };
