@@ -38,6 +38,8 @@ const FRAME_SECTION: &str =
 const GEN_IN: &str = "psgen0";
 const GEN_OUT: &str = "psgen1";
 const TRAP: u16 = 111;
+/// The flood's UDP destination port.
+const FLOOD_PORT: u16 = 9999;
 
 /// CPU time counters from the first line of /proc/stat, in clock ticks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -273,9 +275,17 @@ enum Setup {
     NftInet,
     None,
     Floor,
+    /// The daemon attached, the flood's port not guarded: every packet takes the pass path.
+    XdpPass,
+    /// The daemon in detect mode guarding the flood's port: every packet is a probe of a source
+    /// that is never dropped, the cost a trap-port flood puts on the data plane and the daemon.
+    XdpProbe,
 }
 
 impl Setup {
+    /// Run on the frame path only: the probe setups against the pass path.
+    const PROBE: [Setup; 2] = [Setup::XdpPass, Setup::XdpProbe];
+
     const ALL: [Setup; 5] = [
         Setup::Xdp,
         Setup::NftNetdev,
@@ -291,6 +301,8 @@ impl Setup {
             Setup::NftNetdev => "nftables netdev ingress drop",
             Setup::NftInet => "nftables inet input drop",
             Setup::None => "no filter",
+            Setup::XdpPass => "portsentry pass path (port not guarded)",
+            Setup::XdpProbe => "portsentry trap-port probes (detect mode, never dropped)",
         }
     }
 }
@@ -361,6 +373,18 @@ fn measure(
             }
             daemon = Some(d);
         }
+        Setup::XdpPass | Setup::XdpProbe => {
+            let mut d = DaemonArgs::new(lab)
+                .iface()
+                .tcp_ports(&TRAP.to_string())
+                .no_pin()
+                .no_auto_allow()
+                .state_dir(dir.join("state"));
+            if setup == Setup::XdpProbe {
+                d = d.udp_ports(&FLOOD_PORT.to_string()).args(["--mode", "detect"]);
+            }
+            daemon = Some(d.start()?);
+        }
         Setup::NftNetdev => nft(&lab.protected, &format!(
             "table netdev psbench {{\n chain ingress {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  ip saddr {banned} counter drop\n }}\n}}\n",
             lab.iface
@@ -373,7 +397,7 @@ fn measure(
     let result = flood(lab, dev, conf, secs);
     drop(floor);
     match setup {
-        Setup::Xdp => {
+        Setup::Xdp | Setup::XdpPass | Setup::XdpProbe => {
             if let Some(mut d) = daemon {
                 d.stop()?;
             }
@@ -474,13 +498,42 @@ fn figures(section: &'static str, s: &Samples, above_floor: bool) -> Vec<Figure>
     out
 }
 
+/// A trap-port flood against the pass path, on the frame path: both reach the UDP stack, so
+/// the difference is what the probe path adds per packet (hit counting, the kernel's event
+/// limits, the events that pass them and the daemon reading them), softirq and all CPU.
+fn probe_figures(s: &Samples) -> Vec<Figure> {
+    let mut out = Vec::new();
+    for (what, pick) in [
+        ("softirq CPU", (|c: &SetupSamples| &c.soft) as fn(&SetupSamples) -> &Vec<f64>),
+        ("all CPU (sender and daemon included)", |c: &SetupSamples| &c.busy),
+    ] {
+        let pass = Figure::new(
+            FRAME_SECTION,
+            format!("{}: {what}", Setup::XdpPass.name()),
+            "ns/packet",
+            pick(s.of(Setup::XdpPass)),
+        );
+        let probe = Figure::new(
+            FRAME_SECTION,
+            format!("{}: {what}", Setup::XdpProbe.name()),
+            "ns/packet",
+            pick(s.of(Setup::XdpProbe)),
+        )
+        .against(&pass)
+        .at_most(3.0, "≤ 3.0× pass");
+        out.push(probe);
+        out.push(pass);
+    }
+    out
+}
+
 pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> {
     let lab = Lab::new(2)?;
     let dir = TempDir::new("bench-flood")?;
     let banned = lab.scanner_v4[0];
     let packet = |sa: String| -> Result<String> {
         Ok(format!(
-            "{{ eth(da={}, sa={sa}), ipv4(saddr={banned}, daddr={}, ttl=64), udp(sp=40000, dp=9999), fill(0x41, 18) }}\n",
+            "{{ eth(da={}, sa={sa}), ipv4(saddr={banned}, daddr={}, ttl=64), udp(sp=40000, dp={FLOOD_PORT}), fill(0x41, 18) }}\n",
             mac(&lab.protected, &lab.iface)?,
             lab.protected_v4
         ))
@@ -510,6 +563,25 @@ pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> 
             .context("ethtool -K gro (Debian package ethtool)")
     };
 
+    // Without an XDP program, the protected veth takes redirected frames only with GRO on
+    // (that enables its NAPI ring); with GRO on it would also take skbs differently, so it is
+    // on only for this path.
+    let measure_frames = |setup: Setup| -> Result<Cost> {
+        gro(true)?;
+        let before = xdp_rx_packets(&lab.protected, &lab.iface);
+        let measured = measure(&lab, &dir, forward_object, setup, GEN_IN, &frame_conf, secs);
+        let arrived = xdp_rx_packets(&lab.protected, &lab.iface).saturating_sub(before);
+        gro(false)?;
+        let cost = measured?;
+        if (arrived as f64) < 0.9 * cost.rate * secs {
+            bail!(
+                "frame path: only {arrived} of ~{:.0} frames reached {}",
+                cost.rate * secs,
+                lab.iface
+            );
+        }
+        Ok(cost)
+    };
     let (mut skb, mut frame) = (Samples::default(), Samples::default());
     for rep in 0..plan.reps {
         super::progress("flood", "repetition", rep + 1, plan.reps);
@@ -525,26 +597,14 @@ pub fn run(plan: Plan, forward_object: &std::path::Path) -> Result<Vec<Figure>> 
             )?;
             skb.push(setup, cost);
 
-            // Without an XDP program, the protected veth takes redirected frames only with
-            // GRO on (that enables its NAPI ring); with GRO on it would also take skbs
-            // differently, so it is on only for this path.
-            gro(true)?;
-            let before = xdp_rx_packets(&lab.protected, &lab.iface);
-            let measured = measure(&lab, &dir, forward_object, setup, GEN_IN, &frame_conf, secs);
-            let arrived = xdp_rx_packets(&lab.protected, &lab.iface).saturating_sub(before);
-            gro(false)?;
-            let cost = measured?;
-            if (arrived as f64) < 0.9 * cost.rate * secs {
-                bail!(
-                    "frame path: only {arrived} of ~{:.0} frames reached {}",
-                    cost.rate * secs,
-                    lab.iface
-                );
-            }
-            frame.push(setup, cost);
+            frame.push(setup, measure_frames(setup)?);
+        }
+        for setup in Setup::PROBE {
+            frame.push(setup, measure_frames(setup)?);
         }
     }
     let mut out = figures(SKB_SECTION, &skb, false);
     out.extend(figures(FRAME_SECTION, &frame, true));
+    out.extend(probe_figures(&frame));
     Ok(out)
 }
