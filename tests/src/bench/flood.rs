@@ -504,8 +504,14 @@ fn figures(section: &'static str, s: &Samples, above_floor: bool) -> Vec<Figure>
 fn probe_figures(s: &Samples) -> Vec<Figure> {
     let mut out = Vec::new();
     for (what, pick) in [
-        ("softirq CPU", (|c: &SetupSamples| &c.soft) as fn(&SetupSamples) -> &Vec<f64>),
-        ("all CPU (sender and daemon included)", |c: &SetupSamples| &c.busy),
+        (
+            "softirq CPU",
+            (|c: &SetupSamples| &c.soft) as fn(&SetupSamples) -> &Vec<f64>,
+        ),
+        (
+            "all CPU (sender and daemon included)",
+            |c: &SetupSamples| &c.busy,
+        ),
     ] {
         let pass = Figure::new(
             FRAME_SECTION,
