@@ -158,8 +158,8 @@ wire_enum! {
         FragmentsDropped = 21 => "fragments_dropped",
         /// IPv6 packets dropped for an extension-header chain longer than the program walks.
         ExtChainsDropped = 22 => "ext_chains_dropped",
-        /// Events the program did not send (counted instead): beyond a source's trigger only
-        /// probes whose count is a power of two are sent, and every CPU sends at most
+        /// Events the program did not send (counted instead): from `EVENTS_BEYOND_TRIGGER`
+        /// beyond a source's trigger on, only probes whose count is a power of two are sent, and every CPU sends at most
         /// `EVENT_RATE_PER_CPU` a second (burst `EVENT_BURST`); bans and prefix triggers are
         /// never held back.
         EventsSuppressed = 23 => "events_suppressed",

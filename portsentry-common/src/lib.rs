@@ -175,6 +175,10 @@ pub const EVENT_RATE_PER_CPU: u64 = 1_000;
 pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000 / EVENT_RATE_PER_CPU;
 /// Events a CPU may send at once after a quiet spell ([`Config::event_burst`]).
 pub const EVENT_BURST: u32 = 64;
+/// Per source, events whose count is at most the trigger plus this many always go out (a
+/// detect-mode or noblock scanner's next probes still get PortSentry's per-probe lines, as many
+/// as the daemon writes per source and interval); beyond that only powers of two of the count.
+pub const EVENTS_BEYOND_TRIGGER: u64 = 5;
 
 /// A ban: value of the ban table, keyed by [`AddrKey`].
 ///

@@ -2,15 +2,17 @@
 //! events. Two rules, both counted (`events_suppressed`), never silent:
 //!
 //! - per source: events whose count is at most the trigger always go out (each is one of
-//!   PortSentry's per-probe lines, the last one the trigger line); beyond the trigger only
-//!   those whose count is a power of two, so the daemon still learns how many came;
+//!   PortSentry's per-probe lines, the last one the trigger line), and so do the next
+//!   `EVENTS_BEYOND_TRIGGER` (a detect-mode scanner's next probes, logged as PortSentry did);
+//!   beyond those only counts that are a power of two, so the daemon still learns how many
+//!   came;
 //! - globally: a per-CPU token bucket (GCRA: one timestamp in PS_THROTTLE's slot 3), at most
 //!   `Config::event_burst` at once and one per `Config::event_interval_ns` after.
 //!
 //! Ban events (a source newly banned) and prefix triggers are never held back: the caller
 //! does not ask. One global BPF function, verified once.
 
-use portsentry_common::{Stat, LAYOUT_VERSION};
+use portsentry_common::{Stat, EVENTS_BEYOND_TRIGGER, LAYOUT_VERSION};
 
 use crate::{boot_ns, count, maps::*};
 
@@ -34,8 +36,8 @@ pub extern "C" fn portsentry_event_gate(hits: u64) -> u32 {
     if cfg.layout_version != LAYOUT_VERSION {
         return 1;
     }
-    let trigger = u64::from(cfg.scan_trigger.max(1));
-    if hits > trigger && hits & (hits - 1) != 0 {
+    let free = u64::from(cfg.scan_trigger.max(1)) + EVENTS_BEYOND_TRIGGER;
+    if hits > free && hits & (hits - 1) != 0 {
         count(Stat::EventsSuppressed);
         return 0;
     }

@@ -131,8 +131,9 @@ impl LineBudget {
         let kernel = self.kernel_held;
         if self.held_other + self.held_bans == 0 {
             return format!(
-                "portsentry: flood: {kernel} probe event(s) held back in the kernel in the last {} s (beyond a source's trigger only every power of two, at most {} a second per CPU); `portsentry status` counts every probe (events_suppressed), `portsentry list` shows every ban",
+                "portsentry: flood: {kernel} probe event(s) held back in the kernel in the last {} s (from {} beyond a source's trigger only every power of two, at most {} a second per CPU); `portsentry status` counts every probe (events_suppressed), `portsentry list` shows every ban",
                 INTERVAL_MS / 1000,
+                portsentry_common::EVENTS_BEYOND_TRIGGER,
                 portsentry_common::EVENT_RATE_PER_CPU,
             );
         }

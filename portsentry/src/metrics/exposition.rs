@@ -225,7 +225,7 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
         )?;
         out.counter(
             "events_suppressed",
-            "Events the XDP program held back and counted (beyond a source's trigger only powers of two; at most 1000 a second per CPU); bans and prefix triggers are never held back.",
+            "Events the XDP program held back and counted (from 5 beyond a source's trigger only powers of two; at most 1000 a second per CPU); bans and prefix triggers are never held back.",
             st.get(Stat::EventsSuppressed),
         )?;
         out.counter(
