@@ -367,9 +367,7 @@ mod concurrency {
         let mut s = settings("111", "");
         s.scan_trigger = u32::MAX;
         let mut x = TestXdp::load(&s);
-        let mut config = x.dp.config().unwrap();
-        config.event_interval_ns = 0;
-        x.dp.set_config(&config).unwrap();
+        x.without_event_limit();
         // 1 MiB of 48-byte events (plus 8-byte record headers) holds under 20 000.
         assert_eq!(
             x.run_repeat(&Packet::tcp("10.12.0.2", 111, SYN).build(), 50_000),
