@@ -158,6 +158,16 @@ wire_enum! {
         FragmentsDropped = 21 => "fragments_dropped",
         /// IPv6 packets dropped for an extension-header chain longer than the program walks.
         ExtChainsDropped = 22 => "ext_chains_dropped",
+        /// Events the program did not send (counted instead): from `EVENTS_BEYOND_TRIGGER`
+        /// beyond a source's trigger on, only probes whose count is a power of two are sent, and every CPU sends at most
+        /// `EVENT_RATE_PER_CPU` a second (burst `EVENT_BURST`); bans and prefix triggers are
+        /// never held back.
+        EventsSuppressed = 23 => "events_suppressed",
+        /// Prefix trigger events sent: a prefix's probes reached `prefix_hits` in the window.
+        PrefixTriggers = 24 => "prefix_triggers",
+        /// Prefix triggers withheld because the path check did not prove the probe's source
+        /// (spoofed or unverified); the next probe of the prefix tries again.
+        PrefixUnproven = 25 => "prefix_unproven",
     }
 }
 
@@ -193,6 +203,10 @@ wire_enum! {
         PeerProbe = 6 => "peer_probe",
         /// A probe from an allowlisted ("ignored") source: never counted; a few a second at most.
         Ignored = 7 => "ignored",
+        /// A prefix's probes reached the prefix trigger within the window (`src` is the masked
+        /// prefix, `prefix_len` its length, `count` the prefix's probes); no ban is made in the
+        /// kernel, the daemon bans the prefix. Sent only after a path check like a ban's.
+        PrefixTrigger = 8 => "prefix_trigger",
     }
 }
 
@@ -263,7 +277,7 @@ mod tests {
         // The XDP program writes these bytes and old pins and state files hold them.
         assert_eq!((IpProto::Tcp as u8, IpProto::Udp as u8), (6, 17));
         assert_eq!(BanOrigin::ALL.map(u8::from), [1, 2, 3, 4]);
-        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(ScanType::Manual as u8, 7);
     }
 }

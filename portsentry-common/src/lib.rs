@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
@@ -143,7 +143,9 @@ pub struct Config {
     pub ban_cidr_count: u32,
     /// Number of entries in the allowlist trie; 0 skips the lookup.
     pub allow_cidr_count: u32,
-    pub _pad0: u32,
+    /// Probes within `window_ns` from one prefix (`ipv6_prefix`, `ipv4_prefix`) that make a
+    /// prefix trigger event ([`crate::EventKind::PrefixTrigger`]); 0 = no prefix counting.
+    pub prefix_hits: u32,
     /// Probes older than this stop counting (nanoseconds; 0 = never decay, PortSentry's behaviour).
     pub window_ns: u64,
     /// Lifetime of a ban the kernel creates (nanoseconds; 0 = forever).
@@ -153,7 +155,30 @@ pub struct Config {
     /// The network namespace the daemon guards (`bpf_get_netns_cookie`): the cgroup programs
     /// that learn peers see sockets of every namespace and record only this one's.
     pub netns_cookie: u64,
+    /// Prefix length IPv6 probes are also counted under (0 or 128 = off).
+    pub ipv6_prefix: u8,
+    /// Prefix length IPv4 probes are also counted under (0 or 32 = off).
+    pub ipv4_prefix: u8,
+    pub _pad1: [u8; 2],
+    /// Global event limit: burst of the per-CPU token bucket ([`EVENT_BURST`]).
+    pub event_burst: u32,
+    /// Global event limit: one token per this many ns per CPU (0 = no limit;
+    /// [`EVENT_INTERVAL_NS`]). Ban and prefix-trigger events are never limited.
+    pub event_interval_ns: u64,
 }
+
+/// Events (other than bans and prefix triggers) each CPU may send per second in the long run:
+/// the kernel's global event limit ([`Config::event_interval_ns`]). Beyond it events are
+/// counted (`Stat::EventsSuppressed`), not sent.
+pub const EVENT_RATE_PER_CPU: u64 = 1_000;
+/// [`Config::event_interval_ns`] for [`EVENT_RATE_PER_CPU`].
+pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000 / EVENT_RATE_PER_CPU;
+/// Events a CPU may send at once after a quiet spell ([`Config::event_burst`]).
+pub const EVENT_BURST: u32 = 64;
+/// Per source, events whose count is at most the trigger plus this many always go out (a
+/// detect-mode or noblock scanner's next probes still get PortSentry's per-probe lines, as many
+/// as the daemon writes per source and interval); beyond that only powers of two of the count.
+pub const EVENTS_BEYOND_TRIGGER: u64 = 5;
 
 /// A ban: value of the ban table, keyed by [`AddrKey`].
 ///
@@ -195,6 +220,29 @@ pub struct HitEntry {
     pub window_start_ns: u64,
     /// Probes counted in the current window (updated atomically).
     pub count: u64,
+}
+
+/// Probe counter of a prefix: value of PS_PREFIX_HITS, keyed by [`PrefixKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PrefixHitEntry {
+    /// Start of the current counting window (`CLOCK_BOOTTIME` ns).
+    pub window_start_ns: u64,
+    /// Probes counted in the current window (updated atomically).
+    pub count: u64,
+    /// The count from which the next prefix trigger may fire (0: [`Config::prefix_hits`]);
+    /// doubled by the CPU that sends a trigger, reset with the window.
+    pub next_trigger: u64,
+}
+
+/// A prefix as a map key: the address masked to `len` bits ([`AddrKey`] form, IPv4 mapped,
+/// so an IPv4 /24 is `len` 120) and the length, so that a reload changing the length never
+/// mixes counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PrefixKey {
+    pub addr: [u8; 16],
+    pub len: u32,
 }
 
 /// Event flags in [`Event::flags`].
@@ -259,7 +307,10 @@ pub struct Event {
     pub tcp_flags: u8,
     /// `event_flags::*`.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    /// A prefix trigger's prefix length (of `src`, the masked prefix; IPv4 as 0..=32); 0 in
+    /// every other event.
+    pub prefix_len: u8,
+    pub _pad: [u8; 4],
 }
 
 #[cfg(feature = "user")]
@@ -271,6 +322,8 @@ mod pod {
     unsafe impl aya::Pod for super::HitEntry {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::PeerEntry {}
+    unsafe impl aya::Pod for super::PrefixHitEntry {}
+    unsafe impl aya::Pod for super::PrefixKey {}
 }
 
 /// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
@@ -288,17 +341,22 @@ macro_rules! assert_layout {
 }
 
 assert_layout!(AddrKey, size 16, { addr: 0 });
-assert_layout!(Config, size 56, {
+assert_layout!(Config, size 72, {
     layout_version: 0,
     flags: 4,
     scan_trigger: 8,
     ban_cidr_count: 12,
     allow_cidr_count: 16,
-    _pad0: 20,
+    prefix_hits: 20,
     window_ns: 24,
     ban_ttl_ns: 32,
     peer_ttl_ns: 40,
     netns_cookie: 48,
+    ipv6_prefix: 56,
+    ipv4_prefix: 57,
+    _pad1: 58,
+    event_burst: 60,
+    event_interval_ns: 64,
 });
 assert_layout!(PeerEntry, size 16, { last_seen_ns: 0, ways: 8, _pad: 12 });
 assert_layout!(BanEntry, size 32, {
@@ -313,6 +371,8 @@ assert_layout!(BanEntry, size 32, {
     _pad: 30,
 });
 assert_layout!(HitEntry, size 16, { window_start_ns: 0, count: 8 });
+assert_layout!(PrefixHitEntry, size 24, { window_start_ns: 0, count: 8, next_trigger: 16 });
+assert_layout!(PrefixKey, size 20, { addr: 0, len: 16 });
 assert_layout!(Event, size 48, {
     timestamp_ns: 0,
     count: 8,
@@ -324,5 +384,6 @@ assert_layout!(Event, size 48, {
     scan_type: 40,
     tcp_flags: 41,
     flags: 42,
-    _pad: 43,
+    prefix_len: 43,
+    _pad: 44,
 });

@@ -59,6 +59,15 @@ macro_rules! ps_maps {
             PS_HITS: LruHashMap<$crate::AddrKey, $crate::HitEntry> =
                 $crate::maps::Capacity::Fixed(65_536);
 
+            /// Probe counts per prefix (`ipv6_prefix`, `ipv4_prefix`): a rotating scanner uses a
+            /// new address per probe, so each address stays below the trigger while its prefix
+            /// does not. A map of its own rather than marked keys in PS_HITS: no prefix key can
+            /// collide with a real source's, a flood of one-probe sources evicts exact counters
+            /// without evicting prefix counters, and the value holds the prefix's trigger state.
+            /// LRU for the same reason as PS_HITS.
+            PS_PREFIX_HITS: LruHashMap<$crate::PrefixKey, $crate::PrefixHitEntry> =
+                $crate::maps::Capacity::Fixed(16_384);
+
             /// Banned networks (IPv4 stored IPv4-mapped, prefix + 96); the value counts drops.
             PS_BAN_CIDRS: LpmTrie<[u8; 16], u64> = $crate::maps::Capacity::ByOption {
                 option: $crate::maps::CapacityOption::MaxBanNetworks,
@@ -77,7 +86,8 @@ macro_rules! ps_maps {
                 };
 
             /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
-            /// 1: spoofed probes), so a forged flood yields a few events a second, not one each.
+            /// 1: spoofed probes, 2: ignored sources), so a forged flood yields a few events a
+            /// second, not one each; index 3: the global event limit's token-bucket time (GCRA).
             PS_THROTTLE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(4);
 
             /// Counters, indexed by `Stat`.
@@ -241,6 +251,7 @@ mod tests {
                 "PS_BAN_FILTER",
                 "PS_BAN_FILTER_KERNEL",
                 "PS_HITS",
+                "PS_PREFIX_HITS",
                 "PS_BAN_CIDRS",
                 "PS_ALLOW_CIDRS",
                 "PS_PEERS",
@@ -258,13 +269,14 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                ("PS_CONFIG", 4, 56),
+                ("PS_CONFIG", 4, 72),
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
                 ("PS_BAN_FILTER", 4, 8),
                 ("PS_BAN_FILTER_KERNEL", 4, 8),
                 ("PS_HITS", 16, 16),
+                ("PS_PREFIX_HITS", 20, 24),
                 ("PS_BAN_CIDRS", 20, 8),
                 ("PS_ALLOW_CIDRS", 20, 1),
                 ("PS_PEERS", 16, 16),
@@ -283,6 +295,7 @@ mod tests {
                 MapKind::HashMap,
                 MapKind::Array,
                 MapKind::Array,
+                MapKind::LruHashMap,
                 MapKind::LruHashMap,
                 MapKind::LpmTrie,
                 MapKind::LpmTrie,
@@ -328,9 +341,10 @@ mod tests {
                 65_536,
                 16_384,
                 16_384,
+                16_384,
                 65_536,
                 4,
-                23,
+                26,
                 1 << 20
             ]
         );
@@ -345,6 +359,7 @@ mod tests {
                 "",
                 "",
                 "max_bans",
+                "",
                 "",
                 "",
                 "",

@@ -63,7 +63,9 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, scan: ScanType, now: u64) -> u32 {
     } else {
         pass()
     };
-    emit(&event);
+    if crate::limit::allows(0) {
+        emit(&event);
+    }
     verdict
 }
 

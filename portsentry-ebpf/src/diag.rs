@@ -1,5 +1,6 @@
 //! Kernel-side diagnostics for an operator asking "why?": why a packet counted as malformed,
-//! bogus or spoofed, why a fragment or extension-header chain was dropped, which table was full, which event was lost. Written with aya-log to its
+//! bogus or spoofed, why a fragment or extension-header chain was dropped, which table was full,
+//! which event was lost, which prefix reached its trigger. Written with aya-log to its
 //! own ring buffer (AYA_LOGS) and forwarded by the daemon into its log (`log_level`).
 //!
 //! Off by default at no cost: `AYA_LOG_LEVEL` is a read-only global the daemon sets at load
@@ -39,6 +40,7 @@ enum What {
     BanTableFull,
     EventLost,
     Probe,
+    PrefixTrigger,
 }
 
 #[inline(always)]
@@ -120,6 +122,19 @@ pub fn probe(src: &AddrKey, port: u16, hits: u64) {
     say(Level::Trace, What::Probe, Some(src), port, hits);
 }
 
+/// `n` probes from `prefix`/`len` (IPv4: the length within the IPv4 address) reached the
+/// prefix trigger.
+#[inline(always)]
+pub fn prefix_trigger(prefix: &AddrKey, len: u32, n: u64) {
+    say(
+        Level::Debug,
+        What::PrefixTrigger,
+        Some(prefix),
+        len as u16,
+        n,
+    );
+}
+
 /// Writes one diagnostic. Arguments are plain numbers (a global function takes no pointers to
 /// the stack): the address as two big-endian halves, the port, a count. Returns XDP_PASS,
 /// unused: a global function must return a scalar.
@@ -192,6 +207,13 @@ pub extern "C" fn portsentry_diag(what: u32, hi: u64, lo: u64, port: u32, n: u64
         x if x == What::EventLost as u32 => debug!(
             c,
             "event ring buffer full: an event was lost (the daemon is behind)"
+        ),
+        x if x == What::PrefixTrigger as u32 => debug!(
+            c,
+            "prefix {:i}/{}: {} probes in the window reached the prefix trigger; reported to the daemon",
+            a,
+            port,
+            n
         ),
         x if x == What::Probe as u32 => trace!(
             c,

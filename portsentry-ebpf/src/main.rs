@@ -2,7 +2,8 @@
 //!
 //! Pipeline, top to bottom: parse → ban check → guard check → source check and allowlist (only
 //! for would-be probes) → learned peers → count → path check (only for would-be bans) →
-//! verdict. An ordinary packet (not banned, not to a guarded port) costs one config read, two
+//! verdict → prefix count (`prefix.rs`). Events other than bans and prefix triggers pass the
+//! event limits first (`limit.rs`). An ordinary packet (not banned, not to a guarded port) costs one config read, two
 //! ban-prefilter reads, one port-bitmap read and one counter update: array reads only, no hash
 //! lookup.
 //!
@@ -16,10 +17,12 @@
 mod atomic;
 mod challenge;
 mod diag;
+mod limit;
 mod maps;
 mod parse;
 mod path;
 mod peers;
+mod prefix;
 mod runtime;
 mod source;
 
@@ -150,7 +153,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             count(Stat::BogusSource);
             diag::bogus(&pkt.src, dst_port);
             let now = boot_ns();
-            if throttle_allows(THROTTLE_BOGUS, now) {
+            if throttle_allows(THROTTLE_BOGUS, now) && limit::allows(0) {
                 emit(&probe_event(ctx, &pkt, EventKind::Bogus, scan, 0, now));
             }
         }
@@ -162,7 +165,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             // PortSentry logged ignored hosts' probes (`ignored: [true]`); throttled here,
             // rate-limited per source in userspace.
             let now = boot_ns();
-            if throttle_allows(THROTTLE_IGNORED, now) {
+            if throttle_allows(THROTTLE_IGNORED, now) && limit::allows(0) {
                 emit(&probe_event(ctx, &pkt, EventKind::Ignored, scan, 0, now));
             }
         }
@@ -204,6 +207,41 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     );
     diag::probe(&pkt.src, dst_port, hits);
 
+    let action = verdict(
+        ctx,
+        &pkt,
+        cfg,
+        ban,
+        scan,
+        hits,
+        confirmed,
+        blocks_proto,
+        now,
+    );
+    // 9. The prefix count, after the verdict: a probe that bans its source sends its ban event
+    // before its prefix's trigger, so the daemon folds that ban into the prefix too.
+    prefix::probe(ctx, &pkt, scan as u8, confirmed);
+    action
+}
+
+/// Steps 7 and 8 of [`process`]: the verdict on a counted probe, its event and its ban.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn verdict(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    cfg: &Config,
+    ban: BanState,
+    scan: ScanType,
+    hits: u64,
+    confirmed: bool,
+    blocks_proto: bool,
+    now: u64,
+) -> u32 {
+    let enforce = cfg.flags & config_flags::ENFORCE != 0;
+    let banned = ban == BanState::Banned;
+    let dst_port = pkt.l4.dst_port;
+
     // 7. Verdict.
     let trigger = if cfg.scan_trigger == 0 {
         1
@@ -211,7 +249,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         u64::from(cfg.scan_trigger)
     };
 
-    let mut event = probe_event(ctx, &pkt, EventKind::Probe, scan, hits, now);
+    let mut event = probe_event(ctx, pkt, EventKind::Probe, scan, hits, now);
     if !enforce || !blocks_proto {
         event.flags |= event_flags::NOBLOCK;
     }
@@ -223,14 +261,16 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     // mode the probe replaces it with a real ban.
     let recorded = banned || (ban == BanState::Shadow && !enforce);
     if hits < trigger || !blocks_proto || recorded {
-        emit(&event);
+        if limit::allows(hits) {
+            emit(&event);
+        }
         return pass();
     }
 
     // 8. Path check, only for would-be bans: a forged source must not ban the host it names. A
     // completed cookie handshake already proved the source answers where it claims to be.
     if !confirmed && cfg.flags & config_flags::PATH_CHECK != 0 {
-        match path::check(ctx, &pkt) {
+        match path::check(ctx, pkt) {
             Path::Verified => {}
             Path::Unverified => {
                 count(Stat::Unverified);
@@ -240,7 +280,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             Path::Spoofed => {
                 count(Stat::Spoofed);
                 diag::spoofed(&pkt.src, dst_port);
-                if throttle_allows(THROTTLE_SPOOFED, now) {
+                if throttle_allows(THROTTLE_SPOOFED, now) && limit::allows(hits) {
                     event.kind = EventKind::Spoofed as u8;
                     emit(&event);
                 }
@@ -268,13 +308,19 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         diag::ban_table_full(&pkt.src);
         event.kind = EventKind::BanTableFull as u8;
     }
+    // A ban's event always goes out; a ban the table had no room for is limited like a probe.
+    let send = event.kind == EventKind::Ban as u8 || limit::allows(hits);
     if enforce {
         event.flags |= event_flags::DROPPED;
-        emit(&event);
+        if send {
+            emit(&event);
+        }
         count(Stat::Dropped);
         xdp_action::XDP_DROP
     } else {
-        emit(&event);
+        if send {
+            emit(&event);
+        }
         count(Stat::DroppedWould);
         pass()
     }
@@ -323,7 +369,8 @@ fn probe_event(
         scan_type: scan as u8,
         tcp_flags: pkt.l4.flags,
         flags: event_base_flags(pkt),
-        _pad: [0; 5],
+        prefix_len: 0,
+        _pad: [0; 4],
     }
 }
 

@@ -180,6 +180,14 @@ impl TestXdp {
         }
     }
 
+    /// Turns the kernel's global event limit off (`Config::event_interval_ns` = 0), so every
+    /// event goes out: for measuring the cost of a real event per probe, or filling the ring.
+    pub fn without_event_limit(&mut self) {
+        let mut config = self.dp.config().expect("config");
+        config.event_interval_ns = 0;
+        self.dp.set_config(&config).expect("config write");
+    }
+
     /// Runs one packet and returns the XDP verdict.
     pub fn run(&self, packet: &[u8]) -> u32 {
         self.try_run(packet).expect("BPF_PROG_TEST_RUN")

@@ -311,21 +311,25 @@ fn kernel_diagnostics_are_forwarded_only_when_asked() {
     );
 }
 
-/// An IPv6 scanner behind the gateway sends each probe from a new address of its /64: after
-/// `prefix_threshold` verified address bans the /64 itself is banned, so an address it never
-/// used is dropped too, and the address bans are folded into it. Addresses of this host's own
-/// /64 (on-link neighbours) never make a prefix ban.
-#[test]
-fn rotating_ipv6_addresses_get_their_prefix_banned() {
-    use portsentry_tests::lab::{ip, portsentry};
+/// A lab whose scanner owns 2001:db8:1:2::/64 behind the gateway (`n` of its addresses on the
+/// scanner's loopback), and a daemon guarding TRAP_PORT with `extra` config keys.
+fn rotating_prefix_lab(
+    n: u32,
+    extra: &str,
+) -> (
+    Lab,
+    TempDir,
+    Vec<std::net::IpAddr>,
+    portsentry_tests::lab::Daemon,
+) {
+    use portsentry_tests::lab::ip;
 
     let lab = Lab::new(3).expect("lab");
     lab.protected_knows_scanner().expect("neighbours");
     let dir = TempDir::new("e2e-prefix").expect("state dir");
-    let state = dir.path.display().to_string();
     let (s, p) = (lab.scanner.name.clone(), lab.protected.name.clone());
-    let rotating: Vec<std::net::IpAddr> = (0xa..=0xe)
-        .map(|i| format!("2001:db8:1:2::{i:x}").parse().unwrap())
+    let rotating: Vec<std::net::IpAddr> = (0..n)
+        .map(|i| format!("2001:db8:1:2::{:x}", 0xa + i).parse().unwrap())
         .collect();
     for a in &rotating {
         ip(&[
@@ -352,20 +356,45 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
         &gw,
     ])
     .unwrap();
-    let _service = lab
-        .protected
-        .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
     let config = dir.write(
         "portsentry.toml",
-        &format!("tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nauto_allow = false\nprefix_threshold = 3\n"),
+        &format!("tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nauto_allow = false\nprefix_threshold = 3\n{extra}"),
     );
-    let mut daemon = DaemonArgs::new(&lab)
+    let daemon = DaemonArgs::new(&lab)
         .iface()
         .config(&config)
         .no_pin()
-        .state_dir(&state)
+        .state_dir(&dir.path)
         .start()
         .expect("daemon");
+    (lab, dir, rotating, daemon)
+}
+
+/// The bans in `portsentry list --json`.
+fn listed_targets(state: &str) -> Vec<String> {
+    let (code, out, err) =
+        portsentry_tests::lab::portsentry(&["list", "--json", "--state-dir", state]);
+    assert_eq!(code, 0, "{err}");
+    let bans: serde_json::Value = serde_json::from_str(&out).expect("list --json");
+    bans.as_array()
+        .or_else(|| bans["bans"].as_array())
+        .expect("a list of bans")
+        .iter()
+        .filter_map(|b| b["target"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// An IPv6 scanner behind the gateway sends each probe from a new address of its /64: after
+/// `prefix_threshold` verified address bans the /64 itself is banned, so an address it never
+/// used is dropped too, and the address bans are folded into it. Addresses of this host's own
+/// /64 (on-link neighbours) never make a prefix ban.
+#[test]
+fn rotating_ipv6_addresses_get_their_prefix_banned() {
+    let (lab, dir, rotating, mut daemon) = rotating_prefix_lab(5, "");
+    let state = dir.path.display().to_string();
+    let _service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
     let short = Duration::from_millis(300);
     let unused = rotating[4];
     assert!(
@@ -393,17 +422,19 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
             .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
         "an address the scanner never used is dropped"
     );
-    let (code, out, err) = portsentry(&["list", "--json", "--state-dir", &state]);
-    assert_eq!(code, 0, "{err}");
-    let bans: serde_json::Value = serde_json::from_str(&out).expect("list --json");
-    let targets: Vec<String> = bans
-        .as_array()
-        .or_else(|| bans["bans"].as_array())
-        .expect("a list of bans")
-        .iter()
-        .filter_map(|b| b["target"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(targets, ["2001:db8:1:2::/64"], "members folded: {out}");
+    assert_eq!(
+        listed_targets(&state),
+        ["2001:db8:1:2::/64"],
+        "members folded"
+    );
+    assert_eq!(
+        daemon
+            .lines_matching(|l| l.starts_with("attackalert: Network "))
+            .len(),
+        1,
+        "the kernel's prefix trigger for the same /64 adds no second line; output:\n{}",
+        daemon.output()
+    );
 
     // On-link addresses of this host's own /64: banned one by one, never as a prefix.
     for a in &lab.scanner_v6 {
@@ -419,6 +450,50 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
         "own prefix refused; output:\n{}",
         daemon.output()
     );
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}
+
+/// The same scanner with `scan_trigger = 3`, each address sending ONE probe: no address ever
+/// reaches the trigger, but the /64's probes reach trigger × prefix_threshold (9) in the
+/// kernel, which sends a prefix trigger after the path check; the daemon bans the /64.
+#[test]
+fn a_rotating_scanner_below_the_trigger_gets_its_prefix_banned() {
+    let (lab, dir, rotating, mut daemon) = rotating_prefix_lab(10, "scan_trigger = 3\n");
+    let state = dir.path.display().to_string();
+    let _service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
+    let short = Duration::from_millis(300);
+    let unused = rotating[9];
+    assert!(
+        lab.scanner
+            .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
+        "the prefix reaches the service before"
+    );
+    for a in &rotating[..9] {
+        let _ = lab
+            .scanner
+            .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
+    }
+    let line = format!(
+        "attackalert: Network 2001:db8:1:2::/64 has been blocked via XDP drop on interface: \"{}\" \
+         (9 probes from its addresses within the window; 0 address ban(s) folded into it)",
+        lab.iface
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
+        "prefix ban; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
+        "an address the scanner never used is dropped"
+    );
+    assert_eq!(listed_targets(&state), ["2001:db8:1:2::/64"]);
+    let c = counters(&dir.path);
+    assert_eq!(c["prefix_triggers"].as_u64(), Some(1), "{c}");
+    assert_eq!(c["bans"].as_u64(), Some(0), "no address was banned: {c}");
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 }
 
@@ -478,14 +553,20 @@ fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears()
         "the real scanner's ban; last lines:\n{}",
         tail(&daemon.output())
     );
+    // The kernel held most flood events back (its global limit), counted, and lost none.
+    let c = counters(&dir.path);
+    let suppressed = c["events_suppressed"].as_u64().unwrap_or(0);
+    eprintln!("kernel: {suppressed} events suppressed of 20 000 probes");
+    assert!(suppressed > 0, "{c}");
+    assert_eq!(c["events_lost"].as_u64(), Some(0), "{c}");
     // The interval's summary comes when it ends (10 s after the flood's first line).
     let wait = Duration::from_secs(12).saturating_sub(started.elapsed());
     assert!(
         daemon.wait_for_line(
-            |l| l.starts_with("portsentry: flood: "),
+            |l| l.starts_with("portsentry: flood: ") && l.contains("held back in the kernel"),
             wait + Duration::from_secs(3)
         ),
-        "a summary of what was held back; last lines:\n{}",
+        "a summary of what was held back, the kernel's share included; last lines:\n{}",
         tail(&daemon.output())
     );
     assert_eq!(

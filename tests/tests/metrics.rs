@@ -314,6 +314,10 @@ fn the_series_follow_a_real_scan_and_status_reads_the_same_numbers() {
             "portsentry_events_lost_total",
         ),
         (
+            &st["counters"]["events_suppressed"],
+            "portsentry_events_suppressed_total",
+        ),
+        (
             &st["bans_active"]["detected"],
             "portsentry_bans_active{origin=\"detected\"}",
         ),

@@ -308,6 +308,64 @@ fn without_the_path_check_a_forged_gateway_probe_bans_as_before() {
     );
 }
 
+/// A forger cannot get a prefix banned: the kernel's prefix trigger gets the path check a ban
+/// gets. Nine probes of 2001:db8:77::/64 (each address below `scan_trigger`) from a MAC that is
+/// not the gateway's reach the prefix's count but send no trigger (counted as unproven); the
+/// next probe of the prefix, through the gateway, sends it.
+#[test]
+fn a_forged_prefix_never_triggers_a_real_one_does() {
+    let pl = PathLab::new();
+    let (gw, ifindex) = (pl.gateway_mac, pl.ifindex);
+    let stranger = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x02];
+    let probe = |i: u32, mac: [u8; 6]| {
+        Packet::tcp(&format!("2001:db8:77::{:x}", 0x100 + i), 111, SYN)
+            .to("fd77::1".parse().unwrap())
+            .from_mac(mac)
+            .build()
+    };
+    let (forged, real): (Vec<_>, Vec<_>) = (
+        (0..9).map(|i| probe(i, stranger)).collect(),
+        vec![probe(9, gw)],
+    );
+    let (unproven, triggers, first, second) = pl.lab.protected.run(move || {
+        let mut x = TestXdp::load(&portsentry::config::settings::LiveSettings {
+            path_check: true,
+            scan_trigger: 3,
+            prefix_threshold: 3,
+            ..settings("111", "")
+        });
+        for p in &forged {
+            assert_eq!(x.run_on(p, ifindex), XDP_PASS);
+        }
+        let kinds = |x: &mut TestXdp| {
+            x.events()
+                .into_iter()
+                .filter(|e| e.kind == EventKind::PrefixTrigger)
+                .map(|e| (e.src.to_string(), e.prefix_len, e.count))
+                .collect::<Vec<_>>()
+        };
+        let first = kinds(&mut x);
+        for p in &real {
+            assert_eq!(x.run_on(p, ifindex), XDP_PASS);
+        }
+        let second = kinds(&mut x);
+        let s = x.stats();
+        (
+            s.get(Stat::PrefixUnproven),
+            s.get(Stat::PrefixTriggers),
+            first,
+            second,
+        )
+    });
+    assert!(first.is_empty(), "forged probes sent a trigger: {first:?}");
+    assert_eq!(
+        unproven, 1,
+        "the 9th forged probe reached the count and was refused"
+    );
+    assert_eq!(second, [("2001:db8:77::".to_owned(), 64, 10)]);
+    assert_eq!(triggers, 1);
+}
+
 /// The proof, end to end with real traffic: an attacker on the protected host's segment
 /// (its own namespace, a macvlan next to the gateway) forges trap probes in the name of the
 /// gateway, of a neighbour this host talks to, of bogus addresses and of 10 000 random internet

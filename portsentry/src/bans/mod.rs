@@ -84,6 +84,31 @@ pub enum BanOutcome {
 
 type Result<T> = std::result::Result<T, DataplaneError>;
 
+/// The last address of `network` in its own family.
+fn network_last(network: &Cidr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match network.addr {
+        IpAddr::V4(a) => {
+            let host = 32 - u32::from(network.prefix.min(32));
+            let ones = if host >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << host) - 1
+            };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) | ones))
+        }
+        IpAddr::V6(a) => {
+            let host = 128 - u32::from(network.prefix.min(128));
+            let ones = if host >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host) - 1
+            };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) | ones))
+        }
+    }
+}
+
 fn origin_index(origin: Origin) -> usize {
     Origin::ALL.iter().position(|o| *o == origin).unwrap_or(0)
 }
@@ -134,6 +159,27 @@ impl BanBook {
     /// Bans of `origin` made since the book was opened (renewals not counted).
     pub fn made(&self, origin: Origin) -> u64 {
         self.made[origin_index(origin)]
+    }
+
+    /// The single-address bans inside `network` (a range of the ordered book, not a scan).
+    pub fn hosts_in<'a>(&'a self, network: &Cidr) -> impl Iterator<Item = &'a BanRecord> + 'a {
+        let (first, last) = match Cidr::masked(network.addr, network.prefix) {
+            Some(n) => (n.addr, network_last(&n)),
+            None => (network.addr, network.addr),
+        };
+        let low = Cidr {
+            addr: first,
+            prefix: 0,
+        };
+        let high = Cidr {
+            addr: last,
+            prefix: u8::MAX,
+        };
+        let network = *network;
+        self.records
+            .range(low..=high)
+            .map(|(_, r)| r)
+            .filter(move |r| r.target.is_host() && network.covers(&r.target))
     }
 
     /// Entries of the allowlist the book enforces (configured plus automatic).

@@ -40,6 +40,31 @@ fn new(target: &str, origin: Origin) -> NewBan {
 }
 
 #[test]
+fn hosts_in_a_network_are_a_range_of_the_book() {
+    let mut b = book();
+    for t in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2:ffff::9",
+        "2001:db8:1:3::1",
+        "2001:db8:1:2::/64",
+        "10.0.0.1",
+        "10.0.1.1",
+    ] {
+        b.ban(None, new(t, Origin::Detected), &now()).unwrap();
+    }
+    let hosts = |b: &BanBook, n: &str| -> Vec<String> {
+        b.hosts_in(&net(n)).map(|r| r.target.to_string()).collect()
+    };
+    assert_eq!(
+        hosts(&b, "2001:db8:1:2::/64"),
+        ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"]
+    );
+    assert_eq!(hosts(&b, "10.0.0.0/24"), ["10.0.0.1"]);
+    assert_eq!(hosts(&b, "10.0.0.0/8"), ["10.0.0.1", "10.0.1.1"]);
+    assert!(hosts(&b, "192.0.2.0/24").is_empty());
+}
+
+#[test]
 fn the_allowlist_lifts_what_it_covers_and_refuses_new_bans() {
     let mut b = book();
     for t in ["10.0.0.7", "10.0.0.8", "10.1.0.0/16"] {

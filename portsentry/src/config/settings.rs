@@ -232,8 +232,9 @@ pub struct LiveSettings {
     #[serde(with = "values::limit")]
     pub ban_ttl_max: Option<Duration>,
     /// Prefix-aware bans: an IPv6 scanner owns a whole prefix and can use a new address per
-    /// probe. Once `prefix_threshold` addresses of one /N have been banned within `window`, the
-    /// /N is banned (0 = off).
+    /// probe. Once `prefix_threshold` addresses of one /N have been banned within `window`, or
+    /// its probes reached max(`scan_trigger`, 1) × `prefix_threshold` there (counted in the
+    /// kernel), the /N is banned (0 = off).
     #[serde(deserialize_with = "values::int_in::<_, _, 0, 128>")]
     pub ipv6_prefix: u8,
     /// The same for IPv4 (0 = off, the default: IPv4 neighbours in one /24 are often unrelated).
@@ -320,6 +321,19 @@ impl LiveSettings {
         }
     }
 
+    /// Probes from one prefix within `window` that make the kernel's prefix trigger: as many
+    /// as banning `prefix_threshold` of its addresses takes (trigger × threshold); 0 when
+    /// prefix aggregation is off for both families.
+    pub fn prefix_hits(&self) -> u32 {
+        let on = |len: u8, full: u8| len != 0 && len < full;
+        if !on(self.ipv6_prefix, 128) && !on(self.ipv4_prefix, 32) {
+            return 0;
+        }
+        self.scan_trigger
+            .max(1)
+            .saturating_mul(self.prefix_threshold)
+    }
+
     /// The kernel-side config block.
     pub fn kernel_config(&self, allow_count: u32, ban_cidr_count: u32) -> Config {
         let mut flags = 0;
@@ -348,6 +362,11 @@ impl LiveSettings {
             window_ns: ns(self.window),
             ban_ttl_ns: ns(self.ban_ttl),
             peer_ttl_ns: ns(self.peer_memory),
+            prefix_hits: self.prefix_hits(),
+            ipv6_prefix: self.ipv6_prefix,
+            ipv4_prefix: self.ipv4_prefix,
+            event_burst: portsentry_common::EVENT_BURST,
+            event_interval_ns: portsentry_common::EVENT_INTERVAL_NS,
             // Padding, and any field the kernel adds later, start as zero.
             ..Config::default()
         }

@@ -322,6 +322,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
+    let suppressed = d.kernel_events_suppressed();
+    d.line_budget.set_kernel_baseline(suppressed);
     d.report_shadow_bans();
     if d.book.is_dirty() {
         d.save();

@@ -8,7 +8,13 @@
 //! a forger cannot manufacture members (unverified bans — a fresh neighbour, no route — and
 //! link-local sources never count). The daemon also refuses a prefix holding an allowlisted
 //! address (its own addresses, gateways, resolvers, `allow`), so its own LAN is never banned
-//! wholesale. Owns only its memory of recent members; bans go through the ban book.
+//! wholesale (logged once per window). Owns only its memory of recent members and refusals;
+//! bans go through the ban book.
+//!
+//! The XDP program also counts probes per prefix (`portsentry-ebpf/src/prefix.rs`): a scanner
+//! whose addresses each stay below `scan_trigger` is never banned address by address, so at
+//! `scan_trigger × prefix_threshold` verified probes of one prefix the kernel sends a prefix
+//! trigger, and the daemon bans the prefix the same way (`Daemon::on_prefix_trigger`).
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -21,6 +27,9 @@ const MAX_PREFIXES: usize = 65_536;
 pub struct PrefixTracker {
     /// Prefix → its recently banned members (address, Unix ms).
     members: HashMap<Cidr, Vec<(IpAddr, u64)>>,
+    /// Prefixes refused for holding an allowlisted address → when that was last logged (Unix
+    /// ms), so the refusal is logged once per window, not at each kernel trigger.
+    refused: HashMap<Cidr, u64>,
 }
 
 /// What the tracker needs of the settings.
@@ -77,6 +86,26 @@ impl PrefixTracker {
         }
         let members = self.members.remove(&prefix)?;
         Some((prefix, members.into_iter().map(|(a, _)| a).collect()))
+    }
+
+    /// Forgets the members of `prefix` (it was banned or refused by another way).
+    pub fn forget(&mut self, prefix: &Cidr) {
+        self.members.remove(prefix);
+    }
+
+    /// Whether a refusal of `prefix` is to be logged now: not if it was logged within the
+    /// window (`None`: ever).
+    pub fn first_refusal(&mut self, prefix: Cidr, now_ms: u64, window_ms: Option<u64>) -> bool {
+        if let Some(t) = self.refused.get(&prefix) {
+            if window_ms.is_none_or(|w| now_ms.saturating_sub(*t) <= w) {
+                return false;
+            }
+        }
+        if self.refused.len() >= MAX_PREFIXES {
+            self.refused.clear();
+        }
+        self.refused.insert(prefix, now_ms);
+        true
     }
 
     /// Drops members older than the window, and prefixes left empty.
@@ -176,6 +205,18 @@ mod tests {
             ..r
         };
         assert!(full.prefix_of(ip("2001:db8::1")).is_none());
+    }
+
+    #[test]
+    fn a_refused_prefix_is_logged_once_per_window() {
+        let mut t = PrefixTracker::default();
+        let p: Cidr = "2001:db8::/64".parse().unwrap();
+        assert!(t.first_refusal(p, 0, Some(1_000)));
+        assert!(!t.first_refusal(p, 900, Some(1_000)), "within the window");
+        assert!(t.first_refusal(p, 2_000, Some(1_000)), "a new window");
+        let mut never = PrefixTracker::default();
+        assert!(never.first_refusal(p, 0, None));
+        assert!(!never.first_refusal(p, 1_000_000, None), "no window: once");
     }
 
     #[test]

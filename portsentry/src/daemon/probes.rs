@@ -33,6 +33,10 @@ impl Daemon {
                     repeat = self.note_offence(&target);
                 }
             }
+            EventKind::PrefixTrigger => {
+                self.on_prefix_trigger(&ev, &iface);
+                return;
+            }
         }
         self.log_event(&ev, &iface);
         if let Some(r) = repeat {
@@ -78,11 +82,24 @@ impl Daemon {
         }
     }
 
-    /// Writes the summary of the lines a finished interval held back, if any.
+    /// Writes the summary of the lines a finished interval held back, if any, with the events
+    /// the kernel held back (its counter is read only when an interval has ended).
     pub(super) fn flush_line_budget(&mut self, now_ms: u64) {
-        if let Some(summary) = self.line_budget.summary(now_ms) {
+        if !self.line_budget.due(now_ms) {
+            return;
+        }
+        let kernel = self.kernel_events_suppressed();
+        if let Some(summary) = self.line_budget.summary(now_ms, kernel) {
             self.sink.line(&summary);
         }
+    }
+
+    /// The kernel's `events_suppressed` counter (0 if it cannot be read).
+    pub(super) fn kernel_events_suppressed(&self) -> u64 {
+        self.dp
+            .stats()
+            .map(|s| s.get(portsentry_common::Stat::EventsSuppressed))
+            .unwrap_or(0)
     }
 
     /// When a ban made now with the configured `ban_ttl` ends (`None`: never).
@@ -115,36 +132,98 @@ impl Daemon {
         let Some((prefix, members)) = self.prefixes.on_ban(ev.src, now.unix_ms, &rule) else {
             return;
         };
+        let cause = PrefixCause::Bans(members.len());
+        self.ban_prefix(prefix, members, cause, ev, iface, &now);
+    }
+
+    /// The kernel's prefix trigger: a prefix's probes (each address possibly below the
+    /// trigger) reached `prefix_hits` in the window, and the path check proved the last one.
+    /// Banned like a prefix of `prefix_threshold` address bans; its address bans are folded in.
+    fn on_prefix_trigger(&mut self, ev: &ProbeEvent, iface: &str) {
+        let Some(prefix) = Cidr::masked(ev.src, ev.prefix_len) else {
+            return;
+        };
+        if prefix.is_host() || ev.prefix_len == 0 {
+            return;
+        }
+        let now = Now::read();
+        self.prefixes.forget(&prefix);
+        if self.book.get(&prefix).is_some_and(|r| !r.shadow) {
+            // Banned already (by the bans of its addresses, or an earlier trigger).
+            return;
+        }
+        let members: Vec<IpAddr> = self
+            .book
+            .hosts_in(&prefix)
+            .filter(|r| r.origin == Origin::Detected && !r.shadow)
+            .map(|r| r.target.addr)
+            .collect();
+        self.ban_prefix(
+            prefix,
+            members,
+            PrefixCause::Probes(ev.count),
+            ev,
+            iface,
+            &now,
+        );
+    }
+
+    /// Bans `prefix` (origin detected) unless it holds an allowlisted address, and folds the
+    /// `members` address bans into it. Each outcome is one line.
+    fn ban_prefix(
+        &mut self,
+        prefix: Cidr,
+        members: Vec<IpAddr>,
+        cause: PrefixCause,
+        ev: &ProbeEvent,
+        iface: &str,
+        now: &Now,
+    ) {
         let n = members.len();
         if let Some(allowed) = self.book.allow_overlap(&prefix) {
-            self.sink.line(&format!(
-                "portsentry: {n} addresses of {prefix} banned; the prefix itself is not banned: it holds allowlisted {allowed}"
-            ));
+            let window_ms = self.settings.live.window.map(crate::clock::duration_ms);
+            if self.prefixes.first_refusal(prefix, now.unix_ms, window_ms) {
+                self.sink.line(&format!(
+                    "portsentry: {}; the prefix itself is not banned: it holds allowlisted {allowed}",
+                    cause.what(&prefix)
+                ));
+            }
             return;
         }
         let new = NewBan {
             target: prefix,
             origin: Origin::Detected,
             shadow: false,
-            expires_ms: self.ban_expiry_ms(&now),
+            expires_ms: self.ban_expiry_ms(now),
             trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
         };
-        match self.book.ban(Some(&mut self.dp), new, &now) {
+        match self.book.ban(Some(&mut self.dp), new, now) {
             Ok(crate::bans::BanOutcome::Banned | crate::bans::BanOutcome::Renewed) => {
                 for m in &members {
-                    if let Err(e) = self.book.unban(Some(&mut self.dp), &Cidr::host(*m), false, &now)
+                    if let Err(e) = self
+                        .book
+                        .unban(Some(&mut self.dp), &Cidr::host(*m), false, now)
                     {
                         crate::errln!("portsentry: error: folding {m} into {prefix}: {e:#}");
                     }
                 }
+                let why = match cause {
+                    PrefixCause::Bans(_) => {
+                        format!("{n} of its addresses were banned; their bans are folded into it")
+                    }
+                    PrefixCause::Probes(count) => format!(
+                        "{count} probes from its addresses within the window; {n} address ban(s) folded into it"
+                    ),
+                };
                 self.sink.line(&format!(
-                    "attackalert: Network {prefix} has been blocked via XDP drop on interface: \"{iface}\" ({n} of its addresses were banned; their bans are folded into it)"
+                    "attackalert: Network {prefix} has been blocked via XDP drop on interface: \"{iface}\" ({why})"
                 ));
                 self.mark_dirty();
             }
             Ok(other) => self.sink.line(&format!(
-                "portsentry: {n} addresses of {prefix} banned; the prefix itself could not be banned: {other:?}"
+                "portsentry: {}; the prefix itself could not be banned: {other:?}",
+                cause.what(&prefix)
             )),
             Err(e) => crate::errln!("portsentry: error: banning {prefix}: {e:#}"),
         }
@@ -263,6 +342,26 @@ impl Daemon {
         self.hooks.on_ban(&notice);
         if let Some(fleet) = &mut self.fleet {
             fleet.on_local_ban(&notice);
+        }
+    }
+}
+
+/// Why a prefix is banned: its address bans (the daemon's count) or its probes (the kernel's
+/// prefix trigger).
+#[derive(Clone, Copy, Debug)]
+enum PrefixCause {
+    /// Distinct verified address bans within the window.
+    Bans(usize),
+    /// Probes from the prefix within the window.
+    Probes(u64),
+}
+
+impl PrefixCause {
+    /// What happened, for the lines that do not ban.
+    fn what(self, prefix: &Cidr) -> String {
+        match self {
+            PrefixCause::Bans(n) => format!("{n} addresses of {prefix} banned"),
+            PrefixCause::Probes(n) => format!("{n} probes from {prefix} within the window"),
         }
     }
 }

@@ -8,8 +8,9 @@
 //!   ignored, spoofed, bogus) is limited to [`LINES_PER_SOURCE`] per source and
 //!   [`OTHER_LINES`] in all;
 //! - what was held back is summarised in one line when the interval ends: how many lines, from
-//!   how many sources, the busiest ones. Nothing is silent: counters and `portsentry list` keep
-//!   every probe and ban.
+//!   how many sources, the busiest ones, and how many events the kernel's own limits held back
+//!   (`events_suppressed`, `portsentry-ebpf/src/limit.rs`). Nothing is silent: counters and
+//!   `portsentry list` keep every probe and ban.
 //!
 //! Owns only these counts; the event loop asks before it hands an event to the log sink.
 
@@ -47,6 +48,10 @@ pub struct LineBudget {
     /// Sources with at least one line held back.
     held_sources: HashMap<IpAddr, u64>,
     held_untracked: u64,
+    /// The kernel's `events_suppressed` counter at the last summary (or at start).
+    kernel_seen: u64,
+    /// Events the kernel held back in the interval being summarised.
+    kernel_held: u64,
 }
 
 impl LineBudget {
@@ -94,21 +99,49 @@ impl LineBudget {
         admitted
     }
 
+    /// The kernel's `events_suppressed` counter now: what it counted before is not this run's
+    /// (or this interval's) to report.
+    pub fn set_kernel_baseline(&mut self, kernel_suppressed: u64) {
+        self.kernel_seen = kernel_suppressed;
+    }
+
+    /// Whether an interval has ended, so [`Self::summary`] has something to decide.
+    pub fn due(&self, now_ms: u64) -> bool {
+        self.started_ms != 0 && now_ms.saturating_sub(self.started_ms) >= INTERVAL_MS
+    }
+
     /// At the end of an interval: the summary of what was held back, if anything, and a fresh
-    /// interval.
-    pub fn summary(&mut self, now_ms: u64) -> Option<String> {
-        if self.started_ms == 0 || now_ms.saturating_sub(self.started_ms) < INTERVAL_MS {
+    /// interval. `kernel_suppressed` is the kernel's `events_suppressed` counter now.
+    pub fn summary(&mut self, now_ms: u64, kernel_suppressed: u64) -> Option<String> {
+        if !self.due(now_ms) {
             return None;
         }
-        let line = (self.held_other + self.held_bans > 0).then(|| self.describe());
+        self.kernel_held = kernel_suppressed.saturating_sub(self.kernel_seen);
+        let line =
+            (self.held_other + self.held_bans + self.kernel_held > 0).then(|| self.describe());
         *self = Self {
             started_ms: now_ms,
+            kernel_seen: kernel_suppressed.max(self.kernel_seen),
             ..Self::default()
         };
         line
     }
 
     fn describe(&self) -> String {
+        let kernel = self.kernel_held;
+        if self.held_other + self.held_bans == 0 {
+            return format!(
+                "portsentry: flood: {kernel} probe event(s) held back in the kernel in the last {} s (from {} beyond a source's trigger only every power of two, at most {} a second per CPU); `portsentry status` counts every probe (events_suppressed), `portsentry list` shows every ban",
+                INTERVAL_MS / 1000,
+                portsentry_common::EVENTS_BEYOND_TRIGGER,
+                portsentry_common::EVENT_RATE_PER_CPU,
+            );
+        }
+        let kernel = if kernel > 0 {
+            format!("; {kernel} more probe event(s) held back in the kernel (events_suppressed)")
+        } else {
+            String::new()
+        };
         let sources = self.held_sources.len() as u64 + u64::from(self.held_untracked > 0);
         let mut busiest: Vec<(&IpAddr, &u64)> = self.held_sources.iter().collect();
         busiest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -118,7 +151,7 @@ impl LineBudget {
             .map(|(a, n)| format!("{a} ×{n}"))
             .collect();
         format!(
-            "portsentry: flood: {} probe line(s) and {} ban(s) from {}{} source(s) not logged line by line in the last {} s (busiest: {}); at most {LINES_PER_SOURCE} lines per source, {OTHER_LINES} probe lines and {BAN_LINES} bans per {} s are; `portsentry status` counts every probe, `portsentry list` shows every ban",
+            "portsentry: flood: {} probe line(s) and {} ban(s) from {}{} source(s) not logged line by line in the last {} s (busiest: {}){kernel}; at most {LINES_PER_SOURCE} lines per source, {OTHER_LINES} probe lines and {BAN_LINES} bans per {} s are; `portsentry status` counts every probe, `portsentry list` shows every ban",
             self.held_other,
             self.held_bans,
             if self.held_untracked > 0 { "over " } else { "" },
@@ -150,15 +183,15 @@ mod tests {
             b.admit(ip(99_999), LineClass::Ban, 2_000),
             "the real scanner's ban"
         );
-        assert!(b.summary(5_000).is_none(), "the interval is not over");
-        let s = b.summary(11_000).expect("summary");
+        assert!(b.summary(5_000, 0).is_none(), "the interval is not over");
+        let s = b.summary(11_000, 0).expect("summary");
         assert!(
             s.starts_with(
                 "portsentry: flood: 19900 probe line(s) and 0 ban(s) from 19900 source(s)"
             ),
             "{s}"
         );
-        assert!(b.summary(12_000).is_none(), "a fresh interval");
+        assert!(b.summary(12_000, 0).is_none(), "a fresh interval");
         assert!(b.admit(ip(1), LineClass::Other, 12_000), "budgets are back");
     }
 
@@ -171,7 +204,7 @@ mod tests {
             .count();
         assert_eq!(written, LINES_PER_SOURCE as usize);
         assert!(b.admit(ip(8), LineClass::Other, 100));
-        let s = b.summary(20_000).unwrap();
+        let s = b.summary(20_000, 0).unwrap();
         assert!(
             s.contains("45 probe line(s)") && s.contains("10.0.0.7 ×45"),
             "{s}"
@@ -189,6 +222,28 @@ mod tests {
             b.admit(ip(5_000), LineClass::Other, 100),
             "probe lines unaffected"
         );
-        assert!(b.summary(10_100).unwrap().contains(" and 750 ban(s)"));
+        assert!(b.summary(10_100, 0).unwrap().contains(" and 750 ban(s)"));
+    }
+
+    #[test]
+    fn events_the_kernel_held_back_are_reported_never_silent() {
+        let mut b = LineBudget::default();
+        b.set_kernel_baseline(500);
+        assert!(b.admit(ip(1), LineClass::Other, 1_000));
+        assert!(!b.due(5_000));
+        let s = b.summary(11_000, 1_700).expect("kernel-only summary");
+        assert!(
+            s.starts_with("portsentry: flood: 1200 probe event(s) held back in the kernel"),
+            "{s}"
+        );
+        assert!(b.summary(22_000, 1_700).is_none(), "nothing new");
+        for i in 0..10 {
+            b.admit(ip(7), LineClass::Other, 23_000 + i);
+        }
+        let s = b.summary(33_000, 1_710).unwrap();
+        assert!(
+            s.contains("(busiest: 10.0.0.7 ×5); 10 more probe event(s) held back in the kernel"),
+            "{s}"
+        );
     }
 }

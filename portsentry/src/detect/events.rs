@@ -29,6 +29,8 @@ pub struct ProbeEvent {
     pub link_local: bool,
     /// A learned peer's probe (or ban), counted after a handshake on a valid SYN cookie.
     pub confirmed: bool,
+    /// A prefix trigger's prefix length (`src` is then the masked prefix); 0 otherwise.
+    pub prefix_len: u8,
     pub timestamp_ns: u64,
 }
 
@@ -72,6 +74,7 @@ impl ProbeEvent {
             unverified: ev.flags & event_flags::UNVERIFIED != 0,
             link_local: crate::net::cidr::is_link_local(cidr::key_addr(&ev.src)),
             confirmed: ev.flags & event_flags::CONFIRMED != 0,
+            prefix_len: ev.prefix_len,
             timestamp_ns: ev.timestamp_ns,
         })
     }

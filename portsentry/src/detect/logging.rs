@@ -105,9 +105,11 @@ pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
         EventKind::PeerProbe => {
             "learned peer: reported, not banned (only a handshake completed on a SYN cookie bans it)"
         }
-        EventKind::Probe | EventKind::Ban | EventKind::BanTableFull | EventKind::Ignored => {
-            return None
-        }
+        EventKind::Probe
+        | EventKind::Ban
+        | EventKind::BanTableFull
+        | EventKind::Ignored
+        | EventKind::PrefixTrigger => return None,
     };
     Some(format!("portsentry: probe from {} ({what}): {why}", ev.src))
 }
@@ -310,6 +312,7 @@ mod tests {
             unverified: false,
             link_local: false,
             confirmed: false,
+            prefix_len: 0,
             timestamp_ns: 0,
         }
     }

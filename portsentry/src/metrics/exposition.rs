@@ -223,6 +223,21 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             "Events the ring buffer had no room for.",
             st.get(Stat::EventsLost),
         )?;
+        out.counter(
+            "events_suppressed",
+            "Events the XDP program held back and counted (from 5 beyond a source's trigger only powers of two; at most 1000 a second per CPU); bans and prefix triggers are never held back.",
+            st.get(Stat::EventsSuppressed),
+        )?;
+        out.counter(
+            "prefix_triggers",
+            "Prefix trigger events: a prefix's probes reached scan_trigger x prefix_threshold in the window.",
+            st.get(Stat::PrefixTriggers),
+        )?;
+        out.counter(
+            "prefix_unproven",
+            "Prefix triggers withheld: the path check did not prove the probe's source.",
+            st.get(Stat::PrefixUnproven),
+        )?;
         let entries: Vec<_> = k
             .tables
             .iter()
