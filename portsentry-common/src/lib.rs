@@ -290,7 +290,8 @@ pub mod peer_ways {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Event {
-    /// `CLOCK_BOOTTIME` ns.
+    /// `CLOCK_BOOTTIME` ns for `Ban` and `BanTableFull` events (the ban's time); for the others
+    /// `CLOCK_MONOTONIC_COARSE` ns, the probe path's cheap clock (ordering only).
     pub timestamp_ns: u64,
     /// Probes counted for this source in the current window, this one included.
     pub count: u64,

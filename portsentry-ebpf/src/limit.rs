@@ -14,7 +14,7 @@
 
 use portsentry_common::{Stat, EVENTS_BEYOND_TRIGGER, LAYOUT_VERSION};
 
-use crate::{boot_ns, count, maps::*};
+use crate::{coarse_ns, count, maps::*};
 
 /// The slot of PS_THROTTLE that holds the bucket's theoretical arrival time.
 const BUCKET_SLOT: u32 = 3;
@@ -48,7 +48,7 @@ pub extern "C" fn portsentry_event_gate(hits: u64) -> u32 {
     let Some(tat) = PS_THROTTLE.get_ptr_mut(BUCKET_SLOT) else {
         return 1;
     };
-    let now = boot_ns();
+    let now = coarse_ns();
     // SAFETY: per-CPU slot from a successful lookup; no other CPU writes it.
     let last = unsafe { *tat };
     let next = if last > now { last } else { now }.saturating_add(interval);

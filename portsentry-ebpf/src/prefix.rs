@@ -19,7 +19,7 @@ use portsentry_common::{
     LAYOUT_VERSION,
 };
 
-use crate::{atomic, boot_ns, count, diag, emit, maps::*, parse::Packet};
+use crate::{atomic, coarse_ns, count, diag, emit, maps::*, parse::Packet};
 
 /// Bits of [`portsentry_prefix_probe`]'s `shape` argument.
 const V6: u32 = 1;
@@ -101,7 +101,7 @@ pub extern "C" fn portsentry_prefix_probe(
     key.addr[..8].copy_from_slice(&(hi & mask_hi).to_be_bytes());
     key.addr[8..].copy_from_slice(&(lo & mask_lo).to_be_bytes());
 
-    let now = boot_ns();
+    let now = coarse_ns();
     let Some((hits, next)) = count_prefix(&key, cfg.window_ns, now) else {
         return 0;
     };
