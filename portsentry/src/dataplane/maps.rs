@@ -199,6 +199,31 @@ impl Maps {
         Ok(())
     }
 
+    /// Sets the prefilter bits of every address in `addrs` with one write per touched word
+    /// (restoring a million bans would otherwise write a word per ban). Call it before the
+    /// bans are written, as [`Maps::insert_ban`] does for one.
+    pub fn set_filter_bits(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Result<()> {
+        let mut wanted: std::collections::HashMap<u32, u64> = Default::default();
+        for addr in addrs {
+            let (word, bit) = cidr::addr_key(addr).filter_slot();
+            *wanted.entry(word).or_default() |= bit;
+        }
+        let name = defs::PS_BAN_FILTER.name;
+        for (word, bits) in wanted {
+            let current = match self.ban_filter_words.get(&word) {
+                Some(w) => *w,
+                None => self.ban_filter.get(&word, 0).map_err(map_err(name))?,
+            };
+            if current & bits != bits {
+                self.ban_filter
+                    .set(word, current | bits, 0)
+                    .map_err(map_err(name))?;
+            }
+            self.ban_filter_words.insert(word, current | bits);
+        }
+        Ok(())
+    }
+
     /// Removes a ban; false if there was none.
     pub fn remove_ban(&mut self, addr: IpAddr) -> Result<bool> {
         match self.bans.remove(&cidr::addr_key(addr)) {
