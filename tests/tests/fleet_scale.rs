@@ -21,9 +21,9 @@ const N: usize = 100_000;
 /// target is 100 ms; this leaves room for a loaded test machine).
 const PROBE_LINE_WITHIN: Duration = Duration::from_millis(300);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
-/// Probes sent after the apply's summary line: 3 s of them, which covers the first save of the
-/// grown book (due a second after the last change) and the expiry sweep.
-const PROBES_AFTER: usize = 30;
+const PROBE_EVERY_AFTER: Duration = Duration::from_millis(250);
+/// The daemon's first expiry sweep starts 30 s after its start; it is over by then.
+const SWEPT_AFTER: Duration = Duration::from_secs(34);
 const APPLYING: &str = "portsentry: crowdsec: applying the full decision list";
 const SUMMARY: &str = "portsentry: crowdsec: full decision list";
 
@@ -105,29 +105,35 @@ fn ban_line_of(src: IpAddr) -> impl Fn(&str) -> bool {
 
 /// Probes come in while 100 k decisions are applied: each probe's ban line is logged within
 /// [`PROBE_LINE_WITHIN`]; in the end all 100 k decisions are in the book and sampled ones drop.
-/// The same holds for the seconds after the apply, while the grown book is saved.
+/// The same holds after the apply, while the grown book is saved and first swept.
 /// (On main before the fix the whole list was applied in one turn of the event loop: the
 /// probes' lines came seconds late. Before the save moved to its own thread, a probe sent at
-/// the end of the apply waited ~1.6 s for the save of the 100 k book in a debug build.)
+/// the end of the apply waited ~1.6 s for the save of the 100 k book in a debug build, and
+/// before the sweep went in parts, one sent during the first sweep waited 0.86 s.)
 #[test]
 fn probes_are_logged_while_100k_decisions_are_applied() {
-    let aliases = 120;
+    let aliases = 220;
     let (host, lapi) = Host::new("fs-probe", aliases, "", |lab| {
         FakeLapi::start(&lab.protected, decisions_body(N, "4h")).expect("fake LAPI")
     });
+    let started = Instant::now();
     let mut d = host.start();
     let served = lapi
         .wait_startup_served(Duration::from_secs(20))
         .expect("the daemon pulled the decision list");
     let mut during = Vec::new();
     let mut after = Vec::new();
-    // One probe every 100 ms from a new source, from the moment LAPI answered until
-    // PROBES_AFTER probes after the decisions are applied (parsing, applying, then the first
-    // save of the grown book and the expiry sweep, which must not hold up the loop either).
-    for (i, src) in host.lab.scanner_v4.iter().skip(1).copied().enumerate() {
-        let at = served + PROBE_EVERY * i as u32;
+    // One probe every 100 ms from a new source from the moment LAPI answered until the
+    // decisions are applied (parsing, then applying), then one every 250 ms until the first
+    // expiry sweep of the grown book is over (30 s after start): the save of the grown book
+    // and the sweep must not hold up the loop either.
+    let mut at = served;
+    for src in host.lab.scanner_v4.iter().skip(1).copied() {
         thread::sleep(at.saturating_duration_since(Instant::now()));
         let ingest_done = d.has_line(|l| l.starts_with(SUMMARY));
+        if ingest_done && started.elapsed() > SWEPT_AFTER {
+            break;
+        }
         let sent = Instant::now();
         // The SYN bans in XDP and is dropped: the connect times out, the line is what counts.
         host.lab.scanner.tcp_connect(
@@ -143,11 +149,10 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
         let latency = sent.elapsed();
         if ingest_done {
             after.push((src, latency));
-            if after.len() >= PROBES_AFTER {
-                break;
-            }
+            at += PROBE_EVERY_AFTER;
         } else {
             during.push((src, latency));
+            at += PROBE_EVERY;
         }
     }
     assert!(
@@ -163,9 +168,8 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
         d.output()
     );
     assert!(
-        after.len() >= PROBES_AFTER,
-        "only {} probes after the decisions were applied (more scanner aliases needed); output:\n{}",
-        after.len(),
+        started.elapsed() > SWEPT_AFTER,
+        "the probes ended before the first sweep (more scanner aliases needed); output:\n{}",
         d.output()
     );
     for (src, latency) in &after {

@@ -39,6 +39,7 @@ pub mod store;
 use std::collections::BTreeMap;
 
 pub use fleet::{FleetApplied, FleetBatch, KernelPeers, PeerLookup, Refusal, DETAIL_MAX};
+pub use kernel::Sweep;
 pub use notice::BanNotice;
 pub use open::Opened;
 pub use pressure::MadeRoom;

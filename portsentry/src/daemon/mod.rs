@@ -67,6 +67,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 const SAVE_COST_FACTOR: u32 = 10;
 /// A save copies at most this many ban records per loop turn (a few ms in a debug build).
 const SNAPSHOT_STEP: usize = 4096;
+/// The sweep looks at most this many book records or kernel entries per loop turn.
+const SWEEP_STEP: usize = 4096;
 /// A failed save is retried after this long.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
 /// The service-port memory is written soon after a new port, otherwise (refreshed times only)
@@ -114,6 +116,8 @@ struct Daemon {
         control::Reply,
     )>,
     last_sweep: Instant,
+    /// The ban book's sweep under way, a step per loop turn.
+    sweep: Option<crate::bans::Sweep>,
     /// The automatic allowlist entries as last computed (own addresses, gateways, resolvers,
     /// the LAPI host); recomputed on every rtnetlink address or route notification.
     auto_allow: Vec<Cidr>,
@@ -333,6 +337,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         copy_again: false,
         save_waiters: Vec::new(),
         last_sweep: Instant::now(),
+        sweep: None,
         auto_allow: Vec::new(),
         lapi_hosts,
         fleet: None,
@@ -452,7 +457,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => d.control(&req, reply),
-            () = std::future::ready(()), if d.snapshot.is_some() => {
+            () = std::future::ready(()), if d.snapshot.is_some() || d.sweep.is_some() => {
+                d.sweep_step();
                 d.snapshot_step();
                 tokio::task::yield_now().await;
             }

@@ -65,7 +65,8 @@ impl Daemon {
             && self
                 .last_save
                 .is_none_or(|(at, took)| at.elapsed() >= took * SAVE_COST_FACTOR);
-        let sweep_due = !busy && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
+        let sweep_due =
+            !busy && self.sweep.is_none() && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
         if sweep_due {
             self.sweep();
         }
@@ -141,10 +142,31 @@ impl Daemon {
             &self.settings.live.recidive_policy(),
             crate::clock::unix_ms(),
         );
-        match self.book.sweep(&mut self.dp, &Now::read()) {
-            Ok(n) if n > 0 => self.mark_dirty(),
-            Ok(_) => {}
-            Err(e) => crate::errln!("portsentry: error: sweeping expired bans: {e:#}"),
+        // The ban book's part goes on a step per loop turn ([`Daemon::sweep_step`]).
+        self.sweep.get_or_insert_with(Default::default);
+        self.sweep_step();
+    }
+
+    /// The next part of the ban book's sweep, if one is under way.
+    pub(super) fn sweep_step(&mut self) {
+        let Some(s) = self.sweep.as_mut() else {
+            return;
+        };
+        match self
+            .book
+            .sweep_step(&mut self.dp, &Now::read(), s, SWEEP_STEP)
+        {
+            Ok(None) => {}
+            Ok(Some(n)) => {
+                self.sweep = None;
+                if n > 0 {
+                    self.mark_dirty();
+                }
+            }
+            Err(e) => {
+                self.sweep = None;
+                crate::errln!("portsentry: error: sweeping expired bans: {e:#}");
+            }
         }
     }
 
