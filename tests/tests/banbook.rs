@@ -670,6 +670,84 @@ mod kernel {
             .any(|b| b.target == "198.51.100.0/24".parse::<Cidr>().unwrap()));
     }
 
+    /// The sweep in parts (a few records or kernel entries per step, as the daemon's loop
+    /// takes it) does what a whole sweep does: an expired ban is lifted from book and kernel,
+    /// a kernel ban the book missed (a lost event) is adopted, a book ban missing from the
+    /// kernel is written again, and a standing network stays in the trie.
+    #[test]
+    fn a_sweep_in_parts_expires_adopts_and_rewrites() {
+        use portsentry::bans::{NewBan, Sweep};
+        let dir = TempDir::new("sweep-parts").unwrap();
+        let mut dp = Dataplane::load(&LoadOptions::default())
+            .expect("loading the XDP object (run with `cargo xtask test`)");
+        let now = Now::read();
+        let (mut book, _) = BanBook::open(
+            StateStore::new(&dir.path),
+            Saved::default(),
+            Some(&dp),
+            None,
+            true,
+            &now,
+        )
+        .unwrap();
+        let ban = |book: &mut BanBook, dp: &mut Dataplane, target: &str, ttl_ms: u64| {
+            let new = NewBan {
+                target: target.parse().unwrap(),
+                origin: Origin::Manual,
+                shadow: false,
+                expires_ms: Some(now.unix_ms + ttl_ms),
+                trigger: None,
+                fleet: None,
+            };
+            book.ban(Some(dp), new, &now).unwrap();
+        };
+        for i in 1..=20 {
+            ban(&mut book, &mut dp, &format!("192.0.2.{i}"), 3_600_000);
+        }
+        ban(&mut book, &mut dp, "198.51.100.0/24", 3_600_000);
+        ban(&mut book, &mut dp, "192.0.2.100", 50);
+        // Lost event: the kernel holds a ban the book does not know.
+        let orphan: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let entry = portsentry_common::BanEntry {
+            origin: portsentry_common::BanOrigin::Detected as u8,
+            ..Default::default()
+        };
+        dp.insert_ban(orphan, &entry).unwrap();
+        // And a book ban the kernel lost.
+        let lost: std::net::IpAddr = "192.0.2.5".parse().unwrap();
+        assert!(dp.remove_ban(lost).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+
+        let later = Now::read();
+        let mut s = Sweep::default();
+        let mut steps = 0;
+        let expired = loop {
+            steps += 1;
+            if let Some(n) = book.sweep_step(&mut dp, &later, &mut s, 4).unwrap() {
+                break n;
+            }
+        };
+        assert_eq!(expired, 1);
+        assert!(steps > 6, "in parts: {steps} steps");
+        let gone: Cidr = "192.0.2.100".parse().unwrap();
+        assert!(book.get(&gone).is_none());
+        assert!(dp.ban(gone.addr).unwrap().is_none(), "lifted in the kernel");
+        assert!(
+            book.get(&Cidr::host(orphan)).is_some(),
+            "the kernel's ban is adopted"
+        );
+        assert!(
+            dp.ban(lost).unwrap().is_some(),
+            "the lost ban is written again"
+        );
+        assert_eq!(book.len(), 20 + 1 + 1);
+        assert_eq!(
+            dp.ban_cidrs().unwrap().len(),
+            1,
+            "the network stays in the trie"
+        );
+    }
+
     /// Userspace reads the pinned config's layout version: pins written by another layout are
     /// migrated (bans copied), never silently reused.
     #[test]

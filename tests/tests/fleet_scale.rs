@@ -21,6 +21,9 @@ const N: usize = 100_000;
 /// target is 100 ms; this leaves room for a loaded test machine).
 const PROBE_LINE_WITHIN: Duration = Duration::from_millis(300);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+const PROBE_EVERY_AFTER: Duration = Duration::from_millis(250);
+/// The daemon's first expiry sweep starts 30 s after its start; it is over by then.
+const SWEPT_AFTER: Duration = Duration::from_secs(34);
 const APPLYING: &str = "portsentry: crowdsec: applying the full decision list";
 const SUMMARY: &str = "portsentry: crowdsec: full decision list";
 
@@ -102,26 +105,36 @@ fn ban_line_of(src: IpAddr) -> impl Fn(&str) -> bool {
 
 /// Probes come in while 100 k decisions are applied: each probe's ban line is logged within
 /// [`PROBE_LINE_WITHIN`]; in the end all 100 k decisions are in the book and sampled ones drop.
+/// The same holds after the apply, while the grown book is saved and first swept.
 /// (On main before the fix the whole list was applied in one turn of the event loop: the
-/// probes' lines came seconds late.)
+/// probes' lines came seconds late. Before the save moved to its own thread, a probe sent at
+/// the end of the apply waited ~1.6 s for the save of the 100 k book in a debug build, and
+/// before the sweep went in parts, one sent during the first sweep waited 0.86 s.)
 #[test]
 fn probes_are_logged_while_100k_decisions_are_applied() {
-    let aliases = 60;
+    let aliases = 220;
     let (host, lapi) = Host::new("fs-probe", aliases, "", |lab| {
         FakeLapi::start(&lab.protected, decisions_body(N, "4h")).expect("fake LAPI")
     });
+    let started = Instant::now();
     let mut d = host.start();
     let served = lapi
         .wait_startup_served(Duration::from_secs(20))
         .expect("the daemon pulled the decision list");
     let mut during = Vec::new();
-    let mut after = 0;
-    // One probe every 100 ms from a new source, from the moment LAPI answered until the
-    // decisions are applied (parsing, then applying).
-    for (i, src) in host.lab.scanner_v4.iter().skip(1).copied().enumerate() {
-        let at = served + PROBE_EVERY * i as u32;
+    let mut after = Vec::new();
+    // One probe every 100 ms from a new source from the moment LAPI answered until the
+    // decisions are applied (parsing, then applying), then one every 250 ms until the first
+    // expiry sweep of the grown book is over (30 s after start): the save of the grown book
+    // and the sweep must not hold up the loop either.
+    let mut at = served;
+    let mut ingest = None;
+    for src in host.lab.scanner_v4.iter().skip(1).copied() {
         thread::sleep(at.saturating_duration_since(Instant::now()));
         let ingest_done = d.has_line(|l| l.starts_with(SUMMARY));
+        if ingest_done && started.elapsed() > SWEPT_AFTER {
+            break;
+        }
         let sent = Instant::now();
         // The SYN bans in XDP and is dropped: the connect times out, the line is what counts.
         host.lab.scanner.tcp_connect(
@@ -135,20 +148,13 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
             d.output()
         );
         let latency = sent.elapsed();
-        // A probe sent just before the summary whose line came after it met the work that
-        // follows the apply (the first save of the grown book), not the apply itself.
-        let out = d.output();
-        let summary_at = out.find(SUMMARY);
-        let line_at = out.find(&format!("attackalert: Host {src} has been blocked"));
-        let ingest_done =
-            ingest_done || matches!((summary_at, line_at), (Some(s), Some(l)) if s < l);
         if ingest_done {
-            after += 1;
-            if after >= 2 {
-                break;
-            }
+            ingest.get_or_insert(sent - served);
+            after.push((src, latency));
+            at += PROBE_EVERY_AFTER;
         } else {
             during.push((src, latency));
+            at += PROBE_EVERY;
         }
     }
     assert!(
@@ -156,13 +162,24 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
         "no summary line:\n{}",
         d.output()
     );
-    let ingest = served.elapsed();
-    eprintln!("probe latencies during ingest: {during:?}; summary {ingest:?} after the answer");
+    eprintln!("probe latencies during ingest: {during:?}; after: {after:?}; summary seen {ingest:?} after the answer");
     assert!(
         !during.is_empty(),
         "no probe was sent before the decisions were applied; output:\n{}",
         d.output()
     );
+    assert!(
+        started.elapsed() > SWEPT_AFTER,
+        "the probes ended before the first sweep (more scanner aliases needed); output:\n{}",
+        d.output()
+    );
+    for (src, latency) in &after {
+        assert!(
+            *latency <= PROBE_LINE_WITHIN,
+            "the ban line for {src} came {latency:?} after its probe, right after the decisions were applied (bound {PROBE_LINE_WITHIN:?}); output:\n{}",
+            d.output()
+        );
+    }
     for (src, latency) in &during {
         assert!(
             *latency <= PROBE_LINE_WITHIN,

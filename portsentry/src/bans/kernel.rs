@@ -1,10 +1,11 @@
 //! Keeping the kernel in step with the book: address records in PS_BANS, the network trie
-//! PS_BAN_CIDRS and its count in PS_CONFIG, the periodic sweep, and drop counters read back.
+//! PS_BAN_CIDRS and its count in PS_CONFIG, the periodic sweep (a bounded part at a time, so
+//! that a million bans never hold up the daemon's loop), and drop counters read back.
 //!
 //! Decides nothing about who may be banned (the precedence rules are in `mod.rs`) and never
 //! writes `bans.json`.
 
-use std::collections::HashSet;
+use std::ops::Bound;
 
 use super::{BanBook, BanRecord, Origin, Result};
 use crate::{
@@ -13,21 +14,41 @@ use crate::{
     net::cidr::Cidr,
 };
 
+/// A sweep under way ([`BanBook::sweep_step`]); a new one starts from `default()`.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    phase: Phase,
+    expired: usize,
+    /// A network record expired or stands: the trie is rewritten at the end.
+    any_network: bool,
+    kernel_seen: usize,
+}
+
+#[derive(Debug, Default)]
+enum Phase {
+    #[default]
+    Start,
+    /// The book's records after this target.
+    Records(Option<Cidr>),
+    /// The kernel's table from this address.
+    Kernel(Option<std::net::IpAddr>),
+    Networks,
+}
+
 impl BanBook {
     /// Makes the kernel hold every record: addresses missing from the ban table are written,
     /// the network trie is set. Returns the targets the kernel had no room for (they stay
     /// recorded and are retried by the next sweep).
     pub fn install(&mut self, maps: &mut Maps, now: &Now) -> Result<Vec<Cidr>> {
         let mut refused = Vec::new();
-        let hosts: Vec<Cidr> = self
-            .records
-            .keys()
-            .filter(|t| t.is_host())
-            .copied()
-            .collect();
-        for t in hosts {
-            if maps.ban(t.addr)?.is_none() && !self.write_host(maps, &t, now)? {
-                refused.push(t);
+        // The prefilter first, one write per word, so each ban below costs one insert (and no
+        // filter write); an address the kernel holds already keeps its entry.
+        maps.set_filter_bits(self.records.keys().filter(|t| t.is_host()).map(|t| t.addr))?;
+        for r in self.records.values().filter(|r| r.target.is_host()) {
+            match maps.insert_new_ban(r.target.addr, &r.to_entry(now, r.drops)) {
+                Ok(_) => {}
+                Err(DataplaneError::TableFull(_)) => refused.push(r.target),
+                Err(e) => return Err(e),
             }
         }
         refused.extend(self.sync_networks(maps, now)?);
@@ -91,56 +112,107 @@ impl BanBook {
 
     /// Drops expired records (kernel too), forgets old unbans, adopts kernel bans the book
     /// missed (lost events), refreshes drop counters and retries what the kernel refused.
-    /// Returns how many bans expired.
+    /// Returns how many bans expired. All at once: [`BanBook::sweep_step`] for a part at a
+    /// time.
     pub fn sweep(&mut self, maps: &mut Maps, now: &Now) -> Result<usize> {
-        let expired: Vec<Cidr> = self
-            .records
-            .values()
-            .filter(|r| r.is_expired(now.unix_ms))
-            .map(|r| r.target)
-            .collect();
-        let any_network = expired.iter().any(|t| !t.is_host());
-        for t in &expired {
-            self.lift(Some(maps), t, now, false)?;
-        }
-        let before = self.unbanned.len();
-        self.unbanned.retain(|_, until| *until > now.unix_ms);
-        self.dirty |= before != self.unbanned.len();
-        let mut in_kernel = HashSet::new();
-        for (addr, e) in maps.bans()? {
-            let target = Cidr::host(addr);
-            if e.expires_at_ns != 0 && e.expires_at_ns <= now.boot_ns {
-                maps.remove_ban(addr)?;
-                continue;
+        let mut s = Sweep::default();
+        loop {
+            if let Some(n) = self.sweep_step(maps, now, &mut s, usize::MAX)? {
+                return Ok(n);
             }
-            in_kernel.insert(target);
-            match self.records.get_mut(&target) {
-                Some(r) => r.drops = e.drops,
-                None => {
-                    self.records
-                        .insert(target, BanRecord::from_entry(target, &e, now));
-                    self.dirty = true;
+        }
+    }
+
+    /// The next part of a sweep: at most `max` book records or kernel entries. Returns how
+    /// many bans expired once the sweep is done. The book is walked in order from where the
+    /// last part ended, then the kernel's table (for bans the book missed), then the networks.
+    pub fn sweep_step(
+        &mut self,
+        maps: &mut Maps,
+        now: &Now,
+        s: &mut Sweep,
+        max: usize,
+    ) -> Result<Option<usize>> {
+        match s.phase {
+            Phase::Start => {
+                let before = self.unbanned.len();
+                self.unbanned.retain(|_, until| *until > now.unix_ms);
+                self.dirty |= before != self.unbanned.len();
+                s.phase = Phase::Records(None);
+                self.sweep_step(maps, now, s, max)
+            }
+            Phase::Records(after) => {
+                let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let part: Vec<Cidr> = self
+                    .records
+                    .range((lower, Bound::Unbounded))
+                    .take(max)
+                    .map(|(t, _)| *t)
+                    .collect();
+                s.phase = match part.last() {
+                    Some(last) if part.len() == max => Phase::Records(Some(*last)),
+                    _ => Phase::Kernel(None),
+                };
+                for t in part {
+                    let Some(r) = self.records.get_mut(&t) else {
+                        continue;
+                    };
+                    if r.is_expired(now.unix_ms) {
+                        s.any_network |= !t.is_host();
+                        s.expired += 1;
+                        self.lift(Some(maps), &t, now, false)?;
+                    } else if !t.is_host() {
+                        s.any_network = true;
+                    } else if let Some(e) = maps.ban(t.addr)? {
+                        r.drops = e.drops;
+                    } else {
+                        // Refused earlier (a full table) or removed behind the book's back.
+                        self.write_host(maps, &t, now)?;
+                    }
                 }
+                Ok(None)
+            }
+            Phase::Kernel(from) => {
+                let (part, next) = maps.ban_addrs_from(from, max)?;
+                s.kernel_seen += part.len();
+                // A walk restarted by removals elsewhere ends after twice the table.
+                let bound = 2 * maps.ban_capacity() as usize;
+                s.phase = match next {
+                    Some(a) if s.kernel_seen < bound => Phase::Kernel(Some(a)),
+                    _ => Phase::Networks,
+                };
+                for addr in part {
+                    let target = Cidr::host(addr);
+                    if self.records.contains_key(&target) {
+                        continue;
+                    }
+                    let Some(e) = maps.ban(addr)? else {
+                        continue;
+                    };
+                    if e.expires_at_ns != 0 && e.expires_at_ns <= now.boot_ns {
+                        maps.remove_ban(addr)?;
+                    } else {
+                        self.records
+                            .insert(target, BanRecord::from_entry(target, &e, now));
+                        self.dirty = true;
+                    }
+                }
+                Ok(None)
+            }
+            Phase::Networks => {
+                for (c, drops) in maps.ban_cidrs()? {
+                    if let Some(r) = self.records.get_mut(&c) {
+                        r.drops = drops;
+                    }
+                }
+                if s.any_network {
+                    self.sync_networks(maps, now)?;
+                }
+                let expired = s.expired;
+                *s = Sweep::default();
+                Ok(Some(expired))
             }
         }
-        let missing: Vec<Cidr> = self
-            .records
-            .keys()
-            .filter(|t| t.is_host() && !in_kernel.contains(t))
-            .copied()
-            .collect();
-        for t in missing {
-            self.write_host(maps, &t, now)?;
-        }
-        for (c, drops) in maps.ban_cidrs()? {
-            if let Some(r) = self.records.get_mut(&c) {
-                r.drops = drops;
-            }
-        }
-        if any_network || self.records.values().any(|r| !r.target.is_host()) {
-            self.sync_networks(maps, now)?;
-        }
-        Ok(expired.len())
     }
 
     /// Drop counters from the kernel, for `list`.

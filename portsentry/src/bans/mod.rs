@@ -21,7 +21,8 @@
 //!
 //! Here: the types and the precedence rules (ban, unban, allowlist, promotion, saving). Opening
 //! is in `open`, keeping the kernel in step in `kernel`, table pressure in `pressure`, fleet
-//! updates in `fleet`, repeat offenders' history and TTLs in `recidive`, the file in `store`.
+//! updates in `fleet`, repeat offenders' history and TTLs in `recidive`, the file in `store`,
+//! copies of the book for a writer on another thread in `snapshot`.
 //!
 //! Must not touch: the allowlist trie and guarded ports (daemon), hooks, logging.
 
@@ -32,16 +33,19 @@ mod open;
 mod pressure;
 pub mod recidive;
 pub mod record;
+mod snapshot;
 pub mod store;
 
 use std::collections::BTreeMap;
 
 pub use fleet::{FleetApplied, FleetBatch, KernelPeers, PeerLookup, Refusal, DETAIL_MAX};
+pub use kernel::Sweep;
 pub use notice::BanNotice;
 pub use open::Opened;
 pub use pressure::MadeRoom;
 pub use recidive::{Offence, RecidivePolicy, Repeat};
 pub use record::{BanRecord, FleetNote, Origin, OriginRules, Trigger};
+pub use snapshot::Snapshot;
 pub use store::{Saved, StateError, StateStore, Unbanned};
 
 use crate::{
@@ -397,19 +401,22 @@ impl BanBook {
 
     /// Writes the book to `bans.json`: one pass over the records, straight into the file.
     pub fn save(&mut self) -> std::result::Result<(), StateError> {
-        let unbanned: Vec<Unbanned> = self
-            .unbanned
-            .iter()
-            .map(|(t, until)| Unbanned {
-                target: *t,
-                until_ms: *until,
-            })
-            .collect();
+        let unbanned = self.unbanned_list();
         let history = self.history.to_saved();
         self.store
             .save_records(self.records.values(), &unbanned, &history)?;
         self.dirty = false;
         Ok(())
+    }
+
+    pub(super) fn unbanned_list(&self) -> Vec<Unbanned> {
+        self.unbanned
+            .iter()
+            .map(|(t, until)| Unbanned {
+                target: *t,
+                until_ms: *until,
+            })
+            .collect()
     }
 }
 

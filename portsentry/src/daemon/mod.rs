@@ -16,6 +16,7 @@ mod persist;
 mod prefixes;
 mod probes;
 mod reload;
+mod saver;
 mod startup;
 
 use std::{
@@ -64,6 +65,10 @@ const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The next debounced save waits at least this many times as long as the last save took.
 const SAVE_COST_FACTOR: u32 = 10;
+/// A save copies at most this many ban records per loop turn (a few ms in a debug build).
+const SNAPSHOT_STEP: usize = 4096;
+/// The sweep looks at most this many book records or kernel entries per loop turn.
+const SWEEP_STEP: usize = 4096;
 /// A failed save is retried after this long.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
 /// The service-port memory is written soon after a new port, otherwise (refreshed times only)
@@ -94,9 +99,25 @@ struct Daemon {
     /// After a failed save, the next attempt waits until then.
     save_retry_at: Option<Instant>,
     save_error_report: ReportGate,
-    /// When the last save of the book ended, and how long it took.
+    /// When the last write of the book ended, and how long it took.
     last_save: Option<(Instant, Duration)>,
+    /// Writes `bans.json` on its own thread.
+    saver: saver::Saver,
+    /// The copy of the book being taken for a save, and its number.
+    snapshot: Option<(u64, crate::bans::Snapshot)>,
+    /// Copies begun so far (the last one's number).
+    copies_begun: u64,
+    /// A verb changed the book while a copy was under way: another copy follows it.
+    copy_again: bool,
+    /// Answers to verbs that changed the book, sent once copy number `.0` is written.
+    save_waiters: Vec<(
+        u64,
+        tokio::sync::oneshot::Sender<control::Reply>,
+        control::Reply,
+    )>,
     last_sweep: Instant,
+    /// The ban book's sweep under way, a step per loop turn.
+    sweep: Option<crate::bans::Sweep>,
     /// The automatic allowlist entries as last computed (own addresses, gateways, resolvers,
     /// the LAPI host); recomputed on every rtnetlink address or route notification.
     auto_allow: Vec<Cidr>,
@@ -224,9 +245,13 @@ impl Daemon {
     }
 
     /// A verb from the control socket, answered from the live state.
-    fn control(&mut self, req: &control::Request) -> control::Reply {
+    fn control(
+        &mut self,
+        req: &control::Request,
+        reply: tokio::sync::oneshot::Sender<control::Reply>,
+    ) {
         let view = self.daemon_view();
-        let reply = control::verbs::execute(
+        let answer = control::verbs::execute(
             req,
             control::verbs::Target {
                 book: &mut self.book,
@@ -239,9 +264,10 @@ impl Daemon {
         );
         if req.mutates() && self.book.is_dirty() {
             // Persist before answering: the verb's change must survive a crash right after.
-            self.save();
+            self.save_then_reply(reply, answer);
+        } else {
+            let _ = reply.send(answer);
         }
-        reply
     }
 }
 
@@ -259,6 +285,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     };
     let mut dp = startup::load_dataplane(&settings)?;
     let book = startup::open_ban_book(&mut dp, &settings)?;
+    let (saver, mut saved_rx) =
+        saver::Saver::start(book.store().clone()).context("starting the bans.json writer")?;
 
     // Learned peers: the cgroup programs, then what the last run saved. Before the config is
     // written, so that the first config already challenges peers.
@@ -303,7 +331,13 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         save_retry_at: None,
         save_error_report: ReportGate::new(REPORT_INTERVAL),
         last_save: None,
+        saver,
+        snapshot: None,
+        copies_begun: 0,
+        copy_again: false,
+        save_waiters: Vec::new(),
         last_sweep: Instant::now(),
+        sweep: None,
         auto_allow: Vec::new(),
         lapi_hosts,
         fleet: None,
@@ -424,10 +458,13 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                     let _ = reply.send(snapshot);
                 }
             }
-            Some((req, reply)) = ctl_rx.recv() => {
-                let answer = d.control(&req);
-                let _ = reply.send(answer);
+            Some((req, reply)) = ctl_rx.recv() => d.control(&req, reply),
+            () = std::future::ready(()), if d.snapshot.is_some() || d.sweep.is_some() => {
+                d.sweep_step();
+                d.snapshot_step();
+                tokio::task::yield_now().await;
             }
+            Some(done) = saved_rx.recv() => d.on_saved(done),
             changed = next_route_change(&mut route_watch) => match changed {
                 Ok(()) => d.refresh_auto_allow(),
                 Err(e) => {
@@ -458,7 +495,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     if let Some(fleet) = d.fleet.as_mut() {
         fleet.stop();
     }
-    d.save();
+    d.save_and_finish(&mut saved_rx);
     d.save_service_ports();
     d.save_peers();
     d.hooks.abandon_queue();

@@ -1,5 +1,7 @@
 //! Keeping bans on disk: a debounced save after changes, retries after failures, and the
-//! periodic sweep of expired bans (which also saves the learned peers if they changed). Also
+//! periodic sweep of expired bans (which also saves the learned peers if they changed). A save
+//! copies the book a step per loop turn ([`crate::bans::Snapshot`]) and hands the copy to the
+//! writer thread (`saver`); its outcome comes back to the loop ([`Daemon::on_saved`]). Also
 //! advanced mode's service-port memory (`state_dir/service_ports.json`): loaded at start,
 //! written soon after a new port is seen, otherwise every few minutes and at stop.
 
@@ -54,6 +56,8 @@ impl Daemon {
         // takes more than a small share of the loop's time.
         let busy = self.fleet_batch.is_some();
         let save_due = !busy
+            && self.snapshot.is_none()
+            && !self.saver.busy()
             && self
                 .dirty_since
                 .is_some_and(|t| t.elapsed() >= SAVE_DEBOUNCE)
@@ -61,7 +65,8 @@ impl Daemon {
             && self
                 .last_save
                 .is_none_or(|(at, took)| at.elapsed() >= took * SAVE_COST_FACTOR);
-        let sweep_due = !busy && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
+        let sweep_due =
+            !busy && self.sweep.is_none() && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
         if sweep_due {
             self.sweep();
         }
@@ -137,26 +142,91 @@ impl Daemon {
             &self.settings.live.recidive_policy(),
             crate::clock::unix_ms(),
         );
-        match self.book.sweep(&mut self.dp, &Now::read()) {
-            Ok(n) if n > 0 => self.mark_dirty(),
-            Ok(_) => {}
-            Err(e) => crate::errln!("portsentry: error: sweeping expired bans: {e:#}"),
+        // The ban book's part goes on a step per loop turn ([`Daemon::sweep_step`]).
+        self.sweep.get_or_insert_with(Default::default);
+        self.sweep_step();
+    }
+
+    /// The next part of the ban book's sweep, if one is under way.
+    pub(super) fn sweep_step(&mut self) {
+        let Some(s) = self.sweep.as_mut() else {
+            return;
+        };
+        match self
+            .book
+            .sweep_step(&mut self.dp, &Now::read(), s, SWEEP_STEP)
+        {
+            Ok(None) => {}
+            Ok(Some(n)) => {
+                self.sweep = None;
+                if n > 0 {
+                    self.mark_dirty();
+                }
+            }
+            Err(e) => {
+                self.sweep = None;
+                crate::errln!("portsentry: error: sweeping expired bans: {e:#}");
+            }
         }
     }
 
+    /// Starts a save if the book changed since the last one: the copy begins now (a small book
+    /// is copied at once) and goes on a step per loop turn ([`Daemon::snapshot_step`]).
     pub(super) fn save(&mut self) {
         if let Some(fleet) = &self.fleet {
             fleet.persist();
         }
-        if !self.book.is_dirty() && self.dirty_since.is_none() {
+        if self.snapshot.is_some() || (!self.book.is_dirty() && self.dirty_since.is_none()) {
             return;
         }
-        let started = Instant::now();
-        let saved = self.book.save();
-        self.last_save = Some((Instant::now(), started.elapsed()));
-        match saved {
+        self.copies_begun += 1;
+        self.snapshot = Some((self.copies_begun, self.book.begin_snapshot()));
+        self.dirty_since = None;
+        self.snapshot_step();
+    }
+
+    /// Copies the next part of the book; a finished copy goes to the writer thread.
+    pub(super) fn snapshot_step(&mut self) {
+        let Some((generation, s)) = self.snapshot.as_mut() else {
+            return;
+        };
+        let Some(saved) = self.book.snapshot_step(s, SNAPSHOT_STEP) else {
+            return;
+        };
+        let generation = *generation;
+        self.snapshot = None;
+        self.saver.submit(generation, saved);
+        if std::mem::take(&mut self.copy_again) {
+            self.mark_dirty();
+            self.save();
+        }
+    }
+
+    /// Saves what the book holds now and answers `reply` once it is written: a verb's change
+    /// must survive a crash right after the answer. The loop goes on meanwhile.
+    pub(super) fn save_then_reply(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<crate::control::Reply>,
+        answer: crate::control::Reply,
+    ) {
+        let generation = if self.snapshot.is_some() {
+            // The copy under way may have passed the change: another one follows it.
+            self.copy_again = true;
+            self.copies_begun + 1
+        } else {
+            self.mark_dirty();
+            self.save();
+            self.copies_begun
+        };
+        self.save_waiters.push((generation, reply, answer));
+    }
+
+    /// A write ended: errors are logged (once per report interval) and the save retried later;
+    /// answers waiting for this copy are sent.
+    pub(super) fn on_saved(&mut self, done: super::saver::SaveDone) {
+        self.last_save = Some((done.ended, done.took));
+        match done.result {
             Ok(()) => {
-                self.dirty_since = None;
                 self.save_retry_at = None;
             }
             // Stay dirty and retry a little later; enforcement is unaffected.
@@ -167,6 +237,37 @@ impl Daemon {
                     crate::errln!("portsentry: error: saving bans: {e:#} (retrying every {}s; enforcement continues)", SAVE_RETRY.as_secs());
                 }
             }
+        }
+        let (ready, waiting) = std::mem::take(&mut self.save_waiters)
+            .into_iter()
+            .partition(|(g, _, _)| *g <= done.generation);
+        self.save_waiters = waiting;
+        for (_, reply, answer) in ready {
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// At stop: saves the whole book at once if it changed (a copy under way is taken again in
+    /// full), and returns when the writer thread has written it and ended.
+    pub(super) fn save_and_finish(
+        &mut self,
+        done: &mut tokio::sync::mpsc::UnboundedReceiver<super::saver::SaveDone>,
+    ) {
+        if let Some(fleet) = &self.fleet {
+            fleet.persist();
+        }
+        if self.snapshot.take().is_some() || self.book.is_dirty() || self.dirty_since.is_some() {
+            self.copies_begun += 1;
+            let saved = self.book.snapshot();
+            self.dirty_since = None;
+            self.saver.submit(self.copies_begun, saved);
+        }
+        self.saver.finish();
+        while let Ok(d) = done.try_recv() {
+            self.on_saved(d);
+        }
+        for (_, reply, answer) in std::mem::take(&mut self.save_waiters) {
+            let _ = reply.send(answer);
         }
     }
 }

@@ -199,6 +199,31 @@ impl Maps {
         Ok(())
     }
 
+    /// Sets the prefilter bits of every address in `addrs` with one write per touched word
+    /// (restoring a million bans would otherwise write a word per ban). Call it before the
+    /// bans are written, as [`Maps::insert_ban`] does for one.
+    pub fn set_filter_bits(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Result<()> {
+        let mut wanted: std::collections::HashMap<u32, u64> = Default::default();
+        for addr in addrs {
+            let (word, bit) = cidr::addr_key(addr).filter_slot();
+            *wanted.entry(word).or_default() |= bit;
+        }
+        let name = defs::PS_BAN_FILTER.name;
+        for (word, bits) in wanted {
+            let current = match self.ban_filter_words.get(&word) {
+                Some(w) => *w,
+                None => self.ban_filter.get(&word, 0).map_err(map_err(name))?,
+            };
+            if current & bits != bits {
+                self.ban_filter
+                    .set(word, current | bits, 0)
+                    .map_err(map_err(name))?;
+            }
+            self.ban_filter_words.insert(word, current | bits);
+        }
+        Ok(())
+    }
+
     /// Removes a ban; false if there was none.
     pub fn remove_ban(&mut self, addr: IpAddr) -> Result<bool> {
         match self.bans.remove(&cidr::addr_key(addr)) {
@@ -223,6 +248,78 @@ impl Maps {
             out.push((cidr::key_addr(&k), v));
         }
         Ok(out)
+    }
+
+    /// Up to `max` addresses of the ban table, from `from` on (`None`: from the start), and
+    /// the address to resume from (`None`: the end), for walking a large table a part at a
+    /// time. The order is the kernel's; a resume address removed meanwhile restarts the walk
+    /// from the start (the kernel's `BPF_MAP_GET_NEXT_KEY`), so callers bound their walk.
+    pub fn ban_addrs_from(
+        &self,
+        from: Option<IpAddr>,
+        max: usize,
+    ) -> Result<(Vec<IpAddr>, Option<IpAddr>)> {
+        let mut out = Vec::new();
+        let mut key = from.map(cidr::addr_key);
+        if key.is_none() {
+            key = self.next_ban_key(None)?;
+        }
+        while let Some(k) = key {
+            if out.len() == max {
+                return Ok((out, Some(cidr::key_addr(&k))));
+            }
+            out.push(cidr::key_addr(&k));
+            key = self.next_ban_key(Some(&k))?;
+        }
+        Ok((out, None))
+    }
+
+    /// The ban table's key after `key` (the first with `None`), by `BPF_MAP_GET_NEXT_KEY`,
+    /// which aya's key iterator cannot resume from a given key.
+    fn next_ban_key(&self, key: Option<&AddrKey>) -> Result<Option<AddrKey>> {
+        use std::os::fd::{AsFd, AsRawFd};
+        /// `union bpf_attr` as BPF_MAP_GET_NEXT_KEY reads it (linux/bpf.h).
+        #[repr(C)]
+        struct Attr {
+            map_fd: u32,
+            pad: u32,
+            key: u64,
+            next_key: u64,
+            flags: u64,
+        }
+        const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+        let mut next = AddrKey::default();
+        let attr = Attr {
+            map_fd: IterableMap::map(&self.bans).fd().as_fd().as_raw_fd() as u32,
+            pad: 0,
+            key: key.map_or(0, |k| std::ptr::from_ref(k) as u64),
+            next_key: std::ptr::from_mut(&mut next) as u64,
+            flags: 0,
+        };
+        // SAFETY: `attr` points at a live key (or none) and at `next`, both AddrKey-sized, as
+        // the map's key size is (its declaration in portsentry_common::maps); the kernel
+        // reads `key` and writes `next_key` only.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_GET_NEXT_KEY,
+                std::ptr::from_ref(&attr),
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(next));
+        }
+        let io_error = std::io::Error::last_os_error();
+        if io_error.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        Err(map_err(defs::PS_BANS.name)(MapError::SyscallError(
+            aya::sys::SyscallError {
+                call: "bpf_map_get_next_key",
+                io_error,
+            },
+        )))
     }
 
     pub fn hits(&self, addr: IpAddr) -> Result<Option<HitEntry>> {

@@ -5,6 +5,7 @@
 mod v1;
 
 use std::{
+    borrow::Cow,
     fs::{self, File},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
@@ -36,9 +37,9 @@ pub enum StateError {
     TooNew { path: PathBuf, found: u32 },
 }
 
-/// One ban as stored.
+/// One ban as stored: borrowed from the book when written, owned when read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredBan {
+struct StoredBan<'a> {
     target: Cidr,
     origin: Origin,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -49,7 +50,7 @@ struct StoredBan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trigger: Option<Trigger>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    fleet: Option<FleetNote>,
+    fleet: Option<Cow<'a, FleetNote>>,
     #[serde(default)]
     drops: u64,
 }
@@ -64,7 +65,7 @@ pub struct Unbanned {
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredFile {
     version: u32,
-    bans: Vec<StoredBan>,
+    bans: Vec<StoredBan<'static>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unbanned: Vec<Unbanned>,
     /// Repeat offenders (version 3), oldest first.
@@ -171,27 +172,11 @@ struct BansRef<I>(I);
 
 impl<'a, I: Iterator<Item = &'a BanRecord> + Clone> Serialize for BansRef<I> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.clone().map(StoredBanRef::from))
+        s.collect_seq(self.0.clone().map(StoredBan::from))
     }
 }
 
-/// [`StoredBan`] as written: the same fields, borrowed.
-#[derive(Serialize)]
-struct StoredBanRef<'a> {
-    target: Cidr,
-    origin: Origin,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    shadow: bool,
-    since_ms: u64,
-    expires_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trigger: Option<Trigger>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fleet: Option<&'a FleetNote>,
-    drops: u64,
-}
-
-impl<'a> From<&'a BanRecord> for StoredBanRef<'a> {
+impl<'a> From<&'a BanRecord> for StoredBan<'a> {
     fn from(r: &'a BanRecord) -> Self {
         Self {
             target: r.target,
@@ -200,29 +185,14 @@ impl<'a> From<&'a BanRecord> for StoredBanRef<'a> {
             since_ms: r.since_ms,
             expires_ms: r.expires_ms,
             trigger: r.trigger,
-            fleet: r.fleet.as_ref(),
+            fleet: r.fleet.as_ref().map(Cow::Borrowed),
             drops: r.drops,
         }
     }
 }
 
-impl From<&BanRecord> for StoredBan {
-    fn from(r: &BanRecord) -> Self {
-        Self {
-            target: r.target,
-            origin: r.origin,
-            shadow: r.shadow,
-            since_ms: r.since_ms,
-            expires_ms: r.expires_ms,
-            trigger: r.trigger,
-            fleet: r.fleet.clone(),
-            drops: r.drops,
-        }
-    }
-}
-
-impl From<StoredBan> for BanRecord {
-    fn from(b: StoredBan) -> Self {
+impl From<StoredBan<'_>> for BanRecord {
+    fn from(b: StoredBan<'_>) -> Self {
         Self {
             target: b.target,
             origin: b.origin,
@@ -230,7 +200,7 @@ impl From<StoredBan> for BanRecord {
             since_ms: b.since_ms,
             expires_ms: b.expires_ms,
             trigger: b.trigger,
-            fleet: b.fleet,
+            fleet: b.fleet.map(Cow::into_owned),
             drops: b.drops,
         }
     }
