@@ -441,4 +441,54 @@ mod kernel {
             );
         }
     }
+
+    /// A process that opens the maps later (the daemon after the CLI) reads the prefilter
+    /// whole before its first ban and keeps every bit already set: a word it writes is the
+    /// kernel's word plus its bits, never its own idea of it.
+    #[test]
+    fn bits_set_by_an_earlier_process_survive_batched_bans() {
+        use portsentry::dataplane::Maps;
+        use portsentry_tests::lab::PinDir;
+
+        let pins = PinDir::new().unwrap();
+        let dir = pins.path.join("ps");
+        std::fs::create_dir_all(&dir).unwrap();
+        let _dp = Dataplane::load(&LoadOptions {
+            pin_dir: Some(dir.clone()),
+            max_bans: Some(CAPACITY * 2),
+            ..LoadOptions::default()
+        })
+        .expect("loading the XDP object (run with `cargo xtask test`)");
+        let entry = BanEntry {
+            origin: Origin::Fleet as u8,
+            ..Default::default()
+        };
+        let keys = |a: &[IpAddr]| -> Vec<_> { a.iter().map(|a| Cidr::host(*a).key()).collect() };
+        let first: Vec<IpAddr> = (0..2000).map(|i| IpAddr::V4(decision_ip(i))).collect();
+        // Addresses whose bits share words with the first ones (other bits of them).
+        let words: std::collections::HashSet<u32> =
+            keys(&first).iter().map(|k| k.filter_slot().0).collect();
+        let second: Vec<IpAddr> = (10_000..)
+            .map(|i| IpAddr::V4(decision_ip(i)))
+            .filter(|a| words.contains(&Cidr::host(*a).key().filter_slot().0))
+            .take(500)
+            .collect();
+        let mut earlier = Maps::open_pinned(&dir).unwrap().unwrap();
+        earlier.set_batch_ops(false);
+        let written = earlier
+            .insert_bans(&keys(&first), &vec![entry; first.len()])
+            .unwrap();
+        assert_eq!(written, first.len());
+        drop(earlier);
+        let mut later = Maps::open_pinned(&dir).unwrap().unwrap();
+        let written = later
+            .insert_bans(&keys(&second), &vec![entry; second.len()])
+            .unwrap();
+        assert_eq!(written, second.len());
+        assert!(later.batch_ops(), "this kernel has batch operations");
+        for a in first.iter().chain(&second) {
+            assert!(later.filter_bit(*a).unwrap(), "{a} lost its filter bit");
+        }
+        assert_eq!(later.bans().unwrap().len(), 2500);
+    }
 }

@@ -256,4 +256,36 @@ mod tests {
         let lifted: Vec<String> = u.lifted.iter().map(ToString::to_string).collect();
         assert_eq!(lifted, ["5.6.7.8", "2001:db8::/32"]);
     }
+
+    #[test]
+    fn equal_durations_keep_the_first_listed_and_texts_are_shared() {
+        let u = classify(
+            stream(
+                r#"{"new":[
+ {"duration":"1h","origin":"CAPI","scenario":"a","scope":"Ip","type":"ban","value":"1.2.3.4"},
+ {"duration":"1h","origin":"cscli","scenario":"b","scope":"Ip","type":"ban","value":"1.2.3.4"},
+ {"duration":"2h","origin":"CAPI","scenario":"a\u0021","scope":"Ip","type":"ban","value":"1.2.3.5"},
+ {"duration":"2h","origin":"CAPI","scenario":"a","scope":"Ip","type":"ban","value":"1.2.3.6"}]}"#,
+            ),
+            true,
+        );
+        let got: Vec<(String, &str, &str)> = u
+            .bans
+            .iter()
+            .map(|b| (b.target.to_string(), &*b.origin, &*b.scenario))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1.2.3.4".to_owned(), "CAPI", "a"),
+                ("1.2.3.5".to_owned(), "CAPI", "a!"),
+                ("1.2.3.6".to_owned(), "CAPI", "a"),
+            ]
+        );
+        assert!(std::sync::Arc::ptr_eq(&u.bans[0].origin, &u.bans[2].origin));
+        assert!(std::sync::Arc::ptr_eq(
+            &u.bans[0].scenario,
+            &u.bans[2].scenario
+        ));
+    }
 }
