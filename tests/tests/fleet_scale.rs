@@ -319,3 +319,193 @@ fn answers_over_the_caps_are_refused_with_a_clear_error() {
     assert_eq!(host.fleet_bans(), 0, "nothing applied");
     d.stop().expect("stop");
 }
+
+/// The ban book's fleet steps against real maps (no traffic needed).
+mod kernel {
+    use std::{net::IpAddr, time::Duration};
+
+    use portsentry::{
+        bans::{BanBook, Origin, Refusal, Saved, StateStore},
+        clock::Now,
+        dataplane::{Dataplane, LoadOptions},
+        fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
+        net::cidr::Cidr,
+    };
+    use portsentry_common::{peer_ways, BanEntry, PeerEntry};
+    use portsentry_tests::{fakelapi::decision_ip, lab::TempDir};
+
+    const CAPACITY: u32 = 3000;
+    const DECISIONS: usize = 3500;
+
+    /// Fresh fleet bans are written a step at a time, all prefilter bits first, then the
+    /// entries: in one batch call each, or one by one where the kernel has no batch operations
+    /// (forced here). Both ways every ban made has its record, its kernel entry and its
+    /// prefilter bit; an address the kernel held without a record is replaced; the allowlist
+    /// and learned peers (read in one batch, or one lookup each) still refuse; a full table
+    /// refuses the rest with the count.
+    #[test]
+    fn fresh_fleet_bans_are_written_in_batches_with_their_filter_bits() {
+        for batch_ops in [true, false] {
+            let dir = TempDir::new("fleet-batch").unwrap();
+            let mut dp = Dataplane::load(&LoadOptions {
+                max_bans: Some(CAPACITY),
+                ..LoadOptions::default()
+            })
+            .expect("loading the XDP object (run with `cargo xtask test`)");
+            dp.set_batch_ops(batch_ops);
+            let now = Now::read();
+            let (mut book, _) = BanBook::open(
+                StateStore::new(&dir.path),
+                Saved::default(),
+                Some(&dp),
+                None,
+                true,
+                &now,
+            )
+            .unwrap();
+            // 11.0.0.0/30 is allowlisted (decisions 0-2: 11.0.0.1-3); 11.0.0.11 is a peer this
+            // host talks to; the kernel holds 11.0.0.6 with no record (its own ban, its event
+            // still queued).
+            book.set_allowlist(Some(&mut dp), &["11.0.0.0/30".parse().unwrap()], &now)
+                .unwrap();
+            let peer = IpAddr::V4(decision_ip(10));
+            dp.insert_peer(
+                peer,
+                &PeerEntry {
+                    last_seen_ns: now.boot_ns,
+                    ways: peer_ways::OUTBOUND,
+                    _pad: 0,
+                },
+            )
+            .unwrap();
+            let held = IpAddr::V4(decision_ip(5));
+            dp.insert_ban(
+                held,
+                &BanEntry {
+                    origin: Origin::Detected as u8,
+                    drops: 7,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let update = FleetUpdate {
+                startup: true,
+                bans: (0..DECISIONS)
+                    .map(|i| FleetBan {
+                        target: Cidr::host(IpAddr::V4(decision_ip(i))),
+                        remaining: Duration::from_secs(3600),
+                        origin: "CAPI".into(),
+                        scenario: "crowdsecurity/ssh-bf".into(),
+                    })
+                    .collect(),
+                ..FleetUpdate::default()
+            };
+            let done = book.apply_fleet(&mut dp, &update, &now).unwrap();
+            let how = if batch_ops { "batch" } else { "one by one" };
+            assert_eq!(
+                dp.batch_ops(),
+                batch_ops,
+                "{how}: this kernel has batch operations"
+            );
+            let refused: Vec<String> = done
+                .refused
+                .iter()
+                .map(|(t, why)| format!("{t} {}", why.name()))
+                .collect();
+            assert_eq!(
+                refused,
+                [
+                    "11.0.0.1 allowlisted",
+                    "11.0.0.2 allowlisted",
+                    "11.0.0.3 allowlisted",
+                    "11.0.0.11 learned_peer"
+                ],
+                "{how}"
+            );
+            assert!(matches!(done.refused[3].1, Refusal::LearnedPeer(p) if p == peer));
+            let in_kernel = dp.bans().unwrap();
+            assert_eq!(
+                in_kernel.len(),
+                CAPACITY as usize,
+                "{how}: the table is full"
+            );
+            assert_eq!(done.banned_count, CAPACITY as usize, "{how}: {done:?}");
+            assert_eq!(done.full, DECISIONS - 4 - CAPACITY as usize, "{how}");
+            let fleet: Vec<_> = book
+                .records()
+                .filter(|r| r.origin == Origin::Fleet)
+                .collect();
+            assert_eq!(
+                fleet.len(),
+                CAPACITY as usize,
+                "{how}: records of refused bans go"
+            );
+            for (addr, entry) in &in_kernel {
+                assert!(
+                    dp.filter_bit(*addr).unwrap(),
+                    "{how}: {addr} has no filter bit"
+                );
+                assert_eq!(entry.origin, Origin::Fleet as u8, "{how}: {addr}");
+                assert!(
+                    book.get(&Cidr::host(*addr)).is_some(),
+                    "{how}: {addr} unrecorded"
+                );
+            }
+            let replaced = in_kernel.iter().find(|(a, _)| *a == held).map(|(_, e)| e);
+            assert!(
+                replaced.is_some_and(|e| e.expires_at_ns > now.boot_ns),
+                "{how}: the kernel's own entry carries the fleet ban now"
+            );
+        }
+    }
+
+    /// A process that opens the maps later (the daemon after the CLI) reads the prefilter
+    /// whole before its first ban and keeps every bit already set: a word it writes is the
+    /// kernel's word plus its bits, never its own idea of it.
+    #[test]
+    fn bits_set_by_an_earlier_process_survive_batched_bans() {
+        use portsentry::dataplane::Maps;
+        use portsentry_tests::lab::PinDir;
+
+        let pins = PinDir::new().unwrap();
+        let dir = pins.path.join("ps");
+        std::fs::create_dir_all(&dir).unwrap();
+        let _dp = Dataplane::load(&LoadOptions {
+            pin_dir: Some(dir.clone()),
+            max_bans: Some(CAPACITY * 2),
+            ..LoadOptions::default()
+        })
+        .expect("loading the XDP object (run with `cargo xtask test`)");
+        let entry = BanEntry {
+            origin: Origin::Fleet as u8,
+            ..Default::default()
+        };
+        let keys = |a: &[IpAddr]| -> Vec<_> { a.iter().map(|a| Cidr::host(*a).key()).collect() };
+        let first: Vec<IpAddr> = (0..2000).map(|i| IpAddr::V4(decision_ip(i))).collect();
+        // Addresses whose bits share words with the first ones (other bits of them).
+        let words: std::collections::HashSet<u32> =
+            keys(&first).iter().map(|k| k.filter_slot().0).collect();
+        let second: Vec<IpAddr> = (10_000..)
+            .map(|i| IpAddr::V4(decision_ip(i)))
+            .filter(|a| words.contains(&Cidr::host(*a).key().filter_slot().0))
+            .take(500)
+            .collect();
+        let mut earlier = Maps::open_pinned(&dir).unwrap().unwrap();
+        earlier.set_batch_ops(false);
+        let written = earlier
+            .insert_bans(&keys(&first), &vec![entry; first.len()])
+            .unwrap();
+        assert_eq!(written, first.len());
+        drop(earlier);
+        let mut later = Maps::open_pinned(&dir).unwrap().unwrap();
+        let written = later
+            .insert_bans(&keys(&second), &vec![entry; second.len()])
+            .unwrap();
+        assert_eq!(written, second.len());
+        assert!(later.batch_ops(), "this kernel has batch operations");
+        for a in first.iter().chain(&second) {
+            assert!(later.filter_bit(*a).unwrap(), "{a} lost its filter bit");
+        }
+        assert_eq!(later.bans().unwrap().len(), 2500);
+    }
+}

@@ -6,7 +6,12 @@
 //! IPv4-mapped range is IPv4) against the bogus ranges, the allowlist and the learned peers; a
 //! decision touching any of them is refused, and a fleet ban it had made before is lifted.
 
-use std::{collections::HashSet, fmt, net::IpAddr, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use super::{BanBook, BanOutcome, NewBan, Origin};
 use crate::{
@@ -121,26 +126,60 @@ impl PeerLookup for KernelPeers<'_> {
                 .map(|_| target.addr));
         }
         if self.sorted.is_none() {
-            let mut keys: Vec<u128> = self
-                .maps
-                .peers()?
-                .into_iter()
-                .filter(|(_, p)| depends_on(p, now, ttl))
-                .map(|(a, _)| u128::from_be_bytes(cidr::addr_key(a).addr))
-                .collect();
-            keys.sort_unstable();
-            self.sorted = Some(keys);
+            let peers = self.maps.peers()?;
+            self.sorted = Some(sorted_peer_keys(peers, now, ttl));
         }
-        let keys = self.sorted.as_deref().unwrap_or_default();
-        let (first, last) = target.key_range();
-        let i = keys.partition_point(|k| *k < first);
-        Ok(keys.get(i).filter(|k| **k <= last).map(|k| {
-            cidr::key_addr(&portsentry_common::AddrKey {
-                addr: k.to_be_bytes(),
-            })
-        }))
+        Ok(first_within(
+            self.sorted.as_deref().unwrap_or_default(),
+            target,
+        ))
     }
 }
+
+/// The key-space addresses of the current peers of `peers` this host depends on, sorted.
+fn sorted_peer_keys(
+    peers: Vec<(IpAddr, portsentry_common::PeerEntry)>,
+    now: u64,
+    ttl: u64,
+) -> Vec<u128> {
+    let mut keys: Vec<u128> = peers
+        .into_iter()
+        .filter(|(_, p)| depends_on(p, now, ttl))
+        .map(|(a, _)| u128::from_be_bytes(cidr::addr_key(a).addr))
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// The first of the sorted key-space addresses `keys` inside `target`.
+fn first_within(keys: &[u128], target: &Cidr) -> Option<IpAddr> {
+    let (first, last) = target.key_range();
+    let i = keys.partition_point(|k| *k < first);
+    keys.get(i).filter(|k| **k <= last).map(|k| {
+        cidr::key_addr(&portsentry_common::AddrKey {
+            addr: k.to_be_bytes(),
+        })
+    })
+}
+
+/// PS_PEERS as read at one moment (one batch lookup), for the decisions of the next steps.
+#[derive(Debug)]
+struct PeerSnapshot {
+    taken: Instant,
+    keys: Vec<u128>,
+}
+
+impl PeerLookup for &PeerSnapshot {
+    fn peer_within(&mut self, target: &Cidr) -> Result<Option<IpAddr>, DataplaneError> {
+        Ok(first_within(&self.keys, target))
+    }
+}
+
+/// A peer snapshot serves the steps of an update for this long, then is read again: a peer
+/// learned meanwhile is protected from the decisions weighed after that (as it is from every
+/// decision that LAPI sends later), and a large table costs one read per interval, not one
+/// lookup per decision.
+const PEER_SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Per-decision texts kept for the log; beyond this many only the count is (a community
 /// blocklist at startup gets the summary line).
@@ -189,6 +228,9 @@ pub struct FleetBatch {
     /// The address table refused a new fleet ban (nothing displaceable): the rest of the
     /// update's new addresses are counted as not enforced without trying each.
     table_full: bool,
+    /// The learned peers the decisions are checked against (with a kernel that reads them in
+    /// one batch; else one lookup per decision).
+    peers: Option<PeerSnapshot>,
 }
 
 impl FleetBatch {
@@ -202,6 +244,7 @@ impl FleetBatch {
             networks_changed: false,
             new_networks: HashSet::new(),
             table_full: false,
+            peers: None,
         }
     }
 
@@ -294,14 +337,32 @@ impl BanBook {
                     (Some(p), _) => self.fleet_refusals(&batch.update.bans[range.clone()], p)?,
                     (None, Some(m)) => {
                         let mut p = KernelPeers::new(m, now)?;
-                        self.fleet_refusals(&batch.update.bans[range.clone()], &mut p)?
+                        if batch
+                            .peers
+                            .as_ref()
+                            .is_none_or(|s| s.taken.elapsed() >= PEER_SNAPSHOT_MAX_AGE)
+                        {
+                            batch.peers = m.peers_batch()?.map(|peers| PeerSnapshot {
+                                taken: Instant::now(),
+                                keys: sorted_peer_keys(peers, p.now_boot_ns, p.ttl_ns),
+                            });
+                        }
+                        let bans = &batch.update.bans[range.clone()];
+                        match &batch.peers {
+                            Some(snapshot) => self.fleet_refusals(bans, &mut &*snapshot)?,
+                            None => self.fleet_refusals(bans, &mut p)?,
+                        }
                     }
                     (None, None) => {
                         self.fleet_refusals(&batch.update.bans[range.clone()], &mut Vec::new())?
                     }
                 };
+                let mut fresh = Vec::new();
                 for (i, refusal) in range.zip(refusals) {
-                    self.apply_decision(maps.as_deref_mut(), batch, i, refusal, now)?;
+                    self.apply_decision(maps.as_deref_mut(), batch, i, refusal, now, &mut fresh)?;
+                }
+                if let Some(m) = maps.as_deref_mut() {
+                    self.write_fresh_hosts(m, batch, &fresh, now)?;
                 }
                 batch.next = end;
                 if end == batch.update.bans.len() {
@@ -373,27 +434,47 @@ impl BanBook {
     }
 
     /// The refusal of each decision of `bans`, checked in order: allowlist, bogus range,
-    /// learned peer.
+    /// learned peer. Each network's key range is computed once per call, so a decision costs
+    /// a few comparisons per allow entry and bogus range.
     fn fleet_refusals(
         &self,
         bans: &[FleetBan],
         peers: &mut dyn PeerLookup,
     ) -> Result<Vec<Option<Refusal>>, DataplaneError> {
+        let ranges = |nets: &mut dyn Iterator<Item = Cidr>| -> Vec<(u128, u128, Cidr)> {
+            nets.map(|c| {
+                let (first, last) = c.key_range();
+                (first, last, c)
+            })
+            .collect()
+        };
+        let allow = ranges(&mut self.allow.iter().copied());
+        let bogus = ranges(&mut bogus::ranges());
+        // Two networks share an address exactly when their key ranges meet (one holds the
+        // other): `Cidr::overlaps`.
+        let meeting = |list: &[(u128, u128, Cidr)], (first, last): (u128, u128)| {
+            list.iter()
+                .find(|(f, l, _)| *f <= last && first <= *l)
+                .map(|(_, _, c)| *c)
+        };
         bans.iter()
             .map(|ban| {
                 let t = &ban.target;
-                if let Some(a) = self.fleet_allow_conflict(t) {
+                let range = t.key_range();
+                if let Some(a) = meeting(&allow, range) {
                     return Ok(Some(Refusal::Allowlisted(a)));
                 }
-                if let Some(range) = bogus::overlapping(t) {
-                    return Ok(Some(Refusal::Bogus(range)));
+                if let Some(r) = meeting(&bogus, range) {
+                    return Ok(Some(Refusal::Bogus(r)));
                 }
                 Ok(peers.peer_within(t)?.map(Refusal::LearnedPeer))
             })
             .collect()
     }
 
-    /// Weighs and enforces decision `i` of `batch`.
+    /// Weighs and enforces decision `i` of `batch`. A fresh address ban (no record before)
+    /// is recorded and, with `maps`, left in `fresh` for [`Self::write_fresh_hosts`], which
+    /// writes the step's fresh bans together; everything else is written here.
     fn apply_decision(
         &mut self,
         maps: Option<&mut Maps>,
@@ -401,6 +482,7 @@ impl BanBook {
         i: usize,
         refusal: Option<Refusal>,
         now: &Now,
+        fresh: &mut Vec<usize>,
     ) -> Result<(), DataplaneError> {
         let ban = &batch.update.bans[i];
         let done = &mut batch.done;
@@ -418,7 +500,8 @@ impl BanBook {
             done.refused.push((ban.target, why));
             return Ok(());
         }
-        if batch.table_full && ban.target.is_host() && !self.records.contains_key(&ban.target) {
+        let known = self.records.contains_key(&ban.target);
+        if batch.table_full && ban.target.is_host() && !known {
             done.full += 1;
             return Ok(());
         }
@@ -433,11 +516,28 @@ impl BanBook {
             expires_ms: Some(expires_ms),
             trigger: None,
             fleet: Some(super::FleetNote {
-                origin: ban.origin.clone(),
-                scenario: ban.scenario.clone(),
+                origin: ban.origin.to_string(),
+                scenario: ban.scenario.to_string(),
             }),
         };
-        match self.ban_one(maps, new, now, false)? {
+        if ban.target.is_host() && !known && maps.is_some() {
+            // The allowlist and bogus ranges were checked with the refusals of this step.
+            match self.record_ban(new, now, true) {
+                Ok(_) => fresh.push(i),
+                Err(refused) => Self::count_outcome(batch, i, refused),
+            }
+            return Ok(());
+        }
+        let outcome = self.ban_one(maps, new, now, false)?;
+        Self::count_outcome(batch, i, outcome);
+        Ok(())
+    }
+
+    /// Counts what decision `i` of `batch` led to.
+    fn count_outcome(batch: &mut FleetBatch, i: usize, outcome: BanOutcome) {
+        let ban = &batch.update.bans[i];
+        let done = &mut batch.done;
+        match outcome {
             BanOutcome::Banned => {
                 if !ban.target.is_host() {
                     batch.networks_changed = true;
@@ -464,6 +564,139 @@ impl BanBook {
                 done.full += 1;
             }
         }
+    }
+
+    /// Writes the fresh address bans of one step (decisions `fresh` of `batch`, recorded by
+    /// [`Self::apply_decision`]) into the kernel: all their prefilter bits, then their
+    /// entries, in one call each where the kernel can ([`Maps::insert_bans`]). An address the
+    /// kernel holds without a record (its own ban whose event is still queued) is replaced and
+    /// its drop counter starts over. Where the table is full, room is made as for a single ban
+    /// ([`BanBook::write_host_making_room`]); when none can be, that address and the rest of
+    /// the update's fresh addresses are not enforced and their records go.
+    fn write_fresh_hosts(
+        &mut self,
+        maps: &mut Maps,
+        batch: &mut FleetBatch,
+        fresh: &[usize],
+        now: &Now,
+    ) -> Result<(), DataplaneError> {
+        let targets: Vec<Cidr> = fresh.iter().map(|i| batch.update.bans[*i].target).collect();
+        let keys: Vec<_> = targets.iter().map(Cidr::key).collect();
+        let entries: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                self.records
+                    .get(t)
+                    .map_or_else(Default::default, |r| r.to_entry(now, r.drops))
+            })
+            .collect();
+        let mut next = 0;
+        while next < fresh.len() {
+            if batch.table_full {
+                for t in &targets[next..] {
+                    self.records.remove(t);
+                    batch.done.full += 1;
+                }
+                break;
+            }
+            let written = next + maps.insert_bans(&keys[next..], &entries[next..])?;
+            for i in &fresh[next..written] {
+                self.count_made(Origin::Fleet);
+                Self::count_outcome(batch, *i, BanOutcome::Banned);
+            }
+            next = written;
+            if let Some(t) = targets.get(next) {
+                // The table was full at this one.
+                let outcome = if self.write_host_making_room(maps, t, now)? {
+                    self.count_made(Origin::Fleet);
+                    BanOutcome::Banned
+                } else {
+                    self.records.remove(t);
+                    BanOutcome::TableFull
+                };
+                Self::count_outcome(batch, fresh[next], outcome);
+                next += 1;
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `a/p` with host bits cleared; an IPv4-mapped network becomes the IPv4 one.
+    fn net(s: &str) -> Cidr {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a.parse().unwrap();
+        let p = p.parse().unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
+        Cidr::masked(addr, p).unwrap()
+    }
+
+    /// The refusal checks compare precomputed key ranges; they must refuse exactly what
+    /// `Cidr::overlaps` does, in the same order (first allow entry, then first bogus range).
+    #[test]
+    fn range_refusals_match_the_overlap_rule() {
+        let store = super::super::StateStore::new(std::path::Path::new("/nonexistent"));
+        let (mut book, _) = BanBook::open(
+            store,
+            super::super::Saved::default(),
+            None,
+            None,
+            false,
+            &Now::read(),
+        )
+        .unwrap();
+        let allow = [
+            net("192.0.2.0/24"),
+            net("198.51.100.7"),
+            net("2001:db8::/48"),
+            net("::ffff:203.0.113.0/120"),
+        ];
+        book.set_allowlist(None, &allow, &Now::read()).unwrap();
+        let targets = [
+            "192.0.2.9",
+            "192.0.0.0/16",
+            "192.0.3.0/24",
+            "198.51.100.7",
+            "198.51.100.0/31",
+            "198.51.100.8",
+            "203.0.113.200",
+            "2001:db8::1",
+            "2001:db8:1::/48",
+            "2001:db8::/32",
+            "::ffff:0:0/96",
+            "0.0.0.0/0",
+            "::/0",
+            "127.0.0.1",
+            "126.0.0.0/7",
+            "224.1.2.3",
+            "::1",
+            "::/96",
+            "::2",
+            "ff02::1",
+            "8.8.8.8",
+            "2a00::1",
+        ];
+        let bans: Vec<FleetBan> = targets
+            .iter()
+            .map(|t| FleetBan {
+                target: net(t),
+                remaining: Duration::from_secs(60),
+                origin: "t".into(),
+                scenario: "t".into(),
+            })
+            .collect();
+        let got = book.fleet_refusals(&bans, &mut Vec::new()).unwrap();
+        for (ban, got) in bans.iter().zip(got) {
+            let t = &ban.target;
+            let want = allow
+                .iter()
+                .find(|a| a.overlaps(t))
+                .map(|a| Refusal::Allowlisted(*a))
+                .or_else(|| bogus::overlapping(t).map(Refusal::Bogus));
+            assert_eq!(got, want, "{t}");
+        }
     }
 }

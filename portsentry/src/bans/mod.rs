@@ -241,11 +241,6 @@ impl BanBook {
         self.allow_conflict(target, Origin::Fleet)
     }
 
-    /// The allow entry a fleet decision for `target` would touch, if any.
-    pub(super) fn fleet_allow_conflict(&self, target: &Cidr) -> Option<Cidr> {
-        self.allow_conflict(target, Origin::Fleet)
-    }
-
     /// Bans `new.target`, following the precedence rules.
     pub fn ban(&mut self, maps: Option<&mut Maps>, new: NewBan, now: &Now) -> Result<BanOutcome> {
         self.ban_one(maps, new, now, true)
@@ -258,19 +253,57 @@ impl BanBook {
         now: &Now,
         sync_networks: bool,
     ) -> Result<BanOutcome> {
-        // A bogus target is named first to the operator (a usage error); for the fleet the
-        // allowlist is (the reason that matters most when a decision touches both).
-        if new.origin != Origin::Fleet {
-            if let Some(range) = bogus::covering(&new.target) {
-                return Ok(BanOutcome::Bogus(range));
+        let (target, origin) = (new.target, new.origin);
+        let previous = match self.record_ban(new, now, false) {
+            Ok(previous) => previous,
+            Err(refused) => return Ok(refused),
+        };
+        let renewed = previous.is_some();
+        if let Some(maps) = maps {
+            let stored = if target.is_host() {
+                self.write_host_making_room(maps, &target, now)?
+            } else if sync_networks {
+                !self.sync_networks(maps, now)?.contains(&target)
+            } else {
+                true
+            };
+            if !stored {
+                self.restore_previous(target, previous);
+                return Ok(BanOutcome::TableFull);
             }
         }
-        if let Some(a) = self.allow_conflict(&new.target, new.origin) {
-            return Ok(BanOutcome::Allowlisted(a));
-        }
-        if new.origin == Origin::Fleet {
-            if let Some(range) = bogus::overlapping(&new.target) {
-                return Ok(BanOutcome::Bogus(range));
+        Ok(if renewed {
+            BanOutcome::Renewed
+        } else {
+            self.count_made(origin);
+            BanOutcome::Banned
+        })
+    }
+
+    /// The precedence rules and the record of [`Self::ban_one`], without the kernel: the
+    /// record it replaced once recorded, the refusal otherwise. `checked`: the caller has just
+    /// made the allowlist and bogus-range checks (a fleet step), so they are not made twice.
+    fn record_ban(
+        &mut self,
+        new: NewBan,
+        now: &Now,
+        checked: bool,
+    ) -> std::result::Result<Option<BanRecord>, BanOutcome> {
+        // A bogus target is named first to the operator (a usage error); for the fleet the
+        // allowlist is (the reason that matters most when a decision touches both).
+        if !checked {
+            if new.origin != Origin::Fleet {
+                if let Some(range) = bogus::covering(&new.target) {
+                    return Err(BanOutcome::Bogus(range));
+                }
+            }
+            if let Some(a) = self.allow_conflict(&new.target, new.origin) {
+                return Err(BanOutcome::Allowlisted(a));
+            }
+            if new.origin == Origin::Fleet {
+                if let Some(range) = bogus::overlapping(&new.target) {
+                    return Err(BanOutcome::Bogus(range));
+                }
             }
         }
         let existing = self.records.get(&new.target);
@@ -280,16 +313,15 @@ impl BanBook {
                 .get(&new.target)
                 .is_some_and(|until| *until > now.unix_ms)
             {
-                return Ok(BanOutcome::OperatorUnbanned);
+                return Err(BanOutcome::OperatorUnbanned);
             }
             if existing.is_some_and(|r| r.origin.is_local()) {
-                return Ok(BanOutcome::KeptLocal);
+                return Err(BanOutcome::KeptLocal);
             }
         }
         if new.origin == Origin::Manual {
             self.unbanned.remove(&new.target);
         }
-        let renewed = existing.is_some();
         let record = BanRecord {
             target: new.target,
             origin: new.origin,
@@ -300,27 +332,8 @@ impl BanBook {
             fleet: new.fleet,
             drops: existing.map_or(0, |r| r.drops),
         };
-        let previous = self.records.insert(record.target, record);
         self.dirty = true;
-        if let Some(maps) = maps {
-            let stored = if new.target.is_host() {
-                self.write_host_making_room(maps, &new.target, now)?
-            } else if sync_networks {
-                !self.sync_networks(maps, now)?.contains(&new.target)
-            } else {
-                true
-            };
-            if !stored {
-                self.restore_previous(new.target, previous);
-                return Ok(BanOutcome::TableFull);
-            }
-        }
-        Ok(if renewed {
-            BanOutcome::Renewed
-        } else {
-            self.count_made(new.origin);
-            BanOutcome::Banned
-        })
+        Ok(self.records.insert(record.target, record))
     }
 
     fn restore_previous(&mut self, target: Cidr, previous: Option<BanRecord>) {

@@ -6,7 +6,7 @@
 //! and banned networks is for the ban book (`crate::bans`) alone, loading and pins are
 //! `super` and `super::pins`' business.
 
-use std::{net::IpAddr, path::Path};
+use std::{net::IpAddr, os::fd::AsFd, path::Path};
 
 use aya::{
     maps::{
@@ -20,7 +20,7 @@ use portsentry_common::{
     AddrKey, BanEntry, Config, HitEntry, IpProto, PeerEntry, Stat, PORT_BITMAP_WORDS,
 };
 
-use super::{map_err, pins, trie, DataplaneError, Result, TrieWrite};
+use super::{batch, map_err, pins, trie, DataplaneError, Result, TrieWrite};
 use crate::{net::cidr, net::cidr::Cidr, net::ports::PortSet};
 
 /// `BPF_NOEXIST` (linux/bpf.h): create only; EEXIST if the key exists.
@@ -77,10 +77,15 @@ pub struct Maps {
     udp_guard: Array<MapData, u64>,
     bans: HashMap<MapData, AddrKey, BanEntry>,
     ban_filter: Array<MapData, u64>,
-    /// The PS_BAN_FILTER words this process has read or written, so a ban whose bit is set
-    /// already costs no syscall and a new bit one. Bits are never cleared, and only one process
-    /// writes the filter at a time (the daemon, or the offline CLI while no daemon runs).
-    ban_filter_words: std::collections::HashMap<u32, u64>,
+    /// The PS_BAN_FILTER words this process has read or written (indexed by word; `None`: not
+    /// read yet; empty until the first ban), so a ban whose bit is set already costs no
+    /// syscall. Read whole at the first ban where the kernel has batch operations. Bits are
+    /// never cleared, and only one process writes the filter at a time (the daemon, or the
+    /// offline CLI while no daemon runs).
+    ban_filter_words: Vec<Option<u64>>,
+    /// Batch map operations (`batch`) work here; cleared at the first refusal (a kernel before
+    /// 5.6), then every write is one element per call.
+    batch_ops: bool,
     hits: HashMap<MapData, AddrKey, HitEntry>,
     ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
@@ -97,7 +102,8 @@ impl Maps {
             udp_guard: open(get, &defs::PS_UDP_GUARD)?,
             bans: open(get, &defs::PS_BANS)?,
             ban_filter: open(get, &defs::PS_BAN_FILTER)?,
-            ban_filter_words: Default::default(),
+            ban_filter_words: Vec::new(),
+            batch_ops: true,
             hits: open(get, &defs::PS_HITS)?,
             ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
@@ -180,22 +186,144 @@ impl Maps {
         }
     }
 
+    /// Writes fresh bans: every prefilter bit of the batch first (one write per changed
+    /// word), then the entries, each replacing any entry the kernel holds for its address. One
+    /// call each where the kernel has batch operations, else one per element. Returns how many
+    /// entries were written, in order: all of them, or fewer when the table was full at the
+    /// next one (the caller makes room for it and goes on with the rest).
+    pub fn insert_bans(&mut self, keys: &[AddrKey], entries: &[BanEntry]) -> Result<usize> {
+        let n = keys.len().min(entries.len());
+        let name = defs::PS_BANS.name;
+        self.set_filter_bits(&keys[..n])?;
+        if self.batch_ops {
+            let fd = IterableMap::map(&self.bans).fd().as_fd();
+            match batch::update(fd, &keys[..n], &entries[..n]) {
+                Ok(()) => return Ok(n),
+                Err((written, e)) if e.raw_os_error() == Some(libc::E2BIG) => return Ok(written),
+                Err((0, e)) if batch::unsupported(&e) => self.batch_ops = false,
+                Err((_, e)) => return Err(map_err(name)(batch_error(e))),
+            }
+        }
+        for (i, (key, entry)) in keys.iter().zip(entries).take(n).enumerate() {
+            match self.bans.insert(key, entry, 0) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    return Ok(i)
+                }
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether `addr`'s bit is set in the kernel's ban prefilter (read from the map, not the
+    /// cache; for tests).
+    pub fn filter_bit(&self, addr: IpAddr) -> Result<bool> {
+        let (word, bit) = cidr::addr_key(addr).filter_slot();
+        let w = self
+            .ban_filter
+            .get(&word, 0)
+            .map_err(map_err(defs::PS_BAN_FILTER.name))?;
+        Ok(w & bit != 0)
+    }
+
+    /// Whether batch map operations are used (tests turn them off to check the fallback).
+    pub fn batch_ops(&self) -> bool {
+        self.batch_ops
+    }
+
+    pub fn set_batch_ops(&mut self, on: bool) {
+        self.batch_ops = on;
+    }
+
+    /// The cached PS_BAN_FILTER words, read whole the first time where the kernel can.
+    fn filter_words(&mut self) -> &mut Vec<Option<u64>> {
+        if self.ban_filter_words.is_empty() {
+            let words = portsentry_common::BAN_FILTER_WORDS as usize;
+            self.ban_filter_words = vec![None; words];
+            if self.batch_ops {
+                let mut keys = vec![0u32; words];
+                let mut values = vec![0u64; words];
+                let fd = IterableMap::map(&self.ban_filter).fd().as_fd();
+                match batch::lookup_all(fd, &mut keys, &mut values) {
+                    Ok(read) => {
+                        for (k, v) in keys.iter().zip(&values).take(read) {
+                            if let Some(w) = self.ban_filter_words.get_mut(*k as usize) {
+                                *w = Some(*v);
+                            }
+                        }
+                    }
+                    Err(e) if batch::unsupported(&e) => self.batch_ops = false,
+                    // Read word by word on demand instead.
+                    Err(_) => {}
+                }
+            }
+        }
+        &mut self.ban_filter_words
+    }
+
+    /// Filter word `word` as the kernel holds it.
+    fn filter_word(&mut self, word: u32) -> Result<u64> {
+        if let Some(Some(w)) = self.filter_words().get(word as usize) {
+            return Ok(*w);
+        }
+        self.ban_filter
+            .get(&word, 0)
+            .map_err(map_err(defs::PS_BAN_FILTER.name))
+    }
+
     /// Sets `key`'s bit in the ban prefilter, before its ban is written: the XDP program looks
     /// a source up in PS_BANS only when its bit is set, so a ban without its bit would never
     /// drop.
     fn set_filter_bit(&mut self, key: &AddrKey) -> Result<()> {
-        let (word, bit) = key.filter_slot();
+        self.set_filter_bits(std::slice::from_ref(key))
+    }
+
+    /// Sets the prefilter bits of `keys`: each changed word written once, the cache updated
+    /// only once the kernel holds the word.
+    fn set_filter_bits(&mut self, keys: &[AddrKey]) -> Result<()> {
         let name = defs::PS_BAN_FILTER.name;
-        let current = match self.ban_filter_words.get(&word) {
-            Some(w) => *w,
-            None => self.ban_filter.get(&word, 0).map_err(map_err(name))?,
-        };
-        if current & bit == 0 {
-            self.ban_filter
-                .set(word, current | bit, 0)
-                .map_err(map_err(name))?;
+        let mut slots: Vec<(u32, u64)> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (word, bit) = key.filter_slot();
+            let current = self.filter_word(word)?;
+            if current & bit == 0 {
+                slots.push((word, current | bit));
+            }
         }
-        self.ban_filter_words.insert(word, current | bit);
+        slots.sort_unstable_by_key(|(w, _)| *w);
+        // Bits of one word from several keys: one value with all of them.
+        let mut words: Vec<u32> = Vec::with_capacity(slots.len());
+        let mut values: Vec<u64> = Vec::with_capacity(slots.len());
+        for (w, v) in slots {
+            match (words.last(), values.last_mut()) {
+                (Some(last), Some(acc)) if *last == w => *acc |= v,
+                _ => {
+                    words.push(w);
+                    values.push(v);
+                }
+            }
+        }
+        let mut written = 0;
+        if self.batch_ops && words.len() > 1 {
+            let fd = IterableMap::map(&self.ban_filter).fd().as_fd();
+            match batch::update(fd, &words, &values) {
+                Ok(()) => written = words.len(),
+                Err((0, e)) if batch::unsupported(&e) => self.batch_ops = false,
+                Err((_, e)) => return Err(map_err(name)(batch_error(e))),
+            }
+        }
+        for (w, v) in words.iter().zip(&values).skip(written) {
+            self.ban_filter.set(*w, v, 0).map_err(map_err(name))?;
+        }
+        let cache = self.filter_words();
+        for (w, v) in words.iter().zip(&values) {
+            if let Some(slot) = cache.get_mut(*w as usize) {
+                *slot = Some(*v);
+            }
+        }
         Ok(())
     }
 
@@ -344,6 +472,34 @@ impl Maps {
         Ok(out)
     }
 
+    /// Every learned peer in a few calls (batch lookup); `None` where the kernel has no batch
+    /// operations (then [`Maps::peers`] or [`Maps::peer`]).
+    pub fn peers_batch(&self) -> Result<Option<Vec<(IpAddr, PeerEntry)>>> {
+        if !self.batch_ops {
+            return Ok(None);
+        }
+        let capacity = self.peer_capacity() as usize;
+        let mut keys = vec![AddrKey::default(); capacity];
+        let mut values = vec![PeerEntry::default(); capacity];
+        let fd = IterableMap::map(&self.peers).fd().as_fd();
+        match batch::lookup_all(fd, &mut keys, &mut values) {
+            Ok(read) => Ok(Some(
+                keys.iter()
+                    .zip(values)
+                    .take(read)
+                    .map(|(k, v)| (cidr::key_addr(k), v))
+                    .collect(),
+            )),
+            Err(e) if batch::unsupported(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_PEERS.name)(MapError::SyscallError(
+                aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error: e,
+                },
+            ))),
+        }
+    }
+
     /// The learned peer `addr`, current or not (see [`Maps::is_peer`]).
     pub fn peer(&self, addr: IpAddr) -> Result<Option<PeerEntry>> {
         match self.peers.get(&cidr::addr_key(addr), 0) {
@@ -438,6 +594,13 @@ impl Maps {
 /// XDP program applies the same rule with `Config::peer_ttl_ns`.
 pub fn peer_is_current(p: &PeerEntry, now_boot_ns: u64, ttl_ns: u64) -> bool {
     ttl_ns == 0 || now_boot_ns.saturating_sub(p.last_seen_ns) <= ttl_ns
+}
+
+fn batch_error(io_error: std::io::Error) -> MapError {
+    MapError::SyscallError(aya::sys::SyscallError {
+        call: "bpf_map_update_batch",
+        io_error,
+    })
 }
 
 pub(super) fn is_not_found(e: &MapError) -> bool {

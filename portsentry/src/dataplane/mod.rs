@@ -28,6 +28,7 @@ use portsentry_common::{
 };
 use thiserror::Error;
 
+mod batch;
 pub mod bpffs;
 mod maps;
 pub mod object;

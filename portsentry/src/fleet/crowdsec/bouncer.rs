@@ -68,8 +68,11 @@ pub fn spawn(
             let mut outage = LapiOutage::new("pulling decisions");
             loop {
                 let started = Instant::now();
-                match lapi.stream(&auth, startup, max_decisions) {
-                    Ok(stream) => {
+                let pulled = lapi.stream(&auth, startup, max_decisions, |stream| {
+                    decisions::classify(stream, startup)
+                });
+                match pulled {
+                    Ok(update) => {
                         stats.succeeded();
                         if let Some(down) = outage.recovered() {
                             log(format!(
@@ -78,7 +81,6 @@ pub fn spawn(
                                 down.as_secs()
                             ));
                         }
-                        let update = decisions::classify(stream, startup);
                         startup = false;
                         if !update.is_empty() && updates.blocking_send(update).is_err() {
                             return;

@@ -1,7 +1,16 @@
 //! From LAPI's decision stream to what the kernel tables need: ban these addresses and networks
 //! for so long, lift those. Pure functions; the daemon applies the result.
+//!
+//! A community blocklist is a million decisions naming a handful of origins and scenarios:
+//! each distinct text is allocated once and shared ([`Arc<str>`]), the decisions are read
+//! borrowed from the answer, and duplicates are found by one sort.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use super::{
     godur::{self, Remaining},
@@ -14,9 +23,9 @@ use crate::net::cidr::Cidr;
 pub struct FleetBan {
     pub target: Cidr,
     pub remaining: Duration,
-    /// Who decided: `cscli`, `crowdsec`, `CAPI`, `portsentry`, …
-    pub origin: String,
-    pub scenario: String,
+    /// Who decided: `cscli`, `crowdsec`, `CAPI`, `portsentry`, … (one shared copy per text).
+    pub origin: Arc<str>,
+    pub scenario: Arc<str>,
 }
 
 /// One pull, classified.
@@ -44,7 +53,7 @@ enum Skip {
 }
 
 /// The target of an `Ip` or `Range` ban decision.
-fn target(d: &StreamDecision) -> Result<Cidr, Skip> {
+fn target(d: &StreamDecision<'_>) -> Result<Cidr, Skip> {
     if !d.kind.eq_ignore_ascii_case("ban") {
         return Err(Skip::Kind(format!("{}/{}", d.kind, d.scope)));
     }
@@ -68,16 +77,32 @@ fn count(ignored: &mut BTreeMap<String, usize>, reason: String) {
     *ignored.entry(reason).or_default() += 1;
 }
 
+/// One shared copy of each distinct text.
+#[derive(Default)]
+struct Interner(HashMap<String, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(text) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(text);
+        self.0.insert(text.to_owned(), a.clone());
+        a
+    }
+}
+
 /// Classifies one stream answer.
-pub fn classify(stream: Stream, startup: bool) -> FleetUpdate {
+pub fn classify(stream: Stream<'_>, startup: bool) -> FleetUpdate {
     let mut update = FleetUpdate {
         startup,
         ..Default::default()
     };
-    // Several decisions may name one target: keep the longest.
-    let mut bans: BTreeMap<(IpAddr, u8), FleetBan> = BTreeMap::new();
-    for d in stream.new.unwrap_or_default() {
-        let target = match target(&d) {
+    let mut texts = Interner::default();
+    let new = stream.new.unwrap_or_default();
+    let mut bans: Vec<FleetBan> = Vec::with_capacity(new.len());
+    for d in &new {
+        let target = match target(d) {
             Ok(t) => t,
             Err(Skip::Kind(k)) => {
                 count(&mut update.ignored, k);
@@ -99,28 +124,39 @@ pub fn classify(stream: Stream, startup: bool) -> FleetUpdate {
                 continue;
             }
         };
-        let ban = FleetBan {
+        bans.push(FleetBan {
             target,
             remaining,
-            origin: d.origin,
-            scenario: d.scenario,
-        };
-        let key = (target.addr, target.prefix);
-        if bans.get(&key).is_none_or(|b| b.remaining < remaining) {
-            bans.insert(key, ban);
-        }
+            origin: texts.get(&d.origin),
+            scenario: texts.get(&d.scenario),
+        });
     }
+    drop(new);
+    // Several decisions may name one target: keep the longest (the first listed of equals).
+    // A stable sort by target, longest first, then the first of each target.
+    bans.sort_by(|a, b| {
+        (a.target.addr, a.target.prefix, b.remaining).cmp(&(
+            b.target.addr,
+            b.target.prefix,
+            a.remaining,
+        ))
+    });
+    bans.dedup_by(|later, first| later.target == first.target);
+    let listed = |t: &Cidr| {
+        bans.binary_search_by(|b| (b.target.addr, b.target.prefix).cmp(&(t.addr, t.prefix)))
+            .is_ok()
+    };
     let mut lifted: Vec<Cidr> = stream
         .deleted
         .unwrap_or_default()
         .iter()
         .filter_map(|d| target(d).ok())
         // The stream is per value: a target both deleted and new is still banned.
-        .filter(|t| !bans.contains_key(&(t.addr, t.prefix)))
+        .filter(|t| !listed(t))
         .collect();
     lifted.sort_by_key(|c| (c.addr, c.prefix));
     lifted.dedup();
-    update.bans = bans.into_values().collect();
+    update.bans = bans;
     update.lifted = lifted;
     update
 }
@@ -129,7 +165,7 @@ pub fn classify(stream: Stream, startup: bool) -> FleetUpdate {
 mod tests {
     use super::*;
 
-    fn stream(json: &str) -> Stream {
+    fn stream(json: &str) -> Stream<'_> {
         serde_json::from_str(json).unwrap()
     }
 
@@ -159,7 +195,7 @@ mod tests {
             ["1.2.3.4", "10.1.0.0/16", "2001:db8::1", "2001:db8:1::/48"]
         );
         assert_eq!(u.bans[0].remaining.as_secs(), 3598);
-        assert_eq!(u.bans[0].origin, "cscli");
+        assert_eq!(&*u.bans[0].origin, "cscli");
         assert!(u.ignored.is_empty());
     }
 
@@ -219,5 +255,37 @@ mod tests {
         );
         let lifted: Vec<String> = u.lifted.iter().map(ToString::to_string).collect();
         assert_eq!(lifted, ["5.6.7.8", "2001:db8::/32"]);
+    }
+
+    #[test]
+    fn equal_durations_keep_the_first_listed_and_texts_are_shared() {
+        let u = classify(
+            stream(
+                r#"{"new":[
+ {"duration":"1h","origin":"CAPI","scenario":"a","scope":"Ip","type":"ban","value":"1.2.3.4"},
+ {"duration":"1h","origin":"cscli","scenario":"b","scope":"Ip","type":"ban","value":"1.2.3.4"},
+ {"duration":"2h","origin":"CAPI","scenario":"a\u0021","scope":"Ip","type":"ban","value":"1.2.3.5"},
+ {"duration":"2h","origin":"CAPI","scenario":"a","scope":"Ip","type":"ban","value":"1.2.3.6"}]}"#,
+            ),
+            true,
+        );
+        let got: Vec<(String, &str, &str)> = u
+            .bans
+            .iter()
+            .map(|b| (b.target.to_string(), &*b.origin, &*b.scenario))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1.2.3.4".to_owned(), "CAPI", "a"),
+                ("1.2.3.5".to_owned(), "CAPI", "a!"),
+                ("1.2.3.6".to_owned(), "CAPI", "a"),
+            ]
+        );
+        assert!(std::sync::Arc::ptr_eq(&u.bans[0].origin, &u.bans[2].origin));
+        assert!(std::sync::Arc::ptr_eq(
+            &u.bans[0].scenario,
+            &u.bans[2].scenario
+        ));
     }
 }

@@ -1,7 +1,7 @@
 //! A small blocking client for the three LAPI endpoints portsentry uses: the bouncer's decision
 //! stream, the machine login and alert submission.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
@@ -51,31 +51,32 @@ impl LapiError {
     }
 }
 
-/// One decision as the stream returns it. Every field defaults, so one odd entry (a scope we
-/// do not know, a missing field) is skipped and counted, not fatal for the whole pull.
+/// One decision as the stream returns it, its strings borrowed from the answer (copied only
+/// where JSON escapes them). Every field defaults, so one odd entry (a scope we do not know, a
+/// missing field) is skipped and counted, not fatal for the whole pull.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct StreamDecision {
-    #[serde(default)]
-    pub duration: String,
-    #[serde(default)]
-    pub origin: String,
-    #[serde(default)]
-    pub scenario: String,
-    #[serde(default)]
-    pub scope: String,
-    #[serde(default, rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub value: String,
+pub struct StreamDecision<'a> {
+    #[serde(default, borrow)]
+    pub duration: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub origin: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub scenario: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub scope: Cow<'a, str>,
+    #[serde(default, borrow, rename = "type")]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub value: Cow<'a, str>,
 }
 
 /// `GET /v1/decisions/stream`: `null` when empty, never `[]`.
 #[derive(Debug, Default, Deserialize)]
-pub struct Stream {
-    #[serde(default)]
-    pub new: Option<Vec<StreamDecision>>,
-    #[serde(default)]
-    pub deleted: Option<Vec<StreamDecision>>,
+pub struct Stream<'a> {
+    #[serde(default, borrow)]
+    pub new: Option<Vec<StreamDecision<'a>>>,
+    #[serde(default, borrow)]
+    pub deleted: Option<Vec<StreamDecision<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -138,14 +139,16 @@ impl Lapi {
         &self.base
     }
 
-    /// The bouncer's stream: the full state with `startup`, else what changed since our last pull.
-    /// An answer over `max_decisions` (or over the byte cap that follows from it) is an error.
-    pub fn stream(
+    /// The bouncer's stream: the full state with `startup`, else what changed since our last
+    /// pull, handed to `take` (its strings borrow from the answer). An answer over
+    /// `max_decisions` (or over the byte cap that follows from it) is an error.
+    pub fn stream<T>(
         &self,
         auth: &BouncerAuth,
         startup: bool,
         max_decisions: usize,
-    ) -> Result<Stream, LapiError> {
+        take: impl FnOnce(Stream<'_>) -> T,
+    ) -> Result<T, LapiError> {
         let mut request = self
             .agent
             .get(format!("{}/v1/decisions/stream", self.base))
@@ -154,12 +157,14 @@ impl Lapi {
             request = request.header("X-Api-Key", key);
         }
         let cap = stream_body_cap(max_decisions);
-        let stream: Stream = self
-            .read_capped(request.call(), 200, cap)
-            .map_err(|e| match e {
-                ReadError::TooLarge => LapiError::TooLarge { cap, max_decisions },
-                ReadError::Lapi(e) => e,
-            })?;
+        let too_large = |e| match e {
+            ReadError::TooLarge => LapiError::TooLarge { cap, max_decisions },
+            ReadError::Lapi(e) => e,
+        };
+        let response = self.response(request.call()).map_err(too_large)?;
+        let body = read_body(response, 200, cap).map_err(too_large)?;
+        let stream: Stream<'_> =
+            serde_json::from_slice(&body).map_err(|e| LapiError::BadResponse(format!("{e}")))?;
         let count =
             stream.new.as_ref().map_or(0, Vec::len) + stream.deleted.as_ref().map_or(0, Vec::len);
         if count > max_decisions {
@@ -168,7 +173,7 @@ impl Lapi {
                 max_decisions,
             });
         }
-        Ok(stream)
+        Ok(take(stream))
     }
 
     /// Logs a machine in; returns its bearer token (valid for an hour on LAPI 1.4+).
@@ -234,12 +239,21 @@ impl Lapi {
         expected: u16,
         cap: u64,
     ) -> Result<T, ReadError> {
-        let response =
-            response.map_err(|e| match super::tls::explain_handshake(&e, &self.tls) {
+        let body = read_body(self.response(response)?, expected, cap)?;
+        serde_json::from_slice(&body).map_err(|e| LapiError::BadResponse(format!("{e}")).into())
+    }
+
+    fn response(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ReadError> {
+        response.map_err(|e| {
+            match super::tls::explain_handshake(&e, &self.tls) {
                 Some(text) => LapiError::Tls(text),
                 None => LapiError::Unreachable(e.to_string()),
-            })?;
-        read(response, expected, cap)
+            }
+            .into()
+        })
     }
 }
 
@@ -255,11 +269,12 @@ impl From<LapiError> for ReadError {
     }
 }
 
-fn read<T: DeserializeOwned>(
+/// The body of an answer with the `expected` status, at most `cap` bytes.
+fn read_body(
     mut response: ureq::http::Response<ureq::Body>,
     expected: u16,
     cap: u64,
-) -> Result<T, ReadError> {
+) -> Result<Vec<u8>, ReadError> {
     let status = response.status().as_u16();
     // Bytes, not a String: the parser checks UTF-8 as it goes (one pass over a large answer).
     let body = response
@@ -285,5 +300,5 @@ fn read<T: DeserializeOwned>(
             });
         return Err(LapiError::Status { status, message }.into());
     }
-    serde_json::from_slice(&body).map_err(|e| LapiError::BadResponse(format!("{e}")).into())
+    Ok(body)
 }

@@ -1,0 +1,142 @@
+//! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+), which aya 0.14 does not
+//! offer: many elements of a map in one `bpf(2)` call instead of one call each. Used to write a
+//! fleet update's fresh bans (and their prefilter words) and to read the prefilter at once.
+//!
+//! Owns the only raw `bpf(2)` calls of the crate; the typed handles in `maps` decide what is
+//! written. The kernel's element flags for batch updates may only be `BPF_F_LOCK`: a batch
+//! update replaces existing entries (`BPF_ANY`), it cannot stop at one (`BPF_NOEXIST` is
+//! EINVAL, checked on Linux 6.18).
+
+use std::{io, os::fd::BorrowedFd};
+
+use aya::Pod;
+
+/// `enum bpf_cmd` (linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// The kernel's `ENOTSUPP` (not in libc): a map type without batch operations.
+const ENOTSUPP: i32 = 524;
+
+/// The `batch` member of `union bpf_attr` (linux/bpf.h), as the batch commands read it.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Whether an error means "this kernel or map type has no batch operations" (fall back to one
+/// element per call), rather than a failure of the elements.
+pub(super) fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP | libc::ENOSYS)
+    )
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a live, writable `BatchAttr` laid out as the kernel's `batch` member and
+    // its size is passed, so the kernel reads and writes only inside it (it zero-fills the rest
+    // of its union). The pointers in it come from the slices of the callers below, which outlive
+    // the call and hold `count` elements of the map's key and value sizes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
+    use std::os::fd::AsRawFd;
+    // A valid descriptor is never negative.
+    u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
+}
+
+/// Writes `keys[i] → values[i]` into the map `fd` in order, replacing existing entries. On an
+/// error, `Err((written, error))`: the first `written` elements are in the map, the next one
+/// failed (E2BIG: the map is full), the rest were not tried.
+///
+/// `K` and `V` must be the map's key and value types (their sizes are the map's: aya checked
+/// them when the typed handle was opened, and the handles in `maps` are the only callers).
+pub(super) fn update<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (usize, io::Error)> {
+    let n = keys.len().min(values.len());
+    if n == 0 {
+        return Ok(());
+    }
+    let count = u32::try_from(n).map_err(|_| (0, io::Error::from_raw_os_error(libc::E2BIG)))?;
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count,
+        map_fd: fd_u32(fd),
+        ..BatchAttr::default()
+    };
+    // The kernel writes back how many elements it wrote, also when one failed; an error before
+    // the first element (EINVAL: a kernel without batch operations) leaves `count` as it was.
+    bpf(BPF_MAP_UPDATE_BATCH, &mut attr).map_err(|e| {
+        let written = if attr.count >= count {
+            0
+        } else {
+            attr.count as usize
+        };
+        (written, e)
+    })
+}
+
+/// Reads every element of the map `fd` (an array or a hash; `keys` and `values` sized to its
+/// capacity); returns how many were read.
+pub(super) fn lookup_all<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &mut [K],
+    values: &mut [V],
+) -> io::Result<usize> {
+    let n = keys.len().min(values.len());
+    let mut read = 0;
+    // Where the previous call stopped: a key of an array, a bucket of a hash (4 bytes each).
+    let mut token = [0u64; 2];
+    let mut first = true;
+    while read < n {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_mut_ptr() as u64 },
+            out_batch: token.as_mut_ptr() as u64,
+            keys: keys[read..].as_mut_ptr() as u64,
+            values: values[read..].as_mut_ptr() as u64,
+            count: u32::try_from(n - read).unwrap_or(u32::MAX),
+            map_fd: fd_u32(fd),
+            ..BatchAttr::default()
+        };
+        first = false;
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        match result {
+            Ok(()) => read += (attr.count as usize).min(n - read),
+            // The end of the map; `count` says how many this last call read.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                read += (attr.count as usize).min(n - read);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        if attr.count == 0 {
+            break;
+        }
+    }
+    Ok(read)
+}
