@@ -11,7 +11,7 @@ use super::{BanBook, BanRecord, Origin, Result};
 use crate::{
     clock::Now,
     dataplane::{DataplaneError, Maps},
-    net::cidr::Cidr,
+    net::cidr::{self, Cidr},
 };
 
 /// A sweep under way ([`BanBook::sweep_step`]); a new one starts from `default()`.
@@ -43,7 +43,13 @@ impl BanBook {
         let mut refused = Vec::new();
         // The prefilter first, one write per word, so each ban below costs one insert (and no
         // filter write); an address the kernel holds already keeps its entry.
-        maps.set_filter_bits(self.records.keys().filter(|t| t.is_host()).map(|t| t.addr))?;
+        let hosts: Vec<_> = self
+            .records
+            .keys()
+            .filter(|t| t.is_host())
+            .map(|t| cidr::addr_key(t.addr))
+            .collect();
+        maps.set_filter_bits(&hosts)?;
         for r in self.records.values().filter(|r| r.target.is_host()) {
             match maps.insert_new_ban(r.target.addr, &r.to_entry(now, r.drops)) {
                 Ok(_) => {}

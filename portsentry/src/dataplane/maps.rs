@@ -281,9 +281,11 @@ impl Maps {
         self.set_filter_bits(std::slice::from_ref(key))
     }
 
-    /// Sets the prefilter bits of `keys`: each changed word written once, the cache updated
-    /// only once the kernel holds the word.
-    fn set_filter_bits(&mut self, keys: &[AddrKey]) -> Result<()> {
+    /// Sets the prefilter bits of `keys`: each changed word written once (one batch call where
+    /// the kernel has them), the cache updated only once the kernel holds the word. Call it
+    /// before the bans are written, as [`Maps::insert_ban`] does for one; restoring a million
+    /// bans would otherwise write a word per ban.
+    pub fn set_filter_bits(&mut self, keys: &[AddrKey]) -> Result<()> {
         let name = defs::PS_BAN_FILTER.name;
         let mut slots: Vec<(u32, u64)> = Vec::with_capacity(keys.len());
         for key in keys {
@@ -323,31 +325,6 @@ impl Maps {
             if let Some(slot) = cache.get_mut(*w as usize) {
                 *slot = Some(*v);
             }
-        }
-        Ok(())
-    }
-
-    /// Sets the prefilter bits of every address in `addrs` with one write per touched word
-    /// (restoring a million bans would otherwise write a word per ban). Call it before the
-    /// bans are written, as [`Maps::insert_ban`] does for one.
-    pub fn set_filter_bits(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Result<()> {
-        let mut wanted: std::collections::HashMap<u32, u64> = Default::default();
-        for addr in addrs {
-            let (word, bit) = cidr::addr_key(addr).filter_slot();
-            *wanted.entry(word).or_default() |= bit;
-        }
-        let name = defs::PS_BAN_FILTER.name;
-        for (word, bits) in wanted {
-            let current = match self.ban_filter_words.get(&word) {
-                Some(w) => *w,
-                None => self.ban_filter.get(&word, 0).map_err(map_err(name))?,
-            };
-            if current & bits != bits {
-                self.ban_filter
-                    .set(word, current | bits, 0)
-                    .map_err(map_err(name))?;
-            }
-            self.ban_filter_words.insert(word, current | bits);
         }
         Ok(())
     }
