@@ -57,7 +57,8 @@ pub(crate) use display_as_value_name;
 pub enum Mode {
     /// Drop banned sources.
     Block,
-    /// Count and report only; nothing is dropped.
+    /// Count and report only: no source is dropped (fragment and extension-header evasion still
+    /// is, docs/DATAPLANE.md).
     Detect,
 }
 

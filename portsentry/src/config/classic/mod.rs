@@ -310,7 +310,7 @@ pub fn import(text: &str, path: &Path, modes: &[ClassicMode]) -> Result<String, 
     }
     if let [Some((t, _)), Some((u, _))] = block {
         if t == 0 && u == 0 {
-            top.push("# BLOCK_TCP and BLOCK_UDP were both 0 (or absent): nothing is dropped; mode = \"detect\" says so plainly".into());
+            top.push("# BLOCK_TCP and BLOCK_UDP were both 0 (or absent): no source is dropped; mode = \"detect\" says so plainly".into());
             top.push("mode = \"detect\"".into());
         }
     }
