@@ -63,7 +63,7 @@ pub fn answer(ctx: &XdpContext, pkt: &Packet, scan: ScanType, now: u64) -> u32 {
     } else {
         pass()
     };
-    if crate::limit::allows(0) {
+    if crate::limit::allows(0, now) {
         emit(&event);
     }
     verdict

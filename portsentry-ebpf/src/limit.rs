@@ -14,22 +14,23 @@
 
 use portsentry_common::{Stat, EVENTS_BEYOND_TRIGGER, LAYOUT_VERSION};
 
-use crate::{coarse_ns, count, maps::*};
+use crate::{count, maps::*};
 
 /// The slot of PS_THROTTLE that holds the bucket's theoretical arrival time.
 const BUCKET_SLOT: u32 = 3;
 
 /// Whether an event whose source has `hits` probes in the window (0 for events about no
-/// counted source) may go out; counts it as suppressed when not.
+/// counted source) may go out at `now` (the caller's [`crate::coarse_ns`] reading, one helper call
+/// less on the flood path); counts it as suppressed when not.
 #[inline(always)]
-pub fn allows(hits: u64) -> bool {
-    portsentry_event_gate(hits) != 0
+pub fn allows(hits: u64, now: u64) -> bool {
+    portsentry_event_gate(hits, now) != 0
 }
 
 /// [`allows`] as a global BPF function: 1 to send, 0 suppressed (and counted).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn portsentry_event_gate(hits: u64) -> u32 {
+pub extern "C" fn portsentry_event_gate(hits: u64, now: u64) -> u32 {
     let Some(cfg) = PS_CONFIG.get(0) else {
         return 1;
     };
@@ -48,7 +49,6 @@ pub extern "C" fn portsentry_event_gate(hits: u64) -> u32 {
     let Some(tat) = PS_THROTTLE.get_ptr_mut(BUCKET_SLOT) else {
         return 1;
     };
-    let now = coarse_ns();
     // SAFETY: per-CPU slot from a successful lookup; no other CPU writes it.
     let last = unsafe { *tat };
     let next = if last > now { last } else { now }.saturating_add(interval);

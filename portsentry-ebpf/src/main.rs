@@ -153,7 +153,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             count(Stat::BogusSource);
             diag::bogus(&pkt.src, dst_port);
             let now = coarse_ns();
-            if throttle_allows(THROTTLE_BOGUS, now) && limit::allows(0) {
+            if throttle_allows(THROTTLE_BOGUS, now) && limit::allows(0, now) {
                 emit(&probe_event(ctx, &pkt, EventKind::Bogus, scan, 0, now));
             }
         }
@@ -165,7 +165,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             // PortSentry logged ignored hosts' probes (`ignored: [true]`); throttled here,
             // rate-limited per source in userspace.
             let now = coarse_ns();
-            if throttle_allows(THROTTLE_IGNORED, now) && limit::allows(0) {
+            if throttle_allows(THROTTLE_IGNORED, now) && limit::allows(0, now) {
                 emit(&probe_event(ctx, &pkt, EventKind::Ignored, scan, 0, now));
             }
         }
@@ -221,7 +221,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     );
     // 9. The prefix count, after the verdict: a probe that bans its source sends its ban event
     // before its prefix's trigger, so the daemon folds that ban into the prefix too.
-    prefix::probe(ctx, &pkt, scan as u8, confirmed);
+    prefix::probe(ctx, cfg, &pkt, scan as u8, confirmed);
     action
 }
 
@@ -250,23 +250,29 @@ fn verdict(
         u64::from(cfg.scan_trigger)
     };
 
-    let mut event = probe_event(ctx, pkt, EventKind::Probe, scan, hits, now);
-    if !enforce || !blocks_proto {
-        event.flags |= event_flags::NOBLOCK;
-    }
-    if confirmed {
-        event.flags |= event_flags::CONFIRMED;
-    }
+    let event = || {
+        let mut event = probe_event(ctx, pkt, EventKind::Probe, scan, hits, now);
+        if !enforce || !blocks_proto {
+            event.flags |= event_flags::NOBLOCK;
+        }
+        if confirmed {
+            event.flags |= event_flags::CONFIRMED;
+        }
+        event
+    };
 
     // A shadow ban (detect mode) stays a report only: in detect mode it is not renewed, in block
     // mode the probe replaces it with a real ban.
     let recorded = banned || (ban == BanState::Shadow && !enforce);
     if hits < trigger || !blocks_proto || recorded {
-        if limit::allows(hits) {
-            emit(&event);
+        // The limit first: under a flood most events are held back, and building one is
+        // wasted work on the path that caps how fast a flood is absorbed.
+        if limit::allows(hits, now) {
+            emit(&event());
         }
         return pass();
     }
+    let mut event = event();
 
     // 8. Path check, only for would-be bans: a forged source must not ban the host it names. A
     // completed cookie handshake already proved the source answers where it claims to be.
@@ -281,7 +287,7 @@ fn verdict(
             Path::Spoofed => {
                 count(Stat::Spoofed);
                 diag::spoofed(&pkt.src, dst_port);
-                if throttle_allows(THROTTLE_SPOOFED, now) && limit::allows(hits) {
+                if throttle_allows(THROTTLE_SPOOFED, now) && limit::allows(hits, now) {
                     event.kind = EventKind::Spoofed as u8;
                     emit(&event);
                 }
@@ -312,7 +318,7 @@ fn verdict(
         event.kind = EventKind::BanTableFull as u8;
     }
     // A ban's event always goes out; a ban the table had no room for is limited like a probe.
-    let send = event.kind == EventKind::Ban as u8 || limit::allows(hits);
+    let send = event.kind == EventKind::Ban as u8 || limit::allows(hits, now);
     if enforce {
         event.flags |= event_flags::DROPPED;
         if send {

@@ -15,7 +15,7 @@
 
 use aya_ebpf::{bindings::xdp_md, bindings::BPF_NOEXIST, programs::XdpContext};
 use portsentry_common::{
-    config_flags, event_flags, Event, EventKind, IpProto, PrefixHitEntry, PrefixKey, Stat,
+    config_flags, event_flags, Config, Event, EventKind, IpProto, PrefixHitEntry, PrefixKey, Stat,
     LAYOUT_VERSION,
 };
 
@@ -29,7 +29,16 @@ const IP_OPTIONS: u32 = 8;
 
 /// Counts a probe (already counted for its source) against its prefix; see the module docs.
 #[inline(always)]
-pub fn probe(ctx: &XdpContext, pkt: &Packet, scan: u8, confirmed: bool) {
+pub fn probe(ctx: &XdpContext, cfg: &Config, pkt: &Packet, scan: u8, confirmed: bool) {
+    // Off for this family (IPv4 by default): no call, no packing. The function checks again.
+    let len = if pkt.is_v6 {
+        cfg.ipv6_prefix
+    } else {
+        cfg.ipv4_prefix
+    };
+    if len == 0 || cfg.prefix_hits == 0 {
+        return;
+    }
     let a = &pkt.src.addr;
     let hi = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
     let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);

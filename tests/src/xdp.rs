@@ -188,6 +188,13 @@ impl TestXdp {
         self.dp.set_config(&config).expect("config write");
     }
 
+    /// The kernel's global event limit at the daemon's setting again.
+    pub fn with_event_limit(&mut self) {
+        let mut config = self.dp.config().expect("config");
+        config.event_interval_ns = portsentry_common::EVENT_INTERVAL_NS;
+        self.dp.set_config(&config).expect("config write");
+    }
+
     /// Runs one packet and returns the XDP verdict.
     pub fn run(&self, packet: &[u8]) -> u32 {
         self.try_run(packet).expect("BPF_PROG_TEST_RUN")
