@@ -221,7 +221,7 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     );
     // 9. The prefix count, after the verdict: a probe that bans its source sends its ban event
     // before its prefix's trigger, so the daemon folds that ban into the prefix too.
-    prefix::probe(ctx, cfg, &pkt, scan as u8, confirmed);
+    prefix::probe(ctx, cfg, &pkt, scan as u8, confirmed, now);
     action
 }
 

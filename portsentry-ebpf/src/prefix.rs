@@ -19,7 +19,7 @@ use portsentry_common::{
     LAYOUT_VERSION,
 };
 
-use crate::{atomic, coarse_ns, count, diag, emit, maps::*, parse::Packet};
+use crate::{atomic, count, diag, emit, maps::*, parse::Packet};
 
 /// Bits of [`portsentry_prefix_probe`]'s `shape` argument.
 const V6: u32 = 1;
@@ -29,7 +29,7 @@ const IP_OPTIONS: u32 = 8;
 
 /// Counts a probe (already counted for its source) against its prefix; see the module docs.
 #[inline(always)]
-pub fn probe(ctx: &XdpContext, cfg: &Config, pkt: &Packet, scan: u8, confirmed: bool) {
+pub fn probe(ctx: &XdpContext, cfg: &Config, pkt: &Packet, scan: u8, confirmed: bool, now: u64) {
     // Off for this family (IPv4 by default): no call, no packing. The function checks again.
     let len = if pkt.is_v6 {
         cfg.ipv6_prefix
@@ -50,22 +50,23 @@ pub fn probe(ctx: &XdpContext, cfg: &Config, pkt: &Packet, scan: u8, confirmed: 
         | u32::from(scan) << 16
         | u32::from(pkt.l4.protocol) << 24;
     let l4 = u32::from(pkt.l4.dst_port) | u32::from(pkt.l4.flags) << 16;
-    portsentry_prefix_probe(ctx.ctx, hi, lo, shape, l4);
+    portsentry_prefix_probe(ctx.ctx, hi, lo, u64::from(shape) | u64::from(l4) << 32, now);
 }
 
 /// The prefix count as a global BPF function. Arguments are the context and plain numbers:
-/// the source as two big-endian halves; `shape`: bits 0–3 [`V6`], [`VLAN`], [`CONFIRMED`],
-/// [`IP_OPTIONS`], 8–13 the IP header offset, 16–23 the scan type, 24–31 the protocol; `l4`:
-/// the destination port and, in bits 16–23, the TCP flags. Returns the prefix's count (0 when
-/// not counted).
+/// the source as two big-endian halves; `shape_l4`: bits 0–3 [`V6`], [`VLAN`], [`CONFIRMED`],
+/// [`IP_OPTIONS`], 8–13 the IP header offset, 16–23 the scan type, 24–31 the protocol, 32–47
+/// the destination port, 48–55 the TCP flags; `now`: the caller's coarse clock reading (a
+/// global function takes five arguments; packing spares a second clock call). Returns the
+/// prefix's count (0 when not counted).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn portsentry_prefix_probe(
     ctx: *mut xdp_md,
     hi: u64,
     lo: u64,
-    shape: u32,
-    l4: u32,
+    shape_l4: u64,
+    now: u64,
 ) -> u64 {
     let Some(cfg) = PS_CONFIG.get(0) else {
         return 0;
@@ -73,6 +74,7 @@ pub extern "C" fn portsentry_prefix_probe(
     if cfg.layout_version != LAYOUT_VERSION || cfg.prefix_hits == 0 {
         return 0;
     }
+    let (shape, l4) = (shape_l4 as u32, (shape_l4 >> 32) as u32);
     let is_v6 = shape & V6 != 0;
     // The prefix length within the 128-bit key (IPv4 keys are IPv4-mapped: 96 bits first).
     let (len, bits) = if is_v6 {
@@ -110,7 +112,6 @@ pub extern "C" fn portsentry_prefix_probe(
     key.addr[..8].copy_from_slice(&(hi & mask_hi).to_be_bytes());
     key.addr[8..].copy_from_slice(&(lo & mask_lo).to_be_bytes());
 
-    let now = coarse_ns();
     let Some((hits, next)) = count_prefix(&key, cfg.window_ns, now) else {
         return 0;
     };
