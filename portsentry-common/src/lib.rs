@@ -216,7 +216,8 @@ pub mod ban_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HitEntry {
-    /// Start of the current counting window (`CLOCK_BOOTTIME` ns).
+    /// Start of the current counting window (`CLOCK_MONOTONIC_COARSE` ns: only the program
+    /// reads it).
     pub window_start_ns: u64,
     /// Probes counted in the current window (updated atomically).
     pub count: u64,
@@ -226,7 +227,8 @@ pub struct HitEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PrefixHitEntry {
-    /// Start of the current counting window (`CLOCK_BOOTTIME` ns).
+    /// Start of the current counting window (`CLOCK_MONOTONIC_COARSE` ns: only the program
+    /// reads it).
     pub window_start_ns: u64,
     /// Probes counted in the current window (updated atomically).
     pub count: u64,

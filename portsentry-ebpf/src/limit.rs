@@ -1,13 +1,14 @@
 //! Kernel event limits (issue 16, item 5): a flood of probes must not become a flood of
 //! events. Two rules, both counted (`events_suppressed`), never silent:
 //!
-//! - per source: events whose count is at most the trigger always go out (each is one of
+//! - per source: events whose count is at most the trigger pass this rule (each is one of
 //!   PortSentry's per-probe lines, the last one the trigger line), and so do the next
 //!   `EVENTS_BEYOND_TRIGGER` (a detect-mode scanner's next probes, logged as PortSentry did);
 //!   beyond those only counts that are a power of two, so the daemon still learns how many
 //!   came;
 //! - globally: a per-CPU token bucket (GCRA: one timestamp in PS_THROTTLE's slot 3), at most
-//!   `Config::event_burst` at once and one per `Config::event_interval_ns` after.
+//!   `Config::event_burst` at once and one per `Config::event_interval_ns` after; it applies to
+//!   every event the caller asks about, the trigger line included.
 //!
 //! Ban events (a source newly banned) and prefix triggers are never held back: the caller
 //! does not ask. One global BPF function, verified once.

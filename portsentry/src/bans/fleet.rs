@@ -580,15 +580,18 @@ impl BanBook {
         fresh: &[usize],
         now: &Now,
     ) -> Result<(), DataplaneError> {
+        // Each fresh target was recorded just before; one without a record (never) is left
+        // out rather than written as a default, never-expiring entry.
+        let fresh: Vec<usize> = fresh
+            .iter()
+            .copied()
+            .filter(|i| self.records.contains_key(&batch.update.bans[*i].target))
+            .collect();
         let targets: Vec<Cidr> = fresh.iter().map(|i| batch.update.bans[*i].target).collect();
         let keys: Vec<_> = targets.iter().map(Cidr::key).collect();
         let entries: Vec<_> = targets
             .iter()
-            .map(|t| {
-                self.records
-                    .get(t)
-                    .map_or_else(Default::default, |r| r.to_entry(now, r.drops))
-            })
+            .filter_map(|t| self.records.get(t).map(|r| r.to_entry(now, r.drops)))
             .collect();
         let mut next = 0;
         while next < fresh.len() {

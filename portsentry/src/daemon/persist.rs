@@ -159,7 +159,9 @@ impl Daemon {
             Ok(None) => {}
             Ok(Some(n)) => {
                 self.sweep = None;
-                if n > 0 {
+                // Adopted kernel bans and dropped unbans change the book without expiring
+                // anything: saved now too, not at the next sweep.
+                if n > 0 || self.book.is_dirty() {
                     self.mark_dirty();
                 }
             }

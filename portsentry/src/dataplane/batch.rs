@@ -1,6 +1,8 @@
 //! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+), which aya 0.14 does not
 //! offer: many elements of a map in one `bpf(2)` call instead of one call each. Used to write a
 //! fleet update's fresh bans (and their prefilter words) and to read the prefilter at once.
+//! Also `BPF_MAP_GET_NEXT_KEY` from a given key, which aya's key iterator cannot resume from
+//! (the ban book's sweep walks the ban table in parts).
 //!
 //! Owns the only raw `bpf(2)` calls of the crate; the typed handles in `maps` decide what is
 //! written. The kernel's element flags for batch updates may only be `BPF_F_LOCK`: a batch
@@ -12,6 +14,7 @@ use std::{io, os::fd::BorrowedFd};
 use aya::Pod;
 
 /// `enum bpf_cmd` (linux/bpf.h).
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// The kernel's `ENOTSUPP` (not in libc): a map type without batch operations.
@@ -57,6 +60,51 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// `union bpf_attr` as BPF_MAP_GET_NEXT_KEY reads it (linux/bpf.h).
+#[repr(C)]
+struct NextKeyAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    next_key: u64,
+    flags: u64,
+}
+
+/// The key of map `fd` after `key` (the first with `None`); `None` after the last. `K` must be
+/// the map's key type (see [`update`]).
+pub(super) fn next_key<K: Pod + Default>(
+    fd: BorrowedFd<'_>,
+    key: Option<&K>,
+) -> io::Result<Option<K>> {
+    let mut next = K::default();
+    let attr = NextKeyAttr {
+        map_fd: fd_u32(fd),
+        pad: 0,
+        key: key.map_or(0, |k| std::ptr::from_ref(k) as u64),
+        next_key: std::ptr::from_mut(&mut next) as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at a live key (or none) and at `next`, both of the map's key size;
+    // the kernel reads `key` and writes `next_key` only, and reads no more than the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_GET_NEXT_KEY,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<NextKeyAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(next));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        Ok(None)
+    } else {
+        Err(e)
     }
 }
 

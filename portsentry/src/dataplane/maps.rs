@@ -382,49 +382,13 @@ impl Maps {
     /// The ban table's key after `key` (the first with `None`), by `BPF_MAP_GET_NEXT_KEY`,
     /// which aya's key iterator cannot resume from a given key.
     fn next_ban_key(&self, key: Option<&AddrKey>) -> Result<Option<AddrKey>> {
-        use std::os::fd::{AsFd, AsRawFd};
-        /// `union bpf_attr` as BPF_MAP_GET_NEXT_KEY reads it (linux/bpf.h).
-        #[repr(C)]
-        struct Attr {
-            map_fd: u32,
-            pad: u32,
-            key: u64,
-            next_key: u64,
-            flags: u64,
-        }
-        const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-        let mut next = AddrKey::default();
-        let attr = Attr {
-            map_fd: IterableMap::map(&self.bans).fd().as_fd().as_raw_fd() as u32,
-            pad: 0,
-            key: key.map_or(0, |k| std::ptr::from_ref(k) as u64),
-            next_key: std::ptr::from_mut(&mut next) as u64,
-            flags: 0,
-        };
-        // SAFETY: `attr` points at a live key (or none) and at `next`, both AddrKey-sized, as
-        // the map's key size is (its declaration in portsentry_common::maps); the kernel
-        // reads `key` and writes `next_key` only.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_KEY,
-                std::ptr::from_ref(&attr),
-                std::mem::size_of::<Attr>(),
-            )
-        };
-        if rc == 0 {
-            return Ok(Some(next));
-        }
-        let io_error = std::io::Error::last_os_error();
-        if io_error.raw_os_error() == Some(libc::ENOENT) {
-            return Ok(None);
-        }
-        Err(map_err(defs::PS_BANS.name)(MapError::SyscallError(
-            aya::sys::SyscallError {
+        let fd = IterableMap::map(&self.bans).fd().as_fd();
+        batch::next_key(fd, key).map_err(|io_error| {
+            map_err(defs::PS_BANS.name)(MapError::SyscallError(aya::sys::SyscallError {
                 call: "bpf_map_get_next_key",
                 io_error,
-            },
-        )))
+            }))
+        })
     }
 
     pub fn hits(&self, addr: IpAddr) -> Result<Option<HitEntry>> {
@@ -467,13 +431,9 @@ impl Maps {
                     .map(|(k, v)| (cidr::key_addr(k), v))
                     .collect(),
             )),
-            Err(e) if batch::unsupported(&e) => Ok(None),
-            Err(e) => Err(map_err(defs::PS_PEERS.name)(MapError::SyscallError(
-                aya::sys::SyscallError {
-                    call: "bpf_map_lookup_batch",
-                    io_error: e,
-                },
-            ))),
+            // Unsupported, or ENOSPC (a bucket grew past the room left while peers were being
+            // learned): the callers fall back to one lookup per address, which is exact.
+            Err(_) => Ok(None),
         }
     }
 
