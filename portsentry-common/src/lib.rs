@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
@@ -46,6 +46,62 @@ pub mod peer_programs {
 pub const BAN_FILTER_BITS_LOG2: u32 = 23;
 /// 64-bit words in each ban prefilter.
 pub const BAN_FILTER_WORDS: u32 = 1 << (BAN_FILTER_BITS_LOG2 - 6);
+
+/// 64-bit words in the allowlist prefilter `PS_ALLOW_FILTER`: words 0..[`ALLOW_FILTER_V6_WORD`]
+/// hold one bit per IPv4 /16 (exact), the rest one bit per hash bucket of an IPv6 source's
+/// first 32 bits (65 536 buckets).
+pub const ALLOW_FILTER_WORDS: u32 = 2048;
+/// First word of the IPv6 half of the allowlist prefilter.
+pub const ALLOW_FILTER_V6_WORD: u32 = 1024;
+
+/// Allowlist prefilter slot (word, bit) of an IPv4 source: its /16, exact.
+#[inline(always)]
+pub const fn allow_slot_v4(octets: [u8; 4]) -> (u32, u64) {
+    let idx = (octets[0] as u32) << 8 | octets[1] as u32;
+    (idx >> 6, 1u64 << (idx & 63))
+}
+
+/// Allowlist prefilter slot (word, bit) of an IPv6 source (any 16-byte key read as IPv6): a
+/// multiplicative hash of its first 32 bits (its /32) into the IPv6 half.
+#[inline(always)]
+pub const fn allow_slot_v6(first: [u8; 4]) -> (u32, u64) {
+    let h = ((u32::from_be_bytes(first) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32;
+    (ALLOW_FILTER_V6_WORD + (h >> 6), 1u64 << (h & 63))
+}
+
+/// Calls `mark(word, bits)` for every allowlist prefilter bit a trie key (`prefix` bits of the
+/// 16-byte `addr`, IPv4 IPv4-mapped with prefix + 96) may cover, for both the IPv4 and the IPv6
+/// view of a source: the IPv6 half gets the /32's bucket (every bucket below /32), the IPv4
+/// half every /16 of the key's range that lies in `::ffff:0:0/96` (none if it has none). A
+/// superset is safe (a set bit only costs the trie lookup); a missing bit is not.
+pub fn allow_filter_marks(prefix: u32, addr: &[u8; 16], mut mark: impl FnMut(u32, u64)) {
+    let p = if prefix > 128 { 128 } else { prefix };
+    if p >= 32 {
+        let (w, b) = allow_slot_v6([addr[0], addr[1], addr[2], addr[3]]);
+        mark(w, b);
+    } else {
+        for w in ALLOW_FILTER_V6_WORD..ALLOW_FILTER_WORDS {
+            mark(w, u64::MAX);
+        }
+    }
+    const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    let n = if p < 96 { p } else { 96 };
+    let bit = |b: &[u8], i: u32| b[(i / 8) as usize] >> (7 - i % 8) & 1;
+    if (0..n).any(|i| bit(addr, i) != bit(&MAPPED, i)) {
+        return; // no IPv4-mapped address in range
+    }
+    let p4 = p.saturating_sub(96); // IPv4 prefix, 0..=32
+    if p4 >= 16 {
+        let (w, b) = allow_slot_v4([addr[12], addr[13], 0, 0]);
+        mark(w, b);
+    } else {
+        let span = 1u32 << (16 - p4);
+        let first = ((addr[12] as u32) << 8 | addr[13] as u32) & !(span - 1);
+        for idx in first..first + span {
+            mark(idx >> 6, 1u64 << (idx & 63));
+        }
+    }
+}
 
 /// Number of 64-bit words in a port bitmap: 65 536 ports / 64.
 pub const PORT_BITMAP_WORDS: u32 = 1024;

@@ -77,6 +77,14 @@ macro_rules! ps_maps {
             /// Sources never counted or banned (same key form as the ban trie).
             PS_ALLOW_CIDRS: LpmTrie<[u8; 16], u8> = $crate::maps::Capacity::Fixed(16_384);
 
+            /// Allowlist prefilter written by userspace: every bit an allow entry may cover
+            /// ([`crate::allow_filter_marks`]) is set before the entry goes into PS_ALLOW_CIDRS,
+            /// and never cleared while the map lives (a stale bit only costs the trie lookup).
+            /// A clear bit ([`crate::allow_slot_v4`], [`crate::allow_slot_v6`]) is proof that no
+            /// allow entry covers the source, so most probes skip the trie lookup.
+            PS_ALLOW_FILTER: Array<u32, u64> =
+                $crate::maps::Capacity::Fixed($crate::ALLOW_FILTER_WORDS);
+
             /// Hosts this one has talked to (completed TCP handshakes, UDP destinations), written
             /// by the cgroup programs. LRU: the least recently seen peer makes room.
             PS_PEERS: LruHashMap<$crate::AddrKey, $crate::PeerEntry> =
@@ -254,6 +262,7 @@ mod tests {
                 "PS_PREFIX_HITS",
                 "PS_BAN_CIDRS",
                 "PS_ALLOW_CIDRS",
+                "PS_ALLOW_FILTER",
                 "PS_PEERS",
                 "PS_THROTTLE",
                 "PS_STATS",
@@ -279,6 +288,7 @@ mod tests {
                 ("PS_PREFIX_HITS", 20, 24),
                 ("PS_BAN_CIDRS", 20, 8),
                 ("PS_ALLOW_CIDRS", 20, 1),
+                ("PS_ALLOW_FILTER", 4, 8),
                 ("PS_PEERS", 16, 16),
                 ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
@@ -299,6 +309,7 @@ mod tests {
                 MapKind::LruHashMap,
                 MapKind::LpmTrie,
                 MapKind::LpmTrie,
+                MapKind::Array,
                 MapKind::LruHashMap,
                 MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
@@ -326,6 +337,61 @@ mod tests {
         );
     }
 
+    /// Every address a trie key covers has its prefilter bit among the key's marks.
+    #[test]
+    fn allow_filter_marks_cover_every_covered_source() {
+        let marks = |p: u32, a: [u8; 16]| {
+            let mut f = [0u64; crate::ALLOW_FILTER_WORDS as usize];
+            crate::allow_filter_marks(p, &a, |w, b| f[w as usize] |= b);
+            f
+        };
+        let has = |f: &[u64], (w, b): (u32, u64)| f[w as usize] & b != 0;
+        let v4 = |o: [u8; 4]| crate::AddrKey::from_v4(o).addr;
+        // 10.1.2.3/32, 10.1.2.0/24, 172.16.0.0/12, 0.0.0.0/0 (IPv4, prefix + 96).
+        let f = marks(128, v4([10, 1, 2, 3]));
+        assert!(has(&f, crate::allow_slot_v4([10, 1, 2, 3])));
+        assert!(
+            has(&f, crate::allow_slot_v6([0, 0, 0, 0])),
+            "IPv4-mapped as IPv6"
+        );
+        assert!(!has(&f, crate::allow_slot_v4([10, 2, 2, 3])));
+        let f = marks(108, v4([172, 16, 0, 0]));
+        for b in 16..32 {
+            assert!(has(&f, crate::allow_slot_v4([172, b, 9, 9])));
+        }
+        assert!(!has(&f, crate::allow_slot_v4([172, 32, 0, 0])));
+        assert!(!has(&f, crate::allow_slot_v4([172, 15, 0, 0])));
+        let f = marks(96, v4([0, 0, 0, 0]));
+        assert!(f[..crate::ALLOW_FILTER_V6_WORD as usize]
+            .iter()
+            .all(|w| *w == u64::MAX));
+        // ::/0 covers IPv4-mapped sources too.
+        let f = marks(0, [0; 16]);
+        assert!(f.iter().all(|w| *w == u64::MAX));
+        // 2001:db8::/16 covers every IPv6 bucket, no IPv4 one.
+        let mut a = [0u8; 16];
+        a[0] = 0x20;
+        a[1] = 0x01;
+        let f = marks(16, a);
+        assert!(f[crate::ALLOW_FILTER_V6_WORD as usize..]
+            .iter()
+            .all(|w| *w == u64::MAX));
+        assert!(f[..crate::ALLOW_FILTER_V6_WORD as usize]
+            .iter()
+            .all(|w| *w == 0));
+        // 2001:db8::/64: its /32's bucket.
+        a[2] = 0x0d;
+        a[3] = 0xb8;
+        let f = marks(64, a);
+        assert!(has(&f, crate::allow_slot_v6([0x20, 0x01, 0x0d, 0xb8])));
+        assert_eq!(f.iter().map(|w| w.count_ones()).sum::<u32>(), 1);
+        for i in 0..65_536u32 {
+            let (w, b) = crate::allow_slot_v6(i.wrapping_mul(2_654_435_761).to_be_bytes());
+            assert!((crate::ALLOW_FILTER_V6_WORD..crate::ALLOW_FILTER_WORDS).contains(&w));
+            assert_eq!(b.count_ones(), 1);
+        }
+    }
+
     #[test]
     fn capacities() {
         let entries = ALL.map(|m| m.capacity.object_entries());
@@ -342,6 +408,7 @@ mod tests {
                 16_384,
                 16_384,
                 16_384,
+                2048,
                 65_536,
                 4,
                 26,
@@ -364,6 +431,7 @@ mod tests {
                 "",
                 "",
                 "max_ban_networks",
+                "",
                 "",
                 "max_peers",
                 "",

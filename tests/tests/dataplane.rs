@@ -592,6 +592,119 @@ mod policy {
         );
     }
 
+    /// The allowlist prefilter (PS_ALLOW_FILTER) never hides a covered source: every prefix
+    /// length class of both families, an IPv4-mapped entry, and /0.
+    #[test]
+    fn the_allowlist_prefilter_never_hides_a_covered_source() {
+        let allow = cidrs(&[
+            "192.0.2.7/32",
+            "198.51.100.0/24",
+            "172.16.0.0/12",
+            "::ffff:203.0.113.9",
+            "2001:db8:1::7/128",
+            "2001:db8:2:3::/64",
+            "2002::/16",
+        ]);
+        let mut x = TestXdp::load_with(&settings("111", ""), &allow, &[], None);
+        let covered = [
+            "192.0.2.7",
+            "198.51.100.200",
+            "172.16.0.1",
+            "172.31.255.254",
+            "172.20.9.9",
+            "203.0.113.9",
+            "2001:db8:1::7",
+            "2001:db8:2:3::abcd",
+            "2002:ffff::1",
+        ];
+        for (i, src) in covered.iter().enumerate() {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 111, SYN).build()),
+                XDP_PASS,
+                "{src}"
+            );
+            assert!(!x.is_banned(src), "{src}");
+            assert!(x.dp.hits(src.parse().unwrap()).unwrap().is_none(), "{src}");
+            assert_eq!(x.stats().get(Stat::Allowlisted), i as u64 + 1, "{src}");
+        }
+        let events = x.events();
+        assert!(
+            !events.is_empty() && events.iter().all(|e| e.kind == EventKind::Ignored),
+            "{events:?}"
+        );
+        // Same /16 (IPv4) or /32 (IPv6) but not covered: still probes, banned.
+        for src in [
+            "192.0.2.8",
+            "198.51.101.1",
+            "172.32.0.1",
+            "203.0.113.10",
+            "2001:db8:1::8",
+            "2001:db8:2:4::1",
+            "2003::1",
+        ] {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 111, SYN).build()),
+                XDP_DROP,
+                "{src}"
+            );
+            assert!(x.is_banned(src), "{src}");
+        }
+        assert_eq!(x.stats().get(Stat::Allowlisted), covered.len() as u64);
+        // 0.0.0.0/0 covers every IPv4 source, no IPv6 one.
+        let allow = cidrs(&["0.0.0.0/0"]);
+        let x = TestXdp::load_with(&settings("111", ""), &allow, &[], None);
+        for src in ["8.8.8.8", "10.9.9.9", "223.254.1.1", "1.0.0.1"] {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 111, SYN).build()),
+                XDP_PASS,
+                "{src}"
+            );
+        }
+        assert_eq!(x.stats().get(Stat::Allowlisted), 4);
+        assert_eq!(
+            x.run(&Packet::tcp("2001:db8::1", 111, SYN).build()),
+            XDP_DROP
+        );
+    }
+
+    /// A probe whose prefilter bit is clear skips the trie: an entry written into the trie
+    /// without its bits protects nobody (that is how the skip shows), while a configuration
+    /// reload that adds an entry sets its bits first and protects at once.
+    #[test]
+    fn a_clear_allowlist_prefilter_bit_skips_the_trie_and_a_reload_protects_at_once() {
+        let allow = cidrs(&["10.2.0.0/16", "2001:db8:a::/48"]);
+        let mut x = TestXdp::load_with(&settings("111", ""), &allow, &[], None);
+        for net in ["10.77.0.0/16", "2a00:77::/32"] {
+            x.dp.insert_allow_trie_only_for_tests(&net.parse().unwrap())
+                .unwrap();
+        }
+        for src in ["10.77.1.1", "2a00:77::1"] {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 111, SYN).build()),
+                XDP_DROP,
+                "{src}"
+            );
+            assert!(x.is_banned(src), "{src}: the trie was not asked");
+        }
+        assert_eq!(x.stats().get(Stat::Allowlisted), 0);
+        let allow = cidrs(&[
+            "10.2.0.0/16",
+            "2001:db8:a::/48",
+            "10.77.0.0/16",
+            "2a00:77::/32",
+        ]);
+        x.configure(&settings("111", ""), &allow, &[]);
+        for src in ["10.77.1.2", "2a00:77::2"] {
+            assert_eq!(
+                x.run(&Packet::tcp(src, 111, SYN).build()),
+                XDP_PASS,
+                "{src}"
+            );
+            assert!(!x.is_banned(src), "{src}");
+        }
+        assert_eq!(x.stats().get(Stat::Allowlisted), 2);
+    }
+
     #[test]
     fn cidr_bans_drop_whole_networks_v4_and_v6() {
         let bans = cidrs(&["198.51.100.0/24", "2001:db8:bad::/48"]);

@@ -89,6 +89,7 @@ pub struct Maps {
     hits: HashMap<MapData, AddrKey, HitEntry>,
     ban_cidrs: LpmTrie<MapData, [u8; 16], u64>,
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
+    allow_filter: Array<MapData, u64>,
     peers: HashMap<MapData, AddrKey, PeerEntry>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -107,6 +108,7 @@ impl Maps {
             hits: open(get, &defs::PS_HITS)?,
             ban_cidrs: open(get, &defs::PS_BAN_CIDRS)?,
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
+            allow_filter: open(get, &defs::PS_ALLOW_FILTER)?,
             peers: open(get, &defs::PS_PEERS)?,
             stats: open(get, &defs::PS_STATS)?,
         })
@@ -459,9 +461,49 @@ impl Maps {
         self.peers.map().info().map_or(0, |i| i.max_entries())
     }
 
-    /// Replaces the allowlist trie; the count goes into `Config`.
+    /// Replaces the allowlist trie; the count goes into `Config`. The prefilter bits of every
+    /// entry are set first (PS_ALLOW_FILTER, never cleared): the XDP program looks a probe's
+    /// source up in the trie only when its bit is set, so an entry without its bits would not
+    /// protect anyone.
     pub fn set_allowlist(&mut self, cidrs: &[Cidr]) -> Result<TrieWrite> {
+        self.set_allow_filter_bits(cidrs)?;
         trie::replace(&mut self.allow_cidrs, defs::PS_ALLOW_CIDRS.name, cidrs, 1u8)
+    }
+
+    /// Writes `cidr` into the allowlist trie WITHOUT its prefilter bits: only for tests that
+    /// prove the XDP program consults the prefilter (such an entry must not protect a source
+    /// whose bit is clear). Never call it elsewhere.
+    #[doc(hidden)]
+    pub fn insert_allow_trie_only_for_tests(&mut self, cidr: &Cidr) -> Result<()> {
+        self.allow_cidrs
+            .insert(&LpmKey::new(cidr.key_prefix(), cidr.key().addr), 1u8, 0)
+            .map_err(map_err(defs::PS_ALLOW_CIDRS.name))
+    }
+
+    /// ORs the allowlist prefilter bits of `cidrs` into PS_ALLOW_FILTER, each changed word
+    /// written once. At most 2 048 words, read and written only on a configuration change.
+    fn set_allow_filter_bits(&mut self, cidrs: &[Cidr]) -> Result<()> {
+        let name = defs::PS_ALLOW_FILTER.name;
+        let mut wanted = vec![0u64; portsentry_common::ALLOW_FILTER_WORDS as usize];
+        for c in cidrs {
+            portsentry_common::allow_filter_marks(c.key_prefix(), &c.key().addr, |w, b| {
+                if let Some(slot) = wanted.get_mut(w as usize) {
+                    *slot |= b;
+                }
+            });
+        }
+        for (w, bits) in (0u32..).zip(&wanted) {
+            if *bits == 0 {
+                continue;
+            }
+            let current = self.allow_filter.get(&w, 0).map_err(map_err(name))?;
+            if current | bits != current {
+                self.allow_filter
+                    .set(w, current | bits, 0)
+                    .map_err(map_err(name))?;
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the banned-network trie (only the ban book calls this). Entries that stay keep
