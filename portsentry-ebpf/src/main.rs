@@ -25,6 +25,7 @@ mod peers;
 mod prefix;
 mod runtime;
 mod source;
+mod window;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
@@ -569,21 +570,16 @@ fn probe_stat(scan: ScanType) -> Stat {
 #[inline(always)]
 fn count_probe(src: &AddrKey, window_ns: u64, now: u64) -> u64 {
     if let Some(hit) = PS_HITS.get_ptr_mut(src) {
-        // SAFETY (all blocks below): pointers into map memory from a successful lookup, which
-        // every CPU updates atomically.
-        let start = unsafe { &raw mut (*hit).window_start_ns };
-        let count = unsafe { &raw mut (*hit).count };
-        let started = unsafe { start.read_volatile() };
-        // The window is over: the CPU that moves its start restarts the count; the others add to
-        // the new window.
-        if window_ns != 0
-            && now.wrapping_sub(started) > window_ns
-            && unsafe { atomic::compare_exchange(start, started, now) }
-        {
-            unsafe { atomic::swap(count, 1) };
-            return 1;
+        // SAFETY: pointers into the value of a successful lookup.
+        return unsafe {
+            window::count(
+                &raw mut (*hit).window_start_ns,
+                &raw mut (*hit).count,
+                window_ns,
+                now,
+            )
         }
-        return unsafe { atomic::fetch_add(count, 1) } + 1;
+        .0;
     }
     let fresh = HitEntry {
         window_start_ns: now,
@@ -594,7 +590,7 @@ fn count_probe(src: &AddrKey, window_ns: u64, now: u64) -> u64 {
     }
     // Another CPU inserted this source first: count on its entry.
     if let Some(hit) = PS_HITS.get_ptr_mut(src) {
-        // SAFETY: as above.
+        // SAFETY: map memory from a successful lookup, updated atomically by every CPU.
         return unsafe { atomic::fetch_add(&raw mut (*hit).count, 1) } + 1;
     }
     count(Stat::HitTableFull);

@@ -185,24 +185,22 @@ pub extern "C" fn portsentry_prefix_probe(
 #[inline(always)]
 fn count_prefix(key: &PrefixKey, window_ns: u64, now: u64) -> Option<(u64, u64)> {
     if let Some(hit) = PS_PREFIX_HITS.get_ptr_mut(key) {
-        // SAFETY (all blocks below): pointers into map memory from a successful lookup, which
-        // every CPU updates atomically.
-        let start = unsafe { &raw mut (*hit).window_start_ns };
-        let count = unsafe { &raw mut (*hit).count };
+        // SAFETY (both blocks): pointers into the value of a successful lookup, which every CPU
+        // updates atomically.
         let next = unsafe { &raw mut (*hit).next_trigger };
-        let started = unsafe { start.read_volatile() };
-        // A new window: the CPU that moves its start restarts the count and the trigger.
-        if window_ns != 0
-            && now.wrapping_sub(started) > window_ns
-            && unsafe { atomic::compare_exchange(start, started, now) }
-        {
-            unsafe {
-                atomic::swap(count, 1);
-                atomic::swap(next, 0);
-            }
+        let (hits, new_window) = unsafe {
+            crate::window::count(
+                &raw mut (*hit).window_start_ns,
+                &raw mut (*hit).count,
+                window_ns,
+                now,
+            )
+        };
+        // A new window restarts the trigger too.
+        if new_window {
+            unsafe { atomic::swap(next, 0) };
             return Some((1, 0));
         }
-        let hits = unsafe { atomic::fetch_add(count, 1) } + 1;
         return Some((hits, unsafe { next.read_volatile() }));
     }
     let fresh = PrefixHitEntry {
