@@ -51,7 +51,10 @@ pub use store::{Saved, StateError, StateStore, Unbanned};
 use crate::{
     clock::Now,
     dataplane::{DataplaneError, Maps},
-    net::{bogus, cidr::Cidr},
+    net::{
+        bogus,
+        cidr::{self, Cidr},
+    },
 };
 
 /// An operator's unban holds off fleet decisions for at least this long.
@@ -87,31 +90,6 @@ pub enum BanOutcome {
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
-
-/// The last address of `network` in its own family.
-fn network_last(network: &Cidr) -> std::net::IpAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    match network.addr {
-        IpAddr::V4(a) => {
-            let host = 32 - u32::from(network.prefix.min(32));
-            let ones = if host >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << host) - 1
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) | ones))
-        }
-        IpAddr::V6(a) => {
-            let host = 128 - u32::from(network.prefix.min(128));
-            let ones = if host >= 128 {
-                u128::MAX
-            } else {
-                (1u128 << host) - 1
-            };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) | ones))
-        }
-    }
-}
 
 fn origin_index(origin: Origin) -> usize {
     Origin::ALL.iter().position(|o| *o == origin).unwrap_or(0)
@@ -167,10 +145,20 @@ impl BanBook {
 
     /// The single-address bans inside `network` (a range of the ordered book, not a scan).
     pub fn hosts_in<'a>(&'a self, network: &Cidr) -> impl Iterator<Item = &'a BanRecord> + 'a {
+        // The network's key range, back in its own family (IPv4 keys are IPv4-mapped).
         let (first, last) = match Cidr::masked(network.addr, network.prefix) {
-            Some(n) => (n.addr, network_last(&n)),
-            None => (network.addr, network.addr),
+            Some(n) => n.key_range(),
+            None => {
+                let k = u128::from_be_bytes(network.key().addr);
+                (k, k)
+            }
         };
+        let addr = |k: u128| {
+            cidr::key_addr(&portsentry_common::AddrKey {
+                addr: k.to_be_bytes(),
+            })
+        };
+        let (first, last) = (addr(first), addr(last));
         let low = Cidr {
             addr: first,
             prefix: 0,
