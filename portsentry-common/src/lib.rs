@@ -19,7 +19,28 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
+
+/// A past instant on `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` returns), in nanoseconds,
+/// *signed*: a record restored from before this boot (a peer seen, a ban made, on the machine's
+/// previous life) lies before the clock's origin and is negative. Clamping such a time to the
+/// boot would make it look only as old as the machine's uptime, so a record of 6 days on a
+/// machine up 9 minutes would live nearly 6 days longer than configured (layout 8; before,
+/// these fields were unsigned and clamped).
+pub type BootInstant = i64;
+
+/// How long ago `since` was at `now` (both boot-clock ns), 0 for an instant not yet past. Exact
+/// for instants before the boot; saturates instead of wrapping for absurd ones.
+#[inline(always)]
+pub fn boot_age_ns(now: u64, since: BootInstant) -> u64 {
+    // `now` is below 2^63 for 292 years of uptime; `as` keeps the bits either way.
+    let age = (now as i64).saturating_sub(since);
+    if age < 0 {
+        0
+    } else {
+        age as u64
+    }
+}
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "portsentry";
@@ -243,7 +264,8 @@ pub const EVENTS_BEYOND_TRIGGER: u64 = 5;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BanEntry {
-    pub banned_at_ns: u64,
+    /// A [`BootInstant`]: negative for a ban restored from before this boot.
+    pub banned_at_ns: BootInstant,
     /// 0 = never expires. The XDP program stops dropping once `now >= expires_at_ns`.
     pub expires_at_ns: u64,
     /// Packets dropped because of this ban (updated atomically by the XDP program).
@@ -327,11 +349,21 @@ pub mod event_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PeerEntry {
-    /// Last time a socket of this host talked to the peer (`CLOCK_BOOTTIME` ns).
-    pub last_seen_ns: u64,
+    /// Last time a socket of this host talked to the peer (a [`BootInstant`]: negative for a
+    /// peer restored from before this boot).
+    pub last_seen_ns: BootInstant,
     /// `peer_ways::*`: who started talking.
     pub ways: u32,
     pub _pad: u32,
+}
+
+impl PeerEntry {
+    /// Whether the peer is still remembered at `now` (boot-clock ns) with a memory of `ttl_ns`
+    /// (`Config::peer_ttl_ns`; 0 = forever). The one rule for the kernel and userspace.
+    #[inline(always)]
+    pub fn is_current(&self, now: u64, ttl_ns: u64) -> bool {
+        ttl_ns == 0 || boot_age_ns(now, self.last_seen_ns) < ttl_ns
+    }
 }
 
 /// Bits of [`PeerEntry::ways`].
@@ -446,3 +478,35 @@ assert_layout!(Event, size 48, {
     prefix_len: 43,
     _pad: 44,
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn ages_of_instants_before_the_boot_are_exact() {
+        // A machine up 9 minutes; a peer seen 2 h ago lies 111 minutes before the boot.
+        let now = 540 * S;
+        let seen = now as i64 - 7_200 * S as i64;
+        assert!(seen < 0);
+        assert_eq!(boot_age_ns(now, seen), 7_200 * S);
+        let peer = PeerEntry {
+            last_seen_ns: seen,
+            ways: peer_ways::OUTBOUND,
+            _pad: 0,
+        };
+        // Forgotten after a 1 h memory, remembered with a 3 h one, and forever with none.
+        assert!(!peer.is_current(now, 3_600 * S));
+        assert!(peer.is_current(now, 3 * 3_600 * S));
+        assert!(peer.is_current(now, 0));
+    }
+
+    #[test]
+    fn ages_saturate_and_never_go_negative() {
+        assert_eq!(boot_age_ns(5, 10), 0);
+        assert_eq!(boot_age_ns(u64::MAX / 2, i64::MIN), i64::MAX as u64);
+        assert_eq!(boot_age_ns(0, 0), 0);
+    }
+}

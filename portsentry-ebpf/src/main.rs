@@ -40,8 +40,8 @@ use path::Path;
 use portsentry_common::{
     allow_slot_v4, allow_slot_v6, ban_flags, config_flags, event_flags,
     tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG},
-    AddrKey, BanEntry, BanOrigin, Config, Event, EventKind, HitEntry, IpProto, ScanType, Stat,
-    BAN_FILTER_WORDS, LAYOUT_VERSION,
+    AddrKey, BanEntry, BanOrigin, BootInstant, Config, Event, EventKind, HitEntry, IpProto,
+    ScanType, Stat, BAN_FILTER_WORDS, LAYOUT_VERSION,
 };
 
 #[xdp]
@@ -344,7 +344,7 @@ fn verdict(
 fn detected_ban(event: &Event, cfg: &Config, enforce: bool) -> BanEntry {
     let now = event.timestamp_ns;
     BanEntry {
-        banned_at_ns: now,
+        banned_at_ns: now as BootInstant,
         expires_at_ns: if cfg.ban_ttl_ns == 0 {
             0
         } else {

@@ -23,7 +23,9 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
 };
-use portsentry_common::{address_family, peer_ways, AddrKey, Config, PeerEntry, LAYOUT_VERSION};
+use portsentry_common::{
+    address_family, boot_age_ns, peer_ways, AddrKey, BootInstant, Config, PeerEntry, LAYOUT_VERSION,
+};
 
 use crate::{boot_ns, maps::PS_CONFIG, maps::PS_PEERS};
 
@@ -40,12 +42,9 @@ const REFRESH_NS: u64 = 1_000_000_000;
 #[inline(always)]
 pub fn is_learned(src: &AddrKey, cfg: &Config, now: u64) -> bool {
     match PS_PEERS.get_ptr(src) {
-        // SAFETY: pointer from a successful lookup; a torn read of the u64 cannot happen (it is
+        // SAFETY: pointer from a successful lookup; a torn read of the i64 cannot happen (it is
         // 8-byte aligned map memory).
-        Some(peer) => {
-            let last_seen = unsafe { (*peer).last_seen_ns };
-            cfg.peer_ttl_ns == 0 || now.saturating_sub(last_seen) < cfg.peer_ttl_ns
-        }
+        Some(peer) => unsafe { *peer }.is_current(now, cfg.peer_ttl_ns),
         None => false,
     }
 }
@@ -74,8 +73,8 @@ fn record(peer: AddrKey, way: u32) {
         // next contact sets it again: harmless for a hint that is refreshed on every contact.
         unsafe {
             let seen = &raw mut (*entry).last_seen_ns;
-            if now.saturating_sub(seen.read_volatile()) >= REFRESH_NS {
-                seen.write_volatile(now);
+            if boot_age_ns(now, seen.read_volatile()) >= REFRESH_NS {
+                seen.write_volatile(now as BootInstant);
             }
             let ways = &raw mut (*entry).ways;
             let known = ways.read_volatile();
@@ -86,7 +85,7 @@ fn record(peer: AddrKey, way: u32) {
         return;
     }
     let entry = PeerEntry {
-        last_seen_ns: now,
+        last_seen_ns: now as BootInstant,
         ways: way,
         _pad: 0,
     };

@@ -2,6 +2,7 @@
 //! lab. The tests themselves live in `tests/tests/`.
 
 pub mod bench;
+pub mod clock;
 pub mod crowdsec;
 pub mod fail2ban;
 pub mod fakelapi;

@@ -122,12 +122,11 @@ impl TestXdp {
         t
     }
 
-    /// Records `addr` as a learned peer last seen `ago` before now, as the cgroup programs do.
+    /// Records `addr` as a learned peer last seen `ago` before now, as the cgroup programs do
+    /// (or a restore, for an `ago` beyond this boot: see [`crate::clock`]).
     pub fn add_peer(&mut self, addr: &str, ago: std::time::Duration) {
-        let now = portsentry::clock::boot_ns();
-        let ago = u64::try_from(ago.as_nanos()).unwrap_or(u64::MAX);
         let entry = portsentry_common::PeerEntry {
-            last_seen_ns: now.saturating_sub(ago).max(1),
+            last_seen_ns: crate::clock::instant_ago(ago),
             ways: portsentry_common::peer_ways::OUTBOUND,
             _pad: 0,
         };

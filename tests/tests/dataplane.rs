@@ -30,7 +30,7 @@ fn syn_to_guarded_port_bans_and_drops_then_everything_from_it_drops() {
     );
     assert_eq!(ban.origin, BanOrigin::Detected as u8);
     assert!(
-        ban.expires_at_ns > ban.banned_at_ns,
+        i128::from(ban.expires_at_ns) > i128::from(ban.banned_at_ns),
         "default ban TTL applies"
     );
 
@@ -1345,13 +1345,14 @@ mod peers {
         detect::events::{EventKind, Protocol},
     };
     use portsentry_common::tcp_flags::{CWR, ECE};
-    use portsentry_tests::{packets::SRC_PORT, xdp::XDP_TX};
+    use portsentry_tests::{clock::before_boot, packets::SRC_PORT, xdp::XDP_TX};
 
     use super::*;
 
     const TRAP: u16 = 111;
     const UDP_TRAP: u16 = 54321;
     const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
     /// A SYN's usual option: MSS 1460.
     const MSS_1460: [u8; 4] = [2, 4, 0x05, 0xb4];
 
@@ -1623,7 +1624,9 @@ mod peers {
     #[test]
     fn strangers_expired_peers_and_runs_without_challenge_ban_on_the_first_probe() {
         let mut s = settings("111", "54321");
-        s.peer_memory = Some(Duration::from_secs(3600));
+        // A memory longer than this machine has been up, so "older than peer_memory" lies
+        // before the boot on every machine (a freshly booted one is the hard case).
+        s.peer_memory = Some(before_boot(HOUR));
         let mut x = TestXdp::with_peer_challenge(&s);
         // A stranger: today's behaviour.
         assert_eq!(
@@ -1637,8 +1640,9 @@ mod peers {
             XDP_PASS
         );
         assert!(!x.is_banned("10.0.10.3"));
-        // A peer not heard from for longer than peer_memory is a stranger again.
-        x.add_peer("10.0.10.4", Duration::from_secs(7200));
+        // A peer not heard from for longer than peer_memory is a stranger again, also when it
+        // was last seen before this boot (restored from peers.json)...
+        x.add_peer("10.0.10.4", before_boot(2 * HOUR));
         assert_eq!(
             x.run(&Packet::tcp("10.0.10.4", TRAP, SYN).build()),
             XDP_DROP
@@ -1646,6 +1650,10 @@ mod peers {
         for a in ["10.0.10.1", "10.0.10.2", "10.0.10.4"] {
             assert!(x.is_banned(a), "{a}");
         }
+        // ... and one seen before this boot but within peer_memory is still a peer.
+        x.add_peer("10.0.10.9", before_boot(HOUR / 2));
+        assert_eq!(x.run(&Packet::tcp("10.0.10.9", TRAP, SYN).build()), XDP_TX);
+        assert!(!x.is_banned("10.0.10.9"));
 
         // peer_memory "never": a peer is remembered however old.
         s.peer_memory = None;

@@ -372,7 +372,7 @@ mod kernel {
             dp.insert_peer(
                 peer,
                 &PeerEntry {
-                    last_seen_ns: now.boot_ns,
+                    last_seen_ns: now.boot_ns as i64,
                     ways: peer_ways::OUTBOUND,
                     _pad: 0,
                 },

@@ -15,13 +15,17 @@ use portsentry::{
     dataplane::{Dataplane, LoadOptions},
     net::{listening::Listening, ports::PortSet},
 };
-use portsentry_tests::lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, Netns, TempDir};
+use portsentry_tests::{
+    clock::before_boot,
+    lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, Netns, TempDir},
+};
 
 const TRAP: u16 = 111;
 const UDP_TRAP: u16 = 54321;
 const SERVICE: u16 = 8080;
 const SHORT: Duration = Duration::from_millis(800);
 const WAIT: Duration = Duration::from_secs(5);
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn start(lab: &Lab, dir: &TempDir) -> Daemon {
     DaemonArgs::new(lab)
@@ -245,6 +249,56 @@ fn udp_peers_are_reported_and_learned_peers_survive_a_restart() {
     );
     forged_syn(&lab, tcp_peer);
     expect_line(&mut d, "ban of a forgotten peer", banned_line(tcp_peer));
+}
+
+/// A peer saved before this boot (the machine rebooted since, or the save is older than the
+/// uptime) keeps its true last-seen time through a restore and the next save. Before, it came
+/// back as "seen at the boot": a peer of 6 days on a machine up 9 minutes lived almost 6 days
+/// longer than peer_memory. The ages lie before the boot on every machine (`before_boot`).
+#[test]
+fn a_peer_saved_before_this_boot_keeps_its_true_age() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("peers-before-boot").unwrap();
+    let peer = lab.scanner_v4[0];
+    let memory = before_boot(2 * HOUR);
+    let config = dir.join("portsentry.toml");
+    std::fs::write(
+        &config,
+        format!("peer_memory = \"{}s\"\n", memory.as_secs()),
+    )
+    .unwrap();
+    let last_seen_ms = portsentry::clock::unix_ms() - before_boot(HOUR).as_millis() as u64;
+    let file = serde_json::json!({
+        "version": 1,
+        "peers": [{ "addr": peer.to_string(), "last_seen_ms": last_seen_ms, "ways": 1 }],
+    });
+    std::fs::write(dir.join("peers.json"), file.to_string()).unwrap();
+
+    let mut d = DaemonArgs::new(&lab)
+        .config(&config)
+        .iface()
+        .tcp_ports(&TRAP.to_string())
+        .no_auto_allow()
+        .no_pin()
+        .state_dir(&dir.path)
+        .start()
+        .expect("daemon");
+    assert!(
+        d.has_line(|l| l.contains("restored 1 peer(s)")),
+        "{}",
+        tail(&d)
+    );
+    d.stop().unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("peers.json")).unwrap()).unwrap();
+    let back = saved["peers"][0]["last_seen_ms"]
+        .as_u64()
+        .expect("saved peer");
+    assert!(
+        back.abs_diff(last_seen_ms) < 2_000,
+        "last seen {last_seen_ms} came back as {back} ({} s later):\n{saved}",
+        (back as i64 - last_seen_ms as i64) / 1000
+    );
 }
 
 /// The cgroup programs themselves, without a daemon: they record the remote ends of this

@@ -16,7 +16,7 @@ use std::{
 use super::{BanBook, BanOutcome, NewBan, Origin};
 use crate::{
     clock::Now,
-    dataplane::{peer_is_current, DataplaneError, Maps},
+    dataplane::{DataplaneError, Maps},
     fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
     net::{
         bogus,
@@ -112,7 +112,7 @@ impl<'a> KernelPeers<'a> {
 /// client that only contacted us does not count: anyone can become one first, and the fleet
 /// must still be able to ban it.
 fn depends_on(p: &portsentry_common::PeerEntry, now: u64, ttl: u64) -> bool {
-    p.ways & portsentry_common::peer_ways::OUTBOUND != 0 && peer_is_current(p, now, ttl)
+    p.ways & portsentry_common::peer_ways::OUTBOUND != 0 && p.is_current(now, ttl)
 }
 
 impl PeerLookup for KernelPeers<'_> {

@@ -178,7 +178,7 @@ impl BanRecord {
             target,
             origin: Origin::from_code(e.origin),
             shadow: e.flags & ban_flags::SHADOW != 0,
-            since_ms: now.boot_to_unix_ms(e.banned_at_ns),
+            since_ms: now.instant_to_unix_ms(e.banned_at_ns),
             expires_ms: (e.expires_at_ns != 0).then(|| now.boot_to_unix_ms(e.expires_at_ns)),
             trigger: Trigger::from_kernel(e.proto, e.port, e.scan_type),
             fleet: None,
@@ -197,8 +197,8 @@ impl BanRecord {
             None => (0, 0, ScanType::Manual as u8),
         };
         BanEntry {
-            banned_at_ns: now.unix_ms_to_boot(self.since_ms),
-            expires_at_ns: self.expires_ms.map_or(0, |t| now.unix_ms_to_boot(t)),
+            banned_at_ns: now.boot_instant(self.since_ms),
+            expires_at_ns: self.expires_ms.map_or(0, |t| now.expiry_to_boot(t)),
             drops,
             port,
             proto: protocol,
@@ -250,5 +250,25 @@ mod tests {
             Trigger::from_kernel(IpProto::Udp as u8, 53, ScanType::Udp as u8).map(|t| t.text()),
             Some("UDP/53 UDP".to_owned())
         );
+    }
+
+    #[test]
+    fn a_ban_from_before_this_boot_keeps_its_times_through_the_kernel() {
+        // Up 9 minutes; banned 2 h ago for 24 h, restored from bans.json into the kernel and
+        // read back (a pinned map adopted at the next start).
+        let now = Now {
+            boot_ns: 540_000_000_000,
+            unix_ms: 1_700_000_000_000,
+        };
+        let mut r = BanRecord::untracked(
+            Cidr::host("192.0.2.7".parse().unwrap()),
+            Origin::Detected,
+            now.unix_ms - 7_200_000,
+        );
+        r.expires_ms = Some(now.unix_ms + 22 * 3_600_000);
+        let e = r.to_entry(&now, 0);
+        assert!(e.banned_at_ns < 0, "{}", e.banned_at_ns);
+        let back = BanRecord::from_entry(r.target, &e, &now);
+        assert_eq!((back.since_ms, back.expires_ms), (r.since_ms, r.expires_ms));
     }
 }

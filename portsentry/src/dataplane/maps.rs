@@ -553,7 +553,7 @@ impl Maps {
         let ttl_ns = self.config()?.peer_ttl_ns;
         Ok(self
             .peer(addr)?
-            .is_some_and(|p| peer_is_current(&p, now_boot_ns, ttl_ns)))
+            .is_some_and(|p| p.is_current(now_boot_ns, ttl_ns)))
     }
 
     pub fn stats(&self) -> Result<Stats> {
@@ -567,12 +567,6 @@ impl Maps {
         }
         Ok(stats)
     }
-}
-
-/// A peer seen within `ttl_ns` of `now_boot_ns` (0: peers never expire) is still a peer; the
-/// XDP program applies the same rule with `Config::peer_ttl_ns`.
-pub fn peer_is_current(p: &PeerEntry, now_boot_ns: u64, ttl_ns: u64) -> bool {
-    ttl_ns == 0 || now_boot_ns.saturating_sub(p.last_seen_ns) <= ttl_ns
 }
 
 fn batch_error(io_error: std::io::Error) -> MapError {

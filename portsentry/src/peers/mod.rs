@@ -158,8 +158,9 @@ pub struct Restored {
 }
 
 /// Puts saved peers into PS_PEERS. An entry the map already has (pinned maps survive a
-/// restart) keeps the later of the two times. A time before this boot becomes the boot itself
-/// (the kernel clock cannot go further back), so such a peer is remembered from the boot on.
+/// restart) keeps the later of the two times. A time before this boot keeps its true age (a
+/// negative boot-clock instant), so a peer is forgotten `peer_memory` after it was last seen,
+/// whatever the uptime.
 pub fn restore(
     maps: &mut Maps,
     saved: &[Peer],
@@ -172,7 +173,7 @@ pub fn restore(
             r.expired += 1;
             continue;
         }
-        let last_seen_ns = now.unix_ms_to_boot(p.last_seen_ms.min(now.unix_ms));
+        let last_seen_ns = now.boot_instant(p.last_seen_ms.min(now.unix_ms));
         if let Some(live) = maps.peer(p.addr)? {
             if live.last_seen_ns >= last_seen_ns {
                 r.restored += 1;
@@ -201,7 +202,7 @@ pub fn snapshot(
         .into_iter()
         .map(|(addr, e)| Peer {
             addr,
-            last_seen_ms: now.boot_to_unix_ms(e.last_seen_ns),
+            last_seen_ms: now.instant_to_unix_ms(e.last_seen_ns),
             ways: e.ways,
         })
         .filter(|p| remembered(p.last_seen_ms, memory, now))
