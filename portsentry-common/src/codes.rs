@@ -168,6 +168,15 @@ wire_enum! {
         /// Prefix triggers withheld because the path check did not prove the probe's source
         /// (spoofed or unverified); the next probe of the prefix tries again.
         PrefixUnproven = 25 => "prefix_unproven",
+        /// Learned peers' trap SYNs that got no SYN cookie (no resolved neighbour on the route
+        /// back, the route leaves by another interface, XDP_TX cannot deliver on the interface,
+        /// the SYN cannot be rewritten): passed to the stack, which refuses them.
+        CookiesWithheld = 26 => "cookies_withheld",
+        /// ACKs to trap ports from learned peers not checked for a cookie because none went to
+        /// that source moments ago: passed, uncounted.
+        CookieAcksUnsolicited = 27 => "cookie_acks_unsolicited",
+        /// ACKs not checked because their source spent its wrong-cookie budget: passed.
+        CookieChecksRefused = 28 => "cookie_checks_refused",
     }
 }
 

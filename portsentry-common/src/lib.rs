@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// A past instant on `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` returns), in nanoseconds,
 /// *signed*: a record restored from before this boot (a peer seen, a ban made, on the machine's
@@ -242,6 +242,78 @@ pub struct Config {
     /// Global event limit: one token per this many ns per CPU (0 = no limit;
     /// [`EVENT_INTERVAL_NS`]). Ban and prefix-trigger events are never limited.
     pub event_interval_ns: u64,
+    /// The trap SYN-ACK's options, as this host's own SYN-ACKs would carry them (the daemon
+    /// reads the TCP sysctls): `synack_flags::*`. A peer must not tell trap ports from services
+    /// by their options.
+    pub synack_flags: u8,
+    /// Window scale this host offers (`net.ipv4.tcp_rmem`, `net.core.rmem_max`).
+    pub synack_wscale: u8,
+    /// IPv4 TTL (`net.ipv4.ip_default_ttl`; 0 reads as 64).
+    pub synack_ttl: u8,
+    /// IPv6 hop limit (`net.ipv6.conf.default.hop_limit`; 0 reads as 64).
+    pub synack_hop_limit: u8,
+    /// A listener's receive space the SYN-ACK's window is cut from (a multiple of the MSS, at
+    /// most 65535), as `tcp_select_initial_window` does (0 reads as 65535).
+    pub synack_space: u32,
+    /// Key of the per-address-pair TSval offset (`synack_flags::TS_OFFSET`), random per run.
+    pub synack_ts_key: u32,
+    pub _pad2: u32,
+}
+
+/// Flags in [`Config::synack_flags`]: which options a SYN-ACK of this host carries when the
+/// SYN offered them.
+pub mod synack_flags {
+    /// `net.ipv4.tcp_sack`: SACK permitted.
+    pub const SACK: u8 = 1 << 0;
+    /// `net.ipv4.tcp_timestamps` 1 or 2: timestamps.
+    pub const TIMESTAMPS: u8 = 1 << 1;
+    /// `net.ipv4.tcp_timestamps` 1: each address pair's TSval has its own random offset.
+    pub const TS_OFFSET: u8 = 1 << 2;
+    /// `net.ipv4.tcp_window_scaling`: window scale.
+    pub const WSCALE: u8 = 1 << 3;
+}
+
+/// An ACK to a trap port from a learned peer is checked for a SYN cookie only if a cookie went
+/// to that source less than this long ago (a handshake's ACK follows its SYN-ACK within a
+/// round trip; a lost SYN-ACK makes the peer resend its SYN, which sends a fresh cookie).
+pub const COOKIE_ACK_WINDOW_NS: u64 = 10_000_000_000;
+/// Wrong cookies checked per source per [`COOKIE_ACK_WINDOW_NS`] window (the window starts at
+/// the first cookie sent after the last one ended); beyond them no ACK from that source is
+/// checked until the next window. An off-path guess is right about once in 2^29, so a forger
+/// needs about 2^29 / 8 windows: over 20 years per source.
+pub const COOKIE_GUESSES: u64 = 8;
+
+/// Per-CPU scratch space of the SYN cookie code (PS_COOKIE_SCRATCH): the route lookup's
+/// parameters and result (`struct bpf_fib_lookup`, 64 bytes) and a copy of the SYN's TCP
+/// header, kept in a map value rather than on the BPF stack, which the whole program shares
+/// (512 bytes). Only the XDP program uses it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CookieScratch {
+    pub fib: [u8; 64],
+    pub syn: [u8; 64],
+}
+
+impl Default for CookieScratch {
+    fn default() -> Self {
+        Self {
+            fib: [0; 64],
+            syn: [0; 64],
+        }
+    }
+}
+
+/// A SYN cookie sent to a source: value of PS_COOKIES, keyed by [`AddrKey`]. Only this program
+/// reads it (coarse-clock times).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CookieEntry {
+    /// When the last cookie went to this source.
+    pub sent_ns: u64,
+    /// Start of the current guess-budget window.
+    pub window_start_ns: u64,
+    /// Wrong cookies checked in this window (updated atomically).
+    pub wrong: u64,
 }
 
 /// Events (other than bans and prefix triggers) each CPU may send per second in the long run:
@@ -341,6 +413,10 @@ pub mod event_flags {
     /// A learned peer's probe (or ban), counted only because it completed a handshake on a
     /// valid SYN cookie.
     pub const CONFIRMED: u8 = 1 << 6;
+    /// A learned peer's trap SYN that got no SYN cookie: no resolved neighbour on the route
+    /// back, the route leaves by another interface, XDP_TX cannot deliver on this interface
+    /// (PS_NO_XDP_TX), or the SYN could not be rewritten. It passed to the stack.
+    pub const COOKIE_WITHHELD: u8 = 1 << 7;
 }
 
 /// A host this one has really talked to: value of PS_PEERS, keyed by [`AddrKey`]. Written by
@@ -415,6 +491,8 @@ mod pod {
     unsafe impl aya::Pod for super::PeerEntry {}
     unsafe impl aya::Pod for super::PrefixHitEntry {}
     unsafe impl aya::Pod for super::PrefixKey {}
+    unsafe impl aya::Pod for super::CookieEntry {}
+    unsafe impl aya::Pod for super::CookieScratch {}
 }
 
 /// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
@@ -432,7 +510,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout!(AddrKey, size 16, { addr: 0 });
-assert_layout!(Config, size 72, {
+assert_layout!(Config, size 88, {
     layout_version: 0,
     flags: 4,
     scan_trigger: 8,
@@ -448,7 +526,16 @@ assert_layout!(Config, size 72, {
     _pad1: 58,
     event_burst: 60,
     event_interval_ns: 64,
+    synack_flags: 72,
+    synack_wscale: 73,
+    synack_ttl: 74,
+    synack_hop_limit: 75,
+    synack_space: 76,
+    synack_ts_key: 80,
+    _pad2: 84,
 });
+assert_layout!(CookieScratch, size 128, { fib: 0, syn: 64 });
+assert_layout!(CookieEntry, size 24, { sent_ns: 0, window_start_ns: 8, wrong: 16 });
 assert_layout!(PeerEntry, size 16, { last_seen_ns: 0, ways: 8, _pad: 12 });
 assert_layout!(BanEntry, size 32, {
     banned_at_ns: 0,

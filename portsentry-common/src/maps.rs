@@ -93,6 +93,22 @@ macro_rules! ps_maps {
                     default: 65_536,
                 };
 
+            /// SYN cookies sent to learned peers, by source: an ACK to a trap port is checked for
+            /// a cookie only if one went to its source moments ago, and only a few wrong ones per
+            /// window ([`crate::COOKIE_ACK_WINDOW_NS`], [`crate::COOKIE_GUESSES`]). LRU: only
+            /// learned peers that were sent a cookie get an entry.
+            PS_COOKIES: LruHashMap<$crate::AddrKey, $crate::CookieEntry> =
+                $crate::maps::Capacity::Fixed(16_384);
+
+            /// Scratch space of the SYN cookie code, one per CPU (see [`crate::CookieScratch`]).
+            PS_COOKIE_SCRATCH: PerCpuArray<u32, $crate::CookieScratch> =
+                $crate::maps::Capacity::Fixed(1);
+
+            /// Interfaces (by ifindex) where a frame sent with XDP_TX is not delivered: a veth
+            /// in native mode whose peer runs no XDP program, found by the daemon at attach.
+            /// Learned peers' trap SYNs there are passed to the stack instead of answered.
+            PS_NO_XDP_TX: HashMap<u32, u32> = $crate::maps::Capacity::Fixed(256);
+
             /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
             /// 1: spoofed probes, 2: ignored sources), so a forged flood yields a few events a
             /// second, not one each; index 3: the global event limit's token-bucket time (GCRA).
@@ -264,6 +280,9 @@ mod tests {
                 "PS_ALLOW_CIDRS",
                 "PS_ALLOW_FILTER",
                 "PS_PEERS",
+                "PS_COOKIES",
+                "PS_COOKIE_SCRATCH",
+                "PS_NO_XDP_TX",
                 "PS_THROTTLE",
                 "PS_STATS",
                 "PS_EVENTS",
@@ -278,7 +297,7 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                ("PS_CONFIG", 4, 72),
+                ("PS_CONFIG", 4, 88),
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
@@ -290,6 +309,9 @@ mod tests {
                 ("PS_ALLOW_CIDRS", 20, 1),
                 ("PS_ALLOW_FILTER", 4, 8),
                 ("PS_PEERS", 16, 16),
+                ("PS_COOKIES", 16, 24),
+                ("PS_COOKIE_SCRATCH", 4, 128),
+                ("PS_NO_XDP_TX", 4, 4),
                 ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
                 ("PS_EVENTS", 0, 0),
@@ -311,6 +333,9 @@ mod tests {
                 MapKind::LpmTrie,
                 MapKind::Array,
                 MapKind::LruHashMap,
+                MapKind::LruHashMap,
+                MapKind::PerCpuArray,
+                MapKind::HashMap,
                 MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
                 MapKind::RingBuf,
@@ -410,8 +435,11 @@ mod tests {
                 16_384,
                 2048,
                 65_536,
+                16_384,
+                1,
+                256,
                 4,
-                26,
+                29,
                 1 << 20
             ]
         );
@@ -434,6 +462,9 @@ mod tests {
                 "",
                 "",
                 "max_peers",
+                "",
+                "",
+                "",
                 "",
                 "",
                 ""

@@ -12,7 +12,7 @@ use portsentry::{
     daemon::guard::{self, KernelExtras},
     dataplane::{Dataplane, LoadOptions, Stats},
     detect::events::ProbeEvent,
-    net::{cidr::Cidr, listening::Listening, ports::PortSet},
+    net::{cidr::Cidr, listening::Listening, ports::PortSet, synack::SynAckShape},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -41,6 +41,9 @@ pub struct TestXdp {
     /// What `configure` writes beyond the settings; the daemon sets `peer_challenge` when its
     /// peer-learning programs are attached.
     pub extras: KernelExtras,
+    /// The interface every packet arrives on (`run`, `run_out`), in the namespace of the thread
+    /// that runs them; `None`: the test run's default (that namespace's `lo`).
+    pub ingress: Option<u32>,
 }
 
 impl TestXdp {
@@ -103,7 +106,12 @@ impl TestXdp {
             dp,
             book,
             events,
-            extras: KernelExtras::default(),
+            // As the daemon: the trap SYN-ACK's shape from this namespace's TCP sysctls.
+            extras: KernelExtras {
+                synack: SynAckShape::read(),
+                ..KernelExtras::default()
+            },
+            ingress: None,
         };
         t.configure(settings, allow, ban_cidrs);
         t
@@ -140,9 +148,11 @@ impl TestXdp {
     pub fn run_out(&self, packet: &[u8]) -> (u32, Vec<u8>) {
         let prog = self.dp.program().expect("program");
         let mut out = vec![0u8; 4096];
+        let ctx = self.ingress.map(|i| xdp_md(packet, i));
         let opts = TestRunOptions {
             data_in: Some(packet),
             data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
             repeat: 1,
             ..Default::default()
         };
@@ -201,8 +211,10 @@ impl TestXdp {
 
     pub fn try_run(&self, packet: &[u8]) -> Result<u32, aya::programs::ProgramError> {
         let prog = self.dp.program().expect("program");
+        let ctx = self.ingress.map(|i| xdp_md(packet, i));
         let opts = TestRunOptions {
             data_in: Some(packet),
+            ctx_in: ctx.as_deref(),
             repeat: 1,
             ..Default::default()
         };
@@ -214,10 +226,7 @@ impl TestXdp {
     /// receiving device, such as the path check's route lookup, see a real interface.
     pub fn run_on(&self, packet: &[u8], ingress_ifindex: u32) -> u32 {
         let prog = self.dp.program().expect("program");
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex (u32 each); data_end must be the packet length.
-        let fields = [0, packet.len() as u32, 0, ingress_ifindex, 0, 0];
-        let ctx: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let ctx = xdp_md(packet, ingress_ifindex);
         let opts = TestRunOptions {
             data_in: Some(packet),
             ctx_in: Some(&ctx),
@@ -259,4 +268,12 @@ impl TestXdp {
             .expect("ban lookup")
             .is_some()
     }
+}
+
+/// The `struct xdp_md` a test run starts from for `packet` arriving on `ingress_ifindex`: data,
+/// data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex (u32 each); data_end
+/// must be the packet length.
+fn xdp_md(packet: &[u8], ingress_ifindex: u32) -> Vec<u8> {
+    let fields = [0, packet.len() as u32, 0, ingress_ifindex, 0, 0];
+    fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
 }

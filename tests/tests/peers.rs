@@ -326,6 +326,7 @@ fn learning_records_this_namespace_only_and_stops_when_detached() {
         let extras = KernelExtras {
             peer_challenge: true,
             netns_cookie: learning.netns_cookie,
+            ..KernelExtras::default()
         };
         let none = Listening::default();
         guard::write(&mut dp, &live, &[], &none, &none, &extras).expect("config");

@@ -15,16 +15,18 @@ impl Daemon {
         }
     }
 
-    /// The path check looks routes up "from" the loopback device, which needs forwarding on
-    /// there (only there: nothing arrives on `lo` from outside). Without it bans still happen,
-    /// marked unverified.
+    /// The path check and the SYN cookies (sent to the route's neighbour) look routes up
+    /// "from" the loopback device, which needs forwarding on there (only there: nothing arrives
+    /// on `lo` from outside). Without it bans still happen, marked unverified, and learned
+    /// peers get no cookies.
     fn ensure_route_lookups(&mut self) {
-        match (self.settings.live.path_check, self.lo_forwarding.is_some()) {
+        let wanted = self.settings.live.path_check || self.extras.peer_challenge;
+        match (wanted, self.lo_forwarding.is_some()) {
             (true, false) => match LoopbackForwarding::enable() {
                 Ok(f) => self.lo_forwarding = Some(f),
                 Err(e) => crate::errln!(
-                    "portsentry: warning: path check: cannot enable route lookups on lo ({e}); \
-                     bans are made unverified"
+                    "portsentry: warning: cannot enable route lookups on lo ({e}); bans are made \
+                     unverified and learned peers get no SYN cookies"
                 ),
             },
             (false, true) => self.lo_forwarding = None,

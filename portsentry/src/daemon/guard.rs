@@ -9,7 +9,7 @@ use portsentry_common::{config_flags, Config, IpProto};
 use crate::{
     config::settings::LiveSettings,
     dataplane::{DataplaneError, Maps, TrieWrite},
-    net::{cidr::Cidr, listening},
+    net::{cidr::Cidr, listening, synack::SynAckShape},
 };
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -22,6 +22,8 @@ pub struct KernelExtras {
     pub peer_challenge: bool,
     /// The network namespace whose sockets teach peers (`Config::netns_cookie`).
     pub netns_cookie: u64,
+    /// How this host's SYN-ACKs look (its TCP sysctls): the trap SYN-ACK copies it.
+    pub synack: SynAckShape,
 }
 
 impl KernelExtras {
@@ -30,6 +32,7 @@ impl KernelExtras {
             config.flags |= config_flags::PEER_CHALLENGE;
         }
         config.netns_cookie = self.netns_cookie;
+        self.synack.apply(config);
     }
 }
 

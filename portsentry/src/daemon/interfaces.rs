@@ -2,6 +2,7 @@
 //! advanced mode's guarded ports following the listening sockets and the service-port memory.
 
 use super::*;
+use crate::net::xdp_tx::{self, TxDelivery};
 
 impl Daemon {
     /// Recomputes the guarded ports from the settings, the listening sockets and the ports
@@ -50,6 +51,9 @@ impl Daemon {
         let index = nix::net::if_::if_nametoindex(iface).ok();
         if let Some(i) = index {
             self.names_by_index.insert(i, iface.to_owned());
+            if self.extras.peer_challenge {
+                self.check_xdp_tx(iface, i, mode == AttachMode::Native);
+            }
         }
         match self.attached.iter_mut().find(|(n, _)| n == iface) {
             Some(entry) => entry.1 = index,
@@ -60,6 +64,33 @@ impl Daemon {
         } else {
             "generic"
         })
+    }
+
+    /// Finds out whether the SYN cookies this interface sends back with XDP_TX are delivered
+    /// (`net::xdp_tx`), tells the XDP program (PS_NO_XDP_TX) and, where they are not, says so:
+    /// learned peers' trap SYNs there then pass to the stack, which refuses them, instead of
+    /// waiting for a SYN-ACK that never leaves (docs/THREAT-MODEL.md).
+    fn check_xdp_tx(&mut self, iface: &str, ifindex: u32, native: bool) {
+        let delivery = xdp_tx::check(ifindex, native);
+        let delivers = delivery == TxDelivery::Delivers;
+        if let Err(e) = self.dp.set_xdp_tx_delivers(ifindex, delivers) {
+            crate::errln!("portsentry: error: {iface}: recording whether XDP_TX delivers: {e:#}");
+        }
+        let why = match delivery {
+            TxDelivery::Delivers => return,
+            TxDelivery::Undeliverable { peer } => format!(
+                "it is a veth whose peer {peer} runs no XDP program, so frames sent back with \
+                 XDP_TX are never delivered"
+            ),
+            TxDelivery::Unknown { why } => format!(
+                "cannot tell whether frames sent back with XDP_TX are delivered ({why})"
+            ),
+        };
+        crate::errln!(
+            "portsentry: warning: {iface}: {why}; learned peers' trap SYNs on {iface} get no SYN \
+             cookie: they pass to the stack (refused, never banned by them). Attach an XDP \
+             program to the far end, or use xdp_mode = \"generic\", to challenge them"
+        );
     }
 
     /// An interface that disappears takes its XDP attachment with it. The daemon keeps running

@@ -294,6 +294,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
     let extras = guard::KernelExtras {
         peer_challenge: peer_learning.is_some(),
         netns_cookie: peer_learning.as_ref().map_or(0, |l| l.netns_cookie),
+        synack: crate::net::synack::SynAckShape::read(),
     };
 
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();

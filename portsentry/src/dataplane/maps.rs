@@ -91,6 +91,7 @@ pub struct Maps {
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
     allow_filter: Array<MapData, u64>,
     peers: HashMap<MapData, AddrKey, PeerEntry>,
+    no_xdp_tx: HashMap<MapData, u32, u32>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -110,6 +111,7 @@ impl Maps {
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
             allow_filter: open(get, &defs::PS_ALLOW_FILTER)?,
             peers: open(get, &defs::PS_PEERS)?,
+            no_xdp_tx: open(get, &defs::PS_NO_XDP_TX)?,
             stats: open(get, &defs::PS_STATS)?,
         })
     }
@@ -454,6 +456,29 @@ impl Maps {
         self.peers
             .insert(cidr::addr_key(addr), entry, 0)
             .map_err(map_err(defs::PS_PEERS.name))
+    }
+
+    /// Records whether a frame sent with XDP_TX is delivered on interface `ifindex` (PS_NO_XDP_TX
+    /// holds the ones where it is not): learned peers' trap SYNs there get no SYN cookie.
+    pub fn set_xdp_tx_delivers(&mut self, ifindex: u32, delivers: bool) -> Result<()> {
+        let name = defs::PS_NO_XDP_TX.name;
+        if delivers {
+            match self.no_xdp_tx.remove(&ifindex) {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(map_err(name)(e)),
+            }
+        } else {
+            self.no_xdp_tx.insert(ifindex, 1, 0).map_err(map_err(name))
+        }
+    }
+
+    /// The interfaces where XDP_TX is known not to deliver (PS_NO_XDP_TX).
+    pub fn xdp_tx_undeliverable(&self) -> Result<Vec<u32>> {
+        self.no_xdp_tx
+            .keys()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(map_err(defs::PS_NO_XDP_TX.name))
     }
 
     /// Capacity of the learned-peer table.

@@ -29,6 +29,9 @@ pub struct ProbeEvent {
     pub link_local: bool,
     /// A learned peer's probe (or ban), counted after a handshake on a valid SYN cookie.
     pub confirmed: bool,
+    /// A learned peer's trap SYN that got no SYN cookie and passed to the stack (no resolved
+    /// neighbour on the route back through this interface, or XDP_TX cannot deliver here).
+    pub cookie_withheld: bool,
     /// A prefix trigger's prefix length (`src` is then the masked prefix); 0 otherwise.
     pub prefix_len: u8,
     pub timestamp_ns: u64,
@@ -74,6 +77,7 @@ impl ProbeEvent {
             unverified: ev.flags & event_flags::UNVERIFIED != 0,
             link_local: crate::net::cidr::is_link_local(cidr::key_addr(&ev.src)),
             confirmed: ev.flags & event_flags::CONFIRMED != 0,
+            cookie_withheld: ev.flags & event_flags::COOKIE_WITHHELD != 0,
             prefix_len: ev.prefix_len,
             timestamp_ns: ev.timestamp_ns,
         })

@@ -98,6 +98,10 @@ pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
         EventKind::PeerProbe if ev.protocol == portsentry_common::IpProto::Udp => {
             "learned peer: reported, not banned by a UDP probe"
         }
+        EventKind::PeerProbe if ev.scan == ScanType::TcpSyn && ev.cookie_withheld => {
+            "learned peer: no SYN cookie (no resolved neighbour on the route back through this \
+             interface, or XDP_TX cannot deliver here); passed to the stack, not banned"
+        }
         EventKind::PeerProbe if ev.scan == ScanType::TcpSyn => {
             "learned peer: answered with a SYN cookie; banned only if it completes the handshake"
         }
@@ -312,6 +316,7 @@ mod tests {
             unverified: false,
             link_local: false,
             confirmed: false,
+            cookie_withheld: false,
             prefix_len: 0,
             timestamp_ns: 0,
         }

@@ -194,6 +194,21 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             st.get(Stat::CookiesConfirmed),
         )?;
         out.counter(
+            "syn_cookies_withheld",
+            "Learned peers' trap SYNs that got no SYN cookie (no resolved neighbour on the route back through the interface, or XDP_TX cannot deliver there): passed to the stack.",
+            st.get(Stat::CookiesWithheld),
+        )?;
+        out.counter(
+            "syn_cookie_acks_unsolicited",
+            "ACKs from learned peers to trap ports not checked: no cookie went to them moments ago.",
+            st.get(Stat::CookieAcksUnsolicited),
+        )?;
+        out.counter(
+            "syn_cookie_checks_refused",
+            "ACKs from learned peers not checked: their source spent its wrong-cookie budget.",
+            st.get(Stat::CookieChecksRefused),
+        )?;
+        out.counter(
             "kernel_bans",
             "Bans the XDP program made at the trigger.",
             st.get(Stat::Bans),

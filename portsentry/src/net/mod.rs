@@ -1,6 +1,7 @@
 //! Facts about addresses and this host's network: CIDR and port-set value types, the host's
 //! own addresses, gateways and resolvers, route change notifications, listening sockets and the
-//! service ports remembered from them, and the bogus ranges no real peer can be in.
+//! service ports remembered from them, the bogus ranges no real peer can be in, how this
+//! host's SYN-ACKs look (`synack`) and whether XDP_TX frames leave an interface (`xdp_tx`).
 //! Never writes a map or a ban; the only writes are `lo_forwarding` (the one sysctl the path
 //! check needs, restored on exit) and `service_ports` (its own file in `state_dir`).
 
@@ -12,3 +13,5 @@ pub mod netinfo;
 pub mod netwatch;
 pub mod ports;
 pub mod service_ports;
+pub mod synack;
+pub mod xdp_tx;

@@ -5,6 +5,8 @@
 //! - [`netns`]: a named network namespace, running code and test services inside it.
 //! - [`topology`]: [`Lab`], a protected and a scanner namespace joined by a veth pair, with
 //!   their addresses, routes and neighbours ([`Lab::recreate_link`] restores all of them).
+//! - [`routed`]: [`RoutedNs`], a protected namespace with routes and gateway neighbours for
+//!   data-plane runs that look routes up (SYN cookies).
 //! - [`args`]: [`DaemonArgs`], the one builder of a test daemon's command line.
 //! - [`daemon`]: [`Daemon`], a running `portsentry run`: ready when it sends READY=1 on a
 //!   notify socket the test owns, its output, signals, stop and memory.
@@ -15,6 +17,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod netns;
 mod output;
+pub mod routed;
 pub mod topology;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +26,7 @@ pub use args::DaemonArgs;
 pub use daemon::Daemon;
 pub use fixtures::{baseline_object, portsentry, portsentry_bin, run_in, sock, PinDir, TempDir};
 pub use netns::{Netns, Service};
+pub use routed::RoutedNs;
 pub use topology::{ip, mac_of, veth_pair, Lab};
 
 /// A number unique within this test process, for names of namespaces, links and directories
