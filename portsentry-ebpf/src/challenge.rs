@@ -146,8 +146,7 @@ pub fn check_ack(ctx: &XdpContext, src: &AddrKey, now: u64) -> bool {
     // SAFETY: pointers into the value of a successful lookup; every CPU updates `wrong`
     // atomically.
     unsafe {
-        if now.wrapping_sub((&raw const (*entry).sent_ns).read_volatile()) > COOKIE_ACK_WINDOW_NS
-        {
+        if now.wrapping_sub((&raw const (*entry).sent_ns).read_volatile()) > COOKIE_ACK_WINDOW_NS {
             count(Stat::CookieAcksUnsolicited);
             return false;
         }
@@ -302,7 +301,8 @@ pub extern "C" fn portsentry_syn_options(ctx: *mut xdp_md, l4: u32, th_len: u32)
             (TCPOPT_TIMESTAMP, 10) => {
                 if let Some(v) = ptr_at(&ctx, l4 + (i & 0x3f) + 2, 4) {
                     // SAFETY: 4 bytes at v are in bounds.
-                    let tsval = unsafe { u32::from_be_bytes([*v, *v.add(1), *v.add(2), *v.add(3)]) };
+                    let tsval =
+                        unsafe { u32::from_be_bytes([*v, *v.add(1), *v.add(2), *v.add(3)]) };
                     found = found & 0xffff_ffff | Offered::TIMESTAMPS | u64::from(tsval) << 32;
                 }
             }
@@ -387,7 +387,7 @@ fn route_and_cookie(ctx: &XdpContext) -> Option<i64> {
     // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     // SAFETY: only the presence of the key is read, never the value's memory.
-    if unsafe { PS_NO_XDP_TX.get(&ingress) }.is_some() {
+    if unsafe { PS_NO_XDP_TX.get(ingress) }.is_some() {
         return None;
     }
     let Headers {
@@ -545,7 +545,9 @@ fn plan_synack(ctx: &XdpContext, seq: u32) -> Option<()> {
     };
     let mtu = if mtu == 0 { DEFAULT_MTU } else { mtu };
     // Linux advertises its own MSS: the route's MTU less the IP and TCP headers.
-    let mss = mtu.saturating_sub(ip_len as u32 + TCP_HLEN as u32).clamp(536, 65495) as u16;
+    let mss = mtu
+        .saturating_sub(ip_len as u32 + TCP_HLEN as u32)
+        .clamp(536, 65495) as u16;
 
     // The SYN as it came (still in the packet).
     let th = ptr_at(ctx, l4, TCP_HLEN)?;
@@ -564,7 +566,14 @@ fn plan_synack(ctx: &XdpContext, seq: u32) -> Option<()> {
     let ws = o.wscale && cfg.synack_flags & synack_flags::WSCALE != 0;
     // MSS, then 12 bytes for timestamps (with SACK permitted in their padding) or 4 for SACK
     // permitted alone, then 4 for the window scale.
-    let opt_len = 4 + (if ts { 12 } else if sack { 4 } else { 0 }) + (if ws { 4 } else { 0 });
+    let opt_len =
+        4 + (if ts {
+            12
+        } else if sack {
+            4
+        } else {
+            0
+        }) + (if ws { 4 } else { 0 });
     let tcp_len = TCP_HLEN + opt_len;
     // tcp_select_initial_window: the space cut to a multiple of the MSS less the timestamps
     // (`checked_rem`: a `%` would keep a panic path for a zero divisor, which the verifier
@@ -700,7 +709,11 @@ fn emit_synack(ctx: &XdpContext) -> Option<()> {
     // SAFETY: the 24 bytes after the IP header are in bounds (checked with it above).
     unsafe {
         let p = &*plan;
-        sum += put32s(tcp, 0, u32::from(p.our_port) << 16 | u32::from(p.their_port));
+        sum += put32s(
+            tcp,
+            0,
+            u32::from(p.our_port) << 16 | u32::from(p.their_port),
+        );
         sum += put32s(tcp, 4, p.seq);
         sum += put32s(tcp, 8, p.their_seq.wrapping_add(1));
         sum += put32s(
@@ -709,7 +722,11 @@ fn emit_synack(ctx: &XdpContext) -> Option<()> {
             ((tcp_len / 4) as u32) << 28 | u32::from(SYN | ACK) << 16 | u32::from(p.window),
         );
         put32(tcp, 16, 0); // checksum (below) and urgent pointer
-        sum += put32s(tcp, 20, u32::from(TCPOPT_MSS) << 24 | 4 << 16 | u32::from(p.mss));
+        sum += put32s(
+            tcp,
+            20,
+            u32::from(TCPOPT_MSS) << 24 | 4 << 16 | u32::from(p.mss),
+        );
     }
     // The optional words, each in bounds by its own check: the frame ends where they do.
     let mut at = l3 + ip_len + TCP_HLEN + 4;

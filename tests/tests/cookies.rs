@@ -15,7 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portsentry_tests::lab::{baseline_object, ip, mac_of, sock, Daemon, DaemonArgs, Lab, Netns, TempDir};
+use portsentry_tests::lab::{
+    baseline_object, ip, mac_of, sock, Daemon, DaemonArgs, Lab, Netns, TempDir,
+};
 
 const TRAP: u16 = 111;
 const SERVICE: u16 = 8080;
@@ -46,11 +48,17 @@ fn start(lab: &Lab, dir: &TempDir) -> Daemon {
 
 /// A TCP connect from `src` in `ns` to `dst`: Ok once connected, else the error and how long
 /// it took to come.
-fn connect(ns: &Netns, src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<(), (io::ErrorKind, Duration)> {
+fn connect(
+    ns: &Netns,
+    src: IpAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> Result<(), (io::ErrorKind, Duration)> {
     ns.run(move || {
         use socket2::{Domain, Socket, Type};
         let began = Instant::now();
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| (e.kind(), began.elapsed()))?;
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None)
+            .map_err(|e| (e.kind(), began.elapsed()))?;
         sock.bind(&SocketAddr::new(src, 0).into())
             .map_err(|e| (e.kind(), began.elapsed()))?;
         sock.connect_timeout(&dst.into(), timeout)
@@ -80,7 +88,8 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
             .tcp_connect(lab.protected_v4, sock(peer, SERVICE), WAIT));
 
         let result = connect(&lab.scanner, peer, sock(lab.protected_v4, TRAP), WAIT);
-        let warning = |l: &str| l.contains("runs no XDP program") && l.contains("get no SYN cookie");
+        let warning =
+            |l: &str| l.contains("runs no XDP program") && l.contains("get no SYN cookie");
         if far_end_xdp {
             // The handshake completes on the cookie; its ACK bans the peer.
             assert!(result.is_ok(), "{result:?}");
@@ -100,7 +109,8 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
             assert!(took < Duration::from_secs(2), "{took:?}");
             assert!(
                 d.wait_for_line(
-                    |l| l.starts_with(&format!("portsentry: probe from {peer} (")) && l.contains("no SYN cookie"),
+                    |l| l.starts_with(&format!("portsentry: probe from {peer} ("))
+                        && l.contains("no SYN cookie"),
                     WAIT
                 ),
                 "the peer probe line says no cookie went out:\n{}",
@@ -146,10 +156,32 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
     let _extra = Namespaces(vec![peer_ns.clone(), forger_ns.clone()]);
     ip(&["-n", &sw, "addr", "flush", "dev", &lab.scanner_iface]).unwrap();
     ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]).unwrap();
-    ip(&["-n", &sw, "link", "set", &lab.scanner_iface, "master", "br0"]).unwrap();
+    ip(&[
+        "-n",
+        &sw,
+        "link",
+        "set",
+        &lab.scanner_iface,
+        "master",
+        "br0",
+    ])
+    .unwrap();
     ip(&["-n", &sw, "link", "set", "br0", "up"]).unwrap();
     let obj = baseline_object().display().to_string();
-    ip(&["-n", &sw, "link", "set", "dev", &lab.scanner_iface, "xdpdrv", "obj", &obj, "sec", "xdp"]).unwrap();
+    ip(&[
+        "-n",
+        &sw,
+        "link",
+        "set",
+        "dev",
+        &lab.scanner_iface,
+        "xdpdrv",
+        "obj",
+        &obj,
+        "sec",
+        "xdp",
+    ])
+    .unwrap();
     let peer: IpAddr = "10.77.0.5".parse().unwrap();
     let forger: IpAddr = "10.77.0.6".parse().unwrap();
     for (ns, addr, port) in [(&peer_ns, peer, "sp1"), (&forger_ns, forger, "sp2")] {
@@ -157,19 +189,41 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
         ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
         portsentry_tests::lab::veth_pair(ns, "eth0", &sw, port).unwrap();
         ip(&["-n", &sw, "link", "set", port, "master", "br0"]).unwrap();
-        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]).unwrap();
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])
+        .unwrap();
     }
     let (peer_netns, forger_netns) = (
-        Netns { name: peer_ns.clone() },
-        Netns { name: forger_ns.clone() },
+        Netns {
+            name: peer_ns.clone(),
+        },
+        Netns {
+            name: forger_ns.clone(),
+        },
     );
     // The forger never asks for the protected host's MAC (an ARP request would itself poison
     // the protected host's entry for the peer: item 10, another check) and never answers for
     // the address it borrows.
     let protected_mac = mac_of(&lab.protected.name, &lab.iface).unwrap();
     ip(&[
-        "-n", &forger_ns, "neigh", "replace", &lab.protected_v4.to_string(), "lladdr",
-        &protected_mac, "dev", "eth0", "nud", "permanent",
+        "-n",
+        &forger_ns,
+        "neigh",
+        "replace",
+        &lab.protected_v4.to_string(),
+        "lladdr",
+        &protected_mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
     ])
     .unwrap();
     forger_netns.run(|| {
@@ -188,11 +242,26 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
     );
 
     // The forger borrows the peer's address and connects from it.
-    ip(&["-n", &forger_ns, "addr", "add", &format!("{peer}/32"), "dev", "eth0"]).unwrap();
-    let forged = connect(&forger_netns, peer, sock(lab.protected_v4, TRAP), Duration::from_secs(3));
+    ip(&[
+        "-n",
+        &forger_ns,
+        "addr",
+        "add",
+        &format!("{peer}/32"),
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+    let forged = connect(
+        &forger_netns,
+        peer,
+        sock(lab.protected_v4, TRAP),
+        Duration::from_secs(3),
+    );
     assert!(
         d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: probe from {peer} (")) && l.contains("answered with a SYN cookie"),
+            |l| l.starts_with(&format!("portsentry: probe from {peer} ("))
+                && l.contains("answered with a SYN cookie"),
             WAIT
         ),
         "the forged SYN was answered:\n{}",
@@ -208,7 +277,16 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
         "a LAN forger got the learned peer banned:\n{}",
         tail(&d)
     );
-    ip(&["-n", &forger_ns, "addr", "del", &format!("{peer}/32"), "dev", "eth0"]).unwrap();
+    ip(&[
+        "-n",
+        &forger_ns,
+        "addr",
+        "del",
+        &format!("{peer}/32"),
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
 
     // The peer itself: its full connect completes on the cookie (which reaches it through the
     // switch) and bans it, path verified.

@@ -1345,9 +1345,7 @@ mod peers {
         detect::events::{EventKind, Protocol},
     };
     use portsentry_common::tcp_flags::{CWR, ECE};
-    use portsentry_tests::{
-        clock::before_boot, lab::RoutedNs, packets::SRC_PORT, xdp::XDP_TX,
-    };
+    use portsentry_tests::{clock::before_boot, lab::RoutedNs, packets::SRC_PORT, xdp::XDP_TX};
 
     use super::*;
 
@@ -1860,13 +1858,22 @@ mod peers {
         let p = ns.lab.protected.name.clone();
         // A second interface: 10.99.0.0/24 is routed out of it, with a resolved neighbour.
         for args in [
-            vec!["link", "add", "other0", "type", "veth", "peer", "name", "other1"],
+            vec![
+                "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+            ],
             vec!["addr", "add", "10.99.0.1/24", "dev", "other0"],
             vec!["link", "set", "other0", "up"],
             vec!["link", "set", "other1", "up"],
             vec![
-                "neigh", "replace", "10.99.0.5", "lladdr", "02:00:00:00:99:05", "dev", "other0",
-                "nud", "permanent",
+                "neigh",
+                "replace",
+                "10.99.0.5",
+                "lladdr",
+                "02:00:00:00:99:05",
+                "dev",
+                "other0",
+                "nud",
+                "permanent",
             ],
         ] {
             let mut full = vec!["-n", p.as_str()];
@@ -1987,7 +1994,12 @@ mod peers {
                 assert_eq!(x.run(&wrong.build()), XDP_PASS, "guess {i}");
             }
             assert_eq!(x.stats().get(Stat::CookieChecksRefused), 0);
-            assert_eq!(x.run(&valid.build()), XDP_PASS, "check {} refused", guesses + 1);
+            assert_eq!(
+                x.run(&valid.build()),
+                XDP_PASS,
+                "check {} refused",
+                guesses + 1
+            );
             assert!(!x.is_banned(peer), "a check beyond the budget was made");
             let syn2 = syn.clone().seq(32_000);
             let (verdict, out) = x.run_out(&syn2.build());

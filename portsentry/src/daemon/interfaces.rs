@@ -82,9 +82,9 @@ impl Daemon {
                 "it is a veth whose peer {peer} runs no XDP program, so frames sent back with \
                  XDP_TX are never delivered"
             ),
-            TxDelivery::Unknown { why } => format!(
-                "cannot tell whether frames sent back with XDP_TX are delivered ({why})"
-            ),
+            TxDelivery::Unknown { why } => {
+                format!("cannot tell whether frames sent back with XDP_TX are delivered ({why})")
+            }
         };
         crate::errln!(
             "portsentry: warning: {iface}: {why}; learned peers' trap SYNs on {iface} get no SYN \

@@ -59,7 +59,11 @@ impl SynAckShape {
         }
         // tcp_rmem: min, default (a listener's receive buffer), max.
         let rmem: Vec<u64> = sysctl("net.ipv4.tcp_rmem")
-            .map(|v| v.split_whitespace().filter_map(|w| w.parse().ok()).collect())
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let rmem_default = rmem.get(1).copied().unwrap_or(131_072);
         let rmem_max = rmem.get(2).copied().unwrap_or(6_291_456);

@@ -56,9 +56,7 @@ pub fn check(ifindex: u32, native: bool) -> TxDelivery {
     }
     match query(ifindex) {
         Ok(d) => d,
-        Err(e) => TxDelivery::Unknown {
-            why: e.to_string(),
-        },
+        Err(e) => TxDelivery::Unknown { why: e.to_string() },
     }
 }
 
@@ -110,7 +108,7 @@ fn get_link(ifindex: u32, netnsid: Option<i32>) -> io::Result<Link> {
     req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    // struct ifinfomsg: family, pad, type, index, flags, change.
+                                                // struct ifinfomsg: family, pad, type, index, flags, change.
     req.extend_from_slice(&[0, 0, 0, 0]);
     req.extend_from_slice(&(ifindex as i32).to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());

@@ -40,7 +40,16 @@ impl RoutedNs {
         ip(&["-n", &p, "-6", "route", "add", "default", "via", "fd77::2"])?;
         for gateway in ["10.77.0.2", "fd77::2"] {
             ip(&[
-                "-n", &p, "neigh", "replace", gateway, "lladdr", &gw, "dev", &lab.iface, "nud",
+                "-n",
+                &p,
+                "neigh",
+                "replace",
+                gateway,
+                "lladdr",
+                &gw,
+                "dev",
+                &lab.iface,
+                "nud",
                 "permanent",
             ])?;
         }
