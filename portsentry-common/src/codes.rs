@@ -168,6 +168,10 @@ wire_enum! {
         /// Prefix triggers withheld because the path check did not prove the probe's source
         /// (spoofed or unverified); the next probe of the prefix tries again.
         PrefixUnproven = 25 => "prefix_unproven",
+        /// New outbound peers not learned because the learning rate bound was spent
+        /// (`PEER_LEARN_BURST`, `PEER_LEARN_INTERVAL_NS`): a local process contacting new
+        /// hosts faster than that cannot churn the peer table.
+        PeerLearnLimited = 26 => "peer_learn_limited",
     }
 }
 

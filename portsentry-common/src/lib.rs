@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// A past instant on `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` returns), in nanoseconds,
 /// *signed*: a record restored from before this boot (a peer seen, a ban made, on the machine's
@@ -57,10 +57,24 @@ pub mod peer_programs {
     /// cgroup/connect4 and connect6: the destination a UDP socket is connected to.
     pub const UDP_CONNECT4: &str = "ps_peer_connect4";
     pub const UDP_CONNECT6: &str = "ps_peer_connect6";
-    /// cgroup/sendmsg4 and sendmsg6: the destination of an unconnected UDP send.
+    /// cgroup/sendmsg4 and sendmsg6: the destination of an unconnected UDP send (unless that
+    /// socket heard from it first: an answer, not a choice).
     pub const UDP_SENDMSG4: &str = "ps_peer_sendmsg4";
     pub const UDP_SENDMSG6: &str = "ps_peer_sendmsg6";
+    /// cgroup/recvmsg4 and recvmsg6: marks the sources a UDP socket heard from before it sent
+    /// to them ([`HeardKey`]), so that its answers to them teach nothing.
+    pub const UDP_RECVMSG4: &str = "ps_peer_recvmsg4";
+    pub const UDP_RECVMSG6: &str = "ps_peer_recvmsg6";
 }
+
+/// New outbound peers (PS_PEERS) each CPU may learn at once after a quiet spell: the burst of
+/// the learning rate bound. A host's own sockets reach this only when one process contacts
+/// hundreds of new hosts in a row; beyond it they are learned at [`PEER_LEARN_INTERVAL_NS`].
+pub const PEER_LEARN_BURST: u64 = 1024;
+/// One new outbound peer per this many ns per CPU in the long run (10 a second): a local
+/// process (or a remote party that makes this host contact addresses of its choosing) needs
+/// hours, not seconds, to push a peer this host keeps using out of a full table.
+pub const PEER_LEARN_INTERVAL_NS: u64 = 100_000_000;
 
 /// Bits in each ban prefilter: 2^23 (1 MiB). With a million bans about 11 % of other sources
 /// still take the exact lookup; with the default 65 536, under 1 %.
@@ -204,6 +218,10 @@ pub mod config_flags {
     /// Trap probes from learned peers (PS_PEERS) do not ban on their own: TCP SYNs get a SYN
     /// cookie and ban only on a valid handshake, UDP is only reported.
     pub const PEER_CHALLENGE: u32 = 1 << 4;
+    /// Accepted TCP connections teach inbound peers (PS_INBOUND_PEERS), and those count as
+    /// learned peers too (`learn_inbound`): every client of a service then gets SYN cookies
+    /// instead of a ban for its trap SYNs. Off by default.
+    pub const LEARN_INBOUND: u32 = 1 << 5;
 }
 
 /// Runtime settings written by userspace into the single-entry config array.
@@ -343,9 +361,10 @@ pub mod event_flags {
     pub const CONFIRMED: u8 = 1 << 6;
 }
 
-/// A host this one has really talked to: value of PS_PEERS, keyed by [`AddrKey`]. Written by
-/// the cgroup programs (completed TCP handshakes, UDP destinations) and by userspace restoring
-/// the saved peers; a forged packet cannot create one.
+/// A host this one has really talked to: value of PS_PEERS (hosts it chose to contact) and of
+/// PS_INBOUND_PEERS (clients it accepted, with `learn_inbound`), keyed by [`AddrKey`]. Written
+/// by the cgroup programs (completed TCP handshakes, UDP destinations) and by userspace
+/// restoring the saved peers; a forged packet cannot create one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PeerEntry {
@@ -368,12 +387,24 @@ impl PeerEntry {
 
 /// Bits of [`PeerEntry::ways`].
 pub mod peer_ways {
-    /// This host contacted the peer (a TCP connection it opened, a UDP destination): a host it
-    /// depends on. Fleet decisions never ban these.
+    /// This host contacted the peer (a TCP connection it opened, a connected UDP socket, an
+    /// unconnected send to a destination that had not written to that socket first): a host it
+    /// depends on. Kept in PS_PEERS; fleet decisions never ban these.
     pub const OUTBOUND: u32 = 1 << 0;
-    /// The peer contacted this host (a TCP connection it accepted): a client. Its trap SYNs are
-    /// challenged, but the fleet may still ban it (anyone can become a client first).
+    /// The peer contacted this host (a TCP connection it accepted): a client. Kept in
+    /// PS_INBOUND_PEERS, and only with `learn_inbound`; the fleet may still ban it (anyone can
+    /// become a client first).
     pub const INBOUND: u32 = 1 << 1;
+}
+
+/// A UDP socket and a source it received from (key of PS_UDP_HEARD; the value is when, boot
+/// clock ns): the socket's sends to that source answer it, and teach no outbound peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct HeardKey {
+    /// `bpf_get_socket_cookie` of the receiving socket.
+    pub socket_cookie: u64,
+    pub addr: AddrKey,
 }
 
 /// A ring-buffer event: emitted on state changes only, never per dropped packet.
@@ -415,6 +446,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerEntry {}
     unsafe impl aya::Pod for super::PrefixHitEntry {}
     unsafe impl aya::Pod for super::PrefixKey {}
+    unsafe impl aya::Pod for super::HeardKey {}
 }
 
 /// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
@@ -450,6 +482,7 @@ assert_layout!(Config, size 72, {
     event_interval_ns: 64,
 });
 assert_layout!(PeerEntry, size 16, { last_seen_ns: 0, ways: 8, _pad: 12 });
+assert_layout!(HeardKey, size 24, { socket_cookie: 0, addr: 8 });
 assert_layout!(BanEntry, size 32, {
     banned_at_ns: 0,
     expires_at_ns: 8,

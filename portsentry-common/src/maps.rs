@@ -85,13 +85,36 @@ macro_rules! ps_maps {
             PS_ALLOW_FILTER: Array<u32, u64> =
                 $crate::maps::Capacity::Fixed($crate::ALLOW_FILTER_WORDS);
 
-            /// Hosts this one has talked to (completed TCP handshakes, UDP destinations), written
-            /// by the cgroup programs. LRU: the least recently seen peer makes room.
+            /// Outbound peers: hosts this one chose to talk to (TCP connections it opened,
+            /// connected UDP sockets, UDP destinations that had not written to the sending socket
+            /// first), written by the cgroup programs at a bounded rate. Nothing a remote host
+            /// sends can add an entry, so inbound or forged traffic cannot push one out. LRU: the
+            /// least recently seen peer makes room for a new one this host contacts.
             PS_PEERS: LruHashMap<$crate::AddrKey, $crate::PeerEntry> =
                 $crate::maps::Capacity::ByOption {
                     option: $crate::maps::CapacityOption::MaxPeers,
                     default: 65_536,
                 };
+
+            /// Inbound peers: clients whose TCP connection this host accepted, learned only
+            /// with `learn_inbound`. A table of its own, so that clients (whom anyone can
+            /// become) never evict an outbound peer.
+            PS_INBOUND_PEERS: LruHashMap<$crate::AddrKey, $crate::PeerEntry> =
+                $crate::maps::Capacity::ByOption {
+                    option: $crate::maps::CapacityOption::MaxPeers,
+                    default: 65_536,
+                };
+
+            /// Sources each UDP socket received from while they were not outbound peers
+            /// ([`crate::HeardKey`]): that socket's sends to them are answers (a DNS, NTP or
+            /// QUIC server replying to whoever asked, forged or not) and teach no peer. LRU: a
+            /// mark only has to outlive the time a server takes to answer.
+            PS_UDP_HEARD: LruHashMap<$crate::HeardKey, u64> =
+                $crate::maps::Capacity::Fixed(65_536);
+
+            /// Per-CPU token bucket (GCRA time) bounding how fast new outbound peers are
+            /// learned ([`crate::PEER_LEARN_BURST`], [`crate::PEER_LEARN_INTERVAL_NS`]).
+            PS_PEER_LEARN_RATE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(1);
 
             /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
             /// 1: spoofed probes, 2: ignored sources), so a forged flood yields a few events a
@@ -264,6 +287,9 @@ mod tests {
                 "PS_ALLOW_CIDRS",
                 "PS_ALLOW_FILTER",
                 "PS_PEERS",
+                "PS_INBOUND_PEERS",
+                "PS_UDP_HEARD",
+                "PS_PEER_LEARN_RATE",
                 "PS_THROTTLE",
                 "PS_STATS",
                 "PS_EVENTS",
@@ -290,6 +316,9 @@ mod tests {
                 ("PS_ALLOW_CIDRS", 20, 1),
                 ("PS_ALLOW_FILTER", 4, 8),
                 ("PS_PEERS", 16, 16),
+                ("PS_INBOUND_PEERS", 16, 16),
+                ("PS_UDP_HEARD", 24, 8),
+                ("PS_PEER_LEARN_RATE", 4, 8),
                 ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
                 ("PS_EVENTS", 0, 0),
@@ -311,6 +340,9 @@ mod tests {
                 MapKind::LpmTrie,
                 MapKind::Array,
                 MapKind::LruHashMap,
+                MapKind::LruHashMap,
+                MapKind::LruHashMap,
+                MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
                 MapKind::RingBuf,
@@ -410,8 +442,11 @@ mod tests {
                 16_384,
                 2048,
                 65_536,
+                65_536,
+                65_536,
+                1,
                 4,
-                26,
+                27,
                 1 << 20
             ]
         );
@@ -434,6 +469,9 @@ mod tests {
                 "",
                 "",
                 "max_peers",
+                "max_peers",
+                "",
+                "",
                 "",
                 "",
                 ""

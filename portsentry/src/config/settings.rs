@@ -251,6 +251,10 @@ pub struct LiveSettings {
     /// until the table needs room.
     #[serde(with = "values::limit")]
     pub peer_memory: Option<Duration>,
+    /// Also learn the clients whose TCP connections this host accepts (inbound peers): their
+    /// trap SYNs then get SYN cookies instead of bans. Off by default: anyone can become a
+    /// client first, and then scan a public service without ever being banned.
+    pub learn_inbound: bool,
     /// Advanced mode: a port that had a listening socket within this long stays a service
     /// port (never a trap) even while its service restarts; "never" forgets nothing.
     #[serde(with = "values::limit")]
@@ -295,6 +299,7 @@ impl Default for LiveSettings {
             prefix_threshold: 4,
             path_check: true,
             peer_memory: Some(DEFAULT_PEER_MEMORY),
+            learn_inbound: false,
             service_port_memory: Some(DEFAULT_PEER_MEMORY),
             allow: Vec::new(),
             ignore_file: None,
@@ -349,6 +354,9 @@ impl LiveSettings {
         }
         if self.path_check {
             flags |= config_flags::PATH_CHECK;
+        }
+        if self.learn_inbound {
+            flags |= config_flags::LEARN_INBOUND;
         }
         let ns = |d: Option<Duration>| {
             d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

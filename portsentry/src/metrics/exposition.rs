@@ -245,7 +245,7 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             .collect();
         out.gauges(
             "table_entries",
-            "Entries in each kernel table (bans, ban_networks, allowlist, learned_peers).",
+            "Entries in each kernel table (bans, ban_networks, allowlist, learned_peers, learned_inbound_peers).",
             &entries,
         )?;
         let capacity: Vec<_> = k

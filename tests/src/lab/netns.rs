@@ -38,6 +38,19 @@ impl Netns {
         .expect("netns thread panicked")
     }
 
+    /// Runs `f` on a background thread that has entered this namespace (a server the test
+    /// stops through state of its own); join the handle for its result.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = self.path();
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
     /// `ip netns exec NAME PROGRAM` as a command to configure further.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
