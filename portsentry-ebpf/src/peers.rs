@@ -172,7 +172,7 @@ fn record_outbound(peer: AddrKey, socket: Option<u64>, cfg: &Config) {
             socket_cookie,
             addr: peer,
         };
-        if PS_UDP_HEARD.get_ptr(&heard).is_some() {
+        if PS_UDP_HEARD.get_ptr(heard).is_some() {
             return;
         }
     }
@@ -325,8 +325,8 @@ fn udp_heard(ctx: &SockAddrContext, v6: bool) -> i32 {
         socket_cookie: socket_cookie(ctx),
         addr: src,
     };
-    if PS_UDP_HEARD.get_ptr(&heard).is_none() {
-        let _ = PS_UDP_HEARD.insert(&heard, now, 0);
+    if PS_UDP_HEARD.get_ptr(heard).is_none() {
+        let _ = PS_UDP_HEARD.insert(heard, now, 0);
     }
     1
 }
