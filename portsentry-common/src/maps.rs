@@ -93,6 +93,18 @@ macro_rules! ps_maps {
                     default: 65_536,
                 };
 
+            /// Where a route back may leave for a frame that came in on an interface with some
+            /// VLAN tags (a bridge port's bridge, a bond slave's bond, the VLAN device of a
+            /// tag), written by the daemon from rtnetlink (`net::topology`). Layout 9.
+            PS_UPPER_LINKS: HashMap<$crate::LinkKey, $crate::UpperLinks> =
+                $crate::maps::Capacity::Fixed(4096);
+
+            /// Contested neighbours: addresses whose neighbour MAC changed recently (set by the
+            /// XDP program on the ARP/ND frame that claims it, and by the daemon on rtnetlink's
+            /// RTM_NEWNEIGH). LRU: a flood of claims forgets the oldest. Layout 9.
+            PS_CONTESTED: LruHashMap<$crate::AddrKey, $crate::ContestedEntry> =
+                $crate::maps::Capacity::Fixed(16_384);
+
             /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
             /// 1: spoofed probes, 2: ignored sources), so a forged flood yields a few events a
             /// second, not one each; index 3: the global event limit's token-bucket time (GCRA).
@@ -264,6 +276,8 @@ mod tests {
                 "PS_ALLOW_CIDRS",
                 "PS_ALLOW_FILTER",
                 "PS_PEERS",
+                "PS_UPPER_LINKS",
+                "PS_CONTESTED",
                 "PS_THROTTLE",
                 "PS_STATS",
                 "PS_EVENTS",
@@ -278,7 +292,7 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                ("PS_CONFIG", 4, 72),
+                ("PS_CONFIG", 4, 80),
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
@@ -290,6 +304,8 @@ mod tests {
                 ("PS_ALLOW_CIDRS", 20, 1),
                 ("PS_ALLOW_FILTER", 4, 8),
                 ("PS_PEERS", 16, 16),
+                ("PS_UPPER_LINKS", 8, 32),
+                ("PS_CONTESTED", 16, 16),
                 ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
                 ("PS_EVENTS", 0, 0),
@@ -310,6 +326,8 @@ mod tests {
                 MapKind::LpmTrie,
                 MapKind::LpmTrie,
                 MapKind::Array,
+                MapKind::LruHashMap,
+                MapKind::HashMap,
                 MapKind::LruHashMap,
                 MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
@@ -410,8 +428,10 @@ mod tests {
                 16_384,
                 2048,
                 65_536,
+                4096,
+                16_384,
                 4,
-                26,
+                28,
                 1 << 20
             ]
         );
@@ -434,6 +454,8 @@ mod tests {
                 "",
                 "",
                 "max_peers",
+                "",
+                "",
                 "",
                 "",
                 ""
