@@ -204,6 +204,9 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
             // A contested neighbour's MAC may be a poisoner's: no cookie goes to it.
             if neigh::contested(&pkt.src, cfg) {
                 count(Stat::Contested);
+                if throttle_allows(THROTTLE_SPOOFED, now) && limit::allows(0, now) {
+                    emit(&probe_event(ctx, &pkt, EventKind::Contested, scan, 0, now));
+                }
                 return pass();
             }
             return challenge::answer(ctx, &pkt, scan, now);
