@@ -135,8 +135,11 @@ fn routes_via_upper(
             key.inner_vid = be16_at(ctx, 18).unwrap_or(0) & VID_MASK;
         }
     }
-    // SAFETY: a plain read of a hash map value; the daemon replaces whole values.
-    match unsafe { PS_UPPER_LINKS.get(&key) } {
+    // SAFETY: a plain read of a hash map value; the daemon replaces whole values. By reference:
+    // by value, `Borrow` copies the key onto the stack (clippy prefers it).
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let uppers = unsafe { PS_UPPER_LINKS.get(&key) };
+    match uppers {
         Some(uppers) => {
             // Early returns: a running `found |= …` gave the verifier 2^8 states to walk.
             for i in 0..portsentry_common::UPPER_LINKS_MAX {

@@ -58,7 +58,17 @@ fn addresses_onto(lab: &Lab, upper: &str) {
     ip(&["-n", p, "addr", "add", "10.77.0.1/24", "dev", upper]);
     ip(&["-n", p, "addr", "add", "fd77::1/64", "dev", upper, "nodad"]);
     ip(&["-n", p, "link", "set", upper, "up"]);
-    ip(&["-n", p, "route", "replace", "default", "via", "10.77.0.2", "dev", upper]);
+    ip(&[
+        "-n",
+        p,
+        "route",
+        "replace",
+        "default",
+        "via",
+        "10.77.0.2",
+        "dev",
+        upper,
+    ]);
     ip(&[
         "-n", p, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
     ]);
@@ -81,7 +91,10 @@ fn honest_scan_bans_and_forgery_is_refused(lab: &Lab, upper: &str, role: &str) {
         .args(["--xdp-mode", "native"])
         .start()
         .expect("daemon");
-    let attach = format!("portsentry: {} is {role} {upper}: routes via {upper} count as {}", lab.iface, lab.iface);
+    let attach = format!(
+        "portsentry: {} is {role} {upper}: routes via {upper} count as {}",
+        lab.iface, lab.iface
+    );
     assert!(
         d.wait_for_line(|l| l == attach, Duration::from_secs(5)),
         "no attach line {attach:?}\n{}",
@@ -92,7 +105,18 @@ fn honest_scan_bans_and_forgery_is_refused(lab: &Lab, upper: &str, role: &str) {
     run_in(
         &lab.scanner,
         "hping3",
-        &["-c", "3", "-i", "u200", "-S", "-p", "111", "-a", "10.99.0.5", &target],
+        &[
+            "-c",
+            "3",
+            "-i",
+            "u200",
+            "-S",
+            "-p",
+            "111",
+            "-a",
+            "10.99.0.5",
+            &target,
+        ],
         Duration::from_secs(10),
     );
     assert!(
@@ -107,8 +131,18 @@ fn honest_scan_bans_and_forgery_is_refused(lab: &Lab, upper: &str, role: &str) {
         &lab.scanner,
         "nmap",
         &[
-            "-sS", "-Pn", "-n", "-p", "111", "--max-retries", "1", "-e", &lab.scanner_iface,
-            "-oG", "-", &target,
+            "-sS",
+            "-Pn",
+            "-n",
+            "-p",
+            "111",
+            "--max-retries",
+            "1",
+            "-e",
+            &lab.scanner_iface,
+            "-oG",
+            "-",
+            &target,
         ],
         Duration::from_secs(30),
     )
@@ -144,7 +178,9 @@ fn an_honest_scan_on_a_bond_slave_bans() {
     let lab = Lab::new(2).unwrap();
     let p = &lab.protected.name;
     if let Err(e) = try_ip(&["-n", p, "link", "add", "bond0", "type", "bond"]) {
-        eprintln!("SKIPPED an_honest_scan_on_a_bond_slave_bans: this kernel cannot make a bond ({e})");
+        eprintln!(
+            "SKIPPED an_honest_scan_on_a_bond_slave_bans: this kernel cannot make a bond ({e})"
+        );
         return;
     }
     ip(&["-n", p, "link", "set", &lab.iface, "down"]);
@@ -160,18 +196,41 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
     let (p, s) = (&lab.protected.name, &lab.scanner.name);
     let vp = format!("{}.100", lab.iface);
     let vs = format!("{}.100", lab.scanner_iface);
-    if let Err(e) = try_ip(&["-n", p, "link", "add", "link", &lab.iface, "name", &vp, "type", "vlan", "id", "100"]) {
+    if let Err(e) = try_ip(&[
+        "-n", p, "link", "add", "link", &lab.iface, "name", &vp, "type", "vlan", "id", "100",
+    ]) {
         eprintln!("SKIPPED an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent: this kernel cannot make a VLAN device ({e})");
         return;
     }
-    ip(&["-n", s, "link", "add", "link", &lab.scanner_iface, "name", &vs, "type", "vlan", "id", "100"]);
+    ip(&[
+        "-n",
+        s,
+        "link",
+        "add",
+        "link",
+        &lab.scanner_iface,
+        "name",
+        &vs,
+        "type",
+        "vlan",
+        "id",
+        "100",
+    ]);
     ip(&["-n", p, "addr", "add", "10.78.0.1/24", "dev", &vp]);
     ip(&["-n", s, "addr", "add", "10.78.0.2/24", "dev", &vs]);
     ip(&["-n", p, "link", "set", &vp, "up"]);
     ip(&["-n", s, "link", "set", &vs, "up"]);
     // The tag must be in the frame XDP sees, not in offload metadata.
-    for (ns, dev) in [(&lab.scanner, &lab.scanner_iface), (&lab.protected, &lab.iface)] {
-        let _ = run_in(ns, "ethtool", &["-K", dev, "txvlan", "off", "rxvlan", "off"], Duration::from_secs(5));
+    for (ns, dev) in [
+        (&lab.scanner, &lab.scanner_iface),
+        (&lab.protected, &lab.iface),
+    ] {
+        let _ = run_in(
+            ns,
+            "ethtool",
+            &["-K", dev, "txvlan", "off", "rxvlan", "off"],
+            Duration::from_secs(5),
+        );
     }
     let dir = TempDir::new("topology-vlan").unwrap();
     let mut d = DaemonArgs::new(&lab)
@@ -184,18 +243,35 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
         .start()
         .expect("daemon");
     assert!(
-        d.wait_for_line(|l| l.contains(&format!("carries VLAN 100 for {vp}")), Duration::from_secs(5)),
+        d.wait_for_line(
+            |l| l.contains(&format!("carries VLAN 100 for {vp}")),
+            Duration::from_secs(5)
+        ),
         "{}",
         d.output()
     );
     run_in(
         &lab.scanner,
         "nmap",
-        &["-sS", "-Pn", "-n", "-p", "111", "--max-retries", "1", "-e", &vs, "10.78.0.1"],
+        &[
+            "-sS",
+            "-Pn",
+            "-n",
+            "-p",
+            "111",
+            "--max-retries",
+            "1",
+            "-e",
+            &vs,
+            "10.78.0.1",
+        ],
         Duration::from_secs(30),
     );
     assert!(
-        d.wait_for_line(|l| l.starts_with("attackalert: Host 10.78.0.2 "), Duration::from_secs(5)),
+        d.wait_for_line(
+            |l| l.starts_with("attackalert: Host 10.78.0.2 "),
+            Duration::from_secs(5)
+        ),
         "{}",
         d.output()
     );
@@ -210,14 +286,52 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
 fn tagged_and_untagged_frames_are_checked_against_their_upper_devices() {
     let lab = Lab::new(1).unwrap();
     let p = lab.protected.name.clone();
-    ip(&["-n", &p, "link", "add", "other0", "type", "veth", "peer", "name", "other1"]);
+    ip(&[
+        "-n", &p, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+    ]);
     ip(&["-n", &p, "addr", "add", "10.99.0.1/24", "dev", "other0"]);
     ip(&["-n", &p, "link", "set", "other0", "up"]);
     ip(&["-n", &p, "link", "set", "other1", "up"]);
     let host_mac = [0x02, 0x99, 0, 0, 0, 5];
-    ip(&["-n", &p, "neigh", "replace", "10.99.0.5", "lladdr", "02:99:00:00:00:05", "dev", "other0", "nud", "permanent"]);
-    ip(&["-n", &p, "neigh", "replace", "10.99.0.6", "lladdr", "02:99:00:00:00:05", "dev", "other0", "nud", "permanent"]);
-    ip(&["-n", &p, "neigh", "replace", "10.99.0.7", "lladdr", "02:99:00:00:00:05", "dev", "other0", "nud", "permanent"]);
+    ip(&[
+        "-n",
+        &p,
+        "neigh",
+        "replace",
+        "10.99.0.5",
+        "lladdr",
+        "02:99:00:00:00:05",
+        "dev",
+        "other0",
+        "nud",
+        "permanent",
+    ]);
+    ip(&[
+        "-n",
+        &p,
+        "neigh",
+        "replace",
+        "10.99.0.6",
+        "lladdr",
+        "02:99:00:00:00:05",
+        "dev",
+        "other0",
+        "nud",
+        "permanent",
+    ]);
+    ip(&[
+        "-n",
+        &p,
+        "neigh",
+        "replace",
+        "10.99.0.7",
+        "lladdr",
+        "02:99:00:00:00:05",
+        "dev",
+        "other0",
+        "nud",
+        "permanent",
+    ]);
     sysctl(&lab.protected, "net.ipv4.conf.lo.forwarding", "1");
     let iface = lab.iface.clone();
     let (ingress, other) = lab.protected.run(move || {
@@ -241,26 +355,46 @@ fn tagged_and_untagged_frames_are_checked_against_their_upper_devices() {
             p.build()
         };
         // No entry: routed out of other0, arriving here untagged: spoofed.
-        assert_eq!(x.run_on(&probe("10.99.0.5", None), ingress), XDP_PASS, "no entry");
+        assert_eq!(
+            x.run_on(&probe("10.99.0.5", None), ingress),
+            XDP_PASS,
+            "no entry"
+        );
         let mut entries = std::collections::BTreeMap::new();
         let up = |i: u32| {
             let mut v = UpperLinks::default();
             v.ifindex[0] = i;
             v
         };
-        let key = |o, i| LinkKey { ifindex: ingress, outer_vid: o, inner_vid: i };
+        let key = |o, i| LinkKey {
+            ifindex: ingress,
+            outer_vid: o,
+            inner_vid: i,
+        };
         entries.insert(key(0, 0), up(other));
         entries.insert(key(100, 0), up(other));
         entries.insert(key(200, 0), up(9999));
         x.dp.set_upper_links(&entries).expect("upper links");
         assert_eq!(x.dp.upper_links().unwrap().len(), 3);
         // Untagged, the port of "other0": banned, verified by the neighbour's MAC.
-        assert_eq!(x.run_on(&probe("10.99.0.5", None), ingress), XDP_DROP, "untagged via upper");
+        assert_eq!(
+            x.run_on(&probe("10.99.0.5", None), ingress),
+            XDP_DROP,
+            "untagged via upper"
+        );
         // Tagged 100, whose VLAN device is "other0": banned.
-        assert_eq!(x.run_on(&probe("10.99.0.6", Some(100)), ingress), XDP_DROP, "tag 100");
+        assert_eq!(
+            x.run_on(&probe("10.99.0.6", Some(100)), ingress),
+            XDP_DROP,
+            "tag 100"
+        );
         // Tagged 200, whose VLAN device is another one: spoofed (before layout 9 a tagged
         // frame's interface was not compared at all, and this banned).
-        assert_eq!(x.run_on(&probe("10.99.0.7", Some(200)), ingress), XDP_PASS, "tag 200");
+        assert_eq!(
+            x.run_on(&probe("10.99.0.7", Some(200)), ingress),
+            XDP_PASS,
+            "tag 200"
+        );
         let s = x.stats();
         (s.get(Stat::Spoofed), s.get(Stat::Bans))
     });
@@ -284,7 +418,19 @@ impl ArpLab {
             name: format!("{}a", lab.scanner.name),
         };
         ip(&["netns", "add", &attacker.name]);
-        ip(&["-n", &s, "link", "add", "atk0", "link", &lab.scanner_iface, "type", "macvlan", "mode", "bridge"]);
+        ip(&[
+            "-n",
+            &s,
+            "link",
+            "add",
+            "atk0",
+            "link",
+            &lab.scanner_iface,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ]);
         ip(&["-n", &s, "link", "set", "atk0", "netns", &attacker.name]);
         ip(&["-n", &attacker.name, "link", "set", "atk0", "up"]);
         let attacker_mac = mac(&attacker.name, "atk0");
@@ -305,15 +451,26 @@ impl ArpLab {
     fn knows_victim(&self, victim: IpAddr) {
         let victim_mac = mac_of(&self.lab.scanner.name, &self.lab.scanner_iface).unwrap();
         ip(&[
-            "-n", &self.lab.protected.name, "neigh", "replace", &victim.to_string(), "lladdr",
-            &victim_mac, "dev", &self.lab.iface, "nud", "stale",
+            "-n",
+            &self.lab.protected.name,
+            "neigh",
+            "replace",
+            &victim.to_string(),
+            "lladdr",
+            &victim_mac,
+            "dev",
+            &self.lab.iface,
+            "nud",
+            "stale",
         ]);
     }
 }
 
 impl Drop for ArpLab {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.attacker.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.attacker.name])
+            .status();
     }
 }
 
@@ -337,7 +494,13 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
     let victim = lab.scanner_v4[1];
     al.knows_victim(victim);
     let victim_v4 = Ipv4Addr::new(10, 77, 0, 3);
-    let arp = packets::arp(1, [0xff; 6], al.attacker_mac, victim_v4, Ipv4Addr::new(10, 77, 0, 1));
+    let arp = packets::arp(
+        1,
+        [0xff; 6],
+        al.attacker_mac,
+        victim_v4,
+        Ipv4Addr::new(10, 77, 0, 1),
+    );
     let mut syn = Packet::tcp("10.77.0.3", 111, SYN)
         .to(lab.protected_v4)
         .from_mac(al.attacker_mac)
@@ -346,7 +509,8 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
     al.attacker.send_frames("atk0", vec![arp, syn.clone(), syn]);
     assert!(
         d.wait_for_line(
-            |l| l.starts_with("portsentry: neighbour flip: 10.77.0.3 on ") && l.contains("contested"),
+            |l| l.starts_with("portsentry: neighbour flip: 10.77.0.3 on ")
+                && l.contains("contested"),
             Duration::from_secs(5)
         ),
         "the flip was not logged\n{}",
@@ -370,11 +534,27 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
     run_in(
         &lab.scanner,
         "nmap",
-        &["-sS", "-Pn", "-n", "-p", "111", "--max-retries", "1", "-S", "10.77.0.2", "-e", &lab.scanner_iface, &lab.protected_v4.to_string()],
+        &[
+            "-sS",
+            "-Pn",
+            "-n",
+            "-p",
+            "111",
+            "--max-retries",
+            "1",
+            "-S",
+            "10.77.0.2",
+            "-e",
+            &lab.scanner_iface,
+            &lab.protected_v4.to_string(),
+        ],
         Duration::from_secs(30),
     );
     assert!(
-        d.wait_for_line(|l| l.starts_with("attackalert: Host 10.77.0.2 "), Duration::from_secs(5)),
+        d.wait_for_line(
+            |l| l.starts_with("attackalert: Host 10.77.0.2 "),
+            Duration::from_secs(5)
+        ),
         "{}",
         d.output()
     );
@@ -398,7 +578,9 @@ fn one_neighbour_solicitation_does_not_let_a_forged_probe_ban_its_victim() {
         .expect("daemon");
     let victim = lab.scanner_v6[1];
     al.knows_victim(victim);
-    let IpAddr::V6(victim_v6) = victim else { unreachable!() };
+    let IpAddr::V6(victim_v6) = victim else {
+        unreachable!()
+    };
     let me: Ipv6Addr = "fd77::1".parse().unwrap();
     let ns = packets::neighbour_solicitation(al.attacker_mac, victim_v6, me);
     let mut syn = Packet::tcp(&victim.to_string(), 111, SYN)
@@ -417,7 +599,8 @@ fn one_neighbour_solicitation_does_not_let_a_forged_probe_ban_its_victim() {
     );
     assert!(
         d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: probe from {victim} ")) && l.contains("contested"),
+            |l| l.starts_with(&format!("portsentry: probe from {victim} "))
+                && l.contains("contested"),
             Duration::from_secs(5)
         ),
         "the forged probe was not refused as contested\n{}",

@@ -105,7 +105,11 @@ impl Daemon {
             .names_by_index
             .get(&flip.ifindex)
             .cloned()
-            .or_else(|| nix::net::if_::if_indextoname(flip.ifindex).ok().map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| {
+                nix::net::if_::if_indextoname(flip.ifindex)
+                    .ok()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_else(|| format!("#{}", flip.ifindex));
         let what = match self.settings.live.neighbour_contest {
             Some(window) => {

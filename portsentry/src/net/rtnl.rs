@@ -144,7 +144,7 @@ fn dump(kind: u16, header_len: usize, mut each: impl FnMut(u16, &[u8])) -> io::R
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(with_context(e, "reading an rtnetlink dump")),
         };
-        if !from.is_some_and(|a| a.pid() == 0) {
+        if from.is_none_or(|a| a.pid() != 0) {
             continue;
         }
         for (kind, body) in messages(&buf[..n]) {
@@ -203,15 +203,13 @@ impl LinkWatch {
             loop {
                 match recvfrom::<NetlinkAddr>(raw, &mut self.buf) {
                     Ok((n, from)) => {
-                        if !from.is_some_and(|a| a.pid() == 0) {
+                        if from.is_none_or(|a| a.pid() != 0) {
                             continue;
                         }
                         for (kind, body) in messages(&self.buf[..n]) {
                             match kind {
-                                RTM_NEWLINK | RTM_DELLINK => {
-                                    if out.last() != Some(&Change::Links) {
-                                        out.push(Change::Links);
-                                    }
+                                RTM_NEWLINK | RTM_DELLINK if out.last() != Some(&Change::Links) => {
+                                    out.push(Change::Links);
                                 }
                                 RTM_NEWNEIGH => {
                                     out.extend(parse_neighbour(body).map(Change::NewNeighbour))
@@ -399,11 +397,10 @@ mod tests {
         let mut ifinfo = [0u8; 16];
         ifinfo[4..8].copy_from_slice(&7u32.to_ne_bytes());
         let mut data = Vec::new();
-        for (k, v) in [(IFLA_VLAN_ID, 100u16.to_ne_bytes().to_vec())] {
-            data.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-            data.extend_from_slice(&k.to_ne_bytes());
-            data.extend_from_slice(&v);
-        }
+        let v = 100u16.to_ne_bytes();
+        data.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        data.extend_from_slice(&IFLA_VLAN_ID.to_ne_bytes());
+        data.extend_from_slice(&v);
         let mut info = Vec::new();
         for (k, v) in [(IFLA_INFO_KIND, b"vlan\0".to_vec()), (IFLA_INFO_DATA, data)] {
             info.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
@@ -449,7 +446,10 @@ mod tests {
         );
         let n = parse_neighbour(messages(&m)[0].1).expect("a neighbour");
         assert_eq!(n.addr, "10.0.0.3".parse::<IpAddr>().unwrap());
-        assert_eq!((n.ifindex, n.mac, n.state), (3, Some([2, 0, 0, 0, 0, 9]), 4));
+        assert_eq!(
+            (n.ifindex, n.mac, n.state),
+            (3, Some([2, 0, 0, 0, 0, 9]), 4)
+        );
     }
 
     #[test]

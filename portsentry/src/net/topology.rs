@@ -29,7 +29,11 @@ impl Uppers {
     /// The upper devices of each interface in `guarded` (indexes) among `links`.
     pub fn compute(links: &[Link], guarded: &[u32]) -> Uppers {
         let by_index: HashMap<u32, &Link> = links.iter().map(|l| (l.index, l)).collect();
-        let name = |i: u32| by_index.get(&i).map_or_else(|| format!("#{i}"), |l| l.name.clone());
+        let name = |i: u32| {
+            by_index
+                .get(&i)
+                .map_or_else(|| format!("#{i}"), |l| l.name.clone())
+        };
         let mut out = Uppers::default();
         for &g in guarded {
             let Some(link) = by_index.get(&g) else {
@@ -66,8 +70,13 @@ impl Uppers {
                         link.name
                     ));
                     // A VLAN device on the VLAN device: double-tagged frames (802.1ad, 802.1Q).
-                    for inner in links.iter().filter(|l| l.link == vlan.index && l.vlan.is_some()) {
-                        let Some((inner_vid, _)) = inner.vlan else { continue };
+                    for inner in links
+                        .iter()
+                        .filter(|l| l.link == vlan.index && l.vlan.is_some())
+                    {
+                        let Some((inner_vid, _)) = inner.vlan else {
+                            continue;
+                        };
                         add(
                             &mut out.by_key,
                             (g, vid, inner_vid),

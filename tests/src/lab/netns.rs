@@ -53,7 +53,11 @@ impl Netns {
             let index = nix::net::if_::if_nametoindex(dev.as_str()).expect("ifindex");
             // SAFETY: plain socket(2); the fd is closed below.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
             // SAFETY: sockaddr_ll is plain data; all-zero is valid before the fields are set.
             let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             addr.sll_family = libc::AF_PACKET as u16;
