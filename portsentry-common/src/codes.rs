@@ -172,6 +172,12 @@ wire_enum! {
         /// (`PEER_LEARN_BURST`, `PEER_LEARN_INTERVAL_NS`): a local process contacting new
         /// hosts faster than that cannot churn the peer table.
         PeerLearnLimited = 26 => "peer_learn_limited",
+        /// Would-be bans (and SYN cookies) refused because the source is a contested
+        /// neighbour: its MAC changed within `neighbour_contest` (PS_CONTESTED).
+        Contested = 27 => "contested",
+        /// ARP or ND frames that claimed a known neighbour's address from another MAC (the
+        /// address became contested).
+        NeighbourFlips = 28 => "neighbour_flips",
     }
 }
 
@@ -211,6 +217,9 @@ wire_enum! {
         /// prefix, `prefix_len` its length, `count` the prefix's probes); no ban is made in the
         /// kernel, the daemon bans the prefix. Sent only after a path check like a ban's.
         PrefixTrigger = 8 => "prefix_trigger",
+        /// A would-be ban refused because the source is a contested neighbour (its MAC changed
+        /// moments ago: ARP/ND poisoning or a replaced host); throttled like `Spoofed`.
+        Contested = 9 => "contested",
     }
 }
 
@@ -281,7 +290,7 @@ mod tests {
         // The XDP program writes these bytes and old pins and state files hold them.
         assert_eq!((IpProto::Tcp as u8, IpProto::Udp as u8), (6, 17));
         assert_eq!(BanOrigin::ALL.map(u8::from), [1, 2, 3, 4]);
-        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(ScanType::Manual as u8, 7);
     }
 }

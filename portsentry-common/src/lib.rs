@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// A past instant on `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` returns), in nanoseconds,
 /// *signed*: a record restored from before this boot (a peer seen, a ban made, on the machine's
@@ -260,6 +260,9 @@ pub struct Config {
     /// Global event limit: one token per this many ns per CPU (0 = no limit;
     /// [`EVENT_INTERVAL_NS`]). Ban and prefix-trigger events are never limited.
     pub event_interval_ns: u64,
+    /// How long a neighbour whose MAC changed stays contested ([`ContestedEntry`]; ns, 0 = the
+    /// ARP/ND watch is off and nothing is contested). Layout 10.
+    pub contest_ns: u64,
 }
 
 /// Events (other than bans and prefix triggers) each CPU may send per second in the long run:
@@ -407,6 +410,41 @@ pub struct HeardKey {
     pub addr: AddrKey,
 }
 
+/// Key of PS_UPPER_LINKS: the interface a frame came in on and its VLAN tags (0: none; a
+/// single tag is `outer_vid`, a double-tagged frame has both). Layout 10.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LinkKey {
+    pub ifindex: u32,
+    pub outer_vid: u16,
+    pub inner_vid: u16,
+}
+
+/// Most interfaces a route back may leave by for one [`LinkKey`] besides the ingress itself.
+pub const UPPER_LINKS_MAX: usize = 8;
+
+/// Value of PS_UPPER_LINKS: the upper devices a frame of the key's interface and tags is
+/// handed to (bridge and bond masters, the VLAN device of its tag, their masters), so a route
+/// back through one of them counts as a route back through the ingress. Unused slots are 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UpperLinks {
+    pub ifindex: [u32; UPPER_LINKS_MAX],
+}
+
+/// Value of PS_CONTESTED, keyed by [`AddrKey`]: a neighbour whose MAC changed recently (an
+/// ARP or ND frame claimed its address from another MAC, or rtnetlink reported a new lladdr).
+/// Until `until_ns` its probes do not ban and it gets no SYN cookie. Layout 10.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ContestedEntry {
+    /// Boot-clock ns (`bpf_ktime_get_boot_ns`) until which the address is contested.
+    pub until_ns: u64,
+    /// The MAC that claimed the address (the new one).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// A ring-buffer event: emitted on state changes only, never per dropped packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -447,6 +485,9 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixHitEntry {}
     unsafe impl aya::Pod for super::PrefixKey {}
     unsafe impl aya::Pod for super::HeardKey {}
+    unsafe impl aya::Pod for super::LinkKey {}
+    unsafe impl aya::Pod for super::UpperLinks {}
+    unsafe impl aya::Pod for super::ContestedEntry {}
 }
 
 /// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
@@ -464,7 +505,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout!(AddrKey, size 16, { addr: 0 });
-assert_layout!(Config, size 72, {
+assert_layout!(Config, size 80, {
     layout_version: 0,
     flags: 4,
     scan_trigger: 8,
@@ -480,6 +521,7 @@ assert_layout!(Config, size 72, {
     _pad1: 58,
     event_burst: 60,
     event_interval_ns: 64,
+    contest_ns: 72,
 });
 assert_layout!(PeerEntry, size 16, { last_seen_ns: 0, ways: 8, _pad: 12 });
 assert_layout!(HeardKey, size 24, { socket_cookie: 0, addr: 8 });
@@ -497,6 +539,9 @@ assert_layout!(BanEntry, size 32, {
 assert_layout!(HitEntry, size 16, { window_start_ns: 0, count: 8 });
 assert_layout!(PrefixHitEntry, size 24, { window_start_ns: 0, count: 8, next_trigger: 16 });
 assert_layout!(PrefixKey, size 20, { addr: 0, len: 16 });
+assert_layout!(LinkKey, size 8, { ifindex: 0, outer_vid: 4, inner_vid: 6 });
+assert_layout!(UpperLinks, size 32, { ifindex: 0 });
+assert_layout!(ContestedEntry, size 16, { until_ns: 0, mac: 8, _pad: 14 });
 assert_layout!(Event, size 48, {
     timestamp_ns: 0,
     count: 8,

@@ -116,6 +116,18 @@ macro_rules! ps_maps {
             /// learned ([`crate::PEER_LEARN_BURST`], [`crate::PEER_LEARN_INTERVAL_NS`]).
             PS_PEER_LEARN_RATE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(1);
 
+            /// Where a route back may leave for a frame that came in on an interface with some
+            /// VLAN tags (a bridge port's bridge, a bond slave's bond, the VLAN device of a
+            /// tag), written by the daemon from rtnetlink (`net::topology`). Layout 10.
+            PS_UPPER_LINKS: HashMap<$crate::LinkKey, $crate::UpperLinks> =
+                $crate::maps::Capacity::Fixed(4096);
+
+            /// Contested neighbours: addresses whose neighbour MAC changed recently (set by the
+            /// XDP program on the ARP/ND frame that claims it, and by the daemon on rtnetlink's
+            /// RTM_NEWNEIGH). LRU: a flood of claims forgets the oldest. Layout 10.
+            PS_CONTESTED: LruHashMap<$crate::AddrKey, $crate::ContestedEntry> =
+                $crate::maps::Capacity::Fixed(16_384);
+
             /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
             /// 1: spoofed probes, 2: ignored sources), so a forged flood yields a few events a
             /// second, not one each; index 3: the global event limit's token-bucket time (GCRA).
@@ -290,6 +302,8 @@ mod tests {
                 "PS_INBOUND_PEERS",
                 "PS_UDP_HEARD",
                 "PS_PEER_LEARN_RATE",
+                "PS_UPPER_LINKS",
+                "PS_CONTESTED",
                 "PS_THROTTLE",
                 "PS_STATS",
                 "PS_EVENTS",
@@ -304,7 +318,7 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                ("PS_CONFIG", 4, 72),
+                ("PS_CONFIG", 4, 80),
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
@@ -319,6 +333,8 @@ mod tests {
                 ("PS_INBOUND_PEERS", 16, 16),
                 ("PS_UDP_HEARD", 24, 8),
                 ("PS_PEER_LEARN_RATE", 4, 8),
+                ("PS_UPPER_LINKS", 8, 32),
+                ("PS_CONTESTED", 16, 16),
                 ("PS_THROTTLE", 4, 8),
                 ("PS_STATS", 4, 8),
                 ("PS_EVENTS", 0, 0),
@@ -343,6 +359,8 @@ mod tests {
                 MapKind::LruHashMap,
                 MapKind::LruHashMap,
                 MapKind::PerCpuArray,
+                MapKind::HashMap,
+                MapKind::LruHashMap,
                 MapKind::PerCpuArray,
                 MapKind::PerCpuArray,
                 MapKind::RingBuf,
@@ -445,8 +463,10 @@ mod tests {
                 65_536,
                 65_536,
                 1,
+                4096,
+                16_384,
                 4,
-                27,
+                29,
                 1 << 20
             ]
         );
@@ -470,6 +490,8 @@ mod tests {
                 "",
                 "max_peers",
                 "max_peers",
+                "",
+                "",
                 "",
                 "",
                 "",

@@ -32,6 +32,9 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_METRICS_TOP_BANS: u32 = 10;
 pub const DEFAULT_PEER_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `neighbour_contest`'s default: long enough to outlast a poisoning attempt's follow-up
+/// probes, short enough that a replaced host is bannable again soon.
+pub const DEFAULT_NEIGHBOUR_CONTEST: Duration = Duration::from_secs(300);
 pub const DEFAULT_RECIDIVE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_BAN_TTL_FACTOR: u32 = 2;
 pub const DEFAULT_BAN_TTL_MAX: Duration = Duration::from_secs(28 * 24 * 3600);
@@ -247,6 +250,12 @@ pub struct LiveSettings {
     /// Before a probe bans, check that it arrived the way this host routes back to its source
     /// (interface and, where known, the neighbour's MAC). Turn off only for asymmetric routing.
     pub path_check: bool,
+    /// A neighbour whose MAC changed (an ARP or ND frame claimed its address from another MAC,
+    /// or rtnetlink reported a new link-layer address: arpwatch's "flip flop") is contested
+    /// for this long: its probes do not ban and it gets no SYN cookie; the flip is logged.
+    /// "0" turns the watch off (one ARP packet then defeats the path check's MAC comparison).
+    #[serde(with = "values::limit")]
+    pub neighbour_contest: Option<Duration>,
     /// A learned peer not heard from for this long is a stranger again; "never" keeps peers
     /// until the table needs room.
     #[serde(with = "values::limit")]
@@ -298,6 +307,7 @@ impl Default for LiveSettings {
             ipv4_prefix: 0,
             prefix_threshold: 4,
             path_check: true,
+            neighbour_contest: Some(DEFAULT_NEIGHBOUR_CONTEST),
             peer_memory: Some(DEFAULT_PEER_MEMORY),
             learn_inbound: false,
             service_port_memory: Some(DEFAULT_PEER_MEMORY),
@@ -371,6 +381,7 @@ impl LiveSettings {
             window_ns: ns(self.window),
             ban_ttl_ns: ns(self.ban_ttl),
             peer_ttl_ns: ns(self.peer_memory),
+            contest_ns: ns(self.neighbour_contest),
             prefix_hits: self.prefix_hits(),
             ipv6_prefix: self.ipv6_prefix,
             ipv4_prefix: self.ipv4_prefix,

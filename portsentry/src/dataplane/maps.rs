@@ -6,7 +6,7 @@
 //! and banned networks is for the ban book (`crate::bans`) alone, loading and pins are
 //! `super` and `super::pins`' business.
 
-use std::{net::IpAddr, os::fd::AsFd, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::Path};
 
 use aya::{
     maps::{
@@ -17,7 +17,8 @@ use aya::{
 };
 use portsentry_common::{
     maps::{self as defs, MapDef, MapSpec},
-    AddrKey, BanEntry, Config, HitEntry, IpProto, PeerEntry, Stat, PORT_BITMAP_WORDS,
+    AddrKey, BanEntry, Config, ContestedEntry, HitEntry, IpProto, LinkKey, PeerEntry, Stat,
+    UpperLinks, PORT_BITMAP_WORDS,
 };
 
 use super::{batch, map_err, pins, trie, DataplaneError, Result, TrieWrite};
@@ -92,6 +93,8 @@ pub struct Maps {
     allow_filter: Array<MapData, u64>,
     peers: HashMap<MapData, AddrKey, PeerEntry>,
     inbound_peers: HashMap<MapData, AddrKey, PeerEntry>,
+    upper_links: HashMap<MapData, LinkKey, UpperLinks>,
+    contested: HashMap<MapData, AddrKey, ContestedEntry>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -122,6 +125,8 @@ impl Maps {
             allow_filter: open(get, &defs::PS_ALLOW_FILTER)?,
             peers: open(get, &defs::PS_PEERS)?,
             inbound_peers: open(get, &defs::PS_INBOUND_PEERS)?,
+            upper_links: open(get, &defs::PS_UPPER_LINKS)?,
+            contested: open(get, &defs::PS_CONTESTED)?,
             stats: open(get, &defs::PS_STATS)?,
         })
     }
@@ -499,6 +504,58 @@ impl Maps {
         };
         map.insert(cidr::addr_key(addr), entry, 0)
             .map_err(map_err(name))
+    }
+
+    /// Replaces PS_UPPER_LINKS with `entries` (`net::topology`): writes every entry, then
+    /// deletes the keys that are no longer in it.
+    pub fn set_upper_links(&mut self, entries: &BTreeMap<LinkKey, UpperLinks>) -> Result<()> {
+        let name = defs::PS_UPPER_LINKS.name;
+        for (k, v) in entries {
+            self.upper_links.insert(k, v, 0).map_err(map_err(name))?;
+        }
+        let stale: Vec<LinkKey> = self
+            .upper_links
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !entries.contains_key(k))
+            .collect();
+        for k in stale {
+            match self.upper_links.remove(&k) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every PS_UPPER_LINKS entry.
+    pub fn upper_links(&self) -> Result<Vec<(LinkKey, UpperLinks)>> {
+        self.upper_links
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(defs::PS_UPPER_LINKS.name))
+    }
+
+    /// Marks `addr` contested until `until_ns` (boot clock), claimed by `mac`.
+    pub fn contest(&mut self, addr: IpAddr, until_ns: u64, mac: [u8; 6]) -> Result<()> {
+        let entry = ContestedEntry {
+            until_ns,
+            mac,
+            _pad: [0; 2],
+        };
+        self.contested
+            .insert(cidr::addr_key(addr), entry, 0)
+            .map_err(map_err(defs::PS_CONTESTED.name))
+    }
+
+    /// The contested entry of `addr`, current or not.
+    pub fn contested(&self, addr: IpAddr) -> Result<Option<ContestedEntry>> {
+        match self.contested.get(&cidr::addr_key(addr), 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_CONTESTED.name)(e)),
+        }
     }
 
     /// Capacity of each learned-peer table (`max_peers`).

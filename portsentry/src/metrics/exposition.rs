@@ -238,6 +238,16 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             "Prefix triggers withheld: the path check did not prove the probe's source.",
             st.get(Stat::PrefixUnproven),
         )?;
+        out.counter(
+            "bans_refused_contested",
+            "Would-be bans and SYN cookies refused: the source's neighbour MAC changed within neighbour_contest.",
+            st.get(Stat::Contested),
+        )?;
+        out.counter(
+            "neighbour_flips",
+            "ARP or ND frames that claimed a known neighbour's address from another MAC.",
+            st.get(Stat::NeighbourFlips),
+        )?;
         let entries: Vec<_> = k
             .tables
             .iter()
