@@ -168,15 +168,25 @@ wire_enum! {
         /// Prefix triggers withheld because the path check did not prove the probe's source
         /// (spoofed or unverified); the next probe of the prefix tries again.
         PrefixUnproven = 25 => "prefix_unproven",
+        /// New outbound peers not learned because the learning rate bound was spent
+        /// (`PEER_LEARN_BURST`, `PEER_LEARN_INTERVAL_NS`): a local process contacting new
+        /// hosts faster than that cannot churn the peer table.
+        PeerLearnLimited = 26 => "peer_learn_limited",
+        /// Would-be bans (and SYN cookies) refused because the source is a contested
+        /// neighbour: its MAC changed within `neighbour_contest` (PS_CONTESTED).
+        Contested = 27 => "contested",
+        /// ARP or ND frames that claimed a known neighbour's address from another MAC (the
+        /// address became contested).
+        NeighbourFlips = 28 => "neighbour_flips",
         /// Learned peers' trap SYNs that got no SYN cookie (no resolved neighbour on the route
         /// back, the route leaves by another interface, XDP_TX cannot deliver on the interface,
         /// the SYN cannot be rewritten): passed to the stack, which refuses them.
-        CookiesWithheld = 26 => "cookies_withheld",
+        CookiesWithheld = 29 => "cookies_withheld",
         /// ACKs to trap ports from learned peers not checked for a cookie because none went to
         /// that source moments ago: passed, uncounted.
-        CookieAcksUnsolicited = 27 => "cookie_acks_unsolicited",
+        CookieAcksUnsolicited = 30 => "cookie_acks_unsolicited",
         /// ACKs not checked because their source spent its wrong-cookie budget: passed.
-        CookieChecksRefused = 28 => "cookie_checks_refused",
+        CookieChecksRefused = 31 => "cookie_checks_refused",
     }
 }
 
@@ -216,6 +226,9 @@ wire_enum! {
         /// prefix, `prefix_len` its length, `count` the prefix's probes); no ban is made in the
         /// kernel, the daemon bans the prefix. Sent only after a path check like a ban's.
         PrefixTrigger = 8 => "prefix_trigger",
+        /// A would-be ban refused because the source is a contested neighbour (its MAC changed
+        /// moments ago: ARP/ND poisoning or a replaced host); throttled like `Spoofed`.
+        Contested = 9 => "contested",
     }
 }
 
@@ -286,7 +299,7 @@ mod tests {
         // The XDP program writes these bytes and old pins and state files hold them.
         assert_eq!((IpProto::Tcp as u8, IpProto::Udp as u8), (6, 17));
         assert_eq!(BanOrigin::ALL.map(u8::from), [1, 2, 3, 4]);
-        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(EventKind::ALL.map(u8::from), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(ScanType::Manual as u8, 7);
     }
 }

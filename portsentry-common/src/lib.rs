@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// A past instant on `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` returns), in nanoseconds,
 /// *signed*: a record restored from before this boot (a peer seen, a ban made, on the machine's
@@ -57,10 +57,24 @@ pub mod peer_programs {
     /// cgroup/connect4 and connect6: the destination a UDP socket is connected to.
     pub const UDP_CONNECT4: &str = "ps_peer_connect4";
     pub const UDP_CONNECT6: &str = "ps_peer_connect6";
-    /// cgroup/sendmsg4 and sendmsg6: the destination of an unconnected UDP send.
+    /// cgroup/sendmsg4 and sendmsg6: the destination of an unconnected UDP send (unless that
+    /// socket heard from it first: an answer, not a choice).
     pub const UDP_SENDMSG4: &str = "ps_peer_sendmsg4";
     pub const UDP_SENDMSG6: &str = "ps_peer_sendmsg6";
+    /// cgroup/recvmsg4 and recvmsg6: marks the sources a UDP socket heard from before it sent
+    /// to them ([`HeardKey`]), so that its answers to them teach nothing.
+    pub const UDP_RECVMSG4: &str = "ps_peer_recvmsg4";
+    pub const UDP_RECVMSG6: &str = "ps_peer_recvmsg6";
 }
+
+/// New outbound peers (PS_PEERS) each CPU may learn at once after a quiet spell: the burst of
+/// the learning rate bound. A host's own sockets reach this only when one process contacts
+/// hundreds of new hosts in a row; beyond it they are learned at [`PEER_LEARN_INTERVAL_NS`].
+pub const PEER_LEARN_BURST: u64 = 1024;
+/// One new outbound peer per this many ns per CPU in the long run (10 a second): a local
+/// process (or a remote party that makes this host contact addresses of its choosing) needs
+/// hours, not seconds, to push a peer this host keeps using out of a full table.
+pub const PEER_LEARN_INTERVAL_NS: u64 = 100_000_000;
 
 /// Bits in each ban prefilter: 2^23 (1 MiB). With a million bans about 11 % of other sources
 /// still take the exact lookup; with the default 65 536, under 1 %.
@@ -204,6 +218,10 @@ pub mod config_flags {
     /// Trap probes from learned peers (PS_PEERS) do not ban on their own: TCP SYNs get a SYN
     /// cookie and ban only on a valid handshake, UDP is only reported.
     pub const PEER_CHALLENGE: u32 = 1 << 4;
+    /// Accepted TCP connections teach inbound peers (PS_INBOUND_PEERS), and those count as
+    /// learned peers too (`learn_inbound`): every client of a service then gets SYN cookies
+    /// instead of a ban for its trap SYNs. Off by default.
+    pub const LEARN_INBOUND: u32 = 1 << 5;
 }
 
 /// Runtime settings written by userspace into the single-entry config array.
@@ -242,6 +260,9 @@ pub struct Config {
     /// Global event limit: one token per this many ns per CPU (0 = no limit;
     /// [`EVENT_INTERVAL_NS`]). Ban and prefix-trigger events are never limited.
     pub event_interval_ns: u64,
+    /// How long a neighbour whose MAC changed stays contested ([`ContestedEntry`]; ns, 0 = the
+    /// ARP/ND watch is off and nothing is contested). Layout 10.
+    pub contest_ns: u64,
     /// The trap SYN-ACK's options, as this host's own SYN-ACKs would carry them (the daemon
     /// reads the TCP sysctls): `synack_flags::*`. A peer must not tell trap ports from services
     /// by their options.
@@ -419,9 +440,10 @@ pub mod event_flags {
     pub const COOKIE_WITHHELD: u8 = 1 << 7;
 }
 
-/// A host this one has really talked to: value of PS_PEERS, keyed by [`AddrKey`]. Written by
-/// the cgroup programs (completed TCP handshakes, UDP destinations) and by userspace restoring
-/// the saved peers; a forged packet cannot create one.
+/// A host this one has really talked to: value of PS_PEERS (hosts it chose to contact) and of
+/// PS_INBOUND_PEERS (clients it accepted, with `learn_inbound`), keyed by [`AddrKey`]. Written
+/// by the cgroup programs (completed TCP handshakes, UDP destinations) and by userspace
+/// restoring the saved peers; a forged packet cannot create one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PeerEntry {
@@ -444,12 +466,59 @@ impl PeerEntry {
 
 /// Bits of [`PeerEntry::ways`].
 pub mod peer_ways {
-    /// This host contacted the peer (a TCP connection it opened, a UDP destination): a host it
-    /// depends on. Fleet decisions never ban these.
+    /// This host contacted the peer (a TCP connection it opened, a connected UDP socket, an
+    /// unconnected send to a destination that had not written to that socket first): a host it
+    /// depends on. Kept in PS_PEERS; fleet decisions never ban these.
     pub const OUTBOUND: u32 = 1 << 0;
-    /// The peer contacted this host (a TCP connection it accepted): a client. Its trap SYNs are
-    /// challenged, but the fleet may still ban it (anyone can become a client first).
+    /// The peer contacted this host (a TCP connection it accepted): a client. Kept in
+    /// PS_INBOUND_PEERS, and only with `learn_inbound`; the fleet may still ban it (anyone can
+    /// become a client first).
     pub const INBOUND: u32 = 1 << 1;
+}
+
+/// A UDP socket and a source it received from (key of PS_UDP_HEARD; the value is when, boot
+/// clock ns): the socket's sends to that source answer it, and teach no outbound peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct HeardKey {
+    /// `bpf_get_socket_cookie` of the receiving socket.
+    pub socket_cookie: u64,
+    pub addr: AddrKey,
+}
+
+/// Key of PS_UPPER_LINKS: the interface a frame came in on and its VLAN tags (0: none; a
+/// single tag is `outer_vid`, a double-tagged frame has both). Layout 10.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LinkKey {
+    pub ifindex: u32,
+    pub outer_vid: u16,
+    pub inner_vid: u16,
+}
+
+/// Most interfaces a route back may leave by for one [`LinkKey`] besides the ingress itself.
+pub const UPPER_LINKS_MAX: usize = 8;
+
+/// Value of PS_UPPER_LINKS: the upper devices a frame of the key's interface and tags is
+/// handed to (bridge and bond masters, the VLAN device of its tag, their masters), so a route
+/// back through one of them counts as a route back through the ingress. Unused slots are 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UpperLinks {
+    pub ifindex: [u32; UPPER_LINKS_MAX],
+}
+
+/// Value of PS_CONTESTED, keyed by [`AddrKey`]: a neighbour whose MAC changed recently (an
+/// ARP or ND frame claimed its address from another MAC, or rtnetlink reported a new lladdr).
+/// Until `until_ns` its probes do not ban and it gets no SYN cookie. Layout 10.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ContestedEntry {
+    /// Boot-clock ns (`bpf_ktime_get_boot_ns`) until which the address is contested.
+    pub until_ns: u64,
+    /// The MAC that claimed the address (the new one).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// A ring-buffer event: emitted on state changes only, never per dropped packet.
@@ -493,6 +562,10 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixKey {}
     unsafe impl aya::Pod for super::CookieEntry {}
     unsafe impl aya::Pod for super::CookieScratch {}
+    unsafe impl aya::Pod for super::HeardKey {}
+    unsafe impl aya::Pod for super::LinkKey {}
+    unsafe impl aya::Pod for super::UpperLinks {}
+    unsafe impl aya::Pod for super::ContestedEntry {}
 }
 
 /// Pins a shared struct's layout: its size and the offset of every field, so that a resize, a
@@ -510,7 +583,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout!(AddrKey, size 16, { addr: 0 });
-assert_layout!(Config, size 88, {
+assert_layout!(Config, size 96, {
     layout_version: 0,
     flags: 4,
     scan_trigger: 8,
@@ -526,17 +599,19 @@ assert_layout!(Config, size 88, {
     _pad1: 58,
     event_burst: 60,
     event_interval_ns: 64,
-    synack_flags: 72,
-    synack_wscale: 73,
-    synack_ttl: 74,
-    synack_hop_limit: 75,
-    synack_space: 76,
-    synack_ts_key: 80,
-    _pad2: 84,
+    contest_ns: 72,
+    synack_flags: 80,
+    synack_wscale: 81,
+    synack_ttl: 82,
+    synack_hop_limit: 83,
+    synack_space: 84,
+    synack_ts_key: 88,
+    _pad2: 92,
 });
 assert_layout!(CookieScratch, size 128, { fib: 0, syn: 64 });
 assert_layout!(CookieEntry, size 24, { sent_ns: 0, window_start_ns: 8, wrong: 16 });
 assert_layout!(PeerEntry, size 16, { last_seen_ns: 0, ways: 8, _pad: 12 });
+assert_layout!(HeardKey, size 24, { socket_cookie: 0, addr: 8 });
 assert_layout!(BanEntry, size 32, {
     banned_at_ns: 0,
     expires_at_ns: 8,
@@ -551,6 +626,9 @@ assert_layout!(BanEntry, size 32, {
 assert_layout!(HitEntry, size 16, { window_start_ns: 0, count: 8 });
 assert_layout!(PrefixHitEntry, size 24, { window_start_ns: 0, count: 8, next_trigger: 16 });
 assert_layout!(PrefixKey, size 20, { addr: 0, len: 16 });
+assert_layout!(LinkKey, size 8, { ifindex: 0, outer_vid: 4, inner_vid: 6 });
+assert_layout!(UpperLinks, size 32, { ifindex: 0 });
+assert_layout!(ContestedEntry, size 16, { until_ns: 0, mac: 8, _pad: 14 });
 assert_layout!(Event, size 48, {
     timestamp_ns: 0,
     count: 8,

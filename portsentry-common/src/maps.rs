@@ -85,13 +85,48 @@ macro_rules! ps_maps {
             PS_ALLOW_FILTER: Array<u32, u64> =
                 $crate::maps::Capacity::Fixed($crate::ALLOW_FILTER_WORDS);
 
-            /// Hosts this one has talked to (completed TCP handshakes, UDP destinations), written
-            /// by the cgroup programs. LRU: the least recently seen peer makes room.
+            /// Outbound peers: hosts this one chose to talk to (TCP connections it opened,
+            /// connected UDP sockets, UDP destinations that had not written to the sending socket
+            /// first), written by the cgroup programs at a bounded rate. Nothing a remote host
+            /// sends can add an entry, so inbound or forged traffic cannot push one out. LRU: the
+            /// least recently seen peer makes room for a new one this host contacts.
             PS_PEERS: LruHashMap<$crate::AddrKey, $crate::PeerEntry> =
                 $crate::maps::Capacity::ByOption {
                     option: $crate::maps::CapacityOption::MaxPeers,
                     default: 65_536,
                 };
+
+            /// Inbound peers: clients whose TCP connection this host accepted, learned only
+            /// with `learn_inbound`. A table of its own, so that clients (whom anyone can
+            /// become) never evict an outbound peer.
+            PS_INBOUND_PEERS: LruHashMap<$crate::AddrKey, $crate::PeerEntry> =
+                $crate::maps::Capacity::ByOption {
+                    option: $crate::maps::CapacityOption::MaxPeers,
+                    default: 65_536,
+                };
+
+            /// Sources each UDP socket received from while they were not outbound peers
+            /// ([`crate::HeardKey`]): that socket's sends to them are answers (a DNS, NTP or
+            /// QUIC server replying to whoever asked, forged or not) and teach no peer. LRU: a
+            /// mark only has to outlive the time a server takes to answer.
+            PS_UDP_HEARD: LruHashMap<$crate::HeardKey, u64> =
+                $crate::maps::Capacity::Fixed(65_536);
+
+            /// Per-CPU token bucket (GCRA time) bounding how fast new outbound peers are
+            /// learned ([`crate::PEER_LEARN_BURST`], [`crate::PEER_LEARN_INTERVAL_NS`]).
+            PS_PEER_LEARN_RATE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(1);
+
+            /// Where a route back may leave for a frame that came in on an interface with some
+            /// VLAN tags (a bridge port's bridge, a bond slave's bond, the VLAN device of a
+            /// tag), written by the daemon from rtnetlink (`net::topology`). Layout 10.
+            PS_UPPER_LINKS: HashMap<$crate::LinkKey, $crate::UpperLinks> =
+                $crate::maps::Capacity::Fixed(4096);
+
+            /// Contested neighbours: addresses whose neighbour MAC changed recently (set by the
+            /// XDP program on the ARP/ND frame that claims it, and by the daemon on rtnetlink's
+            /// RTM_NEWNEIGH). LRU: a flood of claims forgets the oldest. Layout 10.
+            PS_CONTESTED: LruHashMap<$crate::AddrKey, $crate::ContestedEntry> =
+                $crate::maps::Capacity::Fixed(16_384);
 
             /// SYN cookies sent to learned peers, by source: an ACK to a trap port is checked for
             /// a cookie only if one went to its source moments ago, and only a few wrong ones per
@@ -280,6 +315,11 @@ mod tests {
                 "PS_ALLOW_CIDRS",
                 "PS_ALLOW_FILTER",
                 "PS_PEERS",
+                "PS_INBOUND_PEERS",
+                "PS_UDP_HEARD",
+                "PS_PEER_LEARN_RATE",
+                "PS_UPPER_LINKS",
+                "PS_CONTESTED",
                 "PS_COOKIES",
                 "PS_COOKIE_SCRATCH",
                 "PS_NO_XDP_TX",
@@ -297,7 +337,7 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                ("PS_CONFIG", 4, 88),
+                ("PS_CONFIG", 4, 96),
                 ("PS_TCP_GUARD", 4, 8),
                 ("PS_UDP_GUARD", 4, 8),
                 ("PS_BANS", 16, 32),
@@ -309,6 +349,11 @@ mod tests {
                 ("PS_ALLOW_CIDRS", 20, 1),
                 ("PS_ALLOW_FILTER", 4, 8),
                 ("PS_PEERS", 16, 16),
+                ("PS_INBOUND_PEERS", 16, 16),
+                ("PS_UDP_HEARD", 24, 8),
+                ("PS_PEER_LEARN_RATE", 4, 8),
+                ("PS_UPPER_LINKS", 8, 32),
+                ("PS_CONTESTED", 16, 16),
                 ("PS_COOKIES", 16, 24),
                 ("PS_COOKIE_SCRATCH", 4, 128),
                 ("PS_NO_XDP_TX", 4, 4),
@@ -332,6 +377,11 @@ mod tests {
                 MapKind::LpmTrie,
                 MapKind::LpmTrie,
                 MapKind::Array,
+                MapKind::LruHashMap,
+                MapKind::LruHashMap,
+                MapKind::LruHashMap,
+                MapKind::PerCpuArray,
+                MapKind::HashMap,
                 MapKind::LruHashMap,
                 MapKind::LruHashMap,
                 MapKind::PerCpuArray,
@@ -435,11 +485,16 @@ mod tests {
                 16_384,
                 2048,
                 65_536,
+                65_536,
+                65_536,
+                1,
+                4096,
+                16_384,
                 16_384,
                 1,
                 256,
                 4,
-                29,
+                32,
                 1 << 20
             ]
         );
@@ -462,6 +517,11 @@ mod tests {
                 "",
                 "",
                 "max_peers",
+                "max_peers",
+                "",
+                "",
+                "",
+                "",
                 "",
                 "",
                 "",

@@ -410,8 +410,8 @@ fn route_and_cookie(ctx: &XdpContext) -> Option<i64> {
     };
 
     // The route back to the claimed source, from the address it probed, as if from `lo` (see
-    // path.rs): its interface must be this one (VLAN-tagged frames: the VLAN device's), and its
-    // neighbour resolved. The SYN-ACK goes to that neighbour, never to the SYN's sender.
+    // path.rs): its interface must be this one (or an upper device of it), and its neighbour
+    // resolved. The SYN-ACK goes to that neighbour, never to the SYN's sender.
     // SAFETY: fib points at 64 bytes of map memory; every field is written before the call.
     unsafe {
         core::ptr::write_bytes(fib as *mut u8, 0, core::mem::size_of::<FibParams>());
@@ -446,9 +446,34 @@ fn route_and_cookie(ctx: &XdpContext) -> Option<i64> {
             0,
         )
     };
-    // SAFETY: as above.
-    if rc != FIB_SUCCESS || (!vlan_tagged && unsafe { (*fib).ifindex } != ingress) {
+    if rc != FIB_SUCCESS {
         return None;
+    }
+    // SAFETY: as above.
+    let (egress, dmac) = unsafe { ((*fib).ifindex, (*fib).dmac) };
+    if egress != ingress {
+        // A route by an upper device of this interface (its bridge, bond or VLAN device: see
+        // path.rs) counts as this one, as for the path check. But the SYN-ACK leaves by this
+        // port, not necessarily the one the neighbour lives behind, where a switch would flood
+        // it: here the SYN must have come from that neighbour itself.
+        if !crate::path::routes_via_upper(ctx, ingress, l3, vlan_tagged, egress) {
+            return None;
+        }
+        let from = ptr_at(ctx, 6, 6)?;
+        // SAFETY: 6 bytes at from are in bounds.
+        let from = unsafe {
+            [
+                *from,
+                *from.add(1),
+                *from.add(2),
+                *from.add(3),
+                *from.add(4),
+                *from.add(5),
+            ]
+        };
+        if from != dmac {
+            return None;
+        }
     }
 
     // The cookie, from the SYN as it came. The helper reads `doff * 4` bytes of TCP header

@@ -19,6 +19,7 @@ mod challenge;
 mod diag;
 mod limit;
 mod maps;
+mod neigh;
 mod parse;
 mod path;
 mod peers;
@@ -78,7 +79,13 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     let mut pkt = Packet::EMPTY;
     match parse::parse(ctx, &mut pkt) {
         Ok(()) => {}
-        Err(NoSource::NotIp) => return pass(),
+        Err(NoSource::NotIp) => {
+            // An ARP frame may claim a neighbour's address from another MAC: contest it.
+            if neigh::watch(ctx, pkt.l3_offset, cfg) {
+                count(Stat::NeighbourFlips);
+            }
+            return pass();
+        }
         Err(NoSource::Malformed) => {
             count(Stat::Malformed);
             diag::malformed_frame();
@@ -123,6 +130,10 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
         dst_port,
     } = pkt.l4;
     let Ok(ip_proto) = IpProto::try_from(protocol) else {
+        // So may an ND message (ICMPv6).
+        if pkt.is_v6 && neigh::watch(ctx, pkt.l3_offset, cfg) {
+            count(Stat::NeighbourFlips);
+        }
         return pass();
     };
     let scan = match ip_proto {
@@ -190,6 +201,14 @@ fn process<const PEERS: bool>(ctx: &XdpContext, cfg: &Config) -> u32 {
     // Peer times are the daemon's boot-clock times.
     if peer_challenge && blocks_proto && peers::is_learned(&pkt.src, cfg, boot_ns()) {
         if !cookie_ack {
+            // A contested neighbour's MAC may be a poisoner's: no cookie goes to it.
+            if neigh::contested(&pkt.src, cfg) {
+                count(Stat::Contested);
+                if throttle_allows(THROTTLE_SPOOFED, now) && limit::allows(0, now) {
+                    emit(&probe_event(ctx, &pkt, EventKind::Contested, scan, 0, now));
+                }
+                return pass();
+            }
             return challenge::answer(ctx, &pkt, scan, now);
         }
         // Checked only where a cookie went to this source moments ago, a few wrong ones a
@@ -281,8 +300,18 @@ fn verdict(
     let mut event = event();
 
     // 8. Path check, only for would-be bans: a forged source must not ban the host it names. A
-    // completed cookie handshake gets it too: its ACK must still come from the route's
-    // neighbour, so a LAN forger that somehow saw the cookie cannot finish it from its own MAC.
+    // contested neighbour (its MAC changed moments ago: ARP/ND poisoning) never bans, not even
+    // on a completed handshake. A completed cookie handshake gets the path check too: its ACK
+    // must still come from the route's neighbour, so a LAN forger that somehow saw the cookie
+    // cannot finish it from its own MAC.
+    if neigh::contested(&pkt.src, cfg) {
+        count(Stat::Contested);
+        if throttle_allows(THROTTLE_SPOOFED, now) && limit::allows(hits, now) {
+            event.kind = EventKind::Contested as u8;
+            emit(&event);
+        }
+        return pass();
+    }
     if cfg.flags & config_flags::PATH_CHECK != 0 {
         match path::check(ctx, pkt) {
             Path::Verified => {}
@@ -392,6 +421,7 @@ fn probe_event(
 
 /// Slots in PS_THROTTLE.
 const THROTTLE_BOGUS: u32 = 0;
+/// Also the slot of contested-source events: both are refused bans.
 const THROTTLE_SPOOFED: u32 = 1;
 const THROTTLE_IGNORED: u32 = 2;
 /// At most one throttled event of a kind per CPU in this long: a forged flood must not turn

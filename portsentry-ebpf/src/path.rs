@@ -3,8 +3,11 @@
 //! packet arrive on the interface (and from the neighbour) that the route to that address
 //! uses. `bpf_fib_lookup` answers with the kernel's own routing and neighbour tables:
 //!
-//! - the egress interface of the route back must be the interface the probe came in on (not
-//!   compared for VLAN-tagged frames, whose route leaves by the VLAN device);
+//! - the egress interface of the route back must be the interface the probe came in on, or an
+//!   upper device that interface feeds (PS_UPPER_LINKS, written by the daemon from rtnetlink:
+//!   the bridge of a bridge port, the bond of a bond slave, the VLAN device of a tagged frame's
+//!   tag, and their masters). A tagged frame whose tag no VLAN device is known for is not
+//!   compared (as before layout 9);
 //! - where the route has a resolved neighbour, the frame's source MAC must be that neighbour's
 //!   (the gateway's for off-link sources, the host's own for on-link ones).
 //!
@@ -22,7 +25,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::parse::{ptr_at, Packet};
+use portsentry_common::LinkKey;
+
+use crate::{
+    maps::PS_UPPER_LINKS,
+    parse::{be16_at, ptr_at, Packet},
+};
 
 use portsentry_common::address_family::{INET as AF_INET, INET6 as AF_INET6};
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -86,7 +94,8 @@ fn check_at(ctx: &XdpContext, l3_offset: usize, is_v6: bool, vlan_tagged: bool) 
             0,
         )
     };
-    let same_interface = vlan_tagged || params.ifindex == ingress;
+    let same_interface = params.ifindex == ingress
+        || routes_via_upper(ctx, ingress, l3_offset, vlan_tagged, params.ifindex);
     match rc {
         RET_SUCCESS if !same_interface => Path::Spoofed,
         RET_SUCCESS => match source_mac(ctx) {
@@ -102,6 +111,54 @@ fn check_at(ctx: &XdpContext, l3_offset: usize, is_v6: bool, vlan_tagged: bool) 
         _ => Path::Unverified,
     }
 }
+
+/// Whether a route back leaving by `egress` counts as leaving by the interface the frame came in
+/// on: `egress` is an upper device of it for the frame's VLAN tags (PS_UPPER_LINKS). A tagged
+/// frame whose tags have no entry is not compared (no VLAN device is known for them).
+#[inline(always)]
+pub(crate) fn routes_via_upper(
+    ctx: &XdpContext,
+    ingress: u32,
+    l3_offset: usize,
+    vlan_tagged: bool,
+    egress: u32,
+) -> bool {
+    let mut key = LinkKey {
+        ifindex: ingress,
+        outer_vid: 0,
+        inner_vid: 0,
+    };
+    if vlan_tagged {
+        // The first tag's TCI follows its TPID at 12; a second tag's at 18 (l3 at 22).
+        key.outer_vid = be16_at(ctx, 14).unwrap_or(0) & VID_MASK;
+        if l3_offset >= 22 {
+            key.inner_vid = be16_at(ctx, 18).unwrap_or(0) & VID_MASK;
+        }
+    }
+    // SAFETY: a plain read of a hash map value; the daemon replaces whole values. By reference:
+    // by value, `Borrow` copies the key onto the stack (clippy prefers it).
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let uppers = unsafe { PS_UPPER_LINKS.get(&key) };
+    match uppers {
+        Some(uppers) => {
+            // Early returns: a running `found |= …` gave the verifier 2^8 states to walk.
+            for i in 0..portsentry_common::UPPER_LINKS_MAX {
+                let u = uppers.ifindex[i];
+                if u == 0 {
+                    return false;
+                }
+                if u == egress {
+                    return true;
+                }
+            }
+            false
+        }
+        None => vlan_tagged,
+    }
+}
+
+/// The VLAN ID bits of a tag's TCI.
+const VID_MASK: u16 = 0x0fff;
 
 /// Route back to the probe's source, from the address it probed.
 #[inline(always)]

@@ -26,6 +26,8 @@ const V6: u32 = 1;
 const VLAN: u32 = 2;
 const CONFIRMED: u32 = 4;
 const IP_OPTIONS: u32 = 8;
+/// The source is a contested neighbour (`neigh::contested`): its probes never trigger.
+const CONTESTED: u32 = 16;
 
 /// Counts a probe (already counted for its source) against its prefix; see the module docs.
 #[inline(always)]
@@ -46,6 +48,8 @@ pub fn probe(ctx: &XdpContext, cfg: &Config, pkt: &Packet, scan: u8, confirmed: 
         | u32::from(pkt.vlan_tagged) << 1
         | u32::from(confirmed) << 2
         | u32::from(pkt.ip_options) << 3
+        // Looked up here, in the caller's frame: the global function's stack is at its limit.
+        | u32::from(crate::neigh::contested(&pkt.src, cfg)) << 4
         | (pkt.l3_offset as u32 & 0x3f) << 8
         | u32::from(scan) << 16
         | u32::from(pkt.l4.protocol) << 24;
@@ -131,9 +135,12 @@ pub extern "C" fn portsentry_prefix_probe(
         return hits;
     }
     // The path check a ban would get; a completed cookie handshake already proved the source.
-    if shape & CONFIRMED == 0
-        && cfg.flags & config_flags::PATH_CHECK != 0
-        && crate::path::portsentry_path_check(ctx, (shape >> 8) & 0x3f, shape & (V6 | VLAN)) != 0
+    // A contested neighbour (its MAC changed moments ago) proves nothing either.
+    if shape & CONTESTED != 0
+        || (shape & CONFIRMED == 0
+            && cfg.flags & config_flags::PATH_CHECK != 0
+            && crate::path::portsentry_path_check(ctx, (shape >> 8) & 0x3f, shape & (V6 | VLAN))
+                != 0)
     {
         count(Stat::PrefixUnproven);
         return hits;

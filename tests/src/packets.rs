@@ -300,3 +300,73 @@ fn ext_proto(ext: &Ext) -> u8 {
         Ext::DestOpts => ipv6_ext::DEST_OPTS,
     }
 }
+
+/// An ARP frame over Ethernet (`op` 1 request, 2 reply) from `sender_mac`, claiming
+/// `sender_ip`, about `target_ip`, to `dst_mac` (broadcast for a request).
+pub fn arp(
+    op: u16,
+    dst_mac: [u8; 6],
+    sender_mac: [u8; 6],
+    sender_ip: std::net::Ipv4Addr,
+    target_ip: std::net::Ipv4Addr,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(60);
+    p.extend_from_slice(&dst_mac);
+    p.extend_from_slice(&sender_mac);
+    p.extend_from_slice(&0x0806u16.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]);
+    p.extend_from_slice(&op.to_be_bytes());
+    p.extend_from_slice(&sender_mac);
+    p.extend_from_slice(&sender_ip.octets());
+    p.extend_from_slice(&[0; 6]);
+    p.extend_from_slice(&target_ip.octets());
+    p.resize(60, 0);
+    p
+}
+
+/// An IPv6 neighbour solicitation for `target` from `src` (claimed) with a source
+/// link-layer address option of `src_mac`, to `target`'s solicited-node multicast group; hop
+/// limit 255 and a correct ICMPv6 checksum, so the receiving stack accepts it.
+pub fn neighbour_solicitation(
+    src_mac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    target: std::net::Ipv6Addr,
+) -> Vec<u8> {
+    let t = target.octets();
+    let group = std::net::Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let mut icmp = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&t);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&src_mac);
+    // Checksum over the IPv6 pseudo-header and the message.
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let hi = u32::from(pair[0]) << 8;
+            sum += hi | pair.get(1).map_or(0, |b| u32::from(*b));
+        }
+    };
+    add(&src.octets());
+    add(&group.octets());
+    add(&(icmp.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(&icmp);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let check = !(sum as u16);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let g = group.octets();
+    let mut p = vec![0x33, 0x33, g[12], g[13], g[14], g[15]];
+    p.extend_from_slice(&src_mac);
+    p.extend_from_slice(&ethertype::IPV6.to_be_bytes());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[58, 255]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&g);
+    p.extend_from_slice(&icmp);
+    p
+}

@@ -115,7 +115,7 @@ fn each_scan_type_is_classified_on_ipv4_and_ipv6() {
     assert_eq!(x.events()[0].scan, ScanType::Udp);
 }
 
-/// The verifier's work on the whole program stays small (about 91 000 instructions on Linux
+/// The verifier's work on the whole program stays small (about 98 000 instructions on Linux
 /// 6.18 with the peer challenge (its cookie code four global functions since issue 25, 66 000
 /// before), the bogus-source check, the path check, the prefix count and the event limits, the
 /// last three global functions; the kernel's limit is 1 000 000). A

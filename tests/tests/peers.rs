@@ -1,18 +1,27 @@
-//! Learned peers end to end: the cgroup programs learn the hosts the protected namespace really
-//! talks to (and nothing from other namespaces); a forged SYN in a learned peer's name is
+//! Learned peers end to end: the cgroup programs learn the hosts the protected namespace chose
+//! to talk to (and nothing from other namespaces); a forged SYN in a learned peer's name is
 //! answered with a SYN cookie and bans nobody, while a real full connect from that peer
 //! completes the handshake and is banned; UDP probes from peers are only reported; learned
-//! peers survive a restart in `peers.json`.
+//! peers survive a restart in `peers.json`. Answering is not choosing (issue 25, items 2-4): a
+//! client of a service, a stranger a UDP server answered and a flood of either teach no peer
+//! and evict none; the real resolver path (glibc through a resolver in another namespace) does
+//! teach one.
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
     time::Duration,
 };
 
 use portsentry::{
     config::settings::LiveSettings,
     daemon::guard::{self, KernelExtras},
-    dataplane::{Dataplane, LoadOptions},
+    dataplane::{Dataplane, LoadOptions, PeerTable},
     net::{listening::Listening, ports::PortSet},
 };
 use portsentry_tests::{
@@ -28,8 +37,16 @@ const WAIT: Duration = Duration::from_secs(5);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn start(lab: &Lab, dir: &TempDir) -> Daemon {
-    DaemonArgs::new(lab)
-        .iface()
+    start_with(lab, dir, "")
+}
+
+/// [`start`] with a config file of `config` (empty: none).
+fn start_with(lab: &Lab, dir: &TempDir, config: &str) -> Daemon {
+    let mut args = DaemonArgs::new(lab);
+    if !config.is_empty() {
+        args = args.config(dir.write("portsentry.toml", config));
+    }
+    args.iface()
         .tcp_ports(&TRAP.to_string())
         .udp_ports(&UDP_TRAP.to_string())
         // The scanner side is the protected side's default gateway: keep it out of the
@@ -105,14 +122,15 @@ fn set_tcp_syncookies(ns: &Netns, value: u8) {
 
 /// A forged SYN in a learned peer's name is answered with a SYN cookie and bans nobody (the
 /// peer's sessions keep working); a stranger's is banned at once; a real `nmap -sT` from the
-/// learned peer completes the handshake on the cookie and is banned.
+/// learned peer completes the handshake on the cookie and is banned. With `learn_inbound`, a
+/// client whose connection this host accepted is such a peer too.
 #[test]
 fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
     let lab = Lab::new(3).unwrap();
     lab.accept_xdp_tx().unwrap();
     set_tcp_syncookies(&lab.protected, 0);
     let dir = TempDir::new("peers").unwrap();
-    let mut d = start(&lab, &dir);
+    let mut d = start_with(&lab, &dir, "learn_inbound = true\n");
     let (opened, accepted, stranger) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
 
     // The protected host opens a connection to a service of one peer, and accepts one from
@@ -302,18 +320,20 @@ fn a_peer_saved_before_this_boot_keeps_its_true_age() {
 }
 
 /// The cgroup programs themselves, without a daemon: they record the remote ends of this
-/// namespace's completed handshakes and UDP sends, nothing of another namespace's sockets,
-/// and nothing once they are detached.
+/// namespace's opened handshakes, connected UDP sockets and UDP sends as outbound peers, the
+/// clients it accepted as inbound peers (here with `learn_inbound`), nothing a UDP socket sent
+/// to a stranger it was answering, nothing of another namespace's sockets, and nothing once
+/// they are detached.
 #[test]
 fn learning_records_this_namespace_only_and_stops_when_detached() {
-    let lab = Lab::new(4).unwrap();
+    let lab = Lab::new(5).unwrap();
     let (scanner, protected, p4) = (lab.scanner.clone(), lab.protected.clone(), lab.protected_v4);
     let s = lab.scanner_v4.clone();
     let _svc = lab.scanner.tcp_service(sock(s[0], SERVICE));
 
     // Everything below runs on a thread inside the protected namespace, so the programs record
     // for that namespace (its cookie), never the host's.
-    let (learned, after_detach) = protected.run(move || {
+    let (learned, inbound, after_detach) = protected.run(move || {
         let mut dp = Dataplane::load(&LoadOptions::default()).expect("object");
         let learning = dp
             .learn_peers()
@@ -321,6 +341,7 @@ fn learning_records_this_namespace_only_and_stops_when_detached() {
         let live = LiveSettings {
             tcp_ports: PortSet::parse("111").unwrap(),
             auto_allow: false,
+            learn_inbound: true,
             ..LiveSettings::default()
         };
         let extras = KernelExtras {
@@ -337,31 +358,407 @@ fn learning_records_this_namespace_only_and_stops_when_detached() {
         let listener = TcpListener::bind(sock(p4, SERVICE)).expect("listen");
         assert!(scanner.tcp_connect(s[1], sock(p4, SERVICE), WAIT));
         listener.accept().expect("accept");
-        let udp = std::net::UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
+        let udp = UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
         udp.send_to(b"x", sock(s[2], 53)).unwrap();
-        let connected = std::net::UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
+        let connected = UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
         connected.connect(sock(s[3], 53)).unwrap();
+        // A UDP server answering a stranger (s[4]) on its unconnected socket, and answering
+        // an outbound peer (s[2]), which stays one.
+        let server = UdpSocket::bind(sock(p4, 5300)).unwrap();
+        server.set_read_timeout(Some(WAIT)).unwrap();
+        for from in [s[4], s[2]] {
+            assert!(scanner.udp_send(from, sock(p4, 5300)));
+            let mut buf = [0u8; 64];
+            let (_, src) = server.recv_from(&mut buf).expect("query");
+            assert_eq!(src.ip(), from);
+            server.send_to(b"answer", src).unwrap();
+        }
         // The scanner namespace's own sockets (its side of these connections, its own sends)
         // are another namespace's: not recorded.
         assert!(scanner.udp_send(s[1], sock(p4, 9)));
-        let learned: Vec<IpAddr> = dp.peers().unwrap().into_iter().map(|(a, _)| a).collect();
+        let addrs = |t| -> Vec<IpAddr> {
+            dp.peers_in(t)
+                .unwrap()
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect()
+        };
+        let (learned, inbound) = (addrs(PeerTable::Outbound), addrs(PeerTable::Inbound));
 
         drop(learning);
-        let late = std::net::UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
+        let late = UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
         late.send_to(b"x", sock("10.77.0.200".parse().unwrap(), 53))
             .ok();
-        let after: Vec<IpAddr> = dp.peers().unwrap().into_iter().map(|(a, _)| a).collect();
-        (learned, after)
+        (learned, inbound, addrs(PeerTable::Outbound))
     });
-    let mut want = lab.scanner_v4.clone();
+    let mut want = vec![lab.scanner_v4[0], lab.scanner_v4[2], lab.scanner_v4[3]];
     let mut got = learned.clone();
     want.sort();
     got.sort();
-    assert_eq!(got, want, "the protected side's peers, nothing else");
+    assert_eq!(
+        got, want,
+        "the hosts the protected side chose to talk to, not the stranger it answered"
+    );
+    assert_eq!(inbound, vec![lab.scanner_v4[1]], "the accepted client");
     assert!(!learned.contains(&lab.protected_v4));
     assert_eq!(
         after_detach.len(),
         learned.len(),
         "detached: {after_detach:?}"
     );
+}
+
+/// New outbound peers are learned at a bounded rate: one process sending to thousands of new
+/// destinations at once learns about a burst's worth (per CPU), and the rest are counted, so a
+/// local process cannot churn the table.
+#[test]
+fn new_outbound_peers_are_learned_at_a_bounded_rate() {
+    const SENT: u32 = 6000;
+    let lab = Lab::new(1).unwrap();
+    let p4 = lab.protected_v4;
+    let (learned, limited) = lab.protected.run(move || {
+        let mut dp = Dataplane::load(&LoadOptions::default()).expect("object");
+        let learning = dp.learn_peers().expect("attaching");
+        let live = LiveSettings {
+            tcp_ports: PortSet::parse("111").unwrap(),
+            auto_allow: false,
+            ..LiveSettings::default()
+        };
+        let extras = KernelExtras {
+            peer_challenge: true,
+            netns_cookie: learning.netns_cookie,
+            ..KernelExtras::default()
+        };
+        let none = Listening::default();
+        guard::write(&mut dp, &live, &[], &none, &none, &extras).expect("config");
+        let udp = UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
+        for i in 0..SENT {
+            let [_, _, a, b] = i.to_be_bytes();
+            let dst = IpAddr::V4(Ipv4Addr::new(10, 200, a, b));
+            udp.send_to(b"x", sock(dst, 53)).ok();
+        }
+        let stats = dp.stats().unwrap();
+        (
+            dp.peers().unwrap().len() as u64,
+            stats.get(portsentry_common::Stat::PeerLearnLimited),
+        )
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let bound = cpus * portsentry_common::PEER_LEARN_BURST + 64;
+    assert!(
+        learned <= bound,
+        "{learned} of {SENT} destinations learned at once (bound {bound})"
+    );
+    assert!(learned >= portsentry_common::PEER_LEARN_BURST.min(u64::from(SENT)) / 2);
+    assert_eq!(
+        learned + limited,
+        u64::from(SENT),
+        "every refusal is counted"
+    );
+}
+
+/// A UDP server on one unconnected socket that answers whoever wrote, as a DNS, NTP or QUIC
+/// server does: each datagram's answer (`reply`) goes back to its source. Stops on drop.
+struct UdpServer {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpServer {
+    fn start(ns: &Netns, addr: SocketAddr, reply: fn(&[u8]) -> Option<Vec<u8>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (stop.clone(), answered.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = ns.spawn(move || {
+            let sock = UdpSocket::bind(addr).expect("bind the UDP server");
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            tx.send(()).ok();
+            let mut buf = [0u8; 1500];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(answer) = reply(&buf[..n]) {
+                    if sock.send_to(&answer, from).is_ok() {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(WAIT).expect("UDP server started");
+        Self {
+            stop,
+            answered,
+            thread: Some(thread),
+        }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn echo(query: &[u8]) -> Option<Vec<u8>> {
+    Some(query.to_vec())
+}
+
+/// The address every name resolves to through [`dns_answer`].
+const RESOLVED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+
+/// A minimal DNS responder: an A query is answered with [`RESOLVED`], any other type with no
+/// data (NOERROR, no answers), as an authoritative server would for a name without it.
+fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
+    // The question: QNAME's labels up to the root label, then QTYPE and QCLASS.
+    let mut i = 12;
+    while *q.get(i)? != 0 {
+        i += 1 + usize::from(*q.get(i)?);
+    }
+    let end = i + 5;
+    let question = q.get(12..end)?;
+    let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+    let mut r = q.get(..2)?.to_vec(); // the query's ID
+    r.extend([0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    r.extend(question);
+    if is_a {
+        // Name by pointer to the question's, type A, class IN, TTL 60, 4 bytes.
+        r.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend(RESOLVED.octets());
+    }
+    Some(r)
+}
+
+/// One datagram from `src` (an address of `ns`) to `dst` and whether an answer came back.
+fn udp_round_trip(ns: &Netns, src: IpAddr, dst: SocketAddr) -> bool {
+    ns.run(move || {
+        let Ok(sock) = UdpSocket::bind(SocketAddr::new(src, 0)) else {
+            return false;
+        };
+        sock.set_read_timeout(Some(WAIT)).ok();
+        let mut buf = [0u8; 64];
+        sock.send_to(b"hello", dst).is_ok() && sock.recv_from(&mut buf).is_ok()
+    })
+}
+
+/// `/etc/netns/NAME/`: files `ip netns exec NAME` binds over `/etc` (resolv.conf naming the
+/// test's resolver, an nsswitch.conf that asks DNS after the hosts file, whatever the host's
+/// says). Removed on drop.
+struct NetnsEtc {
+    dir: PathBuf,
+}
+
+impl NetnsEtc {
+    fn resolver(ns: &Netns, nameserver: IpAddr) -> Self {
+        let dir = PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).expect("creating /etc/netns/NAME");
+        let me = Self { dir };
+        std::fs::write(
+            me.dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"),
+        )
+        .expect("writing resolv.conf");
+        std::fs::write(me.dir.join("nsswitch.conf"), "hosts: files dns\n")
+            .expect("writing nsswitch.conf");
+        me
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // Only if no one else's namespace files are there.
+        let _ = std::fs::remove_dir("/etc/netns");
+    }
+}
+
+/// glibc's resolver in the protected namespace (`getent hosts`) looks a name up through the
+/// resolver `resolver_addr` in the scanner namespace; returns getent's output.
+fn resolve(lab: &Lab, resolver_addr: IpAddr) -> (UdpServer, NetnsEtc) {
+    let server = UdpServer::start(&lab.scanner, sock(resolver_addr, 53), dns_answer);
+    let etc = NetnsEtc::resolver(&lab.protected, resolver_addr);
+    let (code, out) = run_in(
+        &lab.protected,
+        "getent",
+        &["hosts", "peer-test.example"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(code, 0, "getent hosts through the lab's resolver: {out}");
+    assert!(
+        out.contains(&RESOLVED.to_string()) && out.contains("peer-test.example"),
+        "{out}"
+    );
+    assert!(server.answered() >= 1, "the resolver answered");
+    (server, etc)
+}
+
+/// `nmap -sS` of the trap port from `src`, one of the scanner's addresses.
+fn syn_scan(lab: &Lab, src: IpAddr) -> String {
+    run_in(
+        &lab.scanner,
+        "nmap",
+        &[
+            "-sS",
+            "-Pn",
+            "-n",
+            "-e",
+            &lab.scanner_iface,
+            "-S",
+            &src.to_string(),
+            "-p",
+            &TRAP.to_string(),
+            &lab.protected_v4.to_string(),
+        ],
+        Duration::from_secs(30),
+    )
+    .1
+}
+
+/// Issue 25, item 2: a client that completed a connection to a service is no peer; its SYN
+/// scan of a trap port bans it. With `learn_inbound = true` (what it trades away, documented)
+/// the client is an inbound peer and its scan only meets SYN cookies. On 27926f0 every
+/// accepted client was a peer: the first half failed.
+#[test]
+fn a_client_of_a_service_is_banned_for_a_syn_scan_unless_learn_inbound() {
+    let lab = Lab::new(2).unwrap();
+    lab.accept_xdp_tx().unwrap();
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let (client, inbound_client) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+
+    let dir = TempDir::new("peers-client").unwrap();
+    let mut d = start(&lab, &dir);
+    assert!(lab
+        .scanner
+        .tcp_connect(client, sock(lab.protected_v4, SERVICE), WAIT));
+    let nmap = syn_scan(&lab, client);
+    assert!(
+        d.wait_for_line(banned_line(client), WAIT),
+        "the client's SYN scan banned it (nmap said: {nmap}):\n{}",
+        tail(&d)
+    );
+    assert!(!d.has_line(peer_line(client, true)), "{}", tail(&d));
+    d.stop().unwrap();
+
+    let dir = TempDir::new("peers-client-inbound").unwrap();
+    let mut d = start_with(&lab, &dir, "learn_inbound = true\n");
+    assert!(lab
+        .scanner
+        .tcp_connect(inbound_client, sock(lab.protected_v4, SERVICE), WAIT));
+    let nmap = syn_scan(&lab, inbound_client);
+    expect_line(
+        &mut d,
+        "inbound peer's cookie line",
+        peer_line(inbound_client, true),
+    );
+    assert!(
+        !d.has_line(banned_line(inbound_client)),
+        "learn_inbound: the client's SYN scan met a cookie, no ban (nmap said: {nmap}):\n{}",
+        tail(&d)
+    );
+}
+
+/// Issue 25, item 3: a UDP service on an unconnected socket that answers a stranger does not
+/// make it a peer: the stranger's SYN probe, forged or real, bans it. On 27926f0 the answer
+/// taught an outbound peer and the probe only got a SYN cookie.
+#[test]
+fn a_stranger_a_udp_service_answered_is_no_peer() {
+    const ECHO: u16 = 7007;
+    let lab = Lab::new(1).unwrap();
+    lab.accept_xdp_tx().unwrap();
+    let dir = TempDir::new("peers-udp-answer").unwrap();
+    let mut d = start(&lab, &dir);
+    let echo_server = UdpServer::start(&lab.protected, sock(lab.protected_v4, ECHO), echo);
+    let stranger = lab.scanner_v4[0];
+    assert!(
+        udp_round_trip(&lab.scanner, stranger, sock(lab.protected_v4, ECHO)),
+        "the echo service answered the stranger"
+    );
+    assert_eq!(echo_server.answered(), 1);
+    let out = forged_syn(&lab, stranger);
+    assert!(
+        d.wait_for_line(banned_line(stranger), WAIT),
+        "an answered stranger's SYN probe bans it (hping3: {out}):\n{}",
+        tail(&d)
+    );
+    assert!(!d.has_line(peer_line(stranger, true)), "{}", tail(&d));
+}
+
+/// Issue 25, items 3 and 4: the real resolver path teaches an outbound peer (glibc's
+/// `getent hosts` through a resolver in another namespace), and so does an outbound TCP
+/// connection; then, with a peer table of 4 and `learn_inbound` on, a dozen clients' completed
+/// handshakes and hundreds of forged UDP queries to a UDP service (answered to their forged
+/// sources) evict neither: a forged probe in the resolver's or the dependency's name still gets
+/// a SYN cookie and bans nobody. On 27926f0 one LRU of 4 held them all: the flood pushed the
+/// resolver out and the forged probe banned it.
+#[test]
+fn the_resolver_is_an_outbound_peer_that_no_flood_evicts() {
+    const ECHO: u16 = 7007;
+    const CLIENTS: usize = 12;
+    let lab = Lab::new(2 + CLIENTS).unwrap();
+    lab.accept_xdp_tx().unwrap();
+    let (resolver, dependency) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    let dir = TempDir::new("peers-flood").unwrap();
+    let mut d = start_with(&lab, &dir, "learn_inbound = true\nmax_peers = 4\n");
+    let (_dns, _etc) = resolve(&lab, resolver);
+    let _dep_svc = lab.scanner.tcp_service(sock(dependency, SERVICE));
+    assert!(lab
+        .protected
+        .tcp_connect(lab.protected_v4, sock(dependency, SERVICE), WAIT));
+
+    // The flood: clients completing handshakes (inbound peers, in their own table), and
+    // forged UDP queries from random sources that the echo service answers.
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    for client in &lab.scanner_v4[2..] {
+        assert!(lab
+            .scanner
+            .tcp_connect(*client, sock(lab.protected_v4, SERVICE), WAIT));
+    }
+    let echo_server = UdpServer::start(&lab.protected, sock(lab.protected_v4, ECHO), echo);
+    let (_, hping) = run_in(
+        &lab.scanner,
+        "hping3",
+        &[
+            "--udp",
+            "--rand-source",
+            "-p",
+            &ECHO.to_string(),
+            "-c",
+            "300",
+            "-i",
+            "u2000",
+            &lab.protected_v4.to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        echo_server.answered() >= 100,
+        "the echo service answered the forged queries ({} answered; hping3: {hping})",
+        echo_server.answered()
+    );
+
+    for peer in [resolver, dependency] {
+        let out = forged_syn(&lab, peer);
+        let (answered, banned) = (peer_line(peer, true), banned_line(peer));
+        d.wait_for_line(|l| answered(l) || banned(l), WAIT);
+        assert!(
+            !d.has_line(&banned),
+            "{peer}: the flood evicted an outbound peer and a forged SYN banned it:\n{}",
+            tail(&d)
+        );
+        assert!(
+            out.contains("flags=SA"),
+            "{peer}: answered with a cookie: {out}"
+        );
+        expect_line(&mut d, "peer probe line", answered);
+    }
 }

@@ -173,6 +173,11 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "certificates for the fleet test of TLS to LAPI",
     ),
     ("hping3", "hping3", "crafted and forged probes"),
+    (
+        "getent",
+        "libc-bin",
+        "glibc's resolver path in the learned-peer tests",
+    ),
     ("masscan", "masscan", "fast scans"),
     ("tcpdump", "tcpdump", "counting answers leaked to a scanner"),
     ("nft", "nftables", "the benchmarks' nftables baselines"),

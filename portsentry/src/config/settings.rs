@@ -32,6 +32,9 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BAN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_METRICS_TOP_BANS: u32 = 10;
 pub const DEFAULT_PEER_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `neighbour_contest`'s default: long enough to outlast a poisoning attempt's follow-up
+/// probes, short enough that a replaced host is bannable again soon.
+pub const DEFAULT_NEIGHBOUR_CONTEST: Duration = Duration::from_secs(300);
 pub const DEFAULT_RECIDIVE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_BAN_TTL_FACTOR: u32 = 2;
 pub const DEFAULT_BAN_TTL_MAX: Duration = Duration::from_secs(28 * 24 * 3600);
@@ -247,10 +250,20 @@ pub struct LiveSettings {
     /// Before a probe bans, check that it arrived the way this host routes back to its source
     /// (interface and, where known, the neighbour's MAC). Turn off only for asymmetric routing.
     pub path_check: bool,
+    /// A neighbour whose MAC changed (an ARP or ND frame claimed its address from another MAC,
+    /// or rtnetlink reported a new link-layer address: arpwatch's "flip flop") is contested
+    /// for this long: its probes do not ban and it gets no SYN cookie; the flip is logged.
+    /// "0" turns the watch off (one ARP packet then defeats the path check's MAC comparison).
+    #[serde(with = "values::limit")]
+    pub neighbour_contest: Option<Duration>,
     /// A learned peer not heard from for this long is a stranger again; "never" keeps peers
     /// until the table needs room.
     #[serde(with = "values::limit")]
     pub peer_memory: Option<Duration>,
+    /// Also learn the clients whose TCP connections this host accepts (inbound peers): their
+    /// trap SYNs then get SYN cookies instead of bans. Off by default: anyone can become a
+    /// client first, and then scan a public service without ever being banned.
+    pub learn_inbound: bool,
     /// Advanced mode: a port that had a listening socket within this long stays a service
     /// port (never a trap) even while its service restarts; "never" forgets nothing.
     #[serde(with = "values::limit")]
@@ -294,7 +307,9 @@ impl Default for LiveSettings {
             ipv4_prefix: 0,
             prefix_threshold: 4,
             path_check: true,
+            neighbour_contest: Some(DEFAULT_NEIGHBOUR_CONTEST),
             peer_memory: Some(DEFAULT_PEER_MEMORY),
+            learn_inbound: false,
             service_port_memory: Some(DEFAULT_PEER_MEMORY),
             allow: Vec::new(),
             ignore_file: None,
@@ -350,6 +365,9 @@ impl LiveSettings {
         if self.path_check {
             flags |= config_flags::PATH_CHECK;
         }
+        if self.learn_inbound {
+            flags |= config_flags::LEARN_INBOUND;
+        }
         let ns = |d: Option<Duration>| {
             d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
                 .unwrap_or(0)
@@ -363,6 +381,7 @@ impl LiveSettings {
             window_ns: ns(self.window),
             ban_ttl_ns: ns(self.ban_ttl),
             peer_ttl_ns: ns(self.peer_memory),
+            contest_ns: ns(self.neighbour_contest),
             prefix_hits: self.prefix_hits(),
             ipv6_prefix: self.ipv6_prefix,
             ipv4_prefix: self.ipv4_prefix,

@@ -108,7 +108,8 @@ impl Daemon {
                     Ok(mode) => {
                         crate::errln!(
                             "portsentry: interface {name} is back; re-attached ({mode} XDP)"
-                        )
+                        );
+                        self.refresh_uppers();
                     }
                     Err(e) => crate::errln!("portsentry: error: re-attaching to {name}: {e:#}"),
                 },

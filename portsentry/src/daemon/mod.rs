@@ -18,6 +18,7 @@ mod probes;
 mod reload;
 mod saver;
 mod startup;
+mod topology;
 
 use std::{
     collections::HashMap,
@@ -149,6 +150,8 @@ struct Daemon {
     peer_memory: Option<crate::peers::PeerMemory>,
     /// The last snapshot served to a scraper.
     metrics_cache: metrics::SnapshotCache,
+    /// Upper devices of the guarded interfaces and neighbour MACs (rtnetlink).
+    topology: topology::Topology,
 }
 
 /// Waits for the next address or route notification, or forever without a watch.
@@ -354,6 +357,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         _peer_learning: peer_learning,
         peer_memory,
         metrics_cache: Default::default(),
+        topology: Default::default(),
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
@@ -378,6 +382,17 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         attached.push((iface.clone(), mode.to_owned()));
         crate::errln!("portsentry: attached to {iface} ({mode} XDP)");
     }
+    // Links and neighbours followed live: subscribe first, then read the tables, so no change
+    // falls between the two.
+    let mut link_watch = match crate::net::rtnl::LinkWatch::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            crate::errln!("portsentry: warning: cannot follow link and neighbour changes ({e}); bridge and VLAN membership is read at start only and neighbour MAC flips go unnoticed");
+            None
+        }
+    };
+    d.refresh_uppers();
+    d.learn_neighbours();
     let info = DaemonInfo {
         pid: std::process::id(),
         started_at_ms: crate::clock::unix_ms(),
@@ -471,6 +486,13 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 Err(e) => {
                     crate::errln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
                     route_watch = None;
+                }
+            },
+            changes = topology::next_link_change(&mut link_watch) => match changes {
+                Ok(changes) => d.on_link_changes(changes),
+                Err(e) => {
+                    crate::errln!("portsentry: warning: lost the link and neighbour notifications ({e}); bridge and VLAN membership is no longer followed and neighbour MAC flips go unnoticed");
+                    link_watch = None;
                 }
             },
             _ = ticker.tick() => {

@@ -60,13 +60,24 @@ pub(super) fn start_learning(
             Vec::new()
         }
     };
-    match peers::restore(dp, &saved, settings.live.peer_memory, &Now::read()) {
+    let learn_inbound = settings.live.learn_inbound;
+    match peers::restore(dp, &saved, settings.live.peer_memory, learn_inbound, &Now::read()) {
         Ok(r) => crate::errln!(
-            "portsentry: learning peers (TCP handshakes and UDP destinations of this network namespace, via {}); restored {} peer(s) from {} ({} older than peer_memory)",
+            "portsentry: learning peers (hosts this network namespace contacts: TCP connections it opens, connected UDP sockets, UDP destinations that had not written first; {}; via {}); restored {} peer(s) from {} ({} older than peer_memory{})",
+            if learn_inbound {
+                "clients whose connections it accepts too (learn_inbound)"
+            } else {
+                "not its clients"
+            },
             learning.cgroup.display(),
             r.restored,
             store.path().display(),
-            r.expired
+            r.expired,
+            if r.inbound_dropped > 0 {
+                format!(", {} client(s) dropped: learn_inbound is off", r.inbound_dropped)
+            } else {
+                String::new()
+            }
         ),
         Err(e) => crate::errln!("portsentry: error: restoring saved peers: {e:#}"),
     }
@@ -79,7 +90,8 @@ impl Daemon {
         let Some(memory) = self.peer_memory.as_mut() else {
             return;
         };
-        if let Err(e) = memory.save(&self.dp, self.settings.live.peer_memory, &Now::read()) {
+        let live = &self.settings.live;
+        if let Err(e) = memory.save(&self.dp, live.peer_memory, live.learn_inbound, &Now::read()) {
             if self.save_error_report.try_report().is_some() {
                 crate::errln!(
                     "portsentry: error: saving learned peers to {}: {e:#}",

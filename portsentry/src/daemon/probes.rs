@@ -14,7 +14,11 @@ impl Daemon {
         let target = Cidr::host(ev.src);
         let mut repeat = None;
         match ev.kind {
-            EventKind::Probe | EventKind::Spoofed | EventKind::Bogus | EventKind::PeerProbe => {}
+            EventKind::Probe
+            | EventKind::Spoofed
+            | EventKind::Contested
+            | EventKind::Bogus
+            | EventKind::PeerProbe => {}
             EventKind::Ignored => {
                 if !self.ignored_lines.allow(ev.src, crate::clock::unix_ms()) {
                     return;

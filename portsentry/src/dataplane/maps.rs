@@ -6,7 +6,7 @@
 //! and banned networks is for the ban book (`crate::bans`) alone, loading and pins are
 //! `super` and `super::pins`' business.
 
-use std::{net::IpAddr, os::fd::AsFd, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::Path};
 
 use aya::{
     maps::{
@@ -17,7 +17,8 @@ use aya::{
 };
 use portsentry_common::{
     maps::{self as defs, MapDef, MapSpec},
-    AddrKey, BanEntry, Config, HitEntry, IpProto, PeerEntry, Stat, PORT_BITMAP_WORDS,
+    AddrKey, BanEntry, Config, ContestedEntry, HitEntry, IpProto, LinkKey, PeerEntry, Stat,
+    UpperLinks, PORT_BITMAP_WORDS,
 };
 
 use super::{batch, map_err, pins, trie, DataplaneError, Result, TrieWrite};
@@ -91,8 +92,21 @@ pub struct Maps {
     allow_cidrs: LpmTrie<MapData, [u8; 16], u8>,
     allow_filter: Array<MapData, u64>,
     peers: HashMap<MapData, AddrKey, PeerEntry>,
+    inbound_peers: HashMap<MapData, AddrKey, PeerEntry>,
+    upper_links: HashMap<MapData, LinkKey, UpperLinks>,
+    contested: HashMap<MapData, AddrKey, ContestedEntry>,
     no_xdp_tx: HashMap<MapData, u32, u32>,
     stats: PerCpuArray<MapData, u64>,
+}
+
+/// The two learned-peer tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerTable {
+    /// PS_PEERS: hosts this one chose to contact (`peer_ways::OUTBOUND`).
+    Outbound,
+    /// PS_INBOUND_PEERS: clients it accepted, learned only with `learn_inbound`
+    /// (`peer_ways::INBOUND`).
+    Inbound,
 }
 
 impl Maps {
@@ -111,6 +125,9 @@ impl Maps {
             allow_cidrs: open(get, &defs::PS_ALLOW_CIDRS)?,
             allow_filter: open(get, &defs::PS_ALLOW_FILTER)?,
             peers: open(get, &defs::PS_PEERS)?,
+            inbound_peers: open(get, &defs::PS_INBOUND_PEERS)?,
+            upper_links: open(get, &defs::PS_UPPER_LINKS)?,
+            contested: open(get, &defs::PS_CONTESTED)?,
             no_xdp_tx: open(get, &defs::PS_NO_XDP_TX)?,
             stats: open(get, &defs::PS_STATS)?,
         })
@@ -403,21 +420,35 @@ impl Maps {
         }
     }
 
-    /// Every learned peer, current or not, and when each was last seen (CLOCK_BOOTTIME ns).
+    fn peer_map(&self, table: PeerTable) -> (&HashMap<MapData, AddrKey, PeerEntry>, &'static str) {
+        match table {
+            PeerTable::Outbound => (&self.peers, defs::PS_PEERS.name),
+            PeerTable::Inbound => (&self.inbound_peers, defs::PS_INBOUND_PEERS.name),
+        }
+    }
+
+    /// Every outbound peer (PS_PEERS), current or not, and when each was last seen
+    /// (CLOCK_BOOTTIME ns): the hosts this one depends on.
     pub fn peers(&self) -> Result<Vec<(IpAddr, PeerEntry)>> {
+        self.peers_in(PeerTable::Outbound)
+    }
+
+    /// Every peer of `table`, current or not.
+    pub fn peers_in(&self, table: PeerTable) -> Result<Vec<(IpAddr, PeerEntry)>> {
+        let (map, name) = self.peer_map(table);
         let mut out = Vec::new();
-        for item in self.peers.iter() {
+        for item in map.iter() {
             match item {
                 Ok((k, v)) => out.push((cidr::key_addr(&k), v)),
                 // An LRU entry evicted while we iterate: skip it.
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(map_err(defs::PS_PEERS.name)(e)),
+                Err(e) => return Err(map_err(name)(e)),
             }
         }
         Ok(out)
     }
 
-    /// Every learned peer in a few calls (batch lookup); `None` where the kernel has no batch
+    /// Every outbound peer in a few calls (batch lookup); `None` where the kernel has no batch
     /// operations (then [`Maps::peers`] or [`Maps::peer`]).
     pub fn peers_batch(&self) -> Result<Option<Vec<(IpAddr, PeerEntry)>>> {
         if !self.batch_ops {
@@ -441,21 +472,25 @@ impl Maps {
         }
     }
 
-    /// The learned peer `addr`, current or not (see [`Maps::is_peer`]).
+    /// The outbound peer `addr`, current or not (see [`Maps::is_peer`]).
     pub fn peer(&self, addr: IpAddr) -> Result<Option<PeerEntry>> {
-        match self.peers.get(&cidr::addr_key(addr), 0) {
+        self.peer_in(PeerTable::Outbound, addr)
+    }
+
+    /// The peer `addr` of `table`, current or not.
+    pub fn peer_in(&self, table: PeerTable, addr: IpAddr) -> Result<Option<PeerEntry>> {
+        let (map, name) = self.peer_map(table);
+        match map.get(&cidr::addr_key(addr), 0) {
             Ok(p) => Ok(Some(p)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(map_err(defs::PS_PEERS.name)(e)),
+            Err(e) => Err(map_err(name)(e)),
         }
     }
 
-    /// Records a learned peer (restoring saved peers; the cgroup programs write the rest). The
-    /// table is LRU: when full, the least recently used peer makes room.
+    /// Records an outbound peer (restoring saved peers, tests; the cgroup programs write the
+    /// rest). The table is LRU: when full, the least recently used peer makes room.
     pub fn insert_peer(&mut self, addr: IpAddr, entry: &PeerEntry) -> Result<()> {
-        self.peers
-            .insert(cidr::addr_key(addr), entry, 0)
-            .map_err(map_err(defs::PS_PEERS.name))
+        self.insert_peer_in(PeerTable::Outbound, addr, entry)
     }
 
     /// Records whether a frame sent with XDP_TX is delivered on interface `ifindex` (PS_NO_XDP_TX
@@ -481,7 +516,74 @@ impl Maps {
             .map_err(map_err(defs::PS_NO_XDP_TX.name))
     }
 
-    /// Capacity of the learned-peer table.
+    /// Records a peer in `table` (LRU, like [`Maps::insert_peer`]).
+    pub fn insert_peer_in(
+        &mut self,
+        table: PeerTable,
+        addr: IpAddr,
+        entry: &PeerEntry,
+    ) -> Result<()> {
+        let (map, name) = match table {
+            PeerTable::Outbound => (&mut self.peers, defs::PS_PEERS.name),
+            PeerTable::Inbound => (&mut self.inbound_peers, defs::PS_INBOUND_PEERS.name),
+        };
+        map.insert(cidr::addr_key(addr), entry, 0)
+            .map_err(map_err(name))
+    }
+
+    /// Replaces PS_UPPER_LINKS with `entries` (`net::topology`): writes every entry, then
+    /// deletes the keys that are no longer in it.
+    pub fn set_upper_links(&mut self, entries: &BTreeMap<LinkKey, UpperLinks>) -> Result<()> {
+        let name = defs::PS_UPPER_LINKS.name;
+        for (k, v) in entries {
+            self.upper_links.insert(k, v, 0).map_err(map_err(name))?;
+        }
+        let stale: Vec<LinkKey> = self
+            .upper_links
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !entries.contains_key(k))
+            .collect();
+        for k in stale {
+            match self.upper_links.remove(&k) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every PS_UPPER_LINKS entry.
+    pub fn upper_links(&self) -> Result<Vec<(LinkKey, UpperLinks)>> {
+        self.upper_links
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(defs::PS_UPPER_LINKS.name))
+    }
+
+    /// Marks `addr` contested until `until_ns` (boot clock), claimed by `mac`.
+    pub fn contest(&mut self, addr: IpAddr, until_ns: u64, mac: [u8; 6]) -> Result<()> {
+        let entry = ContestedEntry {
+            until_ns,
+            mac,
+            _pad: [0; 2],
+        };
+        self.contested
+            .insert(cidr::addr_key(addr), entry, 0)
+            .map_err(map_err(defs::PS_CONTESTED.name))
+    }
+
+    /// The contested entry of `addr`, current or not.
+    pub fn contested(&self, addr: IpAddr) -> Result<Option<ContestedEntry>> {
+        match self.contested.get(&cidr::addr_key(addr), 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(defs::PS_CONTESTED.name)(e)),
+        }
+    }
+
+    /// Capacity of each learned-peer table (`max_peers`).
     pub fn peer_capacity(&self) -> u32 {
         self.peers.map().info().map_or(0, |i| i.max_entries())
     }
@@ -562,23 +664,29 @@ impl Maps {
         Ok(out)
     }
 
-    /// Entries in the learned-peer table.
-    pub fn peer_count(&self) -> Result<usize> {
+    /// Entries in the learned-peer table `table`.
+    pub fn peer_count(&self, table: PeerTable) -> Result<usize> {
+        let (map, name) = self.peer_map(table);
         let mut n = 0;
-        for key in self.peers.keys() {
-            key.map_err(map_err(defs::PS_PEERS.name))?;
+        for key in map.keys() {
+            key.map_err(map_err(name))?;
             n += 1;
         }
         Ok(n)
     }
 
-    /// Whether `addr` is a learned peer now: in PS_PEERS and seen within the configured
-    /// `peer_memory` (`Config::peer_ttl_ns`, 0 = forever) at `now_boot_ns`.
+    /// Whether `addr` is a learned peer now, as the XDP program decides: an outbound peer, or
+    /// with `learn_inbound` (`config_flags::LEARN_INBOUND`) an inbound one, seen within the
+    /// configured `peer_memory` (`Config::peer_ttl_ns`, 0 = forever) at `now_boot_ns`.
     pub fn is_peer(&self, addr: IpAddr, now_boot_ns: u64) -> Result<bool> {
-        let ttl_ns = self.config()?.peer_ttl_ns;
-        Ok(self
-            .peer(addr)?
-            .is_some_and(|p| p.is_current(now_boot_ns, ttl_ns)))
+        let config = self.config()?;
+        let current =
+            |p: Option<PeerEntry>| p.is_some_and(|p| p.is_current(now_boot_ns, config.peer_ttl_ns));
+        if current(self.peer(addr)?) {
+            return Ok(true);
+        }
+        let inbound = config.flags & portsentry_common::config_flags::LEARN_INBOUND != 0;
+        Ok(inbound && current(self.peer_in(PeerTable::Inbound, addr)?))
     }
 
     pub fn stats(&self) -> Result<Stats> {

@@ -36,7 +36,7 @@ mod peers;
 mod pins;
 mod trie;
 
-pub use maps::{Maps, Stats};
+pub use maps::{Maps, PeerTable, Stats};
 pub use peers::{netns_cookie, PeerError, PeerLearning};
 pub use trie::TrieWrite;
 

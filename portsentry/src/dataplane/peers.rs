@@ -2,7 +2,8 @@
 //! write the PS_PEERS map it reads) and attached to the cgroup2 root, where they see the
 //! sockets of every process in every network namespace. They record only in this process's
 //! namespace (its cookie goes into `Config::netns_cookie`), and only the remote address and the
-//! time: never ports or payload. They never refuse a connect or a send.
+//! time: never ports or payload. They never refuse a connect, a send or a receive (the recvmsg
+//! programs only mark which sources a UDP socket heard from, so its answers teach no peer).
 //!
 //! Owns: finding the cgroup2 root, this namespace's cookie, loading and attaching the programs.
 //! The links live in [`PeerLearning`]; dropping it (or the process exiting) detaches them.
@@ -104,6 +105,8 @@ impl Dataplane {
             peer_programs::UDP_CONNECT6,
             peer_programs::UDP_SENDMSG4,
             peer_programs::UDP_SENDMSG6,
+            peer_programs::UDP_RECVMSG4,
+            peer_programs::UDP_RECVMSG6,
         ] {
             let prog: &mut CgroupSockAddr = self
                 .ebpf

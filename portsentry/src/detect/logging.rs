@@ -94,6 +94,9 @@ pub fn refused_line(ev: &ProbeEvent, iface: &str) -> Option<String> {
         EventKind::Spoofed => {
             "spoofed: it did not arrive the way this host routes back to its source; not banned"
         }
+        EventKind::Contested => {
+            "contested: its neighbour's MAC changed moments ago (ARP/ND poisoning or a replaced host); not banned"
+        }
         EventKind::Bogus => "bogus source (cannot be a real peer); not counted",
         EventKind::PeerProbe if ev.protocol == portsentry_common::IpProto::Udp => {
             "learned peer: reported, not banned by a UDP probe"

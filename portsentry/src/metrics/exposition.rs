@@ -253,6 +253,16 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             "Prefix triggers withheld: the path check did not prove the probe's source.",
             st.get(Stat::PrefixUnproven),
         )?;
+        out.counter(
+            "bans_refused_contested",
+            "Would-be bans and SYN cookies refused: the source's neighbour MAC changed within neighbour_contest.",
+            st.get(Stat::Contested),
+        )?;
+        out.counter(
+            "neighbour_flips",
+            "ARP or ND frames that claimed a known neighbour's address from another MAC.",
+            st.get(Stat::NeighbourFlips),
+        )?;
         let entries: Vec<_> = k
             .tables
             .iter()
@@ -260,7 +270,7 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
             .collect();
         out.gauges(
             "table_entries",
-            "Entries in each kernel table (bans, ban_networks, allowlist, learned_peers).",
+            "Entries in each kernel table (bans, ban_networks, allowlist, learned_peers, learned_inbound_peers).",
             &entries,
         )?;
         let capacity: Vec<_> = k

@@ -20,7 +20,7 @@ use crate::{
 /// A table's fill: entries now and the kernel's capacity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TableFill {
-    /// `bans`, `ban_networks`, `allowlist`, `learned_peers`.
+    /// `bans`, `ban_networks`, `allowlist`, `learned_peers`, `learned_inbound_peers`.
     pub table: &'static str,
     pub entries: u64,
     pub capacity: u64,
@@ -150,7 +150,8 @@ fn kernel_view(book: &BanBook, m: &Maps) -> anyhow::Result<KernelView> {
     } else {
         "detect"
     };
-    let peers = m.peer_count()? as u64;
+    let peers = m.peer_count(crate::dataplane::PeerTable::Outbound)? as u64;
+    let inbound = m.peer_count(crate::dataplane::PeerTable::Inbound)? as u64;
     let hosts = book.records().filter(|r| r.target.is_host()).count() as u64;
     let tables = vec![
         TableFill {
@@ -171,6 +172,11 @@ fn kernel_view(book: &BanBook, m: &Maps) -> anyhow::Result<KernelView> {
         TableFill {
             table: "learned_peers",
             entries: peers,
+            capacity: m.peer_capacity().into(),
+        },
+        TableFill {
+            table: "learned_inbound_peers",
+            entries: inbound,
             capacity: m.peer_capacity().into(),
         },
     ];

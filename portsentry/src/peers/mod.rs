@@ -1,11 +1,15 @@
 //! Learned peers kept across restarts: `state_dir/peers.json`, written atomically, restored into
-//! PS_PEERS at start.
+//! PS_PEERS (outbound peers) and PS_INBOUND_PEERS (inbound ones, only with `learn_inbound`) at
+//! start.
 //!
 //! The cgroup programs (`dataplane::PeerLearning`) record the hosts this one talks to in the
-//! kernel map; this module only carries that map over a restart: it saves what is in the map
-//! (address and last-seen time as Unix milliseconds; never ports or payload) and puts it back,
-//! converting wall-clock time to the kernel's CLOCK_BOOTTIME and dropping peers older than
-//! `peer_memory`.
+//! kernel maps; this module only carries those maps over a restart: it saves what is in them
+//! (address, last-seen time as Unix milliseconds and the `ways` bits; never ports or payload)
+//! and puts it back, converting wall-clock time to the kernel's CLOCK_BOOTTIME and dropping
+//! peers older than `peer_memory`. One file for both tables, in the format older versions
+//! wrote: a peer with the outbound bit goes back into PS_PEERS, one with only the inbound bit
+//! into PS_INBOUND_PEERS with `learn_inbound` and nowhere without it (a file from a version
+//! that learned every client must not keep protecting them).
 //!
 //! A room of its own rather than a corner of `bans/`: peers are not bans. The ban book is the
 //! one owner of every ban, with precedence rules, table pressure and fleet decisions; none of
@@ -19,14 +23,14 @@ use std::{
     time::Duration,
 };
 
-use portsentry_common::PeerEntry;
+use portsentry_common::{peer_ways, PeerEntry};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
     bans::store::{keep_aside, write_atomic},
     clock::Now,
-    dataplane::{DataplaneError, Maps},
+    dataplane::{DataplaneError, Maps, PeerTable},
 };
 
 pub const PEERS_FILE: &str = "peers.json";
@@ -151,20 +155,36 @@ fn remembered(last_seen_ms: u64, memory: Option<Duration>, now: &Now) -> bool {
 /// What [`restore`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Restored {
-    /// Written into the map.
+    /// Written into the maps.
     pub restored: usize,
     /// Older than `peer_memory`: dropped.
     pub expired: usize,
+    /// Inbound-only peers (clients) dropped because `learn_inbound` is off.
+    pub inbound_dropped: usize,
 }
 
-/// Puts saved peers into PS_PEERS. An entry the map already has (pinned maps survive a
-/// restart) keeps the later of the two times. A time before this boot keeps its true age (a
-/// negative boot-clock instant), so a peer is forgotten `peer_memory` after it was last seen,
-/// whatever the uptime.
+/// The table a saved peer belongs in, and the ways it keeps there; `None` for an inbound-only
+/// peer while `learn_inbound` is off.
+fn table_of(ways: u32, learn_inbound: bool) -> Option<(PeerTable, u32)> {
+    if ways & peer_ways::OUTBOUND != 0 {
+        Some((PeerTable::Outbound, peer_ways::OUTBOUND))
+    } else if learn_inbound && ways & peer_ways::INBOUND != 0 {
+        Some((PeerTable::Inbound, peer_ways::INBOUND))
+    } else {
+        None
+    }
+}
+
+/// Puts saved peers into PS_PEERS and (with `learn_inbound`) PS_INBOUND_PEERS. An entry the map
+/// already has (pinned maps survive a restart) keeps the later of the two times. A time before
+/// this boot keeps its true age (a negative boot-clock instant), so a peer is forgotten
+/// `peer_memory` after it was last seen, whatever the uptime. A peer saved with both bits (a
+/// version that kept one table) is restored as outbound only: that is the bit worth keeping.
 pub fn restore(
     maps: &mut Maps,
     saved: &[Peer],
     memory: Option<Duration>,
+    learn_inbound: bool,
     now: &Now,
 ) -> Result<Restored, DataplaneError> {
     let mut r = Restored::default();
@@ -173,8 +193,12 @@ pub fn restore(
             r.expired += 1;
             continue;
         }
+        let Some((table, ways)) = table_of(p.ways, learn_inbound) else {
+            r.inbound_dropped += 1;
+            continue;
+        };
         let last_seen_ns = now.boot_instant(p.last_seen_ms.min(now.unix_ms));
-        if let Some(live) = maps.peer(p.addr)? {
+        if let Some(live) = maps.peer_in(table, p.addr)? {
             if live.last_seen_ns >= last_seen_ns {
                 r.restored += 1;
                 continue;
@@ -182,29 +206,41 @@ pub fn restore(
         }
         let entry = PeerEntry {
             last_seen_ns,
-            ways: p.ways,
+            ways,
             _pad: 0,
         };
-        maps.insert_peer(p.addr, &entry)?;
+        maps.insert_peer_in(table, p.addr, &entry)?;
         r.restored += 1;
     }
     Ok(r)
 }
 
-/// The peers in PS_PEERS worth saving (seen within `memory`), in wall-clock time, sorted.
+/// The peers worth saving (seen within `memory`), in wall-clock time, sorted: every outbound
+/// peer, and the inbound ones with `learn_inbound`. A host in both tables is saved once, with
+/// both bits and the later time.
 pub fn snapshot(
     maps: &Maps,
     memory: Option<Duration>,
+    learn_inbound: bool,
     now: &Now,
 ) -> Result<Vec<Peer>, DataplaneError> {
-    let mut peers: Vec<Peer> = maps
-        .peers()?
-        .into_iter()
-        .map(|(addr, e)| Peer {
+    let mut all = maps.peers_in(PeerTable::Outbound)?;
+    if learn_inbound {
+        all.extend(maps.peers_in(PeerTable::Inbound)?);
+    }
+    let mut by_addr: std::collections::BTreeMap<IpAddr, Peer> = std::collections::BTreeMap::new();
+    for (addr, e) in all {
+        let seen = now.instant_to_unix_ms(e.last_seen_ns);
+        let p = by_addr.entry(addr).or_insert(Peer {
             addr,
-            last_seen_ms: now.instant_to_unix_ms(e.last_seen_ns),
-            ways: e.ways,
-        })
+            last_seen_ms: seen,
+            ways: 0,
+        });
+        p.ways |= e.ways;
+        p.last_seen_ms = p.last_seen_ms.max(seen);
+    }
+    let mut peers: Vec<Peer> = by_addr
+        .into_values()
         .filter(|p| remembered(p.last_seen_ms, memory, now))
         .collect();
     peers.sort();
@@ -241,9 +277,10 @@ impl PeerMemory {
         &mut self,
         maps: &Maps,
         memory: Option<Duration>,
+        learn_inbound: bool,
         now: &Now,
     ) -> anyhow::Result<Option<usize>> {
-        let peers = snapshot(maps, memory, now)?;
+        let peers = snapshot(maps, memory, learn_inbound, now)?;
         let key: Vec<(IpAddr, u64, u32)> = peers
             .iter()
             .map(|p| (p.addr, p.last_seen_ms / SAVE_RESOLUTION_MS, p.ways))
@@ -318,6 +355,26 @@ mod tests {
             Err(PeerFileError::TooNew { found: 9, .. })
         ));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn saved_peers_go_to_their_table() {
+        use peer_ways::{INBOUND, OUTBOUND};
+        // Outbound (alone or with the inbound bit of a one-table version) always comes back as
+        // outbound; a client only with learn_inbound.
+        for learn_inbound in [false, true] {
+            assert_eq!(
+                table_of(OUTBOUND, learn_inbound),
+                Some((PeerTable::Outbound, OUTBOUND))
+            );
+            assert_eq!(
+                table_of(OUTBOUND | INBOUND, learn_inbound),
+                Some((PeerTable::Outbound, OUTBOUND))
+            );
+        }
+        assert_eq!(table_of(INBOUND, false), None);
+        assert_eq!(table_of(INBOUND, true), Some((PeerTable::Inbound, INBOUND)));
+        assert_eq!(table_of(0, true), None);
     }
 
     #[test]

@@ -38,11 +38,67 @@ impl Netns {
         .expect("netns thread panicked")
     }
 
+    /// Runs `f` on a background thread that has entered this namespace (a server the test
+    /// stops through state of its own); join the handle for its result.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = self.path();
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
     /// `ip netns exec NAME PROGRAM` as a command to configure further.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name, program]);
         cmd
+    }
+
+    /// Sends each of `frames` (whole Ethernet frames) out of `dev` through an AF_PACKET
+    /// socket, as an attacker on the link would.
+    pub fn send_frames(&self, dev: &str, frames: Vec<Vec<u8>>) {
+        let dev = dev.to_owned();
+        self.run(move || {
+            let index = nix::net::if_::if_nametoindex(dev.as_str()).expect("ifindex");
+            // SAFETY: plain socket(2); the fd is closed below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: sockaddr_ll is plain data; all-zero is valid before the fields are set.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            for frame in frames {
+                addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+                // SAFETY: frame and addr are valid for the lengths passed.
+                let sent = unsafe {
+                    libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+                assert_eq!(
+                    sent,
+                    frame.len() as isize,
+                    "sending a frame on {dev}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            // SAFETY: fd is ours.
+            unsafe { libc::close(fd) };
+        });
     }
 
     /// Attempts a TCP connect from `src` (an address of this namespace) to `dst`.
