@@ -58,6 +58,13 @@ pub fn build(s: &NotifySettings, host: &str, m: &Outgoing) -> Result<lettre::Mes
             .map_err(|e: lettre::address::AddressError| bad("email_to", e.to_string()))?;
         b = b.to(mb);
     }
-    b.body(m.text.clone())
+    // 8bit when the text allows (short lines: readable in any mail tool and in the raw
+    // message), else lettre's choice (quoted-printable for long lines).
+    let body = lettre::message::Body::new_with_encoding(
+        m.text.clone(),
+        lettre::message::header::ContentTransferEncoding::EightBit,
+    )
+    .unwrap_or_else(|_| lettre::message::Body::new(m.text.clone()));
+    b.body(body)
         .map_err(|e| bad("building the mail", e.to_string()))
 }
