@@ -204,7 +204,9 @@ fn serve_http(s: TcpStream, refuse: bool, seen: &Mutex<Seen>) {
     if refuse {
         g.refused += 1;
         drop(g);
-        let _ = w.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = w.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
         return;
     }
     g.messages.push(String::from_utf8_lossy(&body).into_owned());

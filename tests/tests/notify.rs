@@ -35,19 +35,27 @@ fn daemon(lab: &Lab, dir: &TempDir, cfg: &str) -> Daemon {
 }
 
 fn probe(lab: &Lab, src: std::net::IpAddr, port: u16) {
-    let _ = lab.scanner.tcp_connect(src, sock(lab.protected_v4, port), PROBE);
+    let _ = lab
+        .scanner
+        .tcp_connect(src, sock(lab.protected_v4, port), PROBE);
 }
 
 fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
     mail.lines()
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
         .map(|l| l[name.len() + 1..].trim())
 }
 
 /// The mail's body as text: quoted-printable decoded when the mail says so.
 fn body(mail: &str) -> String {
     let (head, body) = mail.split_once("\r\n\r\n").unwrap_or((mail, ""));
-    if !head.to_ascii_lowercase().contains("content-transfer-encoding: quoted-printable") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable")
+    {
         return body.replace("\r\n", "\n");
     }
     let joined = body.replace("=\r\n", "").replace("\r\n", "\n");
@@ -93,23 +101,46 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
     let (a, b, c) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
     probe(&lab, a, 111);
     probe(&lab, a, 112);
-    assert!(d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {a} ")), Duration::from_secs(5)));
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {a} ")),
+        Duration::from_secs(5)
+    ));
     probe(&lab, b, 111);
     probe(&lab, b, 113);
-    assert!(d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {b} ")), Duration::from_secs(5)));
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {b} ")),
+        Duration::from_secs(5)
+    ));
     probe(&lab, c, 112);
-    assert!(d.wait_for_line(|l| l.contains(&format!("Scan from: [{c}]")), Duration::from_secs(5)));
+    assert!(d.wait_for_line(
+        |l| l.contains(&format!("Scan from: [{c}]")),
+        Duration::from_secs(5)
+    ));
 
     // The alert comes at once, before the digest.
     let mails = smtp.wait_for(1, Duration::from_secs(5));
     assert_eq!(mails.len(), 1, "{mails:?}\n{}", d.output());
     let alert = &mails[0];
     let subject = header(alert, "Subject").unwrap_or_default();
-    assert!(subject.starts_with("[portsentry] ") && subject.contains(&format!("{a} blocked (TCP 112")), "{alert}");
-    assert_eq!(header(alert, "Auto-Submitted"), Some("auto-generated"), "{alert}");
-    assert!(header(alert, "Message-ID").is_some_and(|m| m.starts_with('<') && m.contains("portsentry@")), "{alert}");
+    assert!(
+        subject.starts_with("[portsentry] ") && subject.contains(&format!("{a} blocked (TCP 112")),
+        "{alert}"
+    );
+    assert_eq!(
+        header(alert, "Auto-Submitted"),
+        Some("auto-generated"),
+        "{alert}"
+    );
+    assert!(
+        header(alert, "Message-ID")
+            .is_some_and(|m| m.starts_with('<') && m.contains("portsentry@")),
+        "{alert}"
+    );
     assert!(header(alert, "Date").is_some(), "{alert}");
-    assert!(header(alert, "Content-Type").is_some_and(|t| t.starts_with("text/plain")), "{alert}");
+    assert!(
+        header(alert, "Content-Type").is_some_and(|t| t.starts_with("text/plain")),
+        "{alert}"
+    );
     assert_eq!(header(alert, "To"), Some("root@example.org"), "{alert}");
 
     // Then the digest.
@@ -134,18 +165,32 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
     let hooks = hook.wait_for(2, Duration::from_secs(5));
     assert_eq!(hooks.len(), 2, "{hooks:?}");
     let (ja, jd) = (json(&hooks[0]), json(&hooks[1]));
-    assert_eq!((ja["version"].as_u64(), ja["type"].as_str()), (Some(1), Some("alert")));
+    assert_eq!(
+        (ja["version"].as_u64(), ja["type"].as_str()),
+        (Some(1), Some("alert"))
+    );
     assert_eq!(ja["address"], a.to_string());
-    assert_eq!((jd["version"].as_u64(), jd["type"].as_str()), (Some(1), Some("digest")));
+    assert_eq!(
+        (jd["version"].as_u64(), jd["type"].as_str()),
+        (Some(1), Some("digest"))
+    );
     let subject = jd["subject"].as_str().unwrap();
-    assert!(subject.contains(": 2 scanners blocked (") && subject.contains('–'), "{subject}");
+    assert!(
+        subject.contains(": 2 scanners blocked (") && subject.contains('–'),
+        "{subject}"
+    );
     assert_eq!(jd["totals"]["bans"], 2);
     assert_eq!(jd["alerts_folded"], 1);
     let actions: BTreeSet<(String, String)> = jd["sources"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["address"].as_str().unwrap().to_owned(), s["action"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["address"].as_str().unwrap().to_owned(),
+                s["action"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         actions,
@@ -162,12 +207,19 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
 
 fn outbox_files(dir: &TempDir) -> usize {
     std::fs::read_dir(dir.join("state").join("notify-outbox"))
-        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
         .unwrap_or(0)
 }
 
 fn message_ids(mails: &[String]) -> BTreeSet<String> {
-    mails.iter().filter_map(|m| header(m, "Message-ID").map(str::to_owned)).collect()
+    mails
+        .iter()
+        .filter_map(|m| header(m, "Message-ID").map(str::to_owned))
+        .collect()
 }
 
 /// The mail server is down and the webhook fails while two scanners are banned; the daemon is
@@ -190,10 +242,16 @@ fn an_outage_and_kill_9_lose_nothing_and_repeat_nothing() {
     let mut d = daemon(&lab, &dir, &cfg);
     for s in [lab.scanner_v4[1], lab.scanner_v4[2]] {
         probe(&lab, s, TRAP);
-        assert!(d.wait_for_line(|l| l.starts_with(&format!("attackalert: Host {s} ")), Duration::from_secs(5)));
+        assert!(d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {s} ")),
+            Duration::from_secs(5)
+        ));
     }
     assert!(
-        d.wait_for_line(|l| l.contains("notify: mail delivery failed (connection refused)"), Duration::from_secs(5)),
+        d.wait_for_line(
+            |l| l.contains("notify: mail delivery failed (connection refused)"),
+            Duration::from_secs(5)
+        ),
         "{}",
         d.output()
     );
@@ -202,19 +260,38 @@ fn an_outage_and_kill_9_lose_nothing_and_repeat_nothing() {
     drop(hook);
 
     let mut d = daemon(&lab, &dir, &cfg);
-    assert!(d.has_line(|l| l.contains("notify: 2 undelivered message(s)")), "{}", d.output());
+    assert!(
+        d.has_line(|l| l.contains("notify: 2 undelivered message(s)")),
+        "{}",
+        d.output()
+    );
     let smtp = Sink::smtp(&lab.protected, smtp_port, 0).unwrap();
     let hook = Sink::webhook(&lab.protected, hook_port, 2).unwrap();
     let mails = smtp.wait_for(2, Duration::from_secs(20));
     let hooks = hook.wait_for(2, Duration::from_secs(20));
     thread::sleep(Duration::from_secs(3));
     let (mails2, hooks2) = (smtp.messages(), hook.messages());
-    assert_eq!((mails2.len(), hooks2.len()), (2, 2), "{mails:?} {hooks:?}\n{}", d.output());
+    assert_eq!(
+        (mails2.len(), hooks2.len()),
+        (2, 2),
+        "{mails:?} {hooks:?}\n{}",
+        d.output()
+    );
     assert_eq!(message_ids(&mails2).len(), 2, "two different alerts");
-    let ids: BTreeSet<String> = hooks2.iter().map(|h| json(h)["id"].as_str().unwrap().to_owned()).collect();
+    let ids: BTreeSet<String> = hooks2
+        .iter()
+        .map(|h| json(h)["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(hook.refused() >= 2, "the webhook failed before it accepted");
-    assert!(d.wait_for_line(|l| l.contains("notify: webhook delivers again"), Duration::from_secs(2)), "{}", d.output());
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("notify: webhook delivers again"),
+            Duration::from_secs(2)
+        ),
+        "{}",
+        d.output()
+    );
     assert_eq!(outbox_files(&dir), 0, "delivered messages leave the outbox");
     // A third start sends nothing again.
     d.stop().unwrap();
@@ -259,7 +336,11 @@ fn restored_bans_are_never_alerted() {
         ),
     );
     let d = daemon(&lab, &dir, &cfg);
-    assert!(d.has_line(|l| l.contains("restored") && l.contains("1000")), "{}", d.output());
+    assert!(
+        d.has_line(|l| l.contains("restored") && l.contains("1000")),
+        "{}",
+        d.output()
+    );
     thread::sleep(Duration::from_secs(5));
     assert!(smtp.messages().is_empty(), "{:?}", smtp.messages());
 }
@@ -267,7 +348,12 @@ fn restored_bans_are_never_alerted() {
 /// `portsentry notify --test` in the protected namespace.
 fn notify_test(lab: &Lab, cfg: &str) -> (i32, String) {
     let bin = portsentry_bin().display().to_string();
-    run_in(&lab.protected, &bin, &["--config", cfg, "notify", "--test"], Duration::from_secs(30))
+    run_in(
+        &lab.protected,
+        &bin,
+        &["--config", cfg, "notify", "--test"],
+        Duration::from_secs(30),
+    )
 }
 
 /// `notify --test`: 0 when every transport accepts, 1 naming why one did not (connection
@@ -281,7 +367,14 @@ fn notify_test_says_why_and_starttls_fails_closed() {
     let hook = Sink::webhook(&lab.protected, 0, 1).unwrap();
     let token = dir.write_secret("token", "s3cret-token\n");
 
-    let ok = config(&dir, 0, &format!("email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"", smtp.addr));
+    let ok = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"",
+            smtp.addr
+        ),
+    );
     let (code, out) = notify_test(&lab, &ok);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("smtp: test message accepted"), "{out}");
@@ -293,7 +386,10 @@ fn notify_test_says_why_and_starttls_fails_closed() {
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("smtp: failed (connection refused)"), "{out}");
-    assert!(out.contains("webhook: failed (rejected)") && out.contains("503"), "{out}");
+    assert!(
+        out.contains("webhook: failed (rejected)") && out.contains("503"),
+        "{out}"
+    );
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("webhook: test message accepted"), "{out}");
@@ -305,21 +401,41 @@ fn notify_test_says_why_and_starttls_fails_closed() {
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("smtp: failed (TLS"), "{out}");
-    assert!(smtp.auth().is_empty(), "a password went out: {:?}", smtp.auth());
+    assert!(
+        smtp.auth().is_empty(),
+        "a password went out: {:?}",
+        smtp.auth()
+    );
     assert!(!out.contains("hunter2"));
 
     // Configuration errors: exit 2, naming key and file.
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("notify.smtp_password_file") && out.contains("0644"), "{out}");
+    assert!(
+        out.contains("notify.smtp_password_file") && out.contains("0644"),
+        "{out}"
+    );
     let cfg = config(&dir, 0, "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@192.0.2.1:25\"\nsmtp_password_file = \"/x\"");
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("notify.smtp_url") && out.contains("clear text"), "{out}");
+    assert!(
+        out.contains("notify.smtp_url") && out.contains("clear text"),
+        "{out}"
+    );
     // check-config shows the table (the config file was rewritten above).
-    let ok = config(&dir, 0, &format!("email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"", smtp.addr));
+    let ok = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"",
+            smtp.addr
+        ),
+    );
     let (code, out, err) = portsentry_tests::lab::portsentry(&["check-config", &ok]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("[notify]") && out.contains("alert = \"off\""), "{out}");
+    assert!(
+        out.contains("[notify]") && out.contains("alert = \"off\""),
+        "{out}"
+    );
 }

@@ -408,7 +408,10 @@ impl NotifySettings {
             }
         } else {
             for (key, set) in [
-                ("notify.smtp_password_file", self.smtp_password_file.is_some()),
+                (
+                    "notify.smtp_password_file",
+                    self.smtp_password_file.is_some(),
+                ),
                 ("notify.smtp_ca_cert_path", self.smtp_ca_cert_path.is_some()),
             ] {
                 if set {
@@ -421,10 +424,7 @@ impl NotifySettings {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err((
                     "notify.webhook_url",
-                    format!(
-                        "`{}` is not an http:// or https:// URL",
-                        self.webhook_url
-                    ),
+                    format!("`{}` is not an http:// or https:// URL", self.webhook_url),
                 ));
             }
         } else if self.webhook_token_file.is_some() {

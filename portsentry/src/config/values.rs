@@ -385,7 +385,9 @@ pub fn mailboxes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Erro
     let list = Vec::<String>::deserialize(d)?;
     for a in &list {
         if let Err(e) = a.parse::<lettre::message::Mailbox>() {
-            return Err(de::Error::custom(format!("`{a}` is not a mail address: {e}")));
+            return Err(de::Error::custom(format!(
+                "`{a}` is not a mail address: {e}"
+            )));
         }
     }
     Ok(list)

@@ -30,7 +30,9 @@ impl Daemon {
             return;
         }
         if let Err(e) = self.book.refresh_drops(&self.dp) {
-            crate::errln!("portsentry: warning: notify: reading drop counters for the digest: {e:#}");
+            crate::errln!(
+                "portsentry: warning: notify: reading drop counters for the digest: {e:#}"
+            );
         }
         let now = self.notify_counters();
         let base = &self.notify_baseline;

@@ -85,7 +85,10 @@ impl Window {
         }
         if ev.kind != EventKind::Ignored {
             self.probes += 1;
-            *self.trap_ports.entry((ev.protocol, ev.dst_port)).or_default() += 1;
+            *self
+                .trap_ports
+                .entry((ev.protocol, ev.dst_port))
+                .or_default() += 1;
         }
         if ev.kind == EventKind::Ban {
             self.bans += 1;
@@ -187,7 +190,10 @@ pub fn stamp(ms: u64) -> String {
     chrono::Local
         .timestamp_millis_opt(ms as i64)
         .single()
-        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S %z").to_string())
+        .map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S %z").to_string(),
+        )
 }
 
 /// The digest's subject, text and JSON.
@@ -261,7 +267,11 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
         if let Some(v) = f.verified {
             t.push_str(&format!(
                 "  source: {}\n",
-                if v { "verified (arrived the way this host routes back)" } else { "not verified (no route back or neighbour to check against)" }
+                if v {
+                    "verified (arrived the way this host routes back)"
+                } else {
+                    "not verified (no route back or neighbour to check against)"
+                }
             ));
         }
         if let Some(b) = &ban {

@@ -37,7 +37,11 @@ pub fn sender(s: &NotifySettings, host: &str) -> String {
     }
 }
 
-pub fn build(s: &NotifySettings, host: &str, m: &Outgoing) -> Result<lettre::Message, DeliveryError> {
+pub fn build(
+    s: &NotifySettings,
+    host: &str,
+    m: &Outgoing,
+) -> Result<lettre::Message, DeliveryError> {
     let bad = |what: &str, e: String| DeliveryError {
         reason: "invalid message",
         detail: format!("{what}: {e}"),

@@ -283,7 +283,11 @@ impl Notifier {
             return;
         }
         self.alerts_sent.push_back(now_ms);
-        let action = if n.enforced { "blocked" } else { "detected, not blocked" };
+        let action = if n.enforced {
+            "blocked"
+        } else {
+            "detected, not blocked"
+        };
         let proto = match n.protocol {
             crate::detect::events::Protocol::Tcp => "TCP",
             crate::detect::events::Protocol::Udp => "UDP",
@@ -292,7 +296,9 @@ impl Notifier {
             "[portsentry] {}: {} {action} ({proto} {}, {})",
             self.host, n.source, n.dst_port, n.scan
         );
-        let expires = n.ttl.map(|t| now_ms.saturating_add(crate::clock::duration_ms(t)));
+        let expires = n
+            .ttl
+            .map(|t| now_ms.saturating_add(crate::clock::duration_ms(t)));
         let text = format!(
             "{subject}\n\nsource: {}\naction: {action}\ntrigger: {proto} port {} ({}), {} probe(s)\ninterface: {}\nsource verified: {}\nban expires: {}\nat: {}\n",
             n.source,
@@ -364,7 +370,14 @@ impl Notifier {
         self.settings.max_alerts_per_hour
     }
 
-    fn enqueue(&mut self, kind: Kind, created_ms: u64, subject: String, text: String, json: serde_json::Value) {
+    fn enqueue(
+        &mut self,
+        kind: Kind,
+        created_ms: u64,
+        subject: String,
+        text: String,
+        json: serde_json::Value,
+    ) {
         let Some(tx) = &self.tx else {
             return;
         };

@@ -67,7 +67,13 @@ impl Outgoing {
         let safe: String = self
             .id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{:013}-{safe}.json", self.created_ms)
     }

@@ -76,9 +76,7 @@ impl SmtpUrl {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let user = (!url.username().is_empty()).then(|| {
-            percent_encoding_decode(url.username())
-        });
+        let user = (!url.username().is_empty()).then(|| percent_encoding_decode(url.username()));
         Ok(Self {
             host,
             port: url.port().unwrap_or(default_port),
@@ -106,7 +104,10 @@ fn percent_encoding_decode(s: &str) -> String {
 
 /// A mail transport built from the settings (files read once per build: start, reload, test).
 pub enum MailSender {
-    Smtp { transport: SmtpTransport, url: SmtpUrl },
+    Smtp {
+        transport: SmtpTransport,
+        url: SmtpUrl,
+    },
     Sendmail(SendmailTransport),
 }
 
@@ -149,7 +150,7 @@ impl MailSender {
             builder = builder.credentials(Credentials::new(user.clone(), password));
         }
         Ok(Some(Self::Smtp {
-            transport: builder.build(),
+            transport: Box::new(builder.build()),
             url,
         }))
     }

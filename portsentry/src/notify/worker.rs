@@ -297,7 +297,7 @@ impl Worker {
                         let failures = lane.failures;
                         // The first failure and then every 10th: an outage is reported, a
                         // long one does not fill the log.
-                        if failures == 1 || failures % 10 == 0 {
+                        if failures == 1 || failures.is_multiple_of(10) {
                             let waiting = self
                                 .messages
                                 .iter()
@@ -368,8 +368,12 @@ fn backoff(failures: u32) -> Duration {
     let base = FIRST_BACKOFF
         .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
-    let nanos = crate::clock::unix_ms().wrapping_mul(6364136223846793005) >> 40;
-    let jitter = (nanos % 500) as f64 / 1000.0 - 0.25; // −0.25 .. +0.25
+    // A fresh random number from std's per-instance hash keys (no RNG crate for one jitter).
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let jitter = (random % 501) as f64 / 1000.0 - 0.25; // −0.25 .. +0.25
     base.mul_f64(1.0 + jitter)
 }
 
@@ -381,7 +385,10 @@ mod tests {
     fn backoff_doubles_within_jitter_and_is_capped() {
         for (n, secs) in [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0), (30, 300.0)] {
             let d = backoff(n).as_secs_f64();
-            assert!(d >= secs * 0.75 - 1e-9 && d <= secs * 1.25 + 1e-9, "{n}: {d}");
+            assert!(
+                d >= secs * 0.75 - 1e-9 && d <= secs * 1.25 + 1e-9,
+                "{n}: {d}"
+            );
         }
     }
 }
