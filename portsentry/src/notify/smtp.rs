@@ -105,7 +105,7 @@ fn percent_encoding_decode(s: &str) -> String {
 /// A mail transport built from the settings (files read once per build: start, reload, test).
 pub enum MailSender {
     Smtp {
-        transport: SmtpTransport,
+        transport: Box<SmtpTransport>,
         url: SmtpUrl,
     },
     Sendmail(SendmailTransport),
