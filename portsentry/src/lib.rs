@@ -29,5 +29,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod net;
 #[deny(clippy::print_stdout, clippy::print_stderr)]
+pub mod notify;
+#[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod peers;
 pub mod report;

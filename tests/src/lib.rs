@@ -9,4 +9,5 @@ pub mod fakelapi;
 pub mod fullscan;
 pub mod lab;
 pub mod packets;
+pub mod sinks;
 pub mod xdp;

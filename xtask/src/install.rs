@@ -52,6 +52,16 @@ pub fn install(bin: &Path, prefix: &Path, sysconfdir: Option<&Path>) -> Result<(
         copy(&root.join("dist/portsentry.toml"), &conf)?;
     }
     copy(&root.join("README.md"), &doc_dir.join("README.md"))?;
+    // Logcheck's rules: blocked scanners as security alerts, routine lines ignored. Logcheck
+    // reads every file in these directories; ours is named after the daemon, as packages do.
+    for rules in ["cracking.d", "ignore.d.server"] {
+        let dir = sysconfdir.join("logcheck").join(rules);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        copy(
+            &root.join("dist/logcheck").join(rules).join("portsentry"),
+            &dir.join("portsentry"),
+        )?;
+    }
     let generated = generate_docs(bin, &crate::build::target_dir().join("docs"))?;
     install_docs(&generated, prefix)?;
     println!("next: systemctl daemon-reload && systemctl enable --now portsentry");

@@ -113,6 +113,13 @@ pub enum Command {
     },
     /// Enforce the shadow bans detect mode recorded (block mode drops none of them until then).
     PromoteShadow,
+    /// Check the `[notify]` transports: `--test` sends a test message through each and says
+    /// why one failed (exit 1), or that the configuration is wrong (exit 2).
+    Notify {
+        /// Send a test message through every configured transport now.
+        #[arg(long)]
+        test: bool,
+    },
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// Config file [default: --config, else /etc/portsentry/portsentry.toml].

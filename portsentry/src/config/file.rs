@@ -17,7 +17,7 @@ use super::{
     error::{unknown_key_message, Fault},
     ignore,
     settings::{LiveSettings, Settings, StartupSettings},
-    tables::{CrowdsecSettings, HookSettings},
+    tables::{CrowdsecSettings, HookSettings, NotifySettings},
     ConfigError,
 };
 
@@ -76,9 +76,10 @@ fn top_level_keys() -> Vec<&'static str> {
     .concat()
 }
 
-fn nested_tables() -> [(&'static str, &'static [&'static str]); 2] {
+fn nested_tables() -> [(&'static str, &'static [&'static str]); 3] {
     [
         ("hooks", field_names::<HookSettings>()),
+        ("notify", field_names::<NotifySettings>()),
         ("crowdsec", field_names::<CrowdsecSettings>()),
     ]
 }
@@ -121,6 +122,10 @@ fn read(text: &str) -> Result<(Settings, ImDocument<String>), Fault> {
             Fault::new(span, key, message)
         })?;
     }
+    settings.live.notify.check().map_err(|(key, message)| {
+        let span = span_of(root, key).or_else(|| span_of(root, "notify"));
+        Fault::new(span, key, message)
+    })?;
     Ok((settings, doc))
 }
 
@@ -221,6 +226,14 @@ fn rebase_paths(s: &mut Settings, dir: &Path) {
     s.startup.pin_dir.as_mut().map(rebase);
     rebase(&mut s.startup.state_dir);
     rebase(&mut s.live.hooks.hosts_deny_file);
+    let n = &mut s.live.notify;
+    for p in [
+        &mut n.smtp_password_file,
+        &mut n.smtp_ca_cert_path,
+        &mut n.webhook_token_file,
+    ] {
+        p.as_mut().map(rebase);
+    }
     if let Some(c) = s.startup.crowdsec.as_mut() {
         c.api_key_file.as_mut().map(rebase);
         c.credentials_file.as_mut().map(rebase);

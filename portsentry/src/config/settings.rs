@@ -18,7 +18,7 @@ use crate::{
     net::{cidr::Cidr, ports::PortSet},
 };
 
-pub use super::tables::{CrowdsecSettings, HookSettings};
+pub use super::tables::{AlertMode, CrowdsecSettings, HookSettings, NotifySettings};
 
 /// Classic PortSentry trap ports ("aware" set from the stock portsentry.conf): ports where no
 /// legitimate client has business, favoured by scanners and old trojans.
@@ -282,6 +282,8 @@ pub struct LiveSettings {
     pub history_format: HistoryFormat,
     pub log_format: LogFormat,
     pub hooks: HookSettings,
+    /// Alert and digest mail, webhook (`[notify]`).
+    pub notify: NotifySettings,
 }
 
 impl Default for LiveSettings {
@@ -318,6 +320,7 @@ impl Default for LiveSettings {
             history_format: HistoryFormat::Portsentry2,
             log_format: LogFormat::Portsentry,
             hooks: HookSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -415,6 +418,7 @@ impl Settings {
             crate::fleet::crowdsec::Credentials::resolve(c)?;
             crate::fleet::crowdsec::tls::LapiTls::load(c)?;
         }
+        crate::notify::Transports::load(&l.notify)?;
         Ok(())
     }
 }

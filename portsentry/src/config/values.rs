@@ -379,3 +379,39 @@ pub mod scenario {
 
     pub use super::non_empty::serialize;
 }
+
+/// Mail addresses (`["root@example.org"]`), each checked as RFC 5322 mailbox.
+pub fn mailboxes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for a in &list {
+        if let Err(e) = a.parse::<lettre::message::Mailbox>() {
+            return Err(de::Error::custom(format!(
+                "`{a}` is not a mail address: {e}"
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// An interval of at least a second, or "off" (`None`).
+pub mod interval_or_off {
+    use super::*;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        match parse_duration(&text).map_err(de::Error::custom)? {
+            Some(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
+            _ => Err(de::Error::custom(format!(
+                "`{text}` is not an interval of at least 1s, e.g. \"1h\", or \"off\""
+            ))),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.map_or_else(|| "off".to_owned(), format_duration))
+    }
+}

@@ -96,6 +96,7 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
                 "skipped_queue_full": d.hooks.skipped_queue_full,
                 "skipped_rate": d.hooks.skipped_rate,
             })),
+            "notify": snap.daemon.as_ref().and_then(|d| d.notify.as_ref()),
             "fleet": fleet,
             "fleet_last_pull_age_seconds": snap.last_pull_age_seconds(),
             "pin_dir": t.pin_dir,
@@ -174,6 +175,24 @@ fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
             "hooks:       {} started, {} running, {} queued, {} succeeded, {} failed ({} timed out), {} skipped (queue full), {} skipped (rate)",
             h.started, d.hooks_running, d.hooks_queued, h.succeeded, h.failed, h.timed_out, h.skipped_queue_full, h.skipped_rate
         );
+    }
+    if let Some(n) = snap.daemon.as_ref().and_then(|d| d.notify.as_ref()) {
+        for (name, c) in [("mail", &n.mail), ("webhook", &n.webhook)] {
+            if c.configured || c.sent + c.failed + c.depth > 0 {
+                let _ = writeln!(
+                    out,
+                    "notify:      {name}: {} sent, {} failed, {} dropped, {} in the outbox",
+                    c.sent, c.failed, c.dropped, c.depth
+                );
+            }
+        }
+        if n.outbox_full + n.alerts_folded > 0 {
+            let _ = writeln!(
+                out,
+                "notify:      {} refused (outbox full), {} alerts folded into digests",
+                n.outbox_full, n.alerts_folded
+            );
+        }
     }
     if let Some(f) = fleet {
         for (name, n) in f.rows() {

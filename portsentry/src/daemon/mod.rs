@@ -10,6 +10,7 @@
 mod allowlist;
 pub mod guard;
 mod interfaces;
+mod notify;
 mod peers;
 mod per_source;
 mod persist;
@@ -152,6 +153,10 @@ struct Daemon {
     metrics_cache: metrics::SnapshotCache,
     /// Upper devices of the guarded interfaces and neighbour MACs (rtnetlink).
     topology: topology::Topology,
+    /// Alert and digest mail, webhook (`[notify]`).
+    notifier: crate::notify::Notifier,
+    /// The counters at the start of the digest window.
+    notify_baseline: crate::notify::digest::Totals,
 }
 
 /// Waits for the next address or route notification, or forever without a watch.
@@ -227,6 +232,7 @@ impl Daemon {
             hooks_running: self.hooks.running() as u64,
             hooks_queued: self.hooks.queued() as u64,
             fleet: self.fleet.as_ref().map(Fleet::counters),
+            notify: self.notifier.is_enabled().then(|| self.notifier.stats()),
         }
     }
 
@@ -305,6 +311,11 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         let _ = log_tx.send(line);
     });
     let hooks = HookRunner::new(settings.live.hooks.clone(), log_line.clone());
+    let notifier = crate::notify::Notifier::new(
+        &settings.live.notify,
+        &settings.startup.state_dir,
+        log_line.clone(),
+    );
     let listening = Listening::read();
     let mut service_ports = persist::load_service_ports(&settings.startup.state_dir);
     service_ports.observe(&listening, crate::clock::unix_ms());
@@ -358,11 +369,14 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         peer_memory,
         metrics_cache: Default::default(),
         topology: Default::default(),
+        notifier,
+        notify_baseline: Default::default(),
     };
     // The config goes in last: until then the program fails open.
     d.apply()?;
     let suppressed = d.kernel_events_suppressed();
     d.line_budget.set_kernel_baseline(suppressed);
+    d.notify_mark();
     d.report_shadow_bans();
     if d.book.is_dirty() {
         d.save();
@@ -499,6 +513,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 d.watch_interfaces();
                 d.poll_listening();
                 d.tick();
+                d.notify_tick();
             }
             _ = watchdog_ticker.tick(), if watchdog.is_some() => startup::notify_watchdog(),
             _ = sighup.recv() => d.reload(&global, &args),

@@ -43,6 +43,7 @@ impl Daemon {
             }
         }
         self.log_event(&ev, &iface);
+        self.notifier.on_event(&ev);
         if let Some(r) = repeat {
             let ttl = r.ttl.map_or_else(
                 || "never".to_owned(),
@@ -344,6 +345,7 @@ impl Daemon {
     pub(super) fn respond(&mut self, ev: &ProbeEvent, iface: &str, ttl: Option<Duration>) {
         let notice = BanNotice::from_event(ev, iface, ttl, chrono::Utc::now());
         self.hooks.on_ban(&notice);
+        self.notifier.on_new_ban(&notice);
         if let Some(fleet) = &mut self.fleet {
             fleet.on_local_ban(&notice);
         }

@@ -34,6 +34,7 @@ impl Daemon {
                 let to_block =
                     self.settings.live.mode == Mode::Detect && s.live.mode == Mode::Block;
                 self.settings.live = s.live;
+                self.notifier.reload(&self.settings.live.notify);
                 match self.apply() {
                     Ok(()) => {
                         crate::errln!(

@@ -376,6 +376,9 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
         h.timed_out,
     )?;
 
+    if let Some(n) = &d.notify {
+        encode_notify(n, out)?;
+    }
     let Some(f) = &d.fleet else {
         return Ok(());
     };
@@ -449,6 +452,47 @@ fn encode_snapshot(s: &Snapshot, out: &mut Series<'_>) -> fmt::Result {
         ],
     )?;
     Ok(())
+}
+
+/// `[notify]`: per configured transport (`mail`, `webhook`).
+fn encode_notify(n: &crate::notify::NotifyStats, out: &mut Series<'_>) -> fmt::Result {
+    let per = |f: fn(&crate::notify::ChannelStats) -> u64| -> Vec<(Labels, u64)> {
+        [("mail", &n.mail), ("webhook", &n.webhook)]
+            .into_iter()
+            .filter(|(_, c)| c.configured || c.sent + c.failed + c.depth > 0)
+            .map(|(name, c)| (label("transport", name), f(c)))
+            .collect()
+    };
+    out.counters(
+        "notify_sent",
+        "Messages (alerts, digests) a transport delivered.",
+        &per(|c| c.sent),
+    )?;
+    out.counters(
+        "notify_failed",
+        "Delivery attempts that failed (each is retried until max_age).",
+        &per(|c| c.failed),
+    )?;
+    out.counters(
+        "notify_dropped",
+        "Messages dropped undelivered past max_age.",
+        &per(|c| c.dropped),
+    )?;
+    out.gauges(
+        "notify_outbox_depth",
+        "Messages waiting in the outbox, per transport.",
+        &per(|c| c.depth),
+    )?;
+    out.counter(
+        "notify_outbox_full",
+        "Messages refused because the outbox was full (outbox_max).",
+        n.outbox_full,
+    )?;
+    out.counter(
+        "notify_alerts_folded",
+        "New bans folded into the next digest by max_alerts_per_hour.",
+        n.alerts_folded,
+    )
 }
 
 #[cfg(test)]

@@ -69,6 +69,8 @@ pub struct DaemonView {
     pub hooks_queued: u64,
     /// Fleet mode's counters, in fleet mode.
     pub fleet: Option<FleetCounters>,
+    /// Notification counters, when `[notify]` has a transport.
+    pub notify: Option<crate::notify::NotifyStats>,
 }
 
 /// Every number `status` and `/metrics` show, read at one moment.

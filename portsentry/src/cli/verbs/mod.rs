@@ -14,6 +14,7 @@ mod ban;
 mod check_config;
 mod import_conf;
 mod list;
+mod notify;
 mod promote_shadow;
 mod run;
 mod status;
@@ -51,6 +52,7 @@ pub fn dispatch(cli: Cli) -> VerbResult {
         Command::Ban { target, ttl } => ban::run(&cli.global, target, ttl),
         Command::Unban { targets, all } => unban::run(&cli.global, targets, all),
         Command::PromoteShadow => promote_shadow::run(&cli.global),
+        Command::Notify { test } => notify::run(&cli.global, test),
         Command::CheckConfig { path } => check_config::run(&cli.global, path),
         Command::ImportConf { path, modes } => import_conf::run(&path, &modes),
         Command::GenerateDocs { dir } => {

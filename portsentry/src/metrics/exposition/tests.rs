@@ -80,6 +80,16 @@ fn full() -> Snapshot {
                 alert_queue: 3,
                 ..FleetCounters::default()
             }),
+            notify: Some(crate::notify::NotifyStats {
+                mail: crate::notify::ChannelStats {
+                    configured: true,
+                    sent: 4,
+                    failed: 2,
+                    dropped: 1,
+                    depth: 3,
+                },
+                ..Default::default()
+            }),
         }),
     }
 }

@@ -1,0 +1,441 @@
+//! `[notify]` end to end: alert and digest mail to an SMTP sink and a webhook sink in the
+//! protected namespace (tests/src/sinks.rs; nothing installed on the host), the hourly alert
+//! cap, outages and `kill -9` without loss or repeats, restored bans, STARTTLS that fails
+//! closed, and `portsentry notify --test`.
+
+use std::{collections::BTreeSet, thread, time::Duration};
+
+use portsentry_tests::{
+    lab::{portsentry_bin, run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
+    sinks::Sink,
+};
+
+const TRAP: u16 = 111;
+const PROBE: Duration = Duration::from_millis(300);
+
+/// A config guarding TCP 111-113 with `[notify]` lines appended.
+fn config(dir: &TempDir, trigger: u32, notify: &str) -> String {
+    dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"111-113\"\nudp_ports = \"\"\nscan_trigger = {trigger}\nauto_allow = false\n\n[notify]\n{notify}\n"
+        ),
+    )
+}
+
+fn daemon(lab: &Lab, dir: &TempDir, cfg: &str) -> Daemon {
+    DaemonArgs::new(lab)
+        .iface()
+        .no_pin()
+        .no_auto_allow()
+        .state_dir(dir.join("state"))
+        .config(cfg)
+        .start()
+        .expect("daemon")
+}
+
+fn probe(lab: &Lab, src: std::net::IpAddr, port: u16) {
+    let _ = lab
+        .scanner
+        .tcp_connect(src, sock(lab.protected_v4, port), PROBE);
+}
+
+fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+    mail.lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+/// The mail's body as text: quoted-printable decoded when the mail says so.
+fn body(mail: &str) -> String {
+    let (head, body) = mail.split_once("\r\n\r\n").unwrap_or((mail, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable")
+    {
+        return body.replace("\r\n", "\n");
+    }
+    let joined = body.replace("=\r\n", "").replace("\r\n", "\n");
+    let mut out = Vec::new();
+    let b = joined.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Two sources banned, one below the trigger, a forged probe refused by the path check; one
+/// alert (cap 1), then one digest holding all of it and "1 more", by mail and webhook alike.
+#[test]
+fn alerts_are_capped_and_the_digest_tells_everything() {
+    let lab = Lab::new(5).unwrap();
+    lab.protected_knows_scanner().unwrap();
+    let dir = TempDir::new("notify-digest").unwrap();
+    let smtp = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let hook = Sink::webhook(&lab.protected, 0, 0).unwrap();
+    let cfg = config(
+        &dir,
+        2,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nwebhook_url = \"http://{}/hook\"\nalert = \"new-ban\"\nmax_alerts_per_hour = 1\ndigest_interval = \"8s\"",
+            smtp.addr, hook.addr
+        ),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    let (a, b, c) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
+    probe(&lab, a, 111);
+    probe(&lab, a, 112);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {a} ")),
+        Duration::from_secs(5)
+    ));
+    probe(&lab, b, 111);
+    probe(&lab, b, 113);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {b} ")),
+        Duration::from_secs(5)
+    ));
+    probe(&lab, c, 112);
+    assert!(d.wait_for_line(
+        |l| l.contains(&format!("Scan from: [{c}]")),
+        Duration::from_secs(5)
+    ));
+
+    // The alert comes at once, before the digest.
+    let mails = smtp.wait_for(1, Duration::from_secs(5));
+    assert_eq!(mails.len(), 1, "{mails:?}\n{}", d.output());
+    let alert = &mails[0];
+    let subject = header(alert, "Subject").unwrap_or_default();
+    assert!(
+        subject.starts_with("[portsentry] ") && subject.contains(&format!("{a} blocked (TCP 112")),
+        "{alert}"
+    );
+    assert_eq!(
+        header(alert, "Auto-Submitted"),
+        Some("auto-generated"),
+        "{alert}"
+    );
+    assert!(
+        header(alert, "Message-ID")
+            .is_some_and(|m| m.starts_with('<') && m.contains("portsentry@")),
+        "{alert}"
+    );
+    assert!(header(alert, "Date").is_some(), "{alert}");
+    assert!(
+        header(alert, "Content-Type").is_some_and(|t| t.starts_with("text/plain")),
+        "{alert}"
+    );
+    assert_eq!(header(alert, "To"), Some("root@example.org"), "{alert}");
+
+    // Then the digest.
+    let mails = smtp.wait_for(2, Duration::from_secs(15));
+    assert_eq!(mails.len(), 2, "{mails:?}\n{}", d.output());
+    let digest = &body(&mails[1]);
+    for want in [
+        format!("{a}: blocked"),
+        format!("{b}: blocked"),
+        format!("{c}: not blocked"),
+        "ports: TCP 111-112".to_owned(),
+        "ports: TCP 111,113".to_owned(),
+        "scan types: TCP SYN/Normal scan".to_owned(),
+        "source: verified".to_owned(),
+        "ban: origin local, expires ".to_owned(),
+        "1 more new ban(s) not alerted one by one (max_alerts_per_hour = 1)".to_owned(),
+        "Totals: 5 probe(s), 2 ban(s)".to_owned(),
+        "Top trap ports: TCP 111 (2)".to_owned(),
+    ] {
+        assert!(digest.contains(&want), "missing {want:?} in:\n{digest}");
+    }
+    let hooks = hook.wait_for(2, Duration::from_secs(5));
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    let (ja, jd) = (json(&hooks[0]), json(&hooks[1]));
+    assert_eq!(
+        (ja["version"].as_u64(), ja["type"].as_str()),
+        (Some(1), Some("alert"))
+    );
+    assert_eq!(ja["address"], a.to_string());
+    assert_eq!(
+        (jd["version"].as_u64(), jd["type"].as_str()),
+        (Some(1), Some("digest"))
+    );
+    let subject = jd["subject"].as_str().unwrap();
+    assert!(
+        subject.contains(": 2 scanners blocked (") && subject.contains('–'),
+        "{subject}"
+    );
+    assert_eq!(jd["totals"]["bans"], 2);
+    assert_eq!(jd["alerts_folded"], 1);
+    let actions: BTreeSet<(String, String)> = jd["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["address"].as_str().unwrap().to_owned(),
+                s["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [(a, "blocked"), (b, "blocked"), (c, "not blocked")]
+            .iter()
+            .map(|(x, y)| (x.to_string(), (*y).to_owned()))
+            .collect()
+    );
+    // Nothing happened since: no further digest.
+    thread::sleep(Duration::from_secs(9));
+    assert_eq!(smtp.messages().len(), 2);
+    assert_eq!(hook.messages().len(), 2);
+}
+
+fn outbox_files(dir: &TempDir) -> usize {
+    std::fs::read_dir(dir.join("state").join("notify-outbox"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn message_ids(mails: &[String]) -> BTreeSet<String> {
+    mails
+        .iter()
+        .filter_map(|m| header(m, "Message-ID").map(str::to_owned))
+        .collect()
+}
+
+/// The mail server is down and the webhook fails while two scanners are banned; the daemon is
+/// killed with both alerts in the outbox and restarted; then the servers come up: each alert
+/// arrives exactly once on each channel.
+#[test]
+fn an_outage_and_kill_9_lose_nothing_and_repeat_nothing() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("notify-outage").unwrap();
+    let smtp_port = Sink::free_port(&lab.protected);
+    let hook = Sink::webhook(&lab.protected, 0, 1_000_000).unwrap();
+    let hook_port = hook.addr.port();
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{smtp_port}\"\nwebhook_url = \"http://127.0.0.1:{hook_port}/hook\"\nalert = \"new-ban\"\ndigest_interval = \"off\""
+        ),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    for s in [lab.scanner_v4[1], lab.scanner_v4[2]] {
+        probe(&lab, s, TRAP);
+        assert!(d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {s} ")),
+            Duration::from_secs(5)
+        ));
+    }
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("notify: mail delivery failed (connection refused)"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert_eq!(outbox_files(&dir), 2, "both alerts are on disk");
+    d.kill9();
+    drop(hook);
+
+    let mut d = daemon(&lab, &dir, &cfg);
+    assert!(
+        d.has_line(|l| l.contains("notify: 2 undelivered message(s)")),
+        "{}",
+        d.output()
+    );
+    let smtp = Sink::smtp(&lab.protected, smtp_port, 0).unwrap();
+    let hook = Sink::webhook(&lab.protected, hook_port, 2).unwrap();
+    let mails = smtp.wait_for(2, Duration::from_secs(20));
+    let hooks = hook.wait_for(2, Duration::from_secs(20));
+    thread::sleep(Duration::from_secs(3));
+    let (mails2, hooks2) = (smtp.messages(), hook.messages());
+    assert_eq!(
+        (mails2.len(), hooks2.len()),
+        (2, 2),
+        "{mails:?} {hooks:?}\n{}",
+        d.output()
+    );
+    assert_eq!(message_ids(&mails2).len(), 2, "two different alerts");
+    let ids: BTreeSet<String> = hooks2
+        .iter()
+        .map(|h| json(h)["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(hook.refused() >= 2, "the webhook failed before it accepted");
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("notify: webhook delivers again"),
+            Duration::from_secs(2)
+        ),
+        "{}",
+        d.output()
+    );
+    assert_eq!(outbox_files(&dir), 0, "delivered messages leave the outbox");
+    // A third start sends nothing again.
+    d.stop().unwrap();
+    let _d = daemon(&lab, &dir, &cfg);
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!((smtp.messages().len(), hook.messages().len()), (2, 2));
+}
+
+/// 1 000 bans restored from bans.json at start are no news: no alert, no digest.
+#[test]
+fn restored_bans_are_never_alerted() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("notify-restore").unwrap();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let bans: Vec<serde_json::Value> = (0..1000u32)
+        .map(|i| {
+            serde_json::json!({
+                "target": std::net::Ipv4Addr::from(0x0b00_0001 + i).to_string(),
+                "origin": "detected",
+                "since_ms": now_ms - 1000,
+                "expires_ms": now_ms + 3_600_000,
+                "trigger": {"proto": "tcp", "port": 111, "scan": "syn"},
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join("state").join("bans.json"),
+        serde_json::json!({"version": 3, "bans": bans}).to_string(),
+    )
+    .unwrap();
+    let smtp = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nalert = \"new-ban\"\ndigest_interval = \"3s\"",
+            smtp.addr
+        ),
+    );
+    let d = daemon(&lab, &dir, &cfg);
+    assert!(
+        d.has_line(|l| l.contains("restored") && l.contains("1000")),
+        "{}",
+        d.output()
+    );
+    thread::sleep(Duration::from_secs(5));
+    assert!(smtp.messages().is_empty(), "{:?}", smtp.messages());
+}
+
+/// `portsentry notify --test` in the protected namespace.
+fn notify_test(lab: &Lab, cfg: &str) -> (i32, String) {
+    let bin = portsentry_bin().display().to_string();
+    run_in(
+        &lab.protected,
+        &bin,
+        &["--config", cfg, "notify", "--test"],
+        Duration::from_secs(30),
+    )
+}
+
+/// `notify --test`: 0 when every transport accepts, 1 naming why one did not (connection
+/// refused, TLS, HTTP status), 2 for a configuration error; a STARTTLS-required URL against a
+/// server without STARTTLS sends no password.
+#[test]
+fn notify_test_says_why_and_starttls_fails_closed() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("notify-test").unwrap();
+    let smtp = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let hook = Sink::webhook(&lab.protected, 0, 1).unwrap();
+    let token = dir.write_secret("token", "s3cret-token\n");
+
+    let ok = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"",
+            smtp.addr
+        ),
+    );
+    let (code, out) = notify_test(&lab, &ok);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("smtp: test message accepted"), "{out}");
+    let mails = smtp.wait_for(1, Duration::from_secs(2));
+    assert!(mails[0].contains("test message"), "{mails:?}");
+
+    let refused = Sink::free_port(&lab.protected);
+    let cfg = config(&dir, 0, &format!("email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{refused}\"\nwebhook_url = \"http://{}/h\"\nwebhook_token_file = \"{token}\"", hook.addr));
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("smtp: failed (connection refused)"), "{out}");
+    assert!(
+        out.contains("webhook: failed (rejected)") && out.contains("503"),
+        "{out}"
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("webhook: test message accepted"), "{out}");
+    assert_eq!(hook.auth(), ["Bearer s3cret-token"]);
+
+    // STARTTLS required, the server offers none: TLS error, no AUTH.
+    let pw = dir.write_secret("pw", "hunter2\n");
+    let cfg = config(&dir, 0, &format!("email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@{}?tls=required\"\nsmtp_password_file = \"{pw}\"", smtp.addr));
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("smtp: failed (TLS"), "{out}");
+    assert!(
+        smtp.auth().is_empty(),
+        "a password went out: {:?}",
+        smtp.auth()
+    );
+    assert!(!out.contains("hunter2"));
+
+    // Configuration errors: exit 2, naming key and file.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("notify.smtp_password_file") && out.contains("0644"),
+        "{out}"
+    );
+    let cfg = config(&dir, 0, "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@192.0.2.1:25\"\nsmtp_password_file = \"/x\"");
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("notify.smtp_url") && out.contains("clear text"),
+        "{out}"
+    );
+    // check-config shows the table (the config file was rewritten above).
+    let ok = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"",
+            smtp.addr
+        ),
+    );
+    let (code, out, err) = portsentry_tests::lab::portsentry(&["check-config", &ok]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("[notify]") && out.contains("alert = \"off\""),
+        "{out}"
+    );
+}
