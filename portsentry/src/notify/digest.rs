@@ -72,7 +72,9 @@ impl Window {
 
     pub fn record(&mut self, ev: &ProbeEvent, now_ms: u64) {
         match ev.kind {
-            EventKind::Spoofed => {
+            // A contested neighbour's probe is refused like a spoofed one: forged, as far as
+            // the host can tell (its MAC just changed).
+            EventKind::Spoofed | EventKind::Contested => {
                 self.spoofed += 1;
                 return;
             }
