@@ -176,9 +176,13 @@ fn run(cli: Cli) -> Result<()> {
             let promtool = toolchain::stage_promtool(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let bin = build::portsentry(&tools, false)?;
+            // Tests this machine cannot run say so here, never silently (tests/src/skip.rs).
+            let skips = build::target_dir().join("test-skips.txt");
+            let _ = std::fs::remove_file(&skips);
             let status = build::cargo()
                 .args(["test", "--workspace", "--exclude", "portsentry-ebpf"])
                 .args(&args)
+                .env(SKIP_LOG_ENV, &skips)
                 .env(build::OBJECT_ENV, &object)
                 .env(
                     "PORTSENTRY_BASELINE_OBJECT",
@@ -190,10 +194,18 @@ fn run(cli: Cli) -> Result<()> {
                 .env(PROMTOOL_ENV, &promtool)
                 .status()
                 .context("running cargo test")?;
+            if let Ok(text) = std::fs::read_to_string(&skips) {
+                for line in text.lines() {
+                    println!("xtask: {line}");
+                }
+            }
             exit_like(status)
         }
     }
 }
+
+/// Where the tests record what they skipped (`portsentry_tests::skip`).
+const SKIP_LOG_ENV: &str = "PORTSENTRY_SKIP_LOG";
 
 /// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
