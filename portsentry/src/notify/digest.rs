@@ -56,6 +56,8 @@ pub struct Window {
     pub probes: u64,
     pub bans: u64,
     pub spoofed: u64,
+    /// Would-be bans refused because the source's neighbour MAC changed moments ago.
+    pub contested: u64,
     pub bogus: u64,
     pub trap_ports: HashMap<(Protocol, u16), u64>,
     /// New bans not alerted because of `max_alerts_per_hour`.
@@ -74,6 +76,10 @@ impl Window {
         match ev.kind {
             EventKind::Spoofed => {
                 self.spoofed += 1;
+                return;
+            }
+            EventKind::Contested => {
+                self.contested += 1;
                 return;
             }
             EventKind::Bogus => {
@@ -130,6 +136,7 @@ impl Window {
         self.sources.is_empty()
             && self.probes == 0
             && self.spoofed == 0
+            && self.contested == 0
             && self.bogus == 0
             && self.alerts_folded == 0
     }
@@ -335,8 +342,8 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
         .map(|((p, port), n)| format!("{} {port} ({n})", proto_name(*p)))
         .collect();
     t.push_str(&format!(
-        "\nTotals: {} probe(s), {} ban(s), {} spoofed and {} bogus probe(s) refused, {} event(s) held back in the kernel, fleet: {} in, {} out\n",
-        w.probes, w.bans, w.spoofed, w.bogus, c.totals.events_held_back, c.totals.fleet_in, c.totals.fleet_out
+        "\nTotals: {} probe(s), {} ban(s), {} spoofed, {} contested and {} bogus probe(s) refused, {} event(s) held back in the kernel, fleet: {} in, {} out\n",
+        w.probes, w.bans, w.spoofed, w.contested, w.bogus, c.totals.events_held_back, c.totals.fleet_in, c.totals.fleet_out
     ));
     if !top.is_empty() {
         t.push_str(&format!("Top trap ports: {}\n", top.join(", ")));
@@ -355,6 +362,7 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
             "probes": w.probes,
             "bans": w.bans,
             "spoofed_refused": w.spoofed,
+            "contested_refused": w.contested,
             "bogus_refused": w.bogus,
             "events_held_back": c.totals.events_held_back,
             "fleet_in": c.totals.fleet_in,
@@ -394,5 +402,57 @@ mod tests {
         let s: BTreeSet<u16> = [1, 2, 3, 5, 111, 112, 65535].into_iter().collect();
         assert_eq!(port_ranges(&s), "1-3,5,111-112,65535");
         assert_eq!(port_ranges(&BTreeSet::new()), "");
+    }
+
+    fn event(kind: EventKind, last: u8) -> ProbeEvent {
+        ProbeEvent {
+            kind,
+            src: IpAddr::from([192, 0, 2, last]),
+            dst_port: 111,
+            protocol: Protocol::Tcp,
+            scan: portsentry_common::ScanType::TcpSyn,
+            tcp_flags: 0x02,
+            count: 1,
+            ifindex: 1,
+            ip_options: Some(false),
+            dropped: false,
+            noblock: false,
+            unverified: false,
+            link_local: false,
+            confirmed: false,
+            cookie_withheld: false,
+            prefix_len: 0,
+            timestamp_ns: 0,
+        }
+    }
+
+    /// Refusals (spoofed, contested neighbour, bogus) are totals, never sources or probes: the
+    /// refused address is not the sender's, so naming it would accuse a bystander.
+    #[test]
+    fn refusals_are_counted_not_listed() {
+        let mut w = Window::new(0);
+        w.record(&event(EventKind::Spoofed, 1), 1);
+        w.record(&event(EventKind::Contested, 2), 2);
+        w.record(&event(EventKind::Contested, 3), 3);
+        w.record(&event(EventKind::Bogus, 4), 4);
+        assert_eq!((w.spoofed, w.contested, w.bogus, w.probes), (1, 2, 1, 0));
+        assert!(w.sources.is_empty() && !w.is_empty());
+        let no_ban = |_: IpAddr| None;
+        let closing = Closing {
+            host: "h",
+            end_ms: 10,
+            totals: Totals::default(),
+            ban_of: &no_ban,
+            other_bans: Vec::new(),
+            alert_cap: 20,
+        };
+        let (subject, text, body) = render(&w, &closing);
+        assert!(subject.contains("0 source(s) seen, none blocked"), "{subject}");
+        assert!(
+            text.contains("1 spoofed, 2 contested and 1 bogus probe(s) refused"),
+            "{text}"
+        );
+        assert_eq!(body["totals"]["contested_refused"], 2);
+        assert_eq!(body["totals"]["spoofed_refused"], 1);
     }
 }
