@@ -439,3 +439,115 @@ fn notify_test_says_why_and_starttls_fails_closed() {
         "{out}"
     );
 }
+
+/// The daemon's lines as a log file holds them: traditional syslog (`Dec  6 …`), the journal
+/// as logcheck reads it (`journalctl`'s short format, `Dec 06 …`) and rsyslog's RFC 3339
+/// format, each `HOST portsentry[PID]: LINE`.
+fn as_syslog(lines: &[String], pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for stamp in [
+        "Dec  6 08:57:01",
+        "Dec 06 08:57:01",
+        "2026-12-06T08:57:01.123456+01:00",
+    ] {
+        for l in lines {
+            out.push(format!("{stamp} lab-host.example.org portsentry[{pid}]: {l}"));
+        }
+    }
+    out
+}
+
+/// Debian's logcheck (staged, run unprivileged with `-o -t`) with its database's rules and
+/// ours, on the daemon's own lines from a scan in the lab: the scan lines (below and at the
+/// trigger) and the block lines are "Security Alerts", an allowlisted host's probe a "Security
+/// Event", and the routine lines (start-up, attach, guarding, restored, reload, stop) appear
+/// nowhere in the report.
+#[test]
+fn logcheck_reports_scans_and_blocks_as_security_alerts() {
+    let lab = Lab::new(4).unwrap();
+    let dir = TempDir::new("notify-logcheck").unwrap();
+    let (a, below, allowed) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
+    let cfg = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"111-113\"\nudp_ports = \"\"\nscan_trigger = 2\nauto_allow = false\nallow = [\"{allowed}\"]\n"
+        ),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    probe(&lab, below, 111);
+    probe(&lab, allowed, 112);
+    probe(&lab, a, 111);
+    probe(&lab, a, 112);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {a} ")),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert!(d.wait_for_line(
+        |l| l.contains(&format!("Scan from: [{allowed}]")),
+        Duration::from_secs(5)
+    ));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.wait_for_line(
+        |l| l.contains("reloaded configuration"),
+        Duration::from_secs(5)
+    ));
+    d.stop().unwrap();
+    let mut log = as_syslog(&d.output().lines().map(str::to_owned).collect::<Vec<_>>(), d.pid());
+    // A restart restores the ban: routine too.
+    let mut d2 = daemon(&lab, &dir, &cfg);
+    assert!(d2.has_line(|l| l.contains("restored 1 ban(s)")), "{}", d2.output());
+    d2.stop().unwrap();
+    log.extend(as_syslog(
+        &d2.output().lines().map(str::to_owned).collect::<Vec<_>>(),
+        d2.pid(),
+    ));
+
+    let report = portsentry_tests::logcheck::run(&log, &portsentry_tests::logcheck::our_rules())
+        .unwrap();
+    eprintln!("logcheck's report:\n{}", report.text);
+    let alerts = report.lines_under("Security Alerts");
+    let events = report.lines_under("Security Events");
+    let everywhere = report.all_lines();
+    let is_alert = |l: &str| {
+        l.contains("]: attackalert: Host ")
+            || (l.contains("]: Scan from: [") && l.contains("ignored: [false]"))
+    };
+    let want_alerts: Vec<&String> = log.iter().filter(|l| is_alert(l)).collect();
+    // 3 formats x (the probe below the trigger, a's two probes, a's block line).
+    assert_eq!(want_alerts.len(), 3 * 4, "{log:#?}");
+    for l in &want_alerts {
+        assert!(alerts.contains(&l.as_str()), "not a security alert: {l}\n{}", report.text);
+    }
+    let ignored: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains(&format!("]: Scan from: [{allowed}]")))
+        .collect();
+    assert_eq!(ignored.len(), 3, "{log:#?}");
+    for l in &ignored {
+        assert!(events.contains(&l.as_str()), "not a security event: {l}\n{}", report.text);
+        assert!(!alerts.contains(&l.as_str()), "an allowlisted host is no alert: {l}");
+    }
+    let routine = [
+        "]: Portsentry is now active and listening.",
+        "]: portsentry: attached to ",
+        "]: portsentry: guarding TCP ",
+        "]: portsentry: restored 1 ban(s) from ",
+        "]: portsentry: reloaded configuration from ",
+        "]: portsentry: stopped; XDP detached from ",
+    ];
+    for kind in routine {
+        let lines: Vec<&String> = log.iter().filter(|l| l.contains(kind)).collect();
+        assert!(lines.len() >= 3, "the daemon wrote no {kind:?} line:\n{log:#?}");
+        for l in lines {
+            assert!(
+                !everywhere.contains(&l.as_str()),
+                "a routine line in the report: {l}\n{}",
+                report.text
+            );
+        }
+    }
+}
