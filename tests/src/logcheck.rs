@@ -89,7 +89,10 @@ pub fn run(log: &[String], ours: &Path) -> Result<Report> {
     let database = tools.join("logcheck-database/etc/logcheck");
     for p in [&script, &logtail, &database] {
         if !p.exists() {
-            bail!("{} is missing: run `cargo xtask test` to stage it", p.display());
+            bail!(
+                "{} is missing: run `cargo xtask test` to stage it",
+                p.display()
+            );
         }
     }
     let work = TempDir::new("logcheck")?;

@@ -40,6 +40,68 @@ fn probe(lab: &Lab, src: std::net::IpAddr, port: u16) {
         .tcp_connect(src, sock(lab.protected_v4, port), PROBE);
 }
 
+/// A forger's namespace: a macvlan next to the scanner's interface (its own MAC) that sends
+/// probes in other hosts' names with hping3, as in the spoofing suite. Deleted on drop.
+struct Forger {
+    ns: portsentry_tests::lab::Netns,
+}
+
+impl Forger {
+    fn new(lab: &Lab) -> Self {
+        let ns = portsentry_tests::lab::Netns {
+            name: format!("{}f", lab.scanner.name),
+        };
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        };
+        ip(&["netns", "add", &ns.name]);
+        let forger = Self { ns };
+        let (s, f) = (&lab.scanner.name, &forger.ns.name);
+        ip(&[
+            "-n",
+            s,
+            "link",
+            "add",
+            "fg0",
+            "link",
+            &lab.scanner_iface,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ]);
+        ip(&["-n", s, "link", "set", "fg0", "netns", f]);
+        ip(&["-n", f, "addr", "add", "10.77.0.50/24", "dev", "fg0"]);
+        ip(&["-n", f, "link", "set", "fg0", "up"]);
+        forger
+    }
+
+    /// One TCP SYN from `src` (forged) to `dst:port`.
+    fn syn(&self, src: std::net::IpAddr, dst: std::net::IpAddr, port: u16) {
+        let (src, dst, port) = (src.to_string(), dst.to_string(), port.to_string());
+        let (code, out) = run_in(
+            &self.ns,
+            "hping3",
+            &["-c", "1", "-S", "-p", &port, "-a", &src, &dst],
+            Duration::from_secs(10),
+        );
+        // hping3 exits 1 when nothing answered: the trap probe is not answered.
+        assert!(code == 0 || code == 1, "hping3: {code} {out}");
+    }
+}
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns.name])
+            .status();
+    }
+}
+
 fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
     mail.lines()
         .find(|l| {
@@ -81,7 +143,8 @@ fn json(body: &str) -> serde_json::Value {
 }
 
 /// Two sources banned, one below the trigger, a forged probe refused by the path check; one
-/// alert (cap 1), then one digest holding all of it and "1 more", by mail and webhook alike.
+/// alert (cap 1), then one digest holding all of it and "1 more", by mail and webhook alike:
+/// the refusal is counted in the totals, and the address it named is not listed as a source.
 #[test]
 fn alerts_are_capped_and_the_digest_tells_everything() {
     let lab = Lab::new(5).unwrap();
@@ -116,6 +179,22 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         |l| l.contains(&format!("Scan from: [{c}]")),
         Duration::from_secs(5)
     ));
+    // A forger next to the scanner sends two probes in the name of a neighbour this host
+    // knows (from another MAC than the neighbour's): the first is counted, the ban the second
+    // would trigger is refused by the path check.
+    let forged = lab.scanner_v4[4];
+    let forger = Forger::new(&lab);
+    forger.syn(forged, lab.protected_v4, 113);
+    forger.syn(forged, lab.protected_v4, 111);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("portsentry: probe from {forged} "))
+                && l.contains("spoofed"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
 
     // The alert comes at once, before the digest.
     let mails = smtp.wait_for(1, Duration::from_secs(5));
@@ -157,7 +236,10 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         "source: verified".to_owned(),
         "ban: origin local, expires ".to_owned(),
         "1 more new ban(s) not alerted one by one (max_alerts_per_hour = 1)".to_owned(),
-        "Totals: 5 probe(s), 2 ban(s)".to_owned(),
+        format!("{forged}: not blocked"),
+        "  ban refused: spoofed (".to_owned(),
+        "Totals: 6 probe(s), 2 ban(s), 1 spoofed, 0 contested and 0 bogus probe(s) refused"
+            .to_owned(),
         "Top trap ports: TCP 111 (2)".to_owned(),
     ] {
         assert!(digest.contains(&want), "missing {want:?} in:\n{digest}");
@@ -180,6 +262,7 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         "{subject}"
     );
     assert_eq!(jd["totals"]["bans"], 2);
+    assert_eq!(jd["totals"]["spoofed_refused"], 1);
     assert_eq!(jd["alerts_folded"], 1);
     let actions: BTreeSet<(String, String)> = jd["sources"]
         .as_array()
@@ -194,10 +277,15 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         .collect();
     assert_eq!(
         actions,
-        [(a, "blocked"), (b, "blocked"), (c, "not blocked")]
-            .iter()
-            .map(|(x, y)| (x.to_string(), (*y).to_owned()))
-            .collect()
+        [
+            (a, "blocked"),
+            (b, "blocked"),
+            (c, "not blocked"),
+            (forged, "not blocked")
+        ]
+        .iter()
+        .map(|(x, y)| (x.to_string(), (*y).to_owned()))
+        .collect()
     );
     // Nothing happened since: no further digest.
     thread::sleep(Duration::from_secs(9));
@@ -451,7 +539,9 @@ fn as_syslog(lines: &[String], pid: u32) -> Vec<String> {
         "2026-12-06T08:57:01.123456+01:00",
     ] {
         for l in lines {
-            out.push(format!("{stamp} lab-host.example.org portsentry[{pid}]: {l}"));
+            out.push(format!(
+                "{stamp} lab-host.example.org portsentry[{pid}]: {l}"
+            ));
         }
     }
     out
@@ -459,12 +549,13 @@ fn as_syslog(lines: &[String], pid: u32) -> Vec<String> {
 
 /// Debian's logcheck (staged, run unprivileged with `-o -t`) with its database's rules and
 /// ours, on the daemon's own lines from a scan in the lab: the scan lines (below and at the
-/// trigger) and the block lines are "Security Alerts", an allowlisted host's probe a "Security
-/// Event", and the routine lines (start-up, attach, guarding, restored, reload, stop) appear
+/// trigger) and the block lines are "Security Alerts", an allowlisted host's probe and a forged
+/// probe the path check refused "Security Events", and the routine lines (start-up, attach, guarding, restored, reload, stop) appear
 /// nowhere in the report.
 #[test]
 fn logcheck_reports_scans_and_blocks_as_security_alerts() {
-    let lab = Lab::new(4).unwrap();
+    let lab = Lab::new(5).unwrap();
+    lab.protected_knows_scanner().unwrap();
     let dir = TempDir::new("notify-logcheck").unwrap();
     let (a, below, allowed) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
     let cfg = dir.write(
@@ -490,24 +581,46 @@ fn logcheck_reports_scans_and_blocks_as_security_alerts() {
         |l| l.contains(&format!("Scan from: [{allowed}]")),
         Duration::from_secs(5)
     ));
+    // Two forged probes in a known neighbour's name: the ban the second would trigger is
+    // refused by the path check.
+    let forged = lab.scanner_v4[4];
+    let forger = Forger::new(&lab);
+    forger.syn(forged, lab.protected_v4, 113);
+    forger.syn(forged, lab.protected_v4, 111);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("portsentry: probe from {forged} "))
+                && l.contains("spoofed"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
     d.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(d.wait_for_line(
         |l| l.contains("reloaded configuration"),
         Duration::from_secs(5)
     ));
     d.stop().unwrap();
-    let mut log = as_syslog(&d.output().lines().map(str::to_owned).collect::<Vec<_>>(), d.pid());
+    let mut log = as_syslog(
+        &d.output().lines().map(str::to_owned).collect::<Vec<_>>(),
+        d.pid(),
+    );
     // A restart restores the ban: routine too.
     let mut d2 = daemon(&lab, &dir, &cfg);
-    assert!(d2.has_line(|l| l.contains("restored 1 ban(s)")), "{}", d2.output());
+    assert!(
+        d2.has_line(|l| l.contains("restored 1 ban(s)")),
+        "{}",
+        d2.output()
+    );
     d2.stop().unwrap();
     log.extend(as_syslog(
         &d2.output().lines().map(str::to_owned).collect::<Vec<_>>(),
         d2.pid(),
     ));
 
-    let report = portsentry_tests::logcheck::run(&log, &portsentry_tests::logcheck::our_rules())
-        .unwrap();
+    let report =
+        portsentry_tests::logcheck::run(&log, &portsentry_tests::logcheck::our_rules()).unwrap();
     eprintln!("logcheck's report:\n{}", report.text);
     let alerts = report.lines_under("Security Alerts");
     let events = report.lines_under("Security Events");
@@ -517,19 +630,34 @@ fn logcheck_reports_scans_and_blocks_as_security_alerts() {
             || (l.contains("]: Scan from: [") && l.contains("ignored: [false]"))
     };
     let want_alerts: Vec<&String> = log.iter().filter(|l| is_alert(l)).collect();
-    // 3 formats x (the probe below the trigger, a's two probes, a's block line).
-    assert_eq!(want_alerts.len(), 3 * 4, "{log:#?}");
+    // 3 formats x (the probe below the trigger, a's two probes, a's block line, the forged
+    // probe below the trigger: it cannot be told from a real one until a ban is checked).
+    assert_eq!(want_alerts.len(), 3 * 5, "{log:#?}");
     for l in &want_alerts {
-        assert!(alerts.contains(&l.as_str()), "not a security alert: {l}\n{}", report.text);
+        assert!(
+            alerts.contains(&l.as_str()),
+            "not a security alert: {l}\n{}",
+            report.text
+        );
     }
     let ignored: Vec<&String> = log
         .iter()
-        .filter(|l| l.contains(&format!("]: Scan from: [{allowed}]")))
+        .filter(|l| {
+            l.contains(&format!("]: Scan from: [{allowed}]"))
+                || l.contains(&format!("]: portsentry: probe from {forged} "))
+        })
         .collect();
-    assert_eq!(ignored.len(), 3, "{log:#?}");
+    assert_eq!(ignored.len(), 3 * 2, "{log:#?}");
     for l in &ignored {
-        assert!(events.contains(&l.as_str()), "not a security event: {l}\n{}", report.text);
-        assert!(!alerts.contains(&l.as_str()), "an allowlisted host is no alert: {l}");
+        assert!(
+            events.contains(&l.as_str()),
+            "not a security event: {l}\n{}",
+            report.text
+        );
+        assert!(
+            !alerts.contains(&l.as_str()),
+            "an allowlisted host is no alert: {l}"
+        );
     }
     let routine = [
         "]: Portsentry is now active and listening.",
@@ -541,7 +669,10 @@ fn logcheck_reports_scans_and_blocks_as_security_alerts() {
     ];
     for kind in routine {
         let lines: Vec<&String> = log.iter().filter(|l| l.contains(kind)).collect();
-        assert!(lines.len() >= 3, "the daemon wrote no {kind:?} line:\n{log:#?}");
+        assert!(
+            lines.len() >= 3,
+            "the daemon wrote no {kind:?} line:\n{log:#?}"
+        );
         for l in lines {
             assert!(
                 !everywhere.contains(&l.as_str()),

@@ -34,6 +34,9 @@ pub struct SourceFacts {
     pub ignored: bool,
     /// The path check proved the source (None: no ban, nothing to say).
     pub verified: Option<bool>,
+    /// Its would-be ban was refused: `spoofed` (it did not arrive the way this host routes
+    /// back) or `contested` (its neighbour's MAC changed moments ago).
+    pub refused: Option<&'static str>,
 }
 
 /// How a source's ban looks at closing time (from the ban book).
@@ -73,15 +76,29 @@ impl Window {
     }
 
     pub fn record(&mut self, ev: &ProbeEvent, now_ms: u64) {
-        match ev.kind {
+        // A refusal names an address that may not be the sender's: it is counted, and marks a
+        // source only if that source's own probes are already listed.
+        let refused = match ev.kind {
             EventKind::Spoofed => {
                 self.spoofed += 1;
-                return;
+                Some("spoofed")
             }
             EventKind::Contested => {
                 self.contested += 1;
-                return;
+                Some("contested")
             }
+            _ => None,
+        };
+        if let Some(why) = refused {
+            if let Some(f) = self.sources.get_mut(&ev.src) {
+                if f.banned != Some(true) {
+                    f.refused = Some(why);
+                }
+            }
+            return;
+        }
+        match ev.kind {
+            EventKind::Spoofed | EventKind::Contested => return,
             EventKind::Bogus => {
                 self.bogus += 1;
                 return;
@@ -281,6 +298,16 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
                 }
             ));
         }
+        if let Some(why) = f.refused {
+            t.push_str(&format!(
+                "  ban refused: {}\n",
+                if why == "spoofed" {
+                    "spoofed (the probe that reached the trigger did not arrive the way this host routes back; the address may be forged)"
+                } else {
+                    "contested (its neighbour's MAC changed moments before: ARP/ND poisoning or a replaced host)"
+                }
+            ));
+        }
         if let Some(b) = &ban {
             t.push_str(&format!(
                 "  ban: origin {}, expires {}, {} packet(s) dropped since the ban\n",
@@ -300,6 +327,7 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
             "protocols": protocols,
             "scan_types": f.scans,
             "verified": f.verified,
+            "ban_refused": f.refused,
             "origin": ban.as_ref().map(|b| b.origin.clone()),
             "ban_expires_ms": ban.as_ref().and_then(|b| b.expires_ms),
             "drops": ban.as_ref().map(|b| b.drops),
@@ -447,12 +475,28 @@ mod tests {
             alert_cap: 20,
         };
         let (subject, text, body) = render(&w, &closing);
-        assert!(subject.contains("0 source(s) seen, none blocked"), "{subject}");
+        assert!(
+            subject.contains("0 source(s) seen, none blocked"),
+            "{subject}"
+        );
         assert!(
             text.contains("1 spoofed, 2 contested and 1 bogus probe(s) refused"),
             "{text}"
         );
         assert_eq!(body["totals"]["contested_refused"], 2);
         assert_eq!(body["totals"]["spoofed_refused"], 1);
+
+        // A source whose own probe is listed, then whose would-be ban is refused: marked.
+        let mut w = Window::new(0);
+        w.record(&event(EventKind::Probe, 5), 1);
+        w.record(&event(EventKind::Spoofed, 5), 2);
+        assert_eq!(
+            w.sources[&IpAddr::from([192, 0, 2, 5])].refused,
+            Some("spoofed")
+        );
+        let (_, text, body) = render(&w, &closing);
+        assert!(text.contains("192.0.2.5: not blocked\n"), "{text}");
+        assert!(text.contains("  ban refused: spoofed ("), "{text}");
+        assert_eq!(body["sources"][0]["ban_refused"], "spoofed");
     }
 }
