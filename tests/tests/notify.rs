@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, thread, time::Duration};
 
 use portsentry_tests::{
     lab::{portsentry_bin, run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
-    sinks::Sink,
+    sinks::{Sink, SmtpOptions, TestCa},
 };
 
 const TRAP: u16 = 111;
@@ -681,4 +681,155 @@ fn logcheck_reports_scans_and_blocks_as_security_alerts() {
             );
         }
     }
+}
+
+/// TLS success paths with AUTH, against a sink with a throwaway CA (openssl) that requires the
+/// credentials: `smtp://USER@…?tls=required` (STARTTLS) with the password from
+/// `smtp_password_file` and the CA from `smtp_ca_cert_path` delivers a `notify --test` message
+/// and a daemon's alert, and the sink saw AUTH only after TLS, with the file's password;
+/// `smtps://` (TLS from the first byte) delivers an alert through AUTH LOGIN. Without the CA the
+/// certificate is refused (TLS, no AUTH sent); a wrong password is `authentication`.
+#[test]
+fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("notify-tls").unwrap();
+    let ca = TestCa::new().unwrap();
+    let password = "correct horse battery";
+    let creds = Some(("alerts".to_owned(), password.to_owned()));
+    let starttls = Sink::smtp_with(
+        &lab.protected,
+        0,
+        0,
+        SmtpOptions {
+            starttls: Some(ca.server_config()),
+            credentials: creds.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pw = dir.write_secret("pw", &format!("{password}\n"));
+    let notify = |url: String, extra: &str| {
+        format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"{url}\"\nsmtp_password_file = \"{pw}\"\n{extra}"
+        )
+    };
+    let with_ca = format!("smtp_ca_cert_path = \"{}\"\n", ca.ca_pem);
+    let cfg = config(
+        &dir,
+        0,
+        &(notify(
+            format!("smtp://alerts@{}?tls=required", starttls.addr),
+            &with_ca,
+        ) + "alert = \"new-ban\"\ndigest_interval = \"off\""),
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("smtp: test message accepted"), "{out}");
+    assert!(!out.contains(password), "{out}");
+    let mails = starttls.wait_for(1, Duration::from_secs(5));
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("test message"), "{mails:?}");
+    let logins = starttls.logins();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert!(
+        logins[0].over_tls && logins[0].accepted,
+        "AUTH before TLS or refused: {logins:?}"
+    );
+    assert_eq!(
+        (logins[0].user.as_str(), logins[0].password.as_str()),
+        ("alerts", password)
+    );
+
+    // The daemon's own alert over the same transport.
+    let mut d = daemon(&lab, &dir, &cfg);
+    let src = lab.scanner_v4[1];
+    probe(&lab, src, TRAP);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {src} ")),
+        Duration::from_secs(5)
+    ));
+    let mails = starttls.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails.len(), 2, "{mails:?}\n{}", d.output());
+    assert!(
+        header(&mails[1], "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
+        "{}",
+        mails[1]
+    );
+    assert!(starttls.logins().iter().all(|l| l.over_tls && l.accepted));
+    assert!(!d.output().contains(password));
+    d.stop().unwrap();
+
+    // No CA: the sink's certificate is refused before anything is sent.
+    let cfg = config(
+        &dir,
+        0,
+        &notify(format!("smtp://alerts@{}?tls=required", starttls.addr), ""),
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("smtp: failed (TLS"), "{out}");
+    assert_eq!(
+        starttls.logins().len(),
+        2,
+        "no AUTH without a trusted certificate"
+    );
+    // A wrong password: authentication, named.
+    let wrong = dir.write_secret("pw-wrong", "nope\n");
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@{}?tls=required\"\nsmtp_password_file = \"{wrong}\"\n{with_ca}",
+            starttls.addr
+        ),
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("smtp: failed (authentication"), "{out}");
+    assert_eq!(starttls.messages().len(), 2);
+
+    // smtps:// (implicit TLS), AUTH LOGIN the only mechanism offered.
+    let smtps = Sink::smtp_with(
+        &lab.protected,
+        0,
+        0,
+        SmtpOptions {
+            implicit_tls: Some(ca.server_config()),
+            mechanisms: Some("LOGIN"),
+            credentials: creds,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cfg = config(
+        &dir,
+        0,
+        &(notify(format!("smtps://alerts@{}", smtps.addr), &with_ca)
+            + "alert = \"new-ban\"\ndigest_interval = \"off\""),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    let src = lab.scanner_v4[2];
+    probe(&lab, src, TRAP);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {src} ")),
+        Duration::from_secs(5)
+    ));
+    let mails = smtps.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1, "{mails:?}\n{}", d.output());
+    assert!(
+        header(&mails[0], "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
+        "{}",
+        mails[0]
+    );
+    let logins = smtps.logins();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(
+        (
+            logins[0].mechanism.as_str(),
+            logins[0].over_tls,
+            logins[0].accepted,
+            logins[0].password.as_str()
+        ),
+        ("LOGIN", true, true, password)
+    );
 }
