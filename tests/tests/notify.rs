@@ -833,3 +833,124 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
         ("LOGIN", true, true, password)
     );
 }
+
+/// SIGHUP with a changed `[notify]` takes effect: alerts go to the newly configured server,
+/// not the old one; then `alert = "off"` stops them.
+#[test]
+fn a_reload_changes_where_alerts_go() {
+    let lab = Lab::new(4).unwrap();
+    let dir = TempDir::new("notify-reload").unwrap();
+    let old = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let new = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let notify = |sink: &Sink, alert: &str| {
+        format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nalert = \"{alert}\"\ndigest_interval = \"off\"",
+            sink.addr
+        )
+    };
+    let cfg = config(&dir, 0, &notify(&old, "new-ban"));
+    let mut d = daemon(&lab, &dir, &cfg);
+    let ban = |d: &mut portsentry_tests::lab::Daemon, src: std::net::IpAddr| {
+        probe(&lab, src, TRAP);
+        assert!(
+            d.wait_for_line(
+                |l| l.starts_with(&format!("attackalert: Host {src} ")),
+                Duration::from_secs(5)
+            ),
+            "{}",
+            d.output()
+        );
+    };
+    let subjects = |sink: &Sink| -> Vec<String> {
+        sink.messages()
+            .iter()
+            .filter_map(|m| header(m, "Subject").map(str::to_owned))
+            .collect()
+    };
+    let (a, b, c) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
+    ban(&mut d, a);
+    assert_eq!(old.wait_for(1, Duration::from_secs(5)).len(), 1);
+
+    let reloads = |d: &portsentry_tests::lab::Daemon| {
+        d.lines_matching(|l| l.contains("reloaded configuration"))
+            .len()
+    };
+    config(&dir, 0, &notify(&new, "new-ban"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.wait_for_line(
+        |l| l.contains("reloaded configuration"),
+        Duration::from_secs(5)
+    ));
+    ban(&mut d, b);
+    let got = new.wait_for(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "{}", d.output());
+    assert!(
+        subjects(&new)[0].contains(&format!("{b} blocked")),
+        "{:?}",
+        subjects(&new)
+    );
+    assert_eq!(old.messages().len(), 1, "the old server got nothing more");
+
+    config(&dir, 0, &notify(&new, "off"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reloads(&d) < 2 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reloads(&d), 2, "{}", d.output());
+    ban(&mut d, c);
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        (old.messages().len(), new.messages().len()),
+        (1, 1),
+        "alert = \"off\" after the reload: no alert for {c}"
+    );
+}
+
+/// A message undelivered past `max_age` is dropped with a line naming it and its Message-ID,
+/// leaves the outbox, and is not sent when the server comes back.
+#[test]
+fn max_age_drops_an_undeliverable_message_with_a_line() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("notify-max-age").unwrap();
+    let port = Sink::free_port(&lab.protected);
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\nalert = \"new-ban\"\ndigest_interval = \"off\"\nmax_age = \"3s\""
+        ),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    let src = lab.scanner_v4[1];
+    probe(&lab, src, TRAP);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {src} ")),
+        Duration::from_secs(5)
+    ));
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("notify: mail delivery failed (connection refused)"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert_eq!(outbox_files(&dir), 1);
+    let dropped = |l: &str| {
+        l.starts_with("portsentry: notify: dropped alert \"[portsentry] ")
+            && l.contains(&format!("{src} blocked"))
+            && l.contains("(Message-ID <")
+            && l.ends_with("for mail: undelivered after 3s (`notify.max_age`)")
+    };
+    assert!(
+        d.wait_for_line(dropped, Duration::from_secs(30)),
+        "{}",
+        d.output()
+    );
+    assert_eq!(outbox_files(&dir), 0, "the dropped message left the outbox");
+    let sink = Sink::smtp(&lab.protected, port, 0).unwrap();
+    thread::sleep(Duration::from_secs(4));
+    assert!(sink.messages().is_empty(), "{:?}", sink.messages());
+    assert_eq!(d.lines_matching(dropped).len(), 1, "{}", d.output());
+}
