@@ -954,3 +954,73 @@ fn max_age_drops_an_undeliverable_message_with_a_line() {
     assert!(sink.messages().is_empty(), "{:?}", sink.messages());
     assert_eq!(d.lines_matching(dropped).len(), 1, "{}", d.output());
 }
+
+/// The README's "try it" block, run as a new user would paste it (`sudo` a no-op here, as the
+/// tests run as root; `portsentry` the binary under test; the namespace and file names made
+/// unique to this run): the test mail and the alert reach the recipe's mail sink, and what the
+/// README says they should see is there.
+#[test]
+fn the_readme_try_it_recipe_delivers_the_alert() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Try it in five minutes"))
+        .expect("the README has its try-it section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a sh block in the try-it section");
+    let dir = TempDir::new("readme").unwrap();
+    let tag = format!("{}", std::process::id());
+    let block = block
+        .replace("ps-host", &format!("psh{tag}"))
+        .replace("ps-scan", &format!("pss{tag}"))
+        .replace("/tmp/ps-", &format!("{}/ps-", dir.path.display()));
+    let bin_dir = portsentry_bin()
+        .parent()
+        .expect("the binary's directory")
+        .display()
+        .to_string();
+    let script = format!(
+        "set -m\nsudo() {{ \"$@\"; }}\nexport PATH={bin_dir}:$PATH\ncd {dir}\n{block}\n\
+         for i in $(seq 1 100); do grep -q '^Subject: .* blocked (TCP 111' {dir}/out && break; sleep 0.2; done\n\
+         kill %1 %2; wait\nip netns del psh{tag}; ip netns del pss{tag}\n",
+        dir = dir.path.display()
+    );
+    let script_path = dir.write("try-it.sh", &script);
+    let out = std::fs::File::create(dir.join("out")).unwrap();
+    let status = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "120", "bash", &script_path])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &format!("psh{tag}")])
+        .status();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &format!("pss{tag}")])
+        .status();
+    let text = std::fs::read_to_string(dir.join("out")).unwrap();
+    assert!(status.code().is_some(), "the recipe hung:\n{text}");
+    for want in [
+        "portsentry: notify: smtp: test message accepted",
+        ": test message",
+        "Portsentry is now active and listening.",
+        "111/tcp filtered",
+        "triggered: [true] noblock: [false] blocked: [true]",
+        "attackalert: Host 10.99.0.2 has been blocked via XDP drop on interface: \"ps0\"",
+        "Auto-Submitted: auto-generated",
+        "action: blocked",
+        "source verified: yes",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("Subject: [portsentry] ")
+            && l.ends_with(": 10.99.0.2 blocked (TCP 111, TCP SYN/Normal scan)")),
+        "no alert mail in the sink's output:\n{text}"
+    );
+}
