@@ -192,6 +192,18 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "lockfile-progs",
         "the staged logcheck refuses to run without /usr/bin/lockfile-create",
     ),
+    // Found by a command of the full package: perl-base and python3-minimal also provide
+    // /usr/bin/perl and /usr/bin/python3, without the standard modules the tests need.
+    (
+        "perldoc",
+        "perl",
+        "Perl's standard modules (Getopt::Std) for logcheck's logtail2",
+    ),
+    (
+        "pydoc3",
+        "python3",
+        "Python's standard library (socketserver) for the README recipe's mail sink, and fail2ban-regex",
+    ),
 ];
 
 pub fn ensure_test_packages() -> Result<()> {
