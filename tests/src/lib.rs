@@ -8,6 +8,7 @@ pub mod fail2ban;
 pub mod fakelapi;
 pub mod fullscan;
 pub mod lab;
+pub mod logcheck;
 pub mod packets;
 pub mod sinks;
 pub mod skip;

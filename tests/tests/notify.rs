@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, thread, time::Duration};
 
 use portsentry_tests::{
     lab::{portsentry_bin, run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
-    sinks::Sink,
+    sinks::{Sink, SmtpOptions, TestCa},
 };
 
 const TRAP: u16 = 111;
@@ -38,6 +38,68 @@ fn probe(lab: &Lab, src: std::net::IpAddr, port: u16) {
     let _ = lab
         .scanner
         .tcp_connect(src, sock(lab.protected_v4, port), PROBE);
+}
+
+/// A forger's namespace: a macvlan next to the scanner's interface (its own MAC) that sends
+/// probes in other hosts' names with hping3, as in the spoofing suite. Deleted on drop.
+struct Forger {
+    ns: portsentry_tests::lab::Netns,
+}
+
+impl Forger {
+    fn new(lab: &Lab) -> Self {
+        let ns = portsentry_tests::lab::Netns {
+            name: format!("{}f", lab.scanner.name),
+        };
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        };
+        ip(&["netns", "add", &ns.name]);
+        let forger = Self { ns };
+        let (s, f) = (&lab.scanner.name, &forger.ns.name);
+        ip(&[
+            "-n",
+            s,
+            "link",
+            "add",
+            "fg0",
+            "link",
+            &lab.scanner_iface,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ]);
+        ip(&["-n", s, "link", "set", "fg0", "netns", f]);
+        ip(&["-n", f, "addr", "add", "10.77.0.50/24", "dev", "fg0"]);
+        ip(&["-n", f, "link", "set", "fg0", "up"]);
+        forger
+    }
+
+    /// One TCP SYN from `src` (forged) to `dst:port`.
+    fn syn(&self, src: std::net::IpAddr, dst: std::net::IpAddr, port: u16) {
+        let (src, dst, port) = (src.to_string(), dst.to_string(), port.to_string());
+        let (code, out) = run_in(
+            &self.ns,
+            "hping3",
+            &["-c", "1", "-S", "-p", &port, "-a", &src, &dst],
+            Duration::from_secs(10),
+        );
+        // hping3 exits 1 when nothing answered: the trap probe is not answered.
+        assert!(code == 0 || code == 1, "hping3: {code} {out}");
+    }
+}
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns.name])
+            .status();
+    }
 }
 
 fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
@@ -81,7 +143,8 @@ fn json(body: &str) -> serde_json::Value {
 }
 
 /// Two sources banned, one below the trigger, a forged probe refused by the path check; one
-/// alert (cap 1), then one digest holding all of it and "1 more", by mail and webhook alike.
+/// alert (cap 1), then one digest holding all of it and "1 more", by mail and webhook alike:
+/// the refusal is counted in the totals, and the address it named is not listed as a source.
 #[test]
 fn alerts_are_capped_and_the_digest_tells_everything() {
     let lab = Lab::new(5).unwrap();
@@ -116,6 +179,22 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         |l| l.contains(&format!("Scan from: [{c}]")),
         Duration::from_secs(5)
     ));
+    // A forger next to the scanner sends two probes in the name of a neighbour this host
+    // knows (from another MAC than the neighbour's): the first is counted, the ban the second
+    // would trigger is refused by the path check.
+    let forged = lab.scanner_v4[4];
+    let forger = Forger::new(&lab);
+    forger.syn(forged, lab.protected_v4, 113);
+    forger.syn(forged, lab.protected_v4, 111);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("portsentry: probe from {forged} "))
+                && l.contains("spoofed"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
 
     // The alert comes at once, before the digest.
     let mails = smtp.wait_for(1, Duration::from_secs(5));
@@ -157,7 +236,10 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         "source: verified".to_owned(),
         "ban: origin local, expires ".to_owned(),
         "1 more new ban(s) not alerted one by one (max_alerts_per_hour = 1)".to_owned(),
-        "Totals: 5 probe(s), 2 ban(s)".to_owned(),
+        format!("{forged}: not blocked"),
+        "  ban refused: spoofed (".to_owned(),
+        "Totals: 6 probe(s), 2 ban(s), 1 spoofed, 0 contested and 0 bogus probe(s) refused"
+            .to_owned(),
         "Top trap ports: TCP 111 (2)".to_owned(),
     ] {
         assert!(digest.contains(&want), "missing {want:?} in:\n{digest}");
@@ -180,6 +262,7 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         "{subject}"
     );
     assert_eq!(jd["totals"]["bans"], 2);
+    assert_eq!(jd["totals"]["spoofed_refused"], 1);
     assert_eq!(jd["alerts_folded"], 1);
     let actions: BTreeSet<(String, String)> = jd["sources"]
         .as_array()
@@ -194,10 +277,15 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
         .collect();
     assert_eq!(
         actions,
-        [(a, "blocked"), (b, "blocked"), (c, "not blocked")]
-            .iter()
-            .map(|(x, y)| (x.to_string(), (*y).to_owned()))
-            .collect()
+        [
+            (a, "blocked"),
+            (b, "blocked"),
+            (c, "not blocked"),
+            (forged, "not blocked")
+        ]
+        .iter()
+        .map(|(x, y)| (x.to_string(), (*y).to_owned()))
+        .collect()
     );
     // Nothing happened since: no further digest.
     thread::sleep(Duration::from_secs(9));
@@ -437,5 +525,502 @@ fn notify_test_says_why_and_starttls_fails_closed() {
     assert!(
         out.contains("[notify]") && out.contains("alert = \"off\""),
         "{out}"
+    );
+}
+
+/// The daemon's lines as a log file holds them: traditional syslog (`Dec  6 …`), the journal
+/// as logcheck reads it (`journalctl`'s short format, `Dec 06 …`) and rsyslog's RFC 3339
+/// format, each `HOST portsentry[PID]: LINE`.
+fn as_syslog(lines: &[String], pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for stamp in [
+        "Dec  6 08:57:01",
+        "Dec 06 08:57:01",
+        "2026-12-06T08:57:01.123456+01:00",
+    ] {
+        for l in lines {
+            out.push(format!(
+                "{stamp} lab-host.example.org portsentry[{pid}]: {l}"
+            ));
+        }
+    }
+    out
+}
+
+/// Debian's logcheck (staged, run unprivileged with `-o -t`) with its database's rules and
+/// ours, on the daemon's own lines from a scan in the lab: the scan lines (below and at the
+/// trigger) and the block lines are "Security Alerts", an allowlisted host's probe and a forged
+/// probe the path check refused "Security Events", and the routine lines (start-up, attach, guarding, restored, reload, stop) appear
+/// nowhere in the report.
+#[test]
+fn logcheck_reports_scans_and_blocks_as_security_alerts() {
+    let lab = Lab::new(5).unwrap();
+    lab.protected_knows_scanner().unwrap();
+    let dir = TempDir::new("notify-logcheck").unwrap();
+    let (a, below, allowed) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
+    let cfg = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"111-113\"\nudp_ports = \"\"\nscan_trigger = 2\nauto_allow = false\nallow = [\"{allowed}\"]\n"
+        ),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    probe(&lab, below, 111);
+    probe(&lab, allowed, 112);
+    probe(&lab, a, 111);
+    probe(&lab, a, 112);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("attackalert: Host {a} ")),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert!(d.wait_for_line(
+        |l| l.contains(&format!("Scan from: [{allowed}]")),
+        Duration::from_secs(5)
+    ));
+    // Two forged probes in a known neighbour's name: the ban the second would trigger is
+    // refused by the path check.
+    let forged = lab.scanner_v4[4];
+    let forger = Forger::new(&lab);
+    forger.syn(forged, lab.protected_v4, 113);
+    forger.syn(forged, lab.protected_v4, 111);
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&format!("portsentry: probe from {forged} "))
+                && l.contains("spoofed"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.wait_for_line(
+        |l| l.contains("reloaded configuration"),
+        Duration::from_secs(5)
+    ));
+    d.stop().unwrap();
+    let mut log = as_syslog(
+        &d.output().lines().map(str::to_owned).collect::<Vec<_>>(),
+        d.pid(),
+    );
+    // A restart restores the ban: routine too.
+    let mut d2 = daemon(&lab, &dir, &cfg);
+    assert!(
+        d2.has_line(|l| l.contains("restored 1 ban(s)")),
+        "{}",
+        d2.output()
+    );
+    d2.stop().unwrap();
+    log.extend(as_syslog(
+        &d2.output().lines().map(str::to_owned).collect::<Vec<_>>(),
+        d2.pid(),
+    ));
+
+    let report =
+        portsentry_tests::logcheck::run(&log, &portsentry_tests::logcheck::our_rules()).unwrap();
+    eprintln!("logcheck's report:\n{}", report.text);
+    let alerts = report.lines_under("Security Alerts");
+    let events = report.lines_under("Security Events");
+    let everywhere = report.all_lines();
+    let is_alert = |l: &str| {
+        l.contains("]: attackalert: Host ")
+            || (l.contains("]: Scan from: [") && l.contains("ignored: [false]"))
+    };
+    let want_alerts: Vec<&String> = log.iter().filter(|l| is_alert(l)).collect();
+    // 3 formats x (the probe below the trigger, a's two probes, a's block line, the forged
+    // probe below the trigger: it cannot be told from a real one until a ban is checked).
+    assert_eq!(want_alerts.len(), 3 * 5, "{log:#?}");
+    for l in &want_alerts {
+        assert!(
+            alerts.contains(&l.as_str()),
+            "not a security alert: {l}\n{}",
+            report.text
+        );
+    }
+    let ignored: Vec<&String> = log
+        .iter()
+        .filter(|l| {
+            l.contains(&format!("]: Scan from: [{allowed}]"))
+                || l.contains(&format!("]: portsentry: probe from {forged} "))
+        })
+        .collect();
+    assert_eq!(ignored.len(), 3 * 2, "{log:#?}");
+    for l in &ignored {
+        assert!(
+            events.contains(&l.as_str()),
+            "not a security event: {l}\n{}",
+            report.text
+        );
+        assert!(
+            !alerts.contains(&l.as_str()),
+            "an allowlisted host is no alert: {l}"
+        );
+    }
+    let routine = [
+        "]: Portsentry is now active and listening.",
+        "]: portsentry: attached to ",
+        "]: portsentry: guarding TCP ",
+        "]: portsentry: restored 1 ban(s) from ",
+        "]: portsentry: reloaded configuration from ",
+        "]: portsentry: stopped; XDP detached from ",
+    ];
+    for kind in routine {
+        let lines: Vec<&String> = log.iter().filter(|l| l.contains(kind)).collect();
+        assert!(
+            lines.len() >= 3,
+            "the daemon wrote no {kind:?} line:\n{log:#?}"
+        );
+        for l in lines {
+            assert!(
+                !everywhere.contains(&l.as_str()),
+                "a routine line in the report: {l}\n{}",
+                report.text
+            );
+        }
+    }
+}
+
+/// TLS success paths with AUTH, against a sink with a throwaway CA (openssl) that requires the
+/// credentials: `smtp://USER@…?tls=required` (STARTTLS) with the password from
+/// `smtp_password_file` and the CA from `smtp_ca_cert_path` delivers a `notify --test` message
+/// and a daemon's alert, and the sink saw AUTH only after TLS, with the file's password;
+/// `smtps://` (TLS from the first byte) delivers an alert through AUTH LOGIN. Without the CA the
+/// certificate is refused (TLS, no AUTH sent); a wrong password is `authentication`.
+#[test]
+fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
+    let lab = Lab::new(3).unwrap();
+    let dir = TempDir::new("notify-tls").unwrap();
+    let ca = TestCa::new().unwrap();
+    let password = "correct horse battery";
+    let creds = Some(("alerts".to_owned(), password.to_owned()));
+    let starttls = Sink::smtp_with(
+        &lab.protected,
+        0,
+        0,
+        SmtpOptions {
+            starttls: Some(ca.server_config()),
+            credentials: creds.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pw = dir.write_secret("pw", &format!("{password}\n"));
+    let notify = |url: String, extra: &str| {
+        format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"{url}\"\nsmtp_password_file = \"{pw}\"\n{extra}"
+        )
+    };
+    let with_ca = format!("smtp_ca_cert_path = \"{}\"\n", ca.ca_pem);
+    let cfg = config(
+        &dir,
+        0,
+        &(notify(
+            format!("smtp://alerts@{}?tls=required", starttls.addr),
+            &with_ca,
+        ) + "alert = \"new-ban\"\ndigest_interval = \"off\""),
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("smtp: test message accepted"), "{out}");
+    assert!(!out.contains(password), "{out}");
+    let mails = starttls.wait_for(1, Duration::from_secs(5));
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("test message"), "{mails:?}");
+    let logins = starttls.logins();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert!(
+        logins[0].over_tls && logins[0].accepted,
+        "AUTH before TLS or refused: {logins:?}"
+    );
+    assert_eq!(
+        (logins[0].user.as_str(), logins[0].password.as_str()),
+        ("alerts", password)
+    );
+
+    // The daemon's own alert over the same transport.
+    let mut d = daemon(&lab, &dir, &cfg);
+    let src = lab.scanner_v4[1];
+    probe(&lab, src, TRAP);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {src} ")),
+        Duration::from_secs(5)
+    ));
+    let mails = starttls.wait_for(2, Duration::from_secs(10));
+    assert_eq!(mails.len(), 2, "{mails:?}\n{}", d.output());
+    assert!(
+        header(&mails[1], "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
+        "{}",
+        mails[1]
+    );
+    assert!(starttls.logins().iter().all(|l| l.over_tls && l.accepted));
+    assert!(!d.output().contains(password));
+    d.stop().unwrap();
+
+    // No CA: the sink's certificate is refused before anything is sent.
+    let cfg = config(
+        &dir,
+        0,
+        &notify(format!("smtp://alerts@{}?tls=required", starttls.addr), ""),
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("smtp: failed (TLS"), "{out}");
+    assert_eq!(
+        starttls.logins().len(),
+        2,
+        "no AUTH without a trusted certificate"
+    );
+    // A wrong password: authentication, named.
+    let wrong = dir.write_secret("pw-wrong", "nope\n");
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@{}?tls=required\"\nsmtp_password_file = \"{wrong}\"\n{with_ca}",
+            starttls.addr
+        ),
+    );
+    let (code, out) = notify_test(&lab, &cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("smtp: failed (authentication"), "{out}");
+    assert_eq!(starttls.messages().len(), 2);
+
+    // smtps:// (implicit TLS), AUTH LOGIN the only mechanism offered.
+    let smtps = Sink::smtp_with(
+        &lab.protected,
+        0,
+        0,
+        SmtpOptions {
+            implicit_tls: Some(ca.server_config()),
+            mechanisms: Some("LOGIN"),
+            credentials: creds,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cfg = config(
+        &dir,
+        0,
+        &(notify(format!("smtps://alerts@{}", smtps.addr), &with_ca)
+            + "alert = \"new-ban\"\ndigest_interval = \"off\""),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    let src = lab.scanner_v4[2];
+    probe(&lab, src, TRAP);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {src} ")),
+        Duration::from_secs(5)
+    ));
+    let mails = smtps.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1, "{mails:?}\n{}", d.output());
+    assert!(
+        header(&mails[0], "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
+        "{}",
+        mails[0]
+    );
+    let logins = smtps.logins();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(
+        (
+            logins[0].mechanism.as_str(),
+            logins[0].over_tls,
+            logins[0].accepted,
+            logins[0].password.as_str()
+        ),
+        ("LOGIN", true, true, password)
+    );
+}
+
+/// SIGHUP with a changed `[notify]` takes effect: alerts go to the newly configured server,
+/// not the old one; then `alert = "off"` stops them.
+#[test]
+fn a_reload_changes_where_alerts_go() {
+    let lab = Lab::new(4).unwrap();
+    let dir = TempDir::new("notify-reload").unwrap();
+    let old = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let new = Sink::smtp(&lab.protected, 0, 0).unwrap();
+    let notify = |sink: &Sink, alert: &str| {
+        format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nalert = \"{alert}\"\ndigest_interval = \"off\"",
+            sink.addr
+        )
+    };
+    let cfg = config(&dir, 0, &notify(&old, "new-ban"));
+    let mut d = daemon(&lab, &dir, &cfg);
+    let ban = |d: &mut portsentry_tests::lab::Daemon, src: std::net::IpAddr| {
+        probe(&lab, src, TRAP);
+        assert!(
+            d.wait_for_line(
+                |l| l.starts_with(&format!("attackalert: Host {src} ")),
+                Duration::from_secs(5)
+            ),
+            "{}",
+            d.output()
+        );
+    };
+    let subjects = |sink: &Sink| -> Vec<String> {
+        sink.messages()
+            .iter()
+            .filter_map(|m| header(m, "Subject").map(str::to_owned))
+            .collect()
+    };
+    let (a, b, c) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
+    ban(&mut d, a);
+    assert_eq!(old.wait_for(1, Duration::from_secs(5)).len(), 1);
+
+    let reloads = |d: &portsentry_tests::lab::Daemon| {
+        d.lines_matching(|l| l.contains("reloaded configuration"))
+            .len()
+    };
+    config(&dir, 0, &notify(&new, "new-ban"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.wait_for_line(
+        |l| l.contains("reloaded configuration"),
+        Duration::from_secs(5)
+    ));
+    ban(&mut d, b);
+    let got = new.wait_for(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "{}", d.output());
+    assert!(
+        subjects(&new)[0].contains(&format!("{b} blocked")),
+        "{:?}",
+        subjects(&new)
+    );
+    assert_eq!(old.messages().len(), 1, "the old server got nothing more");
+
+    config(&dir, 0, &notify(&new, "off"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reloads(&d) < 2 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reloads(&d), 2, "{}", d.output());
+    ban(&mut d, c);
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        (old.messages().len(), new.messages().len()),
+        (1, 1),
+        "alert = \"off\" after the reload: no alert for {c}"
+    );
+}
+
+/// A message undelivered past `max_age` is dropped with a line naming it and its Message-ID,
+/// leaves the outbox, and is not sent when the server comes back.
+#[test]
+fn max_age_drops_an_undeliverable_message_with_a_line() {
+    let lab = Lab::new(2).unwrap();
+    let dir = TempDir::new("notify-max-age").unwrap();
+    let port = Sink::free_port(&lab.protected);
+    let cfg = config(
+        &dir,
+        0,
+        &format!(
+            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\nalert = \"new-ban\"\ndigest_interval = \"off\"\nmax_age = \"3s\""
+        ),
+    );
+    let mut d = daemon(&lab, &dir, &cfg);
+    let src = lab.scanner_v4[1];
+    probe(&lab, src, TRAP);
+    assert!(d.wait_for_line(
+        |l| l.starts_with(&format!("attackalert: Host {src} ")),
+        Duration::from_secs(5)
+    ));
+    assert!(
+        d.wait_for_line(
+            |l| l.contains("notify: mail delivery failed (connection refused)"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.output()
+    );
+    assert_eq!(outbox_files(&dir), 1);
+    let dropped = |l: &str| {
+        l.starts_with("portsentry: notify: dropped alert \"[portsentry] ")
+            && l.contains(&format!("{src} blocked"))
+            && l.contains("(Message-ID <")
+            && l.ends_with("for mail: undelivered after 3s (`notify.max_age`)")
+    };
+    assert!(
+        d.wait_for_line(dropped, Duration::from_secs(30)),
+        "{}",
+        d.output()
+    );
+    assert_eq!(outbox_files(&dir), 0, "the dropped message left the outbox");
+    let sink = Sink::smtp(&lab.protected, port, 0).unwrap();
+    thread::sleep(Duration::from_secs(4));
+    assert!(sink.messages().is_empty(), "{:?}", sink.messages());
+    assert_eq!(d.lines_matching(dropped).len(), 1, "{}", d.output());
+}
+
+/// The README's "try it" block, run as a new user would paste it (`sudo` a no-op here, as the
+/// tests run as root; `portsentry` the binary under test; the namespace and file names made
+/// unique to this run): the test mail and the alert reach the recipe's mail sink, and what the
+/// README says they should see is there.
+#[test]
+fn the_readme_try_it_recipe_delivers_the_alert() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Try it in five minutes"))
+        .expect("the README has its try-it section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a sh block in the try-it section");
+    let dir = TempDir::new("readme").unwrap();
+    let tag = format!("{}", std::process::id());
+    let block = block
+        .replace("ps-host", &format!("psh{tag}"))
+        .replace("ps-scan", &format!("pss{tag}"))
+        .replace("/tmp/ps-", &format!("{}/ps-", dir.path.display()));
+    let bin_dir = portsentry_bin()
+        .parent()
+        .expect("the binary's directory")
+        .display()
+        .to_string();
+    let script = format!(
+        "set -m\nsudo() {{ \"$@\"; }}\nexport PATH={bin_dir}:$PATH\ncd {dir}\n{block}\n\
+         for i in $(seq 1 100); do grep -q '^Subject: .* blocked (TCP 111' {dir}/out && break; sleep 0.2; done\n\
+         kill %1 %2; wait\nip netns del psh{tag}; ip netns del pss{tag}\n",
+        dir = dir.path.display()
+    );
+    let script_path = dir.write("try-it.sh", &script);
+    let out = std::fs::File::create(dir.join("out")).unwrap();
+    let status = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "120", "bash", &script_path])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &format!("psh{tag}")])
+        .status();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &format!("pss{tag}")])
+        .status();
+    let text = std::fs::read_to_string(dir.join("out")).unwrap();
+    assert!(status.code().is_some(), "the recipe hung:\n{text}");
+    for want in [
+        "portsentry: notify: smtp: test message accepted",
+        ": test message",
+        "Portsentry is now active and listening.",
+        "111/tcp filtered",
+        "triggered: [true] noblock: [false] blocked: [true]",
+        "attackalert: Host 10.99.0.2 has been blocked via XDP drop on interface: \"ps0\"",
+        "Auto-Submitted: auto-generated",
+        "action: blocked",
+        "source verified: yes",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("Subject: [portsentry] ")
+            && l.ends_with(": 10.99.0.2 blocked (TCP 111, TCP SYN/Normal scan)")),
+        "no alert mail in the sink's output:\n{text}"
     );
 }

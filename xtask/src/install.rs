@@ -52,9 +52,10 @@ pub fn install(bin: &Path, prefix: &Path, sysconfdir: Option<&Path>) -> Result<(
         copy(&root.join("dist/portsentry.toml"), &conf)?;
     }
     copy(&root.join("README.md"), &doc_dir.join("README.md"))?;
-    // Logcheck's rules: blocked scanners as security alerts, routine lines ignored. Logcheck
-    // reads every file in these directories; ours is named after the daemon, as packages do.
-    for rules in ["cracking.d", "ignore.d.server"] {
+    // Logcheck's rules: scans and blocks as security alerts, an allowlisted host's or a
+    // refused (spoofed, contested, bogus, peer) probe as a security event, routine lines
+    // ignored. Logcheck reads every file in these directories; ours is named after the daemon.
+    for rules in ["cracking.d", "violations.d", "ignore.d.server"] {
         let dir = sysconfdir.join("logcheck").join(rules);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         copy(

@@ -38,8 +38,8 @@ enum Cmd {
     },
     /// Run every test: unit tests, data-plane tests (BPF_PROG_TEST_RUN) and end-to-end tests in
     /// network namespaces. Installs the client tools the tests need if they are missing (it
-    /// prints which and why) and stages the crowdsec LAPI, promtool and fail2ban-regex under
-    /// target/test-tools, never installing or starting a server on the host.
+    /// prints which and why) and stages the crowdsec LAPI, promtool, fail2ban-regex and
+    /// logcheck under target/test-tools, never installing or starting a server on the host.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(last = true)]
@@ -174,6 +174,7 @@ fn run(cli: Cli) -> Result<()> {
             let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
             let fail2ban = toolchain::stage_fail2ban(&build::target_dir())?;
             let promtool = toolchain::stage_promtool(&build::target_dir())?;
+            let logcheck = toolchain::stage_logcheck(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let bin = build::portsentry(&tools, false)?;
             // Tests this machine cannot run say so here, never silently (tests/src/skip.rs).
@@ -192,6 +193,7 @@ fn run(cli: Cli) -> Result<()> {
                 .env(CROWDSEC_ENV, &crowdsec)
                 .env(FAIL2BAN_ENV, &fail2ban)
                 .env(PROMTOOL_ENV, &promtool)
+                .env(LOGCHECK_ENV, &logcheck)
                 .status()
                 .context("running cargo test")?;
             if let Ok(text) = std::fs::read_to_string(&skips) {
@@ -213,6 +215,8 @@ const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
 const FAIL2BAN_ENV: &str = "PORTSENTRY_FAIL2BAN_ROOT";
 /// The staged `promtool`, for the metrics tests.
 const PROMTOOL_ENV: &str = "PORTSENTRY_PROMTOOL";
+/// The directory holding the staged logcheck, logcheck-database and logtail packages.
+const LOGCHECK_ENV: &str = "PORTSENTRY_LOGCHECK_TOOLS";
 
 fn exit_like(status: std::process::ExitStatus) -> Result<()> {
     if status.success() {

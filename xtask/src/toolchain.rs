@@ -187,6 +187,23 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
         "ethtool",
         "veth offload settings in the benchmarks",
     ),
+    (
+        "lockfile-create",
+        "lockfile-progs",
+        "the staged logcheck refuses to run without /usr/bin/lockfile-create",
+    ),
+    // Found by a command of the full package: perl-base and python3-minimal also provide
+    // /usr/bin/perl and /usr/bin/python3, without the standard modules the tests need.
+    (
+        "perldoc",
+        "perl",
+        "Perl's standard modules (Getopt::Std) for logcheck's logtail2",
+    ),
+    (
+        "pydoc3",
+        "python3",
+        "Python's standard library (socketserver) for the README recipe's mail sink, and fail2ban-regex",
+    ),
 ];
 
 pub fn ensure_test_packages() -> Result<()> {
@@ -257,6 +274,22 @@ pub fn stage_promtool(target: &Path) -> Result<PathBuf> {
         &["usr/bin/promtool"],
     )?;
     Ok(root.join("usr/bin/promtool"))
+}
+
+/// Stages Debian's `logcheck`, `logcheck-database` and `logtail` (its `logtail2`) under
+/// `target/test-tools/`: the notify tests run the real logcheck, as an unprivileged user, with
+/// the stock rules and ours on the daemon's lines. Returns `target/test-tools`.
+pub fn stage_logcheck(target: &Path) -> Result<PathBuf> {
+    let why = "logcheck's report on our log lines, for the notify tests";
+    stage_deb(target, "logcheck", why, &["usr/sbin/logcheck"])?;
+    stage_deb(
+        target,
+        "logcheck-database",
+        why,
+        &["etc/logcheck/ignore.d.server/systemd"],
+    )?;
+    stage_deb(target, "logtail", why, &["usr/sbin/logtail2"])?;
+    Ok(target.join("test-tools"))
 }
 
 /// Stages a Debian package under `target/test-tools/<package>` with `apt-get download` +

@@ -34,6 +34,9 @@ pub struct SourceFacts {
     pub ignored: bool,
     /// The path check proved the source (None: no ban, nothing to say).
     pub verified: Option<bool>,
+    /// Its would-be ban was refused: `spoofed` (it did not arrive the way this host routes
+    /// back) or `contested` (its neighbour's MAC changed moments ago).
+    pub refused: Option<&'static str>,
 }
 
 /// How a source's ban looks at closing time (from the ban book).
@@ -56,6 +59,8 @@ pub struct Window {
     pub probes: u64,
     pub bans: u64,
     pub spoofed: u64,
+    /// Would-be bans refused because the source's neighbour MAC changed moments ago.
+    pub contested: u64,
     pub bogus: u64,
     pub trap_ports: HashMap<(Protocol, u16), u64>,
     /// New bans not alerted because of `max_alerts_per_hour`.
@@ -78,13 +83,29 @@ impl Window {
     }
 
     pub fn record(&mut self, ev: &ProbeEvent, now_ms: u64) {
-        match ev.kind {
-            // A contested neighbour's probe is refused like a spoofed one: forged, as far as
-            // the host can tell (its MAC just changed).
-            EventKind::Spoofed | EventKind::Contested => {
+        // A refusal names an address that may not be the sender's: it is counted, and marks a
+        // source only if that source's own probes are already listed.
+        let refused = match ev.kind {
+            EventKind::Spoofed => {
                 self.spoofed += 1;
-                return;
+                Some("spoofed")
             }
+            EventKind::Contested => {
+                self.contested += 1;
+                Some("contested")
+            }
+            _ => None,
+        };
+        if let Some(why) = refused {
+            if let Some(f) = self.sources.get_mut(&ev.src) {
+                if f.banned != Some(true) {
+                    f.refused = Some(why);
+                }
+            }
+            return;
+        }
+        match ev.kind {
+            EventKind::Spoofed | EventKind::Contested => return,
             EventKind::Bogus => {
                 self.bogus += 1;
                 return;
@@ -139,6 +160,7 @@ impl Window {
         self.sources.is_empty()
             && self.probes == 0
             && self.spoofed == 0
+            && self.contested == 0
             && self.bogus == 0
             && self.alerts_folded == 0
             && self.flips.is_empty()
@@ -293,6 +315,16 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
                 }
             ));
         }
+        if let Some(why) = f.refused {
+            t.push_str(&format!(
+                "  ban refused: {}\n",
+                if why == "spoofed" {
+                    "spoofed (the probe that reached the trigger did not arrive the way this host routes back; the address may be forged)"
+                } else {
+                    "contested (its neighbour's MAC changed moments before: ARP/ND poisoning or a replaced host)"
+                }
+            ));
+        }
         if let Some(b) = &ban {
             t.push_str(&format!(
                 "  ban: origin {}, expires {}, {} packet(s) dropped since the ban\n",
@@ -312,6 +344,7 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
             "protocols": protocols,
             "scan_types": f.scans,
             "verified": f.verified,
+            "ban_refused": f.refused,
             "origin": ban.as_ref().map(|b| b.origin.clone()),
             "ban_expires_ms": ban.as_ref().and_then(|b| b.expires_ms),
             "drops": ban.as_ref().map(|b| b.drops),
@@ -354,8 +387,8 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
         .map(|((p, port), n)| format!("{} {port} ({n})", proto_name(*p)))
         .collect();
     t.push_str(&format!(
-        "\nTotals: {} probe(s), {} ban(s), {} spoofed and {} bogus probe(s) refused, {} event(s) held back in the kernel, fleet: {} in, {} out\n",
-        w.probes, w.bans, w.spoofed, w.bogus, c.totals.events_held_back, c.totals.fleet_in, c.totals.fleet_out
+        "\nTotals: {} probe(s), {} ban(s), {} spoofed, {} contested and {} bogus probe(s) refused, {} event(s) held back in the kernel, fleet: {} in, {} out\n",
+        w.probes, w.bans, w.spoofed, w.contested, w.bogus, c.totals.events_held_back, c.totals.fleet_in, c.totals.fleet_out
     ));
     if !top.is_empty() {
         t.push_str(&format!("Top trap ports: {}\n", top.join(", ")));
@@ -385,6 +418,7 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
             "probes": w.probes,
             "bans": w.bans,
             "spoofed_refused": w.spoofed,
+            "contested_refused": w.contested,
             "bogus_refused": w.bogus,
             "events_held_back": c.totals.events_held_back,
             "fleet_in": c.totals.fleet_in,
@@ -448,5 +482,73 @@ mod tests {
         let s: BTreeSet<u16> = [1, 2, 3, 5, 111, 112, 65535].into_iter().collect();
         assert_eq!(port_ranges(&s), "1-3,5,111-112,65535");
         assert_eq!(port_ranges(&BTreeSet::new()), "");
+    }
+
+    fn event(kind: EventKind, last: u8) -> ProbeEvent {
+        ProbeEvent {
+            kind,
+            src: IpAddr::from([192, 0, 2, last]),
+            dst_port: 111,
+            protocol: Protocol::Tcp,
+            scan: portsentry_common::ScanType::TcpSyn,
+            tcp_flags: 0x02,
+            count: 1,
+            ifindex: 1,
+            ip_options: Some(false),
+            dropped: false,
+            noblock: false,
+            unverified: false,
+            link_local: false,
+            confirmed: false,
+            cookie_withheld: false,
+            prefix_len: 0,
+            timestamp_ns: 0,
+        }
+    }
+
+    /// Refusals (spoofed, contested neighbour, bogus) are totals, never sources or probes: the
+    /// refused address is not the sender's, so naming it would accuse a bystander.
+    #[test]
+    fn refusals_are_counted_not_listed() {
+        let mut w = Window::new(0);
+        w.record(&event(EventKind::Spoofed, 1), 1);
+        w.record(&event(EventKind::Contested, 2), 2);
+        w.record(&event(EventKind::Contested, 3), 3);
+        w.record(&event(EventKind::Bogus, 4), 4);
+        assert_eq!((w.spoofed, w.contested, w.bogus, w.probes), (1, 2, 1, 0));
+        assert!(w.sources.is_empty() && !w.is_empty());
+        let no_ban = |_: IpAddr| None;
+        let closing = Closing {
+            host: "h",
+            end_ms: 10,
+            totals: Totals::default(),
+            ban_of: &no_ban,
+            other_bans: Vec::new(),
+            alert_cap: 20,
+        };
+        let (subject, text, body) = render(&w, &closing);
+        assert!(
+            subject.contains("0 source(s) seen, none blocked"),
+            "{subject}"
+        );
+        assert!(
+            text.contains("1 spoofed, 2 contested and 1 bogus probe(s) refused"),
+            "{text}"
+        );
+        assert_eq!(body["totals"]["contested_refused"], 2);
+        assert_eq!(body["totals"]["spoofed_refused"], 1);
+
+        // A source whose own probe is listed, then whose would-be ban is refused: marked.
+        let mut w = Window::new(0);
+        w.record(&event(EventKind::Probe, 5), 1);
+        w.record(&event(EventKind::Spoofed, 5), 2);
+        assert_eq!(
+            w.sources[&IpAddr::from([192, 0, 2, 5])].refused,
+            Some("spoofed")
+        );
+        let (_, text, body) = render(&w, &closing);
+        assert!(text.contains("192.0.2.5: not blocked\n"), "{text}");
+        assert!(text.contains("  ban refused: spoofed ("), "{text}");
+        assert_eq!(body["sources"][0]["ban_refused"], "spoofed");
     }
 }
