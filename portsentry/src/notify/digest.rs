@@ -80,7 +80,7 @@ impl Window {
                 self.bogus += 1;
                 return;
             }
-            EventKind::PrefixTrigger | EventKind::BanTableFull => return,
+            EventKind::PrefixTrigger | EventKind::BanTableFull | EventKind::Contested => return,
             EventKind::Probe | EventKind::Ban | EventKind::Ignored | EventKind::PeerProbe => {}
         }
         if ev.kind != EventKind::Ignored {
