@@ -51,7 +51,10 @@ fn portsentry_run_on_a_kernel_without_bpf_atomics_exits_with_one_clear_line() {
         .expect("running portsentry");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("exit {:?}; stderr:\n{stderr}stdout:\n{stdout}", out.status.code());
+    eprintln!(
+        "exit {:?}; stderr:\n{stderr}stdout:\n{stdout}",
+        out.status.code()
+    );
     assert_eq!(out.status.code(), Some(1), "exit status");
     let expected = format!(
         "portsentry: error: this kernel (Linux {release}) cannot run portsentry's XDP program: \

@@ -195,10 +195,7 @@ pub fn ensure_test_packages() -> Result<()> {
 
 /// Installs the packages of `list` (command, package, why) whose command is missing.
 pub fn ensure_packages(list: &[(&str, &str, &str)]) -> Result<()> {
-    let missing: Vec<_> = list
-        .iter()
-        .filter(|(cmd, _, _)| !on_path(cmd))
-        .collect();
+    let missing: Vec<_> = list.iter().filter(|(cmd, _, _)| !on_path(cmd)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -139,12 +139,17 @@ pub fn fetch(kernel: &Kernel, target: &Path) -> Result<Fetched> {
         .lines()
         .filter(|l| !l.starts_with(' '))
         .filter(|l| {
-            ["linux-image-", "linux-binary-", "linux-modules-", "linux-base-"]
-                .iter()
-                .any(|p| {
-                    l.strip_prefix(p)
-                        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
-                })
+            [
+                "linux-image-",
+                "linux-binary-",
+                "linux-modules-",
+                "linux-base-",
+            ]
+            .iter()
+            .any(|p| {
+                l.strip_prefix(p)
+                    .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+            })
         })
         .map(str::to_owned)
         .collect();
@@ -180,7 +185,10 @@ pub fn fetch(kernel: &Kernel, target: &Path) -> Result<Fetched> {
             kernel.label
         );
     }
-    for deb in std::fs::read_dir(&debs)?.filter_map(|e| e.ok()).map(|e| e.path()) {
+    for deb in std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+    {
         let status = Command::new("dpkg-deb")
             .arg("-x")
             .arg(&deb)
@@ -210,8 +218,12 @@ fn unpacked_version(root: &Path) -> Option<String> {
     names(root.join("boot"))
         .find_map(|n| n.strip_prefix("vmlinuz-").map(str::to_owned))
         .or_else(|| {
-            names(root.join("usr/lib/modules"))
-                .find(|v| root.join("usr/lib/modules").join(v).join("vmlinuz").is_file())
+            names(root.join("usr/lib/modules")).find(|v| {
+                root.join("usr/lib/modules")
+                    .join(v)
+                    .join("vmlinuz")
+                    .is_file()
+            })
         })
 }
 
@@ -248,7 +260,10 @@ fn private_apt(target: &Path, archive: Archive, suite: &str) -> Result<PathBuf> 
         .status()
         .context("running apt-get update")?;
     if !status.success() {
-        bail!("`APT_CONFIG={} apt-get update` failed ({suite} on {mirror})", conf.display());
+        bail!(
+            "`APT_CONFIG={} apt-get update` failed ({suite} on {mirror})",
+            conf.display()
+        );
     }
     Ok(conf)
 }
@@ -302,7 +317,10 @@ pub fn run_in(kernel: &Kernel, fetched: &Fetched, run: &Run, target: &Path) -> R
     // cargo runs test binaries in their package's directory; so does the VM.
     let tests_dir = build::workspace_root().join("tests");
     for bin in &run.binaries {
-        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let args: Vec<String> = run.args.iter().map(|a| sh_quote(a)).collect();
         writeln!(
             script,
@@ -431,7 +449,12 @@ mod tests {
     #[test]
     fn cargo_and_binary_arguments_are_split() {
         let (c, b) = split_args(&s(&[
-            "--test", "e2e", "connect_to", "--", "--exact", "--nocapture",
+            "--test",
+            "e2e",
+            "connect_to",
+            "--",
+            "--exact",
+            "--nocapture",
         ]));
         assert_eq!(c, s(&["--test", "e2e"]));
         assert_eq!(b, s(&["connect_to", "--exact", "--nocapture"]));

@@ -58,7 +58,11 @@ fn explain_for(release: &str, log: &str) -> Option<TooOld> {
     FEATURES
         .iter()
         .find(|f| log.contains(f.verifier_says))
-        .or_else(|| FEATURES.iter().find(|f| version.is_some_and(|v| v < f.since)))
+        .or_else(|| {
+            FEATURES
+                .iter()
+                .find(|f| version.is_some_and(|v| v < f.since))
+        })
         .map(|f| TooOld {
             release: release.to_owned(),
             what: f.what,
@@ -80,9 +84,12 @@ mod tests {
 
     #[test]
     fn the_verifiers_words_or_an_old_version_name_the_feature() {
-        let e = explain_for("5.10.0-46-amd64", "0: R1=ctx\nBPF_STX uses reserved fields\n")
-            .unwrap()
-            .to_string();
+        let e = explain_for(
+            "5.10.0-46-amd64",
+            "0: R1=ctx\nBPF_STX uses reserved fields\n",
+        )
+        .unwrap()
+        .to_string();
         assert_eq!(
             e,
             "this kernel (Linux 5.10.0-46-amd64) cannot run portsentry's XDP program: it lacks \

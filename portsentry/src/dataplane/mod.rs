@@ -246,12 +246,13 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         loader.override_global(aya_log::LEVEL, &opts.log_level, true);
-        let mut ebpf = loader.load(bytes).map_err(|e| {
-            match kernel::explain(&format!("{e:?}")) {
-                Some(too_old) => DataplaneError::KernelTooOld(too_old),
-                None => DataplaneError::Load(e),
-            }
-        })?;
+        let mut ebpf =
+            loader
+                .load(bytes)
+                .map_err(|e| match kernel::explain(&format!("{e:?}")) {
+                    Some(too_old) => DataplaneError::KernelTooOld(too_old),
+                    None => DataplaneError::Load(e),
+                })?;
         let program_name = if opts.compat || !syn_cookie_helpers() {
             PROGRAM_NAME_COMPAT
         } else {
