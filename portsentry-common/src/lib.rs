@@ -19,7 +19,7 @@ pub use codes::{BanOrigin, EventKind, IpProto, ScanType, Stat, UnknownCode};
 pub use headers::{address_family, ethertype, ipv6_ext, tcp_flags};
 
 /// Bumped on any change to a map's key or value layout; stored in [`Config::layout_version`].
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// A past instant on `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` returns), in nanoseconds,
 /// *signed*: a record restored from before this boot (a peer seen, a ban made, on the machine's
@@ -381,6 +381,9 @@ pub mod ban_flags {
     /// A detect-mode ("shadow") ban: recorded and reported, never dropped, in any mode. In
     /// block mode a new probe from its source replaces it with a real ban.
     pub const SHADOW: u8 = 1 << 0;
+    /// Made although the path check could not decide (`event_flags::UNVERIFIED`): such bans
+    /// give way first when the table is full, and never escalate as repeat offences.
+    pub const UNVERIFIED: u8 = 1 << 1;
 }
 
 /// Per-source probe counter: value of the hit table, keyed by [`AddrKey`].

@@ -147,7 +147,7 @@ macro_rules! ps_maps {
             /// Per-CPU time of the last event of each throttled kind (index 0: bogus sources,
             /// 1: spoofed probes, 2: ignored sources), so a forged flood yields a few events a
             /// second, not one each; index 3: the global event limit's token-bucket time (GCRA).
-            PS_THROTTLE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(4);
+            PS_THROTTLE: PerCpuArray<u32, u64> = $crate::maps::Capacity::Fixed(5);
 
             /// Counters, indexed by `Stat`.
             PS_STATS: PerCpuArray<u32, u64> =
@@ -493,7 +493,7 @@ mod tests {
                 16_384,
                 1,
                 256,
-                4,
+                5,
                 32,
                 1 << 20
             ]

@@ -11,7 +11,9 @@
 //!   every event the caller asks about, the trigger line included.
 //!
 //! Ban events (a source newly banned) and prefix triggers are never held back: the caller
-//! does not ask. One global BPF function, verified once.
+//! does not ask. A ban the table had no room for asks the per-source rule only
+//! ([`allows_per_source`]): under a forged flood the real scanner's table-full event must not
+//! wait behind the forged ones in the global bucket. One global BPF function, verified once.
 
 use portsentry_common::{Stat, EVENTS_BEYOND_TRIGGER, LAYOUT_VERSION};
 
@@ -25,13 +27,20 @@ const BUCKET_SLOT: u32 = 3;
 /// less on the flood path); counts it as suppressed when not.
 #[inline(always)]
 pub fn allows(hits: u64, now: u64) -> bool {
-    portsentry_event_gate(hits, now) != 0
+    portsentry_event_gate(hits, now, 1) != 0
 }
 
-/// [`allows`] as a global BPF function: 1 to send, 0 suppressed (and counted).
+/// The per-source rule of [`allows`] alone, without the global bucket.
+#[inline(always)]
+pub fn allows_per_source(hits: u64) -> bool {
+    portsentry_event_gate(hits, 0, 0) != 0
+}
+
+/// [`allows`] as a global BPF function: 1 to send, 0 suppressed (and counted); `global` 0
+/// skips the global bucket.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn portsentry_event_gate(hits: u64, now: u64) -> u32 {
+pub extern "C" fn portsentry_event_gate(hits: u64, now: u64, global: u32) -> u32 {
     let Some(cfg) = PS_CONFIG.get(0) else {
         return 1;
     };
@@ -44,7 +53,7 @@ pub extern "C" fn portsentry_event_gate(hits: u64, now: u64) -> u32 {
         return 0;
     }
     let interval = cfg.event_interval_ns;
-    if interval == 0 {
+    if interval == 0 || global == 0 {
         return 1;
     }
     let Some(tat) = PS_THROTTLE.get_ptr_mut(BUCKET_SLOT) else {

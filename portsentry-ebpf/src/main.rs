@@ -341,20 +341,27 @@ fn verdict(
     }
     // Ban times are boot-clock times, as the daemon's: the event of a ban carries its time.
     event.timestamp_ns = boot_ns();
-    // BPF_ANY: an expired ban for this source may still be in the table and is replaced.
-    if PS_BANS
-        .insert(pkt.src, detected_ban(&event, cfg, enforce), 0)
-        .is_ok()
+    // BPF_ANY: an expired ban for this source may still be in the table and is replaced. Under
+    // table pressure (an insert failed on this CPU within TABLE_FULL_BACKOFF_NS) the table is
+    // left to the daemon, which picks what gives way (`bans/pressure.rs`): a forged flood would
+    // otherwise refill every slot it frees before it could ban the source it freed it for.
+    if !under_table_pressure(now)
+        && PS_BANS
+            .insert(pkt.src, detected_ban(&event, cfg, enforce), 0)
+            .is_ok()
     {
         count(Stat::Bans);
         event.kind = EventKind::Ban as u8;
     } else {
+        note_table_full(now);
         count(Stat::BanTableFull);
         diag::ban_table_full(&pkt.src);
         event.kind = EventKind::BanTableFull as u8;
     }
-    // A ban's event always goes out; a ban the table had no room for is limited like a probe.
-    let send = event.kind == EventKind::Ban as u8 || limit::allows(hits, now);
+    // A ban's event always goes out. A ban the table had no room for passes the per-source
+    // limit only: the daemon makes room and bans it, and under a forged flood the real
+    // scanner's table-full event must not be held back in the global bucket with the forged.
+    let send = event.kind == EventKind::Ban as u8 || limit::allows_per_source(hits);
     if enforce {
         event.flags |= event_flags::DROPPED;
         if send {
@@ -387,7 +394,12 @@ fn detected_ban(event: &Event, cfg: &Config, enforce: bool) -> BanEntry {
         proto: event.proto,
         scan_type: event.scan_type,
         origin: BanOrigin::Detected as u8,
-        flags: if enforce { 0 } else { ban_flags::SHADOW },
+        flags: (if enforce { 0 } else { ban_flags::SHADOW })
+            | if event.flags & event_flags::UNVERIFIED != 0 {
+                ban_flags::UNVERIFIED
+            } else {
+                0
+            },
         _pad: [0; 2],
     }
 }
@@ -424,6 +436,10 @@ const THROTTLE_BOGUS: u32 = 0;
 /// Also the slot of contested-source events: both are refused bans.
 const THROTTLE_SPOOFED: u32 = 1;
 const THROTTLE_IGNORED: u32 = 2;
+/// The last failed ban insert on this CPU (coarse clock), for [`under_table_pressure`].
+const THROTTLE_TABLE_FULL: u32 = 4;
+/// How long a CPU leaves the ban table to the daemon after an insert failed.
+const TABLE_FULL_BACKOFF_NS: u64 = 1_000_000_000;
 /// At most one throttled event of a kind per CPU in this long: a forged flood must not turn
 /// into a flood of events and log lines (the counters still count every packet).
 const THROTTLE_NS: u64 = 100_000_000;
@@ -442,6 +458,29 @@ fn throttle_allows(slot: u32, now: u64) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// Whether an insert into the ban table failed on this CPU within [`TABLE_FULL_BACKOFF_NS`].
+#[inline(always)]
+fn under_table_pressure(now: u64) -> bool {
+    match PS_THROTTLE.get(THROTTLE_TABLE_FULL) {
+        Some(last) => *last != 0 && now.wrapping_sub(*last) < TABLE_FULL_BACKOFF_NS,
+        None => false,
+    }
+}
+
+/// Remembers that the ban table had no room (once per backoff period, so that the period
+/// ends and the program tries again).
+#[inline(always)]
+fn note_table_full(now: u64) {
+    if let Some(last) = PS_THROTTLE.get_ptr_mut(THROTTLE_TABLE_FULL) {
+        // SAFETY: per-CPU slot from a successful lookup; no other CPU writes it.
+        unsafe {
+            if *last == 0 || now.wrapping_sub(*last) >= TABLE_FULL_BACKOFF_NS {
+                *last = now;
+            }
+        }
     }
 }
 

@@ -10,4 +10,5 @@ pub mod fullscan;
 pub mod lab;
 pub mod packets;
 pub mod sinks;
+pub mod skip;
 pub mod xdp;

@@ -182,6 +182,7 @@ impl TestXdp {
                 expires_ms: None,
                 trigger: None,
                 fleet: None,
+                unverified: false,
             };
             self.book
                 .ban(Some(&mut self.dp), new, &now)

@@ -618,6 +618,126 @@ mod kernel {
         }
     }
 
+    /// Issue 25, item 8: a full table gives way in the order unverified, then silent longest;
+    /// a ban whose drop counter moved since it was last looked at gets a second chance; a
+    /// manual ban never gives way. Real maps, the drop counters written as the XDP program
+    /// would (no traffic needed). Before: the detected ban expiring soonest gave way, here the
+    /// active one (made first, so expiring first).
+    #[test]
+    fn a_full_table_displaces_unverified_then_silent_bans_never_an_active_one() {
+        use portsentry::bans::{MadeRoom, NewBan};
+        let dir = TempDir::new("pressure-order").unwrap();
+        let mut dp = Dataplane::load(&LoadOptions {
+            max_bans: Some(5),
+            ..LoadOptions::default()
+        })
+        .expect("loading the XDP object (run with `cargo xtask test`)");
+        let t0 = Now::read();
+        let at = |ms: u64| Now {
+            boot_ns: t0.boot_ns + ms * 1_000_000,
+            unix_ms: t0.unix_ms + ms,
+        };
+        let (mut book, _) = BanBook::open(
+            StateStore::new(&dir.path),
+            Saved::default(),
+            Some(&dp),
+            None,
+            true,
+            &t0,
+        )
+        .unwrap();
+        let ban = |book: &mut BanBook,
+                   dp: &mut Dataplane,
+                   target: &str,
+                   origin,
+                   unverified,
+                   now: &Now| {
+            let new = NewBan {
+                target: target.parse().unwrap(),
+                origin,
+                shadow: false,
+                expires_ms: Some(now.unix_ms + 3_600_000),
+                trigger: None,
+                fleet: None,
+                unverified,
+            };
+            book.ban(Some(dp), new, now).unwrap()
+        };
+        let addr = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        ban(
+            &mut book,
+            &mut dp,
+            "192.0.2.1",
+            Origin::Detected,
+            false,
+            &at(1),
+        ); // the real scanner
+        ban(
+            &mut book,
+            &mut dp,
+            "192.0.2.2",
+            Origin::Manual,
+            false,
+            &at(2),
+        );
+        ban(
+            &mut book,
+            &mut dp,
+            "192.0.2.3",
+            Origin::Detected,
+            false,
+            &at(3),
+        );
+        ban(
+            &mut book,
+            &mut dp,
+            "192.0.2.4",
+            Origin::Detected,
+            true,
+            &at(4),
+        );
+        ban(
+            &mut book,
+            &mut dp,
+            "192.0.2.5",
+            Origin::Detected,
+            false,
+            &at(5),
+        );
+        // The real scanner keeps hitting its drop.
+        let hit = |dp: &mut Dataplane, a: &str, drops: u64| {
+            let mut e = dp.ban(addr(a)).unwrap().expect("in the table");
+            e.drops = drops;
+            dp.insert_ban(addr(a), &e).unwrap();
+        };
+        hit(&mut dp, "192.0.2.1", 7);
+
+        let room = |book: &mut BanBook, dp: &mut Dataplane, ms| match book
+            .make_room(dp, &at(ms))
+            .unwrap()
+        {
+            MadeRoom::Displaced { target, .. } | MadeRoom::Reclaimed(target) => target.to_string(),
+            MadeRoom::NoRoom => "none".into(),
+        };
+        assert_eq!(
+            room(&mut book, &mut dp, 10),
+            "192.0.2.4",
+            "unverified first"
+        );
+        assert_eq!(
+            room(&mut book, &mut dp, 11),
+            "192.0.2.3",
+            "then the silent one: the active scanner had a second chance"
+        );
+        hit(&mut dp, "192.0.2.1", 9);
+        assert_eq!(room(&mut book, &mut dp, 12), "192.0.2.5");
+        // Only the active scanner is left to give way (it had its second chance: a table full
+        // of active scanners still bans the next one); the manual ban never gives way.
+        assert_eq!(room(&mut book, &mut dp, 13), "192.0.2.1");
+        assert_eq!(room(&mut book, &mut dp, 14), "none");
+        assert!(dp.ban(addr("192.0.2.2")).unwrap().is_some());
+    }
+
     /// A full trie used to make `replace_trie` fail before it removed anything: a lifted fleet
     /// range was then saved as a manual ban with no expiry while the log said "lifted".
     #[test]
@@ -698,6 +818,7 @@ mod kernel {
                 expires_ms: Some(now.unix_ms + ttl_ms),
                 trigger: None,
                 fleet: None,
+                unverified: false,
             };
             book.ban(Some(dp), new, &now).unwrap();
         };
@@ -820,6 +941,8 @@ fn listed_ttl_secs(state: &str, src: IpAddr) -> Option<i64> {
 #[test]
 fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     let lab = Lab::new(1).unwrap();
+    // Only verified bans escalate (issue 25, item 9): the scanner's neighbour entry is known.
+    lab.protected_knows_scanner().expect("neighbours");
     let dir = TempDir::new("recidive").unwrap();
     let state = dir.path.display().to_string();
     let config = write_config(
@@ -876,4 +999,65 @@ fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     expect_line(&mut d, |l| l == third);
     let ttl = listed_ttl_secs(&state, a).expect("the third ban is listed");
     assert!((11..=13).contains(&ttl), "third ban ~12 s, listed {ttl} s");
+}
+
+/// Issue 25, item 9: a LAN forger's bans are unverified (no neighbour entry for the address it
+/// forges) and never escalate: the same forged address banned again after its ban ended gets
+/// `ban_ttl` again, no "repeat offender" line. Before, the forger could get its victim banned
+/// twice as long each time, up to 28 days.
+#[test]
+fn forged_unverified_bans_never_escalate() {
+    let lab = Lab::new(1).unwrap();
+    let dir = TempDir::new("recidive-forged").unwrap();
+    let state = dir.path.display().to_string();
+    let config = write_config(
+        &lab,
+        &dir,
+        "ban_ttl = \"3s\"\nauto_allow = false\nlearn_peers = false",
+    );
+    let mut d = start(&lab, &config);
+    // An address of the LAN nobody has: the protected host has no neighbour entry for it.
+    let victim: std::net::IpAddr = "10.77.0.99".parse().unwrap();
+    let tgt = lab.protected_v4.to_string();
+    let forge = || {
+        portsentry_tests::lab::run_in(
+            &lab.scanner,
+            "hping3",
+            &[
+                "-c",
+                "1",
+                "-S",
+                "-a",
+                "10.77.0.99",
+                "-p",
+                &TRAP.to_string(),
+                &tgt,
+            ],
+            Duration::from_secs(3),
+        )
+    };
+    forge();
+    expect_line(&mut d, attackalert(victim));
+    thread::sleep(Duration::from_millis(3500));
+    forge();
+    let deadline = Instant::now() + WAIT;
+    while d.lines_matching(attackalert(victim)).len() < 2 && Instant::now() < deadline {
+        thread::sleep(POLL);
+    }
+    assert_eq!(
+        d.lines_matching(attackalert(victim)).len(),
+        2,
+        "banned again:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        !d.has_line(|l| l.starts_with(&format!("portsentry: repeat offender {victim}"))),
+        "an unverified ban escalated:\n{}",
+        tail(&d.output())
+    );
+    let ttl = listed_ttl_secs(&state, victim).expect("the second ban is listed");
+    assert!(
+        (2..=4).contains(&ttl),
+        "second forged ban ~3 s, listed {ttl} s"
+    );
 }

@@ -447,6 +447,38 @@ mod event_limits {
         assert_eq!(bans.len(), 1, "{bans:?}");
         assert_eq!(bans[0].src.to_string(), "10.32.0.1");
     }
+
+    /// Issue 25, item 8: with the global bucket emptied by a flood and the ban table full, a
+    /// real scanner's table-full event still goes out (the daemon makes room and bans it);
+    /// before, it waited in the bucket with the flood's and was held back.
+    #[test]
+    fn a_table_full_event_passes_an_empty_bucket() {
+        let mut s = settings("111", "");
+        s.scan_trigger = 2;
+        let mut x = TestXdp::load_with(&s, &[], &[], Some(4));
+        for i in 1..=4 {
+            let src = format!("10.33.0.{i}");
+            x.run(&Packet::tcp(&src, 111, SYN).build());
+            assert_eq!(x.run(&Packet::tcp(&src, 111, SYN).build()), XDP_DROP);
+        }
+        for i in 0..2_000u32 {
+            let src = format!("10.34.{}.{}", i >> 8, i & 255);
+            x.run(&Packet::tcp(&src, 111, SYN).build());
+        }
+        assert!(
+            x.stats().get(Stat::EventsSuppressed) > 0,
+            "the bucket is empty"
+        );
+        x.run(&Packet::tcp("10.35.0.1", 111, SYN).build());
+        assert_eq!(x.run(&Packet::tcp("10.35.0.1", 111, SYN).build()), XDP_DROP);
+        let full: Vec<_> = x
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::BanTableFull)
+            .collect();
+        assert_eq!(full.len(), 1, "{full:?}");
+        assert_eq!(full[0].src.to_string(), "10.35.0.1");
+    }
 }
 
 /// Per-prefix counting (`portsentry-ebpf/src/prefix.rs`): a rotating scanner whose addresses

@@ -322,16 +322,28 @@ fn rotating_prefix_lab(
     Vec<std::net::IpAddr>,
     portsentry_tests::lab::Daemon,
 ) {
+    let rotating: Vec<std::net::IpAddr> = (0..n)
+        .map(|i| format!("2001:db8:1:2::{:x}", 0xa + i).parse().unwrap())
+        .collect();
+    let (lab, dir, daemon) = behind_gateway_lab(&rotating, &["2001:db8:1:2::/64"], extra);
+    (lab, dir, rotating, daemon)
+}
+
+/// A lab whose scanner holds `addrs` (on its loopback) behind the gateway, the protected side
+/// routing each of `routes` via the scanner, and a daemon guarding TRAP_PORT with
+/// `prefix_threshold = 3` and `extra` config keys.
+fn behind_gateway_lab(
+    addrs: &[std::net::IpAddr],
+    routes: &[&str],
+    extra: &str,
+) -> (Lab, TempDir, portsentry_tests::lab::Daemon) {
     use portsentry_tests::lab::ip;
 
     let lab = Lab::new(3).expect("lab");
     lab.protected_knows_scanner().expect("neighbours");
     let dir = TempDir::new("e2e-prefix").expect("state dir");
     let (s, p) = (lab.scanner.name.clone(), lab.protected.name.clone());
-    let rotating: Vec<std::net::IpAddr> = (0..n)
-        .map(|i| format!("2001:db8:1:2::{:x}", 0xa + i).parse().unwrap())
-        .collect();
-    for a in &rotating {
+    for a in addrs {
         ip(&[
             "-n",
             &s,
@@ -345,17 +357,9 @@ fn rotating_prefix_lab(
         .unwrap();
     }
     let gw = lab.scanner_v6[0].to_string();
-    ip(&[
-        "-n",
-        &p,
-        "-6",
-        "route",
-        "add",
-        "2001:db8:1:2::/64",
-        "via",
-        &gw,
-    ])
-    .unwrap();
+    for r in routes {
+        ip(&["-n", &p, "-6", "route", "add", r, "via", &gw]).unwrap();
+    }
     let config = dir.write(
         "portsentry.toml",
         &format!("tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nauto_allow = false\nprefix_threshold = 3\n{extra}"),
@@ -367,7 +371,7 @@ fn rotating_prefix_lab(
         .state_dir(&dir.path)
         .start()
         .expect("daemon");
-    (lab, dir, rotating, daemon)
+    (lab, dir, daemon)
 }
 
 /// The bans in `portsentry list --json`.
@@ -719,5 +723,96 @@ fn the_tiny_fragment_trick_gets_no_answer() {
     // Two SYNs, each a first fragment (8 bytes) and one at offset 1 (8 bytes); the last 4
     // bytes (offset 2) pass and wait in the reassembly queue until it times out.
     assert_eq!(c["fragments_dropped"].as_u64(), Some(4), "{c}");
+    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+}
+
+/// Issue 25, item 7: prefix bans never cover a peer this host talks to, never aggregate inside
+/// a translator range (NAT64's 64:ff9b::/96 holds every IPv4 client of a translator), and go on
+/// upward for a scanner that rotates /64s. Before: the peer's /64 was banned (cutting it off),
+/// 64:ff9b::/64 was banned, and one address per /64 was never aggregated.
+#[test]
+fn prefix_bans_spare_peers_and_translators_and_climb_for_rotating_64s() {
+    let addr = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let peer = addr("2001:db8:1:2::a");
+    let peer_prefix = ["2001:db8:1:2::b", "2001:db8:1:2::c", "2001:db8:1:2::d"].map(addr);
+    let nat64 = [
+        "64:ff9b::c000:205",
+        "64:ff9b::c000:206",
+        "64:ff9b::c000:207",
+    ]
+    .map(addr);
+    // One address in each of four /64s of 2001:db8:5::/56.
+    let rotating = [
+        "2001:db8:5:1::1",
+        "2001:db8:5:2::1",
+        "2001:db8:5:3::1",
+        "2001:db8:5:4::1",
+    ]
+    .map(addr);
+    let all: Vec<std::net::IpAddr> = std::iter::once(peer)
+        .chain(peer_prefix)
+        .chain(nat64)
+        .chain(rotating)
+        .collect();
+    let (lab, dir, mut daemon) = behind_gateway_lab(
+        &all,
+        &["2001:db8:1:2::/64", "64:ff9b::/96", "2001:db8:5::/48"],
+        "ipv6_wider_prefixes = [56, 48]\nwider_prefix_threshold = 3\n",
+    );
+    let state = dir.path.display().to_string();
+    let short = Duration::from_millis(300);
+    const WAIT: Duration = Duration::from_secs(5);
+    // The protected host talks to the peer: an outbound TCP connection to its service.
+    let _peer_service = lab.scanner.tcp_service(sock(peer, SERVICE_PORT));
+    assert!(
+        lab.protected
+            .tcp_connect(lab.protected_v6, sock(peer, SERVICE_PORT), WAIT),
+        "the protected host reaches its peer"
+    );
+    let _service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
+    for a in peer_prefix.iter().chain(&nat64).chain(&rotating[..3]) {
+        let _ = lab
+            .scanner
+            .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
+    }
+    let rotating_line = format!(
+        "attackalert: Network 2001:db8:5::/56 has been blocked via XDP drop on interface: \"{}\" \
+         (3 of its narrower prefixes held bans; 3 ban(s) folded into it)",
+        lab.iface
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == rotating_line, WAIT),
+        "the /56 of a scanner rotating /64s; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(rotating[3], sock(lab.protected_v6, SERVICE_PORT), short),
+        "a /64 of that /56 the scanner never used is dropped"
+    );
+    assert!(
+        daemon.has_line(|l| l
+            == "portsentry: 3 addresses of 2001:db8:1:2::/64 banned; the prefix itself is not banned: it holds 2001:db8:1:2::a, a peer this host talks to"),
+        "the peer's /64 is refused; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        lab.scanner
+            .tcp_connect(peer, sock(lab.protected_v6, SERVICE_PORT), short),
+        "the peer still reaches the service"
+    );
+    let listed = listed_targets(&state);
+    for t in ["2001:db8:1:2::/64", "64:ff9b::/64", "64:ff9b::/96"] {
+        assert!(!listed.iter().any(|l| l == t), "{t} banned: {listed:?}");
+    }
+    for a in nat64 {
+        assert!(
+            listed.contains(&a.to_string()),
+            "NAT64 sources are banned one by one: {listed:?}"
+        );
+    }
+    assert!(listed.iter().any(|l| l == "2001:db8:5::/56"), "{listed:?}");
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 }

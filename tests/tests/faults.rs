@@ -501,3 +501,149 @@ fn tail(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+/// Issue 25, item 8: a forged SYN flood from behind the gateway fills a small table with bans
+/// of addresses that never send again. Before, a full table displaced the detected ban that
+/// expired soonest (the oldest: the real scanner's) within seconds, and table-full events
+/// waited in the global event bucket with the flood's, so a new scanner was neither banned nor
+/// logged. Now silent bans give way first (the real scanner keeps hitting its drop), and a new
+/// scanner during the flood is banned and logged.
+#[test]
+fn a_forged_flood_displaces_silent_bans_never_an_active_scanner() {
+    let lab = Lab::new(3).unwrap();
+    // The scanners' bans must be verified (the neighbour entries known), as a real scanner's
+    // from behind a gateway are: unverified bans give way first by design.
+    lab.protected_knows_scanner().expect("neighbours");
+    let dir = TempDir::new("pressure").unwrap();
+    let config = dir.write(
+        "portsentry.toml",
+        &format!(
+            "tcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = false\ninterfaces = [\"{}\"]\n\
+             state_dir = \"{}\"\nmax_bans = 256\n",
+            lab.iface,
+            dir.path.display(),
+        ),
+    );
+    let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
+    let mut d = DaemonArgs::new(&lab)
+        .config(&config)
+        .no_pin()
+        .start()
+        .unwrap();
+    let (active, late) = (lab.scanner_v4[0], lab.scanner_v4[1]);
+    let blocked = |a: std::net::IpAddr| format!("attackalert: Host {a} has been blocked");
+    assert!(!lab
+        .scanner
+        .tcp_connect(active, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(
+        d.wait_for_line(|l| l.starts_with(&blocked(active)), Duration::from_secs(5)),
+        "{}",
+        tail(&d.output())
+    );
+
+    let tgt = lab.protected_v4.to_string();
+    let trap = TRAP.to_string();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        // The real scanner goes on scanning (every attempt is dropped: its counter moves).
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                lab.scanner.tcp_connect(
+                    active,
+                    sock(lab.protected_v4, SERVICE),
+                    Duration::from_millis(150),
+                );
+            }
+        });
+        // It has been hitting its drop for a while when the flood starts.
+        thread::sleep(Duration::from_secs(1));
+        s.spawn(|| {
+            run_in(
+                &lab.scanner,
+                "hping3",
+                &["--flood", "--rand-source", "-S", "-p", &trap, &tgt],
+                Duration::from_secs(5),
+            );
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        // A new scanner in the middle of the flood, scanning as scanners do (a probe every
+        // 50 ms) until a moment after the flood: its table-full events compete with the
+        // flood's for the ring buffer (a flood that outruns the daemon loses events there,
+        // counted), no longer for the global event bucket.
+        thread::sleep(Duration::from_secs(2));
+        let probe = || {
+            lab.scanner.tcp_connect(
+                late,
+                sock(lab.protected_v4, TRAP),
+                Duration::from_millis(50),
+            )
+        };
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            probe();
+        }
+        for _ in 0..20 {
+            probe();
+        }
+    });
+    let about = |a: std::net::IpAddr| d.lines_matching(|l| l.contains(&a.to_string())).join("\n");
+    assert!(
+        d.has_line(|l| l.starts_with("portsentry: ban table full (256 entries): displaced ")),
+        "the flood filled the table:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        !d.has_line(|l| l.contains(&format!("displaced {active} "))),
+        "the active scanner's ban was displaced:\n{}",
+        tail(&d.output())
+    );
+    assert!(
+        !lab.scanner
+            .tcp_connect(active, sock(lab.protected_v4, SERVICE), SHORT),
+        "the active scanner is still dropped"
+    );
+    let status = || portsentry(&["status", "--json", "--config", &config]).1;
+    // The daemon may still be working through the flood's backlog in the ring buffer.
+    let listed = |a: std::net::IpAddr| {
+        portsentry(&["list", "--json", "--config", &config])
+            .1
+            .contains(&format!("\"{a}\""))
+    };
+    // It keeps scanning meanwhile: past its trigger, its events go out at powers of two of
+    // its probe count, each another chance (the flood's overflow may have taken the first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !listed(late) && std::time::Instant::now() < deadline {
+        for _ in 0..10 {
+            lab.scanner.tcp_connect(
+                late,
+                sock(lab.protected_v4, TRAP),
+                Duration::from_millis(20),
+            );
+        }
+    }
+    assert!(
+        !lab.scanner
+            .tcp_connect(late, sock(lab.protected_v4, SERVICE), SHORT),
+        "the scanner that came during the flood is dropped:\n{}\n{}\n{}",
+        about(late),
+        status(),
+        tail(&d.output())
+    );
+    let (code, out, err) = portsentry(&["list", "--json", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    for a in [active, late] {
+        assert!(
+            out.contains(&format!("\"{a}\"")),
+            "{a} is not listed: {out}"
+        );
+    }
+    // Its line: written, or (past the flood's line budget of newly blocked sources) counted in
+    // the flood summary, never silently gone.
+    assert!(
+        d.wait_for_line(
+            |l| l.starts_with(&blocked(late)) || l.starts_with("portsentry: flood: "),
+            Duration::from_secs(12)
+        ),
+        "{}",
+        tail(&d.output())
+    );
+}

@@ -178,8 +178,9 @@ fn an_honest_scan_on_a_bond_slave_bans() {
     let lab = Lab::new(2).unwrap();
     let p = &lab.protected.name;
     if let Err(e) = try_ip(&["-n", p, "link", "add", "bond0", "type", "bond"]) {
-        eprintln!(
-            "SKIPPED an_honest_scan_on_a_bond_slave_bans: this kernel cannot make a bond ({e})"
+        portsentry_tests::skip::skip(
+            "an_honest_scan_on_a_bond_slave_bans",
+            &format!("this kernel cannot make a bond ({e})"),
         );
         return;
     }
@@ -199,7 +200,10 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
     if let Err(e) = try_ip(&[
         "-n", p, "link", "add", "link", &lab.iface, "name", &vp, "type", "vlan", "id", "100",
     ]) {
-        eprintln!("SKIPPED an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent: this kernel cannot make a VLAN device ({e})");
+        portsentry_tests::skip::skip(
+            "an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent",
+            &format!("this kernel cannot make a VLAN device ({e})"),
+        );
         return;
     }
     ip(&[

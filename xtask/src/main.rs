@@ -181,12 +181,21 @@ fn run(cli: Cli) -> Result<()> {
             let env = test_env(&tools)?;
             match kernel {
                 None => {
+                    // Tests this machine cannot run say so here, never silently (tests/src/skip.rs).
+                    let skips = build::target_dir().join("test-skips.txt");
+                    let _ = std::fs::remove_file(&skips);
                     let status = build::cargo()
                         .args(["test", "--workspace", "--exclude", "portsentry-ebpf"])
                         .args(&args)
+                        .env(SKIP_LOG_ENV, &skips)
                         .envs(env.iter().map(|(k, v)| (k, v)))
                         .status()
                         .context("running cargo test")?;
+                    if let Ok(text) = std::fs::read_to_string(&skips) {
+                        for line in text.lines() {
+                            println!("xtask: {line}");
+                        }
+                    }
                     exit_like(status)
                 }
                 Some(kernel) => test_in_kernels(&kernel, &args, env),
@@ -256,6 +265,9 @@ fn test_in_kernels(name: &str, args: &[String], env: Vec<(String, String)>) -> R
         anyhow::bail!("tests failed on kernel {}", failed.join(", "))
     }
 }
+
+/// Where the tests record what they skipped (`portsentry_tests::skip`).
+pub const SKIP_LOG_ENV: &str = "PORTSENTRY_SKIP_LOG";
 
 /// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";

@@ -519,6 +519,7 @@ impl BanBook {
                 origin: ban.origin.to_string(),
                 scenario: ban.scenario.to_string(),
             }),
+            unverified: false,
         };
         if ban.target.is_host() && !known && maps.is_some() {
             // The allowlist and bogus ranges were checked with the refusals of this step.

@@ -69,6 +69,7 @@ impl BanBook {
                 r.fleet = old.fleet.clone().filter(|_| r.origin == Origin::Fleet);
             }
             let origin = r.origin;
+            self.pressure.note(&r, now.unix_ms);
             if self.records.insert(*target, r).is_none() {
                 self.count_made(origin);
             }

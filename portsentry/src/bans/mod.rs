@@ -16,8 +16,10 @@
 //! 4. **Fleet** decisions fill in the rest.
 //!
 //! Detect mode makes *shadow* bans: recorded, listed and persisted, never dropped, in any mode,
-//! until `promote-shadow`. Under table pressure, expired entries are reclaimed first, then the
-//! detected ban that expires soonest makes room; manual and fleet bans are never displaced.
+//! until `promote-shadow`. Under table pressure an unverified detected ban gives way first, then
+//! the detected ban silent longest (its drop counter still since it was banned: a forged
+//! source never sends again, a real scanner keeps hitting the drop); manual and fleet bans are
+//! never displaced.
 //!
 //! Here: the types and the precedence rules (ban, unban, allowlist, promotion, saving). Opening
 //! is in `open`, keeping the kernel in step in `kernel`, table pressure in `pressure`, fleet
@@ -69,6 +71,8 @@ pub struct NewBan {
     pub expires_ms: Option<u64>,
     pub trigger: Option<Trigger>,
     pub fleet: Option<FleetNote>,
+    /// The path check could not decide (a detected ban only).
+    pub unverified: bool,
 }
 
 /// What `ban` did.
@@ -107,6 +111,8 @@ pub struct BanBook {
     made: [u64; Origin::COUNT],
     /// Repeat offenders: per source, bans in a row and the last one (`recidive`).
     history: recidive::History,
+    /// The order address bans give way in when the kernel table is full (`pressure`).
+    pressure: pressure::Displacement,
 }
 
 impl BanBook {
@@ -319,7 +325,9 @@ impl BanBook {
             trigger: new.trigger,
             fleet: new.fleet,
             drops: existing.map_or(0, |r| r.drops),
+            unverified: new.unverified,
         };
+        self.pressure.note(&record, now.unix_ms);
         self.dirty = true;
         Ok(self.records.insert(record.target, record))
     }

@@ -25,6 +25,9 @@ pub struct BanNotice {
     /// The source was shown to be real (path verified or handshake confirmed, not link-local):
     /// only such bans are shared with the fleet (`ProbeEvent::is_shareable`).
     pub shareable: bool,
+    /// The path check proved the source real (or a handshake did): such responses go ahead of
+    /// unverified ones in the hook queue and budget.
+    pub verified: bool,
     /// `None`: the ban never expires.
     pub ttl: Option<Duration>,
     /// The interface the probes came in on (`?` if the daemon does not know its name).
@@ -45,6 +48,7 @@ impl BanNotice {
             probes: 1,
             enforced: true,
             shareable: true,
+            verified: true,
             ttl: None,
             interface: "eth0".into(),
             at: chrono::Utc::now(),
@@ -65,6 +69,7 @@ impl BanNotice {
             probes: ev.count,
             enforced: logging::is_blocked(ev),
             shareable: ev.is_shareable(),
+            verified: !ev.unverified,
             ttl,
             interface: interface.to_owned(),
             at,

@@ -48,6 +48,7 @@ impl BanBook {
             dirty: false,
             made: [0; Origin::COUNT],
             history: super::recidive::History::from_saved(saved.history),
+            pressure: Default::default(),
         };
         let mut opened = Opened::default();
         for mut r in saved.bans {

@@ -185,7 +185,9 @@ impl BanBook {
         let Some(r) = self.records.get(target) else {
             return Ok(None);
         };
-        if r.origin != Origin::Detected || r.shadow {
+        // An unverified ban may be a forger's work (the path check could not decide): it
+        // never escalates, or a LAN forger could get a neighbour banned for 28 days.
+        if r.origin != Origin::Detected || r.shadow || r.unverified {
             return Ok(None);
         }
         let since = r.since_ms;
@@ -326,6 +328,7 @@ mod tests {
             expires_ms: Some(now.unix_ms + ms(ttl)),
             trigger: None,
             fleet: None,
+            unverified: false,
         }
     }
 
@@ -393,6 +396,26 @@ mod tests {
             None
         );
         assert!(b.offence(&manual).is_none() && b.offence(&shadow).is_none());
+        // Nor unverified ones, however often (issue 25, item 9).
+        let forged: Cidr = "192.0.2.12".parse().unwrap();
+        for i in 0..3 {
+            let t = at(t1.unix_ms + i * 5_000);
+            b.unban(None, &forged, false, &t).unwrap();
+            let new = super::super::NewBan {
+                unverified: true,
+                ..detected("192.0.2.12", &t, ttl, false)
+            };
+            b.ban(None, new, &t).unwrap();
+            assert_eq!(
+                b.note_offence(None, &forged, &p, Some(ttl), &t).unwrap(),
+                None
+            );
+        }
+        assert!(b.offence(&forged).is_none());
+        assert_eq!(
+            b.get(&forged).unwrap().expires_ms,
+            Some(t1.unix_ms + 10_000 + 2_000)
+        );
 
         b.save().unwrap();
         let (mut b, _) =

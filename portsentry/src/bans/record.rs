@@ -151,6 +151,9 @@ pub struct BanRecord {
     pub fleet: Option<FleetNote>,
     /// Packets dropped, as last read from the kernel.
     pub drops: u64,
+    /// Made although the path check could not decide: gives way first under table pressure
+    /// and never escalates as a repeat offence.
+    pub unverified: bool,
 }
 
 impl BanRecord {
@@ -165,6 +168,7 @@ impl BanRecord {
             trigger: None,
             fleet: None,
             drops: 0,
+            unverified: false,
         }
     }
 
@@ -183,6 +187,7 @@ impl BanRecord {
             trigger: Trigger::from_kernel(e.proto, e.port, e.scan_type),
             fleet: None,
             drops: e.drops,
+            unverified: e.flags & ban_flags::UNVERIFIED != 0,
         }
     }
 
@@ -204,7 +209,12 @@ impl BanRecord {
             proto: protocol,
             scan_type,
             origin: self.origin as u8,
-            flags: if self.shadow { ban_flags::SHADOW } else { 0 },
+            flags: if self.shadow { ban_flags::SHADOW } else { 0 }
+                | if self.unverified {
+                    ban_flags::UNVERIFIED
+                } else {
+                    0
+                },
             _pad: [0; 2],
         }
     }

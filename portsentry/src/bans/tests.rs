@@ -36,6 +36,7 @@ fn new(target: &str, origin: Origin) -> NewBan {
         expires_ms: Some(now().unix_ms + 3_600_000),
         trigger: None,
         fleet: None,
+        unverified: false,
     }
 }
 

@@ -247,6 +247,16 @@ pub struct LiveSettings {
     /// Distinct verified address bans in one prefix that ban the prefix.
     #[serde(deserialize_with = "values::int_in::<_, _, 2, 65536>")]
     pub prefix_threshold: u32,
+    /// Wider IPv6 prefixes the aggregation goes on to, each wider than the one before and than
+    /// `ipv6_prefix` (`[]`: stop at `ipv6_prefix`). Once `wider_prefix_threshold` distinct
+    /// narrower prefixes of one wider prefix hold verified bans within `window`, the wider
+    /// prefix is banned: a scanner holding a /48 that uses one address per /64 is caught at
+    /// /56, then /48.
+    #[serde(deserialize_with = "values::wider_prefixes")]
+    pub ipv6_wider_prefixes: Vec<u8>,
+    /// Distinct narrower prefixes with verified bans that ban a wider prefix.
+    #[serde(deserialize_with = "values::int_in::<_, _, 2, 65536>")]
+    pub wider_prefix_threshold: u32,
     /// Before a probe bans, check that it arrived the way this host routes back to its source
     /// (interface and, where known, the neighbour's MAC). Turn off only for asymmetric routing.
     pub path_check: bool,
@@ -308,6 +318,8 @@ impl Default for LiveSettings {
             ipv6_prefix: 64,
             ipv4_prefix: 0,
             prefix_threshold: 4,
+            ipv6_wider_prefixes: vec![56, 48],
+            wider_prefix_threshold: 4,
             path_check: true,
             neighbour_contest: Some(DEFAULT_NEIGHBOUR_CONTEST),
             peer_memory: Some(DEFAULT_PEER_MEMORY),
@@ -413,6 +425,14 @@ impl Settings {
             && l.advanced_udp_below.is_none()
         {
             bail!("no guarded ports: set at least one TCP or UDP port");
+        }
+        if let Some(w) = l.ipv6_wider_prefixes.first() {
+            if l.ipv6_prefix != 0 && *w >= l.ipv6_prefix {
+                bail!(
+                    "ipv6_wider_prefixes: /{w} is not wider than ipv6_prefix = {}",
+                    l.ipv6_prefix
+                );
+            }
         }
         if let Some(c) = &self.startup.crowdsec {
             crate::fleet::crowdsec::Credentials::resolve(c)?;

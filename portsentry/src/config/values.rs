@@ -31,6 +31,27 @@ where
     T::try_from(n).map_err(|_| de::Error::custom(format!("{n} is out of range ({MIN}-{MAX})")))
 }
 
+/// Wider IPv6 prefix lengths, each shorter than the one before it (`[56, 48]`).
+pub fn wider_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let list = Vec::<i64>::deserialize(d)?;
+    let mut out: Vec<u8> = Vec::with_capacity(list.len());
+    for n in list {
+        let len = u8::try_from(n)
+            .ok()
+            .filter(|l| (1..=127).contains(l))
+            .ok_or_else(|| de::Error::custom(format!("{n} is not a prefix length (1-127)")))?;
+        if let Some(prev) = out.last() {
+            if len >= *prev {
+                return Err(de::Error::custom(format!(
+                    "/{len} is not wider than /{prev} before it: list the prefixes widest last"
+                )));
+            }
+        }
+        out.push(len);
+    }
+    Ok(out)
+}
+
 /// Advanced mode's port limit: 0 is off (`None`).
 pub mod port_limit {
     use super::*;

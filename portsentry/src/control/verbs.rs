@@ -293,6 +293,7 @@ fn ban(t: Target<'_>, target: Cidr, ttl_ms: Option<u64>, now: &Now) -> anyhow::R
             expires_ms,
             trigger: None,
             fleet: None,
+            unverified: false,
         },
         now,
     )?;

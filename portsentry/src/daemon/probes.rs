@@ -49,10 +49,18 @@ impl Daemon {
                 || "never".to_owned(),
                 crate::config::values::format_duration,
             );
-            self.sink.line(&format!(
-                "portsentry: repeat offender {}: ban {}, ttl {ttl}",
-                ev.src, r.bans
-            ));
+            // Bounded like probe lines: a flood that re-bans displaced sources must not
+            // become a flood of these.
+            if self.line_budget.admit(
+                ev.src,
+                crate::detect::budget::LineClass::Other,
+                crate::clock::unix_ms(),
+            ) {
+                self.sink.line(&format!(
+                    "portsentry: repeat offender {}: ban {}, ttl {ttl}",
+                    ev.src, r.bans
+                ));
+            }
         }
         if self.is_first_trigger(&ev) {
             self.sink.first_trigger(&ev);
@@ -122,28 +130,35 @@ impl Daemon {
             ipv6_prefix: live.ipv6_prefix,
             ipv4_prefix: live.ipv4_prefix,
             threshold: live.prefix_threshold,
+            ipv6_wider: live.ipv6_wider_prefixes.clone(),
+            wider_threshold: live.wider_prefix_threshold,
             window_ms: live.window.map(crate::clock::duration_ms),
         }
     }
 
-    /// A verified, enforced address ban counts toward its prefix; at the threshold the prefix
-    /// is banned and its address bans are folded into it (see `prefixes`).
+    /// A verified, enforced address ban counts toward its prefixes; at a threshold the prefix
+    /// is banned and the bans inside it are folded into it (see `prefixes`).
     fn fold_into_prefix(&mut self, ev: &ProbeEvent, iface: &str) {
         if ev.unverified || ev.link_local || !crate::detect::logging::is_blocked(ev) {
             return;
         }
         let rule = self.prefix_rule();
         let now = Now::read();
-        let Some((prefix, members)) = self.prefixes.on_ban(ev.src, now.unix_ms, &rule) else {
+        let Some((prefix, members)) = self.prefixes.on_ban(ev.src, now.unix_ms, &rule, 0) else {
             return;
         };
-        let cause = PrefixCause::Bans(members.len());
-        self.ban_prefix(prefix, members, cause, ev, iface, &now);
+        let cause = if prefix.prefix == rule.prefix_of(ev.src).map_or(0, |p| p.prefix) {
+            PrefixCause::Bans(members)
+        } else {
+            PrefixCause::Prefixes(members)
+        };
+        self.ban_prefix(prefix, cause, ev, iface, &now);
     }
 
     /// The kernel's prefix trigger: a prefix's probes (each address possibly below the
     /// trigger) reached `prefix_hits` in the window, and the path check proved the last one.
-    /// Banned like a prefix of `prefix_threshold` address bans; its address bans are folded in.
+    /// Banned like a prefix of `prefix_threshold` address bans; the bans inside are folded in.
+    /// The banned prefix then counts toward the wider ones.
     fn on_prefix_trigger(&mut self, ev: &ProbeEvent, iface: &str) {
         let Some(prefix) = Cidr::masked(ev.src, ev.prefix_len) else {
             return;
@@ -157,44 +172,75 @@ impl Daemon {
             // Banned already (by the bans of its addresses, or an earlier trigger).
             return;
         }
-        let members: Vec<IpAddr> = self
-            .book
-            .hosts_in(&prefix)
-            .filter(|r| r.origin == Origin::Detected && !r.shadow)
-            .map(|r| r.target.addr)
-            .collect();
-        self.ban_prefix(
-            prefix,
-            members,
-            PrefixCause::Probes(ev.count),
-            ev,
-            iface,
-            &now,
-        );
+        if !self.ban_prefix(prefix, PrefixCause::Probes(ev.count), ev, iface, &now) {
+            return;
+        }
+        let rule = self.prefix_rule();
+        if let Some((wider, n)) = self.prefixes.on_ban(ev.src, now.unix_ms, &rule, 1) {
+            self.ban_prefix(wider, PrefixCause::Prefixes(n), ev, iface, &now);
+        }
     }
 
-    /// Bans `prefix` (origin detected) unless it holds an allowlisted address, and folds the
-    /// `members` address bans into it. Each outcome is one line.
+    /// Why `prefix` may not be banned: it holds an allowlisted address or a peer this host
+    /// depends on, or lies in a translator range (NAT64, Teredo, 6to4).
+    fn prefix_refusal(&self, prefix: &Cidr, now: &Now) -> Option<String> {
+        if let Some(range) = prefixes::translator_range(prefix.addr) {
+            return Some(format!(
+                "it lies in {range}, whose addresses stand for many unrelated hosts"
+            ));
+        }
+        if let Some(allowed) = self.book.allow_overlap(prefix) {
+            return Some(format!("it holds allowlisted {allowed}"));
+        }
+        let peer = crate::bans::KernelPeers::new(&self.dp, now)
+            .and_then(|mut peers| crate::bans::PeerLookup::peer_within(&mut peers, prefix));
+        match peer {
+            Ok(Some(p)) => Some(format!("it holds {p}, a peer this host talks to")),
+            Ok(None) => None,
+            // Unknown peers: refuse rather than risk cutting off a dependency.
+            Err(e) => Some(format!("its learned peers could not be read ({e})")),
+        }
+    }
+
+    /// Bans `prefix` (origin detected) unless [`Self::prefix_refusal`] refuses it, and folds
+    /// the detected bans inside it (addresses and narrower prefixes) into it. Each outcome is
+    /// one line (a refusal once per window). Returns whether the prefix is banned now.
     fn ban_prefix(
         &mut self,
         prefix: Cidr,
-        members: Vec<IpAddr>,
         cause: PrefixCause,
         ev: &ProbeEvent,
         iface: &str,
         now: &Now,
-    ) {
-        let n = members.len();
-        if let Some(allowed) = self.book.allow_overlap(&prefix) {
+    ) -> bool {
+        if let Some(why) = self.prefix_refusal(&prefix, now) {
             let window_ms = self.settings.live.window.map(crate::clock::duration_ms);
             if self.prefixes.first_refusal(prefix, now.unix_ms, window_ms) {
                 self.sink.line(&format!(
-                    "portsentry: {}; the prefix itself is not banned: it holds allowlisted {allowed}",
+                    "portsentry: {}; the prefix itself is not banned: {why}",
                     cause.what(&prefix)
                 ));
             }
-            return;
+            return false;
         }
+        let inside: Vec<Cidr> = self
+            .book
+            .hosts_in(&prefix)
+            .map(|r| r.target)
+            .chain(
+                // Narrower prefix bans: few, and a prefix ban is rare.
+                self.book
+                    .records()
+                    .filter(|r| !r.target.is_host())
+                    .map(|r| r.target),
+            )
+            .filter(|t| *t != prefix && prefix.covers(t))
+            .filter(|t| {
+                self.book.get(t).is_some_and(|r| {
+                    crate::bans::OriginRules::is_displaceable(&r.origin) && !r.shadow
+                })
+            })
+            .collect();
         let new = NewBan {
             target: prefix,
             origin: Origin::Detected,
@@ -202,17 +248,16 @@ impl Daemon {
             expires_ms: self.ban_expiry_ms(now),
             trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
+            unverified: false,
         };
         match self.book.ban(Some(&mut self.dp), new, now) {
             Ok(crate::bans::BanOutcome::Banned | crate::bans::BanOutcome::Renewed) => {
-                for m in &members {
-                    if let Err(e) = self
-                        .book
-                        .unban(Some(&mut self.dp), &Cidr::host(*m), false, now)
-                    {
-                        crate::errln!("portsentry: error: folding {m} into {prefix}: {e:#}");
+                for t in &inside {
+                    if let Err(e) = self.book.unban(Some(&mut self.dp), t, false, now) {
+                        crate::errln!("portsentry: error: folding {t} into {prefix}: {e:#}");
                     }
                 }
+                let n = inside.len();
                 let why = match cause {
                     PrefixCause::Bans(_) => {
                         format!("{n} of its addresses were banned; their bans are folded into it")
@@ -220,17 +265,27 @@ impl Daemon {
                     PrefixCause::Probes(count) => format!(
                         "{count} probes from its addresses within the window; {n} address ban(s) folded into it"
                     ),
+                    PrefixCause::Prefixes(m) => format!(
+                        "{m} of its narrower prefixes held bans; {n} ban(s) folded into it"
+                    ),
                 };
                 self.sink.line(&format!(
                     "attackalert: Network {prefix} has been blocked via XDP drop on interface: \"{iface}\" ({why})"
                 ));
                 self.mark_dirty();
+                true
             }
-            Ok(other) => self.sink.line(&format!(
-                "portsentry: {}; the prefix itself could not be banned: {other:?}",
-                cause.what(&prefix)
-            )),
-            Err(e) => crate::errln!("portsentry: error: banning {prefix}: {e:#}"),
+            Ok(other) => {
+                self.sink.line(&format!(
+                    "portsentry: {}; the prefix itself could not be banned: {other:?}",
+                    cause.what(&prefix)
+                ));
+                false
+            }
+            Err(e) => {
+                crate::errln!("portsentry: error: banning {prefix}: {e:#}");
+                false
+            }
         }
     }
 
@@ -306,6 +361,7 @@ impl Daemon {
             expires_ms: self.ban_expiry_ms(&now),
             trigger: Trigger::from_kernel(ev.protocol as u8, ev.dst_port, ev.scan as u8),
             fleet: None,
+            unverified: ev.unverified,
         };
         let banned = match room {
             MadeRoom::NoRoom => false,
@@ -315,12 +371,31 @@ impl Daemon {
             ),
         };
         let line = match (&room, banned) {
-            (MadeRoom::Displaced(v), true) => format!(
-                "portsentry: ban table full ({capacity} entries): displaced {v} (detected, expires soonest) to ban {}",
+            (
+                MadeRoom::Displaced {
+                    target,
+                    unverified: true,
+                    ..
+                },
+                true,
+            ) => format!(
+                "portsentry: ban table full ({capacity} entries): displaced {target} (unverified) to ban {}",
                 ev.src
             ),
-            (MadeRoom::Reclaimed(n), true) => format!(
-                "portsentry: ban table full ({capacity} entries): reclaimed {n} expired ban(s) to ban {}",
+            (
+                MadeRoom::Displaced {
+                    target,
+                    silent_since_ms,
+                    ..
+                },
+                true,
+            ) => format!(
+                "portsentry: ban table full ({capacity} entries): displaced {target} (no packet since {}) to ban {}",
+                crate::clock::iso_local(*silent_since_ms),
+                ev.src
+            ),
+            (MadeRoom::Reclaimed(target), true) => format!(
+                "portsentry: ban table full ({capacity} entries): reclaimed the expired ban of {target} to ban {}",
                 ev.src
             ),
             _ => format!(
@@ -360,6 +435,8 @@ enum PrefixCause {
     Bans(usize),
     /// Probes from the prefix within the window.
     Probes(u64),
+    /// Distinct narrower prefixes holding verified bans within the window.
+    Prefixes(usize),
 }
 
 impl PrefixCause {
@@ -368,6 +445,7 @@ impl PrefixCause {
         match self {
             PrefixCause::Bans(n) => format!("{n} addresses of {prefix} banned"),
             PrefixCause::Probes(n) => format!("{n} probes from {prefix} within the window"),
+            PrefixCause::Prefixes(n) => format!("{n} narrower prefixes of {prefix} hold bans"),
         }
     }
 }

@@ -125,11 +125,14 @@ impl Daemon {
             }
             None => "not contested (neighbour_contest = 0)".to_owned(),
         };
-        self.sink.line(&format!(
+        let line = format!(
             "{FLIP_PREFIX}{} on {iface} moved from {} to {}; {what}",
             flip.addr,
             mac_text(&flip.old),
             mac_text(&flip.new),
-        ));
+        );
+        self.sink.line(&line);
+        // It is itself an attack (or a replaced host): the administrator hears of it.
+        self.notifier.on_neighbour_flip(&line);
     }
 }

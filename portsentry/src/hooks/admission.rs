@@ -10,6 +10,12 @@
 //!    queue skips it. So a burst of quick bans (a few forged probes and a real scanner) is
 //!    answered in ban order, every one of them while the queue has room.
 //!
+//! Verified bans go ahead of unverified ones (the path check could not decide: a forger's may be
+//! among them): in the queue they wait ahead of every unverified response, a full queue gives
+//! a verified response the place of the newest unverified one, and unverified responses may
+//! use only half of `max_per_minute` (rounded up), so forged bans cannot spend the budget a
+//! real scanner's response needs.
+//!
 //! Skips are counted by reason until the runner reports them.
 
 use std::{
@@ -33,8 +39,25 @@ pub enum SkipReason {
 pub enum Admitted {
     /// A slot is free: start it now.
     Start,
-    /// Wait in the queue for a slot.
+    /// Wait in the queue for a slot (a verified response ahead of the unverified ones).
     Queue,
+    /// The queue is full: skip its newest unverified response (counted as a queue-full skip)
+    /// and queue this verified one in its place.
+    QueueDisplacing,
+}
+
+/// Whether the path check proved the banned source real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proof {
+    Verified,
+    Unverified,
+}
+
+/// The queue as admission sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueFill {
+    pub total: usize,
+    pub unverified: usize,
 }
 
 /// Skips not reported yet, by reason.
@@ -100,7 +123,8 @@ impl AdmissionControl {
         &mut self,
         max_per_minute: u32,
         running: usize,
-        queued: usize,
+        queued: QueueFill,
+        proof: Proof,
         now: Instant,
     ) -> Result<Admitted, SkipReason> {
         while self
@@ -110,14 +134,21 @@ impl AdmissionControl {
         {
             self.admitted.pop_front();
         }
-        if max_per_minute > 0 && self.admitted.len() >= max_per_minute as usize {
+        let budget = match proof {
+            Proof::Verified => max_per_minute,
+            Proof::Unverified => max_per_minute.div_ceil(2),
+        };
+        if max_per_minute > 0 && self.admitted.len() >= budget as usize {
             self.unreported.rate += 1;
             return Err(SkipReason::OverRate);
         }
-        let admitted = if running < self.max_concurrent && queued == 0 {
+        let admitted = if running < self.max_concurrent && queued.total == 0 {
             Admitted::Start
-        } else if queued < self.queue_max {
+        } else if queued.total < self.queue_max {
             Admitted::Queue
+        } else if proof == Proof::Verified && queued.unverified > 0 {
+            self.unreported.queue_full += 1;
+            Admitted::QueueDisplacing
         } else {
             self.unreported.queue_full += 1;
             return Err(SkipReason::QueueFull);
@@ -140,36 +171,52 @@ impl AdmissionControl {
 mod tests {
     use super::*;
 
+    const V: Proof = Proof::Verified;
+    const U: Proof = Proof::Unverified;
+
+    fn fill(total: usize) -> QueueFill {
+        QueueFill {
+            total,
+            unverified: 0,
+        }
+    }
+
     #[test]
     fn slots_then_queue_then_skip() {
         let mut a = AdmissionControl::new(2, 3);
         let now = Instant::now();
-        assert_eq!(a.admit(0, 0, 0, now), Ok(Admitted::Start));
-        assert_eq!(a.admit(0, 1, 0, now), Ok(Admitted::Start));
-        assert_eq!(a.admit(0, 2, 0, now), Ok(Admitted::Queue));
+        assert_eq!(a.admit(0, 0, fill(0), V, now), Ok(Admitted::Start));
+        assert_eq!(a.admit(0, 1, fill(0), V, now), Ok(Admitted::Start));
+        assert_eq!(a.admit(0, 2, fill(0), V, now), Ok(Admitted::Queue));
         // A free slot does not jump the queue: what waits goes first.
-        assert_eq!(a.admit(0, 1, 1, now), Ok(Admitted::Queue));
-        assert_eq!(a.admit(0, 2, 2, now), Ok(Admitted::Queue));
-        assert_eq!(a.admit(0, 2, 3, now), Err(SkipReason::QueueFull));
+        assert_eq!(a.admit(0, 1, fill(1), V, now), Ok(Admitted::Queue));
+        assert_eq!(a.admit(0, 2, fill(2), V, now), Ok(Admitted::Queue));
+        assert_eq!(a.admit(0, 2, fill(3), V, now), Err(SkipReason::QueueFull));
         assert_eq!(a.unreported().queue_full, 1);
         let mut none = AdmissionControl::new(0, 0);
-        assert_eq!(none.admit(0, 0, 0, now), Ok(Admitted::Start));
-        assert_eq!(none.admit(0, 1, 0, now), Err(SkipReason::QueueFull));
+        assert_eq!(none.admit(0, 0, fill(0), V, now), Ok(Admitted::Start));
+        assert_eq!(
+            none.admit(0, 1, fill(0), V, now),
+            Err(SkipReason::QueueFull)
+        );
     }
 
     #[test]
     fn the_rate_limit_skips_before_the_queue_and_a_full_queue_costs_no_rate() {
         let mut a = AdmissionControl::new(1, 1);
         let t0 = Instant::now();
-        assert_eq!(a.admit(2, 0, 0, t0), Ok(Admitted::Start));
-        assert_eq!(a.admit(2, 1, 0, t0), Ok(Admitted::Queue));
-        assert_eq!(a.admit(2, 1, 1, t0), Err(SkipReason::OverRate));
+        assert_eq!(a.admit(2, 0, fill(0), V, t0), Ok(Admitted::Start));
+        assert_eq!(a.admit(2, 1, fill(0), V, t0), Ok(Admitted::Queue));
+        assert_eq!(a.admit(2, 1, fill(1), V, t0), Err(SkipReason::OverRate));
         let mut b = AdmissionControl::new(1, 0);
-        assert_eq!(b.admit(2, 1, 0, t0), Err(SkipReason::QueueFull));
-        assert_eq!(b.admit(2, 0, 0, t0), Ok(Admitted::Start));
-        assert_eq!(b.admit(2, 0, 0, t0), Ok(Admitted::Start));
-        assert_eq!(b.admit(2, 0, 0, t0), Err(SkipReason::OverRate));
-        assert_eq!(b.admit(2, 0, 0, t0 + RATE_WINDOW), Ok(Admitted::Start));
+        assert_eq!(b.admit(2, 1, fill(0), V, t0), Err(SkipReason::QueueFull));
+        assert_eq!(b.admit(2, 0, fill(0), V, t0), Ok(Admitted::Start));
+        assert_eq!(b.admit(2, 0, fill(0), V, t0), Ok(Admitted::Start));
+        assert_eq!(b.admit(2, 0, fill(0), V, t0), Err(SkipReason::OverRate));
+        assert_eq!(
+            b.admit(2, 0, fill(0), V, t0 + RATE_WINDOW),
+            Ok(Admitted::Start)
+        );
         assert_eq!(
             b.unreported(),
             UnreportedSkips {
@@ -177,5 +224,40 @@ mod tests {
                 rate: 1
             }
         );
+    }
+
+    /// Issue 25, item 9: unverified responses use half the rate budget at most and give a
+    /// verified one their place in a full queue; verified ones have the whole budget.
+    #[test]
+    fn verified_responses_go_ahead_of_unverified_ones() {
+        let t0 = Instant::now();
+        let mut a = AdmissionControl::new(1, 8);
+        for _ in 0..2 {
+            assert_eq!(a.admit(4, 0, fill(0), U, t0), Ok(Admitted::Start));
+        }
+        assert_eq!(a.admit(4, 0, fill(0), U, t0), Err(SkipReason::OverRate));
+        assert_eq!(a.admit(4, 0, fill(0), V, t0), Ok(Admitted::Start));
+        assert_eq!(a.admit(4, 0, fill(0), V, t0), Ok(Admitted::Start));
+        assert_eq!(a.admit(4, 0, fill(0), V, t0), Err(SkipReason::OverRate));
+        // An odd budget rounds up for the unverified: 1 a minute still runs one.
+        let mut one = AdmissionControl::new(1, 8);
+        assert_eq!(one.admit(1, 0, fill(0), U, t0), Ok(Admitted::Start));
+        // A full queue: a verified response displaces an unverified one, never the reverse.
+        let mut q = AdmissionControl::new(1, 2);
+        let full = QueueFill {
+            total: 2,
+            unverified: 1,
+        };
+        assert_eq!(q.admit(0, 1, full, V, t0), Ok(Admitted::QueueDisplacing));
+        assert_eq!(q.admit(0, 1, full, U, t0), Err(SkipReason::QueueFull));
+        let verified_only = QueueFill {
+            total: 2,
+            unverified: 0,
+        };
+        assert_eq!(
+            q.admit(0, 1, verified_only, V, t0),
+            Err(SkipReason::QueueFull)
+        );
+        assert_eq!(q.unreported().queue_full, 3);
     }
 }

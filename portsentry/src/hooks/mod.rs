@@ -45,7 +45,7 @@ use std::{
 use tokio::sync::Notify;
 
 use self::{
-    admission::{AdmissionControl, Admitted, SkipReason},
+    admission::{AdmissionControl, Admitted, Proof, QueueFill, SkipReason},
     exec::{run_command, CommandHook},
     hosts_deny::{append_hosts_deny, HostsDenyLock},
     template::{expand_argv, Placeholders},
@@ -259,14 +259,37 @@ impl HookRunner {
             // Decided here, synchronously, so a burst of bans is limited exactly.
             let max_per_minute = g.settings.max_per_minute;
             let running = self.shared.running.load(Ordering::SeqCst);
-            let queued = g.queue.len();
+            let fill = QueueFill {
+                total: g.queue.len(),
+                unverified: g.queue.iter().filter(|(_, b)| !b.verified).count(),
+            };
+            let proof = if ban.verified {
+                Proof::Verified
+            } else {
+                Proof::Unverified
+            };
             match g
                 .admission
-                .admit(max_per_minute, running, queued, Instant::now())
+                .admit(max_per_minute, running, fill, proof, Instant::now())
             {
-                Ok(Admitted::Start | Admitted::Queue) => {
+                Ok(admitted) => {
+                    if admitted == Admitted::QueueDisplacing {
+                        if let Some(newest) = g.queue.iter().rposition(|(_, b)| !b.verified) {
+                            g.queue.remove(newest);
+                            g.stats.skipped_queue_full += 1;
+                        }
+                    }
                     let job = (g.settings.clone(), ban.clone());
-                    g.queue.push_back(job);
+                    // Verified responses wait ahead of every unverified one; FIFO within each.
+                    let at = if ban.verified {
+                        g.queue
+                            .iter()
+                            .position(|(_, b)| !b.verified)
+                            .unwrap_or(g.queue.len())
+                    } else {
+                        g.queue.len()
+                    };
+                    g.queue.insert(at, job);
                 }
                 Err(SkipReason::QueueFull) => {
                     g.stats.skipped_queue_full += 1;

@@ -339,6 +339,62 @@ async fn a_burst_waits_in_the_queue_and_every_ban_is_answered_in_order() {
     assert_eq!(r.queued(), 0);
 }
 
+/// Issue 25, item 9: a forged (unverified) burst cannot spend what a real scanner's response
+/// needs: the verified response waits ahead of the unverified ones, takes the newest one's
+/// place in a full queue, and unverified ones get only half of max_per_minute.
+#[tokio::test]
+async fn verified_responses_go_ahead_of_a_forged_burst() {
+    let dir = Scratch::new();
+    let out = dir.path("ran");
+    let s = HookSettings {
+        max_concurrent: 1,
+        queue: 3,
+        max_per_minute: 8,
+        ..hooks(Some(sh("echo \"$2\" >> \"$1\"; sleep 0.2", &out)))
+    };
+    let s = HookSettings {
+        run_cmd: s.run_cmd.map(|mut a| {
+            a.push("{target}".into());
+            a
+        }),
+        ..s
+    };
+    let (r, _lines) = runner(s);
+    let mut forged = bans(10);
+    for b in &mut forged {
+        b.verified = false;
+        b.shareable = false;
+    }
+    for b in &forged {
+        r.on_ban(b);
+    }
+    // Half of 8 for the unverified: one runs, three wait, the rest are over their budget.
+    assert_eq!((r.running(), r.queued()), (1, 3));
+    assert_eq!(r.stats().skipped_rate, 6);
+    let real = BanNotice {
+        source: "198.51.100.9".parse().unwrap(),
+        ..ban("SYN")
+    };
+    r.on_ban(&real);
+    assert_eq!(
+        r.queued(),
+        3,
+        "the real scanner took a forged response's place"
+    );
+    assert_eq!(r.stats().skipped_queue_full, 1);
+    settle(&r).await;
+    let ran: Vec<String> = fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        ran,
+        ["192.0.2.1", "198.51.100.9", "192.0.2.2", "192.0.2.3"],
+        "the verified response runs next"
+    );
+}
+
 #[tokio::test]
 async fn a_full_queue_skips_and_reports() {
     let s = HookSettings {

@@ -60,7 +60,14 @@ pub struct Window {
     pub trap_ports: HashMap<(Protocol, u16), u64>,
     /// New bans not alerted because of `max_alerts_per_hour`.
     pub alerts_folded: u64,
+    /// Neighbour MAC changes (ARP/ND "flip flop", itself an attack), as the daemon logged
+    /// them; the first [`MAX_FLIPS`], the rest counted.
+    pub flips: Vec<String>,
+    pub flips_not_listed: u64,
 }
+
+/// Neighbour flips listed in one digest.
+pub const MAX_FLIPS: usize = 50;
 
 impl Window {
     pub fn new(start_ms: u64) -> Self {
@@ -72,7 +79,9 @@ impl Window {
 
     pub fn record(&mut self, ev: &ProbeEvent, now_ms: u64) {
         match ev.kind {
-            EventKind::Spoofed => {
+            // A contested neighbour's probe is refused like a spoofed one: forged, as far as
+            // the host can tell (its MAC just changed).
+            EventKind::Spoofed | EventKind::Contested => {
                 self.spoofed += 1;
                 return;
             }
@@ -80,7 +89,7 @@ impl Window {
                 self.bogus += 1;
                 return;
             }
-            EventKind::PrefixTrigger | EventKind::BanTableFull | EventKind::Contested => return,
+            EventKind::PrefixTrigger | EventKind::BanTableFull => return,
             EventKind::Probe | EventKind::Ban | EventKind::Ignored | EventKind::PeerProbe => {}
         }
         if ev.kind != EventKind::Ignored {
@@ -132,6 +141,16 @@ impl Window {
             && self.spoofed == 0
             && self.bogus == 0
             && self.alerts_folded == 0
+            && self.flips.is_empty()
+    }
+
+    /// A neighbour's MAC changed (the daemon's `neighbour flip` line).
+    pub fn record_flip(&mut self, line: &str) {
+        if self.flips.len() < MAX_FLIPS {
+            self.flips.push(line.to_owned());
+        } else {
+            self.flips_not_listed += 1;
+        }
     }
 }
 
@@ -341,6 +360,17 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
     if !top.is_empty() {
         t.push_str(&format!("Top trap ports: {}\n", top.join(", ")));
     }
+    if !w.flips.is_empty() {
+        t.push_str(
+            "\nNeighbour MAC changes (ARP/ND spoofing on the LAN, or a replaced host): the addresses were contested, their probes did not ban\n",
+        );
+        for f in &w.flips {
+            t.push_str(&format!("  {f}\n"));
+        }
+        if w.flips_not_listed > 0 {
+            t.push_str(&format!("  and {} more\n", w.flips_not_listed));
+        }
+    }
     let body = json!({
         "version": 1,
         "type": "digest",
@@ -361,6 +391,8 @@ pub fn render(w: &Window, c: &Closing<'_>) -> (String, String, serde_json::Value
             "fleet_out": c.totals.fleet_out,
         },
         "top_trap_ports": w.trap_ports_sorted(),
+        "neighbour_flips": w.flips,
+        "neighbour_flips_not_listed": w.flips_not_listed,
     });
     (subject, t, body)
 }
@@ -388,6 +420,28 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 25, item 10: a neighbour flip reaches the administrator with the digest.
+    #[test]
+    fn a_neighbour_flip_makes_and_appears_in_a_digest() {
+        let mut w = Window::new(0);
+        assert!(w.is_empty());
+        let line = "portsentry: neighbour flip: 10.77.0.3 on eth0 moved from 02:00:00:00:00:03 to 02:00:00:00:00:66; contested for 5m";
+        w.record_flip(line);
+        assert!(!w.is_empty(), "a flip alone is worth a digest");
+        let no_ban = |_: IpAddr| None;
+        let c = Closing {
+            host: "h",
+            end_ms: 60_000,
+            totals: Totals::default(),
+            ban_of: &no_ban,
+            other_bans: Vec::new(),
+            alert_cap: 20,
+        };
+        let (_, text, json) = render(&w, &c);
+        assert!(text.contains(&format!("  {line}\n")), "{text}");
+        assert_eq!(json["neighbour_flips"][0], line);
+    }
 
     #[test]
     fn ports_are_ranges() {

@@ -264,6 +264,13 @@ impl Notifier {
         }
     }
 
+    /// A neighbour's MAC changed (its `neighbour flip` line), for the digest.
+    pub fn on_neighbour_flip(&mut self, line: &str) {
+        if self.settings.is_enabled() {
+            self.window.record_flip(line);
+        }
+    }
+
     /// A new local ban: an alert now, or folded into the digest past the hourly cap.
     pub fn on_new_ban(&mut self, n: &BanNotice) {
         if !self.settings.is_enabled() || self.settings.alert != AlertMode::NewBan {

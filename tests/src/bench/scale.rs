@@ -69,6 +69,7 @@ fn write_bans(dir: &std::path::Path, n: u32) -> Result<()> {
             trigger: Trigger::from_kernel(IpProto::Tcp as u8, 111, ScanType::TcpSyn as u8),
             fleet: None,
             drops: 0,
+            unverified: false,
         })
         .collect();
     StateStore::new(dir)

@@ -53,6 +53,8 @@ struct StoredBan<'a> {
     fleet: Option<Cow<'a, FleetNote>>,
     #[serde(default)]
     drops: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unverified: bool,
 }
 
 /// An operator's unban: fleet decisions for the target are refused until `until_ms`.
@@ -187,6 +189,7 @@ impl<'a> From<&'a BanRecord> for StoredBan<'a> {
             trigger: r.trigger,
             fleet: r.fleet.as_ref().map(Cow::Borrowed),
             drops: r.drops,
+            unverified: r.unverified,
         }
     }
 }
@@ -202,6 +205,7 @@ impl From<StoredBan<'_>> for BanRecord {
             trigger: b.trigger,
             fleet: b.fleet.map(Cow::into_owned),
             drops: b.drops,
+            unverified: b.unverified,
         }
     }
 }

@@ -24,6 +24,7 @@ fn record(target: &str, origin: Origin) -> BanRecord {
         }),
         fleet: None,
         drops: 3,
+        unverified: false,
     }
 }
 

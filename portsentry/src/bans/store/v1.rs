@@ -79,6 +79,7 @@ impl File {
                     trigger: Trigger::from_kernel(b.proto, b.port, b.scan_type),
                     fleet: (origin == Origin::Fleet).then(|| note(&target)).flatten(),
                     drops: b.drops,
+                    unverified: false,
                 }
             })
             .collect();
@@ -94,6 +95,7 @@ impl File {
                 trigger: None,
                 fleet: (origin == Origin::Fleet).then(|| note(&target)).flatten(),
                 drops: 0,
+                unverified: false,
             })
         }));
         Saved {

@@ -281,6 +281,7 @@ mod tests {
             probes: 3,
             enforced: true,
             shareable: true,
+            verified: true,
             ttl: Some(Duration::from_secs(86_400)),
             interface: "eth0".into(),
             at: "2026-11-25T09:16:34.032Z".parse().unwrap(),
