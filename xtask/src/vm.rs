@@ -314,6 +314,14 @@ pub fn run_in(kernel: &Kernel, fetched: &Fetched, run: &Run, target: &Path) -> R
     for (k, v) in &run.env {
         writeln!(script, "export {k}={}", sh_quote(v))?;
     }
+    // The host's target/ is read-only in the VM: skips are recorded in the writable share.
+    let skips = out.join("test-skips.txt");
+    writeln!(
+        script,
+        "export {}={}",
+        crate::SKIP_LOG_ENV,
+        sh_quote(&skips.to_string_lossy())
+    )?;
     // cargo runs test binaries in their package's directory; so does the VM.
     let tests_dir = build::workspace_root().join("tests");
     for bin in &run.binaries {
@@ -353,6 +361,11 @@ pub fn run_in(kernel: &Kernel, fetched: &Fetched, run: &Run, target: &Path) -> R
         .args(["sh", "./run.sh"])
         .status()
         .with_context(|| format!("running {}", boot.display()))?;
+    if let Ok(text) = std::fs::read_to_string(&skips) {
+        for line in text.lines() {
+            println!("xtask: kernel {}: {line}", kernel.label);
+        }
+    }
     Ok(Outcome {
         version: fetched.version.clone(),
         passed: status.success(),
