@@ -46,7 +46,11 @@ exec chroot /mnt /bin/sh $OUT/.vm-stage2
 INIT
 chmod +x "$W/init"
 (cd "$W" && find . | busybox cpio -o -H newc 2>/dev/null) > "$W/initrd"
-timeout -s KILL "${VM_TIMEOUT:-2400}" qemu-system-x86_64 -machine q35,accel=${ACCEL:-tcg} -cpu max -m "${VM_MEM:-2G}" -smp 2 -nographic -no-reboot -nodefaults \
+# Software emulation runs both vCPUs in one host thread (thread=single): with one thread per vCPU,
+# 7.3's int3 patching of the XDP dispatcher (bpf_dispatcher_xdp_func) oopsed under concurrent
+# BPF_PROG_TEST_RUN on two CPUs. VM_TCG_THREAD=multi to compare.
+ACC=${ACCEL:-tcg}; [ "$ACC" = tcg ] && ACC="tcg,thread=${VM_TCG_THREAD:-single}"
+timeout -s KILL "${VM_TIMEOUT:-2400}" qemu-system-x86_64 -machine q35 -accel "$ACC" -cpu max -m "${VM_MEM:-2G}" -smp 2 -nographic -no-reboot -nodefaults \
   -serial stdio -kernel "$KIMG" -initrd "$W/initrd" -append "console=ttyS0 quiet loglevel=1 panic=-1" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$OUT",mount_tag=out,security_model=none,multidevs=remap </dev/null | sed -u -e 's/\x1b//g' -e 's/^.*Booting from ROM\.\.\.//' | tee "$W/console" | grep -a --line-buffered -v -E '^@@RC=|SeaBIOS|^c\[[?0-9;a-zA-Z]*$' || true
