@@ -5,6 +5,7 @@
 mod build;
 mod install;
 mod toolchain;
+mod vm;
 
 use std::process::{Command, ExitCode};
 
@@ -41,6 +42,12 @@ enum Cmd {
     /// prints which and why) and stages the crowdsec LAPI, promtool, fail2ban-regex and
     /// logcheck under target/test-tools, never installing or starting a server on the host.
     Test {
+        /// Run the selected test binaries inside Debian's kernel VERSION instead (5.10, 6.1,
+        /// 6.12, newest = trixie-backports, or all = 6.1, 6.12 and newest), booted in qemu with
+        /// the host's root read-only; the kernel is fetched under target/kernels (never
+        /// installed). Prints the result and the time per kernel.
+        #[arg(long, value_name = "VERSION")]
+        kernel: Option<String>,
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -169,45 +176,100 @@ fn run(cli: Cli) -> Result<()> {
                 .context("running the benchmarks")?;
             exit_like(status)
         }
-        Cmd::Test { args } => {
+        Cmd::Test { kernel, args } => {
             toolchain::ensure_test_packages()?;
-            let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
-            let fail2ban = toolchain::stage_fail2ban(&build::target_dir())?;
-            let promtool = toolchain::stage_promtool(&build::target_dir())?;
-            let logcheck = toolchain::stage_logcheck(&build::target_dir())?;
-            let object = build::ebpf(&tools)?;
-            let bin = build::portsentry(&tools, false)?;
-            // Tests this machine cannot run say so here, never silently (tests/src/skip.rs).
-            let skips = build::target_dir().join("test-skips.txt");
-            let _ = std::fs::remove_file(&skips);
-            let status = build::cargo()
-                .args(["test", "--workspace", "--exclude", "portsentry-ebpf"])
-                .args(&args)
-                .env(SKIP_LOG_ENV, &skips)
-                .env(build::OBJECT_ENV, &object)
-                .env(
-                    "PORTSENTRY_BASELINE_OBJECT",
-                    object.with_file_name("baseline"),
-                )
-                .env("PORTSENTRY_BIN", &bin)
-                .env(CROWDSEC_ENV, &crowdsec)
-                .env(FAIL2BAN_ENV, &fail2ban)
-                .env(PROMTOOL_ENV, &promtool)
-                .env(LOGCHECK_ENV, &logcheck)
-                .status()
-                .context("running cargo test")?;
-            if let Ok(text) = std::fs::read_to_string(&skips) {
-                for line in text.lines() {
-                    println!("xtask: {line}");
+            let env = test_env(&tools)?;
+            match kernel {
+                None => {
+                    // Tests this machine cannot run say so here, never silently (tests/src/skip.rs).
+                    let skips = build::target_dir().join("test-skips.txt");
+                    let _ = std::fs::remove_file(&skips);
+                    let status = build::cargo()
+                        .args(["test", "--workspace", "--exclude", "portsentry-ebpf"])
+                        .args(&args)
+                        .env(SKIP_LOG_ENV, &skips)
+                        .envs(env.iter().map(|(k, v)| (k, v)))
+                        .status()
+                        .context("running cargo test")?;
+                    if let Ok(text) = std::fs::read_to_string(&skips) {
+                        for line in text.lines() {
+                            println!("xtask: {line}");
+                        }
+                    }
+                    exit_like(status)
                 }
+                Some(kernel) => test_in_kernels(&kernel, &args, env),
             }
-            exit_like(status)
         }
     }
 }
 
+/// The environment `cargo xtask test` gives the test binaries: the object, the binary and the
+/// staged tools (built and staged here).
+fn test_env(tools: &toolchain::Tools) -> Result<Vec<(String, String)>> {
+    let target = build::target_dir();
+    let crowdsec = toolchain::stage_crowdsec(&target)?;
+    let fail2ban = toolchain::stage_fail2ban(&target)?;
+    let promtool = toolchain::stage_promtool(&target)?;
+    let logcheck = toolchain::stage_logcheck(&target)?;
+    let object = build::ebpf(tools)?;
+    let bin = build::portsentry(tools, false)?;
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    Ok(vec![
+        (build::OBJECT_ENV.into(), path(&object)),
+        (
+            "PORTSENTRY_BASELINE_OBJECT".into(),
+            path(&object.with_file_name("baseline")),
+        ),
+        ("PORTSENTRY_BIN".into(), path(&bin)),
+        (CROWDSEC_ENV.into(), path(&crowdsec)),
+        (FAIL2BAN_ENV.into(), path(&fail2ban)),
+        (PROMTOOL_ENV.into(), path(&promtool)),
+        (LOGCHECK_ENV.into(), path(&logcheck)),
+    ])
+}
+
+/// `cargo xtask test --kernel K -- ARGS`: the binaries `cargo test ARGS` selects, run inside
+/// each selected kernel; prints one result line per kernel and fails if any failed.
+fn test_in_kernels(name: &str, args: &[String], env: Vec<(String, String)>) -> Result<()> {
+    let kernels = vm::select(name)?;
+    toolchain::ensure_packages(vm::VM_PACKAGES)?;
+    let (cargo_args, bin_args) = vm::split_args(args);
+    let binaries = vm::test_binaries(&cargo_args, &env)?;
+    let run = vm::Run {
+        binaries,
+        args: bin_args,
+        env,
+    };
+    let target = build::target_dir();
+    let mut results = Vec::new();
+    for kernel in kernels {
+        let fetched = vm::fetch(kernel, &target)?;
+        let outcome = vm::run_in(kernel, &fetched, &run, &target)?;
+        results.push((kernel.label, outcome));
+    }
+    let mut failed = Vec::new();
+    for (label, o) in &results {
+        println!(
+            "xtask: kernel {label} ({}): {} in {}m{:02}s",
+            o.version,
+            if o.passed { "passed" } else { "FAILED" },
+            o.seconds / 60,
+            o.seconds % 60
+        );
+        if !o.passed {
+            failed.push(*label);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("tests failed on kernel {}", failed.join(", "))
+    }
+}
+
 /// Where the tests record what they skipped (`portsentry_tests::skip`).
-const SKIP_LOG_ENV: &str = "PORTSENTRY_SKIP_LOG";
+pub const SKIP_LOG_ENV: &str = "PORTSENTRY_SKIP_LOG";
 
 /// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";

@@ -207,10 +207,12 @@ const TEST_PACKAGES: &[(&str, &str, &str)] = &[
 ];
 
 pub fn ensure_test_packages() -> Result<()> {
-    let missing: Vec<_> = TEST_PACKAGES
-        .iter()
-        .filter(|(cmd, _, _)| !on_path(cmd))
-        .collect();
+    ensure_packages(TEST_PACKAGES)
+}
+
+/// Installs the packages of `list` (command, package, why) whose command is missing.
+pub fn ensure_packages(list: &[(&str, &str, &str)]) -> Result<()> {
+    let missing: Vec<_> = list.iter().filter(|(cmd, _, _)| !on_path(cmd)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -30,6 +30,7 @@ use thiserror::Error;
 
 mod batch;
 pub mod bpffs;
+pub mod kernel;
 mod maps;
 pub mod object;
 mod peers;
@@ -52,6 +53,9 @@ pub enum DataplaneError {
         "the kernel verifier rejected the XDP program ({errno}); last verifier lines:\n{tail}"
     )]
     Verifier { errno: String, tail: String },
+    /// The load failed because the kernel lacks a feature the program needs: one line, no dump.
+    #[error("{0}")]
+    KernelTooOld(kernel::TooOld),
     #[error("XDP program")]
     Program(#[source] ProgramError),
     #[error("the XDP object has no map {0} (object and binary out of step?)")]
@@ -242,7 +246,13 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         loader.override_global(aya_log::LEVEL, &opts.log_level, true);
-        let mut ebpf = loader.load(bytes).map_err(DataplaneError::Load)?;
+        let mut ebpf =
+            loader
+                .load(bytes)
+                .map_err(|e| match kernel::explain(&format!("{e:?}")) {
+                    Some(too_old) => DataplaneError::KernelTooOld(too_old),
+                    None => DataplaneError::Load(e),
+                })?;
         let program_name = if opts.compat || !syn_cookie_helpers() {
             PROGRAM_NAME_COMPAT
         } else {
@@ -353,7 +363,8 @@ fn syn_cookie_helpers() -> bool {
     .all(|h| is_helper_supported(ProgramType::Xdp, h).unwrap_or(true))
 }
 
-/// Keeps the end of the verifier log, where the reason is; the full log is rarely useful to an
+/// A kernel too old for the program gets one line naming what it lacks ([`kernel`]).
+/// Otherwise keeps the end of the verifier log, where the reason is; the full log is rarely useful to an
 /// administrator and can be megabytes long.
 fn verifier_error(e: ProgramError) -> DataplaneError {
     match e {
@@ -362,6 +373,9 @@ fn verifier_error(e: ProgramError) -> DataplaneError {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            if let Some(too_old) = kernel::explain(&log) {
+                return DataplaneError::KernelTooOld(too_old);
+            }
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(12)..].join("\n");
             DataplaneError::Verifier {
