@@ -33,3 +33,4 @@ pub mod notify;
 #[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod peers;
 pub mod report;
+pub mod secret_file;

@@ -19,8 +19,6 @@ mod worker;
 
 use std::{
     collections::VecDeque,
-    io::Read,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{atomic::AtomicU64, mpsc, Arc, Mutex, MutexGuard, PoisonError},
 };
@@ -77,21 +75,18 @@ impl DeliveryError {
 /// Reads a secret's first non-empty line, refusing a file group or others can access (as the
 /// crowdsec key files are). Checked on the open file, so the file checked is the file read.
 fn read_secret(key: &'static str, path: &Path) -> Result<String, TransportError> {
-    let unreadable = |e: std::io::Error| TransportError::Invalid {
-        key,
-        message: format!("cannot read {}: {e}", path.display()),
-    };
-    let mut file = std::fs::File::open(path).map_err(unreadable)?;
-    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(TransportError::NotPrivate {
+    use crate::secret_file::{read_private, SecretFileError};
+    let text = read_private(path).map_err(|e| match e {
+        SecretFileError::Io(e) => TransportError::Invalid {
+            key,
+            message: format!("cannot read {}: {e}", path.display()),
+        },
+        SecretFileError::NotPrivate(mode) => TransportError::NotPrivate {
             key,
             path: path.to_owned(),
             mode,
-        });
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(unreadable)?;
+        },
+    })?;
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty())

@@ -17,8 +17,6 @@ pub mod pusher;
 pub mod tls;
 
 use std::{
-    io::Read,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -147,23 +145,19 @@ impl Credentials {
 /// ssh refuses such a private key: any local user could take the fleet's key or forge its
 /// alerts. Checked on the open file, so the file checked is the file read.
 fn read_secret(key: &'static str, path: &Path) -> Result<String, CredentialsError> {
-    let unreadable = |error| CredentialsError::Unreadable {
-        key,
-        path: path.to_owned(),
-        error,
-    };
-    let mut file = std::fs::File::open(path).map_err(unreadable)?;
-    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(CredentialsError::NotPrivate {
+    use crate::secret_file::{read_private, SecretFileError};
+    read_private(path).map_err(|e| match e {
+        SecretFileError::Io(error) => CredentialsError::Unreadable {
+            key,
+            path: path.to_owned(),
+            error,
+        },
+        SecretFileError::NotPrivate(mode) => CredentialsError::NotPrivate {
             key,
             path: path.to_owned(),
             mode,
-        });
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(unreadable)?;
-    Ok(text)
+        },
+    })
 }
 
 fn read_key_file(path: &Path) -> Result<String, CredentialsError> {
@@ -223,6 +217,8 @@ fn parse_credentials(text: &str) -> Result<(String, String), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
