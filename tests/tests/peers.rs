@@ -482,8 +482,11 @@ impl UdpServer {
                     continue;
                 };
                 if let Some(answer) = reply(&buf[..n]) {
-                    if sock.send_to(&answer, from).is_ok() {
-                        a.fetch_add(1, Ordering::Relaxed);
+                    // Counted before the send: the client may read the answer (and the test
+                    // read this count) before send_to returns, as happened in a slow VM.
+                    a.fetch_add(1, Ordering::Relaxed);
+                    if sock.send_to(&answer, from).is_err() {
+                        a.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }

@@ -48,6 +48,10 @@ enum Cmd {
         /// installed). Prints the result and the time per kernel.
         #[arg(long, value_name = "VERSION")]
         kernel: Option<String>,
+        /// With --kernel: fetch the kernel(s) and install the VM's client tools, boot nothing
+        /// (so parallel runs that follow only boot).
+        #[arg(long, requires = "kernel")]
+        fetch_only: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -176,7 +180,11 @@ fn run(cli: Cli) -> Result<()> {
                 .context("running the benchmarks")?;
             exit_like(status)
         }
-        Cmd::Test { kernel, args } => {
+        Cmd::Test {
+            kernel,
+            fetch_only,
+            args,
+        } => {
             toolchain::ensure_test_packages()?;
             let env = test_env(&tools)?;
             match kernel {
@@ -198,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     exit_like(status)
                 }
+                Some(kernel) if fetch_only => fetch_kernels(&kernel),
                 Some(kernel) => test_in_kernels(&kernel, &args, env),
             }
         }
@@ -227,6 +236,17 @@ fn test_env(tools: &toolchain::Tools) -> Result<Vec<(String, String)>> {
         (PROMTOOL_ENV.into(), path(&promtool)),
         (LOGCHECK_ENV.into(), path(&logcheck)),
     ])
+}
+
+/// `cargo xtask test --kernel K --fetch-only`: the kernels and the VM's tools, ready to boot.
+fn fetch_kernels(name: &str) -> Result<()> {
+    toolchain::ensure_packages(vm::VM_PACKAGES)?;
+    let target = build::target_dir();
+    for kernel in vm::select(name)? {
+        let fetched = vm::fetch(kernel, &target)?;
+        println!("xtask: kernel {} ({}) is ready", kernel.label, fetched.version);
+    }
+    Ok(())
 }
 
 /// `cargo xtask test --kernel K -- ARGS`: the binaries `cargo test ARGS` selects, run inside
@@ -270,6 +290,9 @@ fn test_in_kernels(name: &str, args: &[String], env: Vec<(String, String)>) -> R
 
 /// Where the tests record what they skipped (`portsentry_tests::skip`).
 pub const SKIP_LOG_ENV: &str = "PORTSENTRY_SKIP_LOG";
+
+/// Set in the kernel lane: a test that would skip fails instead (`portsentry_tests::skip`).
+pub const SKIPS_FAIL_ENV: &str = "PORTSENTRY_SKIPS_FAIL";
 
 /// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
