@@ -1,7 +1,16 @@
 //! Start-up steps of `run` with their log lines: loading (and migrating) the maps, opening the
 //! ban book on the saved bans, and telling the service manager when the daemon is ready.
 
-use super::*;
+use anyhow::{Context, Result};
+
+use crate::{
+    bans::{BanBook, Saved, StateError, StateStore},
+    clock::Now,
+    config::settings::Settings,
+    dataplane::{bpffs, Dataplane, LoadOptions},
+    detect::diagnostics,
+};
+use std::time::Duration;
 
 /// Loads the program and its maps (pinned ones reused or migrated), saying what migration did.
 pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {

@@ -150,7 +150,7 @@ impl Window {
         }
         f.scans.insert(ev.scan.name());
         if ev.kind == EventKind::Ban {
-            let enforced = crate::detect::logging::is_blocked(ev);
+            let enforced = ev.is_blocked();
             f.banned = Some(f.banned.unwrap_or(false) || enforced);
             f.verified = Some(!ev.unverified && !ev.link_local);
         }
