@@ -14,7 +14,7 @@ use super::guard;
 use crate::{
     bans::BanBook,
     clock::Now,
-    config::settings::LiveSettings,
+    config::settings::{CrowdsecSettings, LiveSettings},
     dataplane::{Dataplane, TrieWrite},
     net::{cidr::Cidr, lo_forwarding::LoopbackForwarding, netinfo},
 };
@@ -44,10 +44,13 @@ pub(super) enum Refreshed {
 }
 
 impl AllowlistKeeper {
-    pub fn new(lapi_hosts: Vec<IpAddr>) -> Self {
+    /// The LAPI's addresses are resolved now (fleet mode), once.
+    pub fn new(crowdsec: Option<&CrowdsecSettings>) -> Self {
         Self {
             auto_allow: Vec::new(),
-            lapi_hosts,
+            lapi_hosts: crowdsec
+                .map(|c| netinfo::lapi_hosts(&c.lapi_url))
+                .unwrap_or_default(),
             lo_forwarding: None,
         }
     }

@@ -13,6 +13,9 @@ use crate::{
     net::xdp_tx::{self, TxDelivery},
 };
 
+/// Each interface attached at start and its XDP mode (`native`, `generic`), for `status`.
+pub(super) type Attached = Vec<(String, String)>;
+
 /// The interfaces XDP is attached to.
 #[derive(Default)]
 pub(super) struct Interfaces {

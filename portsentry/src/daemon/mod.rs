@@ -12,22 +12,26 @@
 //!   mode's guarded ports and the service-port memory; `interfaces`: attaching and
 //!   re-attaching XDP; `topology`: upper devices and neighbour flips; `peers`: the
 //!   peer-learning programs and `peers.json`; `fleet`: CrowdSec decisions applied a step per
-//!   turn and alerts; `notify`: the digest window's counters.
+//!   turn, and alerts; `status`: what the verbs and scrapes see.
+//! - `outlets`: where outcomes go (the log sink, the hook runner, the notifier and its digest
+//!   window, `notify`).
 //! - `guard` writes what the live settings say into the kernel (ports, allowlist, config);
 //!   `reload` re-reads the settings; `startup` loads the maps and opens the ban book.
 //!
-//! [`Daemon`] (this file) holds the parts and the shared resources (maps, ban book, settings,
-//! log sink, hook runner, notifier), lends the resources to a part per call, and routes each
-//! outcome to the sink, the hooks, the notifier and the fleet; `run` is the loop: start-up
-//! order, the `select!` over events, timers, signals and sockets, and shutdown. Changed only
-//! from the loop, so no state is shared between tasks. Must not: write a ban except through
-//! the ban book, or word a PortSentry-format or `attackalert:` line (`detect::lines` does).
+//! [`Daemon`] (this file) holds the parts and the shared resources (maps, ban book, settings),
+//! lends the resources to one part per call, and routes each outcome to the outlets and the
+//! fleet; `run` is the loop: start-up order, the `select!` over events, timers, signals and
+//! sockets, and shutdown. Changed only from the loop, so no state is shared between tasks.
+//! Must not: write a ban except through the ban book, let a part touch another's state, or
+//! word a PortSentry-format or `attackalert:` line (`detect::lines` does; the parts hand it
+//! facts).
 
 mod allowlist;
 mod fleet;
 pub mod guard;
 mod interfaces;
 mod notify;
+mod outlets;
 mod peers;
 mod persist;
 mod probes;
@@ -36,9 +40,10 @@ mod run;
 mod saver;
 mod service_ports;
 mod startup;
+mod status;
 mod topology;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -48,13 +53,14 @@ pub use run::run;
 use self::{
     allowlist::{AllowlistKeeper, Refreshed},
     fleet::{FleetLink, Stepped},
-    interfaces::Interfaces,
-    notify::DigestWindow,
+    interfaces::{Attached, Interfaces},
+    outlets::Outlets,
     peers::Peers,
     persist::BanSaving,
-    probes::{Out, Outcome, ProbePipeline},
-    saver::SaveDone,
+    probes::{Outcome, ProbePipeline},
+    saver::{SaveDone, SaveOutcomes},
     service_ports::ServicePortKeeper,
+    status::Status,
     topology::Topology,
 };
 use crate::{
@@ -63,15 +69,10 @@ use crate::{
     config::settings::Settings,
     control::{self, DaemonInfo},
     dataplane::Dataplane,
-    detect::{
-        events::ProbeEvent,
-        logging::{LogFn, LogSink},
-    },
+    detect::{events::ProbeEvent, logging::LogFn},
     fleet::crowdsec::decisions::FleetUpdate,
-    hooks::HookRunner,
     metrics,
-    net::{netinfo, rtnl::Change},
-    notify::Notifier,
+    net::rtnl::Change,
     report::{ReportGate, REPORT_INTERVAL},
 };
 
@@ -81,10 +82,8 @@ struct Daemon {
     /// Every ban: the only writer of the ban maps and the state file.
     book: BanBook,
     settings: Settings,
-    sink: LogSink,
-    hooks: HookRunner,
-    /// Alert and digest mail, webhook (`[notify]`).
-    notifier: Notifier,
+    /// The sink, the hooks, the notifier: where outcomes go.
+    outlets: Outlets,
     probes: ProbePipeline,
     saving: BanSaving,
     /// Failed saves (bans, peers, service ports) are reported at most once per interval.
@@ -95,13 +94,10 @@ struct Daemon {
     topology: Topology,
     peers: Peers,
     fleet: FleetLink,
-    digest: DigestWindow,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
     extras: guard::KernelExtras,
-    /// For `status` over the control socket.
-    info: Option<DaemonInfo>,
-    /// The last snapshot served to a scraper.
-    metrics_cache: metrics::SnapshotCache,
+    /// What `status`, the verbs and the scrapes see.
+    status: Status,
 }
 
 impl Daemon {
@@ -111,11 +107,7 @@ impl Daemon {
         settings: Settings,
         interfaces: &[String],
         log_line: LogFn,
-    ) -> Result<(
-        Self,
-        mpsc::UnboundedReceiver<SaveDone>,
-        Vec<(String, String)>,
-    )> {
+    ) -> Result<(Self, SaveOutcomes, Attached)> {
         let mut dp = startup::load_dataplane(&settings)?;
         let book = startup::open_ban_book(&mut dp, &settings)?;
         let (saving, saved_rx) =
@@ -123,27 +115,12 @@ impl Daemon {
         // Learned peers: the cgroup programs, then what the last run saved. Before the config
         // is written, so that the first config already challenges peers.
         let peers = Peers::start(&mut dp, &settings);
-        let extras = guard::KernelExtras {
-            peer_challenge: peers.learning(),
-            netns_cookie: peers.netns_cookie(),
-            synack: crate::net::synack::SynAckShape::read(),
-        };
+        let extras = startup::kernel_extras(&peers);
         let (startup, live) = (&settings.startup, &settings.live);
-        let lapi_hosts = startup
-            .crowdsec
-            .as_ref()
-            .map(|c| netinfo::lapi_hosts(&c.lapi_url))
-            .unwrap_or_default();
         let mut d = Daemon {
-            hooks: HookRunner::new(live.hooks.clone(), log_line.clone()),
-            notifier: Notifier::new(&live.notify, &startup.state_dir, log_line.clone()),
             ports: ServicePortKeeper::start(&startup.state_dir),
-            sink: LogSink::new(
-                live.log_format,
-                live.history_file.as_deref(),
-                live.history_format,
-            ),
-            allowlist: AllowlistKeeper::new(lapi_hosts),
+            allowlist: AllowlistKeeper::new(startup.crowdsec.as_ref()),
+            outlets: Outlets::new(live, &startup.state_dir, log_line.clone()),
             dp,
             book,
             settings,
@@ -154,16 +131,13 @@ impl Daemon {
             topology: Topology::default(),
             peers,
             fleet: FleetLink::default(),
-            digest: DigestWindow::default(),
             extras,
-            info: None,
-            metrics_cache: Default::default(),
+            status: Default::default(),
         };
         // The config goes in last: until then the program fails open.
         d.apply()?;
         d.probes.set_kernel_baseline(&d.dp);
-        d.digest
-            .mark(notify::counters(&d.book, &d.dp, d.fleet.counters()));
+        d.outlets.mark_digest(&d.book, &d.dp, &d.fleet);
         reload::report_shadow_bans(&d.book, &d.settings.live);
         if d.book.is_dirty() {
             d.save();
@@ -188,7 +162,7 @@ impl Daemon {
     }
 
     fn line(&mut self, text: &str) {
-        self.sink.line(text);
+        self.outlets.line(text);
     }
 
     /// The kernel's ring of events and its diagnostics, for the loop's reader tasks.
@@ -197,7 +171,7 @@ impl Daemon {
     }
 
     fn set_info(&mut self, info: DaemonInfo) {
-        self.info = Some(info);
+        self.status.set_info(info);
     }
 
     /// Reads the upper devices and the neighbour table (after subscribing to their changes).
@@ -219,7 +193,7 @@ impl Daemon {
             book: &mut self.book,
             dp: &mut self.dp,
             live: &self.settings.live,
-            history_format: self.sink.history_format(),
+            history_format: self.outlets.history_format(),
         };
         let outcome = self.probes.on_event(ev, &iface, &mut cx);
         self.route(outcome);
@@ -227,22 +201,9 @@ impl Daemon {
 
     /// Sends what the pipeline asked for where it goes, in its order.
     fn route(&mut self, outcome: Outcome) {
+        let trigger = self.settings.live.effective_trigger();
         for out in outcome.out {
-            match out {
-                Out::Event { ev, iface } => {
-                    let trigger = self.settings.live.effective_trigger();
-                    self.sink.event(&ev, trigger, &iface);
-                }
-                Out::Line(text) => self.sink.line(&text),
-                Out::FirstTrigger(ev) => self.sink.first_trigger(&ev),
-                Out::Seen(ev) => self.notifier.on_event(&ev),
-                Out::Banned(notice) => {
-                    self.hooks.on_ban(&notice);
-                    self.notifier.on_new_ban(&notice);
-                    self.fleet.on_local_ban(&notice);
-                }
-                Out::Unenforced(notice) => self.hooks.on_ban(&notice),
-            }
+            self.outlets.route(out, trigger, &mut self.fleet);
         }
         if outcome.dirty {
             self.saving.mark_dirty();
@@ -268,19 +229,14 @@ impl Daemon {
         let lifted = allowlist::lift(&mut self.book, &mut self.dp, &allow)?;
         self.on_lifted(lifted);
         let live = &self.settings.live;
-        self.hooks.reload(live.hooks.clone());
-        self.sink = LogSink::new(
-            live.log_format,
-            live.history_file.as_deref(),
-            live.history_format,
-        );
+        self.outlets.apply(live);
         crate::errln!("{}", reload::guarding_line(live, written.count));
         Ok(())
     }
 
     fn on_lifted(&mut self, lifted: Option<String>) {
         if let Some(line) = lifted {
-            self.sink.line(&line);
+            self.outlets.line(&line);
             self.saving.mark_dirty();
         }
     }
@@ -315,14 +271,12 @@ impl Daemon {
         }
     }
 
-    /// Contests each flipped neighbour and says so; the administrator hears of it (it is
-    /// itself an attack, or a replaced host).
+    /// Contests each flipped neighbour and says so.
     fn on_flips(&mut self, flips: Vec<crate::net::neighbours::Flip>) {
         for flip in flips {
             let known = self.interfaces.name_of(flip.ifindex);
             let line = topology::contest(&flip, known, &mut self.dp, &self.settings.live);
-            self.sink.line(&line);
-            self.notifier.on_neighbour_flip(&line);
+            self.outlets.flip(&line);
         }
     }
 
@@ -339,7 +293,7 @@ impl Daemon {
             .probes
             .flush_line_budget(crate::clock::unix_ms(), &self.dp)
         {
-            self.sink.line(&summary);
+            self.outlets.line(&summary);
         }
         let due = self.saving.due(self.fleet.busy());
         if due.sweep {
@@ -358,12 +312,7 @@ impl Daemon {
         if self.ports.save_due(due.sweep) {
             self.ports.save(&self.settings.live, &mut self.save_errors);
         }
-        self.hooks.flush_skip_summary();
-        self.fleet.flush_cap_report();
-        let (dp, fleet) = (&self.dp, &self.fleet);
-        let counters = |book: &BanBook| notify::counters(book, dp, fleet.counters());
-        self.digest
-            .tick(&mut self.notifier, &mut self.book, dp, counters);
+        (self.outlets).tick(&mut self.book, &self.dp, &mut self.fleet);
     }
 
     /// Starts a save of the book (and the fleet's alert queue with it).
@@ -399,7 +348,7 @@ impl Daemon {
 
     fn on_fleet_update(&mut self, update: FleetUpdate) {
         if let Some(line) = self.fleet.begin(update) {
-            self.sink.line(&line);
+            self.outlets.line(&line);
         }
     }
 
@@ -407,53 +356,29 @@ impl Daemon {
         if let Stepped::Applied(lines) = self.fleet.step(&mut self.book, &mut self.dp) {
             self.saving.mark_dirty();
             for l in lines {
-                self.sink.line(&l);
+                self.outlets.line(&l);
             }
         }
     }
 
-    /// What only the daemon knows, for `status` and the metrics.
-    fn daemon_view(&self) -> metrics::DaemonView {
-        metrics::DaemonView {
-            hooks: self.hooks.stats(),
-            hooks_running: self.hooks.running() as u64,
-            hooks_queued: self.hooks.queued() as u64,
-            fleet: self.fleet.counters(),
-            notify: self.notifier.is_enabled().then(|| self.notifier.stats()),
-        }
-    }
-
-    /// A snapshot for a scrape: the cached one if it is fresh, else a new reading.
+    /// A snapshot for a scrape.
     fn metrics_snapshot(&mut self) -> Option<Arc<metrics::Snapshot>> {
-        let view = self.daemon_view();
-        let top = self.settings.startup.metrics_top_bans as usize;
-        let (book, dp) = (&mut self.book, &self.dp);
-        match self
-            .metrics_cache
-            .get(|| metrics::Snapshot::collect(book, Some(dp), Some(view), top))
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                crate::errln!("portsentry: error: metrics: reading the counters failed: {e:#}");
-                None
-            }
-        }
+        let (view, top) = (
+            self.outlets.view(&self.fleet),
+            self.settings.startup.metrics_top_bans,
+        );
+        self.status
+            .snapshot(&mut self.book, &self.dp, view, top as usize)
     }
 
     /// A verb from the control socket, answered from the live state.
     fn control(&mut self, req: &control::Request, reply: oneshot::Sender<control::Reply>) {
-        let view = self.daemon_view();
-        let answer = control::verbs::execute(
-            req,
-            control::verbs::Target {
-                book: &mut self.book,
-                maps: Some(&mut self.dp),
-                daemon: self.info.as_ref(),
-                pin_dir: self.settings.startup.pin_dir.as_deref(),
-                view: Some(view),
-                top_bans: self.settings.startup.metrics_top_bans as usize,
-            },
+        let (view, startup) = (self.outlets.view(&self.fleet), &self.settings.startup);
+        let (pin_dir, top) = (
+            startup.pin_dir.as_deref(),
+            startup.metrics_top_bans as usize,
         );
+        let answer = (self.status).answer(req, &mut self.book, &mut self.dp, pin_dir, view, top);
         if req.mutates() && self.book.is_dirty() {
             // Persist before answering: the verb's change must survive a crash right after.
             if self.saving.save_then_reply(reply, answer) {
@@ -466,30 +391,16 @@ impl Daemon {
 
     /// SIGHUP: live keys apply at once, startup keys warn.
     fn reload(&mut self, global: &GlobalArgs, args: &RunArgs) {
-        let (s, source) = match reload::load(global, args) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                crate::errln!(
-                    "portsentry: error: reload failed, keeping the running configuration: {e:#}"
-                );
-                return;
-            }
+        let Some(new) = reload::reread(global, args, &self.settings) else {
+            return;
         };
-        let restart_only = self.settings.startup.changed_keys(&s.startup);
-        if !restart_only.is_empty() {
-            crate::errln!(
-                "portsentry: warning: {} change(s) take effect on restart only",
-                restart_only.join(", ")
-            );
-        }
-        use crate::config::settings::Mode;
-        let to_block = self.settings.live.mode == Mode::Detect && s.live.mode == Mode::Block;
-        self.settings.live = s.live;
-        self.notifier.reload(&self.settings.live.notify);
+        self.settings.live = new.live;
+        self.outlets.reload_notifier(&self.settings.live);
         match self.apply() {
             Ok(()) => {
+                let source = new.source;
                 crate::errln!("portsentry: reloaded configuration from {source}; bans kept");
-                if to_block {
+                if new.to_block {
                     reload::report_shadow_bans(&self.book, &self.settings.live);
                 }
             }
@@ -501,7 +412,7 @@ impl Daemon {
     /// hooks get a moment to finish and their lines are written. True if peers were learned.
     async fn stop(
         &mut self,
-        saved_rx: &mut mpsc::UnboundedReceiver<SaveDone>,
+        saved_rx: &mut SaveOutcomes,
         log_rx: &mut mpsc::UnboundedReceiver<String>,
     ) -> bool {
         self.fleet.stop();
@@ -511,11 +422,7 @@ impl Daemon {
         self.ports.save(&self.settings.live, &mut self.save_errors);
         self.peers
             .save(&self.dp, &self.settings.live, &mut self.save_errors);
-        self.hooks.abandon_queue();
-        self.hooks.idle(Duration::from_secs(2)).await;
-        while let Ok(line) = log_rx.try_recv() {
-            self.sink.line(&line);
-        }
+        self.outlets.stop(log_rx).await;
         self.peers.remembered()
     }
 }

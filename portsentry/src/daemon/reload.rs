@@ -13,12 +13,45 @@ use crate::{
     },
 };
 
-/// Re-reads the configuration with the run's command-line overrides; the settings and where
-/// they came from.
-pub(super) fn load(global: &GlobalArgs, args: &RunArgs) -> Result<(Settings, String)> {
+/// SIGHUP's new live settings, where they came from, and whether they switch detect mode to
+/// block mode.
+pub(super) struct Reread {
+    pub live: LiveSettings,
+    pub source: String,
+    pub to_block: bool,
+}
+
+/// Re-reads the configuration with the run's command-line overrides and warns about the
+/// changes that need a restart; `None` (said) if it cannot be read, keeping `current`.
+pub(super) fn reread(global: &GlobalArgs, args: &RunArgs, current: &Settings) -> Option<Reread> {
+    let (s, source) = match load(global, args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            crate::errln!(
+                "portsentry: error: reload failed, keeping the running configuration: {e:#}"
+            );
+            return None;
+        }
+    };
+    let restart_only = current.startup.changed_keys(&s.startup);
+    if !restart_only.is_empty() {
+        crate::errln!(
+            "portsentry: warning: {} change(s) take effect on restart only",
+            restart_only.join(", ")
+        );
+    }
+    let to_block = current.live.mode == Mode::Detect && s.live.mode == Mode::Block;
+    Some(Reread {
+        live: s.live,
+        source: source.to_string(),
+        to_block,
+    })
+}
+
+fn load(global: &GlobalArgs, args: &RunArgs) -> Result<(Settings, sources::Source)> {
     let (mut s, source) = sources::load(global)?;
     sources::apply_run(&mut s, args)?;
-    Ok((s, source.to_string()))
+    Ok((s, source))
 }
 
 /// Block mode never enforces what detect mode recorded, unless the operator asks.

@@ -212,7 +212,10 @@ impl PrefixTracker {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::IpAddr;
+
+    use super::{translator_range, PrefixRule, PrefixTracker, MAX_PREFIXES};
+    use crate::net::cidr::Cidr;
 
     fn rule() -> PrefixRule {
         PrefixRule {
