@@ -32,14 +32,13 @@ pub(super) struct AllowlistKeeper {
 
 /// What a refresh of the automatic allowlist did.
 pub(super) enum Refreshed {
-    /// Nothing changed (or it could not be recomputed, which is said).
+    /// Nothing changed (or it failed, which is said).
     Unchanged,
-    /// The allowlist was written: the automatic and total entry counts, and the line about
-    /// bans it lifted, if any (the book changed then).
+    /// The allowlist was written: the line about bans it lifted, if any (the book changed
+    /// then), and the summary line for stderr.
     Written {
-        automatic: usize,
-        total: u32,
         lifted: Option<String>,
+        summary: String,
     },
 }
 
@@ -108,27 +107,38 @@ impl AllowlistKeeper {
         live: &LiveSettings,
         book: &mut BanBook,
         dp: &mut Dataplane,
-    ) -> Result<Refreshed> {
+    ) -> Refreshed {
         let fresh = match self.automatic_entries(live) {
             Ok(list) => list,
             Err(e) => {
                 crate::errln!("portsentry: error: recomputing the automatic allowlist: {e:#}");
-                return Ok(Refreshed::Unchanged);
+                return Refreshed::Unchanged;
             }
         };
         if fresh == self.auto_allow {
-            return Ok(Refreshed::Unchanged);
+            return Refreshed::Unchanged;
         }
         self.auto_allow = fresh;
         let allow = self.list(live);
-        let written = guard::write_allowlist(dp, &allow)?;
-        report_refused(&written);
-        let lifted = lift(book, dp, &allow)?;
-        Ok(Refreshed::Written {
-            automatic: self.auto_allow.len(),
-            total: written.count,
-            lifted,
-        })
+        let result = guard::write_allowlist(dp, &allow)
+            .map_err(anyhow::Error::from)
+            .and_then(|written| {
+                report_refused(&written);
+                Ok((written.count, lift(book, dp, &allow)?))
+            });
+        match result {
+            Ok((total, lifted)) => Refreshed::Written {
+                lifted,
+                summary: format!(
+                    "portsentry: addresses or routes changed; automatic allowlist updated ({} automatic, {total} in total)",
+                    self.auto_allow.len()
+                ),
+            },
+            Err(e) => {
+                crate::errln!("portsentry: error: updating the automatic allowlist: {e:#}");
+                Refreshed::Unchanged
+            }
+        }
     }
 }
 

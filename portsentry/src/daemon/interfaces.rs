@@ -35,6 +35,23 @@ impl Interfaces {
         self.attached.iter().filter_map(|(_, i)| *i).collect()
     }
 
+    /// Attaches to each of `interfaces` in turn, saying so; their modes.
+    pub fn attach_all(
+        &mut self,
+        dp: &mut Dataplane,
+        interfaces: &[String],
+        xdp_mode: AttachMode,
+        peer_challenge: bool,
+    ) -> Result<Attached> {
+        let mut attached = Vec::new();
+        for iface in interfaces {
+            let mode = self.attach(dp, iface, xdp_mode, peer_challenge)?;
+            attached.push((iface.clone(), mode.to_owned()));
+            crate::errln!("portsentry: attached to {iface} ({mode} XDP)");
+        }
+        Ok(attached)
+    }
+
     /// Attaches to `iface` and records where; returns the mode name. With `peer_challenge`,
     /// also checks whether XDP_TX delivers there.
     pub fn attach(

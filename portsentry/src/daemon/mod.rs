@@ -148,12 +148,7 @@ impl Daemon {
             d.fleet.start(&c, &d.settings.startup.state_dir, log_line)?;
         }
         let (xdp_mode, challenge) = (d.settings.startup.xdp_mode, d.extras.peer_challenge);
-        let mut attached = Vec::new();
-        for iface in interfaces {
-            let mode = d.interfaces.attach(&mut d.dp, iface, xdp_mode, challenge)?;
-            attached.push((iface.clone(), mode.to_owned()));
-            crate::errln!("portsentry: attached to {iface} ({mode} XDP)");
-        }
+        let attached = (d.interfaces).attach_all(&mut d.dp, interfaces, xdp_mode, challenge)?;
         Ok((d, saved_rx, attached))
     }
 
@@ -243,22 +238,12 @@ impl Daemon {
 
     /// An address or route changed: the automatic allowlist follows.
     fn on_route_change(&mut self) {
-        let refreshed = self
-            .allowlist
-            .refresh(&self.settings.live, &mut self.book, &mut self.dp);
-        match refreshed {
-            Ok(Refreshed::Unchanged) => {}
-            Ok(Refreshed::Written {
-                automatic,
-                total,
-                lifted,
-            }) => {
-                self.on_lifted(lifted);
-                crate::errln!(
-                    "portsentry: addresses or routes changed; automatic allowlist updated ({automatic} automatic, {total} in total)"
-                );
-            }
-            Err(e) => crate::errln!("portsentry: error: updating the automatic allowlist: {e:#}"),
+        let live = &self.settings.live;
+        if let Refreshed::Written { lifted, summary } =
+            (self.allowlist).refresh(live, &mut self.book, &mut self.dp)
+        {
+            self.on_lifted(lifted);
+            crate::errln!("{summary}");
         }
     }
 
@@ -299,8 +284,7 @@ impl Daemon {
         if due.sweep {
             self.probes.forget_expired(&self.settings.live);
             let policy = self.settings.live.recidive_policy();
-            self.book.forget_offences(&policy, crate::clock::unix_ms());
-            self.saving.begin_sweep(&mut self.book, &mut self.dp);
+            (self.saving).begin_sweep(&mut self.book, &mut self.dp, &policy);
         }
         if due.save || due.sweep {
             self.save();

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::saver::{SaveDone, Saver};
 use crate::{
-    bans::{BanBook, Snapshot, StateStore, Sweep},
+    bans::{BanBook, RecidivePolicy, Snapshot, StateStore, Sweep},
     clock::Now,
     control,
     dataplane::Dataplane,
@@ -116,9 +116,11 @@ impl BanSaving {
         Due { save, sweep }
     }
 
-    /// Starts the ban book's sweep: removes expired bans (they already stopped dropping) and
-    /// reconciles book and kernel, a step per loop turn ([`Self::sweep_step`]).
-    pub fn begin_sweep(&mut self, book: &mut BanBook, dp: &mut Dataplane) {
+    /// Starts the ban book's sweep: forgets offences older than `policy`'s window, then
+    /// removes expired bans (they already stopped dropping) and reconciles book and kernel, a
+    /// step per loop turn ([`Self::sweep_step`]).
+    pub fn begin_sweep(&mut self, book: &mut BanBook, dp: &mut Dataplane, policy: &RecidivePolicy) {
+        book.forget_offences(policy, crate::clock::unix_ms());
         self.last_sweep = Instant::now();
         self.sweep.get_or_insert_with(Default::default);
         self.sweep_step(book, dp);
