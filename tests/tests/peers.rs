@@ -74,7 +74,7 @@ fn banned_line(src: IpAddr) -> impl Fn(&str) -> bool {
     move |l: &str| l.starts_with(&prefix)
 }
 
-/// The daemon's line for a learned peer's trap probe (`detect::logging::refused_line`).
+/// The daemon's line for a learned peer's trap probe (`detect::lines::refused_line`).
 fn peer_line(src: IpAddr, tcp: bool) -> impl Fn(&str) -> bool {
     let prefix = format!("portsentry: probe from {src} (");
     let why = if tcp {

@@ -5,10 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::detect::{
-    events::{ProbeEvent, Protocol},
-    logging,
-};
+use crate::detect::events::{ProbeEvent, Protocol};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BanNotice {
@@ -67,7 +64,7 @@ impl BanNotice {
             protocol: ev.protocol,
             scan: ev.scan.name().to_owned(),
             probes: ev.count,
-            enforced: logging::is_blocked(ev),
+            enforced: ev.is_blocked(),
             shareable: ev.is_shareable(),
             verified: !ev.unverified,
             ttl,

@@ -1,81 +1,80 @@
 //! `portsentry run`: load, restore bans, configure, attach, then log events, run hooks, persist
 //! bans and reload on SIGHUP until SIGINT/SIGTERM.
 //!
-//! Owns: the event loop and the wiring between the parts (one `Daemon` value, changed only
-//! from the loop, so no state is shared between tasks). The loop's work is split by concern:
-//! `allowlist`, `interfaces`, `peers`, `probes`, `persist`, `reload`; `guard` writes what the
-//! live settings say into the kernel. Must not: write a ban except through the ban book, or word a
-//! PortSentry log line itself (`detect::logging` does).
+//! The daemon is a few parts, each owning its state behind a small API with typed outcomes:
+//!
+//! - `probes`: the probe pipeline. An event in; its [`probes::Outcome`] out (the event's lines,
+//!   other lines, the 1.2 history line, ban notices), after recording bans in the ban book,
+//!   escalating repeat offenders, folding prefix bans and bounding the lines of a flood.
+//! - `persist` ([`persist::BanSaving`]) with `saver`: the save schedule, the copy of the book
+//!   and its writer thread, the answers waiting for a save, the sweep of expired bans.
+//! - `allowlist`: the automatic allowlist and `lo`'s route lookups; `service_ports`: advanced
+//!   mode's guarded ports and the service-port memory; `interfaces`: attaching and
+//!   re-attaching XDP; `topology`: upper devices and neighbour flips; `peers`: the
+//!   peer-learning programs and `peers.json`; `fleet`: CrowdSec decisions applied a step per
+//!   turn, and alerts; `status`: what the verbs and scrapes see.
+//! - `outlets`: where outcomes go (the log sink, the hook runner, the notifier and its digest
+//!   window, `notify`).
+//! - `guard` writes what the live settings say into the kernel (ports, allowlist, config);
+//!   `reload` re-reads the settings; `startup` loads the maps and opens the ban book.
+//!
+//! [`Daemon`] (this file) holds the parts and the shared resources (maps, ban book, settings),
+//! lends the resources to one part per call, and routes each outcome to the outlets and the
+//! fleet; `run` is the loop: start-up order, the `select!` over events, timers, signals and
+//! sockets, and shutdown. Changed only from the loop, so no state is shared between tasks.
+//! Must not: write a ban except through the ban book, let a part touch another's state, or
+//! word a PortSentry-format or `attackalert:` line (`detect::lines` does; the parts hand it
+//! facts).
 
 mod allowlist;
+mod fleet;
 pub mod guard;
 mod interfaces;
 mod notify;
+mod outlets;
 mod peers;
-mod per_source;
 mod persist;
-mod prefixes;
 mod probes;
 mod reload;
+mod run;
 mod saver;
+mod service_ports;
 mod startup;
+mod status;
 mod topology;
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    sync::mpsc,
-};
+use tokio::sync::{mpsc, oneshot};
 
+pub use run::run;
+
+use self::{
+    allowlist::{AllowlistKeeper, Refreshed},
+    fleet::{FleetLink, Stepped},
+    interfaces::{Attached, Interfaces},
+    outlets::Outlets,
+    peers::Peers,
+    persist::BanSaving,
+    probes::{Outcome, ProbePipeline},
+    saver::{SaveDone, SaveOutcomes},
+    service_ports::ServicePortKeeper,
+    status::Status,
+    topology::Topology,
+};
 use crate::{
-    bans::BanNotice,
-    bans::{BanBook, MadeRoom, NewBan, Origin, Saved, StateError, StateStore, Trigger},
+    bans::BanBook,
     cli::{GlobalArgs, RunArgs},
-    clock::Now,
-    config::settings::{HistoryFormat, Mode, Settings},
-    config::sources,
-    control::{self, socket, DaemonInfo, DAEMON_FILE},
-    dataplane::bpffs,
-    dataplane::{AttachMode, Dataplane, LoadOptions, PeerLearning, TrieWrite},
-    detect::diagnostics,
-    detect::events::{self, EventKind, ProbeEvent},
-    detect::logging::{LogFn, LogSink},
-    fleet::Fleet,
-    hooks::HookRunner,
+    config::settings::Settings,
+    control::{self, DaemonInfo},
+    dataplane::Dataplane,
+    detect::{events::ProbeEvent, logging::LogFn},
+    fleet::crowdsec::decisions::FleetUpdate,
     metrics,
-    net::cidr::Cidr,
-    net::listening::Listening,
-    net::lo_forwarding::LoopbackForwarding,
-    net::netinfo,
-    net::netwatch,
-    net::service_ports::ServicePorts,
+    net::rtnl::Change,
     report::{ReportGate, REPORT_INTERVAL},
 };
-
-/// How often advanced mode and the service check look for new listening sockets.
-const LISTEN_POLL: Duration = Duration::from_millis(500);
-/// A ban is persisted at most this long after it happened.
-const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
-/// Even without events, the state is saved and expired bans are swept this often.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// The next debounced save waits at least this many times as long as the last save took.
-const SAVE_COST_FACTOR: u32 = 10;
-/// A save copies at most this many ban records per loop turn (a few ms in a debug build).
-const SNAPSHOT_STEP: usize = 4096;
-/// The sweep looks at most this many book records or kernel entries per loop turn.
-const SWEEP_STEP: usize = 4096;
-/// A failed save is retried after this long.
-const SAVE_RETRY: Duration = Duration::from_secs(5);
-/// The service-port memory is written soon after a new port, otherwise (refreshed times only)
-/// at most this often, and at stop.
-const SERVICE_PORTS_REFRESH: Duration = Duration::from_secs(600);
 
 /// Everything `run` keeps between events.
 struct Daemon {
@@ -83,475 +82,331 @@ struct Daemon {
     /// Every ban: the only writer of the ban maps and the state file.
     book: BanBook,
     settings: Settings,
-    sink: LogSink,
-    hooks: HookRunner,
-    listening: Listening,
-    /// Every port seen listening and when (advanced mode's service-port memory), and the ports
-    /// it currently counts as services.
-    service_ports: ServicePorts,
-    remembered: Listening,
-    /// A port was first seen since the memory was last written.
-    service_ports_new: Option<Instant>,
-    /// When the memory was last written, and what.
-    service_ports_written: Option<(Instant, String)>,
-    names_by_index: HashMap<u32, String>,
-    /// Interfaces we protect and the ifindex we are attached to (`None` while it is gone).
-    attached: Vec<(String, Option<u32>)>,
-    dirty_since: Option<Instant>,
-    /// After a failed save, the next attempt waits until then.
-    save_retry_at: Option<Instant>,
-    save_error_report: ReportGate,
-    /// When the last write of the book ended, and how long it took.
-    last_save: Option<(Instant, Duration)>,
-    /// Writes `bans.json` on its own thread.
-    saver: saver::Saver,
-    /// The copy of the book being taken for a save, and its number.
-    snapshot: Option<(u64, crate::bans::Snapshot)>,
-    /// Copies begun so far (the last one's number).
-    copies_begun: u64,
-    /// A verb changed the book while a copy was under way: another copy follows it.
-    copy_again: bool,
-    /// Answers to verbs that changed the book, sent once copy number `.0` is written.
-    save_waiters: Vec<(
-        u64,
-        tokio::sync::oneshot::Sender<control::Reply>,
-        control::Reply,
-    )>,
-    last_sweep: Instant,
-    /// The ban book's sweep under way, a step per loop turn.
-    sweep: Option<crate::bans::Sweep>,
-    /// The automatic allowlist entries as last computed (own addresses, gateways, resolvers,
-    /// the LAPI host); recomputed on every rtnetlink address or route notification.
-    auto_allow: Vec<Cidr>,
-    /// The LAPI's addresses, resolved once at start (fleet mode).
-    lapi_hosts: Vec<IpAddr>,
-    /// Fleet mode (`[crowdsec]`).
-    fleet: Option<Fleet>,
-    /// The pulled update being applied, a step per loop turn; the next is received after it.
-    fleet_batch: Option<crate::bans::FleetBatch>,
-    /// For `status` over the control socket.
-    info: Option<DaemonInfo>,
-    /// Forwarding on `lo` for the path check's route lookups, restored on drop.
-    lo_forwarding: Option<LoopbackForwarding>,
-    /// Sources answered with `run_cmd` although their protocol does not block.
-    unenforced: per_source::UnenforcedResponses,
-    /// Sources already written to a PortSentry 1.2 format history in their ban period.
-    classic_history: per_source::UnenforcedResponses,
-    /// Recent verified address bans per prefix, for prefix-aware bans.
-    prefixes: prefixes::PrefixTracker,
-    /// Bounds the event lines a flood can write.
-    line_budget: crate::detect::budget::LineBudget,
-    /// Per-source limit on the `ignored: [true]` lines.
-    ignored_lines: per_source::IgnoredLines,
+    /// The sink, the hooks, the notifier: where outcomes go.
+    outlets: Outlets,
+    probes: ProbePipeline,
+    saving: BanSaving,
+    /// Failed saves (bans, peers, service ports) are reported at most once per interval.
+    save_errors: ReportGate,
+    ports: ServicePortKeeper,
+    allowlist: AllowlistKeeper,
+    interfaces: Interfaces,
+    topology: Topology,
+    peers: Peers,
+    fleet: FleetLink,
     /// What the config block holds beyond the settings (peer challenge, netns cookie).
     extras: guard::KernelExtras,
-    /// The attached peer-learning programs; detached on drop.
-    _peer_learning: Option<PeerLearning>,
-    /// `peers.json`, while peers are learned.
-    peer_memory: Option<crate::peers::PeerMemory>,
-    /// The last snapshot served to a scraper.
-    metrics_cache: metrics::SnapshotCache,
-    /// Upper devices of the guarded interfaces and neighbour MACs (rtnetlink).
-    topology: topology::Topology,
-    /// Alert and digest mail, webhook (`[notify]`).
-    notifier: crate::notify::Notifier,
-    /// The counters at the start of the digest window.
-    notify_baseline: crate::notify::digest::Totals,
-}
-
-/// Waits for the next address or route notification, or forever without a watch.
-async fn next_route_change(watch: &mut Option<netwatch::RouteWatch>) -> std::io::Result<()> {
-    match watch.as_mut() {
-        Some(w) => w.changed().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for the next scrape's snapshot request, or forever without `metrics_listen`.
-async fn next_scrape(
-    rx: &mut Option<mpsc::Receiver<metrics::server::SnapshotRequest>>,
-) -> Option<metrics::server::SnapshotRequest> {
-    match rx.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for the next fleet update, or forever without a bouncer.
-async fn next_fleet_update(
-    fleet: &mut Option<Fleet>,
-) -> Option<crate::fleet::crowdsec::decisions::FleetUpdate> {
-    match fleet.as_mut().and_then(|f| f.updates.as_mut()) {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
+    /// What `status`, the verbs and the scrapes see.
+    status: Status,
 }
 
 impl Daemon {
-    /// Starts enforcing decisions pulled from LAPI; [`Daemon::fleet_step`] applies them a
-    /// step per loop turn.
-    fn on_fleet_update(&mut self, update: crate::fleet::crowdsec::decisions::FleetUpdate) {
-        let Some(fleet) = self.fleet.as_mut() else {
-            return;
+    /// Loads and configures everything, starts fleet mode and attaches to `interfaces`
+    /// (returned with their modes); bans are saved off the loop, with outcomes on the receiver.
+    fn start(
+        settings: Settings,
+        interfaces: &[String],
+        log_line: LogFn,
+    ) -> Result<(Self, SaveOutcomes, Attached)> {
+        let mut dp = startup::load_dataplane(&settings)?;
+        let book = startup::open_ban_book(&mut dp, &settings)?;
+        let (saving, saved_rx) =
+            BanSaving::start(book.store().clone()).context("starting the bans.json writer")?;
+        // Learned peers: the cgroup programs, then what the last run saved. Before the config
+        // is written, so that the first config already challenges peers.
+        let peers = Peers::start(&mut dp, &settings);
+        let extras = startup::kernel_extras(&peers);
+        let (startup, live) = (&settings.startup, &settings.live);
+        let mut d = Daemon {
+            ports: ServicePortKeeper::start(&startup.state_dir),
+            allowlist: AllowlistKeeper::new(startup.crowdsec.as_ref()),
+            outlets: Outlets::new(live, &startup.state_dir, log_line.clone()),
+            dp,
+            book,
+            settings,
+            probes: ProbePipeline::default(),
+            saving,
+            save_errors: ReportGate::new(REPORT_INTERVAL),
+            interfaces: Interfaces::default(),
+            topology: Topology::default(),
+            peers,
+            fleet: FleetLink::default(),
+            extras,
+            status: Default::default(),
         };
-        let (batch, line) = fleet.begin(update);
-        if let Some(l) = line {
-            self.sink.line(&l);
+        // The config goes in last: until then the program fails open.
+        d.apply()?;
+        d.probes.set_kernel_baseline(&d.dp);
+        d.outlets.mark_digest(&d.book, &d.dp, &d.fleet);
+        reload::report_shadow_bans(&d.book, &d.settings.live);
+        if d.book.is_dirty() {
+            d.save();
         }
-        self.fleet_batch = Some(batch);
+        // Fleet mode starts after the allowlist is known (decisions touching it are not
+        // enforced).
+        if let Some(c) = d.settings.startup.crowdsec.clone() {
+            d.fleet.start(&c, &d.settings.startup.state_dir, log_line)?;
+        }
+        let (xdp_mode, challenge) = (d.settings.startup.xdp_mode, d.extras.peer_challenge);
+        let attached = (d.interfaces).attach_all(&mut d.dp, interfaces, xdp_mode, challenge)?;
+        Ok((d, saved_rx, attached))
     }
 
-    /// Applies the next step of the fleet update in progress (a bounded amount of work: the
-    /// loop serves probes, signals and the control socket between steps).
-    fn fleet_step(&mut self) {
-        let (Some(fleet), Some(batch)) = (self.fleet.as_mut(), self.fleet_batch.as_mut()) else {
-            self.fleet_batch = None;
-            return;
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn line(&mut self, text: &str) {
+        self.outlets.line(text);
+    }
+
+    /// The kernel's ring of events and its diagnostics, for the loop's reader tasks.
+    fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    fn set_info(&mut self, info: DaemonInfo) {
+        self.status.set_info(info);
+    }
+
+    /// Reads the upper devices and the neighbour table (after subscribing to their changes).
+    fn read_topology(&mut self) {
+        self.topology
+            .refresh_uppers(&mut self.dp, &self.interfaces.guarded());
+        let flips = self.topology.learn_neighbours();
+        self.on_flips(flips);
+    }
+
+    /// One event from the XDP program, through the probe pipeline.
+    fn on_event(&mut self, ev: &ProbeEvent) {
+        let iface = self
+            .interfaces
+            .name_of(ev.ifindex)
+            .unwrap_or("?")
+            .to_owned();
+        let mut cx = probes::Cx {
+            book: &mut self.book,
+            dp: &mut self.dp,
+            live: &self.settings.live,
+            history_format: self.outlets.history_format(),
         };
-        let result = fleet.step(&mut self.book, &mut self.dp, batch);
-        self.mark_dirty();
-        match result {
-            Ok(None) => {}
-            Ok(Some(lines)) => {
-                self.fleet_batch = None;
-                for l in lines {
-                    self.sink.line(&l);
-                }
-            }
-            Err(e) => {
-                self.fleet_batch = None;
-                crate::errln!("portsentry: error: crowdsec: applying decisions: {e:#}");
-            }
+        let outcome = self.probes.on_event(ev, &iface, &mut cx);
+        self.route(outcome);
+    }
+
+    /// Sends what the pipeline asked for where it goes, in its order.
+    fn route(&mut self, outcome: Outcome) {
+        let trigger = self.settings.live.effective_trigger();
+        for out in outcome.out {
+            self.outlets.route(out, trigger, &mut self.fleet);
+        }
+        if outcome.dirty {
+            self.saving.mark_dirty();
         }
     }
 
-    /// What only the daemon knows, for `status` and the metrics.
-    fn daemon_view(&self) -> metrics::DaemonView {
-        metrics::DaemonView {
-            hooks: self.hooks.stats(),
-            hooks_running: self.hooks.running() as u64,
-            hooks_queued: self.hooks.queued() as u64,
-            fleet: self.fleet.as_ref().map(Fleet::counters),
-            notify: self.notifier.is_enabled().then(|| self.notifier.stats()),
+    /// Writes ports, allowlist, hooks and the config block from `self.settings`.
+    fn apply(&mut self) -> Result<()> {
+        let live = &self.settings.live;
+        self.allowlist.recompute(live, self.extras.peer_challenge)?;
+        let allow = self.allowlist.list(live);
+        self.ports.recompute_remembered(live);
+        let (listening, remembered) = (self.ports.listening(), self.ports.remembered());
+        let written = guard::write(
+            &mut self.dp,
+            live,
+            &allow,
+            listening,
+            remembered,
+            &self.extras,
+        )?;
+        allowlist::report_refused(&written);
+        let lifted = allowlist::lift(&mut self.book, &mut self.dp, &allow)?;
+        self.on_lifted(lifted);
+        let live = &self.settings.live;
+        self.outlets.apply(live);
+        crate::errln!("{}", reload::guarding_line(live, written.count));
+        Ok(())
+    }
+
+    fn on_lifted(&mut self, lifted: Option<String>) {
+        if let Some(line) = lifted {
+            self.outlets.line(&line);
+            self.saving.mark_dirty();
         }
     }
 
-    /// A snapshot for a scrape: the cached one if it is fresh, else a new reading.
-    fn metrics_snapshot(&mut self) -> Option<Arc<metrics::Snapshot>> {
-        let view = self.daemon_view();
-        let top = self.settings.startup.metrics_top_bans as usize;
-        let (book, dp) = (&mut self.book, &self.dp);
-        match self
-            .metrics_cache
-            .get(|| metrics::Snapshot::collect(book, Some(dp), Some(view), top))
+    /// An address or route changed: the automatic allowlist follows.
+    fn on_route_change(&mut self) {
+        let live = &self.settings.live;
+        if let Refreshed::Written { lifted, summary } =
+            (self.allowlist).refresh(live, &mut self.book, &mut self.dp)
         {
-            Ok(s) => Some(s),
-            Err(e) => {
-                crate::errln!("portsentry: error: metrics: reading the counters failed: {e:#}");
-                None
+            self.on_lifted(lifted);
+            crate::errln!("{summary}");
+        }
+    }
+
+    fn on_link_changes(&mut self, changes: Vec<Change>) {
+        let changed = self.topology.on_changes(changes);
+        self.on_flips(changed.flips);
+        if changed.links {
+            self.topology
+                .refresh_uppers(&mut self.dp, &self.interfaces.guarded());
+        }
+    }
+
+    /// Contests each flipped neighbour and says so.
+    fn on_flips(&mut self, flips: Vec<crate::net::neighbours::Flip>) {
+        for flip in flips {
+            let known = self.interfaces.name_of(flip.ifindex);
+            let line = topology::contest(&flip, known, &mut self.dp, &self.settings.live);
+            self.outlets.flip(&line);
+        }
+    }
+
+    /// The loop's timer: interfaces, listening sockets, saves and sweeps, summaries, digest.
+    fn on_tick(&mut self) {
+        let (xdp_mode, challenge) = (self.settings.startup.xdp_mode, self.extras.peer_challenge);
+        let topology = &mut self.topology;
+        self.interfaces
+            .watch(&mut self.dp, xdp_mode, challenge, |dp, guarded| {
+                topology.refresh_uppers(dp, guarded);
+            });
+        self.ports.poll(&mut self.dp, &self.settings.live);
+        if let Some(summary) = self
+            .probes
+            .flush_line_budget(crate::clock::unix_ms(), &self.dp)
+        {
+            self.outlets.line(&summary);
+        }
+        let due = self.saving.due(self.fleet.busy());
+        if due.sweep {
+            self.probes.forget_expired(&self.settings.live);
+            let policy = self.settings.live.recidive_policy();
+            (self.saving).begin_sweep(&mut self.book, &mut self.dp, &policy);
+        }
+        if due.save || due.sweep {
+            self.save();
+        }
+        if due.sweep {
+            self.peers
+                .save(&self.dp, &self.settings.live, &mut self.save_errors);
+        }
+        if self.ports.save_due(due.sweep) {
+            self.ports.save(&self.settings.live, &mut self.save_errors);
+        }
+        (self.outlets).tick(&mut self.book, &self.dp, &mut self.fleet);
+    }
+
+    /// Starts a save of the book (and the fleet's alert queue with it).
+    fn save(&mut self) {
+        self.fleet.persist();
+        self.saving.save(&mut self.book);
+    }
+
+    /// A copy or a sweep is under way.
+    fn working(&self) -> bool {
+        self.saving.working()
+    }
+
+    /// The next step of the sweep and of the copy under way.
+    fn work_step(&mut self) {
+        self.saving.sweep_step(&mut self.book, &mut self.dp);
+        if self.saving.snapshot_step(&mut self.book) {
+            self.save();
+        }
+    }
+
+    fn on_saved(&mut self, done: SaveDone) {
+        self.saving.on_saved(done, &mut self.save_errors);
+    }
+
+    fn fleet_busy(&self) -> bool {
+        self.fleet.busy()
+    }
+
+    async fn next_fleet_update(&mut self) -> Option<FleetUpdate> {
+        self.fleet.next_update().await
+    }
+
+    fn on_fleet_update(&mut self, update: FleetUpdate) {
+        if let Some(line) = self.fleet.begin(update) {
+            self.outlets.line(&line);
+        }
+    }
+
+    fn fleet_step(&mut self) {
+        if let Stepped::Applied(lines) = self.fleet.step(&mut self.book, &mut self.dp) {
+            self.saving.mark_dirty();
+            for l in lines {
+                self.outlets.line(&l);
             }
         }
+    }
+
+    /// A snapshot for a scrape.
+    fn metrics_snapshot(&mut self) -> Option<Arc<metrics::Snapshot>> {
+        let (view, top) = (
+            self.outlets.view(&self.fleet),
+            self.settings.startup.metrics_top_bans,
+        );
+        self.status
+            .snapshot(&mut self.book, &self.dp, view, top as usize)
     }
 
     /// A verb from the control socket, answered from the live state.
-    fn control(
-        &mut self,
-        req: &control::Request,
-        reply: tokio::sync::oneshot::Sender<control::Reply>,
-    ) {
-        let view = self.daemon_view();
-        let answer = control::verbs::execute(
-            req,
-            control::verbs::Target {
-                book: &mut self.book,
-                maps: Some(&mut self.dp),
-                daemon: self.info.as_ref(),
-                pin_dir: self.settings.startup.pin_dir.as_deref(),
-                view: Some(view),
-                top_bans: self.settings.startup.metrics_top_bans as usize,
-            },
+    fn control(&mut self, req: &control::Request, reply: oneshot::Sender<control::Reply>) {
+        let (view, startup) = (self.outlets.view(&self.fleet), &self.settings.startup);
+        let (pin_dir, top) = (
+            startup.pin_dir.as_deref(),
+            startup.metrics_top_bans as usize,
         );
+        let answer = (self.status).answer(req, &mut self.book, &mut self.dp, pin_dir, view, top);
         if req.mutates() && self.book.is_dirty() {
             // Persist before answering: the verb's change must survive a crash right after.
-            self.save_then_reply(reply, answer);
+            if self.saving.save_then_reply(reply, answer) {
+                self.save();
+            }
         } else {
             let _ = reply.send(answer);
         }
     }
-}
 
-pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Result<()> {
-    let interfaces = if settings.startup.interfaces.is_empty() {
-        vec![netinfo::default_route_iface()?]
-    } else {
-        settings.startup.interfaces.clone()
-    };
-    // The metrics listener first: a taken address is a startup error before anything is
-    // attached.
-    let metrics_listener = match settings.startup.metrics_listen {
-        Some(addr) => Some(metrics::server::bind(addr).await?),
-        None => None,
-    };
-    let mut dp = startup::load_dataplane(&settings)?;
-    let book = startup::open_ban_book(&mut dp, &settings)?;
-    let (saver, mut saved_rx) =
-        saver::Saver::start(book.store().clone()).context("starting the bans.json writer")?;
-
-    // Learned peers: the cgroup programs, then what the last run saved. Before the config is
-    // written, so that the first config already challenges peers.
-    let (peer_learning, peer_memory) = peers::start_learning(&mut dp, &settings);
-    let extras = guard::KernelExtras {
-        peer_challenge: peer_learning.is_some(),
-        netns_cookie: peer_learning.as_ref().map_or(0, |l| l.netns_cookie),
-        synack: crate::net::synack::SynAckShape::read(),
-    };
-
-    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
-    let log_line: LogFn = Arc::new(move |line: String| {
-        let _ = log_tx.send(line);
-    });
-    let hooks = HookRunner::new(settings.live.hooks.clone(), log_line.clone());
-    let notifier = crate::notify::Notifier::new(
-        &settings.live.notify,
-        &settings.startup.state_dir,
-        log_line.clone(),
-    );
-    let listening = Listening::read();
-    let mut service_ports = persist::load_service_ports(&settings.startup.state_dir);
-    service_ports.observe(&listening, crate::clock::unix_ms());
-    let lapi_hosts = settings
-        .startup
-        .crowdsec
-        .as_ref()
-        .map(|c| netinfo::lapi_hosts(&c.lapi_url))
-        .unwrap_or_default();
-    let mut d = Daemon {
-        dp,
-        book,
-        sink: LogSink::new(
-            settings.live.log_format,
-            settings.live.history_file.as_deref(),
-            settings.live.history_format,
-        ),
-        settings,
-        hooks,
-        listening,
-        service_ports,
-        remembered: Listening::default(),
-        service_ports_new: None,
-        service_ports_written: None,
-        names_by_index: HashMap::new(),
-        attached: Vec::new(),
-        dirty_since: None,
-        save_retry_at: None,
-        save_error_report: ReportGate::new(REPORT_INTERVAL),
-        last_save: None,
-        saver,
-        snapshot: None,
-        copies_begun: 0,
-        copy_again: false,
-        save_waiters: Vec::new(),
-        last_sweep: Instant::now(),
-        sweep: None,
-        auto_allow: Vec::new(),
-        lapi_hosts,
-        fleet: None,
-        fleet_batch: None,
-        info: None,
-        lo_forwarding: None,
-        unenforced: Default::default(),
-        classic_history: Default::default(),
-        prefixes: Default::default(),
-        line_budget: Default::default(),
-        ignored_lines: Default::default(),
-        extras,
-        _peer_learning: peer_learning,
-        peer_memory,
-        metrics_cache: Default::default(),
-        topology: Default::default(),
-        notifier,
-        notify_baseline: Default::default(),
-    };
-    // The config goes in last: until then the program fails open.
-    d.apply()?;
-    let suppressed = d.kernel_events_suppressed();
-    d.line_budget.set_kernel_baseline(suppressed);
-    d.notify_mark();
-    d.report_shadow_bans();
-    if d.book.is_dirty() {
-        d.save();
-    }
-
-    // Fleet mode starts after the allowlist is known (decisions touching it are not enforced).
-    if let Some(c) = d.settings.startup.crowdsec.clone() {
-        let fleet_log = log_line.clone();
-        let fleet = Fleet::start(&c, &d.settings.startup.state_dir, fleet_log)?;
-        crate::errln!("{}", fleet.describe());
-        d.fleet = Some(fleet);
-    }
-
-    let mut attached = Vec::new();
-    for iface in &interfaces {
-        let mode = d.attach(iface)?;
-        attached.push((iface.clone(), mode.to_owned()));
-        crate::errln!("portsentry: attached to {iface} ({mode} XDP)");
-    }
-    // Links and neighbours followed live: subscribe first, then read the tables, so no change
-    // falls between the two.
-    let mut link_watch = match crate::net::rtnl::LinkWatch::new() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            crate::errln!("portsentry: warning: cannot follow link and neighbour changes ({e}); bridge and VLAN membership is read at start only and neighbour MAC flips go unnoticed");
-            None
-        }
-    };
-    d.refresh_uppers();
-    d.learn_neighbours();
-    let info = DaemonInfo {
-        pid: std::process::id(),
-        started_at_ms: crate::clock::unix_ms(),
-        interfaces: attached,
-        pin_dir: d.settings.startup.pin_dir.clone(),
-    };
-    let info_path = d.settings.startup.state_dir.join(DAEMON_FILE);
-    if let Err(e) = std::fs::create_dir_all(&d.settings.startup.state_dir)
-        .and_then(|()| std::fs::write(&info_path, serde_json::to_string(&info).unwrap_or_default()))
-    {
-        crate::errln!("portsentry: warning: cannot write {}: {e} (`portsentry status` will not see this daemon)", info_path.display());
-    }
-    d.info = Some(info);
-
-    // The control socket: verbs act on the live state through the event loop.
-    let socket_path = socket::socket_path(&d.settings.startup.state_dir);
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<socket::Call>(16);
-    let server = match socket::bind(&socket_path) {
-        Ok(listener) => Some(tokio::spawn(socket::serve(listener, ctl_tx))),
-        Err(e) => {
-            crate::errln!(
-                "portsentry: error: control socket {}: {e} (the CLI verbs cannot reach this daemon)",
-                socket_path.display()
-            );
-            None
-        }
-    };
-    // Scrapes ask the loop for snapshots; the listener task does the rest.
-    let (metrics_tx, metrics_rx) = mpsc::channel::<metrics::server::SnapshotRequest>(4);
-    let mut metrics_rx = metrics_listener.as_ref().map(|_| metrics_rx);
-    let metrics_server = metrics_listener.map(|l| {
-        if let Ok(addr) = l.local_addr() {
-            crate::errln!("portsentry: metrics at http://{addr}/metrics");
-        }
-        metrics::server::spawn(l, metrics_tx)
-    });
-    // Addresses and routes followed live, for the automatic allowlist.
-    let mut route_watch = match netwatch::RouteWatch::new() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            crate::errln!("portsentry: warning: cannot follow address and route changes ({e}); the automatic allowlist is refreshed on SIGHUP only");
-            None
-        }
-    };
-
-    if let Some(logger) = d.dp.take_logger() {
-        diagnostics::install(d.settings.startup.log_level);
-        tokio::spawn(diagnostics::forward(logger));
-    }
-    let ring = d.dp.take_events()?;
-    let (tx, mut rx) = mpsc::channel::<ProbeEvent>(4096);
-    let reader = tokio::spawn(events::read_events(ring, tx));
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let mut ticker = tokio::time::interval(LISTEN_POLL);
-    let watchdog = startup::watchdog_interval();
-    let mut watchdog_ticker = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-
-    d.sink.line("Portsentry is now active and listening.");
-    startup::notify_ready(&interfaces);
-    let outcome = loop {
-        tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(ev) => d.on_event(&ev),
-                None => break Err(anyhow::anyhow!("the event reader stopped unexpectedly")),
-            },
-            Some(line) = log_rx.recv() => d.sink.line(&line),
-            Some(update) = next_fleet_update(&mut d.fleet), if d.fleet_batch.is_none() => {
-                d.on_fleet_update(update);
-            }
-            () = std::future::ready(()), if d.fleet_batch.is_some() => {
-                d.fleet_step();
-                // Let the event reader and the socket tasks run between steps.
-                tokio::task::yield_now().await;
-            }
-            Some(reply) = next_scrape(&mut metrics_rx) => {
-                if let Some(snapshot) = d.metrics_snapshot() {
-                    let _ = reply.send(snapshot);
+    /// SIGHUP: live keys apply at once, startup keys warn.
+    fn reload(&mut self, global: &GlobalArgs, args: &RunArgs) {
+        let Some(new) = reload::reread(global, args, &self.settings) else {
+            return;
+        };
+        self.settings.live = new.live;
+        self.outlets.reload_notifier(&self.settings.live);
+        match self.apply() {
+            Ok(()) => {
+                let source = new.source;
+                crate::errln!("portsentry: reloaded configuration from {source}; bans kept");
+                if new.to_block {
+                    reload::report_shadow_bans(&self.book, &self.settings.live);
                 }
             }
-            Some((req, reply)) = ctl_rx.recv() => d.control(&req, reply),
-            () = std::future::ready(()), if d.snapshot.is_some() || d.sweep.is_some() => {
-                d.sweep_step();
-                d.snapshot_step();
-                tokio::task::yield_now().await;
-            }
-            Some(done) = saved_rx.recv() => d.on_saved(done),
-            changed = next_route_change(&mut route_watch) => match changed {
-                Ok(()) => d.refresh_auto_allow(),
-                Err(e) => {
-                    crate::errln!("portsentry: warning: lost the address and route notifications ({e}); the automatic allowlist is refreshed on SIGHUP only");
-                    route_watch = None;
-                }
-            },
-            changes = topology::next_link_change(&mut link_watch) => match changes {
-                Ok(changes) => d.on_link_changes(changes),
-                Err(e) => {
-                    crate::errln!("portsentry: warning: lost the link and neighbour notifications ({e}); bridge and VLAN membership is no longer followed and neighbour MAC flips go unnoticed");
-                    link_watch = None;
-                }
-            },
-            _ = ticker.tick() => {
-                d.watch_interfaces();
-                d.poll_listening();
-                d.tick();
-                d.notify_tick();
-            }
-            _ = watchdog_ticker.tick(), if watchdog.is_some() => startup::notify_watchdog(),
-            _ = sighup.recv() => d.reload(&global, &args),
-            _ = sigint.recv() => break Ok(()),
-            _ = sigterm.recv() => break Ok(()),
+            Err(e) => crate::errln!("portsentry: error: applying reloaded configuration: {e:#}"),
         }
-    };
-    startup::notify_stopping();
-    reader.abort();
-    if let Some(server) = server {
-        server.abort();
     }
-    if let Some(server) = metrics_server {
-        server.abort();
+
+    /// At stop: the fleet's workers end, bans, service ports and peers are saved, running
+    /// hooks get a moment to finish and their lines are written. True if peers were learned.
+    async fn stop(
+        &mut self,
+        saved_rx: &mut SaveOutcomes,
+        log_rx: &mut mpsc::UnboundedReceiver<String>,
+    ) -> bool {
+        self.fleet.stop();
+        self.fleet.persist();
+        self.saving
+            .save_and_finish(&mut self.book, saved_rx, &mut self.save_errors);
+        self.ports.save(&self.settings.live, &mut self.save_errors);
+        self.peers
+            .save(&self.dp, &self.settings.live, &mut self.save_errors);
+        self.outlets.stop(log_rx).await;
+        self.peers.remembered()
     }
-    let _ = std::fs::remove_file(&socket_path);
-    if let Some(fleet) = d.fleet.as_mut() {
-        fleet.stop();
-    }
-    d.save_and_finish(&mut saved_rx);
-    d.save_service_ports();
-    d.save_peers();
-    d.hooks.abandon_queue();
-    d.hooks.idle(Duration::from_secs(2)).await;
-    while let Ok(line) = log_rx.try_recv() {
-        d.sink.line(&line);
-    }
-    let _ = std::fs::remove_file(&info_path);
-    let learned = d.peer_memory.is_some();
-    drop(d); // detaches from every interface, and the peer-learning programs
-    crate::errln!(
-        "portsentry: stopped; XDP detached from {}{}",
-        interfaces.join(", "),
-        if learned {
-            "; peer-learning programs detached"
-        } else {
-            ""
-        }
-    );
-    outcome
 }

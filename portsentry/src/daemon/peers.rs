@@ -1,17 +1,69 @@
 //! Learned peers in the daemon: attaching the cgroup programs at start (or running without
 //! them), restoring `peers.json` into the map, and saving it again on the sweep schedule and at
 //! exit.
-
-use super::*;
+//!
+//! Owns the attached peer-learning programs (detached on drop) and the peer memory; the file's
+//! format and the restore are `crate::peers`'.
 
 use crate::{
-    dataplane::PeerLearning,
+    clock::Now,
+    config::settings::{LiveSettings, Settings},
+    dataplane::{Dataplane, PeerLearning},
     peers::{self, PeerFileError, PeerMemory, PeerStore},
+    report::ReportGate,
 };
+
+/// The peer-learning programs and `peers.json`, while peers are learned.
+pub(super) struct Peers {
+    /// The attached peer-learning programs; detached on drop.
+    learning: Option<PeerLearning>,
+    /// `peers.json`, while peers are learned.
+    memory: Option<PeerMemory>,
+}
+
+impl Peers {
+    /// Attaches the programs and restores the last run's peers (before the config is written,
+    /// so that the first config already challenges peers).
+    pub fn start(dp: &mut Dataplane, settings: &Settings) -> Self {
+        let (learning, memory) = start_learning(dp, settings);
+        Self { learning, memory }
+    }
+
+    /// The programs are attached: trap probes from learned peers are challenged.
+    pub fn learning(&self) -> bool {
+        self.learning.is_some()
+    }
+
+    /// The network namespace whose sockets teach peers (0 without the programs).
+    pub fn netns_cookie(&self) -> u64 {
+        self.learning.as_ref().map_or(0, |l| l.netns_cookie)
+    }
+
+    /// Peers are learned and kept in `peers.json`.
+    pub fn remembered(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Saves the learned peers if they changed since the last save; a failure is reported
+    /// through `errors`.
+    pub fn save(&mut self, dp: &Dataplane, live: &LiveSettings, errors: &mut ReportGate) {
+        let Some(memory) = self.memory.as_mut() else {
+            return;
+        };
+        if let Err(e) = memory.save(dp, live.peer_memory, live.learn_inbound, &Now::read()) {
+            if errors.try_report().is_some() {
+                crate::errln!(
+                    "portsentry: error: saving learned peers to {}: {e:#}",
+                    memory.store().path().display()
+                );
+            }
+        }
+    }
+}
 
 /// The programs attached (or `None`) and the file to keep peers in (only while learning: a run
 /// without the programs leaves the last run's file alone).
-pub(super) fn start_learning(
+fn start_learning(
     dp: &mut Dataplane,
     settings: &Settings,
 ) -> (Option<PeerLearning>, Option<PeerMemory>) {
@@ -82,22 +134,4 @@ pub(super) fn start_learning(
         Err(e) => crate::errln!("portsentry: error: restoring saved peers: {e:#}"),
     }
     (Some(learning), Some(PeerMemory::new(store)))
-}
-
-impl Daemon {
-    /// Saves the learned peers if they changed since the last save.
-    pub(super) fn save_peers(&mut self) {
-        let Some(memory) = self.peer_memory.as_mut() else {
-            return;
-        };
-        let live = &self.settings.live;
-        if let Err(e) = memory.save(&self.dp, live.peer_memory, live.learn_inbound, &Now::read()) {
-            if self.save_error_report.try_report().is_some() {
-                crate::errln!(
-                    "portsentry: error: saving learned peers to {}: {e:#}",
-                    memory.store().path().display()
-                );
-            }
-        }
-    }
 }

@@ -1,61 +1,108 @@
 //! Keeping bans on disk: a debounced save after changes, retries after failures, and the
-//! periodic sweep of expired bans (which also saves the learned peers if they changed). A save
-//! copies the book a step per loop turn ([`crate::bans::Snapshot`]) and hands the copy to the
-//! writer thread (`saver`); its outcome comes back to the loop ([`Daemon::on_saved`]). Also
-//! advanced mode's service-port memory (`state_dir/service_ports.json`): loaded at start,
-//! written soon after a new port is seen, otherwise every few minutes and at stop.
+//! periodic sweep of expired bans, a step per loop turn. A save copies the book a step per
+//! loop turn ([`crate::bans::Snapshot`]) and hands the copy to the writer thread (`saver`);
+//! its outcome comes back to the loop ([`BanSaving::on_saved`]), which also answers the verbs
+//! waiting for their change to be on disk.
+//!
+//! Owns the save schedule, the copy under way, the writer thread, the waiting answers and the
+//! book's sweep under way. Borrows the ban book and the maps per call; what else is saved on
+//! the sweep schedule (peers, service ports, the fleet's alert queue) the daemon asks of their
+//! owners when [`BanSaving::due`] says so.
 
-use std::path::Path;
+use std::time::{Duration, Instant};
 
-use super::*;
-use crate::{bans::store::write_atomic, net::service_ports};
+use tokio::sync::{mpsc, oneshot};
 
-/// The service-port memory of the last run; a damaged file is kept aside (with an error line)
-/// and the memory starts empty, as a damaged `bans.json` does not stop the daemon either.
-pub(super) fn load_service_ports(state_dir: &Path) -> ServicePorts {
-    let path = state_dir.join(service_ports::FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ServicePorts::default(),
-        Err(e) => {
-            crate::errln!(
-                "portsentry: error: reading {}: {e}; advanced mode starts without remembered service ports",
-                path.display()
-            );
-            return ServicePorts::default();
-        }
-    };
-    match ServicePorts::from_json(&text) {
-        Ok(m) => m,
-        Err(why) => {
-            let moved = path.with_extension(format!("json.corrupt-{}", crate::clock::unix_ms()));
-            let kept = match std::fs::rename(&path, &moved) {
-                Ok(()) => format!("kept aside as {}", moved.display()),
-                Err(e) => format!("could not keep it aside ({e})"),
-            };
-            crate::errln!(
-                "portsentry: error: {}: not a service-port memory ({why}); {kept}; advanced mode starts without remembered service ports",
-                path.display()
-            );
-            ServicePorts::default()
-        }
-    }
+use super::saver::{SaveDone, Saver};
+use crate::{
+    bans::{BanBook, RecidivePolicy, Snapshot, StateStore, Sweep},
+    clock::Now,
+    control,
+    dataplane::Dataplane,
+    report::ReportGate,
+};
+
+/// A ban is persisted at most this long after it happened.
+pub(super) const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
+/// Even without events, the state is saved and expired bans are swept this often.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// The next debounced save waits at least this many times as long as the last save took.
+const SAVE_COST_FACTOR: u32 = 10;
+/// A save copies at most this many ban records per loop turn (a few ms in a debug build).
+const SNAPSHOT_STEP: usize = 4096;
+/// The sweep looks at most this many book records or kernel entries per loop turn.
+const SWEEP_STEP: usize = 4096;
+/// A failed save is retried after this long.
+const SAVE_RETRY: Duration = Duration::from_secs(5);
+
+/// What is due at a loop tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Due {
+    /// A debounced save of the book.
+    pub save: bool,
+    /// The periodic sweep (and the saves that go with it).
+    pub sweep: bool,
 }
 
-impl Daemon {
-    pub(super) fn mark_dirty(&mut self) {
+/// The save schedule and the sweep of the ban book.
+pub(super) struct BanSaving {
+    dirty_since: Option<Instant>,
+    /// After a failed save, the next attempt waits until then.
+    save_retry_at: Option<Instant>,
+    /// When the last write of the book ended, and how long it took.
+    last_save: Option<(Instant, Duration)>,
+    /// Writes `bans.json` on its own thread.
+    saver: Saver,
+    /// The copy of the book being taken for a save, and its number.
+    snapshot: Option<(u64, Snapshot)>,
+    /// Copies begun so far (the last one's number).
+    copies_begun: u64,
+    /// A verb changed the book while a copy was under way: another copy follows it.
+    copy_again: bool,
+    /// Answers to verbs that changed the book, sent once copy number `.0` is written.
+    save_waiters: Vec<(u64, oneshot::Sender<control::Reply>, control::Reply)>,
+    last_sweep: Instant,
+    /// The ban book's sweep under way, a step per loop turn.
+    sweep: Option<Sweep>,
+}
+
+impl BanSaving {
+    /// Starts the writer thread for `store`; each write's outcome arrives on the receiver, for
+    /// [`Self::on_saved`].
+    pub fn start(store: StateStore) -> std::io::Result<(Self, mpsc::UnboundedReceiver<SaveDone>)> {
+        let (saver, done) = Saver::start(store)?;
+        Ok((
+            Self {
+                dirty_since: None,
+                save_retry_at: None,
+                last_save: None,
+                saver,
+                snapshot: None,
+                copies_begun: 0,
+                copy_again: false,
+                save_waiters: Vec::new(),
+                last_sweep: Instant::now(),
+                sweep: None,
+            },
+            done,
+        ))
+    }
+
+    pub fn mark_dirty(&mut self) {
         self.dirty_since.get_or_insert_with(Instant::now);
     }
 
-    /// Saves the state if a ban is waiting to be saved, or sweeps on schedule.
-    pub(super) fn tick(&mut self) {
-        self.flush_line_budget(crate::clock::unix_ms());
-        // While a fleet update is applied, neither: it finishes within seconds, and a save per
-        // second of a growing book is the cost this avoids. A save waits at least
-        // SAVE_COST_FACTOR times as long as the last one took, so saving a large book never
-        // takes more than a small share of the loop's time.
-        let busy = self.fleet_batch.is_some();
-        let save_due = !busy
+    /// A copy or a sweep is under way: the loop gives it a step per turn.
+    pub fn working(&self) -> bool {
+        self.snapshot.is_some() || self.sweep.is_some()
+    }
+
+    /// Whether a save or the sweep is due now. While a fleet update is applied (`busy`),
+    /// neither: it finishes within seconds, and a save per second of a growing book is the cost
+    /// this avoids. A save waits at least SAVE_COST_FACTOR times as long as the last one took,
+    /// so saving a large book never takes more than a small share of the loop's time.
+    pub fn due(&self, busy: bool) -> Due {
+        let save = !busy
             && self.snapshot.is_none()
             && !self.saver.busy()
             && self
@@ -65,103 +112,32 @@ impl Daemon {
             && self
                 .last_save
                 .is_none_or(|(at, took)| at.elapsed() >= took * SAVE_COST_FACTOR);
-        let sweep_due =
-            !busy && self.sweep.is_none() && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
-        if sweep_due {
-            self.sweep();
-        }
-        if save_due || sweep_due {
-            self.save();
-        }
-        if sweep_due {
-            self.save_peers();
-        }
-        let ports_due = self
-            .service_ports_new
-            .is_some_and(|t| t.elapsed() >= SAVE_DEBOUNCE)
-            || (sweep_due
-                && self
-                    .service_ports_written
-                    .as_ref()
-                    .is_none_or(|(t, _)| t.elapsed() >= SERVICE_PORTS_REFRESH));
-        if ports_due {
-            self.save_service_ports();
-        }
-        self.hooks.flush_skip_summary();
-        if let Some(fleet) = self.fleet.as_mut() {
-            fleet.flush_cap_report();
-        }
+        let sweep = !busy && self.sweep.is_none() && self.last_sweep.elapsed() >= SWEEP_INTERVAL;
+        Due { save, sweep }
     }
 
-    /// Writes the service-port memory if it changed since the last write, forgetting first the
-    /// ports not seen within `service_port_memory`.
-    pub(super) fn save_service_ports(&mut self) {
-        self.service_ports.forget_older(
-            self.settings.live.service_port_memory,
-            crate::clock::unix_ms(),
-        );
-        let text = self.service_ports.to_json();
-        let unchanged = self
-            .service_ports_written
-            .as_ref()
-            .is_some_and(|(_, t)| *t == text);
-        let dir = self.settings.startup.state_dir.clone();
-        let path = dir.join(service_ports::FILE);
-        // Nothing to remember and no file: none is made.
-        let result = if unchanged || (self.service_ports.is_empty() && !path.exists()) {
-            Ok(())
-        } else {
-            std::fs::create_dir_all(&dir)
-                .and_then(|()| write_atomic(&dir, service_ports::FILE, text.as_bytes()))
-        };
-        match result {
-            Ok(()) => {
-                self.service_ports_new = None;
-                self.service_ports_written = Some((Instant::now(), text));
-            }
-            Err(e) => {
-                self.service_ports_new = Some(Instant::now());
-                if self.save_error_report.try_report().is_some() {
-                    crate::errln!(
-                        "portsentry: error: saving the service-port memory to {}: {e} (kept in memory; retried)",
-                        path.display()
-                    );
-                }
-            }
-        }
-    }
-
-    /// Removes expired bans (they already stopped dropping) and reconciles book and kernel.
-    pub(super) fn sweep(&mut self) {
+    /// Starts the ban book's sweep: forgets offences older than `policy`'s window, then
+    /// removes expired bans (they already stopped dropping) and reconciles book and kernel, a
+    /// step per loop turn ([`Self::sweep_step`]).
+    pub fn begin_sweep(&mut self, book: &mut BanBook, dp: &mut Dataplane, policy: &RecidivePolicy) {
+        book.forget_offences(policy, crate::clock::unix_ms());
         self.last_sweep = Instant::now();
-        self.unenforced.forget_expired(crate::clock::unix_ms());
-        self.classic_history.forget_expired(crate::clock::unix_ms());
-        self.prefixes
-            .forget_stale(crate::clock::unix_ms(), self.prefix_rule().window_ms);
-        self.book.forget_offences(
-            &self.settings.live.recidive_policy(),
-            crate::clock::unix_ms(),
-        );
-        // The ban book's part goes on a step per loop turn ([`Daemon::sweep_step`]).
         self.sweep.get_or_insert_with(Default::default);
-        self.sweep_step();
+        self.sweep_step(book, dp);
     }
 
     /// The next part of the ban book's sweep, if one is under way.
-    pub(super) fn sweep_step(&mut self) {
+    pub fn sweep_step(&mut self, book: &mut BanBook, dp: &mut Dataplane) {
         let Some(s) = self.sweep.as_mut() else {
             return;
         };
-        match self
-            .book
-            .sweep_step(&mut self.dp, &Now::read(), s, SWEEP_STEP)
-        {
+        match book.sweep_step(dp, &Now::read(), s, SWEEP_STEP) {
             Ok(None) => {}
             Ok(Some(n)) => {
                 self.sweep = None;
                 // Adopted kernel bans and dropped unbans change the book without expiring
                 // anything: saved now too, not at the next sweep.
-                if n > 0 || self.book.is_dirty() {
+                if n > 0 || book.is_dirty() {
                     self.mark_dirty();
                 }
             }
@@ -173,59 +149,62 @@ impl Daemon {
     }
 
     /// Starts a save if the book changed since the last one: the copy begins now (a small book
-    /// is copied at once) and goes on a step per loop turn ([`Daemon::snapshot_step`]).
-    pub(super) fn save(&mut self) {
-        if let Some(fleet) = &self.fleet {
-            fleet.persist();
-        }
-        if self.snapshot.is_some() || (!self.book.is_dirty() && self.dirty_since.is_none()) {
-            return;
+    /// is copied at once) and goes on a step per loop turn ([`Self::snapshot_step`]). True if
+    /// a copy began (the daemon then saves what else goes with a save).
+    pub fn save(&mut self, book: &mut BanBook) -> bool {
+        if self.snapshot.is_some() || (!book.is_dirty() && self.dirty_since.is_none()) {
+            return false;
         }
         self.copies_begun += 1;
-        self.snapshot = Some((self.copies_begun, self.book.begin_snapshot()));
+        self.snapshot = Some((self.copies_begun, book.begin_snapshot()));
         self.dirty_since = None;
-        self.snapshot_step();
+        self.snapshot_step(book);
+        true
     }
 
-    /// Copies the next part of the book; a finished copy goes to the writer thread.
-    pub(super) fn snapshot_step(&mut self) {
+    /// Copies the next part of the book; a finished copy goes to the writer thread. True when
+    /// a verb asked for another copy after it ([`Self::save_then_reply`]): the daemon then
+    /// saves again.
+    pub fn snapshot_step(&mut self, book: &mut BanBook) -> bool {
         let Some((generation, s)) = self.snapshot.as_mut() else {
-            return;
+            return false;
         };
-        let Some(saved) = self.book.snapshot_step(s, SNAPSHOT_STEP) else {
-            return;
+        let Some(saved) = book.snapshot_step(s, SNAPSHOT_STEP) else {
+            return false;
         };
         let generation = *generation;
         self.snapshot = None;
         self.saver.submit(generation, saved);
         if std::mem::take(&mut self.copy_again) {
             self.mark_dirty();
-            self.save();
+            return true;
         }
+        false
     }
 
     /// Saves what the book holds now and answers `reply` once it is written: a verb's change
-    /// must survive a crash right after the answer. The loop goes on meanwhile.
-    pub(super) fn save_then_reply(
+    /// must survive a crash right after the answer. The loop goes on meanwhile. True if the
+    /// daemon should start a save now ([`Self::save`]).
+    pub fn save_then_reply(
         &mut self,
-        reply: tokio::sync::oneshot::Sender<crate::control::Reply>,
-        answer: crate::control::Reply,
-    ) {
-        let generation = if self.snapshot.is_some() {
+        reply: oneshot::Sender<control::Reply>,
+        answer: control::Reply,
+    ) -> bool {
+        let (generation, save_now) = if self.snapshot.is_some() {
             // The copy under way may have passed the change: another one follows it.
             self.copy_again = true;
-            self.copies_begun + 1
+            (self.copies_begun + 1, false)
         } else {
             self.mark_dirty();
-            self.save();
-            self.copies_begun
+            (self.copies_begun + 1, true)
         };
         self.save_waiters.push((generation, reply, answer));
+        save_now
     }
 
-    /// A write ended: errors are logged (once per report interval) and the save retried later;
-    /// answers waiting for this copy are sent.
-    pub(super) fn on_saved(&mut self, done: super::saver::SaveDone) {
+    /// A write ended: errors are logged (once per report interval of `errors`) and the save
+    /// retried later; answers waiting for this copy are sent.
+    pub fn on_saved(&mut self, done: SaveDone, errors: &mut ReportGate) {
         self.last_save = Some((done.ended, done.took));
         match done.result {
             Ok(()) => {
@@ -235,7 +214,7 @@ impl Daemon {
             Err(e) => {
                 self.mark_dirty();
                 self.save_retry_at = Some(Instant::now() + SAVE_RETRY);
-                if self.save_error_report.try_report().is_some() {
+                if errors.try_report().is_some() {
                     crate::errln!("portsentry: error: saving bans: {e:#} (retrying every {}s; enforcement continues)", SAVE_RETRY.as_secs());
                 }
             }
@@ -251,22 +230,21 @@ impl Daemon {
 
     /// At stop: saves the whole book at once if it changed (a copy under way is taken again in
     /// full), and returns when the writer thread has written it and ended.
-    pub(super) fn save_and_finish(
+    pub fn save_and_finish(
         &mut self,
-        done: &mut tokio::sync::mpsc::UnboundedReceiver<super::saver::SaveDone>,
+        book: &mut BanBook,
+        done: &mut mpsc::UnboundedReceiver<SaveDone>,
+        errors: &mut ReportGate,
     ) {
-        if let Some(fleet) = &self.fleet {
-            fleet.persist();
-        }
-        if self.snapshot.take().is_some() || self.book.is_dirty() || self.dirty_since.is_some() {
+        if self.snapshot.take().is_some() || book.is_dirty() || self.dirty_since.is_some() {
             self.copies_begun += 1;
-            let saved = self.book.snapshot();
+            let saved = book.snapshot();
             self.dirty_since = None;
             self.saver.submit(self.copies_begun, saved);
         }
         self.saver.finish();
         while let Ok(d) = done.try_recv() {
-            self.on_saved(d);
+            self.on_saved(d, errors);
         }
         for (_, reply, answer) in std::mem::take(&mut self.save_waiters) {
             let _ = reply.send(answer);

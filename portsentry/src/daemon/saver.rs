@@ -1,7 +1,8 @@
 //! The writer of `bans.json` for the daemon: one thread that serializes and writes the copies
 //! the event loop hands it, so that saving a large book never holds up the loop. At most one
 //! write runs and one copy waits; a newer copy replaces the waiting one (the newest wins).
-//! Each write's outcome goes back to the loop ([`SaveDone`]), which logs errors and retries.
+//! Each write's outcome goes back to the loop ([`SaveDone`]), where `persist` logs errors and
+//! retries.
 //!
 //! Owns: the thread and the waiting copy. Takes copies only ([`crate::bans::Snapshot`]); never
 //! touches the book.
@@ -27,6 +28,9 @@ pub(super) struct SaveDone {
     pub ended: Instant,
     pub took: Duration,
 }
+
+/// Where the outcomes of writes arrive, for the event loop.
+pub(super) type SaveOutcomes = mpsc::UnboundedReceiver<SaveDone>;
 
 #[derive(Default)]
 struct Slot {
@@ -130,7 +134,7 @@ fn write_loop(store: &StateStore, shared: &Shared, done: &mpsc::UnboundedSender<
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Saved, Saver, StateStore};
     use crate::bans::BanRecord;
 
     fn saved(n: usize) -> Saved {

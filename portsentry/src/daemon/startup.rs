@@ -1,7 +1,19 @@
 //! Start-up steps of `run` with their log lines: loading (and migrating) the maps, opening the
-//! ban book on the saved bans, and telling the service manager when the daemon is ready.
+//! ban book on the saved bans, the config block's facts of this run, and telling the service
+//! manager when the daemon is ready, alive and stopping.
 
-use super::*;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::{guard::KernelExtras, peers::Peers};
+use crate::{
+    bans::{BanBook, Saved, StateError, StateStore},
+    clock::Now,
+    config::settings::Settings,
+    dataplane::{bpffs, Dataplane, LoadOptions},
+    detect::diagnostics,
+};
 
 /// Loads the program and its maps (pinned ones reused or migrated), saying what migration did.
 pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
@@ -82,6 +94,16 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
     }
 
     Ok(book)
+}
+
+/// What the config block holds beyond the settings, fixed at start: whether learned peers are
+/// challenged, their network namespace, and this host's SYN-ACK shape.
+pub(super) fn kernel_extras(peers: &Peers) -> KernelExtras {
+    KernelExtras {
+        peer_challenge: peers.learning(),
+        netns_cookie: peers.netns_cookie(),
+        synack: crate::net::synack::SynAckShape::read(),
+    }
 }
 
 /// systemd's readiness protocol (the unit's `Type=notify`; the end-to-end tests wait for it

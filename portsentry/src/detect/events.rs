@@ -44,6 +44,11 @@ pub use portsentry_common::EventKind;
 pub use portsentry_common::IpProto as Protocol;
 
 impl ProbeEvent {
+    /// True when this event banned its source and the ban is enforced.
+    pub fn is_blocked(&self) -> bool {
+        self.kind == EventKind::Ban && !self.noblock
+    }
+
     /// Whether this ban may be shared with the fleet: only bans whose source was shown to be
     /// real (path verified or handshake confirmed), never link-local ones.
     pub fn is_shareable(&self) -> bool {

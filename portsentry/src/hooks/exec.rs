@@ -20,7 +20,10 @@ use tokio::{
 };
 
 use super::{lock, HookOutcome};
-use crate::detect::logging::LogFn;
+use crate::detect::{
+    lines::{self, Response},
+    logging::LogFn,
+};
 
 /// Bytes of a command's stderr kept for its error line; the rest is drained and dropped.
 const STDERR_KEEP: usize = 4096;
@@ -30,7 +33,7 @@ const STDERR_LINE_MAX: usize = 200;
 /// can hold the pipe open forever, and the error line must not wait for it.
 const STDERR_GRACE: Duration = Duration::from_millis(100);
 
-/// The hooks that run a command; each has its own success line, in PortSentry's wording.
+/// The hooks that run a command; each has its own success line (`detect::lines::Response`).
 #[derive(Clone, Copy)]
 pub enum CommandHook {
     RunCmd,
@@ -99,10 +102,11 @@ pub async fn run_command(
         }
         Ok(Err(e)) => fail(format!("could not be waited for: {e}")),
         Ok(Ok(status)) if status.success() => {
-            log(match hook {
-                CommandHook::KillRoute => format!("attackalert: Host {target} has been blocked via dropped route using command: \"{shown}\""),
-                CommandHook::RunCmd => format!("attackalert: External command run for host: {target} using command: \"{shown}\""),
-            });
+            let command = shown.as_str();
+            log(lines::response_line(&match hook {
+                CommandHook::KillRoute => Response::DroppedRoute { target, command },
+                CommandHook::RunCmd => Response::ExternalCommand { target, command },
+            }));
             HookOutcome::Succeeded
         }
         Ok(Ok(status)) => {

@@ -13,7 +13,13 @@ use super::{
     template::{expand, Placeholders},
     HookOutcome,
 };
-use crate::{bans::BanNotice, detect::logging::LogFn};
+use crate::{
+    bans::BanNotice,
+    detect::{
+        lines::{self, Response},
+        logging::LogFn,
+    },
+};
 
 /// Serialises the check-then-append of every response of one runner, so two responses cannot
 /// both miss a line and both write it.
@@ -52,8 +58,11 @@ pub async fn append_hosts_deny(
     .await;
     match result {
         Ok(Ok(written)) => {
-            let note = if written { "" } else { " (already present)" };
-            log(format!("attackalert: Host {target} has been blocked via wrappers with string: \"{line}\"{note}"));
+            log(lines::response_line(&Response::Wrappers {
+                target,
+                entry: &line,
+                already_present: !written,
+            }));
             HookOutcome::Succeeded
         }
         Ok(Err(e)) => fail(format!("cannot append to {}: {e}", file.display())),

@@ -25,10 +25,14 @@
 //! Skips are counted, never lost, and reported by [`HookRunner::flush_skip_summary`] in one
 //! line: the first promptly, later ones at most once per [`REPORT_INTERVAL`], so a flood
 //! neither floods the log nor goes unnoticed.
+//!
+//! A response's success line is [`crate::detect::lines::response_line`] of what ran (PortSentry's
+//! `attackalert:` wording lives there); the tasks running responses are `slots`.
 
 mod admission;
 mod exec;
 mod hosts_deny;
+mod slots;
 mod template;
 #[cfg(test)]
 mod tests;
@@ -48,6 +52,7 @@ use self::{
     admission::{AdmissionControl, Admitted, Proof, QueueFill, SkipReason},
     exec::{run_command, CommandHook},
     hosts_deny::{append_hosts_deny, HostsDenyLock},
+    slots::fill_slots,
     template::{expand_argv, Placeholders},
 };
 use crate::{
@@ -116,88 +121,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Runs the ban response hooks; cheap to call from the event loop.
 pub struct HookRunner {
     shared: Arc<RunnerShared>,
-}
-
-/// One slot: a task running responses, the one it was started for and then queued ones, until
-/// the queue is empty. Holds its place in the running count until it releases it, or until the
-/// task ends some other way (a panic, the runtime dropping it).
-struct Slot {
-    shared: Arc<RunnerShared>,
-    released: bool,
-}
-
-impl Slot {
-    /// The next queued response for this slot, or `None` after giving the slot up: decided
-    /// under the lock with admission, so a response is never left waiting with no slot to
-    /// take it. A slot over a lowered `max_concurrent` retires.
-    fn next(&mut self) -> Option<Job> {
-        let shared = self.shared.clone();
-        let mut g = lock(&shared.guarded);
-        let running = shared.running.load(Ordering::SeqCst);
-        if running <= g.admission.max_concurrent() {
-            if let Some(job) = g.queue.pop_front() {
-                g.stats.started += 1;
-                return Some(job);
-            }
-        }
-        self.release();
-        None
-    }
-
-    fn release(&mut self) {
-        if !std::mem::replace(&mut self.released, true)
-            && self.shared.running.fetch_sub(1, Ordering::SeqCst) == 1
-        {
-            self.shared.became_idle.notify_waiters();
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if !self.released {
-            let shared = self.shared.clone();
-            {
-                let _g = lock(&shared.guarded);
-                self.release();
-            }
-            // The task ended early (a panic): what waits still gets a slot.
-            fill_slots(&shared);
-        }
-    }
-}
-
-/// Starts a slot for each queued response while slots are free, oldest response first.
-fn fill_slots(shared: &Arc<RunnerShared>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    loop {
-        let (job, slot) = {
-            let mut g = lock(&shared.guarded);
-            if shared.running.load(Ordering::SeqCst) >= g.admission.max_concurrent() {
-                return;
-            }
-            let Some(job) = g.queue.pop_front() else {
-                return;
-            };
-            g.stats.started += 1;
-            shared.running.fetch_add(1, Ordering::SeqCst);
-            let slot = Slot {
-                shared: shared.clone(),
-                released: false,
-            };
-            (job, slot)
-        };
-        runtime.spawn(async move {
-            let mut slot = slot;
-            let mut job = Some(job);
-            while let Some((settings, ban)) = job.take() {
-                slot.shared.respond(&settings, &ban).await;
-                job = slot.next();
-            }
-        });
-    }
 }
 
 impl HookRunner {

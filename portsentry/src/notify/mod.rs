@@ -4,8 +4,9 @@
 //!
 //! Owns: the digest window and the alert cap ([`Notifier`], fed from the event loop: cheap,
 //! never blocking), the outbox and the delivery thread (`worker`), the transports (`smtp`,
-//! `webhook`) and `portsentry notify --test` ([`test_all`]). Must not: touch the ban book or the
-//! maps (the daemon hands over what the digest needs), or word PortSentry's log lines.
+//! `webhook`), their errors, checks and `portsentry notify --test` (`transport`, [`test_all`]).
+//! Must not: touch the ban book or the maps (the daemon hands over what the digest needs), or
+//! word PortSentry's log lines.
 //!
 //! Restored bans are never alerted: alerts come only from the kernel's ban events, which a
 //! restore does not produce.
@@ -14,6 +15,7 @@ pub mod digest;
 mod mail;
 pub mod outbox;
 pub mod smtp;
+mod transport;
 mod webhook;
 mod worker;
 
@@ -25,11 +27,12 @@ use std::{
 
 use serde::Serialize;
 use serde_json::json;
-use thiserror::Error;
 
+pub use self::transport::{test_all, DeliveryError, TestOutcome, TransportError, Transports};
 use self::{
     digest::{Closing, Window},
     outbox::{Channel, Kind, Outbox, Outgoing},
+    transport::read_secret,
     worker::{Command, Worker},
 };
 use crate::{
@@ -37,77 +40,6 @@ use crate::{
     config::settings::{AlertMode, NotifySettings},
     detect::{events::ProbeEvent, logging::LogFn},
 };
-
-/// A configuration problem with a transport (a file, a URL); names the `[notify]` key.
-#[derive(Debug, Error)]
-pub enum TransportError {
-    #[error("key `notify.{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
-    #[error(
-        "key `notify.{key}`: {} has mode {mode:04o}: group or others can access this secret; make it private: chmod 600 {}",
-        path.display(),
-        path.display()
-    )]
-    NotPrivate {
-        key: &'static str,
-        path: PathBuf,
-        mode: u32,
-    },
-}
-
-/// Why one delivery failed: a short reason (`connection refused`, `TLS`, `authentication`,
-/// `rejected`, …) and the details.
-#[derive(Debug, Clone)]
-pub struct DeliveryError {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-impl DeliveryError {
-    fn not_configured() -> Self {
-        Self {
-            reason: "not configured",
-            detail: String::new(),
-        }
-    }
-}
-
-/// Reads a secret's first non-empty line, refusing a file group or others can access (as the
-/// crowdsec key files are). Checked on the open file, so the file checked is the file read.
-fn read_secret(key: &'static str, path: &Path) -> Result<String, TransportError> {
-    use crate::secret_file::{read_private, SecretFileError};
-    let text = read_private(path).map_err(|e| match e {
-        SecretFileError::Io(e) => TransportError::Invalid {
-            key,
-            message: format!("cannot read {}: {e}", path.display()),
-        },
-        SecretFileError::NotPrivate(mode) => TransportError::NotPrivate {
-            key,
-            path: path.to_owned(),
-            mode,
-        },
-    })?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| TransportError::Invalid {
-            key,
-            message: format!("{} is empty", path.display()),
-        })
-}
-
-/// The configured transports, checked (files read) without sending anything: what
-/// `check-config` and a (re)start validate.
-pub struct Transports;
-
-impl Transports {
-    pub fn load(s: &NotifySettings) -> Result<(), TransportError> {
-        smtp::MailSender::load(s)?;
-        webhook::Webhook::load(s)?;
-        Ok(())
-    }
-}
 
 /// One channel's counters since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -397,47 +329,4 @@ impl Notifier {
         };
         let _ = tx.send(Command::Send(Box::new(m)));
     }
-}
-
-/// One transport's outcome of `notify --test`.
-pub struct TestOutcome {
-    pub channel: &'static str,
-    pub result: Result<(), DeliveryError>,
-}
-
-/// Sends a test message through every configured transport, now, from this thread (no outbox:
-/// the administrator is watching).
-pub fn test_all(s: &NotifySettings) -> Result<Vec<TestOutcome>, TransportError> {
-    let host = hostname();
-    let now_ms = crate::clock::unix_ms();
-    let id = message_id(now_ms, &host);
-    let subject = format!("[portsentry] {host}: test message");
-    let text = format!(
-        "{subject}\n\nThis is a test from `portsentry notify --test` at {}.\nAlerts and digests from this host will arrive like this one.\n",
-        digest::stamp(now_ms)
-    );
-    let m = Outgoing {
-        id: id.clone(),
-        kind: Kind::Test,
-        created_ms: now_ms,
-        subject: subject.clone(),
-        text,
-        json: json!({"version": 1, "type": "test", "host": host, "subject": subject, "id": id}),
-        pending: Vec::new(),
-    };
-    let mut out = Vec::new();
-    if let Some(sender) = smtp::MailSender::load(s)? {
-        let result = mail::build(s, &host, &m).and_then(|mail| sender.send(&mail));
-        out.push(TestOutcome {
-            channel: sender.name(),
-            result,
-        });
-    }
-    if let Some(w) = webhook::Webhook::load(s)? {
-        out.push(TestOutcome {
-            channel: "webhook",
-            result: w.send(&m.id, &m.json),
-        });
-    }
-    Ok(out)
 }

@@ -2,7 +2,7 @@
 //! probe from a new address: per-address bans never stop it and fill the table. The event loop
 //! tells this tracker about every enforced, verified address ban; when `prefix_threshold`
 //! distinct addresses of one prefix (`ipv6_prefix`, `ipv4_prefix`) were banned within
-//! `window`, the daemon bans the prefix and folds the member bans into it.
+//! `window`, the probe pipeline bans the prefix and folds the member bans into it.
 //!
 //! Only verified bans count: the path check saw them arrive the way this host routes back, so
 //! a forger cannot manufacture members (unverified bans — a fresh neighbour, no route — and
@@ -14,7 +14,7 @@
 //! The XDP program also counts probes per prefix (`portsentry-ebpf/src/prefix.rs`): a scanner
 //! whose addresses each stay below `scan_trigger` is never banned address by address, so at
 //! `scan_trigger × prefix_threshold` verified probes of one prefix the kernel sends a prefix
-//! trigger, and the daemon bans the prefix the same way (`Daemon::on_prefix_trigger`).
+//! trigger, and the daemon bans the prefix the same way (`probes::prefix_bans`).
 
 use std::{
     collections::HashMap,
@@ -212,7 +212,10 @@ impl PrefixTracker {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::IpAddr;
+
+    use super::{translator_range, PrefixRule, PrefixTracker, MAX_PREFIXES};
+    use crate::net::cidr::Cidr;
 
     fn rule() -> PrefixRule {
         PrefixRule {

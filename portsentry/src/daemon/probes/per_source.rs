@@ -74,7 +74,9 @@ impl IgnoredLines {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::IpAddr;
+
+    use super::{IgnoredLines, UnenforcedResponses};
 
     #[test]
     fn once_per_source_per_period() {
