@@ -195,6 +195,24 @@ pub fn syn_scan(ns: &Netns, dev: &str, src: Option<IpAddr>, target: &str) -> Str
     run_in(ns, "nmap", &args, Duration::from_secs(30)).1
 }
 
+/// One TCP SYN forged in `src`'s name from `ns` to `target:port` (`hping3 -c 1 -S -p PORT -a
+/// SRC TARGET`, within 10 s): hping3's exit code (1 when nothing answered) and output, which
+/// lists the answers it saw (`flags=SA` for a SYN-ACK).
+pub fn forged_syn(
+    ns: &Netns,
+    src: impl std::fmt::Display,
+    target: IpAddr,
+    port: u16,
+) -> (i32, String) {
+    let (src, target, port) = (src.to_string(), target.to_string(), port.to_string());
+    run_in(
+        ns,
+        "hping3",
+        &["-c", "1", "-S", "-p", &port, "-a", &src, &target],
+        Duration::from_secs(10),
+    )
+}
+
 /// A line saying `src` was banned and its packets are dropped.
 pub fn ban_line(src: impl std::fmt::Display) -> impl Fn(&str) -> bool {
     let prefix = format!("attackalert: Host {src} has been blocked via XDP drop");

@@ -539,13 +539,16 @@ mod kernel {
     use std::time::Duration;
 
     use portsentry::{
-        bans::{BanBook, Origin, Saved, StateStore},
+        bans::{BanBook, Origin, StateStore},
         clock::Now,
         dataplane::{Dataplane, LoadOptions},
         fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
         net::cidr::Cidr,
     };
-    use portsentry_tests::lab::{PinDir, TempDir};
+    use portsentry_tests::{
+        lab::{PinDir, TempDir},
+        xdp::open_book,
+    };
 
     fn fleet_ban(target: &str) -> FleetBan {
         FleetBan {
@@ -575,15 +578,7 @@ mod kernel {
             boot_ns: t0.boot_ns + ms * 1_000_000,
             unix_ms: t0.unix_ms + ms,
         };
-        let (mut book, _) = BanBook::open(
-            StateStore::new(&dir.path),
-            Saved::default(),
-            Some(&dp),
-            None,
-            true,
-            &t0,
-        )
-        .unwrap();
+        let mut book = open_book(StateStore::new(&dir.path), &dp, &t0);
         let ban = |book: &mut BanBook,
                    dp: &mut Dataplane,
                    target: &str,
@@ -688,8 +683,7 @@ mod kernel {
         .expect("loading the XDP object (run with `cargo xtask test`)");
         let now = Now::read();
         let store = StateStore::new(&dir.path);
-        let (mut book, _) =
-            BanBook::open(store.clone(), Saved::default(), Some(&dp), None, true, &now).unwrap();
+        let mut book = open_book(store.clone(), &dp, &now);
         let start = FleetUpdate {
             startup: true,
             bans: vec![fleet_ban("198.51.100.0/24"), fleet_ban("203.0.113.0/24")],
@@ -739,15 +733,7 @@ mod kernel {
         let mut dp = Dataplane::load(&LoadOptions::default())
             .expect("loading the XDP object (run with `cargo xtask test`)");
         let now = Now::read();
-        let (mut book, _) = BanBook::open(
-            StateStore::new(&dir.path),
-            Saved::default(),
-            Some(&dp),
-            None,
-            true,
-            &now,
-        )
-        .unwrap();
+        let mut book = open_book(StateStore::new(&dir.path), &dp, &now);
         let ban = |book: &mut BanBook, dp: &mut Dataplane, target: &str, ttl_ms: u64| {
             let new = NewBan {
                 target: target.parse().unwrap(),
@@ -957,24 +943,7 @@ fn forged_unverified_bans_never_escalate() {
     let mut d = case::start(&lab, &dir, &recidive_settings(&lab, &dir));
     // An address of the LAN nobody has: the protected host has no neighbour entry for it.
     let victim: std::net::IpAddr = "10.77.0.99".parse().unwrap();
-    let tgt = lab.protected_v4.to_string();
-    let forge = || {
-        portsentry_tests::lab::run_in(
-            &lab.scanner,
-            "hping3",
-            &[
-                "-c",
-                "1",
-                "-S",
-                "-a",
-                "10.77.0.99",
-                "-p",
-                &TRAP.to_string(),
-                &tgt,
-            ],
-            Duration::from_secs(3),
-        )
-    };
+    let forge = || case::forged_syn(&lab.scanner, victim, lab.protected_v4, TRAP);
     forge();
     d.expect_line("the forged ban", attackalert(victim));
     thread::sleep(Duration::from_millis(3500));

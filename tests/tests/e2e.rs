@@ -231,26 +231,10 @@ fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
 /// why a probe from a forged 127/8 source was not counted); without it there are none.
 #[test]
 fn kernel_diagnostics_are_forwarded_only_when_asked() {
-    use portsentry_tests::lab::run_in;
-
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-diag").expect("state dir");
     let forged_probe = || {
-        run_in(
-            &lab.scanner,
-            "hping3",
-            &[
-                "-c",
-                "1",
-                "-S",
-                "-a",
-                "127.0.0.5",
-                "-p",
-                &TRAP_PORT.to_string(),
-                &lab.protected_v4.to_string(),
-            ],
-            Duration::from_secs(3),
-        );
+        case::forged_syn(&lab.scanner, "127.0.0.5", lab.protected_v4, TRAP_PORT);
     };
     let start = |extra: &[&str]| {
         case::cli_args(&lab, &dir)

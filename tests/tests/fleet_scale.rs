@@ -329,14 +329,14 @@ mod kernel {
     use std::{net::IpAddr, time::Duration};
 
     use portsentry::{
-        bans::{BanBook, Origin, Refusal, Saved, StateStore},
+        bans::{Origin, Refusal, StateStore},
         clock::Now,
         dataplane::{Dataplane, LoadOptions},
         fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
         net::cidr::Cidr,
     };
     use portsentry_common::{peer_ways, BanEntry, PeerEntry};
-    use portsentry_tests::{fakelapi::decision_ip, lab::TempDir};
+    use portsentry_tests::{fakelapi::decision_ip, lab::TempDir, xdp::open_book};
 
     const CAPACITY: u32 = 3000;
     const DECISIONS: usize = 3500;
@@ -358,15 +358,7 @@ mod kernel {
             .expect("loading the XDP object (run with `cargo xtask test`)");
             dp.set_batch_ops(batch_ops);
             let now = Now::read();
-            let (mut book, _) = BanBook::open(
-                StateStore::new(&dir.path),
-                Saved::default(),
-                Some(&dp),
-                None,
-                true,
-                &now,
-            )
-            .unwrap();
+            let mut book = open_book(StateStore::new(&dir.path), &dp, &now);
             // 11.0.0.0/30 is allowlisted (decisions 0-2: 11.0.0.1-3); 11.0.0.11 is a peer this
             // host talks to; the kernel holds 11.0.0.6 with no record (its own ban, its event
             // still queued).

@@ -60,13 +60,7 @@ impl Forger {
 
     /// One TCP SYN from `src` (forged) to `dst:port`.
     fn syn(&self, src: std::net::IpAddr, dst: std::net::IpAddr, port: u16) {
-        let (src, dst, port) = (src.to_string(), dst.to_string(), port.to_string());
-        let (code, out) = run_in(
-            &self.0.ns,
-            "hping3",
-            &["-c", "1", "-S", "-p", &port, "-a", &src, &dst],
-            Duration::from_secs(10),
-        );
+        let (code, out) = case::forged_syn(&self.0.ns, src, dst, port);
         // hping3 exits 1 when nothing answered: the trap probe is not answered.
         assert!(code == 0 || code == 1, "hping3: {code} {out}");
     }

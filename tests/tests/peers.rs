@@ -62,22 +62,7 @@ fn peer_line(src: IpAddr, tcp: bool) -> impl Fn(&str) -> bool {
 /// protected host can tell (no socket behind it: the scanner's stack resets any answer).
 /// Returns hping3's output, which lists the answers it saw (`flags=SA` for a SYN-ACK).
 fn forged_syn(lab: &Lab, src: IpAddr) -> String {
-    run_in(
-        &lab.scanner,
-        "hping3",
-        &[
-            "-S",
-            "-c",
-            "1",
-            "-p",
-            &TRAP.to_string(),
-            "-a",
-            &src.to_string(),
-            &lab.protected_v4.to_string(),
-        ],
-        Duration::from_secs(10),
-    )
-    .1
+    case::forged_syn(&lab.scanner, src, lab.protected_v4, TRAP).1
 }
 
 /// A SYN forged in learned peer `peer`'s name is answered with a SYN-ACK (the cookie) and the
