@@ -19,7 +19,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{ip, veth_pair, Lab, Netns, TempDir};
+use crate::{
+    lab::{ip, veth_pair, Lab, Netns, TempDir},
+    tls,
+};
 
 /// Set by `cargo xtask test`: the directory of the crowdsec binaries staged under target/.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
@@ -348,102 +351,28 @@ impl Lapi {
     }
 }
 
-/// `openssl ARGS` in `dir`; fails with its output.
-fn openssl(dir: &TempDir, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(&dir.path)
-        .output()
-        .context("running openssl (Debian package `openssl`)")?;
-    if !out.status.success() {
-        bail!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// A CA, LAPI's certificate (for 127.0.0.1 and every management address) and a client
-/// certificate LAPI accepts for bouncers and agents, all P-256 and valid for a day.
+/// certificate LAPI accepts for bouncers and agents (`crate::tls`).
 fn make_certs(dir: &TempDir) -> Result<LapiCerts> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/O=portsentry tests/CN=portsentry test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca)?;
+    tls::make_ca(dir, "portsentry test CA")?;
     let sans: Vec<String> = std::iter::once("IP:127.0.0.1".to_owned())
         .chain((1..=TLS_LINKS).map(|k| format!("IP:10.88.{k}.1")))
         .collect();
-    dir.write(
-        "lapi.ext",
+    tls::issue(
+        dir,
+        "lapi",
+        "/O=portsentry tests/CN=lapi",
         &format!(
             "subjectAltName={}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
             sans.join(",")
         ),
-    );
-    dir.write(
-        "client.ext",
+    )?;
+    tls::issue(
+        dir,
+        "client",
+        &format!("/O=portsentry tests/OU={BOUNCER_OU}/OU={AGENT_OU}/CN=portsentry-mtls"),
         "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
-    );
-    for (name, subject) in [
-        ("lapi", "/O=portsentry tests/CN=lapi".to_owned()),
-        (
-            "client",
-            format!("/O=portsentry tests/OU={BOUNCER_OU}/OU={AGENT_OU}/CN=portsentry-mtls"),
-        ),
-    ] {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-        openssl(dir, &req)?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ],
-        )?;
-    }
+    )?;
     let path = |name: &str| dir.join(name).display().to_string();
     Ok(LapiCerts {
         ca: path("ca.pem"),

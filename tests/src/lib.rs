@@ -1,7 +1,9 @@
 //! Shared test support: raw packet builders, BPF_PROG_TEST_RUN helpers and the network-namespace
-//! lab. The tests themselves live in `tests/tests/`.
+//! lab, and what every end-to-end case shares (`case`). The tests themselves live in
+//! `tests/tests/`.
 
 pub mod bench;
+pub mod case;
 pub mod clock;
 pub mod crowdsec;
 pub mod fail2ban;
@@ -12,4 +14,5 @@ pub mod logcheck;
 pub mod packets;
 pub mod sinks;
 pub mod skip;
+pub mod tls;
 pub mod xdp;

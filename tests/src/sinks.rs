@@ -17,13 +17,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     ServerConfig, ServerConnection, StreamOwned,
 };
 
-use crate::lab::{Netns, TempDir};
+use crate::{
+    lab::{Netns, TempDir},
+    tls,
+};
 
 /// What a sink has seen.
 #[derive(Default)]
@@ -65,7 +68,7 @@ pub struct SmtpOptions {
 }
 
 /// A CA and a server certificate for 127.0.0.1 and `localhost`, P-256, valid for a day, made
-/// by the `openssl` command in a throwaway directory (as the fleet tests make the LAPI's).
+/// by the `openssl` command in a throwaway directory (`crate::tls`, as the LAPI's are).
 pub struct TestCa {
     /// The CA certificate (PEM): what `smtp_ca_cert_path` names.
     pub ca_pem: String,
@@ -76,77 +79,13 @@ pub struct TestCa {
 impl TestCa {
     pub fn new() -> Result<Self> {
         let dir = TempDir::new("smtp-ca")?;
-        let openssl = |args: &[&str]| -> Result<()> {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(&dir.path)
-                .output()
-                .context("running openssl (Debian package `openssl`)")?;
-            if !out.status.success() {
-                bail!(
-                    "openssl {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(())
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/O=portsentry tests/CN=portsentry test mail CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&ca)?;
-        dir.write(
-            "smtp.ext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend([
-            "-keyout",
-            "smtp.key",
-            "-out",
-            "smtp.csr",
-            "-subj",
+        tls::make_ca(&dir, "portsentry test mail CA")?;
+        tls::issue(
+            &dir,
+            "smtp",
             "/O=portsentry tests/CN=smtp sink",
-        ]);
-        openssl(&req)?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "smtp.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "smtp.ext",
-            "-out",
-            "smtp.pem",
-        ])?;
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )?;
         let cert = CertificateDer::from_pem_file(dir.join("smtp.pem"))
             .context("reading the sink's certificate")?;
         let key =

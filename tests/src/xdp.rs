@@ -32,6 +32,14 @@ pub fn settings(tcp: &str, udp: &str) -> LiveSettings {
     }
 }
 
+/// A ban book over `dp`'s maps with nothing saved, its state file in `store`, opened at `now`
+/// as a daemon start opens it.
+pub fn open_book(store: StateStore, dp: &Dataplane, now: &Now) -> BanBook {
+    BanBook::open(store, Saved::default(), Some(dp), None, true, now)
+        .expect("opening the ban book")
+        .0
+}
+
 /// A loaded program instance with its own maps, programmed the way the daemon does it:
 /// `daemon::guard` for ports, allowlist and config, a ban book for bans.
 pub struct TestXdp {

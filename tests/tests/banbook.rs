@@ -12,41 +12,19 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use portsentry_tests::lab::{portsentry, sock, Daemon, DaemonArgs, Lab, PinDir, TempDir};
+use portsentry::config::settings::Mode;
+use portsentry_tests::{
+    case::{self, attackalert, cidr, SERVICE, SHORT, TRAP, WAIT},
+    lab::{portsentry, sock, Lab, PinDir, TempDir},
+};
 
-const SERVICE: u16 = 8080;
-const TRAP: u16 = 111;
-const SHORT: Duration = Duration::from_millis(800);
 /// Interval (and per-attempt connect timeout) when waiting for a change to reach traffic.
 const POLL: Duration = Duration::from_millis(100);
 /// How long a change made through the daemon may take to reach traffic.
 const PROMPT: Duration = Duration::from_secs(1);
-const WAIT: Duration = Duration::from_secs(5);
 
 const VIA_DAEMON: &str = "portsentry: via the running daemon (control socket ";
 const NO_DAEMON: &str = "portsentry: no daemon is running; ";
-
-/// Writes this test's config: the lab's interface, one trap port, state in `dir`, then `extra`
-/// (more `key = value` lines). Rewriting it (for SIGHUP) replaces the file.
-fn write_config(lab: &Lab, dir: &TempDir, extra: &str) -> String {
-    dir.write(
-        "portsentry.toml",
-        &format!(
-            "interfaces = [\"{}\"]\ntcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nstate_dir = \"{}\"\n{extra}\n",
-            lab.iface,
-            dir.path.display()
-        ),
-    )
-}
-
-/// Waits up to `WAIT` for a line matching `pred`; fails with the output's tail.
-fn expect_line(d: &mut Daemon, pred: impl Fn(&str) -> bool) {
-    assert!(d.wait_for_line(pred, WAIT), "{}", tail(&d.output()));
-}
-
-fn start(lab: &Lab, config: &str) -> Daemon {
-    DaemonArgs::new(lab).config(config).start().unwrap()
-}
 
 /// One probe of the trap port from `src` (refused or dropped: never a connection).
 fn probe(lab: &Lab, src: IpAddr) {
@@ -89,17 +67,6 @@ fn service_becomes(
     None
 }
 
-fn attackalert(src: IpAddr) -> impl Fn(&str) -> bool {
-    let prefix = format!("attackalert: Host {src} ");
-    move |l: &str| l.starts_with(&prefix)
-}
-
-/// The last lines of a daemon's output, for failure messages.
-fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    lines[lines.len().saturating_sub(25)..].join("\n")
-}
-
 /// `max_entries` of a pinned map as `bpftool map show pinned` reports it (root namespaces: the
 /// PinDir is mounted in the root mount namespace).
 fn pinned_max_entries(pin: &str, map: &str) -> u64 {
@@ -127,35 +94,31 @@ fn pinned_max_entries(pin: &str, map: &str) -> u64 {
 fn an_allowlist_reload_lifts_a_covered_ban_within_a_second() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("bb-allow").unwrap();
-    let base = "pin_dir = \"\"\nauto_allow = false\n";
-    let config = write_config(&lab, &dir, base);
+    let mut s = case::settings(&lab, &dir);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
     for src in [a, b] {
         probe(&lab, src);
-        assert!(
-            d.wait_for_line(attackalert(src), WAIT),
-            "{}",
-            tail(&d.output())
-        );
+        d.expect_line("the ban", attackalert(src));
         assert!(!service_open(&lab, src), "{src} is banned");
     }
 
-    write_config(&lab, &dir, &format!("{base}allow = [\"{a}\"]"));
+    s.live.allow = vec![cidr(&a.to_string())];
+    case::write_config(&dir, &s);
     let hup = Instant::now();
     d.signal(Signal::SIGHUP);
     let flowed = service_becomes(&lab, a, true, hup, Duration::from_secs(3));
     assert!(
         flowed.is_some_and(|t| t < PROMPT),
         "{a} flows again within 1 s of the SIGHUP (took {flowed:?}); output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
-    expect_line(&mut d, |l| {
+    d.expect_line("the reload", |l| {
         l.starts_with("portsentry: reloaded configuration")
     });
-    expect_line(&mut d, |l| {
+    d.expect_line("the lifted ban", |l| {
         l.starts_with("portsentry: allowlist: lifted 1 ban(s)")
     });
     assert!(
@@ -176,10 +139,11 @@ fn an_allowlist_reload_lifts_a_covered_ban_within_a_second() {
 fn a_new_default_gateway_is_auto_allowed_live() {
     let lab = Lab::new(3).unwrap();
     let dir = TempDir::new("bb-gateway").unwrap();
-    // auto_allow is on by default: not set here on purpose.
-    let config = write_config(&lab, &dir, "pin_dir = \"\"");
+    // auto_allow is on by default: portsentry's own default here on purpose.
+    let mut s = case::settings(&lab, &dir);
+    s.live.auto_allow = portsentry::config::settings::LiveSettings::default().auto_allow;
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
     let (gateway, other) = (lab.scanner_v4[1], lab.scanner_v4[2]);
     assert!(service_open(&lab, gateway));
 
@@ -191,7 +155,7 @@ fn a_new_default_gateway_is_auto_allowed_live() {
     assert!(
         d.wait_for_line(attackalert(other), WAIT),
         "the control source is banned; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(
         !service_open(&lab, other),
@@ -200,9 +164,9 @@ fn a_new_default_gateway_is_auto_allowed_live() {
     assert!(
         service_open(&lab, gateway),
         "the new gateway {gateway} was not banned; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
-    assert!(!d.has_line(attackalert(gateway)), "{}", tail(&d.output()));
+    assert!(!d.has_line(attackalert(gateway)), "{}", d.tail());
 }
 
 /// A + D. Without pinned maps the verbs reach the daemon through its control socket and act on
@@ -211,10 +175,12 @@ fn a_new_default_gateway_is_auto_allowed_live() {
 fn verbs_go_through_the_control_socket_without_pins_and_survive_a_restart() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("bb-socket").unwrap();
-    // 10.77.0.2 is the protected side's gateway: auto_allow would protect it.
-    let config = write_config(&lab, &dir, "pin_dir = \"\"\nauto_allow = false");
+    // 10.77.0.2 is the protected side's gateway: auto_allow would protect it (off in the
+    // case's settings).
+    let s = case::settings(&lab, &dir);
+    let config = case::write_config(&dir, &s);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     let ctl = |verb: &[&str]| {
         let mut v = verb.to_vec();
@@ -265,7 +231,7 @@ fn verbs_go_through_the_control_socket_without_pins_and_survive_a_restart() {
         out.contains(&format!("\"{b}\"")) && !out.contains(&format!("\"{a}\"")),
         "{out}"
     );
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", tail(&d.output()));
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.tail());
 
     // No daemon: the verbs say so and work on the state file.
     let (code, out, err) = ctl(&["list", "--json"]);
@@ -276,16 +242,16 @@ fn verbs_go_through_the_control_socket_without_pins_and_survive_a_restart() {
         "the saved state has the live ban and not the lifted one: {out}"
     );
 
-    let d = start(&lab, &config);
+    let d = case::start(&lab, &dir, &s);
     assert!(
         service_open(&lab, a),
         "the unbanned {a} is not resurrected by the restart; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(
         !service_open(&lab, b),
         "{b}, banned through the socket, is still banned after the restart; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
 }
 
@@ -298,36 +264,35 @@ fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
     // 10.77.0.2 is the gateway: auto_allow would keep it from being counted at all. The
     // scanners use the service, which makes them learned peers whose trap SYNs get a SYN
     // cookie instead of counting (the `peers` suite); here a SYN must count on its own.
-    let base = "pin_dir = \"\"\nauto_allow = false\nlearn_peers = false\n";
-    let config = write_config(&lab, &dir, &format!("{base}mode = \"detect\""));
+    let mut s = case::settings(&lab, &dir);
+    s.startup.learn_peers = false;
+    s.live.mode = Mode::Detect;
+    let config = case::write_config(&dir, &s);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
     let (a, c, bystander) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
 
     for src in [a, c] {
         probe(&lab, src);
         let scan = format!("Scan from: [{src}]");
-        assert!(
-            d.wait_for_line(|l| l.contains(&scan), WAIT),
-            "{}",
-            tail(&d.output())
-        );
+        d.expect_line("the scan line", |l| l.contains(&scan));
         assert!(service_open(&lab, src), "detect mode never drops {src}");
     }
 
-    write_config(&lab, &dir, &format!("{base}mode = \"block\""));
+    s.live.mode = Mode::Block;
+    case::write_config(&dir, &s);
     d.signal(Signal::SIGHUP);
-    expect_line(&mut d, |l| {
+    d.expect_line("the reload", |l| {
         l.starts_with("portsentry: reloaded configuration")
     });
-    expect_line(&mut d, |l| {
+    d.expect_line("the shadow-ban notice", |l| {
         l.contains("shadow ban(s) from detect mode are not enforced")
     });
     for src in [a, c] {
         assert!(
             service_open(&lab, src),
             "the switch to block drops nothing from {src}; output:\n{}",
-            tail(&d.output())
+            d.tail()
         );
     }
 
@@ -335,7 +300,7 @@ fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
     assert!(
         !service_open(&lab, a),
         "a new probe in block mode bans {a}; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(
         service_open(&lab, c),
@@ -350,7 +315,7 @@ fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
     assert!(
         dropped.is_some_and(|t| t < PROMPT),
         "the promoted shadow ban drops {c} (took {dropped:?}); output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(!service_open(&lab, c), "and keeps dropping");
     assert!(
@@ -364,44 +329,33 @@ fn switching_from_detect_to_block_enforces_no_shadow_ban_until_promoted() {
 fn a_full_ban_table_still_bans_the_next_scanner() {
     let lab = Lab::new(6).unwrap();
     let dir = TempDir::new("bb-full").unwrap();
-    // 10.77.0.2 is the gateway: without this auto_allow would keep it out of the table.
-    let config = write_config(
-        &lab,
-        &dir,
-        "pin_dir = \"\"\nauto_allow = false\nmax_bans = 4",
-    );
+    // 10.77.0.2 is the gateway: auto_allow (off in the case's settings) would keep it out.
+    let mut s = case::settings(&lab, &dir);
+    s.startup.max_bans = 4;
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
 
     for &src in &lab.scanner_v4[0..4] {
         probe(&lab, src);
-        assert!(
-            d.wait_for_line(attackalert(src), WAIT),
-            "{}",
-            tail(&d.output())
-        );
+        d.expect_line("the ban", attackalert(src));
     }
     assert!(!service_open(&lab, lab.scanner_v4[3]), "the 4th ban drops");
 
     let last = lab.scanner_v4[5];
     probe(&lab, last);
-    expect_line(&mut d, |l| {
+    d.expect_line("the full table", |l| {
         l.starts_with("portsentry: ban table full") && l.contains("displaced")
     });
     assert!(
         !service_open(&lab, last),
         "the 5th scanner is banned although the table was full; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
-    assert!(
-        d.wait_for_line(attackalert(last), WAIT),
-        "{}",
-        tail(&d.output())
-    );
+    d.expect_line("the ban", attackalert(last));
     assert!(
         !d.has_line(|l| l.contains("could not be blocked")),
         "{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(
         service_open(&lab, lab.scanner_v4[4]),
@@ -417,44 +371,33 @@ fn raising_max_bans_across_a_restart_migrates_the_pinned_maps() {
     let dir = TempDir::new("bb-resize").unwrap();
     let pins = PinDir::new().unwrap();
     let pin = pins.path.join("ps").display().to_string();
-    let base = format!("pin_dir = \"{pin}\"\nauto_allow = false\n");
-    let config = write_config(
-        &lab,
-        &dir,
-        &format!("{base}max_bans = 64\nmax_ban_networks = 16"),
-    );
+    let mut s = case::settings(&lab, &dir);
+    s.startup.pin_dir = Some(pin.clone().into());
+    (s.startup.max_bans, s.startup.max_ban_networks) = (64, 16);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
     assert_eq!(pinned_max_entries(&pin, "PS_BANS"), 64);
     assert_eq!(pinned_max_entries(&pin, "PS_BAN_CIDRS"), 16);
     probe(&lab, a);
-    assert!(
-        d.wait_for_line(attackalert(a), WAIT),
-        "{}",
-        tail(&d.output())
-    );
+    d.expect_line("the ban", attackalert(a));
     assert!(!service_open(&lab, a));
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", tail(&d.output()));
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.tail());
 
-    write_config(
-        &lab,
-        &dir,
-        &format!("{base}max_bans = 128\nmax_ban_networks = 32"),
-    );
-    let d = start(&lab, &config);
+    (s.startup.max_bans, s.startup.max_ban_networks) = (128, 32);
+    let d = case::start(&lab, &dir, &s);
     assert!(
         d.has_line(|l| l.starts_with("portsentry: migrated pinned maps")),
         "{}",
-        tail(&d.output())
+        d.tail()
     );
     assert_eq!(pinned_max_entries(&pin, "PS_BANS"), 128);
     assert_eq!(pinned_max_entries(&pin, "PS_BAN_CIDRS"), 32);
     assert!(
         !service_open(&lab, a),
         "the ban made before the resize still drops; output:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(service_open(&lab, b));
 }
@@ -569,20 +512,15 @@ fn a_newer_state_file_is_kept_aside_and_the_daemon_still_bans() {
     let dir = TempDir::new("bb-newer").unwrap();
     let newer = "{\"version\": 99, \"bans\": []}";
     dir.write("bans.json", newer);
-    let config = write_config(&lab, &dir, "pin_dir = \"\"\nauto_allow = false");
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = start(&lab, &config);
-    expect_line(&mut d, |l| {
+    let mut d = case::start(&lab, &dir, &case::settings(&lab, &dir));
+    d.expect_line("the newer file kept aside", |l| {
         l.contains("is newer than this portsentry understands") && l.contains("kept aside")
     });
 
     let a = lab.scanner_v4[0];
     probe(&lab, a);
-    assert!(
-        d.wait_for_line(attackalert(a), WAIT),
-        "{}",
-        tail(&d.output())
-    );
+    d.expect_line("the ban", attackalert(a));
     assert!(!service_open(&lab, a), "the daemon filters");
     assert!(
         snapshot(&dir.path)
@@ -601,13 +539,16 @@ mod kernel {
     use std::time::Duration;
 
     use portsentry::{
-        bans::{BanBook, Origin, Saved, StateStore},
+        bans::{BanBook, Origin, StateStore},
         clock::Now,
         dataplane::{Dataplane, LoadOptions},
         fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
         net::cidr::Cidr,
     };
-    use portsentry_tests::lab::{PinDir, TempDir};
+    use portsentry_tests::{
+        lab::{PinDir, TempDir},
+        xdp::open_book,
+    };
 
     fn fleet_ban(target: &str) -> FleetBan {
         FleetBan {
@@ -637,15 +578,7 @@ mod kernel {
             boot_ns: t0.boot_ns + ms * 1_000_000,
             unix_ms: t0.unix_ms + ms,
         };
-        let (mut book, _) = BanBook::open(
-            StateStore::new(&dir.path),
-            Saved::default(),
-            Some(&dp),
-            None,
-            true,
-            &t0,
-        )
-        .unwrap();
+        let mut book = open_book(StateStore::new(&dir.path), &dp, &t0);
         let ban = |book: &mut BanBook,
                    dp: &mut Dataplane,
                    target: &str,
@@ -750,8 +683,7 @@ mod kernel {
         .expect("loading the XDP object (run with `cargo xtask test`)");
         let now = Now::read();
         let store = StateStore::new(&dir.path);
-        let (mut book, _) =
-            BanBook::open(store.clone(), Saved::default(), Some(&dp), None, true, &now).unwrap();
+        let mut book = open_book(store.clone(), &dp, &now);
         let start = FleetUpdate {
             startup: true,
             bans: vec![fleet_ban("198.51.100.0/24"), fleet_ban("203.0.113.0/24")],
@@ -801,15 +733,7 @@ mod kernel {
         let mut dp = Dataplane::load(&LoadOptions::default())
             .expect("loading the XDP object (run with `cargo xtask test`)");
         let now = Now::read();
-        let (mut book, _) = BanBook::open(
-            StateStore::new(&dir.path),
-            Saved::default(),
-            Some(&dp),
-            None,
-            true,
-            &now,
-        )
-        .unwrap();
+        let mut book = open_book(StateStore::new(&dir.path), &dp, &now);
         let ban = |book: &mut BanBook, dp: &mut Dataplane, target: &str, ttl_ms: u64| {
             let new = NewBan {
                 target: target.parse().unwrap(),
@@ -938,6 +862,16 @@ fn listed_ttl_secs(state: &str, src: IpAddr) -> Option<i64> {
 /// expired gets 6 s (dropped past 3 s, free again after 6 s), the daemon says it is a repeat
 /// offender, the history is saved in `bans.json` and survives a restart: the third ban is 12 s.
 /// (Before: every ban 3 s, no such line, no history.)
+/// The recidive cases' settings: 3 s bans, no learned peers (a scanner that used the service
+/// would get a SYN cookie instead of a ban), the maps pinned where portsentry pins by default.
+fn recidive_settings(lab: &Lab, dir: &TempDir) -> portsentry::config::settings::Settings {
+    let mut s = case::settings(lab, dir);
+    s.live.ban_ttl = Some(Duration::from_secs(3));
+    s.startup.learn_peers = false;
+    s.startup.pin_dir = portsentry::config::settings::StartupSettings::default().pin_dir;
+    s
+}
+
 #[test]
 fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     let lab = Lab::new(1).unwrap();
@@ -945,17 +879,13 @@ fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     lab.protected_knows_scanner().expect("neighbours");
     let dir = TempDir::new("recidive").unwrap();
     let state = dir.path.display().to_string();
-    let config = write_config(
-        &lab,
-        &dir,
-        "ban_ttl = \"3s\"\nauto_allow = false\nlearn_peers = false",
-    );
+    let s = recidive_settings(&lab, &dir);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     let a = lab.scanner_v4[0];
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
 
     probe(&lab, a);
-    expect_line(&mut d, attackalert(a));
+    d.expect_line("the first ban", attackalert(a));
     let ttl = listed_ttl_secs(&state, a).expect("the first ban is listed");
     assert!((2..=4).contains(&ttl), "first ban ~3 s, listed {ttl} s");
     assert!(
@@ -966,7 +896,7 @@ fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     let second = Instant::now();
     probe(&lab, a);
     let repeat = format!("portsentry: repeat offender {a}: ban 2, ttl 6s");
-    expect_line(&mut d, |l| l == repeat);
+    d.expect_line("the second ban", |l| l == repeat);
     let ban_lines = d.lines_matching(attackalert(a));
     assert_eq!(ban_lines.len(), 2, "{ban_lines:?}");
     assert_eq!(ban_lines[0], ban_lines[1], "the ban line is unchanged");
@@ -981,14 +911,14 @@ fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     );
 
     // A restart while the second ban holds: the history is in bans.json and comes back.
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", tail(&d.output()));
+    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.tail());
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path.join("bans.json")).unwrap())
             .unwrap();
     assert_eq!(saved["version"], 3, "{saved}");
     assert_eq!(saved["history"][0]["target"], a.to_string(), "{saved}");
     assert_eq!(saved["history"][0]["bans"], 2, "{saved}");
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &s);
     let ended = service_becomes(&lab, a, true, second, Duration::from_secs(10));
     assert!(
         ended.is_some_and(|t| t >= Duration::from_millis(5500)),
@@ -996,7 +926,7 @@ fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     );
     probe(&lab, a);
     let third = format!("portsentry: repeat offender {a}: ban 3, ttl 12s");
-    expect_line(&mut d, |l| l == third);
+    d.expect_line("the third ban", |l| l == third);
     let ttl = listed_ttl_secs(&state, a).expect("the third ban is listed");
     assert!((11..=13).contains(&ttl), "third ban ~12 s, listed {ttl} s");
 }
@@ -1010,34 +940,12 @@ fn forged_unverified_bans_never_escalate() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("recidive-forged").unwrap();
     let state = dir.path.display().to_string();
-    let config = write_config(
-        &lab,
-        &dir,
-        "ban_ttl = \"3s\"\nauto_allow = false\nlearn_peers = false",
-    );
-    let mut d = start(&lab, &config);
+    let mut d = case::start(&lab, &dir, &recidive_settings(&lab, &dir));
     // An address of the LAN nobody has: the protected host has no neighbour entry for it.
     let victim: std::net::IpAddr = "10.77.0.99".parse().unwrap();
-    let tgt = lab.protected_v4.to_string();
-    let forge = || {
-        portsentry_tests::lab::run_in(
-            &lab.scanner,
-            "hping3",
-            &[
-                "-c",
-                "1",
-                "-S",
-                "-a",
-                "10.77.0.99",
-                "-p",
-                &TRAP.to_string(),
-                &tgt,
-            ],
-            Duration::from_secs(3),
-        )
-    };
+    let forge = || case::forged_syn(&lab.scanner, victim, lab.protected_v4, TRAP);
     forge();
-    expect_line(&mut d, attackalert(victim));
+    d.expect_line("the forged ban", attackalert(victim));
     thread::sleep(Duration::from_millis(3500));
     forge();
     let deadline = Instant::now() + WAIT;
@@ -1048,12 +956,12 @@ fn forged_unverified_bans_never_escalate() {
         d.lines_matching(attackalert(victim)).len(),
         2,
         "banned again:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     assert!(
         !d.has_line(|l| l.starts_with(&format!("portsentry: repeat offender {victim}"))),
         "an unverified ban escalated:\n{}",
-        tail(&d.output())
+        d.tail()
     );
     let ttl = listed_ttl_secs(&state, victim).expect("the second ban is listed");
     assert!(

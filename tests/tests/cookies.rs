@@ -15,35 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portsentry_tests::lab::{
-    baseline_object, ip, mac_of, sock, Daemon, DaemonArgs, Lab, Netns, TempDir,
+use portsentry::dataplane::AttachMode;
+use portsentry_tests::{
+    case::{self, ban_line as banned_line, SERVICE, TRAP, WAIT},
+    lab::{ip, mac_of, sock, Daemon, Lab, Netns, OwnedNetns, TempDir},
 };
 
-const TRAP: u16 = 111;
-const SERVICE: u16 = 8080;
-const WAIT: Duration = Duration::from_secs(5);
-
-fn tail(d: &Daemon) -> String {
-    let out = d.output();
-    let lines: Vec<&str> = out.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn banned_line(src: IpAddr) -> impl Fn(&str) -> bool {
-    let prefix = format!("attackalert: Host {src} has been blocked");
-    move |l: &str| l.starts_with(&prefix)
-}
-
+/// The case's daemon, attached in native mode (XDP_TX needs it).
 fn start(lab: &Lab, dir: &TempDir) -> Daemon {
-    DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports(&TRAP.to_string())
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .args(["--xdp-mode", "native"])
-        .start()
-        .expect("daemon")
+    let mut s = case::settings(lab, dir);
+    s.startup.xdp_mode = AttachMode::Native;
+    case::start(lab, dir, &s)
 }
 
 /// A TCP connect from `src` in `ns` to `dst`: Ok once connected, else the error and how long
@@ -96,7 +78,7 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
             assert!(
                 d.wait_for_line(banned_line(peer), WAIT),
                 "the completed handshake bans:\n{}",
-                tail(&d)
+                d.tail()
             );
         } else {
             let (kind, took) = result.expect_err("nothing listens on the trap port");
@@ -104,7 +86,7 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
                 kind,
                 io::ErrorKind::ConnectionRefused,
                 "refused by the stack, not timed out after {took:?}:\n{}",
-                tail(&d)
+                d.tail()
             );
             assert!(took < Duration::from_secs(2), "{took:?}");
             assert!(
@@ -114,27 +96,16 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
                     WAIT
                 ),
                 "the peer probe line says no cookie went out:\n{}",
-                tail(&d)
+                d.tail()
             );
-            assert!(!d.has_line(banned_line(peer)), "{}", tail(&d));
+            assert!(!d.has_line(banned_line(peer)), "{}", d.tail());
         }
         assert_eq!(
             d.has_line(warning),
             !far_end_xdp,
             "far end XDP {far_end_xdp}: the attach warning:\n{}",
-            tail(&d)
+            d.tail()
         );
-    }
-}
-
-/// Deletes extra namespaces on drop.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = ip(&["netns", "del", n]);
-        }
     }
 }
 
@@ -152,8 +123,6 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
     let lab = Lab::new(1).unwrap();
     let sw = lab.scanner.name.clone();
     let id = lab.iface.trim_start_matches("vp").to_owned();
-    let (peer_ns, forger_ns) = (format!("psr{id}"), format!("psf{id}"));
-    let _extra = Namespaces(vec![peer_ns.clone(), forger_ns.clone()]);
     ip(&["-n", &sw, "addr", "flush", "dev", &lab.scanner_iface]).unwrap();
     ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]).unwrap();
     ip(&[
@@ -167,26 +136,15 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
     ])
     .unwrap();
     ip(&["-n", &sw, "link", "set", "br0", "up"]).unwrap();
-    let obj = baseline_object().display().to_string();
-    ip(&[
-        "-n",
-        &sw,
-        "link",
-        "set",
-        "dev",
-        &lab.scanner_iface,
-        "xdpdrv",
-        "obj",
-        &obj,
-        "sec",
-        "xdp",
-    ])
-    .unwrap();
+    lab.accept_xdp_tx().unwrap();
     let peer: IpAddr = "10.77.0.5".parse().unwrap();
     let forger: IpAddr = "10.77.0.6".parse().unwrap();
+    let (peer_netns, forger_netns) = (
+        OwnedNetns::add(&format!("psr{id}")).unwrap(),
+        OwnedNetns::add(&format!("psf{id}")).unwrap(),
+    );
+    let (peer_ns, forger_ns) = (peer_netns.name.clone(), forger_netns.name.clone());
     for (ns, addr, port) in [(&peer_ns, peer, "sp1"), (&forger_ns, forger, "sp2")] {
-        ip(&["netns", "add", ns]).unwrap();
-        ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
         portsentry_tests::lab::veth_pair(ns, "eth0", &sw, port).unwrap();
         ip(&["-n", &sw, "link", "set", port, "master", "br0"]).unwrap();
         ip(&[
@@ -200,14 +158,6 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
         ])
         .unwrap();
     }
-    let (peer_netns, forger_netns) = (
-        Netns {
-            name: peer_ns.clone(),
-        },
-        Netns {
-            name: forger_ns.clone(),
-        },
-    );
     // The forger never asks for the protected host's MAC (an ARP request would itself poison
     // the protected host's entry for the peer: item 10, another check) and never answers for
     // the address it borrows.
@@ -226,11 +176,11 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
         "permanent",
     ])
     .unwrap();
-    forger_netns.run(|| {
-        for key in ["all", "eth0"] {
-            std::fs::write(format!("/proc/sys/net/ipv4/conf/{key}/arp_ignore"), "8").unwrap();
-        }
-    });
+    for key in ["all", "eth0"] {
+        forger_netns
+            .sysctl(&format!("net.ipv4.conf.{key}.arp_ignore"), "8")
+            .unwrap();
+    }
 
     let dir = TempDir::new("cookies-lan").unwrap();
     let mut d = start(&lab, &dir);
@@ -265,7 +215,7 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
             WAIT
         ),
         "the forged SYN was answered:\n{}",
-        tail(&d)
+        d.tail()
     );
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -275,7 +225,7 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
     assert!(
         !d.has_line(banned_line(peer)),
         "a LAN forger got the learned peer banned:\n{}",
-        tail(&d)
+        d.tail()
     );
     ip(&[
         "-n",
@@ -293,11 +243,11 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
     assert!(
         connect(&peer_netns, peer, sock(lab.protected_v4, TRAP), WAIT).is_ok(),
         "the real peer's handshake on the cookie:\n{}",
-        tail(&d)
+        d.tail()
     );
     assert!(
         d.wait_for_line(banned_line(peer), WAIT),
         "the real peer's completed handshake bans it:\n{}",
-        tail(&d)
+        d.tail()
     );
 }

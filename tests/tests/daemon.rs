@@ -7,20 +7,14 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use portsentry_tests::lab::{portsentry, sock, DaemonArgs, Lab, PinDir, TempDir};
-
-const SERVICE: u16 = 8080;
-const TRAP: u16 = 111;
-const SHORT: Duration = Duration::from_millis(800);
-
-/// `run` arguments shared by most tests: the lab's interface, one trap port, this test's state.
-fn base_args(lab: &Lab, state: &str) -> DaemonArgs {
-    DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .state_dir(state)
-}
+use portsentry::config::{
+    settings::{Settings, StartupSettings},
+    CrowdsecSettings,
+};
+use portsentry_tests::{
+    case::{self, attackalert, ports, SERVICE, TRAP},
+    lab::{portsentry, sock, Lab, PinDir, TempDir},
+};
 
 fn is_timestamped_scan_line(line: &str, src: &str) -> bool {
     // 2026-11-25T00:21:22.071+0000 Scan from: [10.77.0.2] ...
@@ -42,25 +36,19 @@ fn is_timestamped_scan_line(line: &str, src: &str) -> bool {
 fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("history").unwrap();
-    let state = dir.path.display().to_string();
     let history = dir.join("history.log").display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     // `b` uses the service before its trap probe, which would make it a learned peer (its SYN
     // then gets a SYN cookie, tests/tests/peers.rs); here a SYN must ban on its own.
-    let args = base_args(&lab, &state)
+    let args = case::cli_args(&lab, &dir)
         .no_pin()
         .history_file(&history)
         .arg("--no-learn-peers");
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
     let mut d = args.start().unwrap();
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {a} ")),
-        Duration::from_secs(5)
-    ));
+    assert!(!case::connects(&lab, a, TRAP));
+    d.expect_line("the ban", attackalert(a));
     assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
 
     // No pins: the new process starts with empty maps and must restore the ban from state_dir.
@@ -71,20 +59,12 @@ fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
         d.output()
     );
     assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        !case::connects(&lab, a, SERVICE),
         "still banned after restart"
     );
-    assert!(lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT));
-    assert!(!lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {b} ")),
-        Duration::from_secs(5)
-    ));
+    assert!(case::connects(&lab, b, SERVICE));
+    assert!(!case::connects(&lab, b, TRAP));
+    d.expect_line("the ban", attackalert(b));
     d.stop().unwrap();
 
     let text = std::fs::read_to_string(&history).unwrap();
@@ -120,22 +100,17 @@ fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
 fn bans_expire_on_time_and_expired_bans_are_not_restored() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("expiry").unwrap();
-    let state = dir.path.display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     // Long enough that a stop and a start on a loaded 2-core machine fit inside it.
-    let args = base_args(&lab, &state).no_pin().args(["--ban-ttl", "6s"]);
+    let args = case::cli_args(&lab, &dir)
+        .no_pin()
+        .args(["--ban-ttl", "6s"]);
     let a = lab.scanner_v4[0];
 
     let mut d = args.start().unwrap();
     let banned_at = Instant::now();
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "banned"
-    );
+    assert!(!case::connects(&lab, a, TRAP));
+    assert!(!case::connects(&lab, a, SERVICE), "banned");
     d.stop().unwrap();
     let mut d = args.start().unwrap();
     assert!(
@@ -146,11 +121,7 @@ fn bans_expire_on_time_and_expired_bans_are_not_restored() {
     while banned_at.elapsed() < Duration::from_millis(6300) {
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "ban expired after 6 s"
-    );
+    assert!(case::connects(&lab, a, SERVICE), "ban expired after 6 s");
     // A clean stop would save without the expired ban; a crash leaves it in the file.
     d.kill9();
     let d = args.start().unwrap();
@@ -169,7 +140,7 @@ fn ban_and_unban_from_the_cli_take_effect_on_live_traffic() {
     let state = dir.path.display().to_string();
     let pin = pins.path.join("ps").display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = base_args(&lab, &state)
+    let mut d = case::cli_args(&lab, &dir)
         .pin_dir(Some(std::path::Path::new(&pin)))
         .start()
         .unwrap();
@@ -180,16 +151,10 @@ fn ban_and_unban_from_the_cli_take_effect_on_live_traffic() {
         portsentry(&v)
     };
 
-    assert!(lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT));
+    assert!(case::connects(&lab, a, SERVICE));
     let (code, out, err) = ctl(&["ban", &a.to_string(), "--ttl", "1h"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "manual ban drops"
-    );
+    assert!(!case::connects(&lab, a, SERVICE), "manual ban drops");
 
     let (code, out, _) = ctl(&["list", "--json"]);
     assert_eq!(code, 0);
@@ -210,21 +175,14 @@ fn ban_and_unban_from_the_cli_take_effect_on_live_traffic() {
     // A network ban: the whole /24 of the scanner namespace (b included).
     let (code, out, err) = ctl(&["ban", "10.77.0.0/24"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        !lab.scanner
-            .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT),
-        "network ban drops"
-    );
+    assert!(!case::connects(&lab, b, SERVICE), "network ban drops");
     assert_eq!(ctl(&["unban", "10.77.0.0/24"]).0, 0);
-    assert!(lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT));
+    assert!(case::connects(&lab, b, SERVICE));
 
     let (code, out, _) = ctl(&["unban", &a.to_string()]);
     assert_eq!((code, out.trim()), (0, format!("unbanned {a}").as_str()));
     assert!(
-        lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        case::connects(&lab, a, SERVICE),
         "unban lets traffic through"
     );
     assert_eq!(
@@ -254,25 +212,14 @@ fn hooks_run_with_the_right_argv_and_the_pinned_program_survives_sighup() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("hooks").unwrap();
     let marks = TempDir::new("marks").unwrap();
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"111\"\nudp_ports = \"\"\nauto_allow = false\ninterfaces = [\"{}\"]\nstate_dir = \"{}\"\n\
-             [hooks]\nrun_cmd = [\"/usr/bin/touch\", \"{}/$TARGET$-$PORT$-{{proto}}\"]\n",
-            lab.iface,
-            dir.path.display(),
-            marks.path.display()
-        ),
-    );
-    let mut d = DaemonArgs::new(&lab)
-        .config(&config)
-        .no_pin()
-        .start()
-        .unwrap();
+    let mut s = case::settings(&lab, &dir);
+    s.live.hooks.run_cmd = Some(vec![
+        "/usr/bin/touch".to_owned(),
+        format!("{}/$TARGET$-$PORT$-{{proto}}", marks.path.display()),
+    ]);
+    let mut d = case::start(&lab, &dir, &s);
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(!case::connects(&lab, a, TRAP));
     let mark = marks.join(&format!("{a}-111-TCP"));
     let deadline = Instant::now() + Duration::from_secs(5);
     while !mark.exists() && Instant::now() < deadline {
@@ -283,105 +230,58 @@ fn hooks_run_with_the_right_argv_and_the_pinned_program_survives_sighup() {
         "hook ran with placeholders expanded; output:\n{}",
         d.output()
     );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!(
+    d.expect_line(
+        "attackalert: External command run for host: … using command: /usr/bin/touch",
+        |l| {
+            l.starts_with(&format!(
                 "attackalert: External command run for host: {a} using command: \"/usr/bin/touch"
-            )),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
+            ))
+        },
     );
 
     // SIGHUP with a new trap port: it is guarded at once and the earlier ban is kept.
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("tcp_ports = \"111\"", "tcp_ports = \"111,2222\""),
-    )
-    .unwrap();
+    s.live.tcp_ports = ports("111,2222");
+    case::write_config(&dir, &s);
     d.signal(Signal::SIGHUP);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: reloaded configuration"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
-    assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "ban kept across reload"
-    );
-    assert!(!lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, 2222), SHORT));
-    assert!(
-        d.wait_for_line(
-            |l| l.contains(&format!("Scan from: [{b}]")) && l.contains("port: [2222]"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line("the reload", |l| {
+        l.starts_with("portsentry: reloaded configuration")
+    });
+    assert!(!case::connects(&lab, a, SERVICE), "ban kept across reload");
+    assert!(!case::connects(&lab, b, 2222));
+    d.expect_line("the scan line", |l| {
+        l.contains(&format!("Scan from: [{b}]")) && l.contains("port: [2222]")
+    });
+}
+
+/// Advanced mode alone: every TCP port below 1024 without a listener is a trap, no listed ones.
+fn advanced(lab: &Lab, dir: &TempDir) -> Settings {
+    let mut s = case::settings(lab, dir);
+    s.live.tcp_ports = ports("");
+    s.live.advanced_tcp_below = Some(1024);
+    s
 }
 
 #[test]
 fn advanced_mode_guards_unused_ports_and_a_new_service_stops_being_a_trap() {
     let lab = Lab::new(3).unwrap();
     let dir = TempDir::new("advanced").unwrap();
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"\"\nudp_ports = \"\"\nadvanced_tcp_below = 1024\nauto_allow = false\ninterfaces = [\"{}\"]\nstate_dir = \"{}\"\n",
-            lab.iface,
-            dir.path.display()
-        ),
-    );
-    let _d = DaemonArgs::new(&lab)
-        .config(&config)
-        .no_pin()
-        .start()
-        .unwrap();
+    let _d = case::start(&lab, &dir, &advanced(&lab, &dir));
     let (a, b, c) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
     assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, 23), SHORT),
+        !case::connects(&lab, a, 23),
         "unused port below 1024 is a trap"
     );
-    assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, 1500), SHORT),
-        "a is banned now"
-    );
+    assert!(!case::connects(&lab, a, 1500), "a is banned now");
     // A service that starts later stops being a trap within a second.
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, 25));
     thread::sleep(Duration::from_millis(1000));
-    assert!(
-        lab.scanner
-            .tcp_connect(b, sock(lab.protected_v4, 25), SHORT),
-        "port 25 now has a service"
-    );
-    assert!(
-        lab.scanner
-            .tcp_connect(b, sock(lab.protected_v4, 25), SHORT),
-        "and b was not banned"
-    );
+    assert!(case::connects(&lab, b, 25), "port 25 now has a service");
+    assert!(case::connects(&lab, b, 25), "and b was not banned");
     // Excluded by default (ident): never a trap.
-    assert!(lab
-        .scanner
-        .tcp_connect(c, sock(lab.protected_v4, 25), SHORT));
+    assert!(case::connects(&lab, c, 25));
+    assert!(!case::connects(&lab, c, 113), "nothing listens on 113");
     assert!(
-        !lab.scanner
-            .tcp_connect(c, sock(lab.protected_v4, 113), SHORT),
-        "nothing listens on 113"
-    );
-    assert!(
-        lab.scanner
-            .tcp_connect(c, sock(lab.protected_v4, 25), SHORT),
+        case::connects(&lab, c, 25),
         "probing an excluded port bans nobody"
     );
 }
@@ -393,15 +293,7 @@ fn advanced_mode_guards_unused_ports_and_a_new_service_stops_being_a_trap() {
 fn advanced_mode_does_not_ban_a_client_while_its_service_restarts() {
     let lab = Lab::new(3).unwrap();
     let dir = TempDir::new("service-ports").unwrap();
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"\"\nudp_ports = \"\"\nadvanced_tcp_below = 1024\nauto_allow = false\ninterfaces = [\"{}\"]\nstate_dir = \"{}\"\n",
-            lab.iface,
-            dir.path.display()
-        ),
-    );
-    let args = DaemonArgs::new(&lab).config(&config).no_pin();
+    let args = case::args(&lab, &dir, &advanced(&lab, &dir));
     let mut d = args.start().unwrap();
     // Above the advanced range: tells a banned source from one that is not.
     let _web = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
@@ -411,31 +303,18 @@ fn advanced_mode_does_not_ban_a_client_while_its_service_restarts() {
     drop(sshd); // sshd restarts...
     thread::sleep(Duration::from_millis(1200)); // ...and the daemon has seen its socket gone
     assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, 22), SHORT),
+        !case::connects(&lab, a, 22),
         "nothing listens on 22 right now"
     );
     assert!(
-        lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        case::connects(&lab, a, SERVICE),
         "a client of the restarting sshd is not banned; output:\n{}",
         d.output()
     );
     // A port that never had a listener is a trap as before.
-    assert!(!lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, 23), SHORT));
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {b} ")),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
-    assert!(!lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, SERVICE), SHORT));
+    assert!(!case::connects(&lab, b, 23));
+    d.expect_line("the ban", attackalert(b));
+    assert!(!case::connects(&lab, b, SERVICE));
     assert!(
         !d.has_line(|l| l.contains(&format!("[{a}]"))),
         "no probe from {a} logged:\n{}",
@@ -447,12 +326,9 @@ fn advanced_mode_does_not_ban_a_client_while_its_service_restarts() {
     let saved = std::fs::read_to_string(dir.join("service_ports.json")).unwrap();
     assert!(saved.contains("\"22\""), "{saved}");
     let d = args.start().unwrap();
-    assert!(!lab
-        .scanner
-        .tcp_connect(c, sock(lab.protected_v4, 22), SHORT));
+    assert!(!case::connects(&lab, c, 22));
     assert!(
-        lab.scanner
-            .tcp_connect(c, sock(lab.protected_v4, SERVICE), SHORT),
+        case::connects(&lab, c, SERVICE),
         "22 is still a service port after the restart; output:\n{}",
         d.output()
     );
@@ -462,24 +338,16 @@ fn advanced_mode_does_not_ban_a_client_while_its_service_restarts() {
 fn json_log_format_gives_one_object_per_event() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("json").unwrap();
-    let state = dir.path.display().to_string();
-    let mut d = base_args(&lab, &state)
+    let mut d = case::cli_args(&lab, &dir)
         .no_pin()
         .args(["--log-format", "json"])
         .start()
         .unwrap();
     let a = lab.scanner_v4[0];
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with('{') && l.contains("\"ban\""),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    assert!(!case::connects(&lab, a, TRAP));
+    d.expect_line("the JSON ban event", |l| {
+        l.starts_with('{') && l.contains("\"ban\"")
+    });
     let line = d.lines_matching(|l| l.starts_with('{')).remove(0);
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["event"], "ban");
@@ -590,25 +458,15 @@ fn the_systemd_units_capability_set_is_enough() {
     let bounding = format!("--bounding-set=-all,{}", caps.join(","));
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("caps").unwrap();
-    let state = dir.path.display().to_string();
-    let d = base_args(&lab, &state)
+    let d = case::cli_args(&lab, &dir)
         .no_pin()
         .wrapped_in("setpriv", &["--inh-caps=-all", &bounding])
         .start()
         .unwrap();
-    assert!(!lab
-        .scanner
-        .tcp_connect(lab.scanner_v4[0], sock(lab.protected_v4, TRAP), SHORT));
+    assert!(!case::connects(&lab, lab.scanner_v4[0], TRAP));
     let a = lab.scanner_v4[0];
     let mut d = d;
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {a} ")),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line("the ban", attackalert(a));
 }
 
 /// Like ssh with a private key: a CrowdSec secret that group or others can read is refused at
@@ -619,13 +477,22 @@ fn crowdsec_secrets_others_can_read_are_refused() {
     let key = dir.write("bouncer.key", "abc123\n");
     let creds = dir.write_secret("machine.yaml", "login: m\npassword: p\n");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let conf = dir.write(
-        "portsentry.toml",
-        &format!(
-            "state_dir = \"{}\"\npin_dir = \"\"\n[crowdsec]\nlapi_url = \"http://127.0.0.1:1\"\n\
-             api_key_file = \"{key}\"\ncredentials_file = \"{creds}\"\n",
-            dir.path.display()
-        ),
+    let conf = case::write_config(
+        &dir,
+        &Settings {
+            startup: StartupSettings {
+                state_dir: dir.path.clone(),
+                pin_dir: None,
+                crowdsec: Some(CrowdsecSettings {
+                    lapi_url: "http://127.0.0.1:1".to_owned(),
+                    api_key_file: Some(key.clone().into()),
+                    credentials_file: Some(creds.clone().into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     );
     let refused = format!(
         "key `crowdsec.api_key_file`: {key} has mode 0644: group or others can access this \
@@ -660,7 +527,6 @@ fn crowdsec_secrets_others_can_read_are_refused() {
 fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("journal").unwrap();
-    let state = dir.path.display().to_string();
     let iface = lab.iface.clone();
     let expected = |a: std::net::IpAddr| {
         (
@@ -673,7 +539,7 @@ fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
     };
 
     // `sh` sets JOURNAL_STREAM from its own stdout, which portsentry inherits through exec.
-    let mut d = base_args(&lab, &state)
+    let mut d = case::cli_args(&lab, &dir)
         .no_pin()
         .wrapped_in(
             "sh",
@@ -686,9 +552,7 @@ fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
         .start()
         .unwrap();
     let a = lab.scanner_v4[0];
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(!case::connects(&lab, a, TRAP));
     let (scan, ban) = expected(a);
     assert!(
         d.wait_for_line(|l| l == format!("<4>{ban}"), Duration::from_secs(5)),
@@ -708,17 +572,11 @@ fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
     );
     d.stop().unwrap();
 
-    let mut d = base_args(&lab, &state).no_pin().start().unwrap();
+    let mut d = case::cli_args(&lab, &dir).no_pin().start().unwrap();
     let b = lab.scanner_v4[1];
-    assert!(!lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(!case::connects(&lab, b, TRAP));
     let (scan, ban) = expected(b);
-    assert!(
-        d.wait_for_line(|l| l == ban, Duration::from_secs(5)),
-        "{}",
-        d.output()
-    );
+    d.expect_line("the ban", |l| l == ban);
     assert!(d.has_line(|l| l == scan), "{}", d.output());
     assert!(!d.has_line(|l| l.starts_with('<')), "{}", d.output());
 }
@@ -729,14 +587,13 @@ fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
 fn the_event_loop_kicks_the_systemd_watchdog() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("watchdog").unwrap();
-    let state = dir.path.display().to_string();
     let kicks = |d: &mut portsentry_tests::lab::Daemon| {
         d.notifications()
             .iter()
             .filter(|n| n.as_str() == "WATCHDOG=1")
             .count()
     };
-    let mut d = base_args(&lab, &state)
+    let mut d = case::cli_args(&lab, &dir)
         .no_pin()
         .wrapped_in(
             "sh",
@@ -754,7 +611,7 @@ fn the_event_loop_kicks_the_systemd_watchdog() {
     assert!((4..=15).contains(&n), "{n} kicks: {:?}", d.notifications());
     d.stop().unwrap();
 
-    let mut d = base_args(&lab, &state).no_pin().start().unwrap();
+    let mut d = case::cli_args(&lab, &dir).no_pin().start().unwrap();
     thread::sleep(Duration::from_millis(500));
     assert_eq!(kicks(&mut d), 0, "{:?}", d.notifications());
 }

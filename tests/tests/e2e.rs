@@ -2,27 +2,20 @@
 
 use std::time::Duration;
 
-use portsentry_tests::lab::{sock, DaemonArgs, Lab, TempDir};
-
-const SERVICE_PORT: u16 = 8080;
-const TRAP_PORT: u16 = 111;
+use portsentry::config::settings::Settings;
+use portsentry_tests::{
+    case::{self, tail, SERVICE as SERVICE_PORT, TRAP as TRAP_PORT},
+    lab::{sock, Daemon, Lab, TempDir},
+};
 
 #[test]
 fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
     let lab = Lab::new(2).expect("lab");
     let dir = TempDir::new("e2e").expect("state dir");
-    let state = dir.path.display().to_string();
     let _service = lab
         .protected
         .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports(&TRAP_PORT.to_string())
-        .no_pin()
-        .no_auto_allow()
-        .state_dir(&state)
-        .start()
-        .expect("daemon");
+    let mut daemon = case::cli_args(&lab, &dir).no_pin().start().expect("daemon");
     assert!(lab.xdp_attached().unwrap(), "XDP attached while running");
 
     let scanner = lab.scanner_v4[0];
@@ -100,12 +93,8 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
 fn lines_below_the_trigger_leave_noblock_and_blocked_unset() {
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-trigger").expect("state dir");
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports(&TRAP_PORT.to_string())
+    let mut daemon = case::cli_args(&lab, &dir)
         .no_pin()
-        .no_auto_allow()
-        .state_dir(&dir.path)
         .arg("--scan-trigger")
         .arg("2")
         .start()
@@ -148,25 +137,24 @@ fn a_protocol_that_does_not_block_still_runs_run_cmd_once_per_source() {
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-block2").expect("state dir");
     let ran = dir.path.join("ran");
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nblock_tcp = false\nauto_allow = false\n\
-             [hooks]\nrun_cmd = [\"/bin/sh\", \"-c\", \"echo $1 >> {}\", \"sh\", \"$TARGET$\"]\n\
-             run_cmd_always = true\n",
-            ran.display()
-        ),
+    let mut s = case::settings(&lab, &dir);
+    s.live.block_tcp = false;
+    s.live.hooks.run_cmd = Some(
+        [
+            "/bin/sh",
+            "-c",
+            &format!("echo $1 >> {}", ran.display()),
+            "sh",
+            "$TARGET$",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     );
+    s.live.hooks.run_cmd_always = true;
     let _service = lab
         .protected
         .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .config(&config)
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut daemon = case::start(&lab, &dir, &s);
     let scanner = lab.scanner_v4[0];
     let short = Duration::from_millis(300);
     for _ in 0..3 {
@@ -203,12 +191,8 @@ fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
     let lab = Lab::new(2).expect("lab");
     let dir = TempDir::new("e2e-ignored").expect("state dir");
     let ignored = lab.scanner_v4[1];
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports(&TRAP_PORT.to_string())
+    let mut daemon = case::cli_args(&lab, &dir)
         .no_pin()
-        .no_auto_allow()
-        .state_dir(&dir.path)
         .arg("--allow")
         .arg(ignored.to_string())
         .start()
@@ -247,34 +231,14 @@ fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
 /// why a probe from a forged 127/8 source was not counted); without it there are none.
 #[test]
 fn kernel_diagnostics_are_forwarded_only_when_asked() {
-    use portsentry_tests::lab::run_in;
-
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-diag").expect("state dir");
     let forged_probe = || {
-        run_in(
-            &lab.scanner,
-            "hping3",
-            &[
-                "-c",
-                "1",
-                "-S",
-                "-a",
-                "127.0.0.5",
-                "-p",
-                &TRAP_PORT.to_string(),
-                &lab.protected_v4.to_string(),
-            ],
-            Duration::from_secs(3),
-        );
+        case::forged_syn(&lab.scanner, "127.0.0.5", lab.protected_v4, TRAP_PORT);
     };
     let start = |extra: &[&str]| {
-        DaemonArgs::new(&lab)
-            .iface()
-            .tcp_ports(&TRAP_PORT.to_string())
+        case::cli_args(&lab, &dir)
             .no_pin()
-            .no_auto_allow()
-            .state_dir(&dir.path)
             .args(extra.iter().copied())
             .start()
             .expect("daemon")
@@ -312,31 +276,26 @@ fn kernel_diagnostics_are_forwarded_only_when_asked() {
 }
 
 /// A lab whose scanner owns 2001:db8:1:2::/64 behind the gateway (`n` of its addresses on the
-/// scanner's loopback), and a daemon guarding TRAP_PORT with `extra` config keys.
+/// scanner's loopback), and a daemon guarding TRAP_PORT with settings changed by `tune`.
 fn rotating_prefix_lab(
     n: u32,
-    extra: &str,
-) -> (
-    Lab,
-    TempDir,
-    Vec<std::net::IpAddr>,
-    portsentry_tests::lab::Daemon,
-) {
+    tune: impl FnOnce(&mut Settings),
+) -> (Lab, TempDir, Vec<std::net::IpAddr>, Daemon) {
     let rotating: Vec<std::net::IpAddr> = (0..n)
         .map(|i| format!("2001:db8:1:2::{:x}", 0xa + i).parse().unwrap())
         .collect();
-    let (lab, dir, daemon) = behind_gateway_lab(&rotating, &["2001:db8:1:2::/64"], extra);
+    let (lab, dir, daemon) = behind_gateway_lab(&rotating, &["2001:db8:1:2::/64"], tune);
     (lab, dir, rotating, daemon)
 }
 
 /// A lab whose scanner holds `addrs` (on its loopback) behind the gateway, the protected side
 /// routing each of `routes` via the scanner, and a daemon guarding TRAP_PORT with
-/// `prefix_threshold = 3` and `extra` config keys.
+/// `prefix_threshold = 3` and settings changed by `tune`.
 fn behind_gateway_lab(
     addrs: &[std::net::IpAddr],
     routes: &[&str],
-    extra: &str,
-) -> (Lab, TempDir, portsentry_tests::lab::Daemon) {
+    tune: impl FnOnce(&mut Settings),
+) -> (Lab, TempDir, Daemon) {
     use portsentry_tests::lab::ip;
 
     let lab = Lab::new(3).expect("lab");
@@ -360,17 +319,10 @@ fn behind_gateway_lab(
     for r in routes {
         ip(&["-n", &p, "-6", "route", "add", r, "via", &gw]).unwrap();
     }
-    let config = dir.write(
-        "portsentry.toml",
-        &format!("tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"\"\nauto_allow = false\nprefix_threshold = 3\n{extra}"),
-    );
-    let daemon = DaemonArgs::new(&lab)
-        .iface()
-        .config(&config)
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut s = case::settings(&lab, &dir);
+    s.live.prefix_threshold = 3;
+    tune(&mut s);
+    let daemon = case::start(&lab, &dir, &s);
     (lab, dir, daemon)
 }
 
@@ -388,32 +340,34 @@ fn listed_targets(state: &str) -> Vec<String> {
         .collect()
 }
 
-/// An IPv6 scanner behind the gateway sends each probe from a new address of its /64: after
-/// `prefix_threshold` verified address bans the /64 itself is banned, so an address it never
-/// used is dropped too, and the address bans are folded into it. Addresses of this host's own
-/// /64 (on-link neighbours) never make a prefix ban.
-#[test]
-fn rotating_ipv6_addresses_get_their_prefix_banned() {
-    let (lab, dir, rotating, mut daemon) = rotating_prefix_lab(5, "");
-    let state = dir.path.display().to_string();
+/// The scanner of [`rotating_prefix_lab`] probes the trap from each of the first `probing` of
+/// its addresses (its last one, unused, reaches the service before): then the /64's ban line,
+/// saying `why`, is logged, and the unused address is dropped too.
+fn the_prefix_is_banned(
+    lab: &Lab,
+    daemon: &mut Daemon,
+    rotating: &[std::net::IpAddr],
+    probing: usize,
+    why: &str,
+) {
     let _service = lab
         .protected
         .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
     let short = Duration::from_millis(300);
-    let unused = rotating[4];
+    let unused = rotating[rotating.len() - 1];
     assert!(
         lab.scanner
             .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
         "the prefix reaches the service before"
     );
-    for a in &rotating[..3] {
+    for a in &rotating[..probing] {
         let _ = lab
             .scanner
             .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
     }
     let line = format!(
         "attackalert: Network 2001:db8:1:2::/64 has been blocked via XDP drop on interface: \"{}\" \
-         (3 of its addresses were banned; their bans are folded into it)",
+         ({why})",
         lab.iface
     );
     assert!(
@@ -425,6 +379,24 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
         !lab.scanner
             .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
         "an address the scanner never used is dropped"
+    );
+}
+
+/// An IPv6 scanner behind the gateway sends each probe from a new address of its /64: after
+/// `prefix_threshold` verified address bans the /64 itself is banned, so an address it never
+/// used is dropped too, and the address bans are folded into it. Addresses of this host's own
+/// /64 (on-link neighbours) never make a prefix ban.
+#[test]
+fn rotating_ipv6_addresses_get_their_prefix_banned() {
+    let (lab, dir, rotating, mut daemon) = rotating_prefix_lab(5, |_| ());
+    let state = dir.path.display().to_string();
+    let short = Duration::from_millis(300);
+    the_prefix_is_banned(
+        &lab,
+        &mut daemon,
+        &rotating,
+        3,
+        "3 of its addresses were banned; their bans are folded into it",
     );
     assert_eq!(
         listed_targets(&state),
@@ -462,37 +434,14 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
 /// kernel, which sends a prefix trigger after the path check; the daemon bans the /64.
 #[test]
 fn a_rotating_scanner_below_the_trigger_gets_its_prefix_banned() {
-    let (lab, dir, rotating, mut daemon) = rotating_prefix_lab(10, "scan_trigger = 3\n");
+    let (lab, dir, rotating, mut daemon) = rotating_prefix_lab(10, |s| s.live.scan_trigger = 3);
     let state = dir.path.display().to_string();
-    let _service = lab
-        .protected
-        .tcp_service(sock(lab.protected_v6, SERVICE_PORT));
-    let short = Duration::from_millis(300);
-    let unused = rotating[9];
-    assert!(
-        lab.scanner
-            .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
-        "the prefix reaches the service before"
-    );
-    for a in &rotating[..9] {
-        let _ = lab
-            .scanner
-            .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
-    }
-    let line = format!(
-        "attackalert: Network 2001:db8:1:2::/64 has been blocked via XDP drop on interface: \"{}\" \
-         (9 probes from its addresses within the window; 0 address ban(s) folded into it)",
-        lab.iface
-    );
-    assert!(
-        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
-        "prefix ban; output:\n{}",
-        daemon.output()
-    );
-    assert!(
-        !lab.scanner
-            .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
-        "an address the scanner never used is dropped"
+    the_prefix_is_banned(
+        &lab,
+        &mut daemon,
+        &rotating,
+        9,
+        "9 probes from its addresses within the window; 0 address ban(s) folded into it",
     );
     assert_eq!(listed_targets(&state), ["2001:db8:1:2::/64"]);
     let c = counters(&dir.path);
@@ -511,21 +460,11 @@ fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears()
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-flood-log").expect("state dir");
     let history = dir.path.join("history.log");
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"{TRAP_PORT}\"\nudp_ports = \"31337\"\nscan_trigger = 2\nauto_allow = false\n\
-             history_file = \"{}\"\n",
-            history.display()
-        ),
-    );
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .config(&config)
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut s = case::settings(&lab, &dir);
+    s.live.udp_ports = case::ports("31337");
+    s.live.scan_trigger = 2;
+    s.live.history_file = Some(history.clone());
+    let mut daemon = case::start(&lab, &dir, &s);
     let started = std::time::Instant::now();
     run_in(
         &lab.scanner,
@@ -590,11 +529,6 @@ fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears()
     );
 }
 
-fn tail(out: &str) -> String {
-    let lines: Vec<&str> = out.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
-}
-
 /// The status counters of a running daemon (`status --json`).
 fn counters(state: &std::path::Path) -> serde_json::Value {
     let state = state.display().to_string();
@@ -616,13 +550,9 @@ fn a_fragmented_udp_datagram_reaches_a_service() {
     const SIZE: usize = 3000;
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-frag").expect("state dir");
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports(&TRAP_PORT.to_string())
+    let mut daemon = case::cli_args(&lab, &dir)
         .udp_ports("54321")
         .no_pin()
-        .no_auto_allow()
-        .state_dir(&dir.path)
         .start()
         .expect("daemon");
     for (src, dst) in [
@@ -676,12 +606,8 @@ fn the_tiny_fragment_trick_gets_no_answer() {
 
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-tiny").expect("state dir");
-    let mut daemon = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports(&TRAP_PORT.to_string())
+    let mut daemon = case::cli_args(&lab, &dir)
         .no_pin()
-        .no_auto_allow()
-        .state_dir(&dir.path)
         .args(["--log-level", "debug"])
         .start()
         .expect("daemon");
@@ -757,7 +683,10 @@ fn prefix_bans_spare_peers_and_translators_and_climb_for_rotating_64s() {
     let (lab, dir, mut daemon) = behind_gateway_lab(
         &all,
         &["2001:db8:1:2::/64", "64:ff9b::/96", "2001:db8:5::/48"],
-        "ipv6_wider_prefixes = [56, 48]\nwider_prefix_threshold = 3\n",
+        |s| {
+            s.live.ipv6_wider_prefixes = vec![56, 48];
+            s.live.wider_prefix_threshold = 3;
+        },
     );
     let state = dir.path.display().to_string();
     let short = Duration::from_millis(300);

@@ -4,12 +4,13 @@
 
 use std::{net::IpAddr, path::Path, time::Duration};
 
+use portsentry::config::settings::{HistoryFormat, Settings};
 use portsentry_tests::{
+    case::{self, TRAP as TCP_TRAP},
     fail2ban::{self, RegexResult},
-    lab::{sock, Daemon, DaemonArgs, Lab, TempDir},
+    lab::{sock, Daemon, Lab, TempDir},
 };
 
-const TCP_TRAP: u16 = 111;
 const UDP_TRAP: u16 = 31337;
 
 /// Scanner 0 probes the TCP trap (banned), scanner 1 probes the UDP trap three times with
@@ -36,22 +37,15 @@ fn scan(lab: &Lab, daemon: &mut Daemon) -> (IpAddr, IpAddr) {
     (tcp, udp)
 }
 
-fn start(lab: &Lab, dir: &TempDir, history: &Path, format: &str) -> Daemon {
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"{TCP_TRAP}\"\nudp_ports = \"{UDP_TRAP}\"\nblock_udp = false\n\
-             auto_allow = false\nhistory_file = \"{}\"\nhistory_format = \"{format}\"\n",
-            history.display()
-        ),
-    );
-    DaemonArgs::new(lab)
-        .iface()
-        .config(&config)
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon")
+/// The case's settings plus the UDP trap (reported, never blocked) and a history file in
+/// `format`.
+fn history_settings(lab: &Lab, dir: &TempDir, history: &Path, format: HistoryFormat) -> Settings {
+    let mut s = case::settings(lab, dir);
+    s.live.udp_ports = case::ports(&UDP_TRAP.to_string());
+    s.live.block_udp = false;
+    s.live.history_file = Some(history.to_owned());
+    s.live.history_format = format;
+    s
 }
 
 fn regex(history: &Path, filter: &Path) -> RegexResult {
@@ -66,7 +60,8 @@ fn portsentry1_history_matches_fail2bans_stock_jail() {
     let lab = Lab::new(2).expect("lab");
     let dir = TempDir::new("f2b-1").expect("dir");
     let history = dir.path.join("portsentry.history");
-    let mut daemon = start(&lab, &dir, &history, "portsentry1");
+    let s = history_settings(&lab, &dir, &history, HistoryFormat::Portsentry1);
+    let mut daemon = case::start(&lab, &dir, &s);
     let (tcp, udp) = scan(&lab, &mut daemon);
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 
@@ -116,7 +111,8 @@ fn portsentry2_history_matches_portsentry2s_filter() {
     let lab = Lab::new(2).expect("lab");
     let dir = TempDir::new("f2b-2").expect("dir");
     let history = dir.path.join("portsentry.history");
-    let mut daemon = start(&lab, &dir, &history, "portsentry2");
+    let s = history_settings(&lab, &dir, &history, HistoryFormat::Portsentry2);
+    let mut daemon = case::start(&lab, &dir, &s);
     let (tcp, udp) = scan(&lab, &mut daemon);
     assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
 

@@ -2,11 +2,10 @@
 
 use std::{thread, time::Duration};
 
-use portsentry_tests::lab::{portsentry, run_in, sock, DaemonArgs, Lab, PinDir, TempDir};
-
-const SERVICE: u16 = 8080;
-const TRAP: u16 = 111;
-const SHORT: Duration = Duration::from_millis(800);
+use portsentry_tests::{
+    case::{self, attackalert, cidr, tail, SERVICE, TRAP},
+    lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, PinDir, TempDir},
+};
 
 /// Documented behaviour: while the daemon is down the XDP program is detached and traffic flows
 /// (fail open); no ban is lost, and the restarted daemon drops the scanner again.
@@ -20,33 +19,19 @@ fn kill_9_loses_no_ban_and_traffic_fails_open_while_down() {
         pins.path.join("ps").display().to_string(),
     );
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let args = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .state_dir(&state)
-        .pin_dir(Some(std::path::Path::new(&pin)));
+    let args = case::cli_args(&lab, &dir).pin_dir(Some(std::path::Path::new(&pin)));
     let a = lab.scanner_v4[0];
 
     let mut d = args.start().unwrap();
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {a} ")),
-        Duration::from_secs(5)
-    ));
+    assert!(!case::connects(&lab, a, TRAP));
+    d.expect_line("the ban", attackalert(a));
     d.kill9(); // mid-scan: no chance to save state or detach cleanly
 
     assert!(
         !lab.xdp_attached().unwrap(),
         "the program goes with the process"
     );
-    assert!(
-        lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "fail open while down"
-    );
+    assert!(case::connects(&lab, a, SERVICE), "fail open while down");
     let (code, out, _) = portsentry(&["list", "--json", "--state-dir", &state, "--pin-dir", &pin]);
     assert_eq!(code, 0);
     assert!(
@@ -62,13 +47,10 @@ fn kill_9_loses_no_ban_and_traffic_fails_open_while_down() {
         d.output()
     );
     assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
+        !case::connects(&lab, a, SERVICE),
         "dropped again after restart"
     );
-    assert!(lab
-        .scanner
-        .tcp_connect(lab.scanner_v4[1], sock(lab.protected_v4, SERVICE), SHORT));
+    assert!(case::connects(&lab, lab.scanner_v4[1], SERVICE));
 }
 
 /// A full disk under state_dir and history_file: enforcement goes on, errors are logged, no panic.
@@ -97,42 +79,18 @@ fn a_full_disk_is_reported_and_enforcement_continues() {
     std::fs::write(&history, "").unwrap();
     // Fill the file system.
     let _ = std::fs::write(disk.join("filler"), vec![0u8; 1 << 20]);
-    let (state, hist) = (
-        disk.join("state").display().to_string(),
-        history.display().to_string(),
-    );
+    let mut s = case::settings(&lab, &dir);
+    s.startup.state_dir = disk.join("state");
+    s.live.history_file = Some(history.clone());
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&state)
-        .history_file(&hist)
-        .start()
-        .unwrap();
+    let mut d = case::start(&lab, &dir, &s);
     let a = lab.scanner_v4[0];
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "still enforcing"
-    );
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("cannot write history file"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
-    assert!(
-        d.wait_for_line(|l| l.contains("error: saving bans"), Duration::from_secs(5)),
-        "{}",
-        d.output()
-    );
+    assert!(!case::connects(&lab, a, TRAP));
+    assert!(!case::connects(&lab, a, SERVICE), "still enforcing");
+    d.expect_line("cannot write history file", |l| {
+        l.contains("cannot write history file")
+    });
+    d.expect_line("error: saving bans", |l| l.contains("error: saving bans"));
     assert!(d.is_running());
     assert!(!d.has_line(|l| l.contains("panicked")));
     assert_eq!(d.stop().unwrap(), Some(0));
@@ -145,25 +103,16 @@ fn a_full_disk_is_reported_and_enforcement_continues() {
 fn an_interface_removed_and_re_added_is_re_attached() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("iface").unwrap();
-    let state = dir.path.display().to_string();
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     let _svc6 = lab.protected.tcp_service(sock(lab.protected_v6, SERVICE));
     // `b` checks the new link through the service before its trap probe, which would make it a
     // learned peer (its SYN then gets a SYN cookie, tests/tests/peers.rs); here a SYN must ban
     // on its own.
-    let mut d = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .arg("--no-learn-peers")
-        .state_dir(&state)
-        .start()
-        .unwrap();
+    let mut s = case::settings(&lab, &dir);
+    s.startup.learn_peers = false;
+    let mut d = case::start(&lab, &dir, &s);
     let (a, b) = (lab.scanner_v4[0], lab.scanner_v4[1]);
-    assert!(!lab
-        .scanner
-        .tcp_connect(a, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(!case::connects(&lab, a, TRAP));
 
     lab.remove_link().unwrap();
     assert!(
@@ -186,22 +135,13 @@ fn an_interface_removed_and_re_added_is_re_attached() {
         d.output()
     );
     assert!(lab.xdp_attached().unwrap());
-    assert!(
-        !lab.scanner
-            .tcp_connect(a, sock(lab.protected_v4, SERVICE), SHORT),
-        "the old ban still holds"
-    );
+    assert!(!case::connects(&lab, a, SERVICE), "the old ban still holds");
     assert!(lab
         .scanner
         .tcp_connect(b, sock(lab.protected_v4, SERVICE), Duration::from_secs(2)));
-    assert!(!lab
-        .scanner
-        .tcp_connect(b, sock(lab.protected_v4, TRAP), SHORT));
+    assert!(!case::connects(&lab, b, TRAP));
     assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {b} ")),
-            Duration::from_secs(5)
-        ),
+        d.wait_for_line(attackalert(b), Duration::from_secs(5)),
         "detection works on the new link"
     );
     // The re-created link has its IPv6 addresses too: an IPv6 probe is seen and banned.
@@ -211,20 +151,14 @@ fn an_interface_removed_and_re_added_is_re_attached() {
             .tcp_connect(b6, sock(lab.protected_v6, SERVICE), Duration::from_secs(2)),
         "IPv6 reaches the service on the new link"
     );
-    assert!(!lab
-        .scanner
-        .tcp_connect(b6, sock(lab.protected_v6, TRAP), SHORT));
+    assert!(!case::connects(&lab, b6, TRAP));
     assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {b6} ")),
-            Duration::from_secs(5)
-        ),
+        d.wait_for_line(attackalert(b6), Duration::from_secs(5)),
         "IPv6 detection works on the new link; output:\n{}",
         d.output()
     );
     assert!(
-        !lab.scanner
-            .tcp_connect(b6, sock(lab.protected_v6, SERVICE), SHORT),
+        !case::connects(&lab, b6, SERVICE),
         "the IPv6 source is dropped"
     );
 }
@@ -240,38 +174,22 @@ fn a_ban_storm_fills_the_table_and_runs_hooks_at_most_max_per_minute() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("storm").unwrap();
     let ran = dir.join("hook-ran");
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = false\ninterfaces = [\"{}\"]\n\
-             state_dir = \"{}\"\nmax_bans = 300\nallow = [\"100.64.0.0/10\"]\n\
-             [hooks]\nrun_cmd = [\"/bin/sh\", \"-c\", \"echo \\\"$1\\\" >> '{}'\", \"hook\", \"$TARGET$\"]\n\
-             max_concurrent = 64\nmax_per_minute = {PER_MINUTE}\n",
-            lab.iface,
-            dir.path.display(),
-            ran.display()
-        ),
-    );
+    let mut s = case::settings(&lab, &dir);
+    s.startup.max_bans = 300;
+    s.live.allow = vec![cidr("100.64.0.0/10")];
+    s.live.hooks.run_cmd = Some(appending_hook(&ran, ""));
+    s.live.hooks.max_concurrent = 64;
+    s.live.hooks.max_per_minute = PER_MINUTE as u32;
+    let config = case::write_config(&dir, &s);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = DaemonArgs::new(&lab)
-        .config(&config)
-        .no_pin()
-        .start()
-        .unwrap();
+    let mut d = DaemonArgs::new(&lab).config(&config).start().unwrap();
     let (early, bystander) = (lab.scanner_v4[0], lab.scanner_v4[1]);
-    assert!(!lab
-        .scanner
-        .tcp_connect(early, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!(
-                "attackalert: External command run for host: {early} "
-            )),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    assert!(!case::connects(&lab, early, TRAP));
+    d.expect_line("attackalert: External command run for host: …", |l| {
+        l.starts_with(&format!(
+            "attackalert: External command run for host: {early} "
+        ))
+    });
     // Under pressure the table displaces detected bans (soonest expiry first), never manual
     // ones: the operator pins the early scanner with a manual ban, through the control socket.
     let (code, out, err) = portsentry(&["ban", &early.to_string(), "--config", &config]);
@@ -347,53 +265,51 @@ fn a_ban_storm_fills_the_table_and_runs_hooks_at_most_max_per_minute() {
         "no allowlisted source was banned"
     );
     assert!(
-        !lab.scanner
-            .tcp_connect(early, sock(lab.protected_v4, SERVICE), SHORT),
+        !case::connects(&lab, early, SERVICE),
         "the manual ban made before the storm still drops (never displaced)"
     );
     assert!(
-        lab.scanner
-            .tcp_connect(bystander, sock(lab.protected_v4, SERVICE), SHORT),
+        case::connects(&lab, bystander, SERVICE),
         "an innocent source still gets through"
     );
 }
 
-/// A daemon whose `run_cmd` appends the banned address to `ran`, then sleeps `sleep`, with
-/// `max_concurrent = 4`, no rate limit and `[hooks] queue = queue`.
+/// A `run_cmd` that appends the banned address to `ran`, then runs `then` (shell; "" for
+/// nothing).
+fn appending_hook(ran: &std::path::Path, then: &str) -> Vec<String> {
+    let script = format!("echo \"$1\" >> '{}'{then}", ran.display());
+    ["/bin/sh", "-c", &script, "hook", "$TARGET$"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// A daemon guarding UDP TRAP whose `run_cmd` appends the banned address to `ran`, then sleeps
+/// `sleep`, with `max_concurrent = 4`, no rate limit and `[hooks] queue = queue`.
 fn burst_daemon(
     lab: &Lab,
     dir: &TempDir,
     ran: &std::path::Path,
     sleep: &str,
     queue: usize,
-) -> portsentry_tests::lab::Daemon {
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"\"\nudp_ports = \"{TRAP}\"\nauto_allow = false\ninterfaces = [\"{}\"]\n\
-             state_dir = \"{}\"\n\
-             [hooks]\nrun_cmd = [\"/bin/sh\", \"-c\", \"echo \\\"$1\\\" >> '{}'; sleep {sleep}\", \"hook\", \"$TARGET$\"]\n\
-             max_concurrent = 4\nmax_per_minute = 0\nqueue = {queue}\ntimeout = \"30s\"\n",
-            lab.iface,
-            dir.path.display(),
-            ran.display()
-        ),
-    );
-    DaemonArgs::new(lab)
-        .config(&config)
-        .no_pin()
-        .start()
-        .unwrap()
+) -> Daemon {
+    let mut s = case::settings(lab, dir);
+    s.live.tcp_ports = case::ports("");
+    s.live.udp_ports = case::ports(&TRAP.to_string());
+    let h = &mut s.live.hooks;
+    h.run_cmd = Some(appending_hook(ran, &format!("; sleep {sleep}")));
+    (h.max_concurrent, h.max_per_minute, h.queue) = (4, 0, queue);
+    h.timeout = Duration::from_secs(30);
+    case::start(lab, dir, &s)
 }
 
 /// One UDP probe from each of the lab's scanner addresses, as fast as the test can send them:
 /// a burst of quick bans. Returns when the daemon has logged all of them, in its ban order.
-fn burst_of_bans(lab: &Lab, d: &portsentry_tests::lab::Daemon) -> Vec<String> {
+fn burst_of_bans(lab: &Lab, d: &Daemon) -> Vec<String> {
     for a in &lab.scanner_v4 {
         assert!(lab.scanner.udp_send(*a, sock(lab.protected_v4, TRAP)));
     }
     let n = lab.scanner_v4.len();
-    let banned = |d: &portsentry_tests::lab::Daemon| {
+    let banned = |d: &Daemon| {
         d.lines_matching(|l| l.starts_with("attackalert: Host ") && l.contains("blocked via XDP"))
             .iter()
             .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
@@ -472,11 +388,7 @@ fn a_burst_past_a_tiny_queue_is_counted_and_summarised() {
     let mut d = burst_daemon(&lab, &dir, &ran, "3", 2);
     let order = burst_of_bans(&lab, &d);
     let summary = "portsentry: hooks: skipped 58 ban response(s) since the last report (58 with the queue full (max_concurrent = 4, queue = 2), 0 over max_per_minute = 0); 4 run so far";
-    assert!(
-        d.wait_for_line(|l| l == summary, Duration::from_secs(5)),
-        "{}",
-        tail(&d.output())
-    );
+    d.expect_line("the skipped-hooks summary", |l| l == summary);
     let state = dir.path.display().to_string();
     let (code, out, err) = portsentry(&["status", "--json", "--state-dir", &state]);
     assert_eq!(code, 0, "{out}{err}");
@@ -496,12 +408,6 @@ fn a_burst_past_a_tiny_queue_is_counted_and_summarised() {
     assert_eq!(got, want, "{}", tail(&d.output()));
 }
 
-/// The last lines of a daemon's output, for failure messages.
-fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
 /// Issue 25, item 8: a forged SYN flood from behind the gateway fills a small table with bans
 /// of addresses that never send again. Before, a full table displaced the detected ban that
 /// expired soonest (the oldest: the real scanner's) within seconds, and table-full events
@@ -515,31 +421,15 @@ fn a_forged_flood_displaces_silent_bans_never_an_active_scanner() {
     // from behind a gateway are: unverified bans give way first by design.
     lab.protected_knows_scanner().expect("neighbours");
     let dir = TempDir::new("pressure").unwrap();
-    let config = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = false\ninterfaces = [\"{}\"]\n\
-             state_dir = \"{}\"\nmax_bans = 256\n",
-            lab.iface,
-            dir.path.display(),
-        ),
-    );
+    let mut s = case::settings(&lab, &dir);
+    s.startup.max_bans = 256;
+    let config = case::write_config(&dir, &s);
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
-    let mut d = DaemonArgs::new(&lab)
-        .config(&config)
-        .no_pin()
-        .start()
-        .unwrap();
+    let mut d = DaemonArgs::new(&lab).config(&config).start().unwrap();
     let (active, late) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     let blocked = |a: std::net::IpAddr| format!("attackalert: Host {a} has been blocked");
-    assert!(!lab
-        .scanner
-        .tcp_connect(active, sock(lab.protected_v4, TRAP), SHORT));
-    assert!(
-        d.wait_for_line(|l| l.starts_with(&blocked(active)), Duration::from_secs(5)),
-        "{}",
-        tail(&d.output())
-    );
+    assert!(!case::connects(&lab, active, TRAP));
+    d.expect_line("the ban", |l| l.starts_with(&blocked(active)));
 
     let tgt = lab.protected_v4.to_string();
     let trap = TRAP.to_string();
@@ -597,18 +487,14 @@ fn a_forged_flood_displaces_silent_bans_never_an_active_scanner() {
         tail(&d.output())
     );
     assert!(
-        !lab.scanner
-            .tcp_connect(active, sock(lab.protected_v4, SERVICE), SHORT),
+        !case::connects(&lab, active, SERVICE),
         "the active scanner is still dropped"
     );
     // The daemon may still be working through the flood's backlog in the ring buffer. It keeps
     // scanning meanwhile: past its trigger, its events go out at powers of two of its probe
     // count, each another chance (the flood's overflow may have taken the first). Banned means
     // dropped in the kernel; the book adopts a kernel ban whose event was lost at its next sweep.
-    let dropped = || {
-        !lab.scanner
-            .tcp_connect(late, sock(lab.protected_v4, SERVICE), SHORT)
-    };
+    let dropped = || !case::connects(&lab, late, SERVICE);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !dropped() && std::time::Instant::now() < deadline {
         for _ in 0..10 {

@@ -8,13 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use portsentry::config::{
+    settings::{Settings, StartupSettings},
+    CrowdsecSettings,
+};
 use portsentry_tests::{
+    case::{self, SERVICE, TRAP},
     crowdsec::Lapi,
     lab::{portsentry, sock, Daemon, DaemonArgs, Lab, PinDir, Service, TempDir},
 };
-
-const SERVICE: u16 = 8080;
-const TRAP: u16 = 111;
 /// The issue's bound for a decision to take effect (add or delete).
 const FLEET_LATENCY: Duration = Duration::from_secs(2);
 const PROBE: Duration = Duration::from_millis(250);
@@ -39,8 +41,8 @@ struct Setup<'a> {
     auto_allow: bool,
     /// Pin the maps there (default: no pinning).
     pin_dir: Option<&'a std::path::Path>,
-    /// More `[crowdsec]` lines.
-    crowdsec: &'a str,
+    /// More `[crowdsec]` settings.
+    crowdsec: Option<&'a dyn Fn(&mut CrowdsecSettings)>,
     /// Reach a TLS LAPI at http:// (the credentials warning; no request succeeds).
     plain_http: bool,
 }
@@ -65,32 +67,23 @@ impl Host {
             .and_then(|h| h.parse().ok())
             .expect("LAPI address in the URL");
         let dir = TempDir::new(name).expect("state dir");
-        let mut crowdsec = format!(
-            "[crowdsec]\nlapi_url = \"{url}\"\nupdate_frequency = \"1s\"\n{}",
-            setup.crowdsec
-        );
+        let mut s = case::fleet_settings(&lab, &dir, &url);
+        s.live.auto_allow = setup.auto_allow;
+        s.startup.pin_dir = setup.pin_dir.map(ToOwned::to_owned);
+        let crowdsec = case::crowdsec(&mut s);
+        if let Some(tune) = setup.crowdsec {
+            tune(crowdsec);
+        }
         if bouncer {
             let key = lapi.add_bouncer(name).expect("bouncer");
             let key_file = dir.write_secret("bouncer.key", &format!("{key}\n"));
-            crowdsec += &format!("api_key_file = \"{key_file}\"\n");
+            crowdsec.api_key_file = Some(key_file.into());
         }
         if machine {
             let creds = lapi.add_machine(name).expect("machine");
-            crowdsec += &format!("credentials_file = \"{creds}\"\n");
+            crowdsec.credentials_file = Some(creds.into());
         }
-        let pin_dir = setup
-            .pin_dir
-            .map_or(String::new(), |p| p.display().to_string());
-        let config = dir.write(
-            "portsentry.toml",
-            &format!(
-                "interfaces = [\"{}\"]\ntcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = {}\n\
-                 pin_dir = \"{pin_dir}\"\nstate_dir = \"{}\"\nban_ttl = \"6h\"\n{crowdsec}",
-                lab.iface,
-                setup.auto_allow,
-                dir.path.display()
-            ),
-        );
+        let config = case::write_config(&dir, &s);
         let services = vec![
             lab.protected.tcp_service(sock(lab.protected_v4, SERVICE)),
             lab.protected.tcp_service(sock(lab.protected_v6, SERVICE)),
@@ -620,7 +613,7 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
             aliases: Some(5),
             auto_allow: true,
             pin_dir: Some(&pins.path),
-            crowdsec: "max_alerts_per_minute = 1\n",
+            crowdsec: Some(&|c| c.max_alerts_per_minute = 1),
             ..Setup::default()
         },
     );
@@ -812,13 +805,22 @@ fn lapi_over_tls_with_a_ca_bundle_and_client_certificates() {
     );
 
     // A key that does not fit the certificate is a config error naming the key and the file.
-    let bad = lapi.dir.write(
-        "mismatch.toml",
-        &format!(
-            "[crowdsec]\nlapi_url = \"https://10.88.1.1:8080\"\nca_cert_path = \"{ca}\"\n\
-             cert_path = \"{cert}\"\nkey_path = \"{ca_key}\"\n"
-        ),
-    );
+    let mismatch = Settings {
+        startup: StartupSettings {
+            crowdsec: Some(CrowdsecSettings {
+                lapi_url: "https://10.88.1.1:8080".to_owned(),
+                ca_cert_path: Some(ca.clone().into()),
+                cert_path: Some(cert.clone().into()),
+                key_path: Some(ca_key.clone().into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let bad = lapi
+        .dir
+        .write("mismatch.toml", &case::config_text(&mismatch));
     let (code, _, err) = portsentry(&["check-config", &bad]);
     assert_eq!(code, 2, "check-config with a key that does not fit: {err}");
     assert!(
@@ -828,25 +830,29 @@ fn lapi_over_tls_with_a_ca_bundle_and_client_certificates() {
         "{err}"
     );
 
-    let with_ca = format!("ca_cert_path = \"{ca}\"\n");
+    let with_ca = |c: &mut CrowdsecSettings| c.ca_cert_path = Some(ca.clone().into());
     let mut verified = Host::with(
         &mut lapi,
         "tls-ca",
         true,
         false,
         &Setup {
-            crowdsec: &with_ca,
+            crowdsec: Some(&with_ca),
             ..Setup::default()
         },
     );
-    let by_cert = format!("{with_ca}cert_path = \"{cert}\"\nkey_path = \"{key}\"\n");
+    let by_cert = |c: &mut CrowdsecSettings| {
+        with_ca(c);
+        c.cert_path = Some(cert.clone().into());
+        c.key_path = Some(key.clone().into());
+    };
     let mut mtls = Host::with(
         &mut lapi,
         "tls-cert",
         false,
         false,
         &Setup {
-            crowdsec: &by_cert,
+            crowdsec: Some(&by_cert),
             ..Setup::default()
         },
     );
@@ -867,7 +873,7 @@ fn lapi_over_tls_with_a_ca_bundle_and_client_certificates() {
         false,
         &Setup {
             aliases: Some(1),
-            crowdsec: "insecure_skip_verify = true\n",
+            crowdsec: Some(&|c| c.insecure_skip_verify = true),
             ..Setup::default()
         },
     );

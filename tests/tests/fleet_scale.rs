@@ -9,13 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use portsentry::config::CrowdsecSettings;
 use portsentry_tests::{
+    case::{self, ban_line as ban_line_of, SERVICE, TRAP},
     fakelapi::{decision_ip, decisions_body, decisions_body_padded, FakeLapi},
     lab::{ip, portsentry, sock, Daemon, DaemonArgs, Lab, Service, TempDir},
 };
-
-const TRAP: u16 = 111;
-const SERVICE: u16 = 8080;
 const N: usize = 100_000;
 /// A probe's ban line must be logged within this while decisions are applied (the bench's
 /// target is 100 ms; this leaves room for a loaded test machine).
@@ -35,28 +34,23 @@ struct Host {
 }
 
 impl Host {
-    /// A protected host pulling from `lapi` (started on its namespace by `serve`).
+    /// A protected host pulling from `lapi` (started on its namespace by `serve`), its
+    /// `[crowdsec]` settings changed by `tune`.
     fn new(
         name: &str,
         aliases: usize,
-        extra: &str,
+        tune: impl FnOnce(&mut CrowdsecSettings),
         serve: impl FnOnce(&Lab) -> FakeLapi,
     ) -> (Self, FakeLapi) {
         let lab = Lab::new(aliases).expect("lab");
         let lapi = serve(&lab);
         let dir = TempDir::new(name).expect("state dir");
         let key = dir.write_secret("bouncer.key", "fake-key\n");
-        let config = dir.write(
-            "portsentry.toml",
-            &format!(
-                "interfaces = [\"{}\"]\ntcp_ports = \"{TRAP}\"\nudp_ports = \"\"\nauto_allow = false\n\
-                 pin_dir = \"\"\nstate_dir = \"{}\"\nban_ttl = \"6h\"\nmax_bans = 300000\n\
-                 [crowdsec]\nlapi_url = \"{}\"\napi_key_file = \"{key}\"\nupdate_frequency = \"1s\"\n{extra}",
-                lab.iface,
-                dir.path.display(),
-                lapi.url
-            ),
-        );
+        let mut s = case::fleet_settings(&lab, &dir, &lapi.url);
+        s.startup.max_bans = 300_000;
+        case::crowdsec(&mut s).api_key_file = Some(key.into());
+        tune(case::crowdsec(&mut s));
+        let config = case::write_config(&dir, &s);
         let service = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
         (
             Host {
@@ -98,11 +92,6 @@ impl Host {
     }
 }
 
-fn ban_line_of(src: IpAddr) -> impl Fn(&str) -> bool {
-    let needle = format!("attackalert: Host {src} has been blocked via XDP drop");
-    move |l: &str| l.starts_with(&needle)
-}
-
 /// Probes come in while 100 k decisions are applied: each probe's ban line is logged within
 /// [`PROBE_LINE_WITHIN`]; in the end all 100 k decisions are in the book and sampled ones drop.
 /// The same holds after the apply, while the grown book is saved and first swept.
@@ -113,9 +102,12 @@ fn ban_line_of(src: IpAddr) -> impl Fn(&str) -> bool {
 #[test]
 fn probes_are_logged_while_100k_decisions_are_applied() {
     let aliases = 220;
-    let (host, lapi) = Host::new("fs-probe", aliases, "", |lab| {
-        FakeLapi::start(&lab.protected, decisions_body(N, "4h")).expect("fake LAPI")
-    });
+    let (host, lapi) = Host::new(
+        "fs-probe",
+        aliases,
+        |_| (),
+        |lab| FakeLapi::start(&lab.protected, decisions_body(N, "4h")).expect("fake LAPI"),
+    );
     let started = Instant::now();
     let mut d = host.start();
     let served = lapi
@@ -228,9 +220,12 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
 /// state it had saved (a valid `bans.json` the offline `list` reads).
 #[test]
 fn sigterm_during_ingest_stops_within_2s_and_saves() {
-    let (host, lapi) = Host::new("fs-term", 1, "", |lab| {
-        FakeLapi::start(&lab.protected, decisions_body(N, "4h")).expect("fake LAPI")
-    });
+    let (host, lapi) = Host::new(
+        "fs-term",
+        1,
+        |_| (),
+        |lab| FakeLapi::start(&lab.protected, decisions_body(N, "4h")).expect("fake LAPI"),
+    );
     let mut d = host.start();
     lapi.wait_startup_served(Duration::from_secs(20))
         .expect("the daemon pulled the decision list");
@@ -270,9 +265,12 @@ fn sigterm_during_ingest_stops_within_2s_and_saves() {
 #[test]
 fn answers_over_the_caps_are_refused_with_a_clear_error() {
     // Too many decisions.
-    let (host, _lapi) = Host::new("fs-cap-n", 2, "max_decisions = 1000\n", |lab| {
-        FakeLapi::start(&lab.protected, decisions_body(1500, "4h")).expect("fake LAPI")
-    });
+    let (host, _lapi) = Host::new(
+        "fs-cap-n",
+        2,
+        |c| c.max_decisions = 1000,
+        |lab| FakeLapi::start(&lab.protected, decisions_body(1500, "4h")).expect("fake LAPI"),
+    );
     let mut d = host.start();
     let what = "LAPI sent 1500 decisions, more than crowdsec.max_decisions = 1000";
     assert!(
@@ -301,9 +299,15 @@ fn answers_over_the_caps_are_refused_with_a_clear_error() {
     d.stop().expect("stop");
 
     // Too many bytes for the count: 900 decisions of ~4 KiB each.
-    let (host, _lapi) = Host::new("fs-cap-b", 1, "max_decisions = 1000\n", |lab| {
-        FakeLapi::start(&lab.protected, decisions_body_padded(900, "4h", 4096)).expect("fake LAPI")
-    });
+    let (host, _lapi) = Host::new(
+        "fs-cap-b",
+        1,
+        |c| c.max_decisions = 1000,
+        |lab| {
+            FakeLapi::start(&lab.protected, decisions_body_padded(900, "4h", 4096))
+                .expect("fake LAPI")
+        },
+    );
     let mut d = host.start();
     assert!(
         d.wait_for_line(
@@ -325,14 +329,14 @@ mod kernel {
     use std::{net::IpAddr, time::Duration};
 
     use portsentry::{
-        bans::{BanBook, Origin, Refusal, Saved, StateStore},
+        bans::{Origin, Refusal, StateStore},
         clock::Now,
         dataplane::{Dataplane, LoadOptions},
         fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
         net::cidr::Cidr,
     };
     use portsentry_common::{peer_ways, BanEntry, PeerEntry};
-    use portsentry_tests::{fakelapi::decision_ip, lab::TempDir};
+    use portsentry_tests::{fakelapi::decision_ip, lab::TempDir, xdp::open_book};
 
     const CAPACITY: u32 = 3000;
     const DECISIONS: usize = 3500;
@@ -354,15 +358,7 @@ mod kernel {
             .expect("loading the XDP object (run with `cargo xtask test`)");
             dp.set_batch_ops(batch_ops);
             let now = Now::read();
-            let (mut book, _) = BanBook::open(
-                StateStore::new(&dir.path),
-                Saved::default(),
-                Some(&dp),
-                None,
-                true,
-                &now,
-            )
-            .unwrap();
+            let mut book = open_book(StateStore::new(&dir.path), &dp, &now);
             // 11.0.0.0/30 is allowlisted (decisions 0-2: 11.0.0.1-3); 11.0.0.11 is a peer this
             // host talks to; the kernel holds 11.0.0.6 with no record (its own ban, its event
             // still queued).

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use portsentry_tests::lab::{portsentry_bin, DaemonArgs, Lab, TempDir};
+use portsentry_tests::{
+    case,
+    lab::{portsentry_bin, Lab, TempDir},
+};
 
 /// (major, minor) of the running kernel.
 fn running_kernel() -> (u32, u32, String) {
@@ -23,11 +26,7 @@ fn portsentry_run_on_a_kernel_without_bpf_atomics_exits_with_one_clear_line() {
     let (major, minor, release) = running_kernel();
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("floor").expect("state dir");
-    let args = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .state_dir(&dir.path)
+    let args = case::cli_args(&lab, &dir)
         .no_pin()
         .ready_within(Duration::from_secs(120));
     if (major, minor) >= (5, 12) {

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portsentry_tests::lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, Netns, TempDir};
+use portsentry_tests::{
+    case,
+    lab::{portsentry, run_in, sock, DaemonArgs, Lab, Netns, TempDir},
+};
 
 /// Inside the protected namespace: its loopback (the address an operator would use).
 const LISTEN: &str = "127.0.0.1:9650";
@@ -128,24 +131,20 @@ fn promtool_check(text: &str) -> (i32, String) {
     )
 }
 
-fn start(lab: &Lab, dir: &TempDir) -> Daemon {
-    DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports(TRAPS)
-        .udp_ports("54321")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .args(["--metrics-listen", LISTEN])
-        .start()
-        .expect("daemon")
+/// The case's daemon guarding [`TRAPS`] and UDP 54321, serving metrics on [`LISTEN`] (given as
+/// the flag).
+fn metrics_args(lab: &Lab, dir: &TempDir) -> DaemonArgs {
+    let mut s = case::settings(lab, dir);
+    s.live.tcp_ports = case::ports(TRAPS);
+    s.live.udp_ports = case::ports("54321");
+    case::args(lab, dir, &s).args(["--metrics-listen", LISTEN])
 }
 
 #[test]
 fn the_series_follow_a_real_scan_and_status_reads_the_same_numbers() {
     let lab = Lab::new(4).unwrap();
     let dir = TempDir::new("metrics").unwrap();
-    let mut d = start(&lab, &dir);
+    let mut d = metrics_args(&lab, &dir).start().expect("daemon");
     assert!(
         d.output()
             .contains(&format!("metrics at http://{LISTEN}/metrics")),
@@ -343,7 +342,7 @@ fn the_series_follow_a_real_scan_and_status_reads_the_same_numbers() {
 fn the_listener_is_bounded_and_never_stalls_the_event_loop() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("metrics-bounds").unwrap();
-    let mut d = start(&lab, &dir);
+    let mut d = metrics_args(&lab, &dir).start().expect("daemon");
     let ns = &lab.protected;
 
     assert_eq!(get(ns, "/nothing", None).0, 404);
@@ -432,12 +431,7 @@ fn a_taken_metrics_address_is_a_startup_error_naming_the_key() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("metrics-taken").unwrap();
     let _taken = lab.protected.tcp_service(listen());
-    let err = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports(TRAPS)
-        .no_pin()
-        .state_dir(&dir.path)
-        .args(["--metrics-listen", LISTEN])
+    let err = metrics_args(&lab, &dir)
         .start()
         .err()
         .map(|e| format!("{e:#}"))

@@ -5,33 +5,39 @@
 
 use std::{collections::BTreeSet, thread, time::Duration};
 
+use portsentry::config::settings::{AlertMode, Settings};
 use portsentry_tests::{
-    lab::{portsentry_bin, run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
+    case::{self, attackalert, TRAP},
+    lab::{portsentry_bin, run_in, sock, Daemon, Lab, LanHost, TempDir},
     sinks::{Sink, SmtpOptions, TestCa},
 };
 
-const TRAP: u16 = 111;
 const PROBE: Duration = Duration::from_millis(300);
 
-/// A config guarding TCP 111-113 with `[notify]` lines appended.
-fn config(dir: &TempDir, trigger: u32, notify: &str) -> String {
-    dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"111-113\"\nudp_ports = \"\"\nscan_trigger = {trigger}\nauto_allow = false\n\n[notify]\n{notify}\n"
-        ),
-    )
+/// The case's settings guarding TCP 111-113 (ban on the `trigger`-th probe), state in
+/// `dir/state` (the outbox beside nothing else).
+fn trap_settings(lab: &Lab, dir: &TempDir, trigger: u32) -> Settings {
+    let mut s = case::settings(lab, dir);
+    s.startup.state_dir = dir.join("state");
+    s.live.tcp_ports = case::ports("111-113");
+    s.live.scan_trigger = trigger;
+    s
 }
 
-fn daemon(lab: &Lab, dir: &TempDir, cfg: &str) -> Daemon {
-    DaemonArgs::new(lab)
-        .iface()
-        .no_pin()
-        .no_auto_allow()
-        .state_dir(dir.join("state"))
-        .config(cfg)
-        .start()
-        .expect("daemon")
+/// [`trap_settings`] with mail to root@example.org through `smtp_url`.
+fn mail_settings(lab: &Lab, dir: &TempDir, trigger: u32, smtp_url: String) -> Settings {
+    let mut s = trap_settings(lab, dir, trigger);
+    s.live.notify.email_to = vec!["root@example.org".to_owned()];
+    s.live.notify.smtp_url = smtp_url;
+    s
+}
+
+/// [`mail_settings`] with an alert per new ban and no digest.
+fn alert_settings(lab: &Lab, dir: &TempDir, smtp_url: String) -> Settings {
+    let mut s = mail_settings(lab, dir, 0, smtp_url);
+    s.live.notify.alert = AlertMode::NewBan;
+    s.live.notify.digest_interval = None;
+    s
 }
 
 fn probe(lab: &Lab, src: std::net::IpAddr, port: u16) {
@@ -42,63 +48,32 @@ fn probe(lab: &Lab, src: std::net::IpAddr, port: u16) {
 
 /// A forger's namespace: a macvlan next to the scanner's interface (its own MAC) that sends
 /// probes in other hosts' names with hping3, as in the spoofing suite. Deleted on drop.
-struct Forger {
-    ns: portsentry_tests::lab::Netns,
-}
+struct Forger(LanHost);
 
 impl Forger {
     fn new(lab: &Lab) -> Self {
-        let ns = portsentry_tests::lab::Netns {
-            name: format!("{}f", lab.scanner.name),
-        };
-        let ip = |args: &[&str]| {
-            let ok = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "ip {args:?}");
-        };
-        ip(&["netns", "add", &ns.name]);
-        let forger = Self { ns };
-        let (s, f) = (&lab.scanner.name, &forger.ns.name);
-        ip(&[
-            "-n",
-            s,
-            "link",
-            "add",
-            "fg0",
-            "link",
-            &lab.scanner_iface,
-            "type",
-            "macvlan",
-            "mode",
-            "bridge",
-        ]);
-        ip(&["-n", s, "link", "set", "fg0", "netns", f]);
-        ip(&["-n", f, "addr", "add", "10.77.0.50/24", "dev", "fg0"]);
-        ip(&["-n", f, "link", "set", "fg0", "up"]);
-        forger
+        Self(
+            lab.lan_host("f", "fg0", Some("10.77.0.50/24"))
+                .expect("the forger's namespace"),
+        )
     }
 
     /// One TCP SYN from `src` (forged) to `dst:port`.
     fn syn(&self, src: std::net::IpAddr, dst: std::net::IpAddr, port: u16) {
-        let (src, dst, port) = (src.to_string(), dst.to_string(), port.to_string());
-        let (code, out) = run_in(
-            &self.ns,
-            "hping3",
-            &["-c", "1", "-S", "-p", &port, "-a", &src, &dst],
-            Duration::from_secs(10),
-        );
+        let (code, out) = case::forged_syn(&self.0.ns, src, dst, port);
         // hping3 exits 1 when nothing answered: the trap probe is not answered.
         assert!(code == 0 || code == 1, "hping3: {code} {out}");
     }
-}
 
-impl Drop for Forger {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.ns.name])
-            .status();
+    /// Two SYNs in `forged`'s name (a neighbour `d`'s host knows, from another MAC than its
+    /// own) to ports 113 and 111: the first counts, the ban the second would trigger is
+    /// refused by the path check as spoofed.
+    fn second_probe_refused(&self, lab: &Lab, d: &mut Daemon, forged: std::net::IpAddr) {
+        self.syn(forged, lab.protected_v4, 113);
+        self.syn(forged, lab.protected_v4, 111);
+        d.expect_line("probe from …", |l| {
+            l.starts_with(&format!("portsentry: probe from {forged} ")) && l.contains("spoofed")
+        });
     }
 }
 
@@ -152,49 +127,29 @@ fn alerts_are_capped_and_the_digest_tells_everything() {
     let dir = TempDir::new("notify-digest").unwrap();
     let smtp = Sink::smtp(&lab.protected, 0, 0).unwrap();
     let hook = Sink::webhook(&lab.protected, 0, 0).unwrap();
-    let cfg = config(
-        &dir,
-        2,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nwebhook_url = \"http://{}/hook\"\nalert = \"new-ban\"\nmax_alerts_per_hour = 1\ndigest_interval = \"8s\"",
-            smtp.addr, hook.addr
-        ),
-    );
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut s = mail_settings(&lab, &dir, 2, format!("smtp://{}", smtp.addr));
+    let n = &mut s.live.notify;
+    n.webhook_url = format!("http://{}/hook", hook.addr);
+    (n.alert, n.max_alerts_per_hour) = (AlertMode::NewBan, 1);
+    n.digest_interval = Some(Duration::from_secs(8));
+    let mut d = case::start(&lab, &dir, &s);
     let (a, b, c) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
     probe(&lab, a, 111);
     probe(&lab, a, 112);
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {a} ")),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the ban", attackalert(a));
     probe(&lab, b, 111);
     probe(&lab, b, 113);
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {b} ")),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the ban", attackalert(b));
     probe(&lab, c, 112);
-    assert!(d.wait_for_line(
-        |l| l.contains(&format!("Scan from: [{c}]")),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the scan line", |l| {
+        l.contains(&format!("Scan from: [{c}]"))
+    });
     // A forger next to the scanner sends two probes in the name of a neighbour this host
     // knows (from another MAC than the neighbour's): the first is counted, the ban the second
     // would trigger is refused by the path check.
     let forged = lab.scanner_v4[4];
     let forger = Forger::new(&lab);
-    forger.syn(forged, lab.protected_v4, 113);
-    forger.syn(forged, lab.protected_v4, 111);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: probe from {forged} "))
-                && l.contains("spoofed"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    forger.second_probe_refused(&lab, &mut d, forged);
 
     // The alert comes at once, before the digest.
     let mails = smtp.wait_for(1, Duration::from_secs(5));
@@ -320,34 +275,21 @@ fn an_outage_and_kill_9_lose_nothing_and_repeat_nothing() {
     let smtp_port = Sink::free_port(&lab.protected);
     let hook = Sink::webhook(&lab.protected, 0, 1_000_000).unwrap();
     let hook_port = hook.addr.port();
-    let cfg = config(
-        &dir,
-        0,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{smtp_port}\"\nwebhook_url = \"http://127.0.0.1:{hook_port}/hook\"\nalert = \"new-ban\"\ndigest_interval = \"off\""
-        ),
-    );
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut s = alert_settings(&lab, &dir, format!("smtp://127.0.0.1:{smtp_port}"));
+    s.live.notify.webhook_url = format!("http://127.0.0.1:{hook_port}/hook");
+    let mut d = case::start(&lab, &dir, &s);
     for s in [lab.scanner_v4[1], lab.scanner_v4[2]] {
         probe(&lab, s, TRAP);
-        assert!(d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {s} ")),
-            Duration::from_secs(5)
-        ));
+        d.expect_line("the ban", attackalert(s));
     }
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("notify: mail delivery failed (connection refused)"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line("notify: mail delivery failed (connection refused)", |l| {
+        l.contains("notify: mail delivery failed (connection refused)")
+    });
     assert_eq!(outbox_files(&dir), 2, "both alerts are on disk");
     d.kill9();
     drop(hook);
 
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut d = case::start(&lab, &dir, &s);
     assert!(
         d.has_line(|l| l.contains("notify: 2 undelivered message(s)")),
         "{}",
@@ -383,7 +325,7 @@ fn an_outage_and_kill_9_lose_nothing_and_repeat_nothing() {
     assert_eq!(outbox_files(&dir), 0, "delivered messages leave the outbox");
     // A third start sends nothing again.
     d.stop().unwrap();
-    let _d = daemon(&lab, &dir, &cfg);
+    let _d = case::start(&lab, &dir, &s);
     thread::sleep(Duration::from_secs(2));
     assert_eq!((smtp.messages().len(), hook.messages().len()), (2, 2));
 }
@@ -415,15 +357,9 @@ fn restored_bans_are_never_alerted() {
     )
     .unwrap();
     let smtp = Sink::smtp(&lab.protected, 0, 0).unwrap();
-    let cfg = config(
-        &dir,
-        0,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nalert = \"new-ban\"\ndigest_interval = \"3s\"",
-            smtp.addr
-        ),
-    );
-    let d = daemon(&lab, &dir, &cfg);
+    let mut s = alert_settings(&lab, &dir, format!("smtp://{}", smtp.addr));
+    s.live.notify.digest_interval = Some(Duration::from_secs(3));
+    let d = case::start(&lab, &dir, &s);
     assert!(
         d.has_line(|l| l.contains("restored") && l.contains("1000")),
         "{}",
@@ -455,22 +391,18 @@ fn notify_test_says_why_and_starttls_fails_closed() {
     let hook = Sink::webhook(&lab.protected, 0, 1).unwrap();
     let token = dir.write_secret("token", "s3cret-token\n");
 
-    let ok = config(
-        &dir,
-        0,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"",
-            smtp.addr
-        ),
-    );
-    let (code, out) = notify_test(&lab, &ok);
+    let plain = mail_settings(&lab, &dir, 0, format!("smtp://{}", smtp.addr));
+    let (code, out) = notify_test(&lab, &case::write_config(&dir, &plain));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("smtp: test message accepted"), "{out}");
     let mails = smtp.wait_for(1, Duration::from_secs(2));
     assert!(mails[0].contains("test message"), "{mails:?}");
 
     let refused = Sink::free_port(&lab.protected);
-    let cfg = config(&dir, 0, &format!("email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{refused}\"\nwebhook_url = \"http://{}/h\"\nwebhook_token_file = \"{token}\"", hook.addr));
+    let mut s = mail_settings(&lab, &dir, 0, format!("smtp://127.0.0.1:{refused}"));
+    s.live.notify.webhook_url = format!("http://{}/h", hook.addr);
+    s.live.notify.webhook_token_file = Some(token.into());
+    let cfg = case::write_config(&dir, &s);
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("smtp: failed (connection refused)"), "{out}");
@@ -485,7 +417,14 @@ fn notify_test_says_why_and_starttls_fails_closed() {
 
     // STARTTLS required, the server offers none: TLS error, no AUTH.
     let pw = dir.write_secret("pw", "hunter2\n");
-    let cfg = config(&dir, 0, &format!("email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@{}?tls=required\"\nsmtp_password_file = \"{pw}\"", smtp.addr));
+    let mut s = mail_settings(
+        &lab,
+        &dir,
+        0,
+        format!("smtp://alerts@{}?tls=required", smtp.addr),
+    );
+    s.live.notify.smtp_password_file = Some(pw.clone().into());
+    let cfg = case::write_config(&dir, &s);
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("smtp: failed (TLS"), "{out}");
@@ -504,7 +443,9 @@ fn notify_test_says_why_and_starttls_fails_closed() {
         out.contains("notify.smtp_password_file") && out.contains("0644"),
         "{out}"
     );
-    let cfg = config(&dir, 0, "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@192.0.2.1:25\"\nsmtp_password_file = \"/x\"");
+    let mut s = mail_settings(&lab, &dir, 0, "smtp://alerts@192.0.2.1:25".to_owned());
+    s.live.notify.smtp_password_file = Some("/x".into());
+    let cfg = case::write_config(&dir, &s);
     let (code, out) = notify_test(&lab, &cfg);
     assert_eq!(code, 2, "{out}");
     assert!(
@@ -512,14 +453,7 @@ fn notify_test_says_why_and_starttls_fails_closed() {
         "{out}"
     );
     // check-config shows the table (the config file was rewritten above).
-    let ok = config(
-        &dir,
-        0,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"",
-            smtp.addr
-        ),
-    );
+    let ok = case::write_config(&dir, &plain);
     let (code, out, err) = portsentry_tests::lab::portsentry(&["check-config", &ok]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -558,56 +492,31 @@ fn logcheck_reports_scans_and_blocks_as_security_alerts() {
     lab.protected_knows_scanner().unwrap();
     let dir = TempDir::new("notify-logcheck").unwrap();
     let (a, below, allowed) = (lab.scanner_v4[1], lab.scanner_v4[2], lab.scanner_v4[3]);
-    let cfg = dir.write(
-        "portsentry.toml",
-        &format!(
-            "tcp_ports = \"111-113\"\nudp_ports = \"\"\nscan_trigger = 2\nauto_allow = false\nallow = [\"{allowed}\"]\n"
-        ),
-    );
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut s = trap_settings(&lab, &dir, 2);
+    s.live.allow = vec![case::cidr(&allowed.to_string())];
+    let mut d = case::start(&lab, &dir, &s);
     probe(&lab, below, 111);
     probe(&lab, allowed, 112);
     probe(&lab, a, 111);
     probe(&lab, a, 112);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {a} ")),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
-    assert!(d.wait_for_line(
-        |l| l.contains(&format!("Scan from: [{allowed}]")),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the ban", attackalert(a));
+    d.expect_line("the scan line", |l| {
+        l.contains(&format!("Scan from: [{allowed}]"))
+    });
     // Two forged probes in a known neighbour's name: the ban the second would trigger is
     // refused by the path check.
     let forged = lab.scanner_v4[4];
     let forger = Forger::new(&lab);
-    forger.syn(forged, lab.protected_v4, 113);
-    forger.syn(forged, lab.protected_v4, 111);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: probe from {forged} "))
-                && l.contains("spoofed"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    forger.second_probe_refused(&lab, &mut d, forged);
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(d.wait_for_line(
-        |l| l.contains("reloaded configuration"),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the reload", |l| l.contains("reloaded configuration"));
     d.stop().unwrap();
     let mut log = as_syslog(
         &d.output().lines().map(str::to_owned).collect::<Vec<_>>(),
         d.pid(),
     );
     // A restart restores the ban: routine too.
-    let mut d2 = daemon(&lab, &dir, &cfg);
+    let mut d2 = case::start(&lab, &dir, &s);
     assert!(
         d2.has_line(|l| l.contains("restored 1 ban(s)")),
         "{}",
@@ -708,21 +617,23 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
     )
     .unwrap();
     let pw = dir.write_secret("pw", &format!("{password}\n"));
-    let notify = |url: String, extra: &str| {
-        format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"{url}\"\nsmtp_password_file = \"{pw}\"\n{extra}"
-        )
+    // Mail to `url` as alerts@ with the password in `password_file`, trusting the test CA if
+    // `trust`; `alerts`: an alert per new ban and no digest.
+    let tls = |url: String, password_file: &str, trust: bool, alerts: bool| {
+        let mut s = if alerts {
+            alert_settings(&lab, &dir, url)
+        } else {
+            mail_settings(&lab, &dir, 0, url)
+        };
+        s.live.notify.smtp_password_file = Some(password_file.into());
+        if trust {
+            s.live.notify.smtp_ca_cert_path = Some(ca.ca_pem.clone().into());
+        }
+        s
     };
-    let with_ca = format!("smtp_ca_cert_path = \"{}\"\n", ca.ca_pem);
-    let cfg = config(
-        &dir,
-        0,
-        &(notify(
-            format!("smtp://alerts@{}?tls=required", starttls.addr),
-            &with_ca,
-        ) + "alert = \"new-ban\"\ndigest_interval = \"off\""),
-    );
-    let (code, out) = notify_test(&lab, &cfg);
+    let starttls_url = format!("smtp://alerts@{}?tls=required", starttls.addr);
+    let s = tls(starttls_url.clone(), &pw, true, true);
+    let (code, out) = notify_test(&lab, &case::write_config(&dir, &s));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("smtp: test message accepted"), "{out}");
     assert!(!out.contains(password), "{out}");
@@ -741,13 +652,10 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
     );
 
     // The daemon's own alert over the same transport.
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut d = case::start(&lab, &dir, &s);
     let src = lab.scanner_v4[1];
     probe(&lab, src, TRAP);
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {src} ")),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the ban", attackalert(src));
     let mails = starttls.wait_for(2, Duration::from_secs(10));
     assert_eq!(mails.len(), 2, "{mails:?}\n{}", d.output());
     assert!(
@@ -760,12 +668,8 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
     d.stop().unwrap();
 
     // No CA: the sink's certificate is refused before anything is sent.
-    let cfg = config(
-        &dir,
-        0,
-        &notify(format!("smtp://alerts@{}?tls=required", starttls.addr), ""),
-    );
-    let (code, out) = notify_test(&lab, &cfg);
+    let no_ca = tls(starttls_url.clone(), &pw, false, false);
+    let (code, out) = notify_test(&lab, &case::write_config(&dir, &no_ca));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("smtp: failed (TLS"), "{out}");
     assert_eq!(
@@ -775,15 +679,8 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
     );
     // A wrong password: authentication, named.
     let wrong = dir.write_secret("pw-wrong", "nope\n");
-    let cfg = config(
-        &dir,
-        0,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://alerts@{}?tls=required\"\nsmtp_password_file = \"{wrong}\"\n{with_ca}",
-            starttls.addr
-        ),
-    );
-    let (code, out) = notify_test(&lab, &cfg);
+    let wrong_password = tls(starttls_url, &wrong, true, false);
+    let (code, out) = notify_test(&lab, &case::write_config(&dir, &wrong_password));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("smtp: failed (authentication"), "{out}");
     assert_eq!(starttls.messages().len(), 2);
@@ -801,19 +698,11 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
         },
     )
     .unwrap();
-    let cfg = config(
-        &dir,
-        0,
-        &(notify(format!("smtps://alerts@{}", smtps.addr), &with_ca)
-            + "alert = \"new-ban\"\ndigest_interval = \"off\""),
-    );
-    let mut d = daemon(&lab, &dir, &cfg);
+    let smtps_url = format!("smtps://alerts@{}", smtps.addr);
+    let mut d = case::start(&lab, &dir, &tls(smtps_url, &pw, true, true));
     let src = lab.scanner_v4[2];
     probe(&lab, src, TRAP);
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {src} ")),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the ban", attackalert(src));
     let mails = smtps.wait_for(1, Duration::from_secs(10));
     assert_eq!(mails.len(), 1, "{mails:?}\n{}", d.output());
     assert!(
@@ -842,24 +731,15 @@ fn a_reload_changes_where_alerts_go() {
     let dir = TempDir::new("notify-reload").unwrap();
     let old = Sink::smtp(&lab.protected, 0, 0).unwrap();
     let new = Sink::smtp(&lab.protected, 0, 0).unwrap();
-    let notify = |sink: &Sink, alert: &str| {
-        format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://{}\"\nalert = \"{alert}\"\ndigest_interval = \"off\"",
-            sink.addr
-        )
+    let notify = |sink: &Sink, alert: AlertMode| {
+        let mut s = alert_settings(&lab, &dir, format!("smtp://{}", sink.addr));
+        s.live.notify.alert = alert;
+        s
     };
-    let cfg = config(&dir, 0, &notify(&old, "new-ban"));
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut d = case::start(&lab, &dir, &notify(&old, AlertMode::NewBan));
     let ban = |d: &mut portsentry_tests::lab::Daemon, src: std::net::IpAddr| {
         probe(&lab, src, TRAP);
-        assert!(
-            d.wait_for_line(
-                |l| l.starts_with(&format!("attackalert: Host {src} ")),
-                Duration::from_secs(5)
-            ),
-            "{}",
-            d.output()
-        );
+        d.expect_line("the ban", attackalert(src));
     };
     let subjects = |sink: &Sink| -> Vec<String> {
         sink.messages()
@@ -875,12 +755,9 @@ fn a_reload_changes_where_alerts_go() {
         d.lines_matching(|l| l.contains("reloaded configuration"))
             .len()
     };
-    config(&dir, 0, &notify(&new, "new-ban"));
+    case::write_config(&dir, &notify(&new, AlertMode::NewBan));
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(d.wait_for_line(
-        |l| l.contains("reloaded configuration"),
-        Duration::from_secs(5)
-    ));
+    d.expect_line("the reload", |l| l.contains("reloaded configuration"));
     ban(&mut d, b);
     let got = new.wait_for(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1, "{}", d.output());
@@ -891,7 +768,7 @@ fn a_reload_changes_where_alerts_go() {
     );
     assert_eq!(old.messages().len(), 1, "the old server got nothing more");
 
-    config(&dir, 0, &notify(&new, "off"));
+    case::write_config(&dir, &notify(&new, AlertMode::Off));
     d.signal(nix::sys::signal::Signal::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while reloads(&d) < 2 && std::time::Instant::now() < deadline {
@@ -914,28 +791,15 @@ fn max_age_drops_an_undeliverable_message_with_a_line() {
     let lab = Lab::new(2).unwrap();
     let dir = TempDir::new("notify-max-age").unwrap();
     let port = Sink::free_port(&lab.protected);
-    let cfg = config(
-        &dir,
-        0,
-        &format!(
-            "email_to = [\"root@example.org\"]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\nalert = \"new-ban\"\ndigest_interval = \"off\"\nmax_age = \"3s\""
-        ),
-    );
-    let mut d = daemon(&lab, &dir, &cfg);
+    let mut s = alert_settings(&lab, &dir, format!("smtp://127.0.0.1:{port}"));
+    s.live.notify.max_age = Duration::from_secs(3);
+    let mut d = case::start(&lab, &dir, &s);
     let src = lab.scanner_v4[1];
     probe(&lab, src, TRAP);
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {src} ")),
-        Duration::from_secs(5)
-    ));
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("notify: mail delivery failed (connection refused)"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line("the ban", attackalert(src));
+    d.expect_line("notify: mail delivery failed (connection refused)", |l| {
+        l.contains("notify: mail delivery failed (connection refused)")
+    });
     assert_eq!(outbox_files(&dir), 1);
     let dropped = |l: &str| {
         l.starts_with("portsentry: notify: dropped alert \"[portsentry] ")

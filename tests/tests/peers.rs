@@ -19,59 +19,32 @@ use std::{
 };
 
 use portsentry::{
-    config::settings::LiveSettings,
+    config::settings::{LiveSettings, Settings},
     daemon::guard::{self, KernelExtras},
     dataplane::{Dataplane, LoadOptions, PeerTable},
     net::{listening::Listening, ports::PortSet},
 };
 use portsentry_tests::{
+    case::{self, ban_line as banned_line, SERVICE, SHORT, TRAP, WAIT},
     clock::before_boot,
-    lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, Netns, TempDir},
+    lab::{portsentry, run_in, sock, Daemon, Lab, Netns, TempDir},
 };
 
-const TRAP: u16 = 111;
 const UDP_TRAP: u16 = 54321;
-const SERVICE: u16 = 8080;
-const SHORT: Duration = Duration::from_millis(800);
-const WAIT: Duration = Duration::from_secs(5);
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn start(lab: &Lab, dir: &TempDir) -> Daemon {
-    start_with(lab, dir, "")
+/// The case's settings plus [`UDP_TRAP`].
+fn peer_settings(lab: &Lab, dir: &TempDir) -> Settings {
+    let mut s = case::settings(lab, dir);
+    s.live.udp_ports = case::ports(&UDP_TRAP.to_string());
+    s
 }
 
-/// [`start`] with a config file of `config` (empty: none).
-fn start_with(lab: &Lab, dir: &TempDir, config: &str) -> Daemon {
-    let mut args = DaemonArgs::new(lab);
-    if !config.is_empty() {
-        args = args.config(dir.write("portsentry.toml", config));
-    }
-    args.iface()
-        .tcp_ports(&TRAP.to_string())
-        .udp_ports(&UDP_TRAP.to_string())
-        // The scanner side is the protected side's default gateway: keep it out of the
-        // automatic allowlist, or nothing it sends would ever count.
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon")
-}
-
-/// The last lines of a daemon's output, for failure messages.
-fn tail(d: &Daemon) -> String {
-    let out = d.output();
-    let lines: Vec<&str> = out.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn expect_line(d: &mut Daemon, what: &str, pred: impl Fn(&str) -> bool) {
-    assert!(d.wait_for_line(pred, WAIT), "no {what}:\n{}", tail(d));
-}
-
-fn banned_line(src: IpAddr) -> impl Fn(&str) -> bool {
-    let prefix = format!("attackalert: Host {src} has been blocked");
-    move |l: &str| l.starts_with(&prefix)
+/// [`peer_settings`] with `learn_inbound`: accepted clients are peers too.
+fn inbound_settings(lab: &Lab, dir: &TempDir) -> Settings {
+    let mut s = peer_settings(lab, dir);
+    s.live.learn_inbound = true;
+    s
 }
 
 /// The daemon's line for a learned peer's trap probe (`detect::lines::refused_line`).
@@ -89,22 +62,25 @@ fn peer_line(src: IpAddr, tcp: bool) -> impl Fn(&str) -> bool {
 /// protected host can tell (no socket behind it: the scanner's stack resets any answer).
 /// Returns hping3's output, which lists the answers it saw (`flags=SA` for a SYN-ACK).
 fn forged_syn(lab: &Lab, src: IpAddr) -> String {
-    run_in(
-        &lab.scanner,
-        "hping3",
-        &[
-            "-S",
-            "-c",
-            "1",
-            "-p",
-            &TRAP.to_string(),
-            "-a",
-            &src.to_string(),
-            &lab.protected_v4.to_string(),
-        ],
-        Duration::from_secs(10),
-    )
-    .1
+    case::forged_syn(&lab.scanner, src, lab.protected_v4, TRAP).1
+}
+
+/// A SYN forged in learned peer `peer`'s name is answered with a SYN-ACK (the cookie) and the
+/// peer line, never a ban (`banned_means`: what a ban would say, for the failure message).
+fn a_forged_syn_meets_a_cookie(lab: &Lab, d: &mut Daemon, peer: IpAddr, banned_means: &str) {
+    let out = forged_syn(lab, peer);
+    let (answered, banned) = (peer_line(peer, true), banned_line(peer));
+    d.wait_for_line(|l| answered(l) || banned(l), WAIT);
+    assert!(
+        !d.has_line(&banned),
+        "{peer}: {banned_means}:\n{}",
+        d.tail()
+    );
+    assert!(
+        out.contains("flags=SA"),
+        "{peer}: the forged SYN is answered with a SYN-ACK (the cookie): {out}"
+    );
+    d.expect_line("peer probe line", answered);
 }
 
 /// The protected namespace's `net.ipv4.tcp_syncookies`: the cookie helpers must not need it.
@@ -130,7 +106,7 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
     lab.accept_xdp_tx().unwrap();
     set_tcp_syncookies(&lab.protected, 0);
     let dir = TempDir::new("peers").unwrap();
-    let mut d = start_with(&lab, &dir, "learn_inbound = true\n");
+    let mut d = case::start(&lab, &dir, &inbound_settings(&lab, &dir));
     let (opened, accepted, stranger) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
 
     // The protected host opens a connection to a service of one peer, and accepts one from
@@ -145,25 +121,13 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
         .tcp_connect(accepted, sock(lab.protected_v4, SERVICE), WAIT));
 
     for peer in [opened, accepted] {
-        let out = forged_syn(&lab, peer);
-        let (answered, banned) = (peer_line(peer, true), banned_line(peer));
-        d.wait_for_line(|l| answered(l) || banned(l), WAIT);
-        assert!(
-            !d.has_line(&banned),
-            "{peer}: a forged SYN banned a learned peer:\n{}",
-            tail(&d)
-        );
-        assert!(
-            out.contains("flags=SA"),
-            "{peer}: the forged SYN is answered with a SYN-ACK (the cookie): {out}"
-        );
-        expect_line(&mut d, "peer probe line", answered);
+        a_forged_syn_meets_a_cookie(&lab, &mut d, peer, "a forged SYN banned a learned peer");
         // The peer's sessions keep working, both ways.
         assert!(
             lab.scanner
                 .tcp_connect(peer, sock(lab.protected_v4, SERVICE), SHORT),
             "{peer} can still reach the protected service:\n{}",
-            tail(&d)
+            d.tail()
         );
     }
     assert!(lab
@@ -172,7 +136,7 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
 
     // Control: the same forged SYN from a stranger bans it on the spot.
     forged_syn(&lab, stranger);
-    expect_line(&mut d, "stranger's ban", banned_line(stranger));
+    d.expect_line("stranger's ban", banned_line(stranger));
 
     // A real full connect from the learned peer: nmap's connect() completes the handshake on
     // the cookie, and that ACK bans it.
@@ -189,7 +153,7 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
         ],
         Duration::from_secs(30),
     );
-    expect_line(&mut d, "the learned peer's ban", banned_line(opened));
+    d.expect_line("the learned peer's ban", banned_line(opened));
     let state = dir.path.display().to_string();
     let (code, list, err) = portsentry(&["list", "--state-dir", &state]);
     assert_eq!(code, 0, "{list}{err}");
@@ -205,7 +169,7 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
     assert!(
         !d.has_line(banned_line(accepted)),
         "the other peer was never banned:\n{}",
-        tail(&d)
+        d.tail()
     );
 }
 
@@ -219,7 +183,7 @@ fn udp_peers_are_reported_and_learned_peers_survive_a_restart() {
     let (udp_peer, tcp_peer, stranger) = (lab.scanner_v4[0], lab.scanner_v4[1], lab.scanner_v4[2]);
     let udp_trap = sock(lab.protected_v4, UDP_TRAP);
 
-    let mut d = start(&lab, &dir);
+    let mut d = case::start(&lab, &dir, &peer_settings(&lab, &dir));
     // An unconnected UDP send to one peer, a TCP connection to another.
     assert!(lab
         .protected
@@ -229,9 +193,9 @@ fn udp_peers_are_reported_and_learned_peers_survive_a_restart() {
         .protected
         .tcp_connect(lab.protected_v4, sock(tcp_peer, SERVICE), WAIT));
     assert!(lab.scanner.udp_send(udp_peer, udp_trap));
-    expect_line(&mut d, "UDP peer line", peer_line(udp_peer, false));
+    d.expect_line("UDP peer line", peer_line(udp_peer, false));
     d.stop().unwrap();
-    assert!(!d.has_line(banned_line(udp_peer)), "{}", tail(&d));
+    assert!(!d.has_line(banned_line(udp_peer)), "{}", d.tail());
 
     let saved = std::fs::read_to_string(dir.join("peers.json")).expect("peers.json written");
     for peer in [udp_peer, tcp_peer] {
@@ -239,34 +203,34 @@ fn udp_peers_are_reported_and_learned_peers_survive_a_restart() {
     }
 
     // Restarted without pinned maps: the peers come from the file alone.
-    let mut d = start(&lab, &dir);
+    let mut d = case::start(&lab, &dir, &peer_settings(&lab, &dir));
     assert!(
         d.has_line(|l| l.contains("restored 2 peer(s)")),
         "{}",
-        tail(&d)
+        d.tail()
     );
     let out = forged_syn(&lab, tcp_peer);
     assert!(out.contains("flags=SA"), "{out}");
-    expect_line(&mut d, "TCP peer line", peer_line(tcp_peer, true));
+    d.expect_line("TCP peer line", peer_line(tcp_peer, true));
     assert!(lab.scanner.udp_send(udp_peer, udp_trap));
-    expect_line(&mut d, "UDP peer line", peer_line(udp_peer, false));
+    d.expect_line("UDP peer line", peer_line(udp_peer, false));
     assert!(lab.scanner.udp_send(stranger, udp_trap));
-    expect_line(&mut d, "stranger's ban", banned_line(stranger));
+    d.expect_line("stranger's ban", banned_line(stranger));
     for peer in [udp_peer, tcp_peer] {
-        assert!(!d.has_line(banned_line(peer)), "{peer}:\n{}", tail(&d));
+        assert!(!d.has_line(banned_line(peer)), "{peer}:\n{}", d.tail());
     }
     d.stop().unwrap();
 
     // A damaged file never stops the daemon: kept aside, started without saved peers.
     std::fs::write(dir.join("peers.json"), "{ damaged").unwrap();
-    let mut d = start(&lab, &dir);
+    let mut d = case::start(&lab, &dir, &peer_settings(&lab, &dir));
     assert!(
         d.has_line(|l| l.contains("kept aside as") && l.contains("peers.json.corrupt-")),
         "{}",
-        tail(&d)
+        d.tail()
     );
     forged_syn(&lab, tcp_peer);
-    expect_line(&mut d, "ban of a forgotten peer", banned_line(tcp_peer));
+    d.expect_line("ban of a forgotten peer", banned_line(tcp_peer));
 }
 
 /// A peer saved before this boot (the machine rebooted since, or the save is older than the
@@ -279,12 +243,8 @@ fn a_peer_saved_before_this_boot_keeps_its_true_age() {
     let dir = TempDir::new("peers-before-boot").unwrap();
     let peer = lab.scanner_v4[0];
     let memory = before_boot(2 * HOUR);
-    let config = dir.join("portsentry.toml");
-    std::fs::write(
-        &config,
-        format!("peer_memory = \"{}s\"\n", memory.as_secs()),
-    )
-    .unwrap();
+    let mut s = case::settings(&lab, &dir);
+    s.live.peer_memory = Some(Duration::from_secs(memory.as_secs()));
     let last_seen_ms = portsentry::clock::unix_ms() - before_boot(HOUR).as_millis() as u64;
     let file = serde_json::json!({
         "version": 1,
@@ -292,19 +252,11 @@ fn a_peer_saved_before_this_boot_keeps_its_true_age() {
     });
     std::fs::write(dir.join("peers.json"), file.to_string()).unwrap();
 
-    let mut d = DaemonArgs::new(&lab)
-        .config(&config)
-        .iface()
-        .tcp_ports(&TRAP.to_string())
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut d = case::start(&lab, &dir, &s);
     assert!(
         d.has_line(|l| l.contains("restored 1 peer(s)")),
         "{}",
-        tail(&d)
+        d.tail()
     );
     d.stop().unwrap();
     let saved: serde_json::Value =
@@ -605,28 +557,6 @@ fn resolve(lab: &Lab, resolver_addr: IpAddr) -> (UdpServer, NetnsEtc) {
     (server, etc)
 }
 
-/// `nmap -sS` of the trap port from `src`, one of the scanner's addresses.
-fn syn_scan(lab: &Lab, src: IpAddr) -> String {
-    run_in(
-        &lab.scanner,
-        "nmap",
-        &[
-            "-sS",
-            "-Pn",
-            "-n",
-            "-e",
-            &lab.scanner_iface,
-            "-S",
-            &src.to_string(),
-            "-p",
-            &TRAP.to_string(),
-            &lab.protected_v4.to_string(),
-        ],
-        Duration::from_secs(30),
-    )
-    .1
-}
-
 /// Issue 25, item 2: a client that completed a connection to a service is no peer; its SYN
 /// scan of a trap port bans it. With `learn_inbound = true` (what it trades away, documented)
 /// the client is an inbound peer and its scan only meets SYN cookies. On 27926f0 every
@@ -639,34 +569,43 @@ fn a_client_of_a_service_is_banned_for_a_syn_scan_unless_learn_inbound() {
     let (client, inbound_client) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
     let dir = TempDir::new("peers-client").unwrap();
-    let mut d = start(&lab, &dir);
+    let mut d = case::start(&lab, &dir, &peer_settings(&lab, &dir));
     assert!(lab
         .scanner
         .tcp_connect(client, sock(lab.protected_v4, SERVICE), WAIT));
-    let nmap = syn_scan(&lab, client);
+    let nmap = case::syn_scan(
+        &lab.scanner,
+        &lab.scanner_iface,
+        Some(client),
+        &lab.protected_v4.to_string(),
+    );
     assert!(
         d.wait_for_line(banned_line(client), WAIT),
         "the client's SYN scan banned it (nmap said: {nmap}):\n{}",
-        tail(&d)
+        d.tail()
     );
-    assert!(!d.has_line(peer_line(client, true)), "{}", tail(&d));
+    assert!(!d.has_line(peer_line(client, true)), "{}", d.tail());
     d.stop().unwrap();
 
     let dir = TempDir::new("peers-client-inbound").unwrap();
-    let mut d = start_with(&lab, &dir, "learn_inbound = true\n");
+    let mut d = case::start(&lab, &dir, &inbound_settings(&lab, &dir));
     assert!(lab
         .scanner
         .tcp_connect(inbound_client, sock(lab.protected_v4, SERVICE), WAIT));
-    let nmap = syn_scan(&lab, inbound_client);
-    expect_line(
-        &mut d,
+    let nmap = case::syn_scan(
+        &lab.scanner,
+        &lab.scanner_iface,
+        Some(inbound_client),
+        &lab.protected_v4.to_string(),
+    );
+    d.expect_line(
         "inbound peer's cookie line",
         peer_line(inbound_client, true),
     );
     assert!(
         !d.has_line(banned_line(inbound_client)),
         "learn_inbound: the client's SYN scan met a cookie, no ban (nmap said: {nmap}):\n{}",
-        tail(&d)
+        d.tail()
     );
 }
 
@@ -679,7 +618,7 @@ fn a_stranger_a_udp_service_answered_is_no_peer() {
     let lab = Lab::new(1).unwrap();
     lab.accept_xdp_tx().unwrap();
     let dir = TempDir::new("peers-udp-answer").unwrap();
-    let mut d = start(&lab, &dir);
+    let mut d = case::start(&lab, &dir, &peer_settings(&lab, &dir));
     let echo_server = UdpServer::start(&lab.protected, sock(lab.protected_v4, ECHO), echo);
     let stranger = lab.scanner_v4[0];
     assert!(
@@ -691,9 +630,9 @@ fn a_stranger_a_udp_service_answered_is_no_peer() {
     assert!(
         d.wait_for_line(banned_line(stranger), WAIT),
         "an answered stranger's SYN probe bans it (hping3: {out}):\n{}",
-        tail(&d)
+        d.tail()
     );
-    assert!(!d.has_line(peer_line(stranger, true)), "{}", tail(&d));
+    assert!(!d.has_line(peer_line(stranger, true)), "{}", d.tail());
 }
 
 /// Issue 25, items 3 and 4: the real resolver path teaches an outbound peer (glibc's
@@ -711,7 +650,9 @@ fn the_resolver_is_an_outbound_peer_that_no_flood_evicts() {
     lab.accept_xdp_tx().unwrap();
     let (resolver, dependency) = (lab.scanner_v4[0], lab.scanner_v4[1]);
     let dir = TempDir::new("peers-flood").unwrap();
-    let mut d = start_with(&lab, &dir, "learn_inbound = true\nmax_peers = 4\n");
+    let mut s = inbound_settings(&lab, &dir);
+    s.startup.max_peers = 4;
+    let mut d = case::start(&lab, &dir, &s);
     let (_dns, _etc) = resolve(&lab, resolver);
     let _dep_svc = lab.scanner.tcp_service(sock(dependency, SERVICE));
     assert!(lab
@@ -750,18 +691,11 @@ fn the_resolver_is_an_outbound_peer_that_no_flood_evicts() {
     );
 
     for peer in [resolver, dependency] {
-        let out = forged_syn(&lab, peer);
-        let (answered, banned) = (peer_line(peer, true), banned_line(peer));
-        d.wait_for_line(|l| answered(l) || banned(l), WAIT);
-        assert!(
-            !d.has_line(&banned),
-            "{peer}: the flood evicted an outbound peer and a forged SYN banned it:\n{}",
-            tail(&d)
+        a_forged_syn_meets_a_cookie(
+            &lab,
+            &mut d,
+            peer,
+            "the flood evicted an outbound peer and a forged SYN banned it",
         );
-        assert!(
-            out.contains("flags=SA"),
-            "{peer}: answered with a cookie: {out}"
-        );
-        expect_line(&mut d, "peer probe line", answered);
     }
 }

@@ -11,24 +11,19 @@ use std::{
     time::Duration,
 };
 
-use portsentry::config::settings::CLASSIC_TCP_PORTS;
+use portsentry::config::settings::{Settings, CLASSIC_TCP_PORTS};
 use portsentry_tests::{
+    case::{self, attackalert, SERVICE},
     fullscan::{self, port_states},
-    lab::{run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
+    lab::{run_in, sock, Lab, TempDir},
 };
 
-const SERVICE: u16 = 8080;
-
-fn start(lab: &Lab, dir: &TempDir, tcp_ports: &str, extra: &[&str]) -> Daemon {
-    DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports(tcp_ports)
-        .udp_ports("54321")
-        .no_pin()
-        .state_dir(&dir.path)
-        .args(extra.iter().copied())
-        .start()
-        .expect("daemon")
+/// The case's settings guarding `tcp_ports` and UDP 54321.
+fn scanner_settings(lab: &Lab, dir: &TempDir, tcp_ports: &str) -> Settings {
+    let mut s = case::settings(lab, dir);
+    s.live.tcp_ports = case::ports(tcp_ports);
+    s.live.udp_ports = case::ports("54321");
+    s
 }
 
 fn target(lab: &Lab, v6: bool) -> String {
@@ -87,7 +82,7 @@ fn nmap_scan_types_are_detected_named_and_then_see_everything_filtered() {
         let dir = TempDir::new("nmap").unwrap();
         let _svc4 = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
         let _svc6 = lab.protected.tcp_service(sock(lab.protected_v6, SERVICE));
-        let mut d = start(&lab, &dir, "111", &["--no-auto-allow"]);
+        let mut d = case::start(&lab, &dir, &scanner_settings(&lab, &dir, "111"));
         for v6 in [false, true] {
             let idx = if scan == "-sT" { 0 } else { 1 };
             let src = if v6 {
@@ -135,7 +130,8 @@ fn full_range_fast_scan_gets_no_answer_after_the_first_trap_probe() {
         .iter()
         .map(|p| lab.protected.tcp_service(sock(lab.protected_v4, *p)))
         .collect();
-    let mut d = start(&lab, &dir, CLASSIC_TCP_PORTS, &["--no-auto-allow"]);
+    let s = scanner_settings(&lab, &dir, CLASSIC_TCP_PORTS);
+    let mut d = case::start(&lab, &dir, &s);
     let (scanner, client) = (lab.scanner_v4[1], lab.scanner_v4[2]);
 
     // A legitimate client from another address connects all the time.
@@ -196,10 +192,7 @@ fn full_range_fast_scan_gets_no_answer_after_the_first_trap_probe() {
         "the legitimate client never failed"
     );
     assert!(ok.load(Ordering::Relaxed) > 5);
-    assert!(d.wait_for_line(
-        |l| l.starts_with(&format!("attackalert: Host {src} ")),
-        Duration::from_secs(2)
-    ));
+    assert!(d.wait_for_line(attackalert(src), Duration::from_secs(2)));
 }
 
 /// Allowlisted scanners, scans spoofing the protected host's gateway, and packets spoofing its
@@ -209,7 +202,10 @@ fn allowlisted_and_spoofed_sources_are_never_banned() {
     let lab = Lab::new(3).unwrap();
     let dir = TempDir::new("allow").unwrap();
     let allowed = lab.scanner_v4[1].to_string();
-    let mut d = start(&lab, &dir, "111", &["--allow", &allowed]);
+    let mut s = scanner_settings(&lab, &dir, "111");
+    s.live.auto_allow = true;
+    s.live.allow = vec![case::cidr(&allowed)];
+    let mut d = case::start(&lab, &dir, &s);
     // scanner_v4[0] is the protected namespace's default gateway.
     let gateway = lab.scanner_v4[0];
     nmap(&lab, gateway, "-sS", "111", false);
@@ -235,14 +231,7 @@ fn allowlisted_and_spoofed_sources_are_never_banned() {
     // A control: an address that is neither allowed nor infrastructure is banned.
     let other = lab.scanner_v4[2];
     nmap(&lab, other, "-sS", "111", false);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("attackalert: Host {other} ")),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line("the ban", attackalert(other));
     let bans = d.lines_matching(|l| l.starts_with("attackalert: Host "));
     assert_eq!(bans.len(), 1, "only the control was banned: {bans:?}");
 }
@@ -254,18 +243,10 @@ fn allowlisted_and_spoofed_sources_are_never_banned() {
 fn floods_leave_the_daemon_up_bounded_and_correct() {
     let lab = Lab::new(3).unwrap();
     let dir = TempDir::new("flood").unwrap();
-    let mut d = start(
-        &lab,
-        &dir,
-        "111",
-        &[
-            "--max-bans",
-            "2000",
-            "--allow",
-            "100.64.0.0/10",
-            "--no-auto-allow",
-        ],
-    );
+    let mut s = scanner_settings(&lab, &dir, "111");
+    s.startup.max_bans = 2000;
+    s.live.allow = vec![case::cidr("100.64.0.0/10")];
+    let mut d = case::start(&lab, &dir, &s);
     let tgt = lab.protected_v4.to_string();
     let rss_before = d.rss_kib().unwrap_or(0);
     for args in [

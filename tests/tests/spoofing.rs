@@ -3,11 +3,12 @@
 //! source. Path-check cases run inside a lab namespace, on its real interface, routes and
 //! neighbour table.
 
-use std::{net::IpAddr, process::Command};
+use std::net::IpAddr;
 
 use portsentry_common::{tcp_flags::SYN, EventKind, Stat};
 use portsentry_tests::{
-    lab::Lab,
+    case::{self, SERVICE},
+    lab::{ip, run_in, sock, Lab, RoutedNs, TempDir},
     packets::Packet,
     xdp::{settings, TestXdp, XDP_DROP, XDP_PASS},
 };
@@ -65,107 +66,36 @@ fn bogus_sources_are_never_counted_or_banned() {
     }
 }
 
-/// The MAC of `dev` in namespace `ns`, as bytes.
-fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let text = portsentry_tests::lab::mac_of(ns, dev).expect("a MAC address");
-    let mut mac = [0u8; 6];
-    for (i, part) in text.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16).expect("hex");
+/// A routed lab namespace ([`RoutedNs`]: the protected side knows its gateway 10.77.0.2 by
+/// MAC and looks routes up from the loopback device, as the daemon arranges) whose scanner has
+/// two addresses, with a second interface (other0, 10.99.0.1/24) and no route to
+/// 192.0.2.128/25 or 2001:db8:dead::/48.
+struct PathLab(RoutedNs);
+
+impl std::ops::Deref for PathLab {
+    type Target = RoutedNs;
+    fn deref(&self) -> &RoutedNs {
+        &self.0
     }
-    mac
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("ip");
-    assert!(status.success(), "ip {args:?}");
-}
-
-/// Writes `/proc/sys/<key>` inside the lab's protected namespace (no procps needed: the
-/// thread that entered the namespace sees its `net` sysctls).
-fn sysctl(lab: &Lab, key: &str, value: &str) {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let value = value.to_owned();
-    lab.protected
-        .run(move || std::fs::write(&path, value))
-        .unwrap_or_else(|e| panic!("writing {key}: {e}"));
-}
-
-/// A lab where the protected side knows its gateway (10.77.0.2, the scanner's first address)
-/// by MAC, has a second interface (other0 with 10.99.0.1/24) and lets route lookups run from
-/// the loopback device, as the daemon arranges.
-struct PathLab {
-    lab: Lab,
-    /// The gateway's (scanner side's) MAC.
-    gateway_mac: [u8; 6],
-    ifindex: u32,
 }
 
 impl PathLab {
     fn new() -> Self {
-        let lab = Lab::new(2).expect("lab");
-        let p = lab.protected.name.clone();
-        let gateway_mac = mac_of(&lab.scanner.name, &lab.scanner_iface);
-        let mac = gateway_mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let routed = RoutedNs::with_aliases(2).expect("routed lab");
+        routed.lab.add_other_interface().expect("other0");
+        let p = &routed.lab.protected.name;
+        ip(&["-n", p, "route", "add", "unreachable", "192.0.2.128/25"]).unwrap();
         ip(&[
             "-n",
-            &p,
-            "neigh",
-            "replace",
-            "10.77.0.2",
-            "lladdr",
-            &mac,
-            "dev",
-            &lab.iface,
-            "nud",
-            "permanent",
-        ]);
-        ip(&[
-            "-n",
-            &p,
-            "neigh",
-            "replace",
-            "fd77::2",
-            "lladdr",
-            &mac,
-            "dev",
-            &lab.iface,
-            "nud",
-            "permanent",
-        ]);
-        // A second interface (this VM's kernel has no dummy driver: a veth pair inside the
-        // namespace does the same job).
-        ip(&[
-            "-n", &p, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
-        ]);
-        ip(&["-n", &p, "addr", "add", "10.99.0.1/24", "dev", "other0"]);
-        ip(&["-n", &p, "link", "set", "other0", "up"]);
-        ip(&["-n", &p, "link", "set", "other1", "up"]);
-        ip(&["-n", &p, "-6", "route", "add", "default", "via", "fd77::2"]);
-        ip(&["-n", &p, "route", "add", "unreachable", "192.0.2.128/25"]);
-        ip(&[
-            "-n",
-            &p,
+            p,
             "-6",
             "route",
             "add",
             "unreachable",
             "2001:db8:dead::/48",
-        ]);
-        sysctl(&lab, "net.ipv4.conf.lo.forwarding", "1");
-        sysctl(&lab, "net.ipv6.conf.lo.forwarding", "1");
-        let iface = lab.iface.clone();
-        let ifindex = lab
-            .protected
-            .run(move || nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex"));
-        Self {
-            lab,
-            gateway_mac,
-            ifindex,
-        }
+        ])
+        .unwrap();
+        Self(routed)
     }
 
     /// Runs `packets` (with the verdict expected for each and whether it must leave a ban) through
@@ -376,52 +306,16 @@ fn a_forged_prefix_never_triggers_a_real_one_does() {
 fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
     use std::time::Duration;
 
-    use portsentry_tests::lab::{run_in, sock, DaemonArgs, Netns, TempDir};
-
-    const SERVICE: u16 = 8080;
     let lab = Lab::new(2).unwrap();
     let s = lab.scanner.name.clone();
-    let attacker = Netns {
-        name: format!("{}a", lab.scanner.name),
-    };
-    ip(&["netns", "add", &attacker.name]);
-    let _cleanup = DeleteNetns(attacker.name.clone());
-    ip(&[
-        "-n",
-        &s,
-        "link",
-        "add",
-        "atk0",
-        "link",
-        &lab.scanner_iface,
-        "type",
-        "macvlan",
-        "mode",
-        "bridge",
-    ]);
-    ip(&["-n", &s, "link", "set", "atk0", "netns", &attacker.name]);
-    ip(&[
-        "-n",
-        &attacker.name,
-        "addr",
-        "add",
-        "10.77.0.50/24",
-        "dev",
-        "atk0",
-    ]);
-    ip(&["-n", &attacker.name, "link", "set", "atk0", "up"]);
+    let attacker = lab
+        .lan_host("a", "atk0", Some("10.77.0.50/24"))
+        .expect("the attacker's namespace");
     // The internet scanner's address, behind the gateway (the scanner namespace).
-    ip(&["-n", &s, "addr", "add", "203.0.113.9/32", "dev", "lo"]);
+    ip(&["-n", &s, "addr", "add", "203.0.113.9/32", "dev", "lo"]).unwrap();
 
     let dir = TempDir::new("spoof-e2e").unwrap();
-    let mut d = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut d = case::start(&lab, &dir, &case::settings(&lab, &dir));
 
     // This host talks to its neighbour 10.77.0.3 (a real service there) and to the internet
     // through its gateway, so both are in its neighbour table.
@@ -446,7 +340,7 @@ fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
             args.extend(["-a", source]);
         }
         args.push(&target);
-        run_in(&attacker, "hping3", &args, Duration::from_secs(20));
+        run_in(&attacker.ns, "hping3", &args, Duration::from_secs(20));
     };
     // (hping3 reads `-a 0.0.0.0` and `-a 255.255.255.255` as "no source given" and sends from
     // its own address, so those two are covered by the data-plane test above.)
@@ -462,28 +356,8 @@ fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
     forge("random", "10000");
 
     // A real scan from an unknown address, through the gateway.
-    let scan = run_in(
-        &lab.scanner,
-        "nmap",
-        &[
-            "-sS",
-            "-Pn",
-            "-n",
-            "-p",
-            "111",
-            "--max-retries",
-            "1",
-            "-S",
-            "203.0.113.9",
-            "-e",
-            &lab.scanner_iface,
-            "-oG",
-            "-",
-            &target,
-        ],
-        Duration::from_secs(30),
-    )
-    .1;
+    let internet: IpAddr = "203.0.113.9".parse().unwrap();
+    let scan = case::syn_scan(&lab.scanner, &lab.scanner_iface, Some(internet), &target);
     assert!(
         d.wait_for_line(
             |l| l.starts_with("attackalert: Host 203.0.113.9 "),
@@ -517,25 +391,12 @@ fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
     assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
 }
 
-/// Deletes a namespace the lab does not own when the test ends.
-struct DeleteNetns(String);
-
-impl Drop for DeleteNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// fe80::7 on one link and fe80::7 on another are two hosts: link-local probes are counted per
 /// interface, so two probes on two links do not reach a trigger of 2, two on one link do.
 #[test]
 fn link_local_sources_are_counted_per_interface() {
     let pl = PathLab::new();
-    let (veth, other) = (pl.ifindex, {
-        pl.lab
-            .protected
-            .run(|| nix::net::if_::if_nametoindex("other0").expect("ifindex"))
-    });
+    let (veth, other) = (pl.ifindex, pl.lab.protected.ifindex("other0").unwrap());
     let verdicts = pl.lab.protected.run(move || {
         let x = TestXdp::load(&portsentry::config::settings::LiveSettings {
             scan_trigger: 2,

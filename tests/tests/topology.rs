@@ -7,46 +7,26 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::Command,
     time::Duration,
 };
 
+use portsentry::{config::settings::Settings, dataplane::AttachMode};
 use portsentry_common::{tcp_flags::SYN, LinkKey, Stat, UpperLinks};
 use portsentry_tests::{
-    lab::{mac_of, run_in, DaemonArgs, Lab, Netns, TempDir},
+    case::{self, attackalert},
+    lab::{self, mac_bytes_of, mac_of, run_in, Lab, LanHost, TempDir},
     packets::{self, Packet},
     xdp::{settings, TestXdp, XDP_DROP, XDP_PASS},
 };
 
+/// `ip ARGS`, which must succeed.
 fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("ip");
-    assert!(status.success(), "ip {args:?}");
+    lab::ip(args).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// `ip args`, false (with the kernel's words) if it failed.
+/// `ip ARGS`, its error (with the kernel's words) if it failed.
 fn try_ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
-fn mac(ns: &str, dev: &str) -> [u8; 6] {
-    let text = mac_of(ns, dev).expect("a MAC address");
-    let mut mac = [0u8; 6];
-    for (i, part) in text.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16).expect("hex");
-    }
-    mac
-}
-
-fn sysctl(ns: &Netns, key: &str, value: &str) {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let value = value.to_owned();
-    ns.run(move || std::fs::write(&path, value))
-        .unwrap_or_else(|e| panic!("writing {key}: {e}"));
+    lab::ip(args).map_err(|e| format!("{e:#}"))
 }
 
 /// Moves the protected side's addresses and default route from the lab's veth onto `upper`
@@ -69,12 +49,14 @@ fn addresses_onto(lab: &Lab, upper: &str) {
         "dev",
         upper,
     ]);
-    ip(&[
-        "-n", p, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
-    ]);
-    ip(&["-n", p, "addr", "add", "10.99.0.1/24", "dev", "other0"]);
-    ip(&["-n", p, "link", "set", "other0", "up"]);
-    ip(&["-n", p, "link", "set", "other1", "up"]);
+    lab.add_other_interface().expect("other0");
+}
+
+/// The case's settings, attached in native mode (as on a real NIC).
+fn native(lab: &Lab, dir: &TempDir) -> Settings {
+    let mut s = case::settings(lab, dir);
+    s.startup.xdp_mode = AttachMode::Native;
+    s
 }
 
 /// The daemon guarding the lab's veth (native XDP) sees an honest `nmap -sS` from the scanner
@@ -82,15 +64,7 @@ fn addresses_onto(lab: &Lab, upper: &str) {
 /// of another interface.
 fn honest_scan_bans_and_forgery_is_refused(lab: &Lab, upper: &str, role: &str) {
     let dir = TempDir::new("topology").unwrap();
-    let mut d = DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .args(["--xdp-mode", "native"])
-        .start()
-        .expect("daemon");
+    let mut d = case::start(lab, &dir, &native(lab, &dir));
     let attach = format!(
         "portsentry: {} is {role} {upper}: routes via {upper} count as {}",
         lab.iface, lab.iface
@@ -127,26 +101,7 @@ fn honest_scan_bans_and_forgery_is_refused(lab: &Lab, upper: &str, role: &str) {
         "the forged probe was not refused as spoofed\n{}",
         d.output()
     );
-    let scan = run_in(
-        &lab.scanner,
-        "nmap",
-        &[
-            "-sS",
-            "-Pn",
-            "-n",
-            "-p",
-            "111",
-            "--max-retries",
-            "1",
-            "-e",
-            &lab.scanner_iface,
-            "-oG",
-            "-",
-            &target,
-        ],
-        Duration::from_secs(30),
-    )
-    .1;
+    let scan = case::syn_scan(&lab.scanner, &lab.scanner_iface, None, &target);
     assert!(
         d.wait_for_line(
             |l| l.starts_with("attackalert: Host 10.77.0.2 "),
@@ -237,48 +192,12 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
         );
     }
     let dir = TempDir::new("topology-vlan").unwrap();
-    let mut d = DaemonArgs::new(&lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .args(["--xdp-mode", "native"])
-        .start()
-        .expect("daemon");
-    assert!(
-        d.wait_for_line(
-            |l| l.contains(&format!("carries VLAN 100 for {vp}")),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
-    run_in(
-        &lab.scanner,
-        "nmap",
-        &[
-            "-sS",
-            "-Pn",
-            "-n",
-            "-p",
-            "111",
-            "--max-retries",
-            "1",
-            "-e",
-            &vs,
-            "10.78.0.1",
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("attackalert: Host 10.78.0.2 "),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    let mut d = case::start(&lab, &dir, &native(&lab, &dir));
+    d.expect_line("carries VLAN 100 for …", |l| {
+        l.contains(&format!("carries VLAN 100 for {vp}"))
+    });
+    case::syn_scan(&lab.scanner, &vs, None, "10.78.0.1");
+    d.expect_line("the ban", |l| l.starts_with("attackalert: Host 10.78.0.2 "));
     assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
 }
 
@@ -290,60 +209,30 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
 fn tagged_and_untagged_frames_are_checked_against_their_upper_devices() {
     let lab = Lab::new(1).unwrap();
     let p = lab.protected.name.clone();
-    ip(&[
-        "-n", &p, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
-    ]);
-    ip(&["-n", &p, "addr", "add", "10.99.0.1/24", "dev", "other0"]);
-    ip(&["-n", &p, "link", "set", "other0", "up"]);
-    ip(&["-n", &p, "link", "set", "other1", "up"]);
+    lab.add_other_interface().expect("other0");
     let host_mac = [0x02, 0x99, 0, 0, 0, 5];
-    ip(&[
-        "-n",
-        &p,
-        "neigh",
-        "replace",
-        "10.99.0.5",
-        "lladdr",
-        "02:99:00:00:00:05",
-        "dev",
-        "other0",
-        "nud",
-        "permanent",
-    ]);
-    ip(&[
-        "-n",
-        &p,
-        "neigh",
-        "replace",
-        "10.99.0.6",
-        "lladdr",
-        "02:99:00:00:00:05",
-        "dev",
-        "other0",
-        "nud",
-        "permanent",
-    ]);
-    ip(&[
-        "-n",
-        &p,
-        "neigh",
-        "replace",
-        "10.99.0.7",
-        "lladdr",
-        "02:99:00:00:00:05",
-        "dev",
-        "other0",
-        "nud",
-        "permanent",
-    ]);
-    sysctl(&lab.protected, "net.ipv4.conf.lo.forwarding", "1");
-    let iface = lab.iface.clone();
-    let (ingress, other) = lab.protected.run(move || {
-        (
-            nix::net::if_::if_nametoindex(iface.as_str()).unwrap(),
-            nix::net::if_::if_nametoindex("other0").unwrap(),
-        )
-    });
+    for host in ["10.99.0.5", "10.99.0.6", "10.99.0.7"] {
+        ip(&[
+            "-n",
+            &p,
+            "neigh",
+            "replace",
+            host,
+            "lladdr",
+            "02:99:00:00:00:05",
+            "dev",
+            "other0",
+            "nud",
+            "permanent",
+        ]);
+    }
+    lab.protected
+        .sysctl("net.ipv4.conf.lo.forwarding", "1")
+        .unwrap();
+    let (ingress, other) = (
+        lab.protected.ifindex(&lab.iface).unwrap(),
+        lab.protected.ifindex("other0").unwrap(),
+    );
     let (spoofed, bans) = lab.protected.run(move || {
         let mut x = TestXdp::load(&portsentry::config::settings::LiveSettings {
             path_check: true,
@@ -408,41 +297,22 @@ fn tagged_and_untagged_frames_are_checked_against_their_upper_devices() {
 /// A LAN attacker (its own namespace, a macvlan beside the scanner) and a victim this host
 /// talks to (10.77.0.3 / fd77::3, behind the scanner's MAC).
 struct ArpLab {
+    /// Before `lab`: its namespace goes first, as the lab's link it hangs off still exists.
+    attacker: LanHost,
     lab: Lab,
-    attacker: Netns,
-    attacker_mac: [u8; 6],
     protected_mac: [u8; 6],
 }
 
 impl ArpLab {
     fn new() -> Self {
         let lab = Lab::new(2).unwrap();
-        let s = lab.scanner.name.clone();
-        let attacker = Netns {
-            name: format!("{}a", lab.scanner.name),
-        };
-        ip(&["netns", "add", &attacker.name]);
-        ip(&[
-            "-n",
-            &s,
-            "link",
-            "add",
-            "atk0",
-            "link",
-            &lab.scanner_iface,
-            "type",
-            "macvlan",
-            "mode",
-            "bridge",
-        ]);
-        ip(&["-n", &s, "link", "set", "atk0", "netns", &attacker.name]);
-        ip(&["-n", &attacker.name, "link", "set", "atk0", "up"]);
-        let attacker_mac = mac(&attacker.name, "atk0");
-        let protected_mac = mac(&lab.protected.name, &lab.iface);
+        let attacker = lab
+            .lan_host("a", "atk0", None)
+            .expect("the attacker's namespace");
+        let protected_mac = mac_bytes_of(&lab.protected.name, &lab.iface).unwrap();
         Self {
-            lab,
             attacker,
-            attacker_mac,
+            lab,
             protected_mac,
         }
     }
@@ -470,14 +340,6 @@ impl ArpLab {
     }
 }
 
-impl Drop for ArpLab {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.attacker.name])
-            .status();
-    }
-}
-
 /// One ARP request "who-has 10.77.0.1 tell 10.77.0.3" from the attacker's MAC repoints this
 /// host's entry for 10.77.0.3 at the attacker; the forged SYN that follows at once (same
 /// microsecond burst) must not ban 10.77.0.3, and the flip is logged. Before layout 9 the
@@ -487,30 +349,25 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
     let al = ArpLab::new();
     let lab = &al.lab;
     let dir = TempDir::new("arp-flip").unwrap();
-    let mut d = DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut d = case::start(lab, &dir, &case::settings(lab, &dir));
     let victim = lab.scanner_v4[1];
     al.knows_victim(victim);
     let victim_v4 = Ipv4Addr::new(10, 77, 0, 3);
     let arp = packets::arp(
         1,
         [0xff; 6],
-        al.attacker_mac,
+        al.attacker.mac,
         victim_v4,
         Ipv4Addr::new(10, 77, 0, 1),
     );
     let mut syn = Packet::tcp("10.77.0.3", 111, SYN)
         .to(lab.protected_v4)
-        .from_mac(al.attacker_mac)
+        .from_mac(al.attacker.mac)
         .build();
     syn[..6].copy_from_slice(&al.protected_mac);
-    al.attacker.send_frames("atk0", vec![arp, syn.clone(), syn]);
+    al.attacker
+        .ns
+        .send_frames("atk0", vec![arp, syn.clone(), syn]);
     assert!(
         d.wait_for_line(
             |l| l.starts_with("portsentry: neighbour flip: 10.77.0.3 on ")
@@ -535,33 +392,13 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
         d.output()
     );
     // An honest scanner on the same link is still banned.
-    run_in(
+    case::syn_scan(
         &lab.scanner,
-        "nmap",
-        &[
-            "-sS",
-            "-Pn",
-            "-n",
-            "-p",
-            "111",
-            "--max-retries",
-            "1",
-            "-S",
-            "10.77.0.2",
-            "-e",
-            &lab.scanner_iface,
-            &lab.protected_v4.to_string(),
-        ],
-        Duration::from_secs(30),
+        &lab.scanner_iface,
+        Some(lab.scanner_v4[0]),
+        &lab.protected_v4.to_string(),
     );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("attackalert: Host 10.77.0.2 "),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line("the ban", |l| l.starts_with("attackalert: Host 10.77.0.2 "));
     assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
 }
 
@@ -572,27 +409,22 @@ fn one_neighbour_solicitation_does_not_let_a_forged_probe_ban_its_victim() {
     let al = ArpLab::new();
     let lab = &al.lab;
     let dir = TempDir::new("nd-flip").unwrap();
-    let mut d = DaemonArgs::new(lab)
-        .iface()
-        .tcp_ports("111")
-        .no_auto_allow()
-        .no_pin()
-        .state_dir(&dir.path)
-        .start()
-        .expect("daemon");
+    let mut d = case::start(lab, &dir, &case::settings(lab, &dir));
     let victim = lab.scanner_v6[1];
     al.knows_victim(victim);
     let IpAddr::V6(victim_v6) = victim else {
         unreachable!()
     };
     let me: Ipv6Addr = "fd77::1".parse().unwrap();
-    let ns = packets::neighbour_solicitation(al.attacker_mac, victim_v6, me);
+    let ns = packets::neighbour_solicitation(al.attacker.mac, victim_v6, me);
     let mut syn = Packet::tcp(&victim.to_string(), 111, SYN)
         .to(lab.protected_v6)
-        .from_mac(al.attacker_mac)
+        .from_mac(al.attacker.mac)
         .build();
     syn[..6].copy_from_slice(&al.protected_mac);
-    al.attacker.send_frames("atk0", vec![ns, syn.clone(), syn]);
+    al.attacker
+        .ns
+        .send_frames("atk0", vec![ns, syn.clone(), syn]);
     assert!(
         d.wait_for_line(
             |l| l.starts_with(&format!("portsentry: neighbour flip: {victim} on ")),
@@ -612,7 +444,7 @@ fn one_neighbour_solicitation_does_not_let_a_forged_probe_ban_its_victim() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        !d.has_line(|l| l.starts_with(&format!("attackalert: Host {victim} "))),
+        !d.has_line(attackalert(victim)),
         "the victim was banned\n{}",
         d.output()
     );

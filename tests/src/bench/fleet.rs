@@ -12,12 +12,12 @@ use anyhow::{bail, Context, Result};
 
 use super::{Figure, Plan};
 use crate::{
+    case::{self, TRAP},
     fakelapi::{decisions_body, FakeLapi},
     lab::{sock, Daemon, DaemonArgs, Lab, TempDir},
 };
 
 const SECTION: &str = "Fleet at scale";
-const TRAP: u16 = 111;
 const APPLYING: &str = "portsentry: crowdsec: applying the full decision list";
 const SUMMARY: &str = "portsentry: crowdsec: full decision list";
 
@@ -40,20 +40,15 @@ fn start(
     let lapi = FakeLapi::start(&lab.protected, body)?;
     let key = dir.write_secret(&format!("{tag}.key"), "fake-key\n");
     let state = dir.join(tag);
-    let config = dir.write(
-        &format!("{tag}.toml"),
-        &format!(
-            "interfaces = [\"{}\"]\ntcp_ports = \"\"\nudp_ports = \"{TRAP}\"\nauto_allow = false\n\
-             pin_dir = \"\"\nstate_dir = \"{}\"\nban_ttl = \"6h\"\nmax_bans = {}\n\
-             [crowdsec]\nlapi_url = \"{}\"\napi_key_file = \"{key}\"\nupdate_frequency = \"1s\"\n\
-             max_decisions = {}\n",
-            lab.iface,
-            state.display(),
-            n + n / 8 + 1024,
-            lapi.url,
-            n.max(1000)
-        ),
-    );
+    let mut s = case::fleet_settings(lab, dir, &lapi.url);
+    s.startup.state_dir = state;
+    s.live.tcp_ports = case::ports("");
+    s.live.udp_ports = case::ports(&TRAP.to_string());
+    s.startup.max_bans = u32::try_from(n + n / 8 + 1024)?;
+    let crowdsec = case::crowdsec(&mut s);
+    crowdsec.api_key_file = Some(key.into());
+    crowdsec.max_decisions = n.max(1000);
+    let config = dir.write(&format!("{tag}.toml"), &case::config_text(&s));
     let d = DaemonArgs::new(lab)
         .config(&config)
         .ready_within(Duration::from_secs(60))

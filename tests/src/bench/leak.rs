@@ -6,27 +6,41 @@
 use std::{collections::BTreeSet, io::Write, process::Stdio};
 
 use anyhow::{bail, Result};
-use portsentry::config::settings::CLASSIC_TCP_PORTS;
+use portsentry::config::settings::{Mode, CLASSIC_TCP_PORTS};
 
 use super::{Figure, Plan};
 use crate::{
-    fullscan,
+    case, fullscan,
     lab::{sock, DaemonArgs, Lab, TempDir},
 };
 
 const SECTION: &str = "Leak after detection (nmap -sS -p- --min-rate 20000, 5 services)";
 const SERVICES: [u16; 5] = [22, 80, 443, 3306, 8080];
 
-fn config(dir: &TempDir, detect_with_nft_hook: bool) -> String {
+fn config(lab: &Lab, dir: &TempDir, detect_with_nft_hook: bool) -> String {
     let nft = which("nft").unwrap_or_else(|| "/usr/sbin/nft".into());
-    let mut text = format!(
-        "tcp_ports = \"{CLASSIC_TCP_PORTS}\"\nudp_ports = \"\"\nauto_allow = false\npin_dir = \"\"\nstate_dir = \"{}\"\n",
-        dir.join("state").display()
-    );
+    let mut s = case::settings(lab, dir);
+    s.startup.state_dir = dir.join("state");
+    s.live.tcp_ports = case::ports(CLASSIC_TCP_PORTS);
     if detect_with_nft_hook {
-        text.push_str(&format!(
-            "mode = \"detect\"\n[hooks]\nrun_cmd_always = true\nrun_cmd = [\"{nft}\", \"add\", \"rule\", \"inet\", \"psbench\", \"input\", \"ip\", \"saddr\", \"$TARGET$\", \"drop\"]\n"
-        ));
+        s.live.mode = Mode::Detect;
+        s.live.hooks.run_cmd_always = true;
+        s.live.hooks.run_cmd = Some(
+            [
+                nft.as_str(),
+                "add",
+                "rule",
+                "inet",
+                "psbench",
+                "input",
+                "ip",
+                "saddr",
+                "$TARGET$",
+                "drop",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        );
     }
     dir.write(
         if detect_with_nft_hook {
@@ -34,7 +48,7 @@ fn config(dir: &TempDir, detect_with_nft_hook: bool) -> String {
         } else {
             "block.toml"
         },
-        &text,
+        &case::config_text(&s),
     )
 }
 
@@ -76,9 +90,9 @@ pub fn run(plan: Plan) -> Result<Vec<Figure>> {
     for rep in 0..reps {
         super::progress("leak", "repetition", rep + 1, reps);
         for classic in [false, true] {
-            let cfg = config(&dir, classic);
+            let cfg = config(&lab, &dir, classic);
             // `--config` is global: after `run` it means the same as before it.
-            let mut d = DaemonArgs::new(&lab).config(&cfg).iface().start()?;
+            let mut d = DaemonArgs::new(&lab).config(&cfg).start()?;
             let src = lab.scanner_v4[scanner];
             scanner += 1;
             let r = fullscan::scan(&lab, &dir, src, &traps);

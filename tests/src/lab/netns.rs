@@ -51,6 +51,24 @@ impl Netns {
         })
     }
 
+    /// Writes `/proc/sys/<key>` (dots for slashes) inside this namespace: the thread that
+    /// entered it sees its `net` sysctls (no procps needed).
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_owned();
+        self.run(move || std::fs::write(&path, value))
+            .with_context(|| format!("writing {key} in {}", self.name))
+    }
+
+    /// The index of `dev` in this namespace.
+    pub fn ifindex(&self, dev: &str) -> anyhow::Result<u32> {
+        use anyhow::Context;
+        let name = dev.to_owned();
+        self.run(move || nix::net::if_::if_nametoindex(name.as_str()))
+            .with_context(|| format!("the index of {dev} in {}", self.name))
+    }
+
     /// `ip netns exec NAME PROGRAM` as a command to configure further.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
@@ -155,6 +173,35 @@ impl Netns {
         rx.recv_timeout(Duration::from_secs(5))
             .expect("service started");
         Service { stop, accepted }
+    }
+}
+
+/// A namespace beyond a lab's two (a LAN host, a peer, a forger), with its loopback up;
+/// deleted on drop, with every link end inside it.
+pub struct OwnedNetns(pub Netns);
+
+impl OwnedNetns {
+    /// `ip netns add NAME`, `lo` up.
+    pub fn add(name: &str) -> anyhow::Result<Self> {
+        super::ip(&["netns", "add", name])?;
+        let ns = Self(Netns {
+            name: name.to_owned(),
+        });
+        super::ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl std::ops::Deref for OwnedNetns {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.0
+    }
+}
+
+impl Drop for OwnedNetns {
+    fn drop(&mut self) {
+        let _ = super::ip(&["netns", "del", &self.0.name]);
     }
 }
 

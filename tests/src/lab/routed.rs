@@ -33,7 +33,12 @@ pub fn mac_bytes(text: &str) -> Result<[u8; 6]> {
 
 impl RoutedNs {
     pub fn new() -> Result<Self> {
-        let lab = Lab::new(1)?;
+        Self::with_aliases(1)
+    }
+
+    /// [`RoutedNs::new`] on a lab whose scanner has `aliases` addresses.
+    pub fn with_aliases(aliases: usize) -> Result<Self> {
+        let lab = Lab::new(aliases)?;
         let p = lab.protected.name.clone();
         let gw = mac_of(&lab.scanner.name, &lab.scanner_iface)?;
         let own = mac_of(&p, &lab.iface)?;
@@ -53,18 +58,10 @@ impl RoutedNs {
                 "permanent",
             ])?;
         }
-        lab.protected.run(|| {
-            for key in ["ipv4/conf/lo/forwarding", "ipv6/conf/lo/forwarding"] {
-                std::fs::write(format!("/proc/sys/net/{key}"), "1")
-                    .with_context(|| format!("writing net.{key}"))?;
-            }
-            anyhow::Ok(())
-        })?;
-        let iface = lab.iface.clone();
-        let ifindex = lab
-            .protected
-            .run(move || nix::net::if_::if_nametoindex(iface.as_str()))
-            .context("the protected interface's index")?;
+        for key in ["net.ipv4.conf.lo.forwarding", "net.ipv6.conf.lo.forwarding"] {
+            lab.protected.sysctl(key, "1")?;
+        }
+        let ifindex = lab.protected.ifindex(&lab.iface)?;
         Ok(Self {
             gateway_mac: mac_bytes(&gw)?,
             own_mac: mac_bytes(&own)?,
@@ -75,12 +72,7 @@ impl RoutedNs {
 
     /// Writes `/proc/sys/<key>` (dots for slashes) in the protected namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        let value = value.to_owned();
-        self.lab
-            .protected
-            .run(move || std::fs::write(&path, value))
-            .with_context(|| format!("writing {key}"))
+        self.lab.protected.sysctl(key, value)
     }
 
     /// Runs `f` on a thread inside the protected namespace, with the interface's index.

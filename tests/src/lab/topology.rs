@@ -15,7 +15,6 @@ use anyhow::{bail, Context, Result};
 
 use super::Netns;
 
-/// Runs `ip ARGS`, failing with its stderr.
 /// The MAC address of `dev` in namespace `ns`, as `ip` prints it (`aa:bb:cc:dd:ee:ff`).
 pub fn mac_of(ns: &str, dev: &str) -> Result<String> {
     let text = ip_output(&["-n", ns, "link", "show", dev])?;
@@ -27,6 +26,12 @@ pub fn mac_of(ns: &str, dev: &str) -> Result<String> {
         .to_owned())
 }
 
+/// The MAC address of `dev` in namespace `ns`, as bytes.
+pub fn mac_bytes_of(ns: &str, dev: &str) -> Result<[u8; 6]> {
+    super::routed::mac_bytes(&mac_of(ns, dev)?)
+}
+
+/// Runs `ip ARGS`, failing with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -299,6 +304,52 @@ impl Lab {
         ])
     }
 
+    /// A host on the scanner's link that the protected side has never seen: namespace
+    /// `<scanner>SUFFIX` holding `dev`, a macvlan on the scanner's interface (bridge mode: its
+    /// own MAC, the same wire), up, with `addr` (`10.77.0.50/24`, say) if given. A forger
+    /// sends from it in other hosts' names. Deleted on drop.
+    pub fn lan_host(&self, suffix: &str, dev: &str, addr: Option<&str>) -> Result<LanHost> {
+        let ns = super::OwnedNetns::add(&format!("{}{suffix}", self.scanner.name))?;
+        let s = &self.scanner.name;
+        ip(&[
+            "-n",
+            s,
+            "link",
+            "add",
+            dev,
+            "link",
+            &self.scanner_iface,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ])?;
+        ip(&["-n", s, "link", "set", dev, "netns", &ns.name])?;
+        if let Some(addr) = addr {
+            ip(&["-n", &ns.name, "addr", "add", addr, "dev", dev])?;
+        }
+        ip(&["-n", &ns.name, "link", "set", dev, "up"])?;
+        let mac = mac_bytes_of(&ns.name, dev)?;
+        Ok(LanHost {
+            ns,
+            dev: dev.to_owned(),
+            mac,
+        })
+    }
+
+    /// A second interface on the protected side, `other0` (10.99.0.1/24; a veth whose peer
+    /// `other1` stays in the namespace: this kernel has no dummy driver) that a forged source
+    /// can be routed out of.
+    pub fn add_other_interface(&self) -> Result<()> {
+        let p = &self.protected.name;
+        ip(&[
+            "-n", p, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+        ])?;
+        ip(&["-n", p, "addr", "add", "10.99.0.1/24", "dev", "other0"])?;
+        ip(&["-n", p, "link", "set", "other0", "up"])?;
+        ip(&["-n", p, "link", "set", "other1", "up"])
+    }
+
     /// Deletes the veth pair (both ends).
     pub fn remove_link(&self) -> Result<()> {
         ip(&["-n", &self.protected.name, "link", "del", &self.iface])
@@ -308,6 +359,14 @@ impl Lab {
     pub fn xdp_attached(&self) -> Result<bool> {
         Ok(ip_output(&["-n", &self.protected.name, "link", "show", &self.iface])?.contains("xdp"))
     }
+}
+
+/// A host beside the scanner on its link ([`Lab::lan_host`]); its namespace goes on drop.
+pub struct LanHost {
+    pub ns: super::OwnedNetns,
+    /// Its interface (a macvlan on the scanner's).
+    pub dev: String,
+    pub mac: [u8; 6],
 }
 
 impl Drop for Lab {
