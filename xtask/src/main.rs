@@ -57,7 +57,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Run the benchmarks (root, network namespaces): data-plane cost per packet against an
-    /// empty XDP program, flood drop cost against nftables, leak after detection against the
+    /// empty XDP program and xdp-filter's programs (Debian's libxdp1, staged under
+    /// target/test-tools, never installed), flood drop cost against nftables, leak after detection against the
     /// classic architecture, scale and start-up, fleet decisions at scale. Prints a markdown table and writes
     /// target/bench/results.json.
     Bench {
@@ -144,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { quick, only } => {
             toolchain::ensure_test_packages()?;
             let crowdsec = toolchain::stage_crowdsec(&build::target_dir())?;
+            let xdp_filter = toolchain::stage_xdp_filter(&build::target_dir())?;
             let object = build::ebpf(&tools)?;
             let baseline = object.with_file_name("baseline");
             let forward = object.with_file_name("forward");
@@ -176,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                     build::workspace_root().join("docs/bench"),
                 )
                 .env(CROWDSEC_ENV, &crowdsec)
+                .env(XDP_FILTER_ENV, &xdp_filter)
                 .status()
                 .context("running the benchmarks")?;
             exit_like(status)
@@ -296,6 +299,9 @@ pub const SKIPS_FAIL_ENV: &str = "PORTSENTRY_SKIPS_FAIL";
 
 /// The directory with the staged `crowdsec` and `cscli` binaries, for the fleet tests.
 const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
+/// The directory of the staged xdp-filter XDP objects (`xdpfilt_*.o`), for the bench's peer
+/// rows.
+const XDP_FILTER_ENV: &str = "PORTSENTRY_XDP_FILTER_OBJECTS";
 /// The root of the staged fail2ban package, for the history-format tests.
 const FAIL2BAN_ENV: &str = "PORTSENTRY_FAIL2BAN_ROOT";
 /// The staged `promtool`, for the metrics tests.

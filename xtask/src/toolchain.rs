@@ -294,6 +294,25 @@ pub fn stage_logcheck(target: &Path) -> Result<PathBuf> {
     Ok(target.join("test-tools"))
 }
 
+/// Stages Debian's `libxdp1` package under `target/test-tools/libxdp1` for the XDP programs of
+/// xdp-filter (`xdpfilt_*.o`, which `xdp-filter load` attaches): the data-plane bench runs them
+/// as peers of our pass path. Nothing is attached or installed. Returns the directory of the
+/// objects.
+pub fn stage_xdp_filter(target: &Path) -> Result<PathBuf> {
+    let dir = format!("usr/lib/{}-linux-gnu/bpf", std::env::consts::ARCH);
+    let root = stage_deb(
+        target,
+        "libxdp1",
+        "xdp-filter's XDP programs, peer rows of the data-plane bench",
+        &[
+            &format!("{dir}/xdpfilt_alw_all.o"),
+            &format!("{dir}/xdpfilt_alw_ip.o"),
+            &format!("{dir}/xdpfilt_dny_all.o"),
+        ],
+    )?;
+    Ok(root.join(dir))
+}
+
 /// Stages a Debian package under `target/test-tools/<package>` with `apt-get download` +
 /// `dpkg-deb -x`, without installing it: no service is registered, enabled or started, and no
 /// package on the host changes. `expect` are paths the package must yield. Returns the root.

@@ -5,7 +5,9 @@
 //! Decides nothing about who may be banned (the precedence rules are in `mod.rs`) and never
 //! writes `bans.json`.
 
-use std::ops::Bound;
+use std::{collections::HashSet, ops::Bound};
+
+use portsentry_common::{AddrKey, BanEntry};
 
 use super::{BanBook, BanRecord, Origin, Result};
 use crate::{
@@ -13,6 +15,10 @@ use crate::{
     dataplane::{DataplaneError, Maps},
     net::cidr::{self, Cidr},
 };
+
+/// Restored bans written per batch call ([`BanBook::install`]): 64 k entries (3 MiB of keys
+/// and values) bound the copies made for one call.
+const RESTORE_BATCH: usize = 65_536;
 
 /// A sweep under way ([`BanBook::sweep_step`]); a new one starts from `default()`.
 #[derive(Debug, Default)]
@@ -39,10 +45,14 @@ impl BanBook {
     /// Makes the kernel hold every record: addresses missing from the ban table are written,
     /// the network trie is set. Returns the targets the kernel had no room for (they stay
     /// recorded and are retried by the next sweep).
+    ///
+    /// An address the kernel holds already (pinned or migrated maps) keeps its entry and drop
+    /// counter. The rest are written [`RESTORE_BATCH`] per `bpf(2)` call where the kernel has
+    /// batch operations ([`Maps::insert_bans`]): a million restored bans at start cost a few
+    /// dozen calls, not a million.
     pub fn install(&mut self, maps: &mut Maps, now: &Now) -> Result<Vec<Cidr>> {
         let mut refused = Vec::new();
-        // The prefilter first, one write per word, so each ban below costs one insert (and no
-        // filter write); an address the kernel holds already keeps its entry.
+        // The prefilter first, one write per word, so the entries below cost no filter write.
         let hosts: Vec<_> = self
             .records
             .keys()
@@ -50,11 +60,25 @@ impl BanBook {
             .map(|t| cidr::addr_key(t.addr))
             .collect();
         maps.set_filter_bits(&hosts)?;
-        for r in self.records.values().filter(|r| r.target.is_host()) {
-            match maps.insert_new_ban(r.target.addr, &r.to_entry(now, r.drops)) {
-                Ok(_) => {}
-                Err(DataplaneError::TableFull(_)) => refused.push(r.target),
-                Err(e) => return Err(e),
+        // Nothing is attached yet, so what the kernel holds now is what it holds at the write.
+        let held: HashSet<AddrKey> = maps.ban_keys()?.into_iter().collect();
+        let missing: Vec<&BanRecord> = self
+            .records
+            .values()
+            .filter(|r| r.target.is_host() && !held.contains(&cidr::addr_key(r.target.addr)))
+            .collect();
+        for part in missing.chunks(RESTORE_BATCH) {
+            let keys: Vec<AddrKey> = part.iter().map(|r| cidr::addr_key(r.target.addr)).collect();
+            let entries: Vec<BanEntry> = part.iter().map(|r| r.to_entry(now, r.drops)).collect();
+            let mut next = 0;
+            while next < part.len() {
+                next += maps.insert_bans(&keys[next..], &entries[next..])?;
+                // The table was full at this one: refused, and the rest tried (each refused
+                // in one call while the table stays full, as one at a time did).
+                if let Some(r) = part.get(next) {
+                    refused.push(r.target);
+                    next += 1;
+                }
             }
         }
         refused.extend(self.sync_networks(maps, now)?);

@@ -1,6 +1,7 @@
 //! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+), which aya 0.14 does not
 //! offer: many elements of a map in one `bpf(2)` call instead of one call each. Used to write a
-//! fleet update's fresh bans (and their prefilter words) and to read the prefilter at once.
+//! fleet update's fresh bans and the bans restored at start (and their prefilter words), to
+//! read the prefilter at once and the ban table's keys a chunk at a time.
 //! Also `BPF_MAP_GET_NEXT_KEY` from a given key, which aya's key iterator cannot resume from
 //! (the ban book's sweep walks the ban table in parts).
 //!
@@ -147,6 +148,48 @@ pub(super) fn update<K: Pod, V: Pod>(
         };
         (written, e)
     })
+}
+
+/// Every key of the map `fd` (a hash), read `chunk` elements per call so that a million-entry
+/// table needs no buffer of its size; the values are read too (the kernel's batch lookup has
+/// no keys-only form) and dropped. `V` must be the map's value type (see [`update`]).
+pub(super) fn lookup_keys<K: Pod + Default, V: Pod + Default>(
+    fd: BorrowedFd<'_>,
+    chunk: usize,
+) -> io::Result<Vec<K>> {
+    let chunk = chunk.max(1);
+    let mut out = Vec::new();
+    let mut keys = vec![K::default(); chunk];
+    let mut values = vec![V::default(); chunk];
+    // Where the previous call stopped (a hash bucket: 4 bytes).
+    let mut token = [0u64; 2];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_mut_ptr() as u64 },
+            out_batch: token.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(chunk).unwrap_or(u32::MAX),
+            map_fd: fd_u32(fd),
+            ..BatchAttr::default()
+        };
+        first = false;
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let read = (attr.count as usize).min(chunk);
+        match result {
+            Ok(()) => out.extend_from_slice(&keys[..read]),
+            // The end of the map; `count` says how many this last call read.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                out.extend_from_slice(&keys[..read]);
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        }
+        if read == 0 {
+            return Ok(out);
+        }
+    }
 }
 
 /// Reads every element of the map `fd` (an array or a hash; `keys` and `values` sized to its

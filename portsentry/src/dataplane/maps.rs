@@ -26,6 +26,9 @@ use crate::{net::cidr, net::cidr::Cidr, net::ports::PortSet};
 
 /// `BPF_NOEXIST` (linux/bpf.h): create only; EEXIST if the key exists.
 const BPF_NOEXIST: u64 = 1;
+/// Elements per batch lookup when reading a table's keys ([`Maps::ban_keys`]): ~0.5 MiB of
+/// buffers, far more than any hash bucket holds (a smaller room than a bucket is ENOSPC).
+const KEY_CHUNK: usize = 8192;
 
 /// Counters summed over CPUs, indexed like [`Stat`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -374,6 +377,40 @@ impl Maps {
             out.push((cidr::key_addr(&k), v));
         }
         Ok(out)
+    }
+
+    /// Every key the ban table holds: a chunk of [`KEY_CHUNK`] per call where the kernel has
+    /// batch operations, else one `BPF_MAP_GET_NEXT_KEY` per key. For the restore at start,
+    /// which must not overwrite an entry the kernel holds already (pinned or migrated maps).
+    ///
+    /// An empty table (fresh maps, the usual start) costs one call: a batch lookup locks every
+    /// bucket it passes (2 M buckets at 1 M capacity: ~0.3 s here), the first-key walk does not.
+    pub fn ban_keys(&mut self) -> Result<Vec<AddrKey>> {
+        let Some(first) = self.next_ban_key(None)? else {
+            return Ok(Vec::new());
+        };
+        let fd = IterableMap::map(&self.bans).fd().as_fd();
+        if self.batch_ops {
+            match batch::lookup_keys::<AddrKey, BanEntry>(fd, KEY_CHUNK) {
+                Ok(keys) => return Ok(keys),
+                Err(e) if batch::unsupported(&e) => self.batch_ops = false,
+                // ENOSPC (a bucket larger than a chunk, never at these sizes) or a table
+                // changed under the walk: the exact walk below.
+                Err(_) => {}
+            }
+        }
+        let mut keys = Vec::new();
+        let mut key = Some(first);
+        // A walk restarted by removals elsewhere ends after twice the table.
+        let bound = 2 * self.ban_capacity() as usize;
+        while let Some(k) = key {
+            if keys.len() >= bound {
+                break;
+            }
+            keys.push(k);
+            key = self.next_ban_key(Some(&k))?;
+        }
+        Ok(keys)
     }
 
     /// Up to `max` addresses of the ban table, from `from` on (`None`: from the start), and

@@ -313,10 +313,127 @@ pub fn run(plan: Plan, baseline_object: &Path) -> Result<Vec<Figure>> {
         &mut figures,
     )?;
     drop(t);
+    figures.extend(xdp_filter_peers(plan, &base)?);
     figures.extend(ipv6_probe(plan, &base)?);
     figures.extend(diagnostics_cost(plan, &base)?);
     figures.extend(spoof_checks(plan, baseline_object)?);
     Ok(figures)
+}
+
+/// Our pass and banned-drop paths against xdp-filter's programs ([`super::xdp_filter`]) on the
+/// same packets, with the empty program, in the same loop. Ours guards port 111 and bans
+/// 198.51.100.7; the blocklist programs block that source, a few ports and a MAC; the
+/// allowlist program lets the pass packet's port (443) through. Skipped, with a line saying
+/// so, when `cargo xtask bench` did not stage the objects.
+fn xdp_filter_peers(plan: Plan, base: &Baseline) -> Result<Vec<Figure>> {
+    use super::xdp_filter::{Rules, XdpFilter, OBJECTS_ENV};
+    let Some(dir) = std::env::var_os(OBJECTS_ENV).map(std::path::PathBuf::from) else {
+        eprintln!(
+            "portsentry-bench: dataplane: no xdp-filter peer rows: {OBJECTS_ENV} is not set (run `cargo xtask bench`)"
+        );
+        return Ok(Vec::new());
+    };
+    let banned: IpAddr = "198.51.100.7".parse()?;
+    let blocklist = Rules {
+        ports: &[23, 111, 135, 445, 3389],
+        sources: &[banned, "203.0.113.66".parse()?, "2001:db8:bad::1".parse()?],
+        macs: &[[0x02, 0xde, 0xad, 0xbe, 0xef, 0x01]],
+    };
+    let allowlist = Rules {
+        ports: &[22, 80, 443],
+        sources: &[],
+        macs: &[],
+    };
+    let alw_all = XdpFilter::load(&dir, "xdpfilt_alw_all", &blocklist)?;
+    let alw_ip = XdpFilter::load(&dir, "xdpfilt_alw_ip", &blocklist)?;
+    let dny_all = XdpFilter::load(&dir, "xdpfilt_dny_all", &allowlist)?;
+    let s = LiveSettings {
+        scan_trigger: u32::MAX,
+        ..settings("111", "")
+    };
+    let mut ours = TestXdp::load(&s);
+    ban(&mut ours, banned)?;
+    let pass = Packet::tcp("192.0.2.10", 443, ACK).build();
+    let drop = Packet::tcp(&banned.to_string(), 443, SYN).build();
+    let expect = |r: (f64, f64, u32), verdict: u32, what: &str| -> Result<f64> {
+        anyhow::ensure!(r.2 == verdict, "{what} returned {}", r.2);
+        Ok(r.0)
+    };
+    let bprog = base.program()?;
+    let mut samples: [Vec<f64>; 7] = Default::default();
+    for _ in 0..plan.reps {
+        samples[0].push(ns_per_packet(bprog, &pass, REPEAT)?.0);
+        let prog = ours.dp.program()?;
+        let r = ns_per_packet(prog, &pass, REPEAT)?;
+        samples[1].push(expect(r, XDP_PASS, "our pass path")?);
+        let r = ns_per_packet(prog, &drop, REPEAT)?;
+        samples[2].push(expect(r, XDP_DROP, "our banned-drop path")?);
+        let r = ns_per_packet(alw_all.program()?, &pass, REPEAT)?;
+        samples[3].push(expect(r, XDP_PASS, "xdpfilt_alw_all on the pass packet")?);
+        let r = ns_per_packet(alw_all.program()?, &drop, REPEAT)?;
+        samples[4].push(expect(
+            r,
+            XDP_DROP,
+            "xdpfilt_alw_all on the blocked source",
+        )?);
+        let r = ns_per_packet(alw_ip.program()?, &pass, REPEAT)?;
+        samples[5].push(expect(r, XDP_PASS, "xdpfilt_alw_ip on the pass packet")?);
+        let r = ns_per_packet(dny_all.program()?, &pass, REPEAT)?;
+        samples[6].push(expect(r, XDP_PASS, "xdpfilt_dny_all on an allowed port")?);
+    }
+    // Not "pass path, …": the size chart groups those by ban-table size.
+    let label = "xdp-filter loop";
+    let empty = Figure::new(
+        SECTION,
+        format!("empty XDP program ({label})"),
+        "ns/packet",
+        &samples[0],
+    );
+    let peer = |i: usize, name: &str| {
+        Figure::new(
+            SECTION,
+            format!("xdp-filter {name}"),
+            "ns/packet",
+            &samples[i],
+        )
+        .against(&empty)
+    };
+    let peer_pass = peer(3, "xdpfilt_alw_all (blocklist, every feature): pass path");
+    let peer_drop = peer(4, "xdpfilt_alw_all: blocked-source drop path");
+    let ours_pass = Figure::new(
+        SECTION,
+        format!("pass path ({label})"),
+        "ns/packet",
+        &samples[1],
+    );
+    let ours_drop = Figure::new(
+        SECTION,
+        format!("banned-drop path ({label})"),
+        "ns/packet",
+        &samples[2],
+    );
+    Ok(vec![
+        ours_pass.clone().against(&empty).at_most(2.0, "≤ 2.0×"),
+        ours_pass
+            .clone()
+            .named("pass path vs xdp-filter's pass path")
+            .against(&peer_pass)
+            // In front of every packet, a port-scan blocker should cost no more than a
+            // general-purpose blocklist program (xdp-filter, every feature) does.
+            .at_most(1.0, "≤ 1.0× xdp-filter"),
+        ours_drop.clone().against(&empty),
+        ours_drop
+            .named("banned-drop path vs xdp-filter's drop path")
+            .against(&peer_drop),
+        peer_pass,
+        peer_drop,
+        peer(5, "xdpfilt_alw_ip (blocklist, addresses only): pass path"),
+        peer(
+            6,
+            "xdpfilt_dny_all (allowlist, every feature): allowed-port pass path",
+        ),
+        empty,
+    ])
 }
 
 /// An IPv6 source's probe also counts against its /64 (`ipv6_prefix`, on by default; IPv4's

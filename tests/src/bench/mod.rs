@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod flood;
 pub mod leak;
 pub mod scale;
+pub mod xdp_filter;
 
 use std::{fmt::Write as _, path::Path, time::Instant};
 
@@ -74,6 +75,12 @@ impl Figure {
 
     pub fn against(mut self, baseline: &Figure) -> Self {
         self.baseline = Some((baseline.name.clone(), baseline.median));
+        self
+    }
+
+    /// The same samples under another name (a second row against another baseline).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 

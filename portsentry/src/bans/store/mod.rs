@@ -75,6 +75,16 @@ struct StoredFile {
     history: Vec<Offence>,
 }
 
+impl StoredFile {
+    fn into_saved(self) -> Saved {
+        Saved {
+            bans: self.bans.into_iter().map(BanRecord::from).collect(),
+            unbanned: self.unbanned,
+            history: self.history,
+        }
+    }
+}
+
 /// What the file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Saved {
@@ -216,6 +226,14 @@ enum ParseError {
 }
 
 fn parse(text: &str) -> Result<Saved, ParseError> {
+    // The current layout in one pass: a million bans are ~150 MB of JSON, and the version probe
+    // below is a second pass over all of it. Any other file (older, newer, damaged) goes the
+    // long way, which words its errors.
+    if let Ok(f) = serde_json::from_str::<StoredFile>(text) {
+        if matches!(f.version, 2 | STATE_VERSION) {
+            return Ok(f.into_saved());
+        }
+    }
     #[derive(Deserialize)]
     struct Version {
         version: u32,
@@ -229,11 +247,7 @@ fn parse(text: &str) -> Result<Saved, ParseError> {
         2 | STATE_VERSION => {
             let f: StoredFile =
                 serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
-            Ok(Saved {
-                bans: f.bans.into_iter().map(BanRecord::from).collect(),
-                unbanned: f.unbanned,
-                history: f.history,
-            })
+            Ok(f.into_saved())
         }
         n if n > STATE_VERSION => Err(ParseError::TooNew(n)),
         n => Err(ParseError::Bad(format!("unknown version {n}"))),
