@@ -247,7 +247,10 @@ fn fetch_kernels(name: &str) -> Result<()> {
     let target = build::target_dir();
     for kernel in vm::select(name)? {
         let fetched = vm::fetch(kernel, &target)?;
-        println!("xtask: kernel {} ({}) is ready", kernel.label, fetched.version);
+        println!(
+            "xtask: kernel {} ({}) is ready",
+            kernel.label, fetched.version
+        );
     }
     Ok(())
 }
