@@ -292,7 +292,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
         Some(addr) => Some(metrics::server::bind(addr).await?),
         None => None,
     };
-    let mut dp = startup::load_dataplane(&settings)?;
+    let mut dp = startup::load_dataplane(&settings, &interfaces)?;
     let book = startup::open_ban_book(&mut dp, &settings)?;
     let (saver, mut saved_rx) =
         saver::Saver::start(book.store().clone()).context("starting the bans.json writer")?;
