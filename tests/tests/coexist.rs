@@ -283,6 +283,7 @@ fn shares_the_interface_with_xdp_filter() {
         status.contains("xdpfilt_") && status.contains("portsentry"),
         "xdp-loader status lists both; got:\n{status}"
     );
+    eprintln!("xdp-loader status with both programs:\n{status}");
 
     assert!(reach(bystander, SERVICE_PORT), "innocent traffic passes");
     assert!(

@@ -235,7 +235,25 @@ impl std::ops::DerefMut for Dataplane {
 impl Dataplane {
     /// Loads the embedded object and verifies the program (does not attach).
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        Self::load_object(object::embedded()?, opts)
+        let bytes = object::embedded()?;
+        match Self::load_object(bytes, opts) {
+            // An older libxdp dispatcher on a kernel that checks what extensions do to the
+            // packet: the program without the SYN cookie code (which resizes the packet) joins.
+            Err(DataplaneError::Dispatcher(e @ dispatcher::DispatcherError::ChangesPacket))
+                if opts.component && !opts.compat =>
+            {
+                crate::errln!(
+                    "portsentry: warning: {e}; joining without the SYN cookie code (learned \
+                     peers' trap SYNs pass to the stack, refused, never banned by them)"
+                );
+                let compat = LoadOptions {
+                    compat: true,
+                    ..opts.clone()
+                };
+                Self::load_object(bytes, &compat)
+            }
+            other => other,
+        }
     }
 
     pub fn load_object(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
@@ -461,12 +479,19 @@ impl Drop for Dataplane {
 
 /// A component that fails to load: a kernel that refuses freplace says so in one line.
 fn extension_error(e: ProgramError) -> DataplaneError {
-    if let ProgramError::LoadError { io_error, .. } = &e {
+    if let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &e
+    {
         if io_error.raw_os_error() == Some(libc::EPERM) {
             return dispatcher::DispatcherError::NoFreplace {
                 why: dispatcher::errno_name(io_error),
             }
             .into();
+        }
+        if verifier_log.to_string().contains("changes packet data") {
+            return dispatcher::DispatcherError::ChangesPacket.into();
         }
     }
     verifier_error(e)

@@ -79,6 +79,13 @@ pub enum DispatcherError {
     NoFreplace { why: String },
     #[error("{0}")]
     Refused(Refusal),
+    /// Linux 6.13+ refuses an extension that resizes the packet in place of a stub that does
+    /// not; libxdp's dispatcher stubs do since libxdp 1.5.5.
+    #[error(
+        "this kernel refuses freplace programs that change packet data in place of libxdp's \
+         dispatcher stubs that do not (libxdp before 1.5.5; its {OBJECT_FILE} is used here)"
+    )]
+    ChangesPacket,
     #[error("{iface}: cannot join libxdp's dispatcher (program {id}): {why}")]
     Incompatible { iface: String, id: u32, why: String },
     #[error("{iface}: libxdp's dispatcher already holds {MAX_PROGRAMS} programs, the most it can")]
