@@ -21,6 +21,10 @@ const TRAP_PORT: u16 = 111;
 /// xdp-filter and portsentry in a VM under software emulation take seconds per step.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// One xdp-tools command at a time: xdp-filter keeps a lock file outside bpffs, and two
+/// started at once (tests run in parallel) fail with "Unable to read PID from lockfile".
+static ONE_TOOL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The staged xdp-tools and libxdp1 (`PORTSENTRY_XDP_TOOLS`).
 struct XdpTools {
     sbin: PathBuf,
@@ -67,6 +71,9 @@ impl XdpTools {
         argv.push(self.sbin.join(tool).display().to_string());
         argv.extend(args.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let _one = ONE_TOOL_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         run_in(&lab.protected, "sh", &argv, TOOL_TIMEOUT)
     }
 
@@ -317,6 +324,120 @@ fn shares_the_interface_with_xdp_filter() {
     assert!(
         status.contains("xdpfilt_") && !status.contains("portsentry"),
         "after portsentry stops, xdp-filter is still attached and we are gone; got:\n{status}"
+    );
+    assert!(
+        !reach(bystander, FILTERED_PORT),
+        "xdp-filter still drops its port"
+    );
+    assert!(reach(scanner, SERVICE_PORT), "our ban left with us");
+    drop((service, filtered));
+}
+
+/// `xdp_mode = "multi"`: portsentry makes the dispatcher itself, xdp-filter loaded afterwards
+/// joins it (libxdp re-links our program into its new dispatcher), both verdicts hold, and when
+/// portsentry stops only its program leaves: xdp-filter keeps running. On a kernel without
+/// freplace, the other test covers the refusal; this one skips.
+#[test]
+fn multi_mode_lets_xdp_filter_join_after_us() {
+    let test = "multi_mode_lets_xdp_filter_join_after_us";
+    let Some(tools) = XdpTools::staged(test) else {
+        return;
+    };
+    let lab = Lab::new(2).expect("lab");
+    let pins = PinDir::new().expect("bpffs");
+    let dir = TempDir::new("coexist-multi").expect("state dir");
+    let state = dir.path.display().to_string();
+    let service = lab
+        .protected
+        .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
+    let filtered = lab
+        .protected
+        .tcp_service(sock(lab.protected_v4, FILTERED_PORT));
+    let started = DaemonArgs::new(&lab)
+        .wrapped_in(
+            "sh",
+            &tools
+                .wrapper(&pins)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .iface()
+        .args(daemon_flags(&state))
+        .args(["--xdp-mode", "multi"])
+        .ready_within(TOOL_TIMEOUT)
+        .start();
+    let mut daemon = match started {
+        Ok(d) => d,
+        Err(e) if format!("{e:#}").contains("refuses freplace") => {
+            skip(
+                test,
+                "this kernel cannot run libxdp's dispatcher (freplace refused)",
+            );
+            return;
+        }
+        Err(e) => panic!("portsentry with xdp_mode multi: {e:#}"),
+    };
+    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
+    assert_eq!(code, 0, "xdp-loader status: {status}");
+    assert!(
+        status.contains("xdp_dispatcher") && status.contains("portsentry"),
+        "portsentry runs in its own dispatcher; got:\n{status}"
+    );
+    let (code, out) = tools.run(&lab, &pins, "xdp-filter", &["load", &lab.iface]);
+    assert_eq!(code, 0, "xdp-filter load beside portsentry: {out}");
+    let (code, out) = tools.run(
+        &lab,
+        &pins,
+        "xdp-filter",
+        &["port", &FILTERED_PORT.to_string()],
+    );
+    assert_eq!(code, 0, "xdp-filter port: {out}");
+    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
+    assert_eq!(code, 0, "xdp-loader status: {status}");
+    assert!(
+        status.contains("xdpfilt_") && status.contains("portsentry"),
+        "xdp-loader status lists both; got:\n{status}"
+    );
+    eprintln!("xdp-loader status, xdp-filter added after portsentry:\n{status}");
+
+    let scanner = lab.scanner_v4[0];
+    let bystander = lab.scanner_v4[1];
+    let short = Duration::from_secs(2);
+    let reach = |src, port| {
+        lab.scanner
+            .tcp_connect(src, sock(lab.protected_v4, port), short)
+    };
+    assert!(reach(bystander, SERVICE_PORT), "innocent traffic passes");
+    assert!(
+        !reach(bystander, FILTERED_PORT),
+        "xdp-filter drops its port"
+    );
+    assert!(!reach(scanner, TRAP_PORT), "trap port times out");
+    let ban_line = format!(
+        "attackalert: Host {scanner} has been blocked via XDP drop on interface: \"{}\"",
+        lab.iface
+    );
+    assert!(
+        daemon.wait_for_line(|l| l == ban_line, Duration::from_secs(30)),
+        "ban line; output:\n{}",
+        daemon.output()
+    );
+    assert!(
+        !reach(scanner, SERVICE_PORT),
+        "the banned scanner is dropped"
+    );
+    assert_eq!(
+        daemon.stop().unwrap(),
+        Some(0),
+        "clean exit; output:\n{}",
+        daemon.output()
+    );
+    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
+    assert_eq!(code, 0, "xdp-loader status: {status}");
+    assert!(
+        status.contains("xdpfilt_") && !status.contains("portsentry"),
+        "after portsentry stops, xdp-filter stays and we are gone; got:\n{status}"
     );
     assert!(
         !reach(bystander, FILTERED_PORT),
