@@ -39,8 +39,9 @@ enum Cmd {
     },
     /// Run every test: unit tests, data-plane tests (BPF_PROG_TEST_RUN) and end-to-end tests in
     /// network namespaces. Installs the client tools the tests need if they are missing (it
-    /// prints which and why) and stages the crowdsec LAPI, promtool, fail2ban-regex and
-    /// logcheck under target/test-tools, never installing or starting a server on the host.
+    /// prints which and why) and stages the crowdsec LAPI, promtool, fail2ban-regex, logcheck
+    /// and xdp-tools (with libxdp1) under target/test-tools, never installing or starting a
+    /// server on the host.
     Test {
         /// Run the selected test binaries inside Debian's kernel VERSION instead (5.10, 6.1,
         /// 6.12, newest = trixie-backports, or all = 6.1, 6.12 and newest), booted in qemu with
@@ -224,6 +225,7 @@ fn test_env(tools: &toolchain::Tools) -> Result<Vec<(String, String)>> {
     let fail2ban = toolchain::stage_fail2ban(&target)?;
     let promtool = toolchain::stage_promtool(&target)?;
     let logcheck = toolchain::stage_logcheck(&target)?;
+    let xdp_tools = toolchain::stage_xdp_tools(&target)?;
     let object = build::ebpf(tools)?;
     let bin = build::portsentry(tools, false)?;
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
@@ -238,6 +240,7 @@ fn test_env(tools: &toolchain::Tools) -> Result<Vec<(String, String)>> {
         (FAIL2BAN_ENV.into(), path(&fail2ban)),
         (PROMTOOL_ENV.into(), path(&promtool)),
         (LOGCHECK_ENV.into(), path(&logcheck)),
+        (XDP_TOOLS_ENV.into(), path(&xdp_tools)),
     ])
 }
 
@@ -311,6 +314,8 @@ const FAIL2BAN_ENV: &str = "PORTSENTRY_FAIL2BAN_ROOT";
 const PROMTOOL_ENV: &str = "PORTSENTRY_PROMTOOL";
 /// The directory holding the staged logcheck, logcheck-database and logtail packages.
 const LOGCHECK_ENV: &str = "PORTSENTRY_LOGCHECK_TOOLS";
+/// The directory holding the staged xdp-tools and libxdp1 packages, for the coexistence tests.
+const XDP_TOOLS_ENV: &str = "PORTSENTRY_XDP_TOOLS";
 
 fn exit_like(status: std::process::ExitStatus) -> Result<()> {
     if status.success() {

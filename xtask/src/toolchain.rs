@@ -313,6 +313,27 @@ pub fn stage_xdp_filter(target: &Path) -> Result<PathBuf> {
     Ok(root.join(dir))
 }
 
+/// Stages Debian's `xdp-tools` (xdp-loader, xdp-filter) and `libxdp1` (libxdp.so.1 and its
+/// dispatcher object, xdp-dispatcher.o) under `target/test-tools/`: the coexistence tests load
+/// xdp-filter beside portsentry and read `xdp-loader status` (they set LD_LIBRARY_PATH and
+/// LIBXDP_OBJECT_PATH to the staged copies). Returns `target/test-tools`.
+pub fn stage_xdp_tools(target: &Path) -> Result<PathBuf> {
+    let why = "xdp-filter and xdp-loader beside portsentry, for the coexistence tests";
+    stage_deb(
+        target,
+        "xdp-tools",
+        why,
+        &["usr/sbin/xdp-loader", "usr/sbin/xdp-filter"],
+    )?;
+    stage_deb(
+        target,
+        "libxdp1",
+        why,
+        &["usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o"],
+    )?;
+    Ok(target.join("test-tools"))
+}
+
 /// Stages a Debian package under `target/test-tools/<package>` with `apt-get download` +
 /// `dpkg-deb -x`, without installing it: no service is registered, enabled or started, and no
 /// package on the host changes. `expect` are paths the package must yield. Returns the root.

@@ -108,7 +108,7 @@ impl Daemon {
         interfaces: &[String],
         log_line: LogFn,
     ) -> Result<(Self, SaveOutcomes, Attached)> {
-        let mut dp = startup::load_dataplane(&settings)?;
+        let mut dp = startup::load_dataplane(&settings, interfaces)?;
         let book = startup::open_ban_book(&mut dp, &settings)?;
         let (saving, saved_rx) =
             BanSaving::start(book.store().clone()).context("starting the bans.json writer")?;

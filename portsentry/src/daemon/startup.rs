@@ -16,7 +16,9 @@ use crate::{
 };
 
 /// Loads the program and its maps (pinned ones reused or migrated), saying what migration did.
-pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
+/// Loads the XDP program: as a libxdp dispatcher component when `xdp_mode = "multi"` or one of
+/// `interfaces` already runs libxdp's dispatcher (`dataplane::dispatcher`).
+pub(super) fn load_dataplane(settings: &Settings, interfaces: &[String]) -> Result<Dataplane> {
     if let Some(dir) = &settings.startup.pin_dir {
         bpffs::ensure_pin_dir(dir)?;
     }
@@ -27,6 +29,7 @@ pub(super) fn load_dataplane(settings: &Settings) -> Result<Dataplane> {
         max_peers: Some(settings.startup.max_peers),
         compat: false,
         log_level: diagnostics::kernel_level(settings.startup.log_level),
+        component: crate::dataplane::dispatcher::wanted(settings.startup.xdp_mode, interfaces),
     })?;
     if let (Some(m), Some(dir)) = (&dp.migrated, &settings.startup.pin_dir) {
         crate::errln!(

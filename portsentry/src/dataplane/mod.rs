@@ -13,12 +13,14 @@
 //! - [`trie`]: replacing the contents of an LPM trie ([`TrieWrite`]).
 //! - [`peers`]: the cgroup programs that learn peers, attached to the cgroup2 root
 //!   ([`PeerLearning`]).
+//! - [`dispatcher`]: sharing an interface with other XDP programs through libxdp's dispatcher,
+//!   and refusing to replace a program that is not ours.
 
 use std::{net::IpAddr, path::PathBuf};
 
 use aya::{
     maps::{MapData, MapError, RingBuf},
-    programs::{ProgramError, ProgramType, Xdp, XdpMode},
+    programs::{Extension, ProgramError, ProgramType, Xdp, XdpMode},
     sys::{is_helper_supported, BpfHelper},
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -30,6 +32,7 @@ use thiserror::Error;
 
 mod batch;
 pub mod bpffs;
+pub mod dispatcher;
 pub mod kernel;
 mod maps;
 pub mod object;
@@ -83,6 +86,11 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    /// Another XDP program is on the interface, or the dispatcher could not be joined.
+    #[error(transparent)]
+    Dispatcher(#[from] dispatcher::DispatcherError),
+    #[error("xdp_mode = \"multi\" needs the program loaded as a dispatcher component")]
+    NotComponent,
     #[error("the {0} table is full")]
     TableFull(&'static str),
     #[error("reading the XDP program's diagnostics (log_level)")]
@@ -133,6 +141,10 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) mode: works everywhere, slower.
     Generic,
+    /// Through libxdp's multi-program dispatcher, always (native, falling back to generic, when
+    /// portsentry makes the dispatcher), so xdp-loader, xdp-filter or bpfman can add programs
+    /// beside ours. Needs a kernel that allows freplace programs and libxdp's xdp-dispatcher.o.
+    Multi,
 }
 
 crate::config::settings::display_as_value_name!(AttachMode);
@@ -154,6 +166,9 @@ pub struct LoadOptions {
     /// aya-log level the program's diagnostics run at (0 off, 1 error … 5 trace). Set at load
     /// in a read-only global, so at 0 the verifier removes every diagnostic.
     pub log_level: u8,
+    /// Load the program as a libxdp dispatcher component (an freplace extension) instead of a
+    /// plain XDP program: [`Dataplane::attach`] then joins each interface's dispatcher.
+    pub component: bool,
 }
 
 impl LoadOptions {
@@ -198,6 +213,10 @@ pub struct Dataplane {
     logger: Option<KernelLogger>,
     /// Set when pinned maps were replaced at load.
     pub migrated: Option<Migrated>,
+    /// Loaded as a dispatcher component (an extension), not as a plain XDP program.
+    component: bool,
+    /// The dispatchers we joined; we leave them on drop.
+    joined: Vec<dispatcher::Joined>,
 }
 
 impl std::ops::Deref for Dataplane {
@@ -216,7 +235,25 @@ impl std::ops::DerefMut for Dataplane {
 impl Dataplane {
     /// Loads the embedded object and verifies the program (does not attach).
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        Self::load_object(object::embedded()?, opts)
+        let bytes = object::embedded()?;
+        match Self::load_object(bytes, opts) {
+            // An older libxdp dispatcher on a kernel that checks what extensions do to the
+            // packet: the program without the SYN cookie code (which resizes the packet) joins.
+            Err(DataplaneError::Dispatcher(e @ dispatcher::DispatcherError::ChangesPacket))
+                if opts.component && !opts.compat =>
+            {
+                crate::errln!(
+                    "portsentry: warning: {e}; joining without the SYN cookie code (learned \
+                     peers' trap SYNs pass to the stack, refused, never banned by them)"
+                );
+                let compat = LoadOptions {
+                    compat: true,
+                    ..opts.clone()
+                };
+                Self::load_object(bytes, &compat)
+            }
+            other => other,
+        }
     }
 
     pub fn load_object(bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
@@ -246,6 +283,14 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         loader.override_global(aya_log::LEVEL, &opts.log_level, true);
+        let program_name = if opts.compat || !syn_cookie_helpers() {
+            PROGRAM_NAME_COMPAT
+        } else {
+            PROGRAM_NAME
+        };
+        if opts.component {
+            loader.extension(program_name);
+        }
         let mut ebpf =
             loader
                 .load(bytes)
@@ -253,17 +298,22 @@ impl Dataplane {
                     Some(too_old) => DataplaneError::KernelTooOld(too_old),
                     None => DataplaneError::Load(e),
                 })?;
-        let program_name = if opts.compat || !syn_cookie_helpers() {
-            PROGRAM_NAME_COMPAT
+        if opts.component {
+            let template = dispatcher::load_template()?;
+            let program: &mut Extension = ebpf
+                .program_mut(program_name)
+                .ok_or(DataplaneError::NoProgram(program_name))?
+                .try_into()
+                .map_err(DataplaneError::Program)?;
+            program.load(template, "prog0").map_err(extension_error)?;
         } else {
-            PROGRAM_NAME
-        };
-        let program: &mut Xdp = ebpf
-            .program_mut(program_name)
-            .ok_or(DataplaneError::NoProgram(program_name))?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        program.load().map_err(verifier_error)?;
+            let program: &mut Xdp = ebpf
+                .program_mut(program_name)
+                .ok_or(DataplaneError::NoProgram(program_name))?
+                .try_into()
+                .map_err(DataplaneError::Program)?;
+            program.load().map_err(verifier_error)?;
+        }
         let mut take = |map: &'static MapSpec| {
             ebpf.take_map(map.name)
                 .ok_or(DataplaneError::NoSuchMap(map.name))
@@ -285,6 +335,8 @@ impl Dataplane {
             events,
             logger,
             migrated,
+            component: opts.component,
+            joined: Vec::new(),
         })
     }
 
@@ -304,8 +356,26 @@ impl Dataplane {
     }
 
     /// Attaches to `iface`; returns the mode actually used. With `Auto`, native XDP is tried
-    /// first and generic XDP is used if the driver has no native support.
+    /// first and generic XDP is used if the driver has no native support. Loaded as a
+    /// dispatcher component, joins (or makes) libxdp's dispatcher there instead. A program that
+    /// is not ours is never replaced: [`dispatcher::Refusal`].
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachMode> {
+        let ifindex = nix::net::if_::if_nametoindex(iface).map_err(|_| DataplaneError::Attach {
+            iface: iface.to_owned(),
+            source: ProgramError::UnknownInterface {
+                name: iface.to_owned(),
+            },
+        })?;
+        if self.component {
+            return self.join(iface, ifindex, mode);
+        }
+        if mode == AttachMode::Multi {
+            return Err(DataplaneError::NotComponent);
+        }
+        let occupant = dispatcher::occupant(iface, ifindex)?;
+        if let Some(refusal) = dispatcher::refusal(iface, &occupant) {
+            return Err(dispatcher::DispatcherError::Refused(refusal).into());
+        }
         let name = self.program_name;
         let program: &mut Xdp = self
             .ebpf
@@ -325,7 +395,7 @@ impl Dataplane {
             AttachMode::Generic => try_mode(program, XdpMode::Skb)
                 .map(|()| AttachMode::Generic)
                 .map_err(attach_err),
-            AttachMode::Auto => match try_mode(program, XdpMode::Driver) {
+            AttachMode::Auto | AttachMode::Multi => match try_mode(program, XdpMode::Driver) {
                 Ok(()) => Ok(AttachMode::Native),
                 Err(ProgramError::UnknownInterface { name }) => {
                     Err(attach_err(ProgramError::UnknownInterface { name }))
@@ -334,6 +404,57 @@ impl Dataplane {
                     .map(|()| AttachMode::Generic)
                     .map_err(attach_err),
             },
+        }
+    }
+
+    /// Joins `iface`'s dispatcher (or makes one) with our extension and says where we run.
+    fn join(&mut self, iface: &str, ifindex: u32, mode: AttachMode) -> Result<AttachMode> {
+        let name = self.program_name;
+        let program: &mut Extension = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram(name))?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        let mut stale = Vec::new();
+        let joined = dispatcher::join(iface, ifindex, program, mode, &mut stale)?;
+        for id in stale {
+            crate::errln!(
+                "portsentry: warning: {iface}: replaced portsentry's program {id}, left in \
+                 libxdp's dispatcher by an earlier run"
+            );
+        }
+        crate::errln!(
+            "portsentry: {iface}: joined libxdp's dispatcher (program {}) at run priority {}, \
+             position {} of {}: {}",
+            joined.dispatcher_id,
+            dispatcher::RUN_PRIORITY,
+            joined.slot + 1,
+            joined.order.len(),
+            joined.order.join(", ")
+        );
+        let mode = joined.mode;
+        self.joined.retain(|j| j.iface != iface);
+        self.joined.push(joined);
+        Ok(mode)
+    }
+
+    /// Takes our program out of every dispatcher we joined, leaving the other programs (and
+    /// the dispatcher, if any remain) in place. Runs on drop.
+    pub fn leave_dispatchers(&mut self) {
+        if self.joined.is_empty() {
+            return;
+        }
+        let our_id = self
+            .ebpf
+            .program(self.program_name)
+            .and_then(|p| p.info().ok())
+            .map(|i| i.id());
+        for joined in self.joined.drain(..) {
+            let Some(id) = our_id else { break };
+            if let Err(e) = dispatcher::leave(&joined, id) {
+                crate::errln!("portsentry: error: leaving libxdp's dispatcher: {e}");
+            }
         }
     }
 
@@ -348,6 +469,32 @@ impl Dataplane {
             .take()
             .ok_or(DataplaneError::NoSuchMap(defs::PS_EVENTS.name))
     }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.leave_dispatchers();
+    }
+}
+
+/// A component that fails to load: a kernel that refuses freplace says so in one line.
+fn extension_error(e: ProgramError) -> DataplaneError {
+    if let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &e
+    {
+        if io_error.raw_os_error() == Some(libc::EPERM) {
+            return dispatcher::DispatcherError::NoFreplace {
+                why: dispatcher::errno_name(io_error),
+            }
+            .into();
+        }
+        if verifier_log.to_string().contains("changes packet data") {
+            return dispatcher::DispatcherError::ChangesPacket.into();
+        }
+    }
+    verifier_error(e)
 }
 
 /// Whether XDP programs may call what the learned-peer branch needs: the SYN cookie helpers
