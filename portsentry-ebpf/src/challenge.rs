@@ -75,10 +75,10 @@ pub fn is_handshake_ack(flags: u8) -> bool {
 /// delivered to the route's neighbour; anything else, or a SYN that cannot be answered, is
 /// reported and passes. Nothing is counted as a hit or banned.
 #[inline(always)]
-pub fn answer(ctx: &XdpContext, pkt: &Packet, scan: ScanType, now: u64) -> u32 {
+pub fn answer(ctx: &XdpContext, pkt: &Packet, scan: u8, now: u64) -> u32 {
     count(Stat::PeerProbes);
     let mut event = probe_event(ctx, pkt, EventKind::PeerProbe, scan, 0, now);
-    let verdict = if scan == ScanType::TcpSyn && pkt.l4.protocol == IpProto::Tcp as u8 {
+    let verdict = if scan == ScanType::TcpSyn as u8 && pkt.l4.protocol == IpProto::Tcp as u8 {
         match send_cookie(ctx) {
             Cookie::Sent => {
                 count(Stat::CookiesSent);
@@ -261,20 +261,34 @@ struct Offered {
 }
 
 /// Walks the SYN's options in the packet (`th_len` bytes of TCP header at `l4`): what it
-/// offered, packed as [`Offered::unpack`] reads it.
+/// offered, packed as [`Offered::unpack`] reads it, left in this CPU's scratch (the SYN area's
+/// first 8 bytes, free from step 1 until step 2 writes its plan there); returns 0, or 1 without
+/// a scratch.
 ///
 /// A global BPF function of its own (the context and two numbers in, one number out): the walk
 /// is a loop over data-dependent offsets, and inside the SYN-ACK code every iteration's state
 /// would carry that code's many live values, which the verifier cannot prune (it gave up after
-/// a million instructions). Here it carries almost nothing.
+/// a million instructions). Here it carries almost nothing. Nor does it carry what it found:
+/// accumulated in a register from a zero, the bits were constants the verifier tracks exactly,
+/// and Linux 6.1 kept one walk per combination of options found so far (65 000 instructions
+/// there, 25 000 on 6.18). Map memory is not tracked, so every combination is the same state.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn portsentry_syn_options(ctx: *mut xdp_md, l4: u32, th_len: u32) -> u64 {
+pub extern "C" fn portsentry_syn_options(ctx: *mut xdp_md, l4: u32, th_len: u32) -> u32 {
     let ctx = XdpContext::new(ctx);
+    let Some(scratch) = scratch() else {
+        return 1;
+    };
+    // SAFETY: the SYN area is 64 bytes of 8-aligned map memory, this CPU's alone while the
+    // program runs.
+    let found = unsafe { (&raw mut (*scratch).syn) as *mut u64 };
+    // SAFETY: as above; volatile, so that the compiler keeps every update in map memory.
+    let add = |bits: u64| unsafe { found.write_volatile(found.read_volatile() | bits) };
+    // SAFETY: as above.
+    unsafe { found.write_volatile(0) };
     // At most 22 + 60 (Ethernet, two VLAN tags, IPv4 with options); the mask says so.
     let l4 = (l4 & 0x7f) as usize;
     let th_len = (th_len & 0x3f) as usize;
-    let mut found = 0u64;
     let mut i = TCP_HLEN;
     for _ in 0..MAX_SYN_OPTIONS {
         if i + 1 >= th_len {
@@ -296,21 +310,28 @@ pub extern "C" fn portsentry_syn_options(ctx: *mut xdp_md, l4: u32, th_len: u32)
             break;
         }
         match (kind, len) {
-            (TCPOPT_SACK_PERM, 2) => found |= Offered::SACK,
-            (TCPOPT_WINDOW, 3) => found |= Offered::WSCALE,
+            (TCPOPT_SACK_PERM, 2) => add(Offered::SACK),
+            (TCPOPT_WINDOW, 3) => add(Offered::WSCALE),
             (TCPOPT_TIMESTAMP, 10) => {
                 if let Some(v) = ptr_at(&ctx, l4 + (i & 0x3f) + 2, 4) {
                     // SAFETY: 4 bytes at v are in bounds.
                     let tsval =
                         unsafe { u32::from_be_bytes([*v, *v.add(1), *v.add(2), *v.add(3)]) };
-                    found = found & 0xffff_ffff | Offered::TIMESTAMPS | u64::from(tsval) << 32;
+                    // SAFETY: as for `found` above.
+                    unsafe {
+                        found.write_volatile(
+                            found.read_volatile() & 0xffff_ffff
+                                | Offered::TIMESTAMPS
+                                | u64::from(tsval) << 32,
+                        )
+                    };
                 }
             }
             _ => {}
         }
         i += len;
     }
-    found
+    0
 }
 
 impl Offered {
@@ -585,7 +606,12 @@ fn plan_synack(ctx: &XdpContext, seq: u32) -> Option<()> {
             (u32::from(*th.add(12) >> 4) * 4).max(20),
         )
     };
-    let o = Offered::unpack(portsentry_syn_options(ctx.ctx, l4 as u32, th_len));
+    if portsentry_syn_options(ctx.ctx, l4 as u32, th_len) != 0 {
+        return None;
+    }
+    // SAFETY: the scratch value from a successful lookup; step 2's walk just wrote these 8
+    // bytes, the plan below overwrites them.
+    let o = Offered::unpack(unsafe { ((&raw const (*scratch).syn) as *const u64).read() });
     let sack = o.sack && cfg.synack_flags & synack_flags::SACK != 0;
     let ts = o.timestamps && cfg.synack_flags & synack_flags::TIMESTAMPS != 0;
     let ws = o.wscale && cfg.synack_flags & synack_flags::WSCALE != 0;
