@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    config::settings::AttachMode,
     config::{
         settings::{HistoryFormat, LogFormat, LogLevel, Mode},
         values::parse_duration,
     },
-    dataplane::AttachMode,
     net::cidr::Cidr,
 };
 

@@ -13,10 +13,7 @@ use portsentry_common::{config_flags, maps, Config, LAYOUT_VERSION};
 use serde::{Deserialize, Serialize};
 
 use super::values;
-use crate::{
-    dataplane::AttachMode,
-    net::{cidr::Cidr, ports::PortSet},
-};
+use crate::net::{cidr::Cidr, ports::PortSet};
 
 pub use super::tables::{AlertMode, CrowdsecSettings, HookSettings, NotifySettings};
 
@@ -53,7 +50,6 @@ macro_rules! display_as_value_name {
         }
     )*};
 }
-pub(crate) use display_as_value_name;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -118,7 +114,20 @@ pub enum LogLevel {
     Trace,
 }
 
-display_as_value_name!(Mode, LogFormat, HistoryFormat, LogLevel);
+/// How to attach the XDP program: PortSentry users pick "auto" (native, falling back to generic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
+    #[default]
+    Auto,
+    /// Driver mode only: fails where the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+display_as_value_name!(Mode, LogFormat, HistoryFormat, LogLevel, AttachMode);
 
 /// Keys read once at start: what is attached where, table sizes, where state lives, fleet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,15 +352,6 @@ impl LiveSettings {
         u64::from(self.scan_trigger.max(1))
     }
 
-    /// How the ban book escalates repeat offenders' bans.
-    pub fn recidive_policy(&self) -> crate::bans::RecidivePolicy {
-        crate::bans::RecidivePolicy {
-            window: self.recidive_window,
-            factor: self.ban_ttl_factor,
-            max: self.ban_ttl_max,
-        }
-    }
-
     /// Probes from one prefix within `window` that make the kernel's prefix trigger: as many
     /// as banning `prefix_threshold` of its addresses takes (trigger × threshold); 0 when
     /// prefix aggregation is off for both families.
@@ -416,7 +416,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Checks that need the whole picture (the parser checked each value already).
+    /// Checks that need the whole picture (the parser checked each value already). The files
+    /// the values name (credentials, certificates) are their owners' to read and check
+    /// (`daemon::resources`).
     pub fn validate(&self) -> Result<()> {
         let l = &self.live;
         if l.tcp_ports.is_empty()
@@ -434,11 +436,6 @@ impl Settings {
                 );
             }
         }
-        if let Some(c) = &self.startup.crowdsec {
-            crate::fleet::crowdsec::Credentials::resolve(c)?;
-            crate::fleet::crowdsec::tls::LapiTls::load(c)?;
-        }
-        crate::notify::Transports::load(&l.notify)?;
         Ok(())
     }
 }

@@ -53,7 +53,7 @@ pub fn apply_global(s: &mut Settings, global: &GlobalArgs) {
     }
 }
 
-/// `portsentry run` flags on top of the file's settings.
+/// `portsentry run` flags on top of the file's settings (checked by the caller).
 pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     let (startup, live) = (&mut s.startup, &mut s.live);
     if !args.interfaces.is_empty() {
@@ -111,6 +111,5 @@ pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
     if let Some(l) = args.log_level {
         startup.log_level = l;
     }
-    s.validate()?;
     Ok(())
 }

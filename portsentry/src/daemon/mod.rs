@@ -17,6 +17,7 @@ mod persist;
 mod prefixes;
 mod probes;
 mod reload;
+pub mod resources;
 mod saver;
 mod startup;
 mod topology;

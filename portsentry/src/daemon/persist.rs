@@ -139,7 +139,7 @@ impl Daemon {
         self.prefixes
             .forget_stale(crate::clock::unix_ms(), self.prefix_rule().window_ms);
         self.book.forget_offences(
-            &self.settings.live.recidive_policy(),
+            &crate::bans::RecidivePolicy::from(&self.settings.live),
             crate::clock::unix_ms(),
         );
         // The ban book's part goes on a step per loop turn ([`Daemon::sweep_step`]).

@@ -327,7 +327,7 @@ impl Daemon {
     /// to the escalated TTL (`recidive_window`, `ban_ttl_factor`, `ban_ttl_max`).
     fn note_offence(&mut self, target: &Cidr) -> Option<crate::bans::Repeat> {
         let live = &self.settings.live;
-        let (policy, base) = (live.recidive_policy(), live.ban_ttl);
+        let (policy, base) = (crate::bans::RecidivePolicy::from(live), live.ban_ttl);
         match self
             .book
             .note_offence(Some(&mut self.dp), target, &policy, base, &Now::read())

@@ -20,6 +20,7 @@ impl Daemon {
                 .map_err(anyhow::Error::from)
                 .and_then(|(mut s, source)| {
                     sources::apply_run(&mut s, args)?;
+                    resources::check(&s)?;
                     Ok((s, source))
                 });
         match loaded {

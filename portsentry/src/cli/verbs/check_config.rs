@@ -7,6 +7,7 @@ use super::{Failure, VerbResult};
 use crate::{
     cli::GlobalArgs,
     config::{self, sources},
+    daemon,
 };
 
 pub fn run(global: &GlobalArgs, path: Option<PathBuf>) -> VerbResult {
@@ -17,7 +18,7 @@ pub fn run(global: &GlobalArgs, path: Option<PathBuf>) -> VerbResult {
     };
     let (mut s, source) = loaded.map_err(|e| Failure::Usage(e.into()))?;
     sources::apply_global(&mut s, global);
-    s.validate().map_err(Failure::Usage)?;
+    daemon::resources::check(&s).map_err(Failure::Usage)?;
     eprintln!("portsentry: {source}: configuration is valid; effective configuration:");
     print!("{}", config::render(&s));
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@ use crate::{
 pub fn run(global: GlobalArgs, args: RunArgs) -> VerbResult {
     let mut s = settings(&global)?;
     sources::apply_run(&mut s, &args).map_err(Failure::Usage)?;
+    daemon::resources::check(&s).map_err(Failure::Usage)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
