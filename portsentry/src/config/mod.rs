@@ -23,6 +23,7 @@ pub mod values;
 
 pub use error::ConfigError;
 pub use file::{load_file, parse_str, render, EMBEDDED_DEFAULT};
+pub use sources::{LoadError, Overlay, Sources};
 pub use tables::{CrowdsecSettings, HookSettings, DEFAULT_CROWDSEC_SCENARIO, DEFAULT_HOSTS_DENY};
 
 #[cfg(test)]

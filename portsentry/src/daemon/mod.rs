@@ -38,10 +38,9 @@ use tokio::{
 use crate::{
     bans::BanNotice,
     bans::{BanBook, MadeRoom, NewBan, Origin, Saved, StateError, StateStore, Trigger},
-    cli::{GlobalArgs, RunArgs},
     clock::Now,
     config::settings::{HistoryFormat, Mode, Settings},
-    config::sources,
+    config::Sources,
     control::{self, socket, DaemonInfo, DAEMON_FILE},
     dataplane::bpffs,
     dataplane::{AttachMode, Dataplane, LoadOptions, PeerLearning, TrieWrite},
@@ -281,7 +280,8 @@ impl Daemon {
     }
 }
 
-pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Result<()> {
+/// Runs until SIGINT/SIGTERM with `settings` (read from `sources`, which SIGHUP reads again).
+pub async fn run(sources: Sources, settings: Settings) -> Result<()> {
     let interfaces = if settings.startup.interfaces.is_empty() {
         vec![netinfo::default_route_iface()?]
     } else {
@@ -517,7 +517,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
                 d.notify_tick();
             }
             _ = watchdog_ticker.tick(), if watchdog.is_some() => startup::notify_watchdog(),
-            _ = sighup.recv() => d.reload(&global, &args),
+            _ = sighup.recv() => d.reload(&sources),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
         }

@@ -14,15 +14,14 @@ impl Daemon {
         }
     }
 
-    pub(super) fn reload(&mut self, global: &GlobalArgs, args: &RunArgs) {
-        let loaded =
-            sources::load(global)
-                .map_err(anyhow::Error::from)
-                .and_then(|(mut s, source)| {
-                    sources::apply_run(&mut s, args)?;
-                    resources::check(&s)?;
-                    Ok((s, source))
-                });
+    pub(super) fn reload(&mut self, sources: &Sources) {
+        let loaded = sources
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|(s, source)| {
+                resources::check(&s)?;
+                Ok((s, source))
+            });
         match loaded {
             Ok((s, source)) => {
                 let restart_only = self.settings.startup.changed_keys(&s.startup);
