@@ -241,10 +241,10 @@ impl Daemon {
         let view = self.daemon_view();
         let top = self.settings.startup.metrics_top_bans as usize;
         let (book, dp) = (&mut self.book, &self.dp);
-        match self
-            .metrics_cache
-            .get(|| metrics::Snapshot::collect(book, Some(dp), Some(view), top))
-        {
+        match self.metrics_cache.get(|| {
+            book.refresh_drops(dp)?;
+            metrics::Snapshot::collect(book, Some(dp), Some(view), top)
+        }) {
             Ok(s) => Some(s),
             Err(e) => {
                 crate::errln!("portsentry: error: metrics: reading the counters failed: {e:#}");
