@@ -9,7 +9,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::Arc,
-    time::Duration,
 };
 
 use super::{
