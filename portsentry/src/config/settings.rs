@@ -349,7 +349,7 @@ impl Default for LiveSettings {
 impl LiveSettings {
     /// The trigger as the kernel applies it.
     pub fn effective_trigger(&self) -> u64 {
-        u64::from(self.scan_trigger.max(1))
+        u64::from(portsentry_common::effective_trigger(self.scan_trigger))
     }
 
     /// Probes from one prefix within `window` that make the kernel's prefix trigger: as many
@@ -360,8 +360,7 @@ impl LiveSettings {
         if !on(self.ipv6_prefix, 128) && !on(self.ipv4_prefix, 32) {
             return 0;
         }
-        self.scan_trigger
-            .max(1)
+        portsentry_common::effective_trigger(self.scan_trigger)
             .saturating_mul(self.prefix_threshold)
     }
 
@@ -468,6 +467,19 @@ mod tests {
         assert_eq!(c.flags, config_flags::BLOCK_TCP | config_flags::PATH_CHECK);
         assert_eq!(c.allow_cidr_count, 3);
         assert_eq!(c.ban_ttl_ns, 86_400_000_000_000);
+    }
+
+    #[test]
+    fn a_trigger_of_0_means_the_first_probe() {
+        let at = |scan_trigger| LiveSettings {
+            scan_trigger,
+            ..Default::default()
+        };
+        assert_eq!(at(0).effective_trigger(), 1);
+        assert_eq!(at(1).effective_trigger(), 1);
+        assert_eq!(at(3).effective_trigger(), 3);
+        assert_eq!(at(0).prefix_hits(), 4, "1 × prefix_threshold");
+        assert_eq!(at(3).prefix_hits(), 12);
     }
 
     #[test]
