@@ -337,6 +337,17 @@ pub struct CookieEntry {
     pub wrong: u64,
 }
 
+/// `scan_trigger` as applied: the N-th probe from a source bans it, and 0 means the first
+/// (PortSentry's SCAN_TRIGGER). The one statement of the rule, for both sides.
+#[inline(always)]
+pub const fn effective_trigger(scan_trigger: u32) -> u32 {
+    if scan_trigger == 0 {
+        1
+    } else {
+        scan_trigger
+    }
+}
+
 /// Events (other than bans and prefix triggers) each CPU may send per second in the long run:
 /// the kernel's global event limit ([`Config::event_interval_ns`]). Beyond it events are
 /// counted (`Stat::EventsSuppressed`), not sent.

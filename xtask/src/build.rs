@@ -102,6 +102,8 @@ pub fn ebpf(tools: &Tools) -> Result<PathBuf> {
 
 /// rustfmt and clippy (`-D warnings`) over every crate, the eBPF one with its own toolchain.
 pub fn lint(tools: &Tools) -> Result<()> {
+    crate::layers::check(&workspace_root().join("portsentry/src"))?;
+    eprintln!("xtask: portsentry/src imports: no circle, layering kept");
     let steps: [(&str, Command); 3] = [
         ("cargo fmt --check", {
             let mut c = cargo();

@@ -4,6 +4,7 @@
 
 mod build;
 mod install;
+mod layers;
 mod toolchain;
 mod vm;
 
@@ -70,7 +71,8 @@ enum Cmd {
         #[arg(long)]
         only: Vec<String>,
     },
-    /// rustfmt check and clippy with -D warnings, userspace and eBPF crates.
+    /// The import check of portsentry/src (no circle, layering of docs/ARCHITECTURE.md), rustfmt
+    /// check and clippy with -D warnings, userspace and eBPF crates.
     Lint,
     /// Build a release binary and install it with the systemd unit, the example config (an
     /// existing config is never overwritten), the man pages and the shell completions.

@@ -7,15 +7,49 @@
 //! IPv4-mapped range is IPv4) against the bogus ranges, the allowlist and the learned peers; a
 //! decision touching any of them is refused, and a fleet ban it had made before is lifted.
 
-use std::{collections::HashSet, fmt, net::IpAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::{BanBook, Origin};
 use crate::{
     clock::Now,
     dataplane::{DataplaneError, Maps},
-    fleet::crowdsec::decisions::{FleetBan, FleetUpdate},
     net::cidr::{self, Cidr},
 };
+
+/// A ban decision to enforce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetBan {
+    pub target: Cidr,
+    pub remaining: Duration,
+    /// Who decided: `cscli`, `crowdsec`, `CAPI`, `portsentry`, … (one shared copy per text).
+    pub origin: Arc<str>,
+    pub scenario: Arc<str>,
+}
+
+/// One pull from the fleet, classified (`fleet::crowdsec::decisions` reads LAPI's answer into
+/// it): what the book weighs and applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetUpdate {
+    /// The full state (first pull of this process, or a resync after an error): every fleet ban
+    /// not listed in `bans` is stale.
+    pub startup: bool,
+    pub bans: Vec<FleetBan>,
+    pub lifted: Vec<Cidr>,
+    /// Decisions not enforced, by reason (`captcha/Ip`, `ban/Country`, `bad value`, `expired`).
+    pub ignored: BTreeMap<String, usize>,
+}
+
+impl FleetUpdate {
+    pub fn is_empty(&self) -> bool {
+        !self.startup && self.bans.is_empty() && self.lifted.is_empty() && self.ignored.is_empty()
+    }
+}
 
 /// Why a fleet decision is not enforced.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -40,7 +40,9 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
-pub use fleet::{FleetApplied, FleetBatch, KernelPeers, PeerLookup, Refusal, DETAIL_MAX};
+pub use fleet::{
+    FleetApplied, FleetBan, FleetBatch, FleetUpdate, KernelPeers, PeerLookup, Refusal, DETAIL_MAX,
+};
 pub use kernel::Sweep;
 pub use notice::BanNotice;
 pub use open::Opened;

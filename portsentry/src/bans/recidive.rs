@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{BanBook, Origin, Result};
 use crate::{
-    clock::duration_ms as ms, clock::Now, config::values::MAX_DURATION, dataplane::Maps,
+    clock::duration_ms as ms,
+    clock::Now,
+    config::{settings::LiveSettings, values::MAX_DURATION},
+    dataplane::Maps,
     net::cidr::Cidr,
 };
 
@@ -35,6 +38,16 @@ pub struct RecidivePolicy {
     pub factor: u32,
     /// `None`: at most 100 years.
     pub max: Option<Duration>,
+}
+
+impl From<&LiveSettings> for RecidivePolicy {
+    fn from(live: &LiveSettings) -> Self {
+        Self {
+            window: live.recidive_window,
+            factor: live.ban_ttl_factor,
+            max: live.ban_ttl_max,
+        }
+    }
 }
 
 impl RecidivePolicy {

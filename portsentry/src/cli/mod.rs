@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{
-        settings::{HistoryFormat, LogFormat, LogLevel, Mode},
+        settings::{AttachMode, HistoryFormat, LogFormat, LogLevel, Mode},
         values::parse_duration,
+        Overlay, Sources,
     },
-    dataplane::AttachMode,
     net::cidr::Cidr,
 };
 
@@ -26,17 +26,19 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
     parse_duration(s).map(Limit)
 }
 
-/// An `address:port` to listen on, or "" (off: `None`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Listen(pub Option<std::net::SocketAddr>);
+/// A duration or "never", kept as written (the config key's reader reads it).
+fn duration_text(s: &str) -> Result<String, String> {
+    parse_duration(s).map(|_| s.to_owned())
+}
 
-fn parse_listen(s: &str) -> Result<Listen, String> {
-    if s.is_empty() {
-        return Ok(Listen(None));
+/// An `address:port` to listen on, or "" (off), kept as written.
+fn listen_text(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_owned());
     }
-    s.parse()
-        .map(|a| Listen(Some(a)))
-        .map_err(|_| format!("{s:?} is not an address:port (e.g. 127.0.0.1:9650 or [::1]:9650)"))
+    Err(format!(
+        "{s:?} is not an address:port (e.g. 127.0.0.1:9650 or [::1]:9650)"
+    ))
 }
 
 #[derive(Parser, Debug)]
@@ -77,6 +79,23 @@ pub struct GlobalArgs {
     /// Where maps are pinned on bpffs [default: /sys/fs/bpf/portsentry].
     #[arg(long, global = true, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The config file and these overrides, as the settings' sources.
+    pub fn sources(&self) -> Sources {
+        let mut overlay = Overlay::default();
+        if let Some(dir) = &self.state_dir {
+            overlay.set("--state-dir", "state_dir", dir.to_string_lossy().as_ref());
+        }
+        if let Some(dir) = &self.pin_dir {
+            overlay.set("--pin-dir", "pin_dir", dir.to_string_lossy().as_ref());
+        }
+        Sources {
+            config: self.config.clone(),
+            overlay,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +162,9 @@ pub enum Command {
     },
 }
 
+/// `portsentry run`'s flags: config keys on the command line, each read by its key's reader in
+/// `config::values` ([`RunArgs::add_to`] names the key of each). They take precedence over
+/// the file; the daemon gets them as a [`Overlay`], never as these types.
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
     /// Interface to protect (repeat for several) [default: the config's `interfaces`, else the
@@ -160,11 +182,11 @@ pub struct RunArgs {
     #[arg(long = "scan-trigger", value_name = "N")]
     pub scan_trigger: Option<u32>,
     /// Probes older than this stop counting ("90s", "1h"; "never" = PortSentry's no decay).
-    #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
-    pub window: Option<Limit>,
+    #[arg(long, value_name = "DURATION", value_parser = duration_text)]
+    pub window: Option<String>,
     /// How long a ban lasts ("24h", "7d"; "never" = forever).
-    #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
-    pub ban_ttl: Option<Limit>,
+    #[arg(long, value_name = "DURATION", value_parser = duration_text)]
+    pub ban_ttl: Option<String>,
     /// block: drop banned sources; detect: only count and log.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
@@ -193,8 +215,8 @@ pub struct RunArgs {
     pub max_ban_networks: Option<u32>,
     /// Serve Prometheus metrics on ADDR:PORT, e.g. 127.0.0.1:9650 ("" = off) [default: the
     /// config's `metrics_listen`].
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
-    pub metrics_listen: Option<Listen>,
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_text)]
+    pub metrics_listen: Option<String>,
     /// Append every event, timestamped, to this file (PortSentry's HISTORY_FILE).
     #[arg(long, value_name = "PATH")]
     pub history_file: Option<PathBuf>,
@@ -209,4 +231,90 @@ pub struct RunArgs {
     /// full tables, lost events (debug); every counted probe (trace). Off costs nothing.
     #[arg(long, value_enum)]
     pub log_level: Option<LogLevel>,
+}
+
+impl RunArgs {
+    /// The flags given, as config keys over the file's.
+    pub fn add_to(&self, o: &mut Overlay) {
+        if !self.interfaces.is_empty() {
+            let names = toml_edit::Array::from_iter(self.interfaces.iter().map(String::as_str));
+            o.set("--iface", "interfaces", names);
+        }
+        let text = [
+            ("--tcp-ports", "tcp_ports", &self.tcp_ports),
+            ("--udp-ports", "udp_ports", &self.udp_ports),
+            ("--window", "window", &self.window),
+            ("--ban-ttl", "ban_ttl", &self.ban_ttl),
+            ("--metrics-listen", "metrics_listen", &self.metrics_listen),
+        ];
+        let named = [
+            ("--mode", "mode", self.mode.map(|v| v.to_string())),
+            (
+                "--xdp-mode",
+                "xdp_mode",
+                self.xdp_mode.map(|v| v.to_string()),
+            ),
+            (
+                "--history-file",
+                "history_file",
+                self.history_file
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            ),
+            (
+                "--history-format",
+                "history_format",
+                self.history_format.map(|v| v.to_string()),
+            ),
+            (
+                "--log-format",
+                "log_format",
+                self.log_format.map(|v| v.to_string()),
+            ),
+            (
+                "--log-level",
+                "log_level",
+                self.log_level.map(|v| v.to_string()),
+            ),
+        ];
+        for (flag, key, value) in text {
+            if let Some(v) = value {
+                o.set(flag, key, v.as_str());
+            }
+        }
+        for (flag, key, value) in named {
+            if let Some(v) = value {
+                o.set(flag, key, v);
+            }
+        }
+        let numbers = [
+            ("--scan-trigger", "scan_trigger", self.scan_trigger),
+            ("--max-bans", "max_bans", self.max_bans),
+            (
+                "--max-ban-networks",
+                "max_ban_networks",
+                self.max_ban_networks,
+            ),
+        ];
+        for (flag, key, value) in numbers {
+            if let Some(n) = value {
+                o.set(flag, key, i64::from(n));
+            }
+        }
+        for c in &self.allow {
+            o.extend("--allow", "allow", c.to_string());
+        }
+        let switches = [
+            ("--no-auto-allow", "auto_allow", self.no_auto_allow),
+            ("--no-learn-peers", "learn_peers", self.no_learn_peers),
+        ];
+        for (flag, key, off) in switches {
+            if off {
+                o.set(flag, key, false);
+            }
+        }
+        if self.no_pin {
+            o.set("--no-pin", "pin_dir", "");
+        }
+    }
 }

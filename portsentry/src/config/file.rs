@@ -17,6 +17,7 @@ use super::{
     error::{unknown_key_message, Fault},
     ignore,
     settings::{LiveSettings, Settings, StartupSettings},
+    sources::Overlay,
     tables::{CrowdsecSettings, HookSettings, NotifySettings},
     ConfigError,
 };
@@ -26,12 +27,28 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../../dist/portsentry.toml")
 
 /// Parses config text (`path` only names it in errors). Does not read the ignore file.
 pub fn parse_str(text: &str, path: &Path) -> Result<Settings, ConfigError> {
-    read(text).map(|(s, _)| s).map_err(|f| f.place(text, path))
+    parse_with(text, path, &Overlay::default())
+}
+
+/// [`parse_str`] with the command line's keys over the text's.
+pub(super) fn parse_with(
+    text: &str,
+    path: &Path,
+    overlay: &Overlay,
+) -> Result<Settings, ConfigError> {
+    read(text, overlay)
+        .map(|(s, _)| s)
+        .map_err(|f| f.place(text, path))
 }
 
 /// Reads and parses a config file, then its `ignore_file` (whose entries join `allow`).
 /// Relative paths in the file are relative to the file's directory.
 pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
+    load_file_with(path, &Overlay::default())
+}
+
+/// [`load_file`] with the command line's keys over the file's (their paths are left as given).
+pub(super) fn load_file_with(path: &Path, overlay: &Overlay) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_owned(),
         line: 0,
@@ -39,9 +56,9 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
         key: None,
         message: format!("cannot read the configuration file: {e}"),
     })?;
-    let (mut settings, doc) = read(&text).map_err(|f| f.place(&text, path))?;
+    let (mut settings, doc) = read(&text, overlay).map_err(|f| f.place(&text, path))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        rebase_paths(&mut settings, dir);
+        rebase_paths(&mut settings, dir, overlay);
     }
     if let Some(file) = &settings.live.ignore_file {
         let entries = ignore::load(file).map_err(|e| {
@@ -85,7 +102,7 @@ fn nested_tables() -> [(&'static str, &'static [&'static str]); 3] {
 }
 
 /// The document, checked and deserialized; the first fault in document order is returned.
-fn read(text: &str) -> Result<(Settings, ImDocument<String>), Fault> {
+fn read(text: &str, overlay: &Overlay) -> Result<(Settings, ImDocument<String>), Fault> {
     let doc = ImDocument::parse(text.to_owned()).map_err(|e| {
         let msg = e.message().trim().replace('\n', "; ");
         Fault::new(e.span(), "", format!("not valid TOML: {msg}"))
@@ -106,8 +123,10 @@ fn read(text: &str) -> Result<(Settings, ImDocument<String>), Fault> {
             )),
         }
     }
-    let startup = part::<StartupSettings>(root, field_names::<StartupSettings>());
-    let live = part::<LiveSettings>(root, field_names::<LiveSettings>());
+    let mut merged = root.clone();
+    overlay.apply(&mut merged);
+    let startup = part::<StartupSettings>(&merged, field_names::<StartupSettings>());
+    let live = part::<LiveSettings>(&merged, field_names::<LiveSettings>());
     let settings = match (startup, live) {
         (Ok(startup), Ok(live)) if faults.is_empty() => Settings { startup, live },
         (startup, live) => {
@@ -164,7 +183,7 @@ fn check_keys(table: &dyn TableLike, prefix: &str, known: &[&str], faults: &mut 
 
 /// Deserializes `T` from the top-level items it owns. The items keep their spans, so
 /// toml_edit's errors still point into the original text.
-fn part<T: DeserializeOwned>(root: &Table, keys: &[&str]) -> Result<T, Fault> {
+pub(super) fn part<T: DeserializeOwned>(root: &Table, keys: &[&str]) -> Result<T, Fault> {
     let mut mine = Table::new();
     for (key, item) in root.iter() {
         if keys.contains(&key) {
@@ -215,16 +234,25 @@ fn span_of(root: &Table, dotted: &str) -> Option<std::ops::Range<usize>> {
     item.span()
 }
 
-fn rebase_paths(s: &mut Settings, dir: &Path) {
+/// Makes the file's relative paths relative to its directory; a path the command line set is
+/// the command line's (relative to the working directory).
+fn rebase_paths(s: &mut Settings, dir: &Path, overlay: &Overlay) {
     let rebase = |p: &mut PathBuf| {
         if p.is_relative() {
             *p = dir.join(&*p);
         }
     };
+    let from_file = |key: &str| !overlay.sets(key);
     s.live.ignore_file.as_mut().map(rebase);
-    s.live.history_file.as_mut().map(rebase);
-    s.startup.pin_dir.as_mut().map(rebase);
-    rebase(&mut s.startup.state_dir);
+    if from_file("history_file") {
+        s.live.history_file.as_mut().map(rebase);
+    }
+    if from_file("pin_dir") {
+        s.startup.pin_dir.as_mut().map(rebase);
+    }
+    if from_file("state_dir") {
+        rebase(&mut s.startup.state_dir);
+    }
     rebase(&mut s.live.hooks.hosts_deny_file);
     let n = &mut s.live.notify;
     for p in [

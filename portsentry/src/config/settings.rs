@@ -13,10 +13,7 @@ use portsentry_common::{config_flags, maps, Config, LAYOUT_VERSION};
 use serde::{Deserialize, Serialize};
 
 use super::values;
-use crate::{
-    dataplane::AttachMode,
-    net::{cidr::Cidr, ports::PortSet},
-};
+use crate::net::{cidr::Cidr, ports::PortSet};
 
 pub use super::tables::{AlertMode, CrowdsecSettings, HookSettings, NotifySettings};
 
@@ -53,7 +50,6 @@ macro_rules! display_as_value_name {
         }
     )*};
 }
-pub(crate) use display_as_value_name;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -118,7 +114,24 @@ pub enum LogLevel {
     Trace,
 }
 
-display_as_value_name!(Mode, LogFormat, HistoryFormat, LogLevel);
+/// How to attach the XDP program: PortSentry users pick "auto" (native, falling back to generic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
+    #[default]
+    Auto,
+    /// Driver mode only: fails where the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+    /// Through libxdp's multi-program dispatcher, always (native, falling back to generic, when
+    /// portsentry makes the dispatcher), so xdp-loader, xdp-filter or bpfman can add programs
+    /// beside ours. Needs a kernel that allows freplace programs and libxdp's xdp-dispatcher.o.
+    Multi,
+}
+
+display_as_value_name!(Mode, LogFormat, HistoryFormat, LogLevel, AttachMode);
 
 /// Keys read once at start: what is attached where, table sizes, where state lives, fleet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -340,16 +353,7 @@ impl Default for LiveSettings {
 impl LiveSettings {
     /// The trigger as the kernel applies it.
     pub fn effective_trigger(&self) -> u64 {
-        u64::from(self.scan_trigger.max(1))
-    }
-
-    /// How the ban book escalates repeat offenders' bans.
-    pub fn recidive_policy(&self) -> crate::bans::RecidivePolicy {
-        crate::bans::RecidivePolicy {
-            window: self.recidive_window,
-            factor: self.ban_ttl_factor,
-            max: self.ban_ttl_max,
-        }
+        u64::from(portsentry_common::effective_trigger(self.scan_trigger))
     }
 
     /// Probes from one prefix within `window` that make the kernel's prefix trigger: as many
@@ -360,8 +364,7 @@ impl LiveSettings {
         if !on(self.ipv6_prefix, 128) && !on(self.ipv4_prefix, 32) {
             return 0;
         }
-        self.scan_trigger
-            .max(1)
+        portsentry_common::effective_trigger(self.scan_trigger)
             .saturating_mul(self.prefix_threshold)
     }
 
@@ -416,7 +419,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Checks that need the whole picture (the parser checked each value already).
+    /// Checks that need the whole picture (the parser checked each value already). The files
+    /// the values name (credentials, certificates) are their owners' to read and check
+    /// (`daemon::resources`).
     pub fn validate(&self) -> Result<()> {
         let l = &self.live;
         if l.tcp_ports.is_empty()
@@ -434,11 +439,6 @@ impl Settings {
                 );
             }
         }
-        if let Some(c) = &self.startup.crowdsec {
-            crate::fleet::crowdsec::Credentials::resolve(c)?;
-            crate::fleet::crowdsec::tls::LapiTls::load(c)?;
-        }
-        crate::notify::Transports::load(&l.notify)?;
         Ok(())
     }
 }
@@ -471,6 +471,19 @@ mod tests {
         assert_eq!(c.flags, config_flags::BLOCK_TCP | config_flags::PATH_CHECK);
         assert_eq!(c.allow_cidr_count, 3);
         assert_eq!(c.ban_ttl_ns, 86_400_000_000_000);
+    }
+
+    #[test]
+    fn a_trigger_of_0_means_the_first_probe() {
+        let at = |scan_trigger| LiveSettings {
+            scan_trigger,
+            ..Default::default()
+        };
+        assert_eq!(at(0).effective_trigger(), 1);
+        assert_eq!(at(1).effective_trigger(), 1);
+        assert_eq!(at(3).effective_trigger(), 3);
+        assert_eq!(at(0).prefix_hits(), 4, "1 × prefix_threshold");
+        assert_eq!(at(3).prefix_hits(), 12);
     }
 
     #[test]

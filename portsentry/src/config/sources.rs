@@ -1,16 +1,20 @@
-//! The effective settings: config file (or embedded defaults), then command-line overrides.
+//! Where a run's settings come from: the config file (or the embedded defaults when there is
+//! none), and over it the command line's [`Overlay`]. Precedence: flag > file > default.
+//!
+//! The overlay holds config keys in the file's syntax, so a flag's value is read by the same
+//! `values` reader as the key in the file, and applied by the same parser (`file.rs`): no key
+//! is listed twice. `cli` builds the overlay from the flags once at start; what `run` keeps for
+//! SIGHUP is a [`Sources`], never the parsed command line.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use toml_edit::{Array, Item, Table, Value};
 
-use crate::{
-    cli::{GlobalArgs, RunArgs},
-    config::{
-        self,
-        settings::{Settings, DEFAULT_CONFIG_PATH},
-    },
-    net::ports::PortSet,
+use crate::config::{
+    self,
+    file::{field_names, part},
+    settings::{LiveSettings, Settings, StartupSettings, DEFAULT_CONFIG_PATH},
+    ConfigError,
 };
 
 /// Where the settings came from, for messages.
@@ -29,88 +33,143 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// Reads `--config`, else the default path if it exists, else the embedded defaults; then the
-/// global overrides. Errors are configuration errors (exit 2).
-pub fn load(global: &GlobalArgs) -> Result<(Settings, Source), config::ConfigError> {
-    let (mut settings, source) = match &global.config {
-        Some(path) => (config::load_file(path)?, Source::File(path.clone())),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
-            config::load_file(Path::new(DEFAULT_CONFIG_PATH))?,
-            Source::File(DEFAULT_CONFIG_PATH.into()),
-        ),
-        None => (Settings::default(), Source::Embedded),
-    };
-    apply_global(&mut settings, global);
-    Ok((settings, source))
+/// A flag whose value its key's reader refused: `--tcp-ports "x": <why>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{flag} {value:?}: {message}")]
+pub struct FlagError {
+    pub flag: String,
+    pub value: String,
+    pub message: String,
 }
 
-pub fn apply_global(s: &mut Settings, global: &GlobalArgs) {
-    if let Some(dir) = &global.state_dir {
-        s.startup.state_dir = dir.clone();
+/// Why the settings could not be read; every kind is a configuration error (exit 2).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+}
+
+/// One key set on the command line.
+#[derive(Clone, Debug)]
+struct Entry {
+    /// The flag as given, for errors (`--tcp-ports`).
+    flag: String,
+    /// The config key it sets.
+    key: &'static str,
+    value: Value,
+    /// Added to the file's list instead of replacing it (`--allow`).
+    extends: bool,
+}
+
+/// Config keys given on the command line, applied over the file's (the last of a key wins).
+#[derive(Clone, Debug, Default)]
+pub struct Overlay {
+    entries: Vec<Entry>,
+}
+
+impl Overlay {
+    /// `key = value`, replacing the file's value.
+    pub fn set(&mut self, flag: &str, key: &'static str, value: impl Into<Value>) {
+        self.push(flag, key, value.into(), false);
     }
-    if let Some(dir) = &global.pin_dir {
-        s.startup.pin_dir = Some(dir.clone());
+
+    /// `value` added to the list `key` (after the file's entries).
+    pub fn extend(&mut self, flag: &str, key: &'static str, value: impl Into<Value>) {
+        self.push(flag, key, value.into(), true);
+    }
+
+    fn push(&mut self, flag: &str, key: &'static str, value: Value, extends: bool) {
+        debug_assert!(
+            field_names::<StartupSettings>().contains(&key)
+                || field_names::<LiveSettings>().contains(&key),
+            "{key} is not a config key"
+        );
+        self.entries.push(Entry {
+            flag: flag.to_owned(),
+            key,
+            value,
+            extends,
+        });
+    }
+
+    /// Whether the overlay sets `key` (its paths are the command line's, not the file's).
+    pub(super) fn sets(&self, key: &str) -> bool {
+        self.entries.iter().any(|e| e.key == key)
+    }
+
+    /// Each entry read alone by its key's reader, so a bad value is named by its flag.
+    pub(super) fn check(&self) -> Result<(), FlagError> {
+        for e in &self.entries {
+            let mut alone = Table::new();
+            let value = match &e.value {
+                Value::Array(_) => e.value.clone(),
+                v if e.extends => Value::Array(Array::from_iter([v.clone()])),
+                v => v.clone(),
+            };
+            alone.insert(e.key, Item::Value(value));
+            let read = part::<StartupSettings>(&alone, field_names::<StartupSettings>())
+                .and_then(|_| part::<LiveSettings>(&alone, field_names::<LiveSettings>()));
+            if let Err(fault) = read {
+                return Err(FlagError {
+                    flag: e.flag.clone(),
+                    value: match &e.value {
+                        Value::String(s) => s.value().clone(),
+                        v => v.to_string().trim().to_owned(),
+                    },
+                    message: fault.message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's top-level `table` with the overlay applied.
+    pub(super) fn apply(&self, table: &mut Table) {
+        for e in &self.entries {
+            if !e.extends {
+                table.insert(e.key, Item::Value(e.value.clone()));
+                continue;
+            }
+            let mut list = table
+                .get(e.key)
+                .and_then(Item::as_array)
+                .cloned()
+                .unwrap_or_default();
+            list.push_formatted(e.value.clone());
+            table.insert(e.key, Item::Value(Value::Array(list)));
+        }
     }
 }
 
-/// `portsentry run` flags on top of the file's settings.
-pub fn apply_run(s: &mut Settings, args: &RunArgs) -> Result<()> {
-    let (startup, live) = (&mut s.startup, &mut s.live);
-    if !args.interfaces.is_empty() {
-        startup.interfaces = args.interfaces.clone();
+/// The config file to read (`None`: the default path if it exists, else the embedded
+/// defaults) and the command line's overlay: all a reload needs.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    pub config: Option<PathBuf>,
+    pub overlay: Overlay,
+}
+
+impl Sources {
+    /// Reads the file (or the embedded defaults) with the overlay applied. Values are checked;
+    /// the whole (`Settings::validate`) is the caller's to check.
+    pub fn load(&self) -> Result<(Settings, Source), LoadError> {
+        self.overlay.check()?;
+        let (settings, source) = match &self.config {
+            Some(path) => (
+                config::file::load_file_with(path, &self.overlay)?,
+                Source::File(path.clone()),
+            ),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
+                config::file::load_file_with(Path::new(DEFAULT_CONFIG_PATH), &self.overlay)?,
+                Source::File(DEFAULT_CONFIG_PATH.into()),
+            ),
+            None => (
+                config::file::parse_with("", Path::new("(command line)"), &self.overlay)?,
+                Source::Embedded,
+            ),
+        };
+        Ok((settings, source))
     }
-    if let Some(list) = &args.tcp_ports {
-        live.tcp_ports = PortSet::parse(list).with_context(|| format!("--tcp-ports {list:?}"))?;
-    }
-    if let Some(list) = &args.udp_ports {
-        live.udp_ports = PortSet::parse(list).with_context(|| format!("--udp-ports {list:?}"))?;
-    }
-    if let Some(n) = args.scan_trigger {
-        live.scan_trigger = n;
-    }
-    if let Some(w) = args.window {
-        live.window = w.0;
-    }
-    if let Some(t) = args.ban_ttl {
-        live.ban_ttl = t.0;
-    }
-    if let Some(m) = args.mode {
-        live.mode = m;
-    }
-    live.allow.extend(args.allow.iter().copied());
-    if args.no_auto_allow {
-        live.auto_allow = false;
-    }
-    if let Some(x) = args.xdp_mode {
-        startup.xdp_mode = x;
-    }
-    if args.no_pin {
-        startup.pin_dir = None;
-    }
-    if args.no_learn_peers {
-        startup.learn_peers = false;
-    }
-    if let Some(n) = args.max_bans {
-        startup.max_bans = n;
-    }
-    if let Some(n) = args.max_ban_networks {
-        startup.max_ban_networks = n;
-    }
-    if let Some(a) = &args.metrics_listen {
-        startup.metrics_listen = a.0;
-    }
-    if let Some(h) = &args.history_file {
-        live.history_file = Some(h.clone());
-    }
-    if let Some(f) = args.history_format {
-        live.history_format = f;
-    }
-    if let Some(f) = args.log_format {
-        live.log_format = f;
-    }
-    if let Some(l) = args.log_level {
-        startup.log_level = l;
-    }
-    s.validate()?;
-    Ok(())
 }

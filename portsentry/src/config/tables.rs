@@ -378,7 +378,7 @@ impl NotifySettings {
             }
         }
         if !self.smtp_url.is_empty() {
-            let url = crate::notify::smtp::SmtpUrl::parse(&self.smtp_url)
+            let url = super::smtp_url::SmtpUrl::parse(&self.smtp_url)
                 .map_err(|e| ("notify.smtp_url", e))?;
             if !url.tls() {
                 if !url.is_loopback() && !self.smtp_allow_plaintext {

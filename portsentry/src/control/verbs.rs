@@ -53,6 +53,9 @@ fn ok(stdout: String) -> anyhow::Result<Reply> {
 
 fn status(t: Target<'_>, as_json: bool) -> anyhow::Result<Reply> {
     // The same snapshot the metrics endpoint serves, so both show the same numbers.
+    if let Some(m) = t.maps.as_deref() {
+        t.book.refresh_drops(m)?;
+    }
     let snap = Snapshot::collect(t.book, t.maps.as_deref(), t.view, t.top_bans)?;
     let kernel = snap.kernel.as_ref();
     let mode = kernel.map(|k| k.mode);

@@ -36,6 +36,7 @@ mod peers;
 mod persist;
 mod probes;
 mod reload;
+pub mod resources;
 mod run;
 mod saver;
 mod service_ports;
@@ -65,8 +66,7 @@ use self::{
 };
 use crate::{
     bans::BanBook,
-    cli::{GlobalArgs, RunArgs},
-    config::settings::Settings,
+    config::{settings::Settings, sources::Sources},
     control::{self, DaemonInfo},
     dataplane::Dataplane,
     detect::{events::ProbeEvent, logging::LogFn},
@@ -283,7 +283,7 @@ impl Daemon {
         let due = self.saving.due(self.fleet.busy());
         if due.sweep {
             self.probes.forget_expired(&self.settings.live);
-            let policy = self.settings.live.recidive_policy();
+            let policy = crate::bans::RecidivePolicy::from(&self.settings.live);
             (self.saving).begin_sweep(&mut self.book, &mut self.dp, &policy);
         }
         if due.save || due.sweep {
@@ -374,8 +374,8 @@ impl Daemon {
     }
 
     /// SIGHUP: live keys apply at once, startup keys warn.
-    fn reload(&mut self, global: &GlobalArgs, args: &RunArgs) {
-        let Some(new) = reload::reread(global, args, &self.settings) else {
+    fn reload(&mut self, sources: &Sources) {
+        let Some(new) = reload::reread(sources, &self.settings) else {
             return;
         };
         self.settings.live = new.live;

@@ -6,10 +6,9 @@ use anyhow::Result;
 
 use crate::{
     bans::BanBook,
-    cli::{GlobalArgs, RunArgs},
     config::{
         settings::{LiveSettings, Mode, Settings},
-        sources,
+        sources::{self, Sources},
     },
 };
 
@@ -23,8 +22,8 @@ pub(super) struct Reread {
 
 /// Re-reads the configuration with the run's command-line overrides and warns about the
 /// changes that need a restart; `None` (said) if it cannot be read, keeping `current`.
-pub(super) fn reread(global: &GlobalArgs, args: &RunArgs, current: &Settings) -> Option<Reread> {
-    let (s, source) = match load(global, args) {
+pub(super) fn reread(sources: &Sources, current: &Settings) -> Option<Reread> {
+    let (s, source) = match load(sources) {
         Ok(loaded) => loaded,
         Err(e) => {
             crate::errln!(
@@ -48,9 +47,9 @@ pub(super) fn reread(global: &GlobalArgs, args: &RunArgs, current: &Settings) ->
     })
 }
 
-fn load(global: &GlobalArgs, args: &RunArgs) -> Result<(Settings, sources::Source)> {
-    let (mut s, source) = sources::load(global)?;
-    sources::apply_run(&mut s, args)?;
+fn load(sources: &Sources) -> Result<(Settings, sources::Source)> {
+    let (s, source) = sources.load()?;
+    super::resources::check(&s)?;
     Ok((s, source))
 }
 

@@ -13,8 +13,7 @@ use tokio::{
 
 use super::{startup, topology, Daemon};
 use crate::{
-    cli::{GlobalArgs, RunArgs},
-    config::settings::Settings,
+    config::{settings::Settings, sources::Sources},
     control::{socket, DaemonInfo, DAEMON_FILE},
     detect::{
         diagnostics,
@@ -47,7 +46,7 @@ async fn next_scrape(
     }
 }
 
-pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Result<()> {
+pub async fn run(sources: Sources, settings: Settings) -> Result<()> {
     let interfaces = if settings.startup.interfaces.is_empty() {
         vec![netinfo::default_route_iface()?]
     } else {
@@ -176,7 +175,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs, settings: Settings) -> Resul
             },
             _ = ticker.tick() => d.on_tick(),
             _ = watchdog_ticker.tick(), if watchdog.is_some() => startup::notify_watchdog(),
-            _ = sighup.recv() => d.reload(&global, &args),
+            _ = sighup.recv() => d.reload(&sources),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
         }

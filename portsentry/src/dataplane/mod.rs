@@ -44,6 +44,7 @@ pub use maps::{Maps, PeerTable, Stats};
 pub use peers::{netns_cookie, PeerError, PeerLearning};
 pub use trie::TrieWrite;
 
+pub use crate::config::settings::AttachMode;
 use crate::net::cidr::Cidr;
 
 #[derive(Debug, Error)]
@@ -119,35 +120,6 @@ impl log::Log for Facade {
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
-
-/// How to attach: PortSentry users pick "auto" (native, falling back to generic).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
-    #[default]
-    Auto,
-    /// Driver mode only: fails where the driver has no XDP support.
-    Native,
-    /// Generic (skb) mode: works everywhere, slower.
-    Generic,
-    /// Through libxdp's multi-program dispatcher, always (native, falling back to generic, when
-    /// portsentry makes the dispatcher), so xdp-loader, xdp-filter or bpfman can add programs
-    /// beside ours. Needs a kernel that allows freplace programs and libxdp's xdp-dispatcher.o.
-    Multi,
-}
-
-crate::config::settings::display_as_value_name!(AttachMode);
 
 /// Load-time settings.
 #[derive(Clone, Debug, Default)]

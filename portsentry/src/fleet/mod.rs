@@ -78,6 +78,14 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Reads what `[crowdsec]` names (credentials, CA bundle, client certificate) as
+    /// [`Fleet::start`] would, without starting anything: a bad file is a configuration error.
+    pub fn check(c: &CrowdsecSettings) -> Result<()> {
+        Credentials::resolve(c)?;
+        LapiTls::load(c)?;
+        Ok(())
+    }
+
     pub fn start(c: &CrowdsecSettings, state_dir: &Path, log: Log) -> Result<Self> {
         let creds = Credentials::resolve(c)?;
         let tls = LapiTls::load(c)?;

@@ -88,20 +88,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the book and the maps (drop counters included) now; `top_n` bans with the most
-    /// drops are named.
+    /// Reads the book and the maps now; `top_n` bans with the most drops are named. The drop
+    /// counters are the book's: its owner refreshes them from the maps first
+    /// ([`BanBook::refresh_drops`]).
     pub fn collect(
-        book: &mut BanBook,
+        book: &BanBook,
         maps: Option<&Maps>,
         daemon: Option<DaemonView>,
         top_n: usize,
     ) -> anyhow::Result<Self> {
         let now_ms = crate::clock::unix_ms();
         let kernel = match maps {
-            Some(m) => {
-                book.refresh_drops(m)?;
-                Some(kernel_view(book, m)?)
-            }
+            Some(m) => Some(kernel_view(book, m)?),
             None => None,
         };
         let live = || book.records().filter(|r| !r.is_expired(now_ms));

@@ -2,8 +2,10 @@
 //! own addresses, gateways and resolvers, route change notifications, listening sockets and the
 //! service ports remembered from them, the bogus ranges no real peer can be in, how this
 //! host's SYN-ACKs look (`synack`) and whether XDP_TX frames leave an interface (`xdp_tx`).
-//! Never writes a map or a ban; the only writes are `lo_forwarding` (the one sysctl the path
-//! check needs, restored on exit) and `service_ports` (its own file in `state_dir`).
+//! rtnetlink is spoken in `rtnl` (dumps, and [`rtnl::subscribe`] for every live watch).
+//! Never writes a map, a ban or a file (`service_ports` is serialized here, the daemon writes
+//! it); its one write is `lo_forwarding` (the sysctls the path check needs, while the daemon
+//! runs, restored on exit).
 
 pub mod bogus;
 pub mod cidr;

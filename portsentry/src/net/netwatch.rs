@@ -13,11 +13,9 @@ use std::{io, os::fd::AsRawFd, os::fd::OwnedFd};
 
 use nix::{
     errno::Errno,
-    sys::socket::{
-        bind, recvfrom, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
-    },
+    sys::socket::{recvfrom, NetlinkAddr},
 };
-use tokio::io::{unix::AsyncFd, Interest};
+use tokio::io::unix::AsyncFd;
 
 /// The multicast groups we listen to: address and route changes, IPv4 and IPv6. Resolver
 /// files are not covered (no netlink event for them); links are not needed (an interface going
@@ -41,26 +39,8 @@ impl RouteWatch {
     /// Opens and subscribes the socket. Must be called inside a tokio runtime with IO enabled
     /// (outside any runtime it returns an error).
     pub fn new() -> io::Result<RouteWatch> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(io::Error::other(
-                "RouteWatch::new must be called inside a tokio runtime",
-            ));
-        }
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(|e| with_context(e, "opening the rtnetlink socket"))?;
-        // Port id 0: the kernel assigns one.
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))
-            .map_err(|e| with_context(e, "subscribing to rtnetlink address and route groups"))?;
-        // SAFETY: the `OwnedFd` is a valid open socket that the `AsyncFd` owns from here on;
-        // nothing replaces or closes it while registered.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
         Ok(RouteWatch {
-            fd,
+            fd: super::rtnl::subscribe(GROUPS, "address and route groups")?,
             buf: vec![0; BUF_LEN].into_boxed_slice(),
         })
     }

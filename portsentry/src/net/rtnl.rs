@@ -168,6 +168,30 @@ fn dump(kind: u16, header_len: usize, mut each: impl FnMut(u16, &[u8])) -> io::R
     }
 }
 
+/// A non-blocking rtnetlink socket subscribed to the multicast `groups` (`RTMGRP_*`) and
+/// registered with the tokio reactor for reading; `what` names the groups in errors. Outside a
+/// tokio runtime (whose reactor it needs) it is an error, not a panic.
+pub fn subscribe(groups: u32, what: &str) -> io::Result<AsyncFd<OwnedFd>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(format!(
+            "subscribing to rtnetlink {what} needs a tokio runtime"
+        )));
+    }
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(|e| with_context(e, "opening the rtnetlink socket"))?;
+    // Port id 0: the kernel assigns one.
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))
+        .map_err(|e| with_context(e, &format!("subscribing to rtnetlink {what}")))?;
+    // SAFETY: the `OwnedFd` is a valid open socket that the `AsyncFd` owns from here on;
+    // nothing replaces or closes it while registered.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
+}
+
 /// An rtnetlink subscription to link and neighbour changes, registered with tokio.
 pub struct LinkWatch {
     fd: AsyncFd<OwnedFd>,
@@ -177,19 +201,8 @@ pub struct LinkWatch {
 impl LinkWatch {
     /// Opens and subscribes the socket; must be called inside a tokio runtime.
     pub fn new() -> io::Result<LinkWatch> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(|e| with_context(e, "opening the rtnetlink socket"))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, GROUPS))
-            .map_err(|e| with_context(e, "subscribing to rtnetlink link and neighbour groups"))?;
-        // SAFETY: the `OwnedFd` is a valid open socket that the `AsyncFd` owns from here on.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
         Ok(LinkWatch {
-            fd,
+            fd: subscribe(GROUPS, "link and neighbour groups")?,
             buf: vec![0; BUF_LEN].into_boxed_slice(),
         })
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::{Cli, Command};
 use crate::{
-    config::{settings::Settings, sources},
+    config::settings::Settings,
     control::{self, Request},
 };
 
@@ -67,7 +67,9 @@ pub fn dispatch(cli: Cli) -> VerbResult {
 /// The settings from `--config` (or the default path, or the embedded default) and the
 /// global overrides; a bad file is a usage error.
 fn settings(global: &super::GlobalArgs) -> Result<Settings, Failure> {
-    sources::load(global)
+    global
+        .sources()
+        .load()
         .map(|(s, _)| s)
         .map_err(|e| Failure::Usage(e.into()))
 }

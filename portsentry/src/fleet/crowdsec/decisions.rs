@@ -9,42 +9,14 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::Arc,
-    time::Duration,
 };
 
 use super::{
     godur::{self, Remaining},
     lapi::{Stream, StreamDecision},
 };
+pub use crate::bans::{FleetBan, FleetUpdate};
 use crate::net::cidr::Cidr;
-
-/// A ban decision to enforce.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetBan {
-    pub target: Cidr,
-    pub remaining: Duration,
-    /// Who decided: `cscli`, `crowdsec`, `CAPI`, `portsentry`, … (one shared copy per text).
-    pub origin: Arc<str>,
-    pub scenario: Arc<str>,
-}
-
-/// One pull, classified.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FleetUpdate {
-    /// The full state (first pull of this process, or a resync after an error): every fleet ban
-    /// not listed in `bans` is stale.
-    pub startup: bool,
-    pub bans: Vec<FleetBan>,
-    pub lifted: Vec<Cidr>,
-    /// Decisions not enforced, by reason (`captcha/Ip`, `ban/Country`, `bad value`, `expired`).
-    pub ignored: BTreeMap<String, usize>,
-}
-
-impl FleetUpdate {
-    pub fn is_empty(&self) -> bool {
-        !self.startup && self.bans.is_empty() && self.lifted.is_empty() && self.ignored.is_empty()
-    }
-}
 
 /// Why a decision is not one we enforce.
 enum Skip {
