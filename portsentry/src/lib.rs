@@ -8,7 +8,7 @@
 //! network, `cli` parses the command line, `report` rate-limits lines about conditions that
 //! repeat. `main.rs` only wires them together.
 
-// The daemon's lines go through `outln!`/`errln!` (detect/journal.rs), which add a journald
+// The daemon's lines go through `outln!`/`errln!` (journal.rs), which add a journald
 // priority under systemd; a bare `println!`/`eprintln!` there would lose it.
 #[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod bans;
@@ -26,6 +26,7 @@ pub mod detect;
 pub mod fleet;
 #[deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod hooks;
+pub mod journal;
 pub mod metrics;
 pub mod net;
 #[deny(clippy::print_stdout, clippy::print_stderr)]

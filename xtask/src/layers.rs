@@ -17,7 +17,7 @@ use syn::visit::{self, Visit};
 /// The layers, lowest first: a module may use the modules of the layers below its own.
 pub const LAYERS: &[&[&str]] = &[
     // Value types and host facts that import nothing of the crate.
-    &["clock", "net", "report", "secret_file"],
+    &["clock", "journal", "net", "report", "secret_file"],
     // The ground floor of settings: serde types and their values' checks.
     &["config"],
     &["dataplane"],

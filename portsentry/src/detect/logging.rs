@@ -105,7 +105,7 @@ impl LogSink {
     }
 
     fn line_at(&mut self, text: &str, unix_ms: u64) {
-        crate::detect::journal::stdout_line(text);
+        crate::journal::stdout_line(text);
         if self.history_format == HistoryFormat::Portsentry2 {
             self.append_history(&format!("{} {text}\n", clock::iso_local_ms(unix_ms)));
         }

@@ -2,12 +2,11 @@
 //! [`events::ProbeEvent`]; `lines`, the one module that words every PortSentry-format and
 //! `attackalert:` line (2.x wording, 1.2 history, JSON twins) from the facts callers hand it;
 //! `logging`, the sink writing them to stdout and the history file; `budget`, the flood bound on
-//! event lines; and how every daemon line reaches the journal with its priority (`journal`).
+//! event lines.
 //! Owns the history file; never touches maps or bans.
 
 pub mod budget;
 pub mod diagnostics;
 pub mod events;
-pub mod journal;
 pub mod lines;
 pub mod logging;

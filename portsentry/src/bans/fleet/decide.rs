@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use super::{BanBook, FleetBatch, PeerLookup, Refusal, DETAIL_MAX};
+use super::{BanBook, FleetBan, FleetBatch, PeerLookup, Refusal, DETAIL_MAX};
 use crate::{
     bans::{BanOutcome, NewBan, Origin},
     clock::Now,
     dataplane::{DataplaneError, Maps},
-    fleet::crowdsec::decisions::FleetBan,
     net::{bogus, cidr::Cidr},
 };
 

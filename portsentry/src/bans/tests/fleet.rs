@@ -11,11 +11,11 @@ fn lenient(s: &str) -> Cidr {
     }
 }
 
-fn fleet_update(targets: &[&str]) -> crate::fleet::crowdsec::decisions::FleetUpdate {
-    crate::fleet::crowdsec::decisions::FleetUpdate {
+fn fleet_update(targets: &[&str]) -> crate::bans::FleetUpdate {
+    crate::bans::FleetUpdate {
         bans: targets
             .iter()
-            .map(|t| crate::fleet::crowdsec::decisions::FleetBan {
+            .map(|t| crate::bans::FleetBan {
                 target: lenient(t),
                 remaining: std::time::Duration::from_secs(3600),
                 origin: "cscli".into(),
@@ -112,8 +112,8 @@ fn no_ban_is_made_for_a_bogus_address_and_local_networks_may_contain_bogus_space
     );
 }
 
-fn fleet_ban(i: u32, secs: u64) -> crate::fleet::crowdsec::decisions::FleetBan {
-    crate::fleet::crowdsec::decisions::FleetBan {
+fn fleet_ban(i: u32, secs: u64) -> crate::bans::FleetBan {
+    crate::bans::FleetBan {
         target: Cidr::host(std::net::Ipv4Addr::from(0x0b00_0001 + i).into()),
         remaining: std::time::Duration::from_secs(secs),
         origin: "CAPI".into(),
@@ -126,7 +126,7 @@ fn fleet_ban(i: u32, secs: u64) -> crate::fleet::crowdsec::decisions::FleetBan {
 /// still holds it (cs-firewall-bouncer's mass expiry, its issue #509).
 #[test]
 fn every_pull_reasserts_the_fleet_ttl() {
-    use crate::fleet::crowdsec::decisions::FleetUpdate;
+    use crate::bans::FleetUpdate;
     let mut b = book();
     let t0 = now();
     let first = FleetUpdate {
@@ -177,7 +177,7 @@ fn every_pull_reasserts_the_fleet_ttl() {
 #[test]
 fn large_updates_are_applied_in_bounded_steps() {
     use crate::bans::fleet::STEP_DECISIONS;
-    use crate::fleet::crowdsec::decisions::FleetUpdate;
+    use crate::bans::FleetUpdate;
     let n = 5 * STEP_DECISIONS as u32 + 7;
     let mut b = book();
     let old = FleetUpdate {

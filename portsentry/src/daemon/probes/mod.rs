@@ -323,7 +323,8 @@ fn ban_expiry_ms(live: &LiveSettings, now: &Now) -> Option<u64> {
 /// Counts a new detected ban in its source's history; a repeat offender's ban is extended
 /// to the escalated TTL (`recidive_window`, `ban_ttl_factor`, `ban_ttl_max`).
 fn note_offence(cx: &mut Cx, target: &Cidr) -> Option<Repeat> {
-    let (policy, base): (_, Option<Duration>) = (crate::bans::RecidivePolicy::from(cx.live), cx.live.ban_ttl);
+    let (policy, base): (_, Option<Duration>) =
+        (crate::bans::RecidivePolicy::from(cx.live), cx.live.ban_ttl);
     match cx
         .book
         .note_offence(Some(&mut *cx.dp), target, &policy, base, &Now::read())

@@ -158,7 +158,7 @@ pub fn stderr_line(text: &str) {
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::detect::journal::stdout_line(&format!($($arg)*))
+        $crate::journal::stdout_line(&format!($($arg)*))
     };
 }
 
@@ -166,7 +166,7 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! errln {
     ($($arg:tt)*) => {
-        $crate::detect::journal::stderr_line(&format!($($arg)*))
+        $crate::journal::stderr_line(&format!($($arg)*))
     };
 }
 
