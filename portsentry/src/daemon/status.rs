@@ -35,10 +35,11 @@ impl Status {
         view: metrics::DaemonView,
         top: usize,
     ) -> Option<Arc<metrics::Snapshot>> {
-        match self
-            .cache
-            .get(|| metrics::Snapshot::collect(book, Some(dp), Some(view), top))
-        {
+        // The book owns the drop counters: it reads them from the kernel before the snapshot.
+        match self.cache.get(|| {
+            book.refresh_drops(dp)?;
+            metrics::Snapshot::collect(book, Some(dp), Some(view), top)
+        }) {
             Ok(s) => Some(s),
             Err(e) => {
                 crate::errln!("portsentry: error: metrics: reading the counters failed: {e:#}");
