@@ -356,7 +356,10 @@ pub fn run_in(kernel: &Kernel, fetched: &Fetched, run: &Run, target: &Path) -> R
         if run.binaries.len() == 1 { "y" } else { "ies" }
     );
     let start = Instant::now();
+    // The workspace and its target may lie under /tmp or /root, which the VM covers with tmpfs.
+    let keep = format!("{} {}", build::workspace_root().display(), target.display());
     let status = Command::new("bash")
+        .env("VM_KEEP", keep)
         .arg(&boot)
         .arg(&fetched.root)
         .arg(&out)

@@ -3,7 +3,9 @@
 # Boots that kernel in qemu with the host's / shared read-only over 9p, runs <command> as root (cwd = outdir),
 # prints the console, exits with the command's exit status (255: no status came back, e.g. a panic or
 # VM_TIMEOUT). ACCEL=kvm where /dev/kvm runs stock kernels (tcg by default: this machine's paravirtual
-# /dev/kvm hangs them). VM_MEM (default 2G), VM_TIMEOUT (seconds, default 2400).
+# /dev/kvm hangs them). VM_MEM (default 2G), VM_TIMEOUT (seconds, default 2400). VM_KEEP: host directories
+# (space-separated) the VM must see although they lie under a directory it mounts a tmpfs on (/tmp, /var/tmp,
+# /root, /boot): a checkout in /tmp, say.
 # `cargo xtask test --kernel` runs this (xtask/src/vm.rs); adapted from the team's tools/mkvm.sh.
 set -eu
 KD=$(realpath "$1"); OUT=$(realpath "$2"); shift 2
@@ -33,7 +35,9 @@ for m in \$(cat /mods.order); do insmod /mods/\$m; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /mnt
 mount -t tmpfs t /mnt/run; mkdir -p /mnt/run/kmods/lib/modules/$KVER /mnt/run/kboot
 mount --bind /mnt$MB/lib/modules/$KVER /mnt/run/kmods/lib/modules/$KVER; cp /mnt$KD/boot/config-$KVER /mnt/run/kboot/ 2>/dev/null
+n=0; for k in ${VM_KEEP:-}; do n=\$((n+1)); mkdir -p /mnt/run/keep/\$n; mount --bind /mnt\$k /mnt/run/keep/\$n; done
 for d in tmp var/tmp root boot; do mount -t tmpfs t /mnt/\$d; done; cp /mnt/run/kboot/* /mnt/boot/ 2>/dev/null
+n=0; for k in ${VM_KEEP:-}; do n=\$((n+1)); mkdir -p /mnt\$k; mount --bind /mnt/run/keep/\$n /mnt\$k; done
 # a writable copy of the host's /etc (4 MB), e.g. for /etc/netns/NAME that tests create
 mkdir -p /mnt/run/etc; cp -a /mnt/etc/. /mnt/run/etc/ 2>/dev/null; mount --bind /mnt/run/etc /mnt/etc
 mount -t proc p /mnt/proc; mount -t sysfs s /mnt/sys; mount -t devtmpfs d /mnt/dev; mkdir -p /mnt/dev/pts /mnt/dev/shm
