@@ -384,5 +384,22 @@ fn with_context(e: Errno, what: &str) -> io::Error {
     io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
+/// The netlink attributes in `b`: (type without flags, payload). Stops at the first attribute
+/// whose length does not fit. Shared by every rtnetlink reply this crate reads.
+pub fn attrs(b: &[u8]) -> Vec<(u16, &[u8])> {
+    let u16_at = |at: usize| Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let (Some(len), Some(kind)) = (u16_at(at), u16_at(at + 2)) {
+        let len = usize::from(len);
+        if len < 4 || at + len > b.len() {
+            break;
+        }
+        out.push((kind & NLA_TYPE_MASK, &b[at + 4..at + len]));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

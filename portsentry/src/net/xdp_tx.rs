@@ -10,6 +10,7 @@
 //! Owns one thing: the question and its answer. It opens its own short-lived netlink socket and
 //! never writes a map or a setting; the daemon decides what to do with the answer.
 
+use super::rtnl::attrs;
 use std::{io, os::fd::AsRawFd};
 
 use nix::sys::socket::{
@@ -33,7 +34,6 @@ const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
 const XDP_ATTACHED_DRV: u8 = 1;
 const XDP_ATTACHED_MULTI: u8 = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 
@@ -174,21 +174,6 @@ fn parse_reply(b: &[u8]) -> io::Result<Link> {
         }
     }
     Ok(link)
-}
-
-/// The netlink attributes in `b`: (type without flags, payload).
-fn attrs(b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let (Some(len), Some(kind)) = (u16_at(b, at), u16_at(b, at + 2)) {
-        let len = usize::from(len);
-        if len < 4 || at + len > b.len() {
-            break;
-        }
-        out.push((kind & NLA_TYPE_MASK, &b[at + 4..at + len]));
-        at += (len + 3) & !3;
-    }
-    out
 }
 
 fn c_string(b: &[u8]) -> String {

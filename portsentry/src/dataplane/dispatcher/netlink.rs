@@ -5,6 +5,7 @@
 //! attachment outlives the process that made it and can be swapped atomically by the next
 //! libxdp user, which a bpf_link forbids.
 
+use crate::net::rtnl::attrs;
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
@@ -22,7 +23,6 @@ const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 const IFLA_XDP: u16 = 43;
@@ -204,21 +204,6 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 fn short() -> io::Error {
     io::Error::other("rtnetlink reply too short")
-}
-
-/// The netlink attributes in `b`: (type without flags, payload).
-fn attrs(b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let (Some(len), Some(kind)) = (u16_at(b, at), u16_at(b, at + 2)) {
-        let len = usize::from(len);
-        if len < 4 || at + len > b.len() {
-            break;
-        }
-        out.push((kind & NLA_TYPE_MASK, &b[at + 4..at + len]));
-        at += (len + 3) & !3;
-    }
-    out
 }
 
 #[cfg(test)]
