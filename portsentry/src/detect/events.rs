@@ -44,6 +44,31 @@ pub use portsentry_common::EventKind;
 pub use portsentry_common::IpProto as Protocol;
 
 impl ProbeEvent {
+    /// A test fixture: the ban (dropped, enforced) of `src` for a TCP SYN to port 111 on
+    /// ifindex 2, its first probe, no IP options; tests change the fields they are about.
+    #[cfg(test)]
+    pub(crate) fn example(src: &str) -> Self {
+        Self {
+            kind: EventKind::Ban,
+            src: src.parse().expect("test address"),
+            dst_port: 111,
+            protocol: Protocol::Tcp,
+            scan: ScanType::TcpSyn,
+            tcp_flags: portsentry_common::tcp_flags::SYN,
+            count: 1,
+            ifindex: 2,
+            ip_options: Some(false),
+            dropped: true,
+            noblock: false,
+            unverified: false,
+            link_local: false,
+            confirmed: false,
+            cookie_withheld: false,
+            prefix_len: 0,
+            timestamp_ns: 0,
+        }
+    }
+
     /// True when this event banned its source and the ban is enforced.
     pub fn is_blocked(&self) -> bool {
         self.kind == EventKind::Ban && !self.noblock

@@ -2,7 +2,7 @@
 //! one delivery's failure), reading a secret file, checking the configured transports without
 //! sending, and `portsentry notify --test`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 use thiserror::Error;
@@ -12,22 +12,21 @@ use super::{
     outbox::{Kind, Outgoing},
     smtp, webhook,
 };
-use crate::config::settings::NotifySettings;
+use crate::{
+    config::settings::NotifySettings,
+    secret_file::{first_line, read_private, SecretFileError},
+};
 
 /// A configuration problem with a transport (a file, a URL); names the `[notify]` key.
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error("key `notify.{key}`: {message}")]
     Invalid { key: &'static str, message: String },
-    #[error(
-        "key `notify.{key}`: {} has mode {mode:04o}: group or others can access this secret; make it private: chmod 600 {}",
-        path.display(),
-        path.display()
-    )]
-    NotPrivate {
+    /// A secret file that cannot be read or that others can access.
+    #[error("key `notify.{key}`: {error}")]
+    Secret {
         key: &'static str,
-        path: PathBuf,
-        mode: u32,
+        error: SecretFileError,
     },
 }
 
@@ -51,26 +50,11 @@ impl DeliveryError {
 /// Reads a secret's first non-empty line, refusing a file group or others can access (as the
 /// crowdsec key files are). Checked on the open file, so the file checked is the file read.
 pub(super) fn read_secret(key: &'static str, path: &Path) -> Result<String, TransportError> {
-    use crate::secret_file::{read_private, SecretFileError};
-    let text = read_private(path).map_err(|e| match e {
-        SecretFileError::Io(e) => TransportError::Invalid {
-            key,
-            message: format!("cannot read {}: {e}", path.display()),
-        },
-        SecretFileError::NotPrivate(mode) => TransportError::NotPrivate {
-            key,
-            path: path.to_owned(),
-            mode,
-        },
-    })?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| TransportError::Invalid {
-            key,
-            message: format!("{} is empty", path.display()),
-        })
+    let text = read_private(path).map_err(|error| TransportError::Secret { key, error })?;
+    first_line(&text).ok_or_else(|| TransportError::Invalid {
+        key,
+        message: format!("{} is empty", path.display()),
+    })
 }
 
 /// The configured transports, checked (files read) without sending anything: what

@@ -1,26 +1,9 @@
 use super::*;
 use crate::detect::events::Protocol;
 
+/// The fixture ban of 10.0.0.2 ([`ProbeEvent::example`]).
 fn ev() -> ProbeEvent {
-    ProbeEvent {
-        kind: EventKind::Ban,
-        src: "10.0.0.2".parse().unwrap(),
-        dst_port: 111,
-        protocol: Protocol::Tcp,
-        scan: ScanType::TcpSyn,
-        tcp_flags: SYN,
-        count: 1,
-        ifindex: 2,
-        ip_options: Some(false),
-        dropped: true,
-        noblock: false,
-        unverified: false,
-        link_local: false,
-        confirmed: false,
-        cookie_withheld: false,
-        prefix_len: 0,
-        timestamp_ns: 0,
-    }
+    ProbeEvent::example("10.0.0.2")
 }
 
 #[test]

@@ -26,6 +26,7 @@ use thiserror::Error;
 use crate::{
     config::settings::CrowdsecSettings,
     report::{ReportGate, REPORT_INTERVAL},
+    secret_file::{first_line, read_private, SecretFileError},
 };
 
 /// Sent as User-Agent: LAPI records it as the bouncer's version (`cscli bouncers list`).
@@ -79,22 +80,11 @@ impl LapiOutage {
 
 #[derive(Debug, Error)]
 pub enum CredentialsError {
-    #[error("key `crowdsec.{key}`: cannot read {}: {error}", path.display())]
-    Unreadable {
+    /// A secret file that cannot be read or that others can access.
+    #[error("key `crowdsec.{key}`: {error}")]
+    Secret {
         key: &'static str,
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error(
-        "key `crowdsec.{key}`: {} has mode {mode:04o}: group or others can access this secret; \
-         make it private: chmod 600 {}",
-        path.display(),
-        path.display()
-    )]
-    NotPrivate {
-        key: &'static str,
-        path: PathBuf,
-        mode: u32,
+        error: SecretFileError,
     },
     #[error("key `crowdsec.{key}`: {}: {message}", path.display())]
     Invalid {
@@ -145,34 +135,17 @@ impl Credentials {
 /// ssh refuses such a private key: any local user could take the fleet's key or forge its
 /// alerts. Checked on the open file, so the file checked is the file read.
 fn read_secret(key: &'static str, path: &Path) -> Result<String, CredentialsError> {
-    use crate::secret_file::{read_private, SecretFileError};
-    read_private(path).map_err(|e| match e {
-        SecretFileError::Io(error) => CredentialsError::Unreadable {
-            key,
-            path: path.to_owned(),
-            error,
-        },
-        SecretFileError::NotPrivate(mode) => CredentialsError::NotPrivate {
-            key,
-            path: path.to_owned(),
-            mode,
-        },
-    })
+    read_private(path).map_err(|error| CredentialsError::Secret { key, error })
 }
 
 fn read_key_file(path: &Path) -> Result<String, CredentialsError> {
     let text = read_secret("api_key_file", path)?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| CredentialsError::Invalid {
-            key: "api_key_file",
-            path: path.to_owned(),
-            message:
-                "is empty: put the key from `cscli bouncers add NAME -o raw` on its first line"
-                    .into(),
-        })
+    first_line(&text).ok_or_else(|| CredentialsError::Invalid {
+        key: "api_key_file",
+        path: path.to_owned(),
+        message: "is empty: put the key from `cscli bouncers add NAME -o raw` on its first line"
+            .into(),
+    })
 }
 
 /// cscli's `local_api_credentials.yaml`: `url:`, `login:` and `password:` lines (plain or quoted).

@@ -13,35 +13,58 @@ fn bans(n: u8) -> Vec<BanNotice> {
         .collect()
 }
 
+/// A runner whose `run_cmd` appends each ban's target to a file, one line a run, then sleeps
+/// `sleep` (seconds, as `sleep` takes them), with the given limits; [`TargetLog::ran`] reads the
+/// targets back in the order the responses ran.
+struct TargetLog {
+    _dir: Scratch,
+    out: PathBuf,
+    runner: HookRunner,
+    lines: Lines,
+}
+
+impl TargetLog {
+    fn new(max_concurrent: usize, queue: usize, max_per_minute: u32, sleep: &str) -> Self {
+        let dir = Scratch::new();
+        let out = dir.path("ran");
+        let script = format!("echo \"$2\" >> \"$1\"; sleep {sleep}");
+        let mut run_cmd = sh(&script, &out);
+        run_cmd.push("{target}".into());
+        let (runner, lines) = runner(HookSettings {
+            max_concurrent,
+            queue,
+            max_per_minute,
+            ..hooks(Some(run_cmd))
+        });
+        Self {
+            _dir: dir,
+            out,
+            runner,
+            lines,
+        }
+    }
+
+    /// The targets the responses got, in the order they ran.
+    fn ran(&self) -> Vec<String> {
+        fs::read_to_string(&self.out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[tokio::test]
 async fn a_burst_waits_in_the_queue_and_every_ban_is_answered_in_order() {
-    let dir = Scratch::new();
-    let out = dir.path("ran");
-    let s = HookSettings {
-        max_concurrent: 2,
-        queue: 16,
-        max_per_minute: 0,
-        ..hooks(Some(sh("echo \"$2\" >> \"$1\"; sleep 0.1", &out)))
-    };
-    let s = HookSettings {
-        run_cmd: s.run_cmd.map(|mut a| {
-            a.push("{target}".into());
-            a
-        }),
-        ..s
-    };
-    let (r, lines) = runner(s);
+    let log = TargetLog::new(2, 16, 0, "0.1");
+    let (r, lines) = (&log.runner, &log.lines);
     for b in bans(10) {
         r.on_ban(&b);
     }
     assert_eq!((r.running(), r.queued()), (2, 8));
     assert_eq!(r.stats().started, 2);
-    settle(&r).await;
-    let ran: Vec<String> = fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    settle(r).await;
+    let ran = log.ran();
     let want: Vec<String> = (1..=10).map(|i| format!("192.0.2.{i}")).collect();
     let mut sorted = ran.clone();
     sorted.sort_by_key(|a| a.parse::<std::net::Ipv4Addr>().unwrap());
@@ -61,9 +84,9 @@ async fn a_burst_waits_in_the_queue_and_every_ban_is_answered_in_order() {
     );
     r.flush_skip_summary();
     assert!(
-        !lock(&lines).iter().any(|l| l.contains("skipped")),
+        !lock(lines).iter().any(|l| l.contains("skipped")),
         "{:?}",
-        lock(&lines)
+        lock(lines)
     );
     assert_eq!(r.queued(), 0);
 }
@@ -73,22 +96,8 @@ async fn a_burst_waits_in_the_queue_and_every_ban_is_answered_in_order() {
 /// place in a full queue, and unverified ones get only half of max_per_minute.
 #[tokio::test]
 async fn verified_responses_go_ahead_of_a_forged_burst() {
-    let dir = Scratch::new();
-    let out = dir.path("ran");
-    let s = HookSettings {
-        max_concurrent: 1,
-        queue: 3,
-        max_per_minute: 8,
-        ..hooks(Some(sh("echo \"$2\" >> \"$1\"; sleep 0.2", &out)))
-    };
-    let s = HookSettings {
-        run_cmd: s.run_cmd.map(|mut a| {
-            a.push("{target}".into());
-            a
-        }),
-        ..s
-    };
-    let (r, _lines) = runner(s);
+    let log = TargetLog::new(1, 3, 8, "0.2");
+    let r = &log.runner;
     let mut forged = bans(10);
     for b in &mut forged {
         b.verified = false;
@@ -111,14 +120,9 @@ async fn verified_responses_go_ahead_of_a_forged_burst() {
         "the real scanner took a forged response's place"
     );
     assert_eq!(r.stats().skipped_queue_full, 1);
-    settle(&r).await;
-    let ran: Vec<String> = fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    settle(r).await;
     assert_eq!(
-        ran,
+        log.ran(),
         ["192.0.2.1", "198.51.100.9", "192.0.2.2", "192.0.2.3"],
         "the verified response runs next"
     );

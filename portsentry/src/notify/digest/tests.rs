@@ -1,5 +1,20 @@
 use super::*;
 
+/// A window closing at `end_ms` on host `h`: no totals, no bans, an alert cap of 20.
+fn closing(end_ms: u64) -> Closing<'static> {
+    fn no_ban(_: IpAddr) -> Option<BanFacts> {
+        None
+    }
+    Closing {
+        host: "h",
+        end_ms,
+        totals: Totals::default(),
+        ban_of: &no_ban,
+        other_bans: Vec::new(),
+        alert_cap: 20,
+    }
+}
+
 /// Issue 25, item 10: a neighbour flip reaches the administrator with the digest.
 #[test]
 fn a_neighbour_flip_makes_and_appears_in_a_digest() {
@@ -8,16 +23,7 @@ fn a_neighbour_flip_makes_and_appears_in_a_digest() {
     let line = "portsentry: neighbour flip: 10.77.0.3 on eth0 moved from 02:00:00:00:00:03 to 02:00:00:00:00:66; contested for 5m";
     w.record_flip(line);
     assert!(!w.is_empty(), "a flip alone is worth a digest");
-    let no_ban = |_: IpAddr| None;
-    let c = Closing {
-        host: "h",
-        end_ms: 60_000,
-        totals: Totals::default(),
-        ban_of: &no_ban,
-        other_bans: Vec::new(),
-        alert_cap: 20,
-    };
-    let (_, text, json) = render(&w, &c);
+    let (_, text, json) = render(&w, &closing(60_000));
     assert!(text.contains(&format!("  {line}\n")), "{text}");
     assert_eq!(json["neighbour_flips"][0], line);
 }
@@ -29,25 +35,11 @@ fn ports_are_ranges() {
     assert_eq!(port_ranges(&BTreeSet::new()), "");
 }
 
+/// The fixture event ([`ProbeEvent::example`]) as a `kind` from 192.0.2.`last`.
 fn event(kind: EventKind, last: u8) -> ProbeEvent {
     ProbeEvent {
         kind,
-        src: IpAddr::from([192, 0, 2, last]),
-        dst_port: 111,
-        protocol: Protocol::Tcp,
-        scan: portsentry_common::ScanType::TcpSyn,
-        tcp_flags: 0x02,
-        count: 1,
-        ifindex: 1,
-        ip_options: Some(false),
-        dropped: false,
-        noblock: false,
-        unverified: false,
-        link_local: false,
-        confirmed: false,
-        cookie_withheld: false,
-        prefix_len: 0,
-        timestamp_ns: 0,
+        ..ProbeEvent::example(&format!("192.0.2.{last}"))
     }
 }
 
@@ -62,16 +54,7 @@ fn refusals_are_counted_not_listed() {
     w.record(&event(EventKind::Bogus, 4), 4);
     assert_eq!((w.spoofed, w.contested, w.bogus, w.probes), (1, 2, 1, 0));
     assert!(w.sources.is_empty() && !w.is_empty());
-    let no_ban = |_: IpAddr| None;
-    let closing = Closing {
-        host: "h",
-        end_ms: 10,
-        totals: Totals::default(),
-        ban_of: &no_ban,
-        other_bans: Vec::new(),
-        alert_cap: 20,
-    };
-    let (subject, text, body) = render(&w, &closing);
+    let (subject, text, body) = render(&w, &closing(10));
     assert!(
         subject.contains("0 source(s) seen, none blocked"),
         "{subject}"
@@ -91,7 +74,7 @@ fn refusals_are_counted_not_listed() {
         w.sources[&IpAddr::from([192, 0, 2, 5])].refused,
         Some("spoofed")
     );
-    let (_, text, body) = render(&w, &closing);
+    let (_, text, body) = render(&w, &closing(10));
     assert!(text.contains("192.0.2.5: not blocked\n"), "{text}");
     assert!(text.contains("  ban refused: spoofed ("), "{text}");
     assert_eq!(body["sources"][0]["ban_refused"], "spoofed");
