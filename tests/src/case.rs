@@ -204,12 +204,59 @@ pub fn forged_syn(
     target: IpAddr,
     port: u16,
 ) -> (i32, String) {
+    forged_syns(ns, src, target, port, 1, Duration::from_secs(1))
+}
+
+/// [`forged_syn`] `count` times, `every` apart (`hping3 -c COUNT -i uMICROS …`; hping3's own
+/// default is 1 s), all within 10 s.
+pub fn forged_syns(
+    ns: &Netns,
+    src: impl std::fmt::Display,
+    target: IpAddr,
+    port: u16,
+    count: u32,
+    every: Duration,
+) -> (i32, String) {
     let (src, target, port) = (src.to_string(), target.to_string(), port.to_string());
+    let (count, every) = (count.to_string(), format!("u{}", every.as_micros()));
     run_in(
         ns,
         "hping3",
-        &["-c", "1", "-S", "-p", &port, "-a", &src, &target],
+        &[
+            "-c", &count, "-i", &every, "-S", "-p", &port, "-a", &src, &target,
+        ],
         Duration::from_secs(10),
+    )
+}
+
+/// `count` UDP datagrams to `target:port` from random forged sources, `every` apart, from
+/// `ns` (`hping3 --udp --rand-source -p PORT -c COUNT -i uMICROS TARGET`), within `within`:
+/// hping3's exit code and output.
+pub fn random_source_udp(
+    ns: &Netns,
+    target: IpAddr,
+    port: u16,
+    count: u32,
+    every: Duration,
+    within: Duration,
+) -> (i32, String) {
+    let (target, port, count) = (target.to_string(), port.to_string(), count.to_string());
+    let every = format!("u{}", every.as_micros());
+    run_in(
+        ns,
+        "hping3",
+        &[
+            "--udp",
+            "--rand-source",
+            "-p",
+            &port,
+            "-c",
+            &count,
+            "-i",
+            &every,
+            &target,
+        ],
+        within,
     )
 }
 
@@ -217,6 +264,14 @@ pub fn forged_syn(
 pub fn ban_line(src: impl std::fmt::Display) -> impl Fn(&str) -> bool {
     let prefix = format!("attackalert: Host {src} has been blocked via XDP drop");
     move |l: &str| l.starts_with(&prefix)
+}
+
+/// The daemon's line about a probe from `src` it refused or only reported
+/// (`portsentry: probe from SRC (…): …`) whose reason contains `why` (`spoofed`, `contested`,
+/// `answered with a SYN cookie`, …).
+pub fn probe_line(src: impl std::fmt::Display, why: &str) -> impl Fn(&str) -> bool {
+    let (prefix, why) = (format!("portsentry: probe from {src} ("), why.to_owned());
+    move |l: &str| l.starts_with(&prefix) && l.contains(&why)
 }
 
 /// Any `attackalert` line about `src` as the banned host (blocked, or detected only).
@@ -234,9 +289,36 @@ impl Daemon {
     /// Waits up to [`WAIT`] for a line satisfying `pred`; panics naming `what`, with the
     /// output's tail, if none comes.
     pub fn expect_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) {
+        self.expect_line_within(what, WAIT, pred);
+    }
+
+    /// [`Daemon::expect_line`] with its own deadline (a slow step, or one that must be prompt).
+    pub fn expect_line_within(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) {
         assert!(
-            self.wait_for_line(pred, WAIT),
-            "no line for {what} within {WAIT:?}; last lines:\n{}",
+            self.wait_for_line(pred, within),
+            "no line for {what} within {within:?}; last lines:\n{}",
+            self.tail()
+        );
+    }
+
+    /// Stops the daemon (SIGTERM, then waits) and asserts it exited with status 0.
+    pub fn stop_cleanly(&mut self) {
+        let status = self
+            .stop()
+            .unwrap_or_else(|e| panic!("stopping the daemon: {e:#}"));
+        assert_eq!(status, Some(0), "clean exit; last lines:\n{}", self.tail());
+    }
+
+    /// Panics naming `what`, with the output's tail, if a line so far satisfies `pred`.
+    pub fn expect_no_line(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        assert!(
+            !self.has_line(pred),
+            "unexpected line: {what}; last lines:\n{}",
             self.tail()
         );
     }

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     lab::{ip, veth_pair, Lab, Netns, TempDir},
-    tls,
+    staged, tls,
 };
 
 /// Set by `cargo xtask test`: the directory of the crowdsec binaries staged under target/.
@@ -30,15 +30,9 @@ const CROWDSEC_ENV: &str = "PORTSENTRY_CROWDSEC_BIN";
 /// The staged crowdsec binary `name` (`crowdsec` or `cscli`). Refuses one outside a `target/`
 /// directory: the tests must never depend on (or start) a crowdsec installed on the host.
 pub fn staged_binary(name: &str) -> Result<std::path::PathBuf> {
-    let dir = std::env::var_os(CROWDSEC_ENV).with_context(|| {
-        format!("{CROWDSEC_ENV} is not set: run the fleet tests with `cargo xtask test`")
-    })?;
-    let path = std::path::PathBuf::from(dir).join(name);
+    let path = staged::dir(CROWDSEC_ENV)?.join(name);
     if !path.is_file() {
         bail!("{} does not exist", path.display());
-    }
-    if !path.components().any(|c| c.as_os_str() == "target") {
-        bail!("{} is not staged under target/", path.display());
     }
     Ok(path)
 }
@@ -144,23 +138,13 @@ impl Lapi {
 
     /// `cscli -c CONFIG ARGS` in the LAPI's namespace; fails with its output.
     pub fn cscli(&self, args: &[&str]) -> Result<String> {
-        let out = self
-            .ns
-            .command(&staged_binary("cscli")?.display().to_string())
-            .args(["-c", &self.config, "--error"])
-            .args(args)
-            .output()
-            .context("running cscli")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "cscli {}: {}{}",
-                args.join(" "),
-                text,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(text)
+        staged::stdout_of(
+            self.ns
+                .command(&staged_binary("cscli")?.display().to_string())
+                .args(["-c", &self.config, "--error"])
+                .args(args),
+            &format!("cscli {}", args.join(" ")),
+        )
     }
 
     /// A bouncer key.
@@ -307,14 +291,10 @@ impl Lapi {
             vec![vec!["delete", "table", "inet", "blackhole"]]
         };
         for args in commands {
-            let out = self.ns.command("nft").args(&args).output()?;
-            if !out.status.success() {
-                bail!(
-                    "nft {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            staged::stdout_of(
+                self.ns.command("nft").args(&args),
+                &format!("nft {}", args.join(" ")),
+            )?;
         }
         Ok(())
     }

@@ -6,7 +6,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::staged;
 
 /// Set by `cargo xtask test`: the root of the fail2ban package unpacked under target/.
 const FAIL2BAN_ENV: &str = "PORTSENTRY_FAIL2BAN_ROOT";
@@ -17,15 +19,7 @@ pub const PORTSENTRY2_FILTER: &str = "[Definition]\nfailregex = ^[^ ]* Scan from
 
 /// The unpacked fail2ban package. Refuses one outside a `target/` directory.
 pub fn staged_root() -> Result<PathBuf> {
-    let root = std::env::var_os(FAIL2BAN_ENV)
-        .map(PathBuf::from)
-        .with_context(|| {
-            format!("{FAIL2BAN_ENV} is not set: run these tests with `cargo xtask test`")
-        })?;
-    if !root.components().any(|c| c.as_os_str() == "target") {
-        bail!("{} is not staged under target/", root.display());
-    }
-    Ok(root)
+    staged::dir(FAIL2BAN_ENV)
 }
 
 /// fail2ban's stock `filter.d/portsentry.conf`.
@@ -67,22 +61,15 @@ pub fn fail2ban_regex(log: &Path, filter: &Path) -> Result<RegexResult> {
     } else {
         "python3"
     };
-    let out = Command::new(python)
-        .arg(root.join("usr/bin/fail2ban-regex"))
-        .arg("--print-all-matched")
-        .arg(log)
-        .arg(filter)
-        .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"))
-        .output()
-        .context("running fail2ban-regex")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "fail2ban-regex failed ({}): {text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let text = staged::stdout_of(
+        Command::new(python)
+            .arg(root.join("usr/bin/fail2ban-regex"))
+            .arg("--print-all-matched")
+            .arg(log)
+            .arg(filter)
+            .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages")),
+        "fail2ban-regex",
+    )?;
     // "Lines: 3 lines, 0 ignored, 2 matched, 1 missed"
     let summary = text
         .lines()

@@ -1,5 +1,6 @@
 //! Shared test support: raw packet builders, BPF_PROG_TEST_RUN helpers and the network-namespace
-//! lab, and what every end-to-end case shares (`case`). The tests themselves live in
+//! lab, what every end-to-end case shares (`case`), and the tools `cargo xtask test` stages
+//! (`staged`). The tests themselves live in
 //! `tests/tests/`.
 
 pub mod bench;
@@ -14,5 +15,6 @@ pub mod logcheck;
 pub mod packets;
 pub mod sinks;
 pub mod skip;
+pub mod staged;
 pub mod tls;
 pub mod xdp;

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::TempDir;
+use crate::{lab::TempDir, staged};
 
 /// Set by `cargo xtask test`: the directory holding the three staged packages.
 const LOGCHECK_ENV: &str = "PORTSENTRY_LOGCHECK_TOOLS";
@@ -22,15 +22,7 @@ const UNPRIVILEGED: &str = "65534";
 
 /// The staged packages' directory. Refuses one outside a `target/` directory.
 pub fn staged_tools() -> Result<PathBuf> {
-    let root = std::env::var_os(LOGCHECK_ENV)
-        .map(PathBuf::from)
-        .with_context(|| {
-            format!("{LOGCHECK_ENV} is not set: run these tests with `cargo xtask test`")
-        })?;
-    if !root.components().any(|c| c.as_os_str() == "target") {
-        bail!("{} is not staged under target/", root.display());
-    }
-    Ok(root)
+    staged::dir(LOGCHECK_ENV)
 }
 
 /// Our rules in the source tree.
@@ -140,37 +132,30 @@ pub fn run(log: &[String], ours: &Path) -> Result<Report> {
         ),
     )?;
     chmod(&conf, 0o644)?;
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={UNPRIVILEGED}"),
-            &format!("--regid={UNPRIVILEGED}"),
-            "--clear-groups",
-            "--",
-            "/bin/bash",
-        ])
-        .arg(&script)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-r")
-        .arg(&rules)
-        .arg("-S")
-        .arg(&state)
-        .arg("-l")
-        .arg(&logfile)
-        .args(["-o", "-t"])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("TMP", "/tmp")
-        .output()
-        .context("running logcheck")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "logcheck failed ({}): {text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let text = staged::stdout_of(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={UNPRIVILEGED}"),
+                &format!("--regid={UNPRIVILEGED}"),
+                "--clear-groups",
+                "--",
+                "/bin/bash",
+            ])
+            .arg(&script)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-r")
+            .arg(&rules)
+            .arg("-S")
+            .arg(&state)
+            .arg("-l")
+            .arg(&logfile)
+            .args(["-o", "-t"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("TMP", "/tmp"),
+        "logcheck",
+    )?;
     Ok(Report {
         sections: sections(&text),
         text,

@@ -2,9 +2,9 @@
 //! `openssl`) in a test directory: a CA ([`make_ca`]) and certificates it signs ([`issue`]),
 //! all P-256 and valid for a day. The LAPI (`crowdsec`) and the SMTP sink (`sinks`) use them.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::lab::TempDir;
+use crate::{lab::TempDir, staged};
 
 /// The key options of every key made here: P-256, unencrypted.
 const EC: [&str; 5] = [
@@ -17,18 +17,12 @@ const EC: [&str; 5] = [
 
 /// `openssl ARGS` in `dir`; fails with its output.
 pub fn openssl(dir: &TempDir, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(&dir.path)
-        .output()
-        .context("running openssl (Debian package `openssl`)")?;
-    if !out.status.success() {
-        bail!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    staged::stdout_of(
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.path),
+        &format!("openssl {} (Debian package `openssl`)", args.join(" ")),
+    )?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use portsentry::{
     config::settings::LiveSettings,
     daemon::guard::{self, KernelExtras},
     dataplane::{Dataplane, LoadOptions, Stats},
-    detect::events::ProbeEvent,
+    detect::events::{EventKind, ProbeEvent},
     net::{cidr::Cidr, listening::Listening, ports::PortSet, synack::SynAckShape},
 };
 
@@ -265,6 +265,15 @@ impl TestXdp {
             }
         }
         out
+    }
+
+    /// The events of `kind` emitted since the last call to this or [`TestXdp::events`] (the
+    /// others are consumed too).
+    pub fn events_of(&mut self, kind: EventKind) -> Vec<ProbeEvent> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
     }
 
     pub fn stats(&self) -> Stats {

@@ -152,11 +152,7 @@ fn a_new_default_gateway_is_auto_allowed_live() {
 
     probe(&lab, gateway);
     probe(&lab, other);
-    assert!(
-        d.wait_for_line(attackalert(other), WAIT),
-        "the control source is banned; output:\n{}",
-        d.tail()
-    );
+    d.expect_line("the control source's ban", attackalert(other));
     assert!(
         !service_open(&lab, other),
         "{other} is not a gateway: banned"
@@ -166,7 +162,7 @@ fn a_new_default_gateway_is_auto_allowed_live() {
         "the new gateway {gateway} was not banned; output:\n{}",
         d.tail()
     );
-    assert!(!d.has_line(attackalert(gateway)), "{}", d.tail());
+    d.expect_no_line("a ban of the gateway", attackalert(gateway));
 }
 
 /// A + D. Without pinned maps the verbs reach the daemon through its control socket and act on
@@ -231,7 +227,7 @@ fn verbs_go_through_the_control_socket_without_pins_and_survive_a_restart() {
         out.contains(&format!("\"{b}\"")) && !out.contains(&format!("\"{a}\"")),
         "{out}"
     );
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.tail());
+    d.stop_cleanly();
 
     // No daemon: the verbs say so and work on the state file.
     let (code, out, err) = ctl(&["list", "--json"]);
@@ -352,11 +348,9 @@ fn a_full_ban_table_still_bans_the_next_scanner() {
         d.tail()
     );
     d.expect_line("the ban", attackalert(last));
-    assert!(
-        !d.has_line(|l| l.contains("could not be blocked")),
-        "{}",
-        d.tail()
-    );
+    d.expect_no_line("could not be blocked", |l| {
+        l.contains("could not be blocked")
+    });
     assert!(
         service_open(&lab, lab.scanner_v4[4]),
         "a source that never probed still gets through"
@@ -383,7 +377,7 @@ fn raising_max_bans_across_a_restart_migrates_the_pinned_maps() {
     probe(&lab, a);
     d.expect_line("the ban", attackalert(a));
     assert!(!service_open(&lab, a));
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.tail());
+    d.stop_cleanly();
 
     (s.startup.max_bans, s.startup.max_ban_networks) = (128, 32);
     let d = case::start(&lab, &dir, &s);
@@ -911,7 +905,7 @@ fn a_returning_scanner_gets_a_doubled_ttl_and_the_history_survives_a_restart() {
     );
 
     // A restart while the second ban holds: the history is in bans.json and comes back.
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.tail());
+    d.stop_cleanly();
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path.join("bans.json")).unwrap())
             .unwrap();
@@ -958,11 +952,9 @@ fn forged_unverified_bans_never_escalate() {
         "banned again:\n{}",
         d.tail()
     );
-    assert!(
-        !d.has_line(|l| l.starts_with(&format!("portsentry: repeat offender {victim}"))),
-        "an unverified ban escalated:\n{}",
-        d.tail()
-    );
+    d.expect_no_line("an unverified ban escalated", |l| {
+        l.starts_with(&format!("portsentry: repeat offender {victim}"))
+    });
     let ttl = listed_ttl_secs(&state, victim).expect("the second ban is listed");
     assert!(
         (2..=4).contains(&ttl),

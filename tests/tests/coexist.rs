@@ -10,16 +10,20 @@
 use std::{path::PathBuf, time::Duration};
 
 use portsentry_tests::{
-    lab::{baseline_object, ip, portsentry_bin, run_in, sock, DaemonArgs, Lab, PinDir, TempDir},
+    case::{self, SERVICE, TRAP},
+    lab::{
+        baseline_object, ip, portsentry_bin, run_in, sock, Daemon, DaemonArgs, Lab, PinDir,
+        Service, TempDir,
+    },
     skip::skip,
 };
 
-const SERVICE_PORT: u16 = 8080;
 /// xdp-filter drops this destination port.
 const FILTERED_PORT: u16 = 8081;
-const TRAP_PORT: u16 = 111;
 /// xdp-filter and portsentry in a VM under software emulation take seconds per step.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a connect may take before it counts as dropped (seconds under emulation too).
+const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One xdp-tools command at a time: xdp-filter keeps a lock file outside bpffs, and two
 /// started at once (tests run in parallel) fail with "Unable to read PID from lockfile".
@@ -78,11 +82,10 @@ impl XdpTools {
     }
 
     /// `portsentry run ARGS` to completion (it is expected to refuse), in the same setting.
-    fn portsentry(&self, lab: &Lab, pins: &PinDir, args: &[&str]) -> (i32, String) {
+    fn portsentry(&self, lab: &Lab, pins: &PinDir, args: &DaemonArgs) -> (i32, String) {
         let mut argv = self.wrapper(pins);
         argv.push(portsentry_bin().display().to_string());
-        argv.push("run".into());
-        argv.extend(args.iter().map(|a| a.to_string()));
+        argv.extend(args.argv());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         run_in(&lab.protected, "sh", &argv, TOOL_TIMEOUT)
     }
@@ -106,19 +109,135 @@ fn attached_program(lab: &Lab) -> Option<(u32, String)> {
     Some((id, name))
 }
 
-/// The flags a daemon in the lab needs besides its wrapper.
-fn daemon_flags(state: &str) -> Vec<String> {
-    [
-        "--tcp-ports",
-        &TRAP_PORT.to_string(),
-        "--no-pin",
-        "--no-auto-allow",
-        "--state-dir",
-        state,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// The flags a daemon in the lab needs besides its wrapper: the case baseline as flags
+/// (`--iface`, `--tcp-ports 111`, `--no-auto-allow`, `--state-dir`) and `--no-pin`.
+fn daemon_args(lab: &Lab, dir: &TempDir) -> DaemonArgs {
+    case::cli_args(lab, dir).no_pin()
+}
+
+/// A two-address lab with the xdp-tools staged, one bpffs that xdp-filter, xdp-loader and
+/// portsentry all see, a state directory, and services on [`SERVICE`] and [`FILTERED_PORT`].
+struct FilterLab {
+    tools: XdpTools,
+    lab: Lab,
+    pins: PinDir,
+    dir: TempDir,
+    _services: [Service; 2],
+}
+
+impl FilterLab {
+    /// `None` (the test skips, saying why) where the xdp-tools are not staged.
+    fn new(test: &str, tag: &str) -> Option<Self> {
+        let tools = XdpTools::staged(test)?;
+        let lab = Lab::new(2).expect("lab");
+        let pins = PinDir::new().expect("bpffs");
+        let dir = TempDir::new(tag).expect("state dir");
+        let _services = [SERVICE, FILTERED_PORT]
+            .map(|port| lab.protected.tcp_service(sock(lab.protected_v4, port)));
+        Some(Self {
+            tools,
+            lab,
+            pins,
+            dir,
+            _services,
+        })
+    }
+
+    /// `xdp-filter load IF`, then `xdp-filter port FILTERED_PORT`: both succeed.
+    fn load_filter(&self) {
+        let (code, out) = self.tool("xdp-filter", &["load", &self.lab.iface]);
+        assert_eq!(code, 0, "xdp-filter load: {out}");
+        let (code, out) = self.tool("xdp-filter", &["port", &FILTERED_PORT.to_string()]);
+        assert_eq!(code, 0, "xdp-filter port: {out}");
+    }
+
+    /// Runs an xdp-tools program in the protected namespace.
+    fn tool(&self, tool: &str, args: &[&str]) -> (i32, String) {
+        self.tools.run(&self.lab, &self.pins, tool, args)
+    }
+
+    /// `xdp-loader status IF`, which succeeds.
+    fn status(&self) -> String {
+        let (code, status) = self.tool("xdp-loader", &["status", &self.lab.iface]);
+        assert_eq!(code, 0, "xdp-loader status: {status}");
+        status
+    }
+
+    /// `xdp-loader status` lists xdp-filter's program and ours; printed, labelled `when`.
+    fn status_lists_both(&self, when: &str) {
+        let status = self.status();
+        assert!(
+            status.contains("xdpfilt_") && status.contains("portsentry"),
+            "xdp-loader status lists both; got:\n{status}"
+        );
+        eprintln!("xdp-loader status, {when}:\n{status}");
+    }
+
+    /// The daemon's flags ([`daemon_args`]).
+    fn daemon_args(&self) -> DaemonArgs {
+        daemon_args(&self.lab, &self.dir)
+    }
+
+    /// The daemon's flags, run inside the wrapper ([`XdpTools::wrapper`]) and given
+    /// [`TOOL_TIMEOUT`] to be ready.
+    fn wrapped_daemon(&self) -> DaemonArgs {
+        let wrapper = self.tools.wrapper(&self.pins);
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        self.daemon_args()
+            .wrapped_in("sh", &wrapper)
+            .ready_within(TOOL_TIMEOUT)
+    }
+
+    /// The scanner's first address (the one that gets banned) and its second (a bystander).
+    fn scanner_and_bystander(&self) -> (std::net::IpAddr, std::net::IpAddr) {
+        (self.lab.scanner_v4[0], self.lab.scanner_v4[1])
+    }
+
+    /// Whether a connect from `src` to the protected side's `port` completes.
+    fn reach(&self, src: std::net::IpAddr, port: u16) -> bool {
+        self.lab
+            .scanner
+            .tcp_connect(src, sock(self.lab.protected_v4, port), REACH_TIMEOUT)
+    }
+
+    /// With both programs on the interface: innocent traffic passes, xdp-filter drops its
+    /// port, a probe of the trap port from the scanner times out and bans it (the ban line,
+    /// within 30 s), and then its traffic to the service is dropped.
+    fn both_verdicts_hold(&self, daemon: &mut Daemon) {
+        let (scanner, bystander) = self.scanner_and_bystander();
+        assert!(self.reach(bystander, SERVICE), "innocent traffic passes");
+        assert!(
+            !self.reach(bystander, FILTERED_PORT),
+            "xdp-filter still drops its port"
+        );
+        assert!(!self.reach(scanner, TRAP), "trap port times out");
+        let ban_line = format!(
+            "attackalert: Host {scanner} has been blocked via XDP drop on interface: \"{}\"",
+            self.lab.iface
+        );
+        daemon.expect_line_within("ban line", Duration::from_secs(30), |l| l == ban_line);
+        assert!(
+            !self.reach(scanner, SERVICE),
+            "the banned scanner is dropped"
+        );
+    }
+
+    /// Stops `daemon` (a clean exit); then only xdp-filter is on the interface, still dropping
+    /// its port, and the scanner's ban left with portsentry.
+    fn stop_leaves_only_xdp_filter(&self, mut daemon: Daemon) {
+        daemon.stop_cleanly();
+        let status = self.status();
+        assert!(
+            status.contains("xdpfilt_") && !status.contains("portsentry"),
+            "after portsentry stops, xdp-filter is still attached and we are gone; got:\n{status}"
+        );
+        let (scanner, bystander) = self.scanner_and_bystander();
+        assert!(
+            !self.reach(bystander, FILTERED_PORT),
+            "xdp-filter still drops its port"
+        );
+        assert!(self.reach(scanner, SERVICE), "our ban left with us");
+    }
 }
 
 /// A plain XDP program attached with iproute2 (the empty `baseline`) is not ours: `portsentry
@@ -129,7 +248,6 @@ fn daemon_flags(state: &str) -> Vec<String> {
 fn a_foreign_program_is_never_replaced() {
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("coexist-foreign").expect("state dir");
-    let state = dir.path.display().to_string();
     ip(&[
         "-n",
         &lab.protected.name,
@@ -147,8 +265,7 @@ fn a_foreign_program_is_never_replaced() {
     let (id, name) = attached_program(&lab).expect("foreign program attached");
     assert_eq!(name, "baseline");
 
-    let mut args = vec!["run".to_owned(), "--iface".into(), lab.iface.clone()];
-    args.extend(daemon_flags(&state));
+    let args = daemon_args(&lab, &dir).argv();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let bin = portsentry_bin().display().to_string();
     let (code, output) = run_in(&lab.protected, &bin, &args, TOOL_TIMEOUT);
@@ -185,63 +302,34 @@ fn a_foreign_program_is_never_replaced() {
 #[test]
 fn shares_the_interface_with_xdp_filter() {
     let test = "shares_the_interface_with_xdp_filter";
-    let Some(tools) = XdpTools::staged(test) else {
+    let Some(fl) = FilterLab::new(test, "coexist-filter") else {
         return;
     };
-    let lab = Lab::new(2).expect("lab");
-    let pins = PinDir::new().expect("bpffs");
-    let dir = TempDir::new("coexist-filter").expect("state dir");
-    let state = dir.path.display().to_string();
-    let service = lab
-        .protected
-        .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
-    let filtered = lab
-        .protected
-        .tcp_service(sock(lab.protected_v4, FILTERED_PORT));
-    let (code, out) = tools.run(&lab, &pins, "xdp-filter", &["load", &lab.iface]);
-    assert_eq!(code, 0, "xdp-filter load: {out}");
-    let (code, out) = tools.run(
-        &lab,
-        &pins,
-        "xdp-filter",
-        &["port", &FILTERED_PORT.to_string()],
-    );
-    assert_eq!(code, 0, "xdp-filter port: {out}");
-    let (filter_id, filter_name) = attached_program(&lab).expect("xdp-filter attached");
-
-    let scanner = lab.scanner_v4[0];
-    let bystander = lab.scanner_v4[1];
-    let short = Duration::from_secs(2);
-    let reach = |src, port| {
-        lab.scanner
-            .tcp_connect(src, sock(lab.protected_v4, port), short)
-    };
-    assert!(reach(bystander, SERVICE_PORT), "service reachable");
+    fl.load_filter();
+    let (filter_id, filter_name) = attached_program(&fl.lab).expect("xdp-filter attached");
+    let (_, bystander) = fl.scanner_and_bystander();
+    assert!(fl.reach(bystander, SERVICE), "service reachable");
     assert!(
-        !reach(bystander, FILTERED_PORT),
+        !fl.reach(bystander, FILTERED_PORT),
         "xdp-filter drops its port"
     );
 
     if filter_name != "xdp_dispatcher" {
         // No dispatcher here: libxdp fell back to attaching xdp-filter's program alone.
-        let mut flags = vec!["--iface".to_owned(), lab.iface.clone()];
-        flags.extend(daemon_flags(&state));
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let (code, output) = tools.portsentry(&lab, &pins, &flags);
+        let (code, output) = fl.tools.portsentry(&fl.lab, &fl.pins, &fl.daemon_args());
         assert_ne!(code, 0, "portsentry must refuse; output:\n{output}");
         let line = format!(
             "portsentry: error: {} already runs XDP program {filter_id} ({filter_name}), which \
              is not portsentry's: refusing to replace it. This kernel refuses freplace programs",
-            lab.iface
+            fl.lab.iface
         );
         assert_eq!(
             output.lines().filter(|l| l.starts_with(&line)).count(),
             1,
             "one refusal line saying the kernel cannot share; output:\n{output}"
         );
-        let mut multi = flags.clone();
-        multi.extend(["--xdp-mode", "multi"]);
-        let (code, output) = tools.portsentry(&lab, &pins, &multi);
+        let multi = fl.daemon_args().args(["--xdp-mode", "multi"]);
+        let (code, output) = fl.tools.portsentry(&fl.lab, &fl.pins, &multi);
         assert_ne!(code, 0, "multi must refuse too; output:\n{output}");
         assert!(
             output.lines().any(|l| l.starts_with(
@@ -250,31 +338,23 @@ fn shares_the_interface_with_xdp_filter() {
             "multi says the kernel cannot run the dispatcher; output:\n{output}"
         );
         assert_eq!(
-            attached_program(&lab),
+            attached_program(&fl.lab),
             Some((filter_id, filter_name)),
             "xdp-filter's program is untouched"
         );
-        assert!(!reach(bystander, FILTERED_PORT), "xdp-filter still filters");
+        assert!(
+            !fl.reach(bystander, FILTERED_PORT),
+            "xdp-filter still filters"
+        );
         skip(
             &format!("{test} (dispatcher half)"),
             "this kernel cannot run libxdp's dispatcher (freplace refused); the refusal half ran",
         );
-        drop((service, filtered));
         return;
     }
 
-    let mut daemon = DaemonArgs::new(&lab)
-        .wrapped_in(
-            "sh",
-            &tools
-                .wrapper(&pins)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
-        .iface()
-        .args(daemon_flags(&state))
-        .ready_within(TOOL_TIMEOUT)
+    let mut daemon = fl
+        .wrapped_daemon()
         .start()
         .expect("portsentry joins the dispatcher");
     assert!(
@@ -284,53 +364,11 @@ fn shares_the_interface_with_xdp_filter() {
         "says where it runs; output:\n{}",
         daemon.output()
     );
-    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
-    assert_eq!(code, 0, "xdp-loader status: {status}");
-    assert!(
-        status.contains("xdpfilt_") && status.contains("portsentry"),
-        "xdp-loader status lists both; got:\n{status}"
-    );
-    eprintln!("xdp-loader status with both programs:\n{status}");
+    fl.status_lists_both("with both programs");
 
-    assert!(reach(bystander, SERVICE_PORT), "innocent traffic passes");
-    assert!(
-        !reach(bystander, FILTERED_PORT),
-        "xdp-filter still drops its port"
-    );
-    assert!(!reach(scanner, TRAP_PORT), "trap port times out");
-    let ban_line = format!(
-        "attackalert: Host {scanner} has been blocked via XDP drop on interface: \"{}\"",
-        lab.iface
-    );
-    assert!(
-        daemon.wait_for_line(|l| l == ban_line, Duration::from_secs(30)),
-        "ban line; output:\n{}",
-        daemon.output()
-    );
-    assert!(
-        !reach(scanner, SERVICE_PORT),
-        "the banned scanner is dropped"
-    );
-    assert!(reach(bystander, SERVICE_PORT), "others still pass");
-
-    assert_eq!(
-        daemon.stop().unwrap(),
-        Some(0),
-        "clean exit; output:\n{}",
-        daemon.output()
-    );
-    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
-    assert_eq!(code, 0, "xdp-loader status: {status}");
-    assert!(
-        status.contains("xdpfilt_") && !status.contains("portsentry"),
-        "after portsentry stops, xdp-filter is still attached and we are gone; got:\n{status}"
-    );
-    assert!(
-        !reach(bystander, FILTERED_PORT),
-        "xdp-filter still drops its port"
-    );
-    assert!(reach(scanner, SERVICE_PORT), "our ban left with us");
-    drop((service, filtered));
+    fl.both_verdicts_hold(&mut daemon);
+    assert!(fl.reach(bystander, SERVICE), "others still pass");
+    fl.stop_leaves_only_xdp_filter(daemon);
 }
 
 /// `xdp_mode = "multi"`: portsentry makes the dispatcher itself, xdp-filter loaded afterwards
@@ -340,33 +378,10 @@ fn shares_the_interface_with_xdp_filter() {
 #[test]
 fn multi_mode_lets_xdp_filter_join_after_us() {
     let test = "multi_mode_lets_xdp_filter_join_after_us";
-    let Some(tools) = XdpTools::staged(test) else {
+    let Some(fl) = FilterLab::new(test, "coexist-multi") else {
         return;
     };
-    let lab = Lab::new(2).expect("lab");
-    let pins = PinDir::new().expect("bpffs");
-    let dir = TempDir::new("coexist-multi").expect("state dir");
-    let state = dir.path.display().to_string();
-    let service = lab
-        .protected
-        .tcp_service(sock(lab.protected_v4, SERVICE_PORT));
-    let filtered = lab
-        .protected
-        .tcp_service(sock(lab.protected_v4, FILTERED_PORT));
-    let started = DaemonArgs::new(&lab)
-        .wrapped_in(
-            "sh",
-            &tools
-                .wrapper(&pins)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
-        .iface()
-        .args(daemon_flags(&state))
-        .args(["--xdp-mode", "multi"])
-        .ready_within(TOOL_TIMEOUT)
-        .start();
+    let started = fl.wrapped_daemon().args(["--xdp-mode", "multi"]).start();
     let mut daemon = match started {
         Ok(d) => d,
         Err(e) if format!("{e:#}").contains("refuses freplace") => {
@@ -378,71 +393,14 @@ fn multi_mode_lets_xdp_filter_join_after_us() {
         }
         Err(e) => panic!("portsentry with xdp_mode multi: {e:#}"),
     };
-    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
-    assert_eq!(code, 0, "xdp-loader status: {status}");
+    let status = fl.status();
     assert!(
         status.contains("xdp_dispatcher") && status.contains("portsentry"),
         "portsentry runs in its own dispatcher; got:\n{status}"
     );
-    let (code, out) = tools.run(&lab, &pins, "xdp-filter", &["load", &lab.iface]);
-    assert_eq!(code, 0, "xdp-filter load beside portsentry: {out}");
-    let (code, out) = tools.run(
-        &lab,
-        &pins,
-        "xdp-filter",
-        &["port", &FILTERED_PORT.to_string()],
-    );
-    assert_eq!(code, 0, "xdp-filter port: {out}");
-    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
-    assert_eq!(code, 0, "xdp-loader status: {status}");
-    assert!(
-        status.contains("xdpfilt_") && status.contains("portsentry"),
-        "xdp-loader status lists both; got:\n{status}"
-    );
-    eprintln!("xdp-loader status, xdp-filter added after portsentry:\n{status}");
+    fl.load_filter();
+    fl.status_lists_both("xdp-filter added after portsentry");
 
-    let scanner = lab.scanner_v4[0];
-    let bystander = lab.scanner_v4[1];
-    let short = Duration::from_secs(2);
-    let reach = |src, port| {
-        lab.scanner
-            .tcp_connect(src, sock(lab.protected_v4, port), short)
-    };
-    assert!(reach(bystander, SERVICE_PORT), "innocent traffic passes");
-    assert!(
-        !reach(bystander, FILTERED_PORT),
-        "xdp-filter drops its port"
-    );
-    assert!(!reach(scanner, TRAP_PORT), "trap port times out");
-    let ban_line = format!(
-        "attackalert: Host {scanner} has been blocked via XDP drop on interface: \"{}\"",
-        lab.iface
-    );
-    assert!(
-        daemon.wait_for_line(|l| l == ban_line, Duration::from_secs(30)),
-        "ban line; output:\n{}",
-        daemon.output()
-    );
-    assert!(
-        !reach(scanner, SERVICE_PORT),
-        "the banned scanner is dropped"
-    );
-    assert_eq!(
-        daemon.stop().unwrap(),
-        Some(0),
-        "clean exit; output:\n{}",
-        daemon.output()
-    );
-    let (code, status) = tools.run(&lab, &pins, "xdp-loader", &["status", &lab.iface]);
-    assert_eq!(code, 0, "xdp-loader status: {status}");
-    assert!(
-        status.contains("xdpfilt_") && !status.contains("portsentry"),
-        "after portsentry stops, xdp-filter stays and we are gone; got:\n{status}"
-    );
-    assert!(
-        !reach(bystander, FILTERED_PORT),
-        "xdp-filter still drops its port"
-    );
-    assert!(reach(scanner, SERVICE_PORT), "our ban left with us");
-    drop((service, filtered));
+    fl.both_verdicts_hold(&mut daemon);
+    fl.stop_leaves_only_xdp_filter(daemon);
 }

@@ -75,11 +75,7 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
         if far_end_xdp {
             // The handshake completes on the cookie; its ACK bans the peer.
             assert!(result.is_ok(), "{result:?}");
-            assert!(
-                d.wait_for_line(banned_line(peer), WAIT),
-                "the completed handshake bans:\n{}",
-                d.tail()
-            );
+            d.expect_line("the completed handshake's ban", banned_line(peer));
         } else {
             let (kind, took) = result.expect_err("nothing listens on the trap port");
             assert_eq!(
@@ -89,16 +85,11 @@ fn without_xdp_on_the_far_end_a_peers_connect_is_refused_not_black_holed() {
                 d.tail()
             );
             assert!(took < Duration::from_secs(2), "{took:?}");
-            assert!(
-                d.wait_for_line(
-                    |l| l.starts_with(&format!("portsentry: probe from {peer} ("))
-                        && l.contains("no SYN cookie"),
-                    WAIT
-                ),
-                "the peer probe line says no cookie went out:\n{}",
-                d.tail()
+            d.expect_line(
+                "the peer probe line saying no cookie went out",
+                case::probe_line(peer, "no SYN cookie"),
             );
-            assert!(!d.has_line(banned_line(peer)), "{}", d.tail());
+            d.expect_no_line("a ban of the peer", banned_line(peer));
         }
         assert_eq!(
             d.has_line(warning),
@@ -208,24 +199,18 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
         sock(lab.protected_v4, TRAP),
         Duration::from_secs(3),
     );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: probe from {peer} ("))
-                && l.contains("answered with a SYN cookie"),
-            WAIT
-        ),
-        "the forged SYN was answered:\n{}",
-        d.tail()
+    d.expect_line(
+        "the forged SYN answered",
+        case::probe_line(peer, "answered with a SYN cookie"),
     );
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         forged.is_err(),
         "the forger completed a handshake in the peer's name"
     );
-    assert!(
-        !d.has_line(banned_line(peer)),
-        "a LAN forger got the learned peer banned:\n{}",
-        d.tail()
+    d.expect_no_line(
+        "a LAN forger got the learned peer banned",
+        banned_line(peer),
     );
     ip(&[
         "-n",
@@ -245,9 +230,8 @@ fn a_lan_forger_cannot_answer_a_peers_cookie() {
         "the real peer's handshake on the cookie:\n{}",
         d.tail()
     );
-    assert!(
-        d.wait_for_line(banned_line(peer), WAIT),
-        "the real peer's completed handshake bans it:\n{}",
-        d.tail()
+    d.expect_line(
+        "the real peer's completed handshake banning it",
+        banned_line(peer),
     );
 }

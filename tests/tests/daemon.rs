@@ -49,7 +49,7 @@ fn history_is_appended_across_restarts_and_bans_survive_a_restart() {
     let mut d = args.start().unwrap();
     assert!(!case::connects(&lab, a, TRAP));
     d.expect_line("the ban", attackalert(a));
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    d.stop_cleanly();
 
     // No pins: the new process starts with empty maps and must restore the ban from state_dir.
     let mut d = args.start().unwrap();
@@ -322,7 +322,7 @@ fn advanced_mode_does_not_ban_a_client_while_its_service_restarts() {
     );
 
     // Remembered across a restart.
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    d.stop_cleanly();
     let saved = std::fs::read_to_string(dir.join("service_ports.json")).unwrap();
     assert!(saved.contains("\"22\""), "{saved}");
     let d = args.start().unwrap();
@@ -554,11 +554,7 @@ fn lines_carry_a_journal_priority_only_when_stdout_is_the_journal() {
     let a = lab.scanner_v4[0];
     assert!(!case::connects(&lab, a, TRAP));
     let (scan, ban) = expected(a);
-    assert!(
-        d.wait_for_line(|l| l == format!("<4>{ban}"), Duration::from_secs(5)),
-        "the ban line at warning; output:\n{}",
-        d.output()
-    );
+    d.expect_line("the ban line at warning", |l| l == format!("<4>{ban}"));
     assert!(d.has_line(|l| l == format!("<5>{scan}")), "{}", d.output());
     assert!(
         d.has_line(|l| l == "<6>Portsentry is now active and listening."),

@@ -49,11 +49,7 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
         "attackalert: Host {scanner} has been blocked via XDP drop on interface: \"{}\"",
         lab.iface
     );
-    assert!(
-        daemon.wait_for_line(|l| l == ban_line, Duration::from_secs(5)),
-        "ban line; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("ban line", |l| l == ban_line);
     let scan_line = format!(
         "Scan from: [{scanner}] ({scanner}) protocol: [TCP] port: [{TRAP_PORT}] type: [TCP SYN/Normal scan] \
          IP opts: [not set] ignored: [false] triggered: [true] noblock: [false] blocked: [true]"
@@ -64,12 +60,7 @@ fn connect_to_trap_port_bans_the_source_and_sigterm_detaches() {
         daemon.output()
     );
 
-    assert_eq!(
-        daemon.stop().unwrap(),
-        Some(0),
-        "clean exit; output:\n{}",
-        daemon.output()
-    );
+    daemon.stop_cleanly();
     let notified = daemon.notifications();
     assert!(
         matches!(notified.as_slice(), [ready, status, stopping]
@@ -112,21 +103,13 @@ fn lines_below_the_trigger_leave_noblock_and_blocked_unset() {
         .scanner
         .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short);
     let first = line("false", "unset", "unset");
-    assert!(
-        daemon.wait_for_line(|l| l == first, Duration::from_secs(5)),
-        "first probe's line; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("first probe's line", |l| l == first);
     let _ = lab
         .scanner
         .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short);
     let second = line("true", "false", "true");
-    assert!(
-        daemon.wait_for_line(|l| l == second, Duration::from_secs(5)),
-        "triggering probe's line; output:\n{}",
-        daemon.output()
-    );
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.expect_line("triggering probe's line", |l| l == second);
+    daemon.stop_cleanly();
 }
 
 /// PortSentry's `BLOCK_TCP = 2` (here `block_tcp = false` with `run_cmd_always`): a source that
@@ -163,11 +146,7 @@ fn a_protocol_that_does_not_block_still_runs_run_cmd_once_per_source() {
             .tcp_connect(scanner, sock(lab.protected_v4, TRAP_PORT), short);
     }
     let line = format!("attackalert: External command run for host: {scanner} using command: ");
-    assert!(
-        daemon.wait_for_line(|l| l.starts_with(&line), Duration::from_secs(5)),
-        "run_cmd ran; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("run_cmd ran", |l| l.starts_with(&line));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         std::fs::read_to_string(&ran).unwrap_or_default(),
@@ -181,7 +160,7 @@ fn a_protocol_that_does_not_block_still_runs_run_cmd_once_per_source() {
         "not blocked"
     );
     assert!(!daemon.has_line(|l| l.contains("has been blocked")));
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.stop_cleanly();
 }
 
 /// A probe from an allowlisted ("ignored") source is logged as PortSentry 2.x logs it, at most
@@ -209,11 +188,7 @@ fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
          SYN/Normal scan] IP opts: [not set] ignored: [true] triggered: [unset] noblock: [unset] \
          blocked: [unset]"
     );
-    assert!(
-        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
-        "ignored line; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("ignored line", |l| l == line);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         daemon
@@ -224,7 +199,7 @@ fn probes_from_ignored_sources_are_logged_once_a_minute_and_never_ban() {
         daemon.output()
     );
     assert!(!daemon.has_line(|l| l.contains("has been blocked")));
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.stop_cleanly();
 }
 
 /// `--log-level debug` forwards the XDP program's own diagnostics into the daemon's log (here:
@@ -250,24 +225,15 @@ fn kernel_diagnostics_are_forwarded_only_when_asked() {
 
     let mut daemon = start(&["--log-level", "debug"]);
     forged_probe();
-    assert!(
-        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
-        "the kernel's reason; output:\n{}",
-        daemon.output()
-    );
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.expect_line("the kernel's reason", |l| l == line);
+    daemon.stop_cleanly();
 
     let mut quiet = start(&[]);
     forged_probe();
-    assert!(
-        quiet.wait_for_line(
-            |l| l.starts_with("portsentry: probe from 127.0.0.5"),
-            Duration::from_secs(5)
-        ),
-        "the bogus probe is still reported; output:\n{}",
-        quiet.output()
-    );
-    assert_eq!(quiet.stop().unwrap(), Some(0), "{}", quiet.output());
+    quiet.expect_line("the bogus probe is still reported", |l| {
+        l.starts_with("portsentry: probe from 127.0.0.5")
+    });
+    quiet.stop_cleanly();
     assert!(
         !quiet.has_line(|l| l.starts_with("portsentry: kernel ")),
         "no diagnostics by default; output:\n{}",
@@ -370,11 +336,7 @@ fn the_prefix_is_banned(
          ({why})",
         lab.iface
     );
-    assert!(
-        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
-        "prefix ban; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("prefix ban", |l| l == line);
     assert!(
         !lab.scanner
             .tcp_connect(unused, sock(lab.protected_v6, SERVICE_PORT), short),
@@ -418,15 +380,8 @@ fn rotating_ipv6_addresses_get_their_prefix_banned() {
             .scanner
             .tcp_connect(*a, sock(lab.protected_v6, TRAP_PORT), short);
     }
-    assert!(
-        daemon.wait_for_line(
-            |l| l.starts_with("portsentry: 3 addresses of fd77::/64 banned; the prefix itself is not banned: it holds allowlisted fd77::1"),
-            Duration::from_secs(5)
-        ),
-        "own prefix refused; output:\n{}",
-        daemon.output()
-    );
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.expect_line("own prefix refused", |l| l.starts_with("portsentry: 3 addresses of fd77::/64 banned; the prefix itself is not banned: it holds allowlisted fd77::1"));
+    daemon.stop_cleanly();
 }
 
 /// The same scanner with `scan_trigger = 3`, each address sending ONE probe: no address ever
@@ -447,7 +402,7 @@ fn a_rotating_scanner_below_the_trigger_gets_its_prefix_banned() {
     let c = counters(&dir.path);
     assert_eq!(c["prefix_triggers"].as_u64(), Some(1), "{c}");
     assert_eq!(c["bans"].as_u64(), Some(0), "no address was banned: {c}");
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.stop_cleanly();
 }
 
 /// A flood of 20 000 probes from random sources (below the trigger) writes a bounded number of
@@ -455,8 +410,6 @@ fn a_rotating_scanner_below_the_trigger_gets_its_prefix_banned() {
 /// it is still logged.
 #[test]
 fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears() {
-    use portsentry_tests::lab::run_in;
-
     let lab = Lab::new(1).expect("lab");
     let dir = TempDir::new("e2e-flood-log").expect("state dir");
     let history = dir.path.join("history.log");
@@ -466,20 +419,12 @@ fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears()
     s.live.history_file = Some(history.clone());
     let mut daemon = case::start(&lab, &dir, &s);
     let started = std::time::Instant::now();
-    run_in(
+    case::random_source_udp(
         &lab.scanner,
-        "hping3",
-        &[
-            "--udp",
-            "--rand-source",
-            "-p",
-            "31337",
-            "-c",
-            "20000",
-            "-i",
-            "u20",
-            &lab.protected_v4.to_string(),
-        ],
+        lab.protected_v4,
+        31337,
+        20000,
+        Duration::from_micros(20),
         Duration::from_secs(8),
     );
     let scanner = lab.scanner_v4[0];
@@ -512,12 +457,7 @@ fn a_flood_of_forged_probes_writes_bounded_logs_and_the_real_ban_still_appears()
         "a summary of what was held back, the kernel's share included; last lines:\n{}",
         tail(&daemon.output())
     );
-    assert_eq!(
-        daemon.stop().unwrap(),
-        Some(0),
-        "{}",
-        tail(&daemon.output())
-    );
+    daemon.stop_cleanly();
     let lines = std::fs::read_to_string(&history)
         .unwrap_or_default()
         .lines()
@@ -592,7 +532,7 @@ fn a_fragmented_udp_datagram_reaches_a_service() {
         "{c}"
     );
     assert!(c["passed"].as_u64() >= Some(4), "{c}");
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.stop_cleanly();
 }
 
 /// The tiny-fragment trick (RFC 1858), as hping3 plays it with an 8-byte "MTU": a SYN to a
@@ -637,11 +577,7 @@ fn the_tiny_fragment_trick_gets_no_answer() {
         "portsentry: kernel debug: evasion: IPv4 first fragment from ::ffff:{scanner} too short \
          for its TCP/UDP header (RFC 1858); dropped"
     );
-    assert!(
-        daemon.wait_for_line(|l| l == line, Duration::from_secs(5)),
-        "the kernel's reason; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("the kernel's reason", |l| l == line);
     assert!(
         daemon.has_line(|l| l.contains("evasion: IPv4 fragment from") && l.contains("offset 1"))
     );
@@ -649,7 +585,7 @@ fn the_tiny_fragment_trick_gets_no_answer() {
     // Two SYNs, each a first fragment (8 bytes) and one at offset 1 (8 bytes); the last 4
     // bytes (offset 2) pass and wait in the reassembly queue until it times out.
     assert_eq!(c["fragments_dropped"].as_u64(), Some(4), "{c}");
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.stop_cleanly();
 }
 
 /// Issue 25, item 7: prefix bans never cover a peer this host talks to, never aggregate inside
@@ -711,11 +647,7 @@ fn prefix_bans_spare_peers_and_translators_and_climb_for_rotating_64s() {
          (3 of its narrower prefixes held bans; 3 ban(s) folded into it)",
         lab.iface
     );
-    assert!(
-        daemon.wait_for_line(|l| l == rotating_line, WAIT),
-        "the /56 of a scanner rotating /64s; output:\n{}",
-        daemon.output()
-    );
+    daemon.expect_line("the /56 of a scanner rotating /64s", |l| l == rotating_line);
     assert!(
         !lab.scanner
             .tcp_connect(rotating[3], sock(lab.protected_v6, SERVICE_PORT), short),
@@ -743,5 +675,5 @@ fn prefix_bans_spare_peers_and_translators_and_climb_for_rotating_64s() {
         );
     }
     assert!(listed.iter().any(|l| l == "2001:db8:5::/56"), "{listed:?}");
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
+    daemon.stop_cleanly();
 }

@@ -2,7 +2,11 @@
 //! (filter for PortSentry 1.2's history) and PortSentry 2.x's own filter, run through the real
 //! `fail2ban-regex` from Debian's package.
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use portsentry::config::settings::{HistoryFormat, Settings};
 use portsentry_tests::{
@@ -27,11 +31,7 @@ fn scan(lab: &Lab, daemon: &mut Daemon) -> (IpAddr, IpAddr) {
     }
     for src in [tcp, udp] {
         let prefix = format!("Scan from: [{src}]");
-        assert!(
-            daemon.wait_for_line(|l| l.starts_with(&prefix), Duration::from_secs(5)),
-            "{src}'s probe logged; output:\n{}",
-            daemon.output()
-        );
+        daemon.expect_line(&format!("{src}'s probe logged"), |l| l.starts_with(&prefix));
     }
     std::thread::sleep(Duration::from_millis(300));
     (tcp, udp)
@@ -48,6 +48,36 @@ fn history_settings(lab: &Lab, dir: &TempDir, history: &Path, format: HistoryFor
     s
 }
 
+/// A history in `format`, written by a daemon that saw [`scan`] and stopped cleanly.
+struct History {
+    dir: TempDir,
+    path: PathBuf,
+    text: String,
+    /// The TCP and the UDP scanner.
+    tcp: IpAddr,
+    udp: IpAddr,
+}
+
+impl History {
+    fn of_a_scan(tag: &str, format: HistoryFormat) -> Self {
+        let lab = Lab::new(2).expect("lab");
+        let dir = TempDir::new(tag).expect("dir");
+        let path = dir.path.join("portsentry.history");
+        let s = history_settings(&lab, &dir, &path, format);
+        let mut daemon = case::start(&lab, &dir, &s);
+        let (tcp, udp) = scan(&lab, &mut daemon);
+        daemon.stop_cleanly();
+        let text = std::fs::read_to_string(&path).expect("history");
+        Self {
+            dir,
+            path,
+            text,
+            tcp,
+            udp,
+        }
+    }
+}
+
 fn regex(history: &Path, filter: &Path) -> RegexResult {
     fail2ban::fail2ban_regex(history, filter).expect("fail2ban-regex")
 }
@@ -57,15 +87,8 @@ fn regex(history: &Path, filter: &Path) -> RegexResult {
 /// StateDirectory.
 #[test]
 fn portsentry1_history_matches_fail2bans_stock_jail() {
-    let lab = Lab::new(2).expect("lab");
-    let dir = TempDir::new("f2b-1").expect("dir");
-    let history = dir.path.join("portsentry.history");
-    let s = history_settings(&lab, &dir, &history, HistoryFormat::Portsentry1);
-    let mut daemon = case::start(&lab, &dir, &s);
-    let (tcp, udp) = scan(&lab, &mut daemon);
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
-
-    let text = std::fs::read_to_string(&history).expect("history");
+    let h = History::of_a_scan("f2b-1", HistoryFormat::Portsentry1);
+    let (history, text, tcp, udp) = (&h.path, &h.text, h.tcp, h.udp);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "one line per source:\n{text}");
     for (src, port, proto) in [(tcp, TCP_TRAP, "TCP"), (udp, UDP_TRAP, "UDP")] {
@@ -82,7 +105,7 @@ fn portsentry1_history_matches_fail2bans_stock_jail() {
         assert_eq!(&date[2..3], "/", "{line}");
     }
 
-    let result = regex(&history, &fail2ban::stock_filter().unwrap());
+    let result = regex(history, &fail2ban::stock_filter().unwrap());
     assert_eq!(
         (result.lines, result.matched, result.missed),
         (2, 2, 0),
@@ -108,19 +131,14 @@ fn portsentry1_history_matches_fail2bans_stock_jail() {
 /// (1.2) filter matches none of them, which is why `portsentry1` exists.
 #[test]
 fn portsentry2_history_matches_portsentry2s_filter() {
-    let lab = Lab::new(2).expect("lab");
-    let dir = TempDir::new("f2b-2").expect("dir");
-    let history = dir.path.join("portsentry.history");
-    let s = history_settings(&lab, &dir, &history, HistoryFormat::Portsentry2);
-    let mut daemon = case::start(&lab, &dir, &s);
-    let (tcp, udp) = scan(&lab, &mut daemon);
-    assert_eq!(daemon.stop().unwrap(), Some(0), "{}", daemon.output());
-
-    let text = std::fs::read_to_string(&history).expect("history");
+    let h = History::of_a_scan("f2b-2", HistoryFormat::Portsentry2);
+    let (history, text, tcp, udp) = (&h.path, &h.text, h.tcp, h.udp);
     let scans = text.lines().filter(|l| l.contains(" Scan from: [")).count() as u64;
     assert!(scans >= 4, "one TCP and three UDP probes:\n{text}");
-    let filter = dir.write("portsentry2.conf", fail2ban::PORTSENTRY2_FILTER);
-    let result = regex(&history, Path::new(&filter));
+    let filter = h
+        .dir
+        .write("portsentry2.conf", fail2ban::PORTSENTRY2_FILTER);
+    let result = regex(history, Path::new(&filter));
     assert_eq!(result.matched, scans, "{}", result.output);
     for src in [tcp, udp] {
         assert!(
@@ -129,6 +147,6 @@ fn portsentry2_history_matches_portsentry2s_filter() {
             result.output
         );
     }
-    let stock = regex(&history, &fail2ban::stock_filter().unwrap());
+    let stock = regex(history, &fail2ban::stock_filter().unwrap());
     assert_eq!(stock.matched, 0, "{}", stock.output);
 }

@@ -93,7 +93,7 @@ fn a_full_disk_is_reported_and_enforcement_continues() {
     d.expect_line("error: saving bans", |l| l.contains("error: saving bans"));
     assert!(d.is_running());
     assert!(!d.has_line(|l| l.contains("panicked")));
-    assert_eq!(d.stop().unwrap(), Some(0));
+    d.stop_cleanly();
 }
 
 /// Chosen behaviour: when the protected interface disappears the daemon keeps running, and when
@@ -115,25 +115,17 @@ fn an_interface_removed_and_re_added_is_re_attached() {
     assert!(!case::connects(&lab, a, TRAP));
 
     lab.remove_link().unwrap();
-    assert!(
-        d.wait_for_line(
-            |l| l.contains(&format!("interface {} disappeared", lab.iface)),
-            Duration::from_secs(3)
-        ),
-        "{}",
-        d.output()
+    d.expect_line_within(
+        "the interface's disappearance",
+        Duration::from_secs(3),
+        |l| l.contains(&format!("interface {} disappeared", lab.iface)),
     );
     thread::sleep(Duration::from_millis(300));
     assert!(d.is_running());
     lab.recreate_link().unwrap();
-    assert!(
-        d.wait_for_line(
-            |l| l.contains(&format!("interface {} is back; re-attached", lab.iface)),
-            Duration::from_secs(3)
-        ),
-        "{}",
-        d.output()
-    );
+    d.expect_line_within("the re-attach", Duration::from_secs(3), |l| {
+        l.contains(&format!("interface {} is back; re-attached", lab.iface))
+    });
     assert!(lab.xdp_attached().unwrap());
     assert!(!case::connects(&lab, a, SERVICE), "the old ban still holds");
     assert!(lab
@@ -152,11 +144,7 @@ fn an_interface_removed_and_re_added_is_re_attached() {
         "IPv6 reaches the service on the new link"
     );
     assert!(!case::connects(&lab, b6, TRAP));
-    assert!(
-        d.wait_for_line(attackalert(b6), Duration::from_secs(5)),
-        "IPv6 detection works on the new link; output:\n{}",
-        d.output()
-    );
+    d.expect_line("IPv6 detection works on the new link", attackalert(b6));
     assert!(
         !case::connects(&lab, b6, SERVICE),
         "the IPv6 source is dropped"
@@ -332,23 +320,57 @@ fn lines_of(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// [`lines_of`] `path` once it has `n` lines, or as it is after `within`.
+fn lines_once_there_are(path: &std::path::Path, n: usize, within: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + within;
+    while lines_of(path).len() < n && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    lines_of(path)
+}
+
+/// [`BURST`] quick bans ([`burst_of_bans`]) against a [`burst_daemon`]. Fields drop in order:
+/// the daemon before its lab.
+struct Burst {
+    d: Daemon,
+    /// The sources in the order the daemon banned them.
+    order: Vec<String>,
+    /// The hook's file: one line per response run.
+    ran: std::path::PathBuf,
+    dir: TempDir,
+    _lab: Lab,
+}
+
+/// How many sources ban in a [`Burst`].
+const BURST: usize = 64;
+
+impl Burst {
+    /// A daemon whose hook sleeps `sleep` (4 slots, a queue of `queue`), and the burst.
+    fn run(tag: &str, sleep: &str, queue: usize) -> Self {
+        let lab = Lab::new(BURST).unwrap();
+        let dir = TempDir::new(tag).unwrap();
+        let ran = dir.join("hook-ran");
+        let d = burst_daemon(&lab, &dir, &ran, sleep, queue);
+        let order = burst_of_bans(&lab, &d);
+        Self {
+            d,
+            order,
+            ran,
+            dir,
+            _lab: lab,
+        }
+    }
+}
+
 /// Issue 16, "hooks go missing in a burst": 64 quick bans against `max_concurrent = 4` and a
 /// slow hook. Every ban's run_cmd runs (the queue holds the rest), in ban order, and nothing is
 /// reported skipped. (Before the queue, 60 of the 64 were skipped.)
 #[test]
 fn a_burst_of_bans_runs_every_hook_in_order_through_the_queue() {
-    const BANS: usize = 64;
-    let lab = Lab::new(BANS).unwrap();
-    let dir = TempDir::new("burst").unwrap();
-    let ran = dir.join("hook-ran");
-    let mut d = burst_daemon(&lab, &dir, &ran, "0.2", 256);
-    let order = burst_of_bans(&lab, &d);
+    let mut b = Burst::run("burst", "0.2", 256);
+    let (d, order) = (&mut b.d, &b.order);
     // 64 responses of 0.2 s in 4 slots: about 3.2 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while lines_of(&ran).len() < BANS && std::time::Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
-    let got = lines_of(&ran);
+    let got = lines_once_there_are(&b.ran, BURST, Duration::from_secs(20));
     let mut sorted = got.clone();
     sorted.sort();
     let mut want = order.clone();
@@ -356,7 +378,7 @@ fn a_burst_of_bans_runs_every_hook_in_order_through_the_queue() {
     assert_eq!(
         sorted,
         want,
-        "every ban's hook ran exactly once ({} of {BANS}):\n{}",
+        "every ban's hook ran exactly once ({} of {BURST}):\n{}",
         got.len(),
         tail(&d.output())
     );
@@ -381,15 +403,11 @@ fn a_burst_of_bans_runs_every_hook_in_order_through_the_queue() {
 /// counted as skipped with the queue full, summarised in one line and shown by `status`.
 #[test]
 fn a_burst_past_a_tiny_queue_is_counted_and_summarised() {
-    const BANS: usize = 64;
-    let lab = Lab::new(BANS).unwrap();
-    let dir = TempDir::new("burstq").unwrap();
-    let ran = dir.join("hook-ran");
-    let mut d = burst_daemon(&lab, &dir, &ran, "3", 2);
-    let order = burst_of_bans(&lab, &d);
+    let mut b = Burst::run("burstq", "3", 2);
+    let (d, order) = (&mut b.d, &b.order);
     let summary = "portsentry: hooks: skipped 58 ban response(s) since the last report (58 with the queue full (max_concurrent = 4, queue = 2), 0 over max_per_minute = 0); 4 run so far";
     d.expect_line("the skipped-hooks summary", |l| l == summary);
-    let state = dir.path.display().to_string();
+    let state = b.dir.path.display().to_string();
     let (code, out, err) = portsentry(&["status", "--json", "--state-dir", &state]);
     assert_eq!(code, 0, "{out}{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -397,11 +415,7 @@ fn a_burst_past_a_tiny_queue_is_counted_and_summarised() {
     assert_eq!(status["hooks"]["queued"], 2, "{out}");
     assert_eq!(status["hooks"]["running"], 4, "{out}");
     // The first six bans are the ones answered: four at once, two after the first slots free.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while lines_of(&ran).len() < 6 && std::time::Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
-    let mut got = lines_of(&ran);
+    let mut got = lines_once_there_are(&b.ran, 6, Duration::from_secs(15));
     got.sort();
     let mut want = order[..6].to_vec();
     want.sort();

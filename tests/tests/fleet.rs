@@ -164,6 +164,20 @@ impl Host {
         );
     }
 
+    /// A connect from `src` to the trap port, which gets no answer, and the ban it makes within
+    /// 2 s.
+    fn trap_bans(&mut self, src: IpAddr) {
+        assert!(!self
+            .lab
+            .scanner
+            .tcp_connect(src, sock(self.lab.protected_v4, TRAP), PROBE));
+        wait_for(
+            self.daemon(),
+            &format!("attackalert: Host {src} has been blocked"),
+            Duration::from_secs(2),
+        );
+    }
+
     fn list_json(&self) -> serde_json::Value {
         let (code, out, err) = portsentry(&["list", "--json", "--config", &self.config]);
         assert_eq!(code, 0, "list: {err}");
@@ -175,12 +189,9 @@ impl Host {
     }
 }
 
+/// Waits up to `timeout` for a line containing `what`.
 fn wait_for(d: &mut Daemon, what: &str, timeout: Duration) {
-    assert!(
-        d.wait_for_line(|l| l.contains(what), timeout),
-        "no line containing {what:?} within {timeout:?}; output:\n{}",
-        d.output()
-    );
+    d.expect_line_within(&format!("{what:?}"), timeout, |l| l.contains(what));
 }
 
 #[test]
@@ -297,7 +308,7 @@ fn lapi_decisions_are_dropped_in_xdp_and_deletions_lift_them() {
         "a captcha decision drops nothing"
     );
 
-    assert_eq!(host.daemon().stop().unwrap(), Some(0), "clean exit");
+    host.daemon().stop_cleanly();
 }
 
 #[test]
@@ -315,15 +326,7 @@ fn a_scan_caught_by_one_instance_is_dropped_by_another() {
     assert!(b.reaches_service(scanner), "B reachable before the scan");
 
     let probed = Instant::now();
-    assert!(!a
-        .lab
-        .scanner
-        .tcp_connect(scanner, sock(a.lab.protected_v4, TRAP), PROBE));
-    wait_for(
-        a.daemon(),
-        &format!("attackalert: Host {scanner} has been blocked"),
-        Duration::from_secs(2),
-    );
+    a.trap_bans(scanner);
     let took = b.time_until(scanner, true, probed, Duration::from_secs(6));
     assert!(
         took.is_some_and(|t| t <= FLEET_LATENCY),
@@ -420,15 +423,7 @@ fn a_lapi_outage_loses_no_alert_and_enforcement_goes_on() {
 
     lapi.stop();
     // A catches a scanner while LAPI is down: enforced locally at once, the alert queued.
-    assert!(!a
-        .lab
-        .scanner
-        .tcp_connect(x2, sock(a.lab.protected_v4, TRAP), PROBE));
-    wait_for(
-        a.daemon(),
-        &format!("attackalert: Host {x2} has been blocked"),
-        Duration::from_secs(2),
-    );
+    a.trap_bans(x2);
     wait_for(
         a.daemon(),
         "error: crowdsec: pushing alerts: LAPI at",
@@ -437,12 +432,7 @@ fn a_lapi_outage_loses_no_alert_and_enforcement_goes_on() {
     assert!(!a.reaches_service(x2), "A drops x2 during the outage");
 
     // A restarts during the outage: the queue and the bans come back from state_dir.
-    assert_eq!(
-        a.daemon().stop().unwrap(),
-        Some(0),
-        "A stops cleanly: {}",
-        a.output()
-    );
+    a.daemon().stop_cleanly();
     a.start();
     wait_for(
         a.daemon(),
@@ -511,29 +501,14 @@ fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
     let (x1, x2) = (a.lab.scanner_v4[0], a.lab.scanner_v4[1]);
     // Requests to LAPI now hang until their timeout (10 s) instead of failing at once.
     lapi.blackhole(true).expect("blackhole");
-    let trap = sock(a.lab.protected_v4, TRAP);
-    assert!(!a.lab.scanner.tcp_connect(x1, trap, PROBE));
-    wait_for(
-        a.daemon(),
-        &format!("attackalert: Host {x1} has been blocked"),
-        Duration::from_secs(2),
-    );
-    thread::sleep(Duration::from_millis(500)); // the delivery thread is now stuck sending x1's alert
-                                               // x2's alert arrives while the delivery thread cannot write the queue file, and the stop
-                                               // follows at once: only the daemon's own writes (1 s after a ban, and at stop) keep it.
-    assert!(!a.lab.scanner.tcp_connect(x2, trap, PROBE));
-    wait_for(
-        a.daemon(),
-        &format!("attackalert: Host {x2} has been blocked"),
-        Duration::from_secs(2),
-    );
+    a.trap_bans(x1);
+    // The delivery thread is now stuck sending x1's alert. x2's alert arrives while the
+    // delivery thread cannot write the queue file, and the stop follows at once: only the
+    // daemon's own writes (1 s after a ban, and at stop) keep it.
+    thread::sleep(Duration::from_millis(500));
+    a.trap_bans(x2);
     let stopping = Instant::now();
-    assert_eq!(
-        a.daemon().stop().unwrap(),
-        Some(0),
-        "clean exit: {}",
-        a.output()
-    );
+    a.daemon().stop_cleanly();
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "a hanging LAPI does not hold up the stop"
@@ -717,15 +692,7 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
     // The alert cap: one alert a minute; the second local ban is counted and kept here.
     let (x, y) = (host.lab.scanner_v4[3], host.lab.scanner_v4[4]);
     for s in [x, y] {
-        assert!(!host
-            .lab
-            .scanner
-            .tcp_connect(s, sock(host.lab.protected_v4, TRAP), PROBE));
-        wait_for(
-            host.daemon(),
-            &format!("attackalert: Host {s} has been blocked"),
-            Duration::from_secs(2),
-        );
+        host.trap_bans(s);
     }
     wait_for(
         host.daemon(),
@@ -787,7 +754,7 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
             "{line:?} in\n{text}"
         );
     }
-    assert_eq!(host.daemon().stop().unwrap(), Some(0), "clean exit");
+    host.daemon().stop_cleanly();
 }
 
 /// TLS towards LAPI as CrowdSec's bouncers do it, against one https:// LAPI that also
@@ -983,6 +950,6 @@ fn lapi_over_tls_with_a_ca_bundle_and_client_certificates() {
         &mut insecure,
         &mut plain,
     ] {
-        assert_eq!(host.daemon().stop().unwrap(), Some(0), "clean exit");
+        host.daemon().stop_cleanly();
     }
 }

@@ -135,10 +135,10 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
             sock(host.lab.protected_v4, TRAP),
             Duration::from_millis(20),
         );
-        assert!(
-            d.wait_for_line(ban_line_of(src), Duration::from_secs(60)),
-            "no ban line for {src}:\n{}",
-            d.output()
+        d.expect_line_within(
+            &format!("the ban line for {src}"),
+            Duration::from_secs(60),
+            ban_line_of(src),
         );
         let latency = sent.elapsed();
         if ingest_done {
@@ -150,11 +150,9 @@ fn probes_are_logged_while_100k_decisions_are_applied() {
             at += PROBE_EVERY;
         }
     }
-    assert!(
-        d.wait_for_line(|l| l.starts_with(SUMMARY), Duration::from_secs(60)),
-        "no summary line:\n{}",
-        d.output()
-    );
+    d.expect_line_within("the summary line", Duration::from_secs(60), |l| {
+        l.starts_with(SUMMARY)
+    });
     eprintln!("probe latencies during ingest: {during:?}; after: {after:?}; summary seen {ingest:?} after the answer");
     assert!(
         !during.is_empty(),
@@ -231,10 +229,10 @@ fn sigterm_during_ingest_stops_within_2s_and_saves() {
     lapi.wait_startup_served(Duration::from_secs(20))
         .expect("the daemon pulled the decision list");
     // Parsing takes a moment on the pull thread; then the decisions are applied in steps.
-    assert!(
-        d.wait_for_line(|l| l.starts_with(APPLYING), Duration::from_secs(30)),
-        "no line announcing the application:\n{}",
-        d.output()
+    d.expect_line_within(
+        "the line announcing the application",
+        Duration::from_secs(30),
+        |l| l.starts_with(APPLYING),
     );
     thread::sleep(Duration::from_millis(100));
     let ingest_done = d.has_line(|l| l.starts_with(SUMMARY));
@@ -274,10 +272,10 @@ fn answers_over_the_caps_are_refused_with_a_clear_error() {
     );
     let mut d = host.start();
     let what = "LAPI sent 1500 decisions, more than crowdsec.max_decisions = 1000";
-    assert!(
-        d.wait_for_line(|l| l.contains(what), Duration::from_secs(10)),
-        "no error naming the count cap:\n{}",
-        d.output()
+    d.expect_line_within(
+        "the error naming the count cap",
+        Duration::from_secs(10),
+        |l| l.contains(what),
     );
     assert!(
         d.has_line(|l| l.contains(what) && l.contains("raise crowdsec.max_decisions")),
@@ -292,11 +290,7 @@ fn answers_over_the_caps_are_refused_with_a_clear_error() {
         sock(host.lab.protected_v4, TRAP),
         Duration::from_millis(50),
     );
-    assert!(
-        d.wait_for_line(ban_line_of(x), Duration::from_secs(5)),
-        "still detecting:\n{}",
-        d.output()
-    );
+    d.expect_line("still detecting", ban_line_of(x));
     d.stop().expect("stop");
 
     // Too many bytes for the count: 900 decisions of ~4 KiB each.
@@ -310,15 +304,14 @@ fn answers_over_the_caps_are_refused_with_a_clear_error() {
         },
     );
     let mut d = host.start();
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("LAPI answer is larger than")
+    d.expect_line_within(
+        "the error naming the size cap",
+        Duration::from_secs(10),
+        |l| {
+            l.contains("LAPI answer is larger than")
                 && l.contains("crowdsec.max_decisions = 1000")
-                && l.contains("raise crowdsec.max_decisions"),
-            Duration::from_secs(10)
-        ),
-        "no error naming the size cap:\n{}",
-        d.output()
+                && l.contains("raise crowdsec.max_decisions")
+        },
     );
     assert!(d.is_running(), "{}", d.output());
     assert_eq!(host.fleet_bans(), 0, "nothing applied");

@@ -108,6 +108,20 @@ impl Imported {
         format!("{}/{name}", self.dir.path.display())
     }
 
+    /// `tcp_ports` (`proto` "tcp") or `udp_ports` holds the ports of the classic file's
+    /// `TCP_PORTS`/`UDP_PORTS`.
+    fn carries_ports(&self, classic: &str, proto: &str) {
+        let (ours, theirs) = (
+            format!("{proto}_ports"),
+            format!("{}_PORTS", proto.to_uppercase()),
+        );
+        assert_eq!(
+            self.ports(&ours),
+            ports(&classic_value(classic, &theirs)),
+            "{ours}"
+        );
+    }
+
     /// Whether import-conf wrote a comment containing `note`.
     fn says(&self, note: &str) -> bool {
         self.text
@@ -141,14 +155,8 @@ fn classic_value(classic: &str, key: &str) -> String {
 #[test]
 fn stock_1_2_config_keeps_its_meaning() {
     let i = import(STOCK_1_2, &["tcp", "udp"]);
-    assert_eq!(
-        i.ports("tcp_ports"),
-        ports(&classic_value(STOCK_1_2, "TCP_PORTS"))
-    );
-    assert_eq!(
-        i.ports("udp_ports"),
-        ports(&classic_value(STOCK_1_2, "UDP_PORTS"))
-    );
+    i.carries_ports(STOCK_1_2, "tcp");
+    i.carries_ports(STOCK_1_2, "udp");
     // ADVANCED_PORTS_* only mattered with -atcp/-audp.
     assert_eq!(i.int("advanced_tcp_below"), 0);
     assert_eq!(i.int("advanced_udp_below"), 0);
@@ -194,10 +202,7 @@ fn stock_1_2_config_in_advanced_mode() {
 #[test]
 fn stock_1_2_config_with_one_protocol() {
     let i = import(STOCK_1_2, &["stcp"]);
-    assert_eq!(
-        i.ports("tcp_ports"),
-        ports(&classic_value(STOCK_1_2, "TCP_PORTS"))
-    );
+    i.carries_ports(STOCK_1_2, "tcp");
     assert!(i.ports("udp_ports").is_empty(), "{}", i.text);
 }
 
@@ -206,14 +211,8 @@ fn stock_1_2_config_with_one_protocol() {
 #[test]
 fn stock_2_x_config_keeps_its_meaning() {
     let i = import(STOCK_2_X, &[]);
-    assert_eq!(
-        i.ports("tcp_ports"),
-        ports(&classic_value(STOCK_2_X, "TCP_PORTS"))
-    );
-    assert_eq!(
-        i.ports("udp_ports"),
-        ports(&classic_value(STOCK_2_X, "UDP_PORTS"))
-    );
+    i.carries_ports(STOCK_2_X, "tcp");
+    i.carries_ports(STOCK_2_X, "udp");
     assert!(!i.bool("block_tcp") && !i.bool("block_udp"));
     assert_eq!(i.str("mode"), "detect", "nothing is dropped");
     assert_eq!(i.str("ignore_file"), i.path("portsentry.ignore"));

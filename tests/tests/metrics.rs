@@ -335,7 +335,7 @@ fn the_series_follow_a_real_scan_and_status_reads_the_same_numbers() {
             "{series}: status {st} vs\n{metrics}"
         );
     }
-    assert_eq!(d.stop().unwrap(), Some(0), "clean exit");
+    d.stop_cleanly();
 }
 
 #[test]
@@ -388,10 +388,10 @@ fn the_listener_is_bounded_and_never_stalls_the_event_loop() {
         "attackalert: Host {b} has been blocked via XDP drop on interface: \"{}\"",
         lab.iface
     );
-    assert!(
-        d.wait_for_line(|l| l == line, Duration::from_secs(3)),
-        "bans go on while the listener is full: {}",
-        d.output()
+    d.expect_line_within(
+        "bans go on while the listener is full",
+        Duration::from_secs(3),
+        |l| l == line,
     );
     // Idle connections are closed by the header timeout (5 s); then scrapes work again.
     let started = Instant::now();
@@ -423,7 +423,7 @@ fn the_listener_is_bounded_and_never_stalls_the_event_loop() {
         1.0,
         "{text}"
     );
-    assert_eq!(d.stop().unwrap(), Some(0), "clean exit");
+    d.stop_cleanly();
 }
 
 #[test]

@@ -71,10 +71,25 @@ impl Forger {
     fn second_probe_refused(&self, lab: &Lab, d: &mut Daemon, forged: std::net::IpAddr) {
         self.syn(forged, lab.protected_v4, 113);
         self.syn(forged, lab.protected_v4, 111);
-        d.expect_line("probe from …", |l| {
-            l.starts_with(&format!("portsentry: probe from {forged} ")) && l.contains("spoofed")
-        });
+        d.expect_line(
+            "the probe refused as spoofed",
+            case::probe_line(forged, "spoofed"),
+        );
     }
+}
+
+/// `src` probes the trap port and is banned, and within 10 s `sink` holds `mails` mails, the
+/// last one the ban's alert (its Subject names `src` as blocked).
+fn ban_mailed(lab: &Lab, d: &mut Daemon, sink: &Sink, src: std::net::IpAddr, mails: usize) {
+    probe(lab, src, TRAP);
+    d.expect_line("the ban", attackalert(src));
+    let got = sink.wait_for(mails, Duration::from_secs(10));
+    assert_eq!(got.len(), mails, "{got:?}\n{}", d.output());
+    let last = &got[mails - 1];
+    assert!(
+        header(last, "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
+        "{last}"
+    );
 }
 
 fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
@@ -314,13 +329,10 @@ fn an_outage_and_kill_9_lose_nothing_and_repeat_nothing() {
         .collect();
     assert_eq!(ids.len(), 2);
     assert!(hook.refused() >= 2, "the webhook failed before it accepted");
-    assert!(
-        d.wait_for_line(
-            |l| l.contains("notify: webhook delivers again"),
-            Duration::from_secs(2)
-        ),
-        "{}",
-        d.output()
+    d.expect_line_within(
+        "`notify: webhook delivers again`",
+        Duration::from_secs(2),
+        |l| l.contains("notify: webhook delivers again"),
     );
     assert_eq!(outbox_files(&dir), 0, "delivered messages leave the outbox");
     // A third start sends nothing again.
@@ -653,16 +665,7 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
 
     // The daemon's own alert over the same transport.
     let mut d = case::start(&lab, &dir, &s);
-    let src = lab.scanner_v4[1];
-    probe(&lab, src, TRAP);
-    d.expect_line("the ban", attackalert(src));
-    let mails = starttls.wait_for(2, Duration::from_secs(10));
-    assert_eq!(mails.len(), 2, "{mails:?}\n{}", d.output());
-    assert!(
-        header(&mails[1], "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
-        "{}",
-        mails[1]
-    );
+    ban_mailed(&lab, &mut d, &starttls, lab.scanner_v4[1], 2);
     assert!(starttls.logins().iter().all(|l| l.over_tls && l.accepted));
     assert!(!d.output().contains(password));
     d.stop().unwrap();
@@ -700,16 +703,7 @@ fn starttls_and_smtps_deliver_with_auth_only_after_tls() {
     .unwrap();
     let smtps_url = format!("smtps://alerts@{}", smtps.addr);
     let mut d = case::start(&lab, &dir, &tls(smtps_url, &pw, true, true));
-    let src = lab.scanner_v4[2];
-    probe(&lab, src, TRAP);
-    d.expect_line("the ban", attackalert(src));
-    let mails = smtps.wait_for(1, Duration::from_secs(10));
-    assert_eq!(mails.len(), 1, "{mails:?}\n{}", d.output());
-    assert!(
-        header(&mails[0], "Subject").is_some_and(|s| s.contains(&format!("{src} blocked"))),
-        "{}",
-        mails[0]
-    );
+    ban_mailed(&lab, &mut d, &smtps, lab.scanner_v4[2], 1);
     let logins = smtps.logins();
     assert_eq!(logins.len(), 1, "{logins:?}");
     assert_eq!(
@@ -807,11 +801,7 @@ fn max_age_drops_an_undeliverable_message_with_a_line() {
             && l.contains("(Message-ID <")
             && l.ends_with("for mail: undelivered after 3s (`notify.max_age`)")
     };
-    assert!(
-        d.wait_for_line(dropped, Duration::from_secs(30)),
-        "{}",
-        d.output()
-    );
+    d.expect_line_within("the dropped alert", Duration::from_secs(30), dropped);
     assert_eq!(outbox_files(&dir), 0, "the dropped message left the outbox");
     let sink = Sink::smtp(&lab.protected, port, 0).unwrap();
     thread::sleep(Duration::from_secs(4));

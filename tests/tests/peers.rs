@@ -21,7 +21,7 @@ use std::{
 use portsentry::{
     config::settings::{LiveSettings, Settings},
     daemon::guard::{self, KernelExtras},
-    dataplane::{Dataplane, LoadOptions, PeerTable},
+    dataplane::{Dataplane, LoadOptions, PeerLearning, PeerTable},
     net::{listening::Listening, ports::PortSet},
 };
 use portsentry_tests::{
@@ -49,13 +49,12 @@ fn inbound_settings(lab: &Lab, dir: &TempDir) -> Settings {
 
 /// The daemon's line for a learned peer's trap probe (`detect::lines::refused_line`).
 fn peer_line(src: IpAddr, tcp: bool) -> impl Fn(&str) -> bool {
-    let prefix = format!("portsentry: probe from {src} (");
     let why = if tcp {
         "learned peer: answered with a SYN cookie"
     } else {
         "learned peer: reported, not banned by a UDP probe"
     };
-    move |l: &str| l.starts_with(&prefix) && l.contains(why)
+    case::probe_line(src, why)
 }
 
 /// One raw SYN from `src` to the trap port with hping3: a forged probe, as far as the
@@ -71,11 +70,7 @@ fn a_forged_syn_meets_a_cookie(lab: &Lab, d: &mut Daemon, peer: IpAddr, banned_m
     let out = forged_syn(lab, peer);
     let (answered, banned) = (peer_line(peer, true), banned_line(peer));
     d.wait_for_line(|l| answered(l) || banned(l), WAIT);
-    assert!(
-        !d.has_line(&banned),
-        "{peer}: {banned_means}:\n{}",
-        d.tail()
-    );
+    d.expect_no_line(&format!("{peer}: {banned_means}"), &banned);
     assert!(
         out.contains("flags=SA"),
         "{peer}: the forged SYN is answered with a SYN-ACK (the cookie): {out}"
@@ -166,11 +161,7 @@ fn a_forged_syn_bans_no_learned_peer_but_a_completed_handshake_does() {
             .tcp_connect(opened, sock(lab.protected_v4, SERVICE), SHORT),
         "the banned peer is dropped everywhere (nmap said: {nmap})"
     );
-    assert!(
-        !d.has_line(banned_line(accepted)),
-        "the other peer was never banned:\n{}",
-        d.tail()
-    );
+    d.expect_no_line("a ban of the other peer", banned_line(accepted));
 }
 
 /// A UDP destination is learned; a UDP probe from it is reported, never banned. Learned peers
@@ -195,7 +186,7 @@ fn udp_peers_are_reported_and_learned_peers_survive_a_restart() {
     assert!(lab.scanner.udp_send(udp_peer, udp_trap));
     d.expect_line("UDP peer line", peer_line(udp_peer, false));
     d.stop().unwrap();
-    assert!(!d.has_line(banned_line(udp_peer)), "{}", d.tail());
+    d.expect_no_line("a ban of the UDP peer", banned_line(udp_peer));
 
     let saved = std::fs::read_to_string(dir.join("peers.json")).expect("peers.json written");
     for peer in [udp_peer, tcp_peer] {
@@ -217,7 +208,7 @@ fn udp_peers_are_reported_and_learned_peers_survive_a_restart() {
     assert!(lab.scanner.udp_send(stranger, udp_trap));
     d.expect_line("stranger's ban", banned_line(stranger));
     for peer in [udp_peer, tcp_peer] {
-        assert!(!d.has_line(banned_line(peer)), "{peer}:\n{}", d.tail());
+        d.expect_no_line(&format!("a ban of {peer}"), banned_line(peer));
     }
     d.stop().unwrap();
 
@@ -271,6 +262,30 @@ fn a_peer_saved_before_this_boot_keeps_its_true_age() {
     );
 }
 
+/// The XDP program loaded in the calling thread's namespace with the peer-learning programs
+/// attached (they record for that namespace) and its config written: trap port 111, no
+/// automatic allowlist, the peer challenge on, `learn_inbound` as given.
+fn learning_dataplane(learn_inbound: bool) -> (Dataplane, PeerLearning) {
+    let mut dp = Dataplane::load(&LoadOptions::default()).expect("object");
+    let learning = dp
+        .learn_peers()
+        .expect("attaching the peer-learning programs");
+    let live = LiveSettings {
+        tcp_ports: PortSet::parse("111").unwrap(),
+        auto_allow: false,
+        learn_inbound,
+        ..LiveSettings::default()
+    };
+    let extras = KernelExtras {
+        peer_challenge: true,
+        netns_cookie: learning.netns_cookie,
+        ..KernelExtras::default()
+    };
+    let none = Listening::default();
+    guard::write(&mut dp, &live, &[], &none, &none, &extras).expect("config");
+    (dp, learning)
+}
+
 /// The cgroup programs themselves, without a daemon: they record the remote ends of this
 /// namespace's opened handshakes, connected UDP sockets and UDP sends as outbound peers, the
 /// clients it accepted as inbound peers (here with `learn_inbound`), nothing a UDP socket sent
@@ -286,23 +301,7 @@ fn learning_records_this_namespace_only_and_stops_when_detached() {
     // Everything below runs on a thread inside the protected namespace, so the programs record
     // for that namespace (its cookie), never the host's.
     let (learned, inbound, after_detach) = protected.run(move || {
-        let mut dp = Dataplane::load(&LoadOptions::default()).expect("object");
-        let learning = dp
-            .learn_peers()
-            .expect("attaching the peer-learning programs");
-        let live = LiveSettings {
-            tcp_ports: PortSet::parse("111").unwrap(),
-            auto_allow: false,
-            learn_inbound: true,
-            ..LiveSettings::default()
-        };
-        let extras = KernelExtras {
-            peer_challenge: true,
-            netns_cookie: learning.netns_cookie,
-            ..KernelExtras::default()
-        };
-        let none = Listening::default();
-        guard::write(&mut dp, &live, &[], &none, &none, &extras).expect("config");
+        let (dp, learning) = learning_dataplane(true);
 
         // Opened (active) and accepted (passive) handshakes, an unconnected UDP send and a
         // connected UDP socket.
@@ -369,20 +368,7 @@ fn new_outbound_peers_are_learned_at_a_bounded_rate() {
     let lab = Lab::new(1).unwrap();
     let p4 = lab.protected_v4;
     let (learned, limited) = lab.protected.run(move || {
-        let mut dp = Dataplane::load(&LoadOptions::default()).expect("object");
-        let learning = dp.learn_peers().expect("attaching");
-        let live = LiveSettings {
-            tcp_ports: PortSet::parse("111").unwrap(),
-            auto_allow: false,
-            ..LiveSettings::default()
-        };
-        let extras = KernelExtras {
-            peer_challenge: true,
-            netns_cookie: learning.netns_cookie,
-            ..KernelExtras::default()
-        };
-        let none = Listening::default();
-        guard::write(&mut dp, &live, &[], &none, &none, &extras).expect("config");
+        let (dp, _learning) = learning_dataplane(false);
         let udp = UdpSocket::bind(SocketAddr::new(p4, 0)).unwrap();
         for i in 0..SENT {
             let [_, _, a, b] = i.to_be_bytes();
@@ -557,6 +543,22 @@ fn resolve(lab: &Lab, resolver_addr: IpAddr) -> (UdpServer, NetnsEtc) {
     (server, etc)
 }
 
+/// A daemon on `s` in `dir`; `client` connects to the protected host's service (an inbound
+/// peer if `s` learns them), then SYN-scans it with nmap: the daemon and nmap's output.
+fn client_syn_scan(lab: &Lab, dir: &TempDir, s: &Settings, client: IpAddr) -> (Daemon, String) {
+    let d = case::start(lab, dir, s);
+    assert!(lab
+        .scanner
+        .tcp_connect(client, sock(lab.protected_v4, SERVICE), WAIT));
+    let nmap = case::syn_scan(
+        &lab.scanner,
+        &lab.scanner_iface,
+        Some(client),
+        &lab.protected_v4.to_string(),
+    );
+    (d, nmap)
+}
+
 /// Issue 25, item 2: a client that completed a connection to a service is no peer; its SYN
 /// scan of a trap port bans it. With `learn_inbound = true` (what it trades away, documented)
 /// the client is an inbound peer and its scan only meets SYN cookies. On 27926f0 every
@@ -569,43 +571,24 @@ fn a_client_of_a_service_is_banned_for_a_syn_scan_unless_learn_inbound() {
     let (client, inbound_client) = (lab.scanner_v4[0], lab.scanner_v4[1]);
 
     let dir = TempDir::new("peers-client").unwrap();
-    let mut d = case::start(&lab, &dir, &peer_settings(&lab, &dir));
-    assert!(lab
-        .scanner
-        .tcp_connect(client, sock(lab.protected_v4, SERVICE), WAIT));
-    let nmap = case::syn_scan(
-        &lab.scanner,
-        &lab.scanner_iface,
-        Some(client),
-        &lab.protected_v4.to_string(),
+    let (mut d, nmap) = client_syn_scan(&lab, &dir, &peer_settings(&lab, &dir), client);
+    d.expect_line(
+        &format!("the client's SYN scan banning it (nmap said: {nmap})"),
+        banned_line(client),
     );
-    assert!(
-        d.wait_for_line(banned_line(client), WAIT),
-        "the client's SYN scan banned it (nmap said: {nmap}):\n{}",
-        d.tail()
-    );
-    assert!(!d.has_line(peer_line(client, true)), "{}", d.tail());
+    d.expect_no_line("a peer line for the client", peer_line(client, true));
     d.stop().unwrap();
 
     let dir = TempDir::new("peers-client-inbound").unwrap();
-    let mut d = case::start(&lab, &dir, &inbound_settings(&lab, &dir));
-    assert!(lab
-        .scanner
-        .tcp_connect(inbound_client, sock(lab.protected_v4, SERVICE), WAIT));
-    let nmap = case::syn_scan(
-        &lab.scanner,
-        &lab.scanner_iface,
-        Some(inbound_client),
-        &lab.protected_v4.to_string(),
-    );
+    let settings = inbound_settings(&lab, &dir);
+    let (mut d, nmap) = client_syn_scan(&lab, &dir, &settings, inbound_client);
     d.expect_line(
         "inbound peer's cookie line",
         peer_line(inbound_client, true),
     );
-    assert!(
-        !d.has_line(banned_line(inbound_client)),
-        "learn_inbound: the client's SYN scan met a cookie, no ban (nmap said: {nmap}):\n{}",
-        d.tail()
+    d.expect_no_line(
+        &format!("learn_inbound: the client's SYN scan met a cookie, no ban (nmap said: {nmap})"),
+        banned_line(inbound_client),
     );
 }
 
@@ -627,12 +610,11 @@ fn a_stranger_a_udp_service_answered_is_no_peer() {
     );
     assert_eq!(echo_server.answered(), 1);
     let out = forged_syn(&lab, stranger);
-    assert!(
-        d.wait_for_line(banned_line(stranger), WAIT),
-        "an answered stranger's SYN probe bans it (hping3: {out}):\n{}",
-        d.tail()
+    d.expect_line(
+        &format!("an answered stranger's SYN probe banning it (hping3: {out})"),
+        banned_line(stranger),
     );
-    assert!(!d.has_line(peer_line(stranger, true)), "{}", d.tail());
+    d.expect_no_line("a peer line for the stranger", peer_line(stranger, true));
 }
 
 /// Issue 25, items 3 and 4: the real resolver path teaches an outbound peer (glibc's
@@ -668,20 +650,12 @@ fn the_resolver_is_an_outbound_peer_that_no_flood_evicts() {
             .tcp_connect(*client, sock(lab.protected_v4, SERVICE), WAIT));
     }
     let echo_server = UdpServer::start(&lab.protected, sock(lab.protected_v4, ECHO), echo);
-    let (_, hping) = run_in(
+    let (_, hping) = case::random_source_udp(
         &lab.scanner,
-        "hping3",
-        &[
-            "--udp",
-            "--rand-source",
-            "-p",
-            &ECHO.to_string(),
-            "-c",
-            "300",
-            "-i",
-            "u2000",
-            &lab.protected_v4.to_string(),
-        ],
+        lab.protected_v4,
+        ECHO,
+        300,
+        Duration::from_micros(2000),
         Duration::from_secs(30),
     );
     assert!(

@@ -94,11 +94,9 @@ fn nmap_scan_types_are_detected_named_and_then_see_everything_filtered() {
             let line = format!(
                 "Scan from: [{src}] ({src}) protocol: [{proto}] port: [{port}] type: [{name}]"
             );
-            assert!(
-                d.wait_for_line(|l| l.starts_with(&line), Duration::from_secs(5)),
-                "{scan} v6={v6}: no `{line}`\n{}",
-                d.output()
-            );
+            d.expect_line(&format!("{scan} v6={v6}: `{line}`"), |l| {
+                l.starts_with(&line)
+            });
             assert!(
                 d.has_line(|l| l.starts_with(&format!("attackalert: Host {src} has been blocked"))),
                 "{scan} v6={v6}"
@@ -211,23 +209,8 @@ fn allowlisted_and_spoofed_sources_are_never_banned() {
     nmap(&lab, gateway, "-sS", "111", false);
     nmap(&lab, lab.scanner_v4[1], "-sS", "111", false);
     // Packets claiming to come from the protected host itself.
-    run_in(
-        &lab.scanner,
-        "hping3",
-        &[
-            "-c",
-            "3",
-            "-i",
-            "u10000",
-            "-S",
-            "-p",
-            "111",
-            "-a",
-            &lab.protected_v4.to_string(),
-            &lab.protected_v4.to_string(),
-        ],
-        Duration::from_secs(10),
-    );
+    let own = lab.protected_v4;
+    case::forged_syns(&lab.scanner, own, own, 111, 3, Duration::from_millis(10));
     // A control: an address that is neither allowed nor infrastructure is banned.
     let other = lab.scanner_v4[2];
     nmap(&lab, other, "-sS", "111", false);

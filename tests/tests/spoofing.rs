@@ -118,7 +118,7 @@ impl PathLab {
                 // Ban events say whether the path was proven (LAN hosts without a neighbour
                 // entry and sources without a route back are not).
                 let unproven = what.starts_with("fresh") || what.starts_with("no route");
-                for e in x.events().iter().filter(|e| e.kind == EventKind::Ban) {
+                for e in &x.events_of(EventKind::Ban) {
                     assert_eq!(e.unverified, unproven, "{what}: unverified flag");
                 }
             }
@@ -268,9 +268,8 @@ fn a_forged_prefix_never_triggers_a_real_one_does() {
             assert_eq!(x.run_on(p, ifindex), XDP_PASS);
         }
         let kinds = |x: &mut TestXdp| {
-            x.events()
+            x.events_of(EventKind::PrefixTrigger)
                 .into_iter()
-                .filter(|e| e.kind == EventKind::PrefixTrigger)
                 .map(|e| (e.src.to_string(), e.prefix_len, e.count))
                 .collect::<Vec<_>>()
         };
@@ -358,14 +357,9 @@ fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
     // A real scan from an unknown address, through the gateway.
     let internet: IpAddr = "203.0.113.9".parse().unwrap();
     let scan = case::syn_scan(&lab.scanner, &lab.scanner_iface, Some(internet), &target);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("attackalert: Host 203.0.113.9 "),
-            Duration::from_secs(5)
-        ),
-        "the real scanner was not banned\n{}",
-        d.output()
-    );
+    d.expect_line("the real scanner's ban", |l| {
+        l.starts_with("attackalert: Host 203.0.113.9 ")
+    });
     assert!(
         scan.contains("111/filtered"),
         "the trap probe was answered: {scan}"
@@ -380,7 +374,7 @@ fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
         &bans[..bans.len().min(8)]
     );
     assert!(
-        d.has_line(|l| l.starts_with("portsentry: probe from 10.77.0.2 ") && l.contains("spoofed")),
+        d.has_line(case::probe_line("10.77.0.2", "spoofed")),
         "the forged gateway probe is reported as spoofed\n{}",
         d.output()
     );
@@ -388,7 +382,7 @@ fn a_forging_neighbour_bans_nothing_and_a_real_scanner_is_still_banned() {
     assert!(lab
         .protected
         .tcp_connect(me, sock(neighbour, SERVICE), Duration::from_secs(2)));
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    d.stop_cleanly();
 }
 
 /// fe80::7 on one link and fe80::7 on another are two hosts: link-local probes are counted per

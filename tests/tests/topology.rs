@@ -14,7 +14,7 @@ use portsentry::{config::settings::Settings, dataplane::AttachMode};
 use portsentry_common::{tcp_flags::SYN, LinkKey, Stat, UpperLinks};
 use portsentry_tests::{
     case::{self, attackalert},
-    lab::{self, mac_bytes_of, mac_of, run_in, Lab, LanHost, TempDir},
+    lab::{self, mac_bytes_of, mac_of, run_in, Daemon, Lab, LanHost, TempDir},
     packets::{self, Packet},
     xdp::{settings, TestXdp, XDP_DROP, XDP_PASS},
 };
@@ -69,53 +69,33 @@ fn honest_scan_bans_and_forgery_is_refused(lab: &Lab, upper: &str, role: &str) {
         "portsentry: {} is {role} {upper}: routes via {upper} count as {}",
         lab.iface, lab.iface
     );
-    assert!(
-        d.wait_for_line(|l| l == attach, Duration::from_secs(5)),
-        "no attach line {attach:?}\n{}",
-        d.output()
-    );
+    d.expect_line(&format!("the attach line {attach:?}"), |l| l == attach);
     let target = lab.protected_v4.to_string();
     // A forged source routed out of other0, arriving on the port: still spoofed.
-    run_in(
+    let forged_src = "10.99.0.5";
+    case::forged_syns(
         &lab.scanner,
-        "hping3",
-        &[
-            "-c",
-            "3",
-            "-i",
-            "u200",
-            "-S",
-            "-p",
-            "111",
-            "-a",
-            "10.99.0.5",
-            &target,
-        ],
-        Duration::from_secs(10),
+        forged_src,
+        lab.protected_v4,
+        111,
+        3,
+        Duration::from_micros(200),
     );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: probe from 10.99.0.5 ") && l.contains("spoofed"),
-            Duration::from_secs(5)
-        ),
-        "the forged probe was not refused as spoofed\n{}",
-        d.output()
+    d.expect_line(
+        "the forged probe refused as spoofed",
+        case::probe_line(forged_src, "spoofed"),
     );
     let scan = case::syn_scan(&lab.scanner, &lab.scanner_iface, None, &target);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("attackalert: Host 10.77.0.2 "),
-            Duration::from_secs(5)
-        ),
-        "the honest scanner was not banned ({upper}): {scan}\n{}",
-        d.output()
+    d.expect_line(
+        &format!("the honest scanner's ban ({upper}): {scan}"),
+        |l| l.starts_with("attackalert: Host 10.77.0.2 "),
     );
     assert!(
         !d.has_line(|l| l.starts_with("attackalert: Host 10.99.0.5 ")),
         "the forged source was banned\n{}",
         d.output()
     );
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -198,7 +178,7 @@ fn an_honest_scan_tagged_for_a_vlan_device_bans_on_its_parent() {
     });
     case::syn_scan(&lab.scanner, &vs, None, "10.78.0.1");
     d.expect_line("the ban", |l| l.starts_with("attackalert: Host 10.78.0.2 "));
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    d.stop_cleanly();
 }
 
 /// The kernel side of the upper-link rule, on the real object in a lab namespace (this kernel
@@ -338,6 +318,42 @@ impl ArpLab {
             "stale",
         ]);
     }
+
+    /// A daemon with the case's settings, this host knowing `victim` ([`ArpLab::knows_victim`]).
+    fn start(&self, dir: &TempDir, victim: IpAddr) -> Daemon {
+        let d = case::start(&self.lab, dir, &case::settings(&self.lab, dir));
+        self.knows_victim(victim);
+        d
+    }
+
+    /// From the attacker, in one burst: `announcement` (an ARP request or a neighbour
+    /// solicitation claiming `victim` with the attacker's MAC), then two SYNs to the trap port
+    /// forged in `victim`'s name. The flip is logged, the probe refused as contested, and
+    /// `victim` not banned.
+    fn flip_then_forged_syn(&self, d: &mut Daemon, victim: IpAddr, announcement: Vec<u8>) {
+        let to = match victim {
+            IpAddr::V4(_) => self.lab.protected_v4,
+            IpAddr::V6(_) => self.lab.protected_v6,
+        };
+        let mut syn = Packet::tcp(&victim.to_string(), 111, SYN)
+            .to(to)
+            .from_mac(self.attacker.mac)
+            .build();
+        syn[..6].copy_from_slice(&self.protected_mac);
+        self.attacker
+            .ns
+            .send_frames("atk0", vec![announcement, syn.clone(), syn]);
+        let flip = format!("portsentry: neighbour flip: {victim} on ");
+        d.expect_line("the flip", |l| {
+            l.starts_with(&flip) && l.contains("contested")
+        });
+        d.expect_line(
+            "the forged probe refused as contested",
+            case::probe_line(victim, "contested"),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        d.expect_no_line("the victim's ban", attackalert(victim));
+    }
 }
 
 /// One ARP request "who-has 10.77.0.1 tell 10.77.0.3" from the attacker's MAC repoints this
@@ -349,10 +365,11 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
     let al = ArpLab::new();
     let lab = &al.lab;
     let dir = TempDir::new("arp-flip").unwrap();
-    let mut d = case::start(lab, &dir, &case::settings(lab, &dir));
     let victim = lab.scanner_v4[1];
-    al.knows_victim(victim);
-    let victim_v4 = Ipv4Addr::new(10, 77, 0, 3);
+    let mut d = al.start(&dir, victim);
+    let IpAddr::V4(victim_v4) = victim else {
+        unreachable!()
+    };
     let arp = packets::arp(
         1,
         [0xff; 6],
@@ -360,37 +377,7 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
         victim_v4,
         Ipv4Addr::new(10, 77, 0, 1),
     );
-    let mut syn = Packet::tcp("10.77.0.3", 111, SYN)
-        .to(lab.protected_v4)
-        .from_mac(al.attacker.mac)
-        .build();
-    syn[..6].copy_from_slice(&al.protected_mac);
-    al.attacker
-        .ns
-        .send_frames("atk0", vec![arp, syn.clone(), syn]);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: neighbour flip: 10.77.0.3 on ")
-                && l.contains("contested"),
-            Duration::from_secs(5)
-        ),
-        "the flip was not logged\n{}",
-        d.output()
-    );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with("portsentry: probe from 10.77.0.3 ") && l.contains("contested"),
-            Duration::from_secs(5)
-        ),
-        "the forged probe was not refused as contested\n{}",
-        d.output()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !d.has_line(|l| l.starts_with("attackalert: Host 10.77.0.3 ")),
-        "the victim was banned\n{}",
-        d.output()
-    );
+    al.flip_then_forged_syn(&mut d, victim, arp);
     // An honest scanner on the same link is still banned.
     case::syn_scan(
         &lab.scanner,
@@ -399,7 +386,7 @@ fn one_arp_request_does_not_let_a_forged_probe_ban_its_victim() {
         &lab.protected_v4.to_string(),
     );
     d.expect_line("the ban", |l| l.starts_with("attackalert: Host 10.77.0.2 "));
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    d.stop_cleanly();
 }
 
 /// The same with IPv6: one neighbour solicitation from fd77::3 with the attacker's MAC as its
@@ -409,44 +396,13 @@ fn one_neighbour_solicitation_does_not_let_a_forged_probe_ban_its_victim() {
     let al = ArpLab::new();
     let lab = &al.lab;
     let dir = TempDir::new("nd-flip").unwrap();
-    let mut d = case::start(lab, &dir, &case::settings(lab, &dir));
     let victim = lab.scanner_v6[1];
-    al.knows_victim(victim);
+    let mut d = al.start(&dir, victim);
     let IpAddr::V6(victim_v6) = victim else {
         unreachable!()
     };
     let me: Ipv6Addr = "fd77::1".parse().unwrap();
     let ns = packets::neighbour_solicitation(al.attacker.mac, victim_v6, me);
-    let mut syn = Packet::tcp(&victim.to_string(), 111, SYN)
-        .to(lab.protected_v6)
-        .from_mac(al.attacker.mac)
-        .build();
-    syn[..6].copy_from_slice(&al.protected_mac);
-    al.attacker
-        .ns
-        .send_frames("atk0", vec![ns, syn.clone(), syn]);
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: neighbour flip: {victim} on ")),
-            Duration::from_secs(5)
-        ),
-        "the flip was not logged\n{}",
-        d.output()
-    );
-    assert!(
-        d.wait_for_line(
-            |l| l.starts_with(&format!("portsentry: probe from {victim} "))
-                && l.contains("contested"),
-            Duration::from_secs(5)
-        ),
-        "the forged probe was not refused as contested\n{}",
-        d.output()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !d.has_line(attackalert(victim)),
-        "the victim was banned\n{}",
-        d.output()
-    );
-    assert_eq!(d.stop().unwrap(), Some(0), "{}", d.output());
+    al.flip_then_forged_syn(&mut d, victim, ns);
+    d.stop_cleanly();
 }

@@ -31,12 +31,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portsentry_tests::lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, TempDir};
+use portsentry_tests::{
+    case::{forged_syn, WAIT},
+    lab::{portsentry, run_in, sock, Daemon, DaemonArgs, Lab, TempDir},
+};
 
 /// How long a probe waits for an answer (a dropped probe costs this much).
 const SHORT: Duration = Duration::from_millis(300);
-/// How long an expected line may take.
-const WAIT: Duration = Duration::from_secs(5);
+
+/// One `#[test]` per upstream case whose course is one call (`name: call;`), so that each case
+/// passes or fails under its own name.
+macro_rules! cases {
+    ($($(#[doc = $doc:expr])* $name:ident: $call:expr;)+) => {
+        $(
+            $(#[doc = $doc])*
+            #[test]
+            fn $name() {
+                $call;
+            }
+        )+
+    };
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/upstream")
@@ -232,11 +247,7 @@ impl Case {
 
     /// Waits for a line equal to `line`, or failing with the output.
     fn expect_line(&mut self, line: &str) {
-        assert!(
-            self.d.wait_for_line(|l| l == line, WAIT),
-            "no line `{line}`; output:\n{}",
-            self.d.output()
-        );
+        self.d.expect_line(&format!("`{line}`"), |l| l == line);
     }
 
     /// Waits for a line starting with `prefix` and returns it.
@@ -371,12 +382,7 @@ impl Case {
     }
 
     fn stop(mut self) {
-        assert_eq!(
-            self.d.stop().expect("stop"),
-            Some(0),
-            "clean exit; output:\n{}",
-            self.d.output()
-        );
+        self.d.stop_cleanly();
     }
 }
 
@@ -451,15 +457,32 @@ impl Case {
 /// one ban in our list), then the same probe again and "Confirm Already Blocked" (our
 /// equivalent: the ban dropped it, and nothing more was logged for it).
 fn blocks_and_then_drops(case: &str, p: Probe, v6: bool) -> Case {
+    let mut c = blocks(case, p, v6);
+    c.probe(p, 11, v6);
+    c.expect_one_ban(v6, 1);
+    c.expect_count(&c.scan_prefix(v6, p.proto(), 11), 1);
+    c
+}
+
+/// The first half of [`blocks_and_then_drops`]: `p` to port 11 is logged (stdout and history,
+/// `blocked: [true]`) and bans the scanner.
+fn blocks(case: &str, p: Probe, v6: bool) -> Case {
     let mut c = Case::start(case);
     c.probe(p, 11, v6);
     let line = c.line_for(p, 11, v6, BLOCKED);
     c.expect_logged(&line);
     c.expect_one_ban(v6, 0);
-    c.probe(p, 11, v6);
-    c.expect_one_ban(v6, 1);
-    c.expect_count(&c.scan_prefix(v6, p.proto(), 11), 1);
     c
+}
+
+/// KILL_ROUTE's line about `src`, up to the command.
+fn route_line(src: IpAddr) -> String {
+    format!("attackalert: Host {src} has been blocked via dropped route using command: ")
+}
+
+/// KILL_RUN_CMD's line about `src`, up to the command.
+fn extcmd_line(src: IpAddr) -> String {
+    format!("attackalert: External command run for host: {src} using command: ")
 }
 
 /// The log-only cases' course (BLOCK = 0): each of two probes gives a `noblock: [true]` line,
@@ -514,11 +537,10 @@ fn upstream_002_connect_sentry_udp() {
     c.stop();
 }
 
-/// 003: PORT_BANNER is not carried over (import-conf says why); the probe gets no banner, no
-/// answer at all, and is blocked as in 001.
-#[test]
-fn upstream_003_banner_tcp() {
-    let c = blocks_and_then_drops("003-banner_tcp", Probe::Connect, false);
+/// 003/004: PORT_BANNER is not carried over (import-conf says why); the probe gets no banner,
+/// no answer at all, and is blocked as in 001.
+fn banner(case: &str, p: Probe) {
+    let c = blocks_and_then_drops(case, p, false);
     assert!(
         c.toml.contains("# PORT_BANNER (line 7) not carried over"),
         "{}",
@@ -527,41 +549,33 @@ fn upstream_003_banner_tcp() {
     c.stop();
 }
 
-/// 004: the same over UDP.
-#[test]
-fn upstream_004_banner_udp() {
-    let c = blocks_and_then_drops("004-banner_udp", Probe::Nmap("-sU"), false);
-    assert!(
-        c.toml.contains("# PORT_BANNER (line 7) not carried over"),
-        "{}",
-        c.toml
-    );
-    c.stop();
+cases! {
+    upstream_003_banner_tcp: banner("003-banner_tcp", Probe::Connect);
+    /// 004: the same over UDP.
+    upstream_004_banner_udp: banner("004-banner_udp", Probe::Nmap("-sU"));
 }
 
 // ---------------------------------------------------------------- BLOCK = 0 and 2
 
-/// 005: BLOCK_TCP = 0 logs each probe and blocks nothing. The file has no UDP_PORTS: a UDP
-/// probe to 11 is not logged (issue 17: an absent list guards no port).
-#[test]
-fn upstream_005_block_0_tcp() {
-    let mut c = Case::start("005-block_0_tcp");
-    c.nmap("-sU", 11, false);
-    logs_each_probe(&mut c, Probe::Connect, false);
-    c.expect_no_line(&c.scan_prefix(false, "UDP", 11));
-    assert!(c.reaches_service(false), "BLOCK_TCP = 0 blocks nothing");
+/// 005/006: BLOCK_TCP = 0 (BLOCK_UDP = 0) logs each probe of `p` and blocks nothing. The
+/// file has no list for the `other` protocol: a probe of it to 11 is not logged (issue 17: an
+/// absent list guards no port).
+fn block_0(case: &str, p: Probe, other: Probe) {
+    let mut c = Case::start(case);
+    c.probe(other, 11, false);
+    logs_each_probe(&mut c, p, false);
+    c.expect_no_line(&c.scan_prefix(false, other.proto(), 11));
+    assert!(
+        c.reaches_service(false),
+        "BLOCK_{} = 0 blocks nothing",
+        p.proto()
+    );
     c.stop();
 }
 
-/// 006: BLOCK_UDP = 0 the same; no TCP_PORTS, so a TCP probe to 11 is not logged.
-#[test]
-fn upstream_006_block_0_udp() {
-    let mut c = Case::start("006-block_0_udp");
-    c.tcp_probe(11, false);
-    logs_each_probe(&mut c, Probe::Nmap("-sU"), false);
-    c.expect_no_line(&c.scan_prefix(false, "TCP", 11));
-    assert!(c.reaches_service(false), "BLOCK_UDP = 0 blocks nothing");
-    c.stop();
+cases! {
+    upstream_005_block_0_tcp: block_0("005-block_0_tcp", Probe::Connect, Probe::Nmap("-sU"));
+    upstream_006_block_0_udp: block_0("006-block_0_udp", Probe::Nmap("-sU"), Probe::Connect);
 }
 
 /// 007/008: BLOCK = 2 runs KILL_RUN_CMD with `$TARGET$ $PORT$` (2.x's `External command run`
@@ -572,9 +586,7 @@ fn block_2(case: &str, p: Probe) {
     let line = c.line_for(p, 11, false, NOBLOCK);
     c.expect_logged(&line);
     let src = c.src(false);
-    c.expect_prefix(&format!(
-        "attackalert: External command run for host: {src} using command: "
-    ));
+    c.expect_prefix(&extcmd_line(src));
     assert_eq!(c.file("extcmd.stdout"), format!("{src} 11\n"));
     assert!(
         !c.d.has_line(|l| l.contains("has been blocked")),
@@ -585,14 +597,9 @@ fn block_2(case: &str, p: Probe) {
     c.stop();
 }
 
-#[test]
-fn upstream_007_block_2_tcp() {
-    block_2("007-block_2_tcp", Probe::Connect);
-}
-
-#[test]
-fn upstream_008_block_2_udp() {
-    block_2("008-block_2_udp", Probe::Nmap("-sU"));
+cases! {
+    upstream_007_block_2_tcp: block_2("007-block_2_tcp", Probe::Connect);
+    upstream_008_block_2_udp: block_2("008-block_2_udp", Probe::Nmap("-sU"));
 }
 
 /// 009: SCAN_TRIGGER = 2: the first probe's line says `triggered: [false] noblock: [unset]`
@@ -623,15 +630,9 @@ fn upstream_009_scantrigger() {
 /// 010: KILL_ROUTE runs with the address (2.x's `dropped route` line).
 #[test]
 fn upstream_010_route_kill() {
-    let mut c = Case::start("010-route_kill");
-    c.tcp_probe(11, false);
-    let line = c.line_for(Probe::Connect, 11, false, BLOCKED);
-    c.expect_logged(&line);
-    c.expect_one_ban(false, 0);
+    let mut c = blocks("010-route_kill", Probe::Connect, false);
     let src = c.src(false);
-    c.expect_prefix(&format!(
-        "attackalert: Host {src} has been blocked via dropped route using command: "
-    ));
+    c.expect_prefix(&route_line(src));
     assert_eq!(c.file("extcmd.stdout"), format!("{src}\n"));
     c.stop();
 }
@@ -640,15 +641,9 @@ fn upstream_010_route_kill() {
 /// their lines come in that order (upstream writes them before the probe's `Scan from:`
 /// line, we after: see docs/TESTING.md).
 fn route_and_cmd(case: &str, cmd_first: bool) {
-    let mut c = Case::start(case);
-    c.tcp_probe(11, false);
-    let scan = c.line_for(Probe::Connect, 11, false, BLOCKED);
-    c.expect_logged(&scan);
-    c.expect_one_ban(false, 0);
+    let mut c = blocks(case, Probe::Connect, false);
     let src = c.src(false);
-    let route =
-        format!("attackalert: Host {src} has been blocked via dropped route using command: ");
-    let cmd = format!("attackalert: External command run for host: {src} using command: ");
+    let (route, cmd) = (route_line(src), extcmd_line(src));
     c.expect_prefix(&route);
     c.expect_prefix(&cmd);
     assert_eq!(c.file("routesim.stdout"), format!("{src}\n"));
@@ -666,30 +661,19 @@ fn route_and_cmd(case: &str, cmd_first: bool) {
     c.stop();
 }
 
-#[test]
-fn upstream_011_kill_and_extcmd() {
-    route_and_cmd("011-kill_and_extcmd", false);
-}
-
-#[test]
-fn upstream_012_extcmd_and_kill() {
-    route_and_cmd("012-extcmd_and_kill", true);
+cases! {
+    upstream_011_kill_and_extcmd: route_and_cmd("011-kill_and_extcmd", false);
+    upstream_012_extcmd_and_kill: route_and_cmd("012-extcmd_and_kill", true);
 }
 
 /// 013: KILL_ROUTE and KILL_HOSTS_DENY: the route script runs, the hosts.deny line is written
 /// (to the test's file, not /etc/hosts.deny), with both of 2.x's lines.
 #[test]
 fn upstream_013_kill_route_and_hosts_deny() {
-    let mut c = Case::start("013-kill_route_and_hosts_deny");
-    c.tcp_probe(11, false);
+    let mut c = blocks("013-kill_route_and_hosts_deny", Probe::Connect, false);
     let src = c.src(false);
     assert_eq!(c.file("routesim.stdout"), format!("{src}\n"));
-    let line = c.line_for(Probe::Connect, 11, false, BLOCKED);
-    c.expect_logged(&line);
-    c.expect_one_ban(false, 0);
-    c.expect_prefix(&format!(
-        "attackalert: Host {src} has been blocked via dropped route using command: "
-    ));
+    c.expect_prefix(&route_line(src));
     c.expect_line(&format!(
         "attackalert: Host {src} has been blocked via wrappers with string: \"ALL: {src}\""
     ));
@@ -699,47 +683,28 @@ fn upstream_013_kill_route_and_hosts_deny() {
 
 // ---------------------------------------------------------------- stealth mode
 
-/// 014: stealth mode, `nmap -sT`: blocked, then dropped; KILL_HOSTS_DENY written.
-#[test]
-fn upstream_014_stealth_sentry_tcp() {
-    let c = blocks_and_then_drops("014-stealth_sentry_tcp", Probe::Nmap("-sT"), false);
+/// 014/015: stealth mode, `nmap -sT` (`-sU`): blocked, then dropped; KILL_HOSTS_DENY written.
+fn stealth_hosts_deny(case: &str, p: Probe) {
+    let c = blocks_and_then_drops(case, p, false);
     assert_eq!(c.file("hosts.deny"), format!("ALL: {}\n", c.src(false)));
     c.stop();
 }
 
-/// 015: the same with `nmap -sU`.
-#[test]
-fn upstream_015_stealth_sentry_udp() {
-    let c = blocks_and_then_drops("015-stealth_sentry_udp", Probe::Nmap("-sU"), false);
-    assert_eq!(c.file("hosts.deny"), format!("ALL: {}\n", c.src(false)));
-    c.stop();
-}
-
-/// 018-021: each stealth scan type is named as 2.x names it, logged and blocked.
-#[test]
-fn upstream_018_syn_scan() {
-    blocks_and_then_drops("018-syn_scan", Probe::Nmap("-sS"), false).stop();
-}
-
-#[test]
-fn upstream_019_null_scan() {
-    blocks_and_then_drops("019-null_scan", Probe::Nmap("-sN"), false).stop();
-}
-
-#[test]
-fn upstream_020_xmas_scan() {
-    blocks_and_then_drops("020-xmas_scan", Probe::Nmap("-sX"), false).stop();
-}
-
-#[test]
-fn upstream_021_fin_scan() {
-    blocks_and_then_drops("021-fin_scan", Probe::Nmap("-sF"), false).stop();
-}
-
-/// 100: raw-socket stealth mode, `nmap -sT`, as 014.
-#[test]
-fn upstream_100_raw_socket_tcp() {
-    blocks_and_then_drops("100-raw_socket_tcp", Probe::Nmap("-sT"), false).stop();
+cases! {
+    upstream_014_stealth_sentry_tcp:
+        stealth_hosts_deny("014-stealth_sentry_tcp", Probe::Nmap("-sT"));
+    upstream_015_stealth_sentry_udp:
+        stealth_hosts_deny("015-stealth_sentry_udp", Probe::Nmap("-sU"));
+    /// 018-021: each stealth scan type is named as 2.x names it, logged and blocked.
+    upstream_018_syn_scan: blocks_and_then_drops("018-syn_scan", Probe::Nmap("-sS"), false).stop();
+    upstream_019_null_scan:
+        blocks_and_then_drops("019-null_scan", Probe::Nmap("-sN"), false).stop();
+    upstream_020_xmas_scan:
+        blocks_and_then_drops("020-xmas_scan", Probe::Nmap("-sX"), false).stop();
+    upstream_021_fin_scan: blocks_and_then_drops("021-fin_scan", Probe::Nmap("-sF"), false).stop();
+    /// 100: raw-socket stealth mode, `nmap -sT`, as 014.
+    upstream_100_raw_socket_tcp:
+        blocks_and_then_drops("100-raw_socket_tcp", Probe::Nmap("-sT"), false).stop();
 }
 
 // ---------------------------------------------------------------- port ranges
@@ -754,19 +719,10 @@ fn range(case: &str, tcp: Probe) {
     c.stop();
 }
 
-#[test]
-fn upstream_023_sentry_connect_range() {
-    range("023-sentry_connect_range", Probe::Connect);
-}
-
-#[test]
-fn upstream_024_sentry_pcap_range() {
-    range("024-sentry_pcap_range", Probe::Nmap("-sT"));
-}
-
-#[test]
-fn upstream_101_sentry_stealth_range() {
-    range("101-sentry_stealth_range", Probe::Nmap("-sT"));
+cases! {
+    upstream_023_sentry_connect_range: range("023-sentry_connect_range", Probe::Connect);
+    upstream_024_sentry_pcap_range: range("024-sentry_pcap_range", Probe::Nmap("-sT"));
+    upstream_101_sentry_stealth_range: range("101-sentry_stealth_range", Probe::Nmap("-sT"));
 }
 
 // ---------------------------------------------------------------- invalid probes
@@ -784,39 +740,22 @@ fn invalid_probe(case: &str) {
     c.stop();
 }
 
-#[test]
-fn upstream_025_pcap_invalid_probe() {
-    invalid_probe("025-pcap_invalid_probe");
-}
-
-#[test]
-fn upstream_026_connect_invalid_probe() {
-    invalid_probe("026-connect_invalid_probe");
-}
-
-#[test]
-fn upstream_027_stealth_invalid_probe() {
-    invalid_probe("027-stealth_invalid_probe");
+cases! {
+    upstream_025_pcap_invalid_probe: invalid_probe("025-pcap_invalid_probe");
+    upstream_026_connect_invalid_probe: invalid_probe("026-connect_invalid_probe");
+    upstream_027_stealth_invalid_probe: invalid_probe("027-stealth_invalid_probe");
 }
 
 // ---------------------------------------------------------------- IPv6
 
-/// 028: a TCP connect over IPv6: blocked (`IP opts: [unknown]`, as 2.x says for IPv6), one
-/// IPv6 ban, the next connect dropped.
-#[test]
-fn upstream_028_ipv6_connect() {
-    blocks_and_then_drops("028-ipv6_connect", Probe::Connect, true).stop();
-}
-
-/// 029/030: `nmap -6 -sT`, the same.
-#[test]
-fn upstream_029_ipv6_pcap() {
-    blocks_and_then_drops("029-ipv6_pcap", Probe::Nmap("-sT"), true).stop();
-}
-
-#[test]
-fn upstream_030_ipv6_raw() {
-    blocks_and_then_drops("030-ipv6_raw", Probe::Nmap("-sT"), true).stop();
+cases! {
+    /// 028: a TCP connect over IPv6: blocked (`IP opts: [unknown]`, as 2.x says for IPv6), one
+    /// IPv6 ban, the next connect dropped.
+    upstream_028_ipv6_connect:
+        blocks_and_then_drops("028-ipv6_connect", Probe::Connect, true).stop();
+    /// 029/030: `nmap -6 -sT`, the same.
+    upstream_029_ipv6_pcap: blocks_and_then_drops("029-ipv6_pcap", Probe::Nmap("-sT"), true).stop();
+    upstream_030_ipv6_raw: blocks_and_then_drops("030-ipv6_raw", Probe::Nmap("-sT"), true).stop();
 }
 
 // ---------------------------------------------------------------- ignore file
@@ -834,24 +773,11 @@ fn ignored(case: &str, v6: bool) {
     c.stop();
 }
 
-#[test]
-fn upstream_031_ignore_file() {
-    ignored("031-ignore_file", false);
-}
-
-#[test]
-fn upstream_032_ignore_file_no_mask() {
-    ignored("032-ignore_file_no_mask", false);
-}
-
-#[test]
-fn upstream_033_ignore_file_ipv6() {
-    ignored("033-ignore_file_ipv6", true);
-}
-
-#[test]
-fn upstream_034_ignore_file_no_mask_ipv6() {
-    ignored("034-ignore_file_no_mask_ipv6", true);
+cases! {
+    upstream_031_ignore_file: ignored("031-ignore_file", false);
+    upstream_032_ignore_file_no_mask: ignored("032-ignore_file_no_mask", false);
+    upstream_033_ignore_file_ipv6: ignored("033-ignore_file_ipv6", true);
+    upstream_034_ignore_file_no_mask_ipv6: ignored("034-ignore_file_no_mask_ipv6", true);
 }
 
 // ---------------------------------------------------------------- 1.2 advanced mode
@@ -866,28 +792,15 @@ fn advanced_passes(case: &str, p: Probe, port: u16) {
     c.stop();
 }
 
-#[test]
-fn upstream_v12_018_adv_sentry_above_thres_tcp() {
-    advanced_passes("v1.2-018-adv_sentry_above_thres_tcp", Probe::Connect, 1025);
-}
-
-#[test]
-fn upstream_v12_019_adv_sentry_above_thres_udp() {
-    advanced_passes(
-        "v1.2-019-adv_sentry_above_thres_udp",
-        Probe::Nmap("-sU"),
-        1025,
-    );
-}
-
-#[test]
-fn upstream_v12_020_adv_sentry_excluded_tcp() {
-    advanced_passes("v1.2-020-adv_sentry_excluded_tcp", Probe::Connect, 113);
-}
-
-#[test]
-fn upstream_v12_021_adv_sentry_exluded_udp() {
-    advanced_passes("v1.2-021-adv_sentry_exluded_udp", Probe::Nmap("-sU"), 520);
+cases! {
+    upstream_v12_018_adv_sentry_above_thres_tcp:
+        advanced_passes("v1.2-018-adv_sentry_above_thres_tcp", Probe::Connect, 1025);
+    upstream_v12_019_adv_sentry_above_thres_udp:
+        advanced_passes("v1.2-019-adv_sentry_above_thres_udp", Probe::Nmap("-sU"), 1025);
+    upstream_v12_020_adv_sentry_excluded_tcp:
+        advanced_passes("v1.2-020-adv_sentry_excluded_tcp", Probe::Connect, 113);
+    upstream_v12_021_adv_sentry_exluded_udp:
+        advanced_passes("v1.2-021-adv_sentry_exluded_udp", Probe::Nmap("-sU"), 520);
 }
 
 /// 1.2's 022/023: a probe to 11 in advanced mode blocks, the next is dropped. Upstream also
@@ -897,14 +810,11 @@ fn advanced_blocks(case: &str, p: Probe) {
     blocks_and_then_drops(case, p, false).stop();
 }
 
-#[test]
-fn upstream_v12_022_adv_sentry_mon_tcp() {
-    advanced_blocks("v1.2-022-adv_sentry_mon_tcp", Probe::Connect);
-}
-
-#[test]
-fn upstream_v12_023_adv_sentry_mon_udp() {
-    advanced_blocks("v1.2-023-adv_sentry_mon_udp", Probe::Nmap("-sU"));
+cases! {
+    upstream_v12_022_adv_sentry_mon_tcp:
+        advanced_blocks("v1.2-022-adv_sentry_mon_tcp", Probe::Connect);
+    upstream_v12_023_adv_sentry_mon_udp:
+        advanced_blocks("v1.2-023-adv_sentry_mon_udp", Probe::Nmap("-sU"));
 }
 
 // ---------------------------------------------------------------- self-ignore
@@ -918,22 +828,12 @@ fn upstream_v12_023_adv_sentry_mon_udp() {
 #[test]
 fn upstream_016_self_ignore() {
     let mut c = Case::start_with("016-self_ignore", 2, &[]);
-    let own = c.lab.protected_v4.to_string();
-    let (code, out) = run_in(
-        &c.lab.scanner,
-        "hping3",
-        &["-c", "1", "-S", "-p", "11", "-a", &own, &own],
-        Duration::from_secs(5),
-    );
-    assert!(code == 0 || code == 1, "hping3: {out}");
-    let other = c.lab.scanner_v4[1].to_string();
-    let (code, out) = run_in(
-        &c.lab.scanner,
-        "hping3",
-        &["-c", "1", "-S", "-p", "11", "-a", &other, &own],
-        Duration::from_secs(5),
-    );
-    assert!(code == 0 || code == 1, "hping3: {out}");
+    let own = c.lab.protected_v4;
+    let other = c.lab.scanner_v4[1];
+    for src in [own, other] {
+        let (code, out) = forged_syn(&c.lab.scanner, src, own, 11);
+        assert!(code == 0 || code == 1, "hping3: {out}");
+    }
     let line = format!(
         "Scan from: [{other}] ({other}) protocol: [TCP] port: [11] type: [{SYN}] IP opts: [not set] {NOBLOCK}"
     );

@@ -51,11 +51,7 @@ fn a_flood_of_sources_is_capped_per_cpu_and_bans_still_report() {
     // The bucket is empty; a real scanner's ban event still goes out.
     x.run(&Packet::tcp("10.32.0.1", 111, SYN).build());
     assert_eq!(x.run(&Packet::tcp("10.32.0.1", 111, SYN).build()), XDP_DROP);
-    let bans: Vec<_> = x
-        .events()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::Ban)
-        .collect();
+    let bans = x.events_of(EventKind::Ban);
     assert_eq!(bans.len(), 1, "{bans:?}");
     assert_eq!(bans[0].src.to_string(), "10.32.0.1");
 }
@@ -83,11 +79,7 @@ fn a_table_full_event_passes_an_empty_bucket() {
     );
     x.run(&Packet::tcp("10.35.0.1", 111, SYN).build());
     assert_eq!(x.run(&Packet::tcp("10.35.0.1", 111, SYN).build()), XDP_DROP);
-    let full: Vec<_> = x
-        .events()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::BanTableFull)
-        .collect();
+    let full = x.events_of(EventKind::BanTableFull);
     assert_eq!(full.len(), 1, "{full:?}");
     assert_eq!(full[0].src.to_string(), "10.35.0.1");
 }

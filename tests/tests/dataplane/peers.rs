@@ -580,11 +580,7 @@ fn the_cookie_goes_to_the_routes_neighbour_and_its_ack_must_come_from_there() {
         let real_ack = completing_ack(&syn, cookie).from_mac(net.gateway);
         assert_eq!(x.run(&real_ack.build()), XDP_DROP, "real completion");
         assert!(x.is_banned(peer));
-        let bans: Vec<_> = x
-            .events()
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Ban)
-            .collect();
+        let bans = x.events_of(EventKind::Ban);
         assert!(
             bans.len() == 1 && bans[0].confirmed && !bans[0].unverified,
             "{bans:?}"

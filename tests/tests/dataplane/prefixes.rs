@@ -24,11 +24,7 @@ fn a_rotating_ipv6_scanner_makes_one_prefix_trigger() {
     // Another /64 does not count toward it.
     x.run(&Packet::tcp("2001:db8:5:7::1", 111, SYN).build());
     x.run(&Packet::tcp("2001:db8:5:6:ffff::9", 111, SYN).build());
-    let triggers: Vec<_> = x
-        .events()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::PrefixTrigger)
-        .collect();
+    let triggers = x.events_of(EventKind::PrefixTrigger);
     assert_eq!(triggers.len(), 1, "{triggers:?}");
     let t = &triggers[0];
     assert_eq!(
@@ -43,12 +39,7 @@ fn a_rotating_ipv6_scanner_makes_one_prefix_trigger() {
     for i in 10..=17 {
         x.run(&Packet::tcp(&format!("2001:db8:5:6::1:{i:x}"), 111, SYN).build());
     }
-    let kinds = |x: &mut TestXdp| {
-        x.events()
-            .iter()
-            .filter(|e| e.kind == EventKind::PrefixTrigger)
-            .count()
-    };
+    let kinds = |x: &mut TestXdp| x.events_of(EventKind::PrefixTrigger).len();
     assert_eq!(kinds(&mut x), 0);
     x.run(&Packet::tcp("2001:db8:5:6::2:1", 111, SYN).build());
     assert_eq!(kinds(&mut x), 1);
@@ -71,11 +62,7 @@ fn ipv4_aggregation_is_off_unless_configured_and_detect_mode_never_triggers() {
     for i in 1..=9 {
         x.run(&Packet::tcp(&format!("10.40.1.{i}"), 111, SYN).build());
     }
-    let t: Vec<_> = x
-        .events()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::PrefixTrigger)
-        .collect();
+    let t = x.events_of(EventKind::PrefixTrigger);
     assert_eq!(t.len(), 1);
     assert_eq!(
         (t[0].src.to_string(), t[0].prefix_len),

@@ -95,13 +95,7 @@ fn an_expired_ban_stops_dropping_in_the_kernel_and_a_new_probe_bans_again() {
     );
     let ban = x.dp.ban(src.parse().unwrap()).unwrap().unwrap();
     assert_eq!(ban.drops, 0, "the new ban replaced the expired entry");
-    assert_eq!(
-        x.events()
-            .iter()
-            .filter(|e| e.kind == EventKind::Ban)
-            .count(),
-        2
-    );
+    assert_eq!(x.events_of(EventKind::Ban).len(), 2);
 }
 
 #[test]
