@@ -164,13 +164,17 @@ impl Host {
         );
     }
 
-    /// A connect from `src` to the trap port, which gets no answer, and the ban it makes within
-    /// 2 s.
-    fn trap_bans(&mut self, src: IpAddr) {
+    /// A connect from `src` to the trap port, which gets no answer.
+    fn probe_trap(&self, src: IpAddr) {
         assert!(!self
             .lab
             .scanner
             .tcp_connect(src, sock(self.lab.protected_v4, TRAP), PROBE));
+    }
+
+    /// [`Host::probe_trap`], and the ban it makes within 2 s.
+    fn trap_bans(&mut self, src: IpAddr) {
+        self.probe_trap(src);
         wait_for(
             self.daemon(),
             &format!("attackalert: Host {src} has been blocked"),
@@ -906,10 +910,7 @@ fn lapi_over_tls_with_a_ca_bundle_and_client_certificates() {
 
     // (c) The certificate is also the machine's login: a local ban reaches the fleet.
     let scanner = mtls.lab.scanner_v4[1];
-    assert!(!mtls
-        .lab
-        .scanner
-        .tcp_connect(scanner, sock(mtls.lab.protected_v4, TRAP), PROBE));
+    mtls.probe_trap(scanner);
     wait_for(
         mtls.daemon(),
         "crowdsec: pushed 1 alert(s) to LAPI",
