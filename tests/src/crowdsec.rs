@@ -147,6 +147,11 @@ impl Lapi {
         )
     }
 
+    /// Every alert LAPI holds, as `cscli alerts list -a -o json` prints them.
+    pub fn alerts_json(&self) -> Result<String> {
+        self.cscli(&["alerts", "list", "-a", "-o", "json"])
+    }
+
     /// A bouncer key.
     pub fn add_bouncer(&self, name: &str) -> Result<String> {
         Ok(self

@@ -359,7 +359,7 @@ fn a_scan_caught_by_one_instance_is_dropped_by_another() {
         "B's other sources unaffected"
     );
 
-    let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
+    let alerts = lapi.alerts_json().unwrap();
     let alerts: serde_json::Value = serde_json::from_str(&alerts).expect("alerts json");
     let ours = alerts
         .as_array()
@@ -483,7 +483,7 @@ fn a_lapi_outage_loses_no_alert_and_enforcement_goes_on() {
         "{}",
         b.output()
     );
-    let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
+    let alerts = lapi.alerts_json().unwrap();
     assert!(
         alerts.contains("portsentry/port-scan") && alerts.contains(&format!("\"{x2}\"")),
         "the alert made during the outage reached LAPI: {alerts}"
@@ -535,7 +535,7 @@ fn an_alert_queued_while_lapi_hangs_survives_a_daemon_stop() {
         "crowdsec: pushed 2 alert(s) to LAPI",
         Duration::from_secs(10),
     );
-    let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
+    let alerts = lapi.alerts_json().unwrap();
     for x in [x1, x2] {
         assert!(
             alerts.contains(&format!("\"{x}\"")),
@@ -708,7 +708,7 @@ fn fleet_decisions_for_bogus_ranges_learned_peers_and_the_lapi_host_are_refused(
         "crowdsec: pushed 1 alert(s) to LAPI (ids ",
         Duration::from_secs(3),
     );
-    let alerts = lapi.cscli(&["alerts", "list", "-a", "-o", "json"]).unwrap();
+    let alerts = lapi.alerts_json().unwrap();
     assert!(alerts.contains(&format!("\"{x}\"")), "{x} pushed: {alerts}");
     assert!(
         !alerts.contains(&format!("\"{y}\"")),
