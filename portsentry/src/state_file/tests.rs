@@ -42,7 +42,11 @@ fn open_aside(dir: &Path, bytes: &[u8]) -> (String, String, Vec<u8>) {
     };
     assert!(!file.path().exists(), "the file is gone from its place");
     let name = moved.file_name().unwrap().to_string_lossy().into_owned();
-    assert_eq!(names(dir), [name.clone()], "only the kept file is left");
+    assert_eq!(
+        names(dir),
+        std::slice::from_ref(&name),
+        "only the kept file is left"
+    );
     let line = unusable.line("starting without toys");
     (line, name, fs::read(moved).unwrap())
 }
