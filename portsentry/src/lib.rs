@@ -6,7 +6,8 @@
 //! `peers` keeps the learned peers across restarts.
 //! `control` serves the CLI verbs, `daemon` runs the event loop, `net` knows this host's
 //! network, `cli` parses the command line, `report` rate-limits lines about conditions that
-//! repeat. `main.rs` only wires them together.
+//! repeat, `state_file` writes the state files and keeps aside one that cannot be used.
+//! `main.rs` only wires them together.
 
 // The daemon's lines go through `outln!`/`errln!` (journal.rs), which add a journald
 // priority under systemd; a bare `println!`/`eprintln!` there would lose it.
@@ -35,3 +36,4 @@ pub mod notify;
 pub mod peers;
 pub mod report;
 pub mod secret_file;
+pub mod state_file;

@@ -499,33 +499,64 @@ fn read_only_verbs_leave_a_corrupt_state_file_alone() {
     );
 }
 
-/// H. A state file from a newer portsentry is kept aside, not fatal: the daemon starts and bans.
+/// H. State files that cannot be used are kept aside, not fatal: a bans.json from a newer
+/// portsentry, a peers.json that is not even text, a service_ports.json from a newer
+/// portsentry. Each is kept byte for byte under a name that says why, with the one line of
+/// `state_file` naming its kind; the daemon starts and bans.
 #[test]
-fn a_newer_state_file_is_kept_aside_and_the_daemon_still_bans() {
+fn unusable_state_files_are_kept_aside_with_one_line_and_the_daemon_still_bans() {
     let lab = Lab::new(1).unwrap();
     let dir = TempDir::new("bb-newer").unwrap();
-    let newer = "{\"version\": 99, \"bans\": []}";
-    dir.write("bans.json", newer);
+    // (file, contents, kept-aside tag, what is wrong, what the daemon starts without)
+    let files: [(&str, &[u8], &str, &str, &str); 3] = [
+        (
+            "bans.json",
+            b"{\"version\": 99, \"bans\": []}",
+            "newer",
+            "state file version 99 is newer than this portsentry understands (3)",
+            "starting without saved bans",
+        ),
+        (
+            "peers.json",
+            b"\xff\xfe{\"version\": 1, \"peers\": []}",
+            "corrupt",
+            "not a portsentry peers file (invalid utf-8",
+            "starting without saved peers",
+        ),
+        (
+            "service_ports.json",
+            b"{\"version\": 99, \"tcp\": {}, \"udp\": {}}",
+            "newer",
+            "service-port memory version 99 is newer than this portsentry understands (1)",
+            "advanced mode starts without remembered service ports",
+        ),
+    ];
+    for (name, bytes, ..) in files {
+        std::fs::write(dir.path.join(name), bytes).unwrap();
+    }
     let _svc = lab.protected.tcp_service(sock(lab.protected_v4, SERVICE));
     let mut d = case::start(&lab, &dir, &case::settings(&lab, &dir));
-    d.expect_line("the newer file kept aside", |l| {
-        l.contains("is newer than this portsentry understands") && l.contains("kept aside")
-    });
+    for (name, bytes, tag, wrong, without) in files {
+        let path = dir.path.join(name).display().to_string();
+        d.expect_line(name, |l| {
+            l.starts_with(&format!("portsentry: error: {path}: {wrong}"))
+                && l.contains(&format!("; kept aside as {path}.{tag}-"))
+                && l.ends_with(&format!("; {without}"))
+        });
+        let files = snapshot(&dir.path);
+        assert!(
+            files
+                .iter()
+                .any(|(n, content)| n.starts_with(&format!("{name}.{tag}-")) && content == bytes),
+            "{name} kept aside byte for byte: {:?}",
+            files.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+    }
 
     let a = lab.scanner_v4[0];
     probe(&lab, a);
     d.expect_line("the ban", attackalert(a));
     assert!(!service_open(&lab, a), "the daemon filters");
-    assert!(
-        snapshot(&dir.path)
-            .iter()
-            .any(|(_, content)| content == newer.as_bytes()),
-        "the newer file's content is kept somewhere in state_dir: {:?}",
-        snapshot(&dir.path)
-            .iter()
-            .map(|(n, _)| n)
-            .collect::<Vec<_>>()
-    );
 }
 
 /// Kernel-level checks of the ban book against real maps (no traffic needed).

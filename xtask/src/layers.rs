@@ -18,8 +18,9 @@ use syn::visit::{self, Visit};
 pub const LAYERS: &[&[&str]] = &[
     // Value types and host facts that import nothing of the crate.
     &["clock", "journal", "net", "report", "secret_file"],
-    // The ground floor of settings: serde types and their values' checks.
-    &["config"],
+    // The ground floor of settings (serde types and their values' checks) and of the state
+    // files (atomic writes, keeping aside a file that cannot be used).
+    &["config", "state_file"],
     &["dataplane"],
     &["detect"],
     &["bans"],

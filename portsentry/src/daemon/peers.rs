@@ -9,7 +9,7 @@ use crate::{
     clock::Now,
     config::settings::{LiveSettings, Settings},
     dataplane::{Dataplane, PeerLearning},
-    peers::{self, PeerFileError, PeerMemory, PeerStore},
+    peers::{self, PeerMemory, PeerStore},
     report::ReportGate,
 };
 
@@ -87,31 +87,12 @@ fn start_learning(
         }
     };
     let store = PeerStore::new(&settings.startup.state_dir);
-    // Like bans.json: a damaged or too-new file is kept aside, never fatal.
-    let saved = match store.load() {
-        Ok(saved) => saved,
-        Err(e @ (PeerFileError::Corrupt { .. } | PeerFileError::TooNew { .. })) => {
-            let why = if matches!(e, PeerFileError::TooNew { .. }) {
-                "newer"
-            } else {
-                "corrupt"
-            };
-            match store.keep_aside(why) {
-                Ok(moved) => crate::errln!(
-                    "portsentry: error: {e}; kept aside as {}; starting without saved peers",
-                    moved.display()
-                ),
-                Err(m) => crate::errln!(
-                    "portsentry: error: {e}; could not keep it aside ({m}); starting without saved peers"
-                ),
-            }
-            Vec::new()
-        }
-        Err(e) => {
-            crate::errln!("portsentry: error: {e}; starting without saved peers");
-            Vec::new()
-        }
-    };
+    // Never fatal: a damaged or too-new file is kept aside (as bans.json is), an unreadable
+    // one reported.
+    let saved = store.open().unwrap_or_else(|unusable| {
+        crate::errln!("{}", unusable.line("starting without saved peers"));
+        Vec::new()
+    });
     let learn_inbound = settings.live.learn_inbound;
     match peers::restore(dp, &saved, settings.live.peer_memory, learn_inbound, &Now::read()) {
         Ok(r) => crate::errln!(

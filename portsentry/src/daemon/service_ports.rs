@@ -5,10 +5,11 @@
 //!
 //! Owns the sockets last read, the memory, the ports it counts as services and when it was
 //! last written. Writes the guarded ports through `guard`; the rules are
-//! `net::service_ports`' and `net::listening`'s.
+//! `net::service_ports`' and `net::listening`'s; writing the file and keeping aside a damaged
+//! or newer one at start are `crate::state_file`'s.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -16,7 +17,6 @@ use anyhow::Result;
 
 use super::{guard, persist::SAVE_DEBOUNCE};
 use crate::{
-    bans::store::write_atomic,
     config::settings::LiveSettings,
     dataplane::Dataplane,
     net::{
@@ -24,6 +24,7 @@ use crate::{
         service_ports::{self, ServicePorts},
     },
     report::ReportGate,
+    state_file::{json_version, StateFile, Unfit},
 };
 
 /// The service-port memory is written soon after a new port, otherwise (refreshed times only)
@@ -32,7 +33,8 @@ const SERVICE_PORTS_REFRESH: Duration = Duration::from_secs(600);
 
 /// The listening sockets and the service-port memory.
 pub(super) struct ServicePortKeeper {
-    state_dir: PathBuf,
+    /// `state_dir/service_ports.json`.
+    file: StateFile,
     listening: Listening,
     /// Every port seen listening and when (advanced mode's service-port memory), and the ports
     /// it currently counts as services.
@@ -48,10 +50,21 @@ impl ServicePortKeeper {
     /// The last run's memory and the sockets listening now.
     pub fn start(state_dir: &Path) -> Self {
         let listening = Listening::read();
-        let mut service_ports = load_service_ports(state_dir);
+        let file = StateFile::new(state_dir, service_ports::FILE, "service-port memory");
+        // Never fatal (a damaged bans.json is not either): the memory starts empty.
+        let mut service_ports = file
+            .open(parse)
+            .unwrap_or_else(|unusable| {
+                crate::errln!(
+                    "{}",
+                    unusable.line("advanced mode starts without remembered service ports")
+                );
+                None
+            })
+            .unwrap_or_default();
         service_ports.observe(&listening, crate::clock::unix_ms());
         Self {
-            state_dir: state_dir.to_owned(),
+            file,
             listening,
             service_ports,
             remembered: Listening::default(),
@@ -125,14 +138,11 @@ impl ServicePortKeeper {
             .service_ports_written
             .as_ref()
             .is_some_and(|(_, t)| *t == text);
-        let dir = self.state_dir.clone();
-        let path = dir.join(service_ports::FILE);
         // Nothing to remember and no file: none is made.
-        let result = if unchanged || (self.service_ports.is_empty() && !path.exists()) {
+        let result = if unchanged || (self.service_ports.is_empty() && !self.file.path().exists()) {
             Ok(())
         } else {
-            std::fs::create_dir_all(&dir)
-                .and_then(|()| write_atomic(&dir, service_ports::FILE, text.as_bytes()))
+            self.file.write(text.as_bytes())
         };
         match result {
             Ok(()) => {
@@ -142,9 +152,9 @@ impl ServicePortKeeper {
             Err(e) => {
                 self.service_ports_new = Some(Instant::now());
                 if errors.try_report().is_some() {
+                    // `e` starts with the file's path.
                     crate::errln!(
-                        "portsentry: error: saving the service-port memory to {}: {e} (kept in memory; retried)",
-                        path.display()
+                        "portsentry: error: saving the service-port memory to {e} (kept in memory; retried)"
                     );
                 }
             }
@@ -152,34 +162,9 @@ impl ServicePortKeeper {
     }
 }
 
-/// The service-port memory of the last run; a damaged file is kept aside (with an error line)
-/// and the memory starts empty, as a damaged `bans.json` does not stop the daemon either.
-fn load_service_ports(state_dir: &Path) -> ServicePorts {
-    let path = state_dir.join(service_ports::FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ServicePorts::default(),
-        Err(e) => {
-            crate::errln!(
-                "portsentry: error: reading {}: {e}; advanced mode starts without remembered service ports",
-                path.display()
-            );
-            return ServicePorts::default();
-        }
-    };
-    match ServicePorts::from_json(&text) {
-        Ok(m) => m,
-        Err(why) => {
-            let moved = path.with_extension(format!("json.corrupt-{}", crate::clock::unix_ms()));
-            let kept = match std::fs::rename(&path, &moved) {
-                Ok(()) => format!("kept aside as {}", moved.display()),
-                Err(e) => format!("could not keep it aside ({e})"),
-            };
-            crate::errln!(
-                "portsentry: error: {}: not a service-port memory ({why}); {kept}; advanced mode starts without remembered service ports",
-                path.display()
-            );
-            ServicePorts::default()
-        }
-    }
+/// The service-port memory's text (`net::service_ports`' format, version checked here so that a
+/// newer file is kept aside as one).
+fn parse(text: &str) -> Result<ServicePorts, Unfit> {
+    json_version(text, service_ports::VERSION, service_ports::VERSION)?;
+    ServicePorts::from_json(text).map_err(Unfit::Corrupt)
 }

@@ -56,26 +56,15 @@ pub(super) fn open_ban_book(dp: &mut Dataplane, settings: &Settings) -> Result<B
     // Bans from the last run. A damaged or too-new state file is kept aside and reported, not
     // fatal: a security daemon that refuses to start protects nothing.
     let store = StateStore::new(&settings.startup.state_dir);
-    let saved = match store.load() {
+    let saved = match store.open() {
         Ok(s) => s,
-        Err(e @ (StateError::Corrupt { .. } | StateError::TooNew { .. })) => {
-            let why = if matches!(e, StateError::TooNew { .. }) {
-                "newer"
-            } else {
-                "corrupt"
-            };
-            match store.keep_aside(why) {
-                Ok(moved) => crate::errln!(
-                    "portsentry: error: {e}; kept aside as {}; starting without saved bans",
-                    moved.display()
-                ),
-                Err(m) => crate::errln!(
-                    "portsentry: error: {e}; could not keep it aside ({m}); starting without saved bans"
-                ),
-            }
+        Err(u) if matches!(u.error, StateError::Io { .. }) => {
+            return Err(u.error).context("reading saved bans")
+        }
+        Err(u) => {
+            crate::errln!("{}", u.line("starting without saved bans"));
             Saved::default()
         }
-        Err(e) => return Err(e).context("reading saved bans"),
     };
     let now = Now::read();
     let migrated = dp.migrated.take();

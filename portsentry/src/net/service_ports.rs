@@ -17,7 +17,8 @@ use super::{listening::Listening, ports::PortSet};
 
 /// The file in `state_dir`.
 pub const FILE: &str = "service_ports.json";
-const VERSION: u32 = 1;
+/// The file's format version.
+pub const VERSION: u32 = 1;
 
 /// Port → last time a socket listened on it (Unix ms), per protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The outbox: one JSON file per message under `state_dir/notify-outbox/`, written atomically
-//! (temporary file, fsync, rename, fsync of the directory) before anything is sent, rewritten
-//! when a channel has delivered it, removed when every channel has.
+//! (`crate::state_file::write_atomic`: temporary file, fsync, rename, fsync of the directory)
+//! before anything is sent, rewritten when a channel has delivered it, removed when every
+//! channel has.
 //!
 //! The guarantee (docs/CONFIG.md, "Notifications"): a message is on disk before its first
 //! attempt and stays there until every channel has accepted it, so a crash or `kill -9` loses
@@ -11,11 +12,12 @@
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::state_file::{sync_dir, write_atomic};
 
 /// Where a message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -138,19 +140,9 @@ impl Outbox {
             };
         }
         fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!(".{}.tmp", m.file_name()));
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(m).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)
+        let bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+        write_atomic(&self.dir, &m.file_name(), &bytes)
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

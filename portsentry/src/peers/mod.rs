@@ -13,11 +13,11 @@
 //!
 //! A room of its own rather than a corner of `bans/`: peers are not bans. The ban book is the
 //! one owner of every ban, with precedence rules, table pressure and fleet decisions; none of
-//! that applies here, and a peer never becomes a ban or lifts one. Sharing only the atomic
-//! write keeps both files crash-safe the same way without tying their formats together.
+//! that applies here, and a peer never becomes a ban or lifts one. Both files go through
+//! `crate::state_file` (the atomic write, a damaged or newer file kept aside at start), which
+//! keeps them crash-safe the same way without tying their formats together.
 
 use std::{
-    fs,
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -25,32 +25,15 @@ use std::{
 
 use portsentry_common::{peer_ways, PeerEntry};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::{
-    bans::store::{keep_aside, write_atomic},
     clock::Now,
     dataplane::{DataplaneError, Maps, PeerTable},
+    state_file::{json_version, StateFile, StateFileError, Unfit, Unusable},
 };
 
 pub const PEERS_FILE: &str = "peers.json";
 pub const PEERS_VERSION: u32 = 1;
-
-#[derive(Debug, Error)]
-pub enum PeerFileError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a portsentry peers file ({message})")]
-    Corrupt { path: PathBuf, message: String },
-    #[error(
-        "{path}: peers file version {found} is newer than this portsentry understands ({PEERS_VERSION})"
-    )]
-    TooNew { path: PathBuf, found: u32 },
-}
 
 /// One learned peer as saved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -77,67 +60,46 @@ struct StoredFile {
 /// `state_dir/peers.json`.
 #[derive(Clone, Debug)]
 pub struct PeerStore {
-    dir: PathBuf,
+    file: StateFile,
 }
 
 impl PeerStore {
     pub fn new(dir: &Path) -> Self {
         Self {
-            dir: dir.to_path_buf(),
+            file: StateFile::new(dir, PEERS_FILE, "peers file"),
         }
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.join(PEERS_FILE)
+        self.file.path()
     }
 
     /// Reads the file; a missing file is no peers. Never modifies anything.
-    pub fn load(&self) -> Result<Vec<Peer>, PeerFileError> {
-        let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(PeerFileError::Io { path, source }),
-        };
-        #[derive(Deserialize)]
-        struct Version {
-            version: u32,
-        }
-        let bad = |e: serde_json::Error| PeerFileError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let v: Version = serde_json::from_str(&text).map_err(bad)?;
-        match v.version {
-            PEERS_VERSION => Ok(serde_json::from_str::<StoredFile>(&text)
-                .map_err(bad)?
-                .peers),
-            n if n > PEERS_VERSION => Err(PeerFileError::TooNew { path, found: n }),
-            n => Err(PeerFileError::Corrupt {
-                path,
-                message: format!("unknown version {n}"),
-            }),
-        }
+    pub fn load(&self) -> Result<Vec<Peer>, StateFileError> {
+        Ok(self.file.load(parse)?.unwrap_or_default())
     }
 
-    /// Moves an unreadable or too-new file aside (kept for the administrator, never deleted).
-    pub fn keep_aside(&self, why: &str) -> Result<PathBuf, PeerFileError> {
-        let path = self.path();
-        keep_aside(&path, why).map_err(|source| PeerFileError::Io { path, source })
+    /// [`load`](Self::load) at the daemon's start: a damaged or too-new file is kept aside
+    /// (for the administrator, never deleted).
+    pub fn open(&self) -> Result<Vec<Peer>, Unusable> {
+        Ok(self.file.open(parse)?.unwrap_or_default())
     }
 
     /// Writes the file atomically (a crash leaves the old file or the new one).
-    pub fn save(&self, peers: &[Peer]) -> Result<(), PeerFileError> {
-        let io = |path: PathBuf| move |source| PeerFileError::Io { path, source };
-        fs::create_dir_all(&self.dir).map_err(io(self.dir.clone()))?;
+    pub fn save(&self, peers: &[Peer]) -> Result<(), StateFileError> {
         let file = StoredFile {
             version: PEERS_VERSION,
             peers: peers.to_vec(),
         };
         let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
         text.push('\n');
-        write_atomic(&self.dir, PEERS_FILE, text.as_bytes()).map_err(io(self.path()))
+        self.file.write(text.as_bytes())
     }
+}
+
+fn parse(text: &str) -> Result<Vec<Peer>, Unfit> {
+    json_version(text, PEERS_VERSION, PEERS_VERSION)?;
+    Ok(serde_json::from_str::<StoredFile>(text)?.peers)
 }
 
 /// Whether a peer last seen at `last_seen_ms` is still remembered at `now` (`memory` `None`:
@@ -296,7 +258,10 @@ impl PeerMemory {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::state_file::Kept;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ps-peers-{}-{name}", std::process::id()));
@@ -339,20 +304,37 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// Loading reports a bad file and leaves it; opening at start keeps it aside through
+    /// `state_file`, byte for byte, with the line every state file gets.
     #[test]
     fn bad_and_newer_files_are_reported_and_kept_aside() {
         let dir = tmpdir("bad");
         fs::create_dir_all(&dir).unwrap();
         let store = PeerStore::new(&dir);
         fs::write(store.path(), "{ not json").unwrap();
-        assert!(matches!(store.load(), Err(PeerFileError::Corrupt { .. })));
+        assert!(matches!(store.load(), Err(StateFileError::Corrupt { .. })));
         assert!(store.path().exists(), "loading never moves the file");
-        let moved = store.keep_aside("corrupt").unwrap();
-        assert!(moved.exists() && !store.path().exists());
+        let unusable = store.open().unwrap_err();
+        let Kept::Aside(moved) = &unusable.kept else {
+            panic!("{unusable:?}");
+        };
+        assert!(!store.path().exists());
+        assert_eq!(fs::read_to_string(moved).unwrap(), "{ not json");
+        let line = unusable.line("starting without saved peers");
+        let head = format!(
+            "portsentry: error: {}: not a portsentry peers file (",
+            store.path().display()
+        );
+        let tail = format!(
+            "); kept aside as {}; starting without saved peers",
+            moved.display()
+        );
+        assert!(line.starts_with(&head) && line.ends_with(&tail), "{line}");
+        assert!(moved.to_string_lossy().contains("peers.json.corrupt-"));
         fs::write(store.path(), r#"{"version": 9, "peers": []}"#).unwrap();
         assert!(matches!(
             store.load(),
-            Err(PeerFileError::TooNew { found: 9, .. })
+            Err(StateFileError::TooNew { found: 9, .. })
         ));
         let _ = fs::remove_dir_all(&dir);
     }

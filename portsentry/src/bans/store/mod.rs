@@ -1,41 +1,34 @@
-//! The ban book's file: `state_dir/bans.json`, written atomically, names instead of raw codes.
-//! Only the ban book reads and writes it. Version 1 files (numeric codes, networks apart) load;
-//! version 2 files are version 3 without the repeat offenders' `history`.
+//! The ban book's file: `state_dir/bans.json`, names instead of raw codes. Only the ban book
+//! reads and writes it. Version 1 files (numeric codes, networks apart) load; version 2 files
+//! are version 3 without the repeat offenders' `history`.
+//!
+//! Owns the format; writing it atomically and keeping aside a damaged or newer file at start
+//! are `crate::state_file`'s, as for every state file.
 
 mod v1;
 
 use std::{
     borrow::Cow,
-    fs::{self, File},
-    io::{BufWriter, Write},
+    io::Write,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use super::recidive::Offence;
 use super::record::{BanRecord, FleetNote, Origin, Trigger};
-use crate::net::cidr::Cidr;
+use crate::{
+    net::cidr::Cidr,
+    state_file::{json_version, StateFile, StateFileError, Unfit, Unusable},
+};
 
 pub const STATE_FILE: &str = "bans.json";
 pub const STATE_VERSION: u32 = 3;
+/// The file's kind in errors: "not a portsentry state file".
+const KIND: &str = "state file";
 
-#[derive(Debug, Error)]
-pub enum StateError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a portsentry state file ({message})")]
-    Corrupt { path: PathBuf, message: String },
-    #[error(
-        "{path}: state version {found} is newer than this portsentry understands ({STATE_VERSION})"
-    )]
-    TooNew { path: PathBuf, found: u32 },
-}
+/// Reading or writing `bans.json` failed.
+pub type StateError = StateFileError;
 
 /// One ban as stored: borrowed from the book when written, owned when read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,46 +90,36 @@ pub struct Saved {
 /// The state directory.
 #[derive(Clone, Debug)]
 pub struct StateStore {
-    dir: PathBuf,
+    file: StateFile,
 }
 
 impl StateStore {
     pub fn new(dir: &Path) -> Self {
         Self {
-            dir: dir.to_path_buf(),
+            file: StateFile::new(dir, STATE_FILE, KIND),
         }
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.file.dir()
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
+        self.file.path()
     }
 
     /// Reads the file; a missing file is an empty book. Never modifies anything.
     pub fn load(&self) -> Result<Saved, StateError> {
-        let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
-            Err(source) => return Err(StateError::Io { path, source }),
-        };
-        parse(&text).map_err(|e| match e {
-            ParseError::TooNew(found) => StateError::TooNew { path, found },
-            ParseError::Bad(message) => StateError::Corrupt { path, message },
-        })
+        Ok(self.file.load(parse)?.unwrap_or_default())
     }
 
-    /// Moves an unreadable or too-new file aside (kept for the administrator, never deleted);
-    /// only the daemon does this, so that it can start and save again.
-    pub fn keep_aside(&self, why: &str) -> Result<PathBuf, StateError> {
-        let path = self.path();
-        keep_aside(&path, why).map_err(|source| StateError::Io { path, source })
+    /// [`load`](Self::load) at the daemon's start: a damaged or too-new file is kept aside
+    /// (for the administrator, never deleted) so that the daemon can start and save again.
+    pub fn open(&self) -> Result<Saved, Unusable> {
+        Ok(self.file.open(parse)?.unwrap_or_default())
     }
 
-    /// Writes the file atomically ([`write_atomic`]).
+    /// Writes the file atomically.
     pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
         self.save_records(saved.bans.iter(), &saved.unbanned, &saved.history)
     }
@@ -149,22 +132,16 @@ impl StateStore {
         unbanned: &'a [Unbanned],
         history: &'a [Offence],
     ) -> Result<(), StateError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StateError::Io { path, source }
-        };
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let file = FileRef {
             version: STATE_VERSION,
             bans: BansRef(bans),
             unbanned,
             history,
         };
-        write_atomic_with(&self.dir, STATE_FILE, |w| {
+        self.file.write_with(|w| {
             serde_json::to_writer_pretty(&mut *w, &file).map_err(std::io::Error::other)?;
             w.write_all(b"\n")
         })
-        .map_err(io(&self.path()))
     }
 }
 
@@ -220,12 +197,7 @@ impl From<StoredBan<'_>> for BanRecord {
     }
 }
 
-enum ParseError {
-    TooNew(u32),
-    Bad(String),
-}
-
-fn parse(text: &str) -> Result<Saved, ParseError> {
+fn parse(text: &str) -> Result<Saved, Unfit> {
     // The current layout in one pass: a million bans are ~150 MB of JSON, and the version probe
     // below is a second pass over all of it. Any other file (older, newer, damaged) goes the
     // long way, which words its errors.
@@ -234,59 +206,11 @@ fn parse(text: &str) -> Result<Saved, ParseError> {
             return Ok(f.into_saved());
         }
     }
-    #[derive(Deserialize)]
-    struct Version {
-        version: u32,
-    }
-    let v: Version = serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
-    match v.version {
-        1 => serde_json::from_str::<v1::File>(text)
-            .map(v1::File::into_saved)
-            .map_err(|e| ParseError::Bad(e.to_string())),
+    match json_version(text, 1, STATE_VERSION)? {
+        1 => Ok(serde_json::from_str::<v1::File>(text)?.into_saved()),
         // Version 2 is version 3 without `history`, which defaults to empty.
-        2 | STATE_VERSION => {
-            let f: StoredFile =
-                serde_json::from_str(text).map_err(|e| ParseError::Bad(e.to_string()))?;
-            Ok(f.into_saved())
-        }
-        n if n > STATE_VERSION => Err(ParseError::TooNew(n)),
-        n => Err(ParseError::Bad(format!("unknown version {n}"))),
+        _ => Ok(serde_json::from_str::<StoredFile>(text)?.into_saved()),
     }
-}
-
-/// Renames `path` (a `.json` state file) to `path.json.WHY-<unix ms>`, next to it, and returns
-/// the new name: an unreadable file is kept for the administrator, never deleted.
-pub fn keep_aside(path: &Path, why: &str) -> std::io::Result<PathBuf> {
-    let moved = path.with_extension(format!("json.{why}-{}", crate::clock::unix_ms()));
-    fs::rename(path, &moved)?;
-    Ok(moved)
-}
-
-/// Replaces `dir/name` atomically: a temporary file in the same directory, fsync, rename, fsync
-/// of the directory. A crash leaves either the old or the new file, never half of one.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_with(dir, name, |w| w.write_all(bytes))
-}
-
-/// [`write_atomic`], the contents written by `fill` through a buffer.
-pub fn write_atomic_with(
-    dir: &Path,
-    name: &str,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
-        fill(&mut w)?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 #[cfg(test)]

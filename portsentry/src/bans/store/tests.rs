@@ -1,6 +1,8 @@
 //! The file format without a daemon: round trips, version 1 files, and bad files that are
 //! reported, never moved, by loading.
 
+use std::fs;
+
 use super::*;
 use crate::bans::record::{ScanKey, TriggerProto};
 
@@ -109,18 +111,34 @@ fn version_2_files_load_without_history() {
     assert_eq!(s.history[0].until_ms, None);
 }
 
+/// Loading reports a bad file and leaves it; opening at start keeps it aside through
+/// `state_file`, with the line every state file gets.
 #[test]
-fn corrupt_and_newer_files_are_errors_and_loading_never_moves_them() {
+fn corrupt_and_newer_files_are_errors_and_only_opening_moves_them() {
     let dir = tmpdir("bad");
     fs::create_dir_all(&dir).unwrap();
     let store = StateStore::new(&dir);
     fs::write(store.path(), "{ not json").unwrap();
     assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
     assert_eq!(fs::read_to_string(store.path()).unwrap(), "{ not json");
-    fs::write(store.path(), r#"{"version": 99, "bans": []}"#).unwrap();
+    let newer = r#"{"version": 99, "bans": []}"#;
+    fs::write(store.path(), newer).unwrap();
     let err = store.load().unwrap_err();
     assert!(matches!(err, StateError::TooNew { found: 99, .. }), "{err}");
-    let moved = store.keep_aside("newer").unwrap();
-    assert!(moved.exists() && !store.path().exists());
+    let unusable = store.open().unwrap_err();
+    let crate::state_file::Kept::Aside(moved) = &unusable.kept else {
+        panic!("{unusable:?}");
+    };
+    assert!(!store.path().exists());
+    assert_eq!(fs::read_to_string(moved).unwrap(), newer);
+    assert_eq!(
+        unusable.line("starting without saved bans"),
+        format!(
+            "portsentry: error: {}: state file version 99 is newer than this portsentry understands (3); kept aside as {}; starting without saved bans",
+            store.path().display(),
+            moved.display()
+        )
+    );
+    assert!(moved.to_string_lossy().contains("bans.json.newer-"));
     fs::remove_dir_all(&dir).unwrap();
 }

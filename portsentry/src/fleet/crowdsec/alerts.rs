@@ -1,4 +1,5 @@
-//! Our bans as CrowdSec alerts, and the queue that keeps them until LAPI has them.
+//! Our bans as CrowdSec alerts, and the queue that keeps them until LAPI has them. The queue's
+//! file is written, and kept aside at start when it does not parse, by `crate::state_file`.
 
 use std::{
     collections::VecDeque,
@@ -10,10 +11,16 @@ use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
 use super::{godur, DECISION_ORIGIN};
-use crate::bans::{store::write_atomic, BanNotice};
+use crate::{
+    bans::BanNotice,
+    state_file::{self, StateFile, Unfit, Unusable},
+};
 
 /// The queue file in `state_dir`.
 pub const QUEUE_FILE: &str = "crowdsec-alerts.json";
+/// The end of the error line when the queue file cannot be used: what the pusher starts
+/// without.
+pub const STARTS_WITHOUT: &str = "starting without queued alerts";
 /// What a ban that never expires (`ban_ttl = "never"`) is pushed as: Go durations have no
 /// "forever", and ten years is forever for a scanner's address.
 pub const FOREVER: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -149,8 +156,8 @@ pub struct AlertQueue {
 pub enum Loaded {
     Fresh,
     Restored(usize),
-    /// The file did not parse; it was moved aside to this path.
-    MovedAside(PathBuf, String),
+    /// The file could not be used (kept aside if it did not parse); the queue starts empty.
+    Unusable(Unusable),
 }
 
 impl AlertQueue {
@@ -164,29 +171,23 @@ impl AlertQueue {
             dirty: false,
             waiting_since: None,
         };
-        let path = q.path();
-        let loaded = match std::fs::read_to_string(&path) {
-            Err(_) => Loaded::Fresh,
-            Ok(text) => match serde_json::from_str::<Vec<Alert>>(&text) {
-                Ok(list) => {
-                    let n = list.len();
-                    for alert in list {
-                        q.push(alert);
-                    }
-                    q.dirty = false;
-                    if n == 0 {
-                        Loaded::Fresh
-                    } else {
-                        Loaded::Restored(n)
-                    }
+        let file = StateFile::new(dir, QUEUE_FILE, "CrowdSec alert queue");
+        let parse = |text: &str| Ok::<_, Unfit>(serde_json::from_str::<Vec<Alert>>(text)?);
+        let loaded = match file.open(parse) {
+            Ok(None) => Loaded::Fresh,
+            Ok(Some(list)) => {
+                let n = list.len();
+                for alert in list {
+                    q.push(alert);
                 }
-                Err(e) => {
-                    let moved =
-                        path.with_extension(format!("json.corrupt-{}", crate::clock::unix_ms()));
-                    let _ = std::fs::rename(&path, &moved);
-                    Loaded::MovedAside(moved, e.to_string())
+                q.dirty = false;
+                if n == 0 {
+                    Loaded::Fresh
+                } else {
+                    Loaded::Restored(n)
                 }
-            },
+            }
+            Err(unusable) => Loaded::Unusable(unusable),
         };
         (q, loaded)
     }
@@ -263,7 +264,7 @@ impl AlertQueue {
         std::fs::create_dir_all(&self.dir)?;
         let list: Vec<&Alert> = self.alerts.iter().map(|(_, a)| a).collect();
         let text = serde_json::to_vec(&list).unwrap_or_default();
-        write_atomic(&self.dir, QUEUE_FILE, &text)
+        state_file::write_atomic(&self.dir, QUEUE_FILE, &text)
     }
 }
 
@@ -383,13 +384,28 @@ mod tests {
         assert!(again.is_empty());
         again.save().unwrap();
         assert!(!again.path().exists(), "an empty queue leaves no file");
+        // Garbage is kept aside byte for byte through `state_file`, with the line every
+        // state file gets.
         std::fs::write(again.path(), "{not json").unwrap();
         let (q, loaded) = AlertQueue::load(&dir, 3);
         assert!(q.is_empty());
-        match loaded {
-            Loaded::MovedAside(p, _) => assert!(p.exists()),
-            _ => panic!("garbage must be moved aside"),
-        }
+        let Loaded::Unusable(unusable) = loaded else {
+            panic!("garbage must be kept aside");
+        };
+        let crate::state_file::Kept::Aside(moved) = &unusable.kept else {
+            panic!("{unusable:?}");
+        };
+        assert_eq!(std::fs::read_to_string(moved).unwrap(), "{not json");
+        assert!(moved
+            .to_string_lossy()
+            .contains("crowdsec-alerts.json.corrupt-"));
+        let line = unusable.line(STARTS_WITHOUT);
+        let head = format!(
+            "portsentry: error: {}: not a portsentry CrowdSec alert queue (",
+            q.path().display()
+        );
+        let tail = format!("); kept aside as {}; {STARTS_WITHOUT}", moved.display());
+        assert!(line.starts_with(&head) && line.ends_with(&tail), "{line}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -18,7 +18,7 @@ use std::{
 };
 
 use super::{
-    alerts::{Alert, AlertQueue, Loaded},
+    alerts::{Alert, AlertQueue, Loaded, STARTS_WITHOUT},
     lapi::{Lapi, LapiError, MachineAuth},
     LapiOutage, Log,
 };
@@ -150,11 +150,7 @@ pub fn spawn(
             "portsentry: crowdsec: {n} alert(s) from the last run still to deliver (from {})",
             queue.path().display()
         )),
-        Loaded::MovedAside(moved, e) => log(format!(
-            "portsentry: error: crowdsec: {} is damaged ({e}); moved aside to {}",
-            queue.path().display(),
-            moved.display()
-        )),
+        Loaded::Unusable(unusable) => log(unusable.line(STARTS_WITHOUT)),
     }
     let outbox = Arc::new(Outbox {
         path: queue.path(),
