@@ -1,5 +1,6 @@
-//! The `portsentry` binary: parse the command line, run the verb, map failures to exit codes
-//! (0 ok, 1 runtime failure, 2 usage or configuration error).
+//! The `portsentry` binary: parse the command line, run the verb, print its failure and exit
+//! with the code its type decides (0 ok, 1 runtime failure, 2 usage or configuration error;
+//! `cli::verbs::failure`, the README's "Exit codes").
 
 use std::process::ExitCode;
 

@@ -10,9 +10,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
+use thiserror::Error;
 
 use super::Cli;
 
@@ -28,15 +28,35 @@ pub fn verbs() -> Vec<String> {
         .collect()
 }
 
+/// A file of the docs that could not be made.
+#[derive(Debug, Error)]
+pub enum DocsError {
+    #[error("creating {}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rendering the man page {page}")]
+    Render {
+        page: String,
+        source: std::io::Error,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Writes the man pages and completions under `dir`; returns the files written.
-pub fn generate(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn generate(dir: &Path) -> Result<Vec<PathBuf>, DocsError> {
     let mut written = Vec::new();
     // clap's own `help` verb gets no page, so the main page does not list it.
     let mut cmd = Cli::command().disable_help_subcommand(true);
     // Propagates global options (--config, --state-dir, --pin-dir) into every verb's page.
     cmd.build();
     let man = dir.join("man8");
-    fs::create_dir_all(&man).with_context(|| format!("creating {}", man.display()))?;
+    create_dir(&man)?;
     let mut pages = vec![(cmd.get_name().to_owned(), cmd.clone())];
     let verbs = verbs();
     for sub in cmd
@@ -56,13 +76,15 @@ pub fn generate(dir: &Path) -> Result<Vec<PathBuf>> {
         clap_mangen::Man::new(page)
             .section(SECTION)
             .render(&mut roff)
-            .with_context(|| format!("rendering the man page {name}"))?;
+            .map_err(|source| DocsError::Render {
+                page: name.clone(),
+                source,
+            })?;
         written.push(write(&man.join(format!("{name}.{SECTION}")), &roff)?);
     }
 
     let completions = dir.join("completions");
-    fs::create_dir_all(&completions)
-        .with_context(|| format!("creating {}", completions.display()))?;
+    create_dir(&completions)?;
     for (shell, file) in [
         (Shell::Bash, "portsentry.bash"),
         (Shell::Zsh, "_portsentry"),
@@ -75,8 +97,18 @@ pub fn generate(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+fn create_dir(path: &Path) -> Result<(), DocsError> {
+    fs::create_dir_all(path).map_err(|source| DocsError::Create {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<PathBuf, DocsError> {
+    fs::write(path, bytes).map_err(|source| DocsError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(path.to_owned())
 }
 

@@ -1,4 +1,5 @@
-//! Configuration errors that name the file, line, column and key, with "did you mean".
+//! Configuration errors: those that name the file, line, column and key, with "did you mean"
+//! ([`ConfigError`]), and those of the settings as a whole ([`ValidationError`]).
 
 use std::{fmt, ops::Range, path::PathBuf};
 
@@ -27,6 +28,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Settings whose values are each fine but do not hold together (`Settings::validate`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("no guarded ports: set at least one TCP or UDP port")]
+    NoGuardedPorts,
+    #[error("ipv6_wider_prefixes: /{wider} is not wider than ipv6_prefix = {prefix}")]
+    WiderPrefixNotWider { wider: u8, prefix: u8 },
+}
 
 /// An error found while reading, before it is placed in a file: the byte span it concerns
 /// (if known), the dotted key, the message. Kept so the first fault in document order wins.

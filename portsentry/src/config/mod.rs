@@ -21,7 +21,7 @@ pub mod sources;
 mod tables;
 pub mod values;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, ValidationError};
 pub use file::{load_file, parse_str, render, EMBEDDED_DEFAULT};
 pub use sources::{LoadError, Overlay, Sources};
 pub use tables::{CrowdsecSettings, HookSettings, DEFAULT_CROWDSEC_SCENARIO, DEFAULT_HOSTS_DENY};

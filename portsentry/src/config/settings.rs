@@ -8,7 +8,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{bail, Result};
 use portsentry_common::{config_flags, maps, Config, LAYOUT_VERSION};
 use serde::{Deserialize, Serialize};
 
@@ -422,21 +421,21 @@ impl Settings {
     /// Checks that need the whole picture (the parser checked each value already). The files
     /// the values name (credentials, certificates) are their owners' to read and check
     /// (`daemon::resources`).
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), super::ValidationError> {
         let l = &self.live;
         if l.tcp_ports.is_empty()
             && l.udp_ports.is_empty()
             && l.advanced_tcp_below.is_none()
             && l.advanced_udp_below.is_none()
         {
-            bail!("no guarded ports: set at least one TCP or UDP port");
+            return Err(super::ValidationError::NoGuardedPorts);
         }
         if let Some(w) = l.ipv6_wider_prefixes.first() {
             if l.ipv6_prefix != 0 && *w >= l.ipv6_prefix {
-                bail!(
-                    "ipv6_wider_prefixes: /{w} is not wider than ipv6_prefix = {}",
-                    l.ipv6_prefix
-                );
+                return Err(super::ValidationError::WiderPrefixNotWider {
+                    wider: *w,
+                    prefix: l.ipv6_prefix,
+                });
             }
         }
         Ok(())

@@ -11,8 +11,9 @@ pub mod verbs;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::{bans::BanBook, clock::Now, config::settings::Settings, dataplane::Maps};
 pub use socket::{Reply, Request};
@@ -35,15 +36,33 @@ fn pid_alive(pid: u32) -> bool {
         .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
 }
 
+/// Why a verb did nothing (or, offline, could not save what it did). No daemon is no error.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// A daemon is there but the exchange failed.
+    #[error("the daemon's control socket failed: {0}; nothing was changed")]
+    SocketFailed(String),
+    /// A daemon runs but nobody answers on its socket: a change behind its back would not hold.
+    #[error(
+        "a daemon is running (pid {pid}) but its control socket {} does not answer; nothing was \
+         changed (a change made behind its back would not hold)",
+        socket.display()
+    )]
+    NotAnswering { pid: u32, socket: PathBuf },
+    /// No daemon: the pins or the state file could not be opened, read or saved.
+    #[error(transparent)]
+    Offline(anyhow::Error),
+}
+
 /// Runs a verb; prints its output and returns its exit code.
-pub fn run(settings: &Settings, req: &Request) -> Result<u8> {
+pub fn run(settings: &Settings, req: &Request) -> Result<u8, ControlError> {
     let reply = dispatch(settings, req)?;
     print!("{}", reply.stdout);
     eprint!("{}", reply.stderr);
     Ok(reply.code)
 }
 
-fn dispatch(settings: &Settings, req: &Request) -> Result<Reply> {
+fn dispatch(settings: &Settings, req: &Request) -> Result<Reply, ControlError> {
     let path = socket::socket_path(&settings.startup.state_dir);
     match socket::call(&path, req) {
         Ok(reply) => {
@@ -53,9 +72,7 @@ fn dispatch(settings: &Settings, req: &Request) -> Result<Reply> {
             );
             return Ok(reply);
         }
-        Err(socket::CallError::Failed(e)) => {
-            bail!("the daemon's control socket failed: {e}; nothing was changed")
-        }
+        Err(socket::CallError::Failed(e)) => return Err(ControlError::SocketFailed(e)),
         Err(socket::CallError::NoDaemon(_)) => {}
     }
     let info: Option<DaemonInfo> =
@@ -63,14 +80,12 @@ fn dispatch(settings: &Settings, req: &Request) -> Result<Reply> {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     if let Some(i) = info.filter(|i| pid_alive(i.pid) && i.pid != std::process::id()) {
-        bail!(
-            "a daemon is running (pid {}) but its control socket {} does not answer; nothing was \
-             changed (a change made behind its back would not hold)",
-            i.pid,
-            path.display()
-        );
+        return Err(ControlError::NotAnswering {
+            pid: i.pid,
+            socket: path,
+        });
     }
-    offline(settings, req)
+    offline(settings, req).map_err(ControlError::Offline)
 }
 
 /// No daemon: the pinned maps (if any) and the state file, through a ban book.

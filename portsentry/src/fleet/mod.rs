@@ -80,7 +80,7 @@ pub struct Fleet {
 impl Fleet {
     /// Reads what `[crowdsec]` names (credentials, CA bundle, client certificate) as
     /// [`Fleet::start`] would, without starting anything: a bad file is a configuration error.
-    pub fn check(c: &CrowdsecSettings) -> Result<()> {
+    pub fn check(c: &CrowdsecSettings) -> Result<(), crowdsec::CheckError> {
         Credentials::resolve(c)?;
         LapiTls::load(c)?;
         Ok(())

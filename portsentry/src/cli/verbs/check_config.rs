@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use super::{Failure, VerbResult};
+use super::VerbResult;
 use crate::{cli::GlobalArgs, config, daemon};
 
 pub fn run(global: &GlobalArgs, path: Option<PathBuf>) -> VerbResult {
@@ -11,8 +11,8 @@ pub fn run(global: &GlobalArgs, path: Option<PathBuf>) -> VerbResult {
     if path.is_some() {
         sources.config = path;
     }
-    let (s, source) = sources.load().map_err(|e| Failure::Usage(e.into()))?;
-    daemon::resources::check(&s).map_err(Failure::Usage)?;
+    let (s, source) = sources.load()?;
+    daemon::resources::check(&s)?;
     eprintln!("portsentry: {source}: configuration is valid; effective configuration:");
     print!("{}", config::render(&s));
     Ok(ExitCode::SUCCESS)

@@ -1,17 +1,19 @@
 //! One file per verb. Each turns its arguments into work for the layer that owns it: the
 //! daemon (`run`), the control socket or the ban book on pins (`status`, `list`, `ban`,
-//! `unban`, `promote-shadow`), the config parser (`check-config`, `import-conf`).
+//! `unban`, `promote-shadow`), the config parser (`check-config`, `import-conf`). They fail
+//! with their layers' typed errors; `failure` classes each type as exit 1 or 2.
 
 use std::process::ExitCode;
 
 use super::{Cli, Command};
 use crate::{
-    config::settings::Settings,
+    config::{settings::Settings, LoadError},
     control::{self, Request},
 };
 
 mod ban;
 mod check_config;
+mod failure;
 mod import_conf;
 mod list;
 mod notify;
@@ -20,26 +22,7 @@ mod run;
 mod status;
 mod unban;
 
-/// Why a verb failed, which decides the exit code: 2 usage or configuration, 1 runtime.
-pub enum Failure {
-    Usage(anyhow::Error),
-    Runtime(anyhow::Error),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            Failure::Usage(_) => ExitCode::from(2),
-            Failure::Runtime(_) => ExitCode::from(1),
-        }
-    }
-
-    pub fn error(&self) -> &anyhow::Error {
-        match self {
-            Failure::Usage(e) | Failure::Runtime(e) => e,
-        }
-    }
-}
+pub use failure::{Classified, ExitClass, Failure};
 
 pub type VerbResult = Result<ExitCode, Failure>;
 
@@ -56,7 +39,7 @@ pub fn dispatch(cli: Cli) -> VerbResult {
         Command::CheckConfig { path } => check_config::run(&cli.global, path),
         Command::ImportConf { path, modes } => import_conf::run(&path, &modes),
         Command::GenerateDocs { dir } => {
-            for file in super::docs::generate(&dir).map_err(Failure::Runtime)? {
+            for file in super::docs::generate(&dir)? {
                 println!("{}", file.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -65,20 +48,14 @@ pub fn dispatch(cli: Cli) -> VerbResult {
 }
 
 /// The settings from `--config` (or the default path, or the embedded default) and the
-/// global overrides; a bad file is a usage error.
-fn settings(global: &super::GlobalArgs) -> Result<Settings, Failure> {
-    global
-        .sources()
-        .load()
-        .map(|(s, _)| s)
-        .map_err(|e| Failure::Usage(e.into()))
+/// global overrides.
+fn settings(global: &super::GlobalArgs) -> Result<Settings, LoadError> {
+    global.sources().load().map(|(s, _)| s)
 }
 
 /// Sends `req` to the daemon's control socket, or without a daemon does it on the pins and
 /// the state file.
 fn control_request(global: &super::GlobalArgs, req: Request) -> VerbResult {
     let s = settings(global)?;
-    control::run(&s, &req)
-        .map(ExitCode::from)
-        .map_err(Failure::Runtime)
+    Ok(ExitCode::from(control::run(&s, &req)?))
 }

@@ -5,23 +5,35 @@
 
 use std::process::ExitCode;
 
-use super::{settings, Failure, VerbResult};
-use crate::cli::GlobalArgs;
+use thiserror::Error;
+
+use super::{settings, VerbResult};
+use crate::{cli::GlobalArgs, notify::TransportError};
+
+/// Why `notify` did not send, or what failed when it did.
+#[derive(Debug, Error)]
+pub enum NotifyError {
+    #[error("say what to do: `portsentry notify --test` sends a test message through every configured transport")]
+    NoAction,
+    #[error("no transport is configured: set `email_to` with `smtp_url` or `sendmail`, and/or `webhook_url` in [notify]")]
+    NoTransport,
+    /// A transport's key or file is wrong.
+    #[error(transparent)]
+    Config(#[from] TransportError),
+    #[error("{failed} of {total} transport(s) failed")]
+    Failed { failed: usize, total: usize },
+}
 
 pub fn run(global: &GlobalArgs, test: bool) -> VerbResult {
     if !test {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "say what to do: `portsentry notify --test` sends a test message through every configured transport"
-        )));
+        return Err(NotifyError::NoAction.into());
     }
     let s = settings(global)?;
     let n = &s.live.notify;
     if !n.is_enabled() {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "no transport is configured: set `email_to` with `smtp_url` or `sendmail`, and/or `webhook_url` in [notify]"
-        )));
+        return Err(NotifyError::NoTransport.into());
     }
-    let outcomes = crate::notify::test_all(n).map_err(|e| Failure::Usage(e.into()))?;
+    let outcomes = crate::notify::test_all(n).map_err(NotifyError::Config)?;
     let mut failed = 0;
     for o in &outcomes {
         match &o.result {
@@ -36,10 +48,11 @@ pub fn run(global: &GlobalArgs, test: bool) -> VerbResult {
         }
     }
     if failed > 0 {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "{failed} of {} transport(s) failed",
-            outcomes.len()
-        )));
+        return Err(NotifyError::Failed {
+            failed,
+            total: outcomes.len(),
+        }
+        .into());
     }
     Ok(ExitCode::SUCCESS)
 }

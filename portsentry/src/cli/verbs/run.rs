@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use super::{Failure, VerbResult};
+use thiserror::Error;
+
+use super::VerbResult;
 use crate::{
     cli::{GlobalArgs, RunArgs},
     daemon,
@@ -12,13 +14,23 @@ use crate::{
 pub fn run(global: GlobalArgs, args: RunArgs) -> VerbResult {
     let mut sources = global.sources();
     args.add_to(&mut sources.overlay);
-    let (s, _) = sources.load().map_err(|e| Failure::Usage(e.into()))?;
-    daemon::resources::check(&s).map_err(Failure::Usage)?;
+    let (s, _) = sources.load()?;
+    daemon::resources::check(&s)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::Runtime(e.into()))?;
+        .map_err(RunError::Runtime)?;
     rt.block_on(daemon::run(sources, s))
-        .map(|()| ExitCode::SUCCESS)
-        .map_err(Failure::Runtime)
+        .map_err(RunError::Daemon)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why the daemon did not start or stopped on an error, after its settings were checked.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The tokio runtime could not be built.
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Daemon(anyhow::Error),
 }

@@ -94,6 +94,15 @@ pub enum CredentialsError {
     },
 }
 
+/// Why `[crowdsec]`'s files cannot be used: a secret (credentials) or a certificate (TLS).
+#[derive(Debug, Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
 /// The secrets of `[crowdsec]`, read from the config or from their files.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
