@@ -28,12 +28,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum StateFileError {
     /// Reading or writing failed: the directory, permissions, a full disk.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The cause is worded in the message, not chained as a source: anyhow's `{:#}` would
+    /// print it twice ("…: Is a directory: Is a directory").
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     /// The file does not parse, or has a version this portsentry never wrote.
     #[error("{path}: not a portsentry {kind} ({message})")]
     Corrupt {
@@ -133,7 +131,7 @@ impl StateFile {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateFileError::Io { path, source }),
+            Err(error) => return Err(StateFileError::Io { path, error }),
         };
         // Bytes that are not text are a damaged file like any other, not a read error.
         let text = std::str::from_utf8(&bytes).map_err(|e| Unfit::Corrupt(e.to_string()));
@@ -194,13 +192,13 @@ impl StateFile {
         &self,
         fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
     ) -> Result<(), StateFileError> {
-        fs::create_dir_all(&self.dir).map_err(|source| StateFileError::Io {
+        fs::create_dir_all(&self.dir).map_err(|error| StateFileError::Io {
             path: self.dir.clone(),
-            source,
+            error,
         })?;
-        write_atomic_with(&self.dir, self.name, fill).map_err(|source| StateFileError::Io {
+        write_atomic_with(&self.dir, self.name, fill).map_err(|error| StateFileError::Io {
             path: self.path(),
-            source,
+            error,
         })
     }
 }

@@ -172,6 +172,9 @@ fn an_unreadable_directory_is_a_typed_error_and_nothing_is_moved() {
         file.path().display()
     );
     assert_eq!(unusable.line("starting without toys"), want);
+    // In a chain (the CLI prints `{:#}`) the cause is worded once.
+    let chained = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(chained.matches("Not a directory").count(), 1, "{chained}");
     let err = file.write(b"{}").unwrap_err();
     assert!(matches!(err, StateFileError::Io { .. }), "{err}");
     assert_eq!(fs::read_to_string(&not_a_dir).unwrap(), "a file");
