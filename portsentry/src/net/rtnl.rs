@@ -267,22 +267,6 @@ fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
-/// The attributes in `buf`: (type without flag bits, payload).
-fn attributes(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= buf.len() {
-        let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & NLA_TYPE_MASK;
-        if len < 4 || at + len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[at + 4..at + len]));
-        at += align4(len);
-    }
-    out
-}
-
 fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -302,7 +286,7 @@ fn parse_link(body: &[u8]) -> Option<Link> {
         kind: String::new(),
         vlan: None,
     };
-    for (kind, value) in attributes(body.get(16..)?) {
+    for (kind, value) in attrs(body.get(16..)?) {
         match kind {
             IFLA_IFNAME => {
                 let text = value.split(|b| *b == 0).next().unwrap_or_default();
@@ -313,14 +297,14 @@ fn parse_link(body: &[u8]) -> Option<Link> {
             IFLA_LINKINFO => {
                 let mut id = None;
                 let mut outer = false;
-                for (k, v) in attributes(value) {
+                for (k, v) in attrs(value) {
                     match k {
                         IFLA_INFO_KIND => {
                             let text = v.split(|b| *b == 0).next().unwrap_or_default();
                             link.kind = String::from_utf8_lossy(text).into_owned();
                         }
                         IFLA_INFO_DATA => {
-                            for (dk, dv) in attributes(v) {
+                            for (dk, dv) in attrs(v) {
                                 match (dk, dv) {
                                     (IFLA_VLAN_ID, [a, b, ..]) => {
                                         id = Some(u16::from_ne_bytes([*a, *b]))
@@ -353,7 +337,7 @@ fn parse_neighbour(body: &[u8]) -> Option<Neighbour> {
     let state = u16::from_ne_bytes(body.get(8..10)?.try_into().ok()?);
     let mut addr = None;
     let mut mac = None;
-    for (kind, value) in attributes(body.get(12..)?) {
+    for (kind, value) in attrs(body.get(12..)?) {
         match kind {
             NDA_DST => {
                 addr = match (i32::from(family), value.len()) {
