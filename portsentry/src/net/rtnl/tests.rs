@@ -1,4 +1,4 @@
-use super::*;
+use super::{parse::*, *};
 
 /// A netlink message of `kind` with `header` and the attributes `attrs`.
 fn message(kind: u16, header: &[u8], attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
