@@ -5,15 +5,22 @@
 //! [`StartupSettings`] are read once when the daemon starts (a change needs a restart);
 //! [`LiveSettings`] are what SIGHUP may change. Reload is `settings.live = new.live` plus a
 //! warning for every startup key that differs (see [`StartupSettings::changed_keys`]).
+//!
+//! The closed choices (`mode`, `xdp_mode`, …) are declared in `choices`; what the live
+//! settings mean to the kernel (the PS_CONFIG block) in `kernel`.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use portsentry_common::{config_flags, maps, Config, LAYOUT_VERSION};
+use portsentry_common::maps;
 use serde::{Deserialize, Serialize};
 
 use super::values;
 use crate::net::{cidr::Cidr, ports::PortSet};
 
+mod choices;
+mod kernel;
+
+pub use self::choices::{AttachMode, HistoryFormat, LogFormat, LogLevel, Mode};
 pub use super::tables::{AlertMode, CrowdsecSettings, HookSettings, NotifySettings};
 
 /// Classic PortSentry trap ports ("aware" set from the stock portsentry.conf): ports where no
@@ -34,103 +41,6 @@ pub const DEFAULT_NEIGHBOUR_CONTEST: Duration = Duration::from_secs(300);
 pub const DEFAULT_RECIDIVE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_BAN_TTL_FACTOR: u32 = 2;
 pub const DEFAULT_BAN_TTL_MAX: Duration = Duration::from_secs(28 * 24 * 3600);
-
-/// Implements `Display` with the name clap and serde use, so a value is spelled one way in
-/// the file, on the command line and in log lines.
-macro_rules! display_as_value_name {
-    ($($ty:ty),*) => {$(
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                match clap::ValueEnum::to_possible_value(self) {
-                    Some(v) => f.write_str(v.get_name()),
-                    None => write!(f, "{self:?}"),
-                }
-            }
-        }
-    )*};
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Drop banned sources.
-    Block,
-    /// Count and report only: no source is dropped (fragment and extension-header evasion still
-    /// is, docs/DATAPLANE.md).
-    Detect,
-}
-
-/// Format of per-event log lines (stdout and history file).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// PortSentry 2.x's `Scan from: …` and `attackalert: …` lines.
-    #[default]
-    Portsentry,
-    /// One JSON object per event.
-    Json,
-}
-
-/// What the history file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HistoryFormat {
-    /// Every log line, timestamped (`2026-11-25T00:21:22.071+0000 Scan from: …`), as
-    /// PortSentry 2.x writes it; its fail2ban filter matches these lines.
-    #[default]
-    Portsentry2,
-    /// PortSentry 1.2's history: one `<epoch> - MM/DD/YYYY HH:MM:SS Host: <name>/<ip> Port: <port>
-    /// TCP|UDP Blocked` line per source when it first triggers, which fail2ban's stock
-    /// `[portsentry]` jail matches.
-    Portsentry1,
-}
-
-/// How much the XDP program explains itself (aya-log, forwarded into the daemon's log).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Default,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Nothing: the diagnostics are removed by the verifier and cost nothing.
-    #[default]
-    Off,
-    Error,
-    Warn,
-    Info,
-    /// Why packets count as malformed, bogus or spoofed; full tables; lost events.
-    Debug,
-    /// Also every counted probe, with its count in the window.
-    Trace,
-}
-
-/// How to attach the XDP program: PortSentry users pick "auto" (native, falling back to generic).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
-    #[default]
-    Auto,
-    /// Driver mode only: fails where the driver has no XDP support.
-    Native,
-    /// Generic (skb) mode: works everywhere, slower.
-    Generic,
-    /// Through libxdp's multi-program dispatcher, always (native, falling back to generic, when
-    /// portsentry makes the dispatcher), so xdp-loader, xdp-filter or bpfman can add programs
-    /// beside ours. Needs a kernel that allows freplace programs and libxdp's xdp-dispatcher.o.
-    Multi,
-}
-
-display_as_value_name!(Mode, LogFormat, HistoryFormat, LogLevel, AttachMode);
 
 /// Keys read once at start: what is attached where, table sizes, where state lives, fleet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -349,67 +259,6 @@ impl Default for LiveSettings {
     }
 }
 
-impl LiveSettings {
-    /// The trigger as the kernel applies it.
-    pub fn effective_trigger(&self) -> u64 {
-        u64::from(portsentry_common::effective_trigger(self.scan_trigger))
-    }
-
-    /// Probes from one prefix within `window` that make the kernel's prefix trigger: as many
-    /// as banning `prefix_threshold` of its addresses takes (trigger × threshold); 0 when
-    /// prefix aggregation is off for both families.
-    pub fn prefix_hits(&self) -> u32 {
-        let on = |len: u8, full: u8| len != 0 && len < full;
-        if !on(self.ipv6_prefix, 128) && !on(self.ipv4_prefix, 32) {
-            return 0;
-        }
-        portsentry_common::effective_trigger(self.scan_trigger)
-            .saturating_mul(self.prefix_threshold)
-    }
-
-    /// The kernel-side config block.
-    pub fn kernel_config(&self, allow_count: u32, ban_cidr_count: u32) -> Config {
-        let mut flags = 0;
-        if self.mode == Mode::Block {
-            flags |= config_flags::ENFORCE;
-        }
-        if self.block_tcp {
-            flags |= config_flags::BLOCK_TCP;
-        }
-        if self.block_udp {
-            flags |= config_flags::BLOCK_UDP;
-        }
-        if self.path_check {
-            flags |= config_flags::PATH_CHECK;
-        }
-        if self.learn_inbound {
-            flags |= config_flags::LEARN_INBOUND;
-        }
-        let ns = |d: Option<Duration>| {
-            d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-                .unwrap_or(0)
-        };
-        Config {
-            layout_version: LAYOUT_VERSION,
-            flags,
-            scan_trigger: self.scan_trigger,
-            ban_cidr_count,
-            allow_cidr_count: allow_count,
-            window_ns: ns(self.window),
-            ban_ttl_ns: ns(self.ban_ttl),
-            peer_ttl_ns: ns(self.peer_memory),
-            contest_ns: ns(self.neighbour_contest),
-            prefix_hits: self.prefix_hits(),
-            ipv6_prefix: self.ipv6_prefix,
-            ipv4_prefix: self.ipv4_prefix,
-            event_burst: portsentry_common::EVENT_BURST,
-            event_interval_ns: portsentry_common::EVENT_INTERVAL_NS,
-            // Padding, and any field the kernel adds later, start as zero.
-            ..Config::default()
-        }
-    }
-}
-
 /// Everything a run is configured with: the config file's keys, split by when they apply.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Settings {
@@ -457,32 +306,6 @@ mod tests {
         assert!(s.live.tcp_ports.contains(31337) && s.live.udp_ports.contains(54321));
         assert_eq!(s.live.tcp_ports.len(), 26);
         s.validate().unwrap();
-    }
-
-    #[test]
-    fn kernel_config_flags() {
-        let s = LiveSettings {
-            mode: Mode::Detect,
-            block_udp: false,
-            ..Default::default()
-        };
-        let c = s.kernel_config(3, 0);
-        assert_eq!(c.flags, config_flags::BLOCK_TCP | config_flags::PATH_CHECK);
-        assert_eq!(c.allow_cidr_count, 3);
-        assert_eq!(c.ban_ttl_ns, 86_400_000_000_000);
-    }
-
-    #[test]
-    fn a_trigger_of_0_means_the_first_probe() {
-        let at = |scan_trigger| LiveSettings {
-            scan_trigger,
-            ..Default::default()
-        };
-        assert_eq!(at(0).effective_trigger(), 1);
-        assert_eq!(at(1).effective_trigger(), 1);
-        assert_eq!(at(3).effective_trigger(), 3);
-        assert_eq!(at(0).prefix_hits(), 4, "1 × prefix_threshold");
-        assert_eq!(at(3).prefix_hits(), 12);
     }
 
     #[test]

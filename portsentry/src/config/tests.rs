@@ -1,5 +1,7 @@
 //! The config file's guarantees: every error names file:line:column and key, unknown keys get
-//! a "did you mean", check-config output parses back to the same settings.
+//! a "did you mean", check-config output parses back to the same settings. The `[crowdsec]`
+//! table's rules are tested in `crowdsec`, where settings come from (ignore file, command line)
+//! in `loading`.
 
 use std::{path::Path, time::Duration};
 
@@ -11,6 +13,9 @@ use super::{
     *,
 };
 use crate::net::cidr::Cidr;
+
+mod crowdsec;
+mod loading;
 
 fn parse(text: &str) -> Result<Settings, ConfigError> {
     parse_str(text, Path::new("test.toml"))
@@ -77,109 +82,6 @@ max_per_minute = 0
 }
 
 #[test]
-fn crowdsec_table() {
-    let s = parse(
-        "[crowdsec]\nlapi_url = \"http://10.0.0.1:8080/\"\napi_key = \"k\"\nupdate_frequency = \"500ms\"\nlogin = \"m\"\npassword = \"p\"\n",
-    )
-    .unwrap();
-    let c = s.startup.crowdsec.as_ref().unwrap();
-    assert_eq!(c.lapi_url, "http://10.0.0.1:8080");
-    assert_eq!(c.update_frequency, Duration::from_millis(500));
-    assert!(c.is_bouncer() && c.is_machine());
-    assert_eq!(c.scenario, "portsentry/port-scan");
-    let shown = render(&s);
-    assert!(
-        shown.contains("api_key = \"(hidden)\"") && !shown.contains("= \"k\""),
-        "{shown}"
-    );
-    assert!(!shown.contains("\"p\""), "{shown}");
-    assert!(parse("").unwrap().startup.crowdsec.is_none());
-}
-
-#[test]
-fn crowdsec_errors() {
-    assert!(err("[crowdsec]\napi_key = \"k\"").contains("key `crowdsec.lapi_url`: is required"));
-    assert!(
-        err("[crowdsec]\nlapi_url = \"10.0.0.1:8080\"\napi_key = \"k\"").contains(
-            ":2:12: key `crowdsec.lapi_url`: `10.0.0.1:8080` is not an http:// or https:// URL"
-        )
-    );
-    assert!(err("[crowdsec]\nlapi_url = \"http://x\"").contains("nothing to do"));
-    assert!(err("[crowdsec]\nlapi_url = \"http://x\"\nlogin = \"m\"")
-        .contains("`login` and `password` go together"));
-    assert!(
-        err("[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\napi_key_file = \"/k\"")
-            .contains("exclude each other")
-    );
-    assert!(err(
-        "[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\nupdate_frequency = \"1ms\""
-    )
-    .contains(":4:20: key `crowdsec.update_frequency`: must be a duration of at least 100ms"));
-    assert!(err("[crowdsec]\nlapi_url = \"http://x\"\napikey = \"k\"")
-        .contains(":3:1: key `crowdsec.apikey`: unknown key (did you mean `crowdsec.api_key`?)"));
-}
-
-#[test]
-fn crowdsec_tls_key_rules() {
-    let https = "[crowdsec]\nlapi_url = \"https://lapi:8080\"\n";
-    // A certificate without its key, and the other way round: the line of the key that is set.
-    let e = err(&format!("{https}cert_path = \"/c.pem\"\n"));
-    assert!(
-        e.contains(":3:13: key `crowdsec.cert_path`: `crowdsec.cert_path` and `crowdsec.key_path` go together: set `crowdsec.key_path` too"),
-        "{e}"
-    );
-    let e = err(&format!("{https}api_key = \"k\"\nkey_path = \"/k.pem\"\n"));
-    assert!(
-        e.contains(":4:12: key `crowdsec.key_path`: ")
-            && e.contains("set `crowdsec.cert_path` too"),
-        "{e}"
-    );
-    // A certificate alone does both roles; with a key or a password it is ambiguous.
-    let c = parse(&format!(
-        "{https}cert_path = \"c.pem\"\nkey_path = \"k.pem\"\n"
-    ))
-    .unwrap()
-    .startup
-    .crowdsec
-    .unwrap();
-    assert!(c.is_bouncer() && c.is_machine());
-    let e = err(&format!(
-        "{https}cert_path = \"/c\"\nkey_path = \"/k\"\ncredentials_file = \"/m.yaml\"\n"
-    ));
-    assert!(
-        e.contains(":3:13: key `crowdsec.cert_path`: `crowdsec.cert_path` and `crowdsec.credentials_file` exclude each other"),
-        "{e}"
-    );
-    // TLS keys need https://.
-    for (line, key) in [
-        ("ca_cert_path = \"/ca.pem\"", "ca_cert_path:4:16"),
-        ("insecure_skip_verify = true", "insecure_skip_verify:4:24"),
-    ] {
-        let e = err(&format!(
-            "[crowdsec]\nlapi_url = \"http://lapi:8080\"\napi_key = \"k\"\n{line}\n"
-        ));
-        let (key, at) = key.split_once(':').unwrap();
-        assert!(
-            e.contains(&format!(":{at}: key `crowdsec.{key}`: needs an https:// `crowdsec.lapi_url` (it is `http://lapi:8080`)")),
-            "{e}"
-        );
-    }
-    let e = err(&format!(
-        "{https}api_key = \"k\"\nca_cert_path = \"/ca\"\ninsecure_skip_verify = true\n"
-    ));
-    assert!(
-        e.contains(
-            "`crowdsec.insecure_skip_verify` and `crowdsec.ca_cert_path` exclude each other"
-        ),
-        "{e}"
-    );
-    assert!(err(&format!(
-        "{https}api_key = \"k\"\ninsecure_skip_verify = 1\n"
-    ))
-    .contains(":4:24: key `crowdsec.insecure_skip_verify`: "),);
-}
-
-#[test]
 fn errors_name_file_line_column_and_key() {
     assert_eq!(
         err("scan_trigger = 1\ntcp_ports = \"1,2,x\"\n"),
@@ -217,41 +119,6 @@ fn errors_name_file_line_column_and_key() {
     );
     assert!(err("[hooks]\ntimeout = \"never\"").contains("positive duration"));
     assert!(err("hooks = 3").contains("key `hooks`: must be a table"));
-}
-
-#[test]
-fn load_file_reads_the_ignore_file_relative_to_the_config() {
-    let dir = std::env::temp_dir().join(format!("ps-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ignore"), "# ours\n192.0.2.0/24\n2001:db8::1\n").unwrap();
-    std::fs::write(
-        dir.join("a.toml"),
-        "allow = [\"192.0.2.0/24\"]\nignore_file = \"ignore\"\n",
-    )
-    .unwrap();
-    let s = load_file(&dir.join("a.toml")).unwrap();
-    assert_eq!(
-        s.live.allow.iter().map(Cidr::to_string).collect::<Vec<_>>(),
-        ["192.0.2.0/24", "2001:db8::1"]
-    );
-    assert_eq!(s.live.ignore_file, Some(dir.join("ignore")));
-
-    std::fs::write(dir.join("ignore"), "192.0.2.0/24\n10.1.2.3/8\n").unwrap();
-    let e = load_file(&dir.join("a.toml")).unwrap_err().to_string();
-    assert!(
-        e.starts_with(&format!(
-            "{}:2:15: key `ignore_file`: {}:2: ",
-            dir.join("a.toml").display(),
-            dir.join("ignore").display()
-        )),
-        "{e}"
-    );
-
-    let e = load_file(&dir.join("missing.toml"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("missing.toml: cannot read"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 const GOOD: &[(&str, &str)] = &[
@@ -393,69 +260,6 @@ fn metrics_keys() {
     let e = err("metrics_top_bans = 5000\n");
     assert!(
         e.contains("key `metrics_top_bans`") && e.contains("out of range"),
-        "{e}"
-    );
-}
-
-/// The command line's keys win over the file's, which win over the defaults; `allow` adds to
-/// the file's list; a path given on the command line is not rebased onto the file's folder.
-#[test]
-fn the_overlay_wins_over_the_file_which_wins_over_the_defaults() {
-    let dir = std::env::temp_dir().join(format!("ps-overlay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("portsentry.toml");
-    std::fs::write(
-        &file,
-        "scan_trigger = 3\nwindow = \"90s\"\nallow = [\"10.0.0.0/8\"]\nstate_dir = \"state\"\nhistory_file = \"h.log\"\n",
-    )
-    .unwrap();
-    let mut overlay = Overlay::default();
-    overlay.set("--scan-trigger", "scan_trigger", 5);
-    overlay.extend("--allow", "allow", "192.0.2.1");
-    overlay.set("--state-dir", "state_dir", "rel/state");
-    overlay.set("--mode", "mode", "detect");
-    let sources = Sources {
-        config: Some(file.clone()),
-        overlay,
-    };
-    let (s, source) = sources.load().unwrap();
-    assert_eq!(source, sources::Source::File(file));
-    assert_eq!(s.live.scan_trigger, 5, "flag over file");
-    assert_eq!(
-        s.live.window,
-        Some(Duration::from_secs(90)),
-        "file over default"
-    );
-    assert_eq!(s.live.mode, Mode::Detect, "flag over default");
-    assert_eq!(s.live.ban_ttl, LiveSettings::default().ban_ttl, "default");
-    let allow: Vec<String> = s.live.allow.iter().map(Cidr::to_string).collect();
-    assert_eq!(allow, ["10.0.0.0/8", "192.0.2.1"]);
-    assert_eq!(s.startup.state_dir, Path::new("rel/state"), "not rebased");
-    assert_eq!(s.live.history_file, Some(dir.join("h.log")), "rebased");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn a_bad_flag_value_is_named_by_its_flag() {
-    let mut overlay = Overlay::default();
-    overlay.set("--tcp-ports", "tcp_ports", "x");
-    let sources = Sources {
-        config: Some("/nonexistent/never-read.toml".into()),
-        overlay,
-    };
-    let e = sources.load().unwrap_err();
-    assert!(matches!(e, LoadError::Flag(_)), "{e:?}");
-    assert!(e.to_string().starts_with("--tcp-ports \"x\": "), "{e}");
-    let mut overlay = Overlay::default();
-    overlay.extend("--allow", "allow", "not-an-address");
-    let e = Sources {
-        config: None,
-        overlay,
-    }
-    .load()
-    .unwrap_err();
-    assert!(
-        e.to_string().starts_with("--allow \"not-an-address\": "),
         "{e}"
     );
 }

@@ -4,6 +4,9 @@
 //!
 //! Every reader validates while it reads, so an error carries the span of the offending value
 //! (toml_edit attaches it) and the parser only has to name the key.
+//!
+//! Numbers, ports, addresses and paths are read here; the hooks' commands in `commands`,
+//! strings, secrets, URLs and mail addresses in `text`, durations in `config::durations`.
 
 use std::path::PathBuf;
 
@@ -11,6 +14,13 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::net::{cidr::Cidr, ports::PortSet};
 
+mod commands;
+mod text;
+
+pub use self::{
+    commands::{argv, has_target, hosts_deny_line, targeted_argv},
+    text::{interval_or_off, lapi_url, mailboxes, non_empty, optional_text, scenario, secret},
+};
 pub use super::durations::{
     bounded_duration, check_duration, format_duration, limit, parse_duration, poll_interval,
     MAX_DURATION,
@@ -233,206 +243,5 @@ pub mod required_path {
 
     pub fn serialize<S: Serializer>(v: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&v.display())
-    }
-}
-
-/// Whether a hook template names the banned address.
-pub fn has_target(s: &str) -> bool {
-    s.contains("$TARGET$") || s.contains("{target}")
-}
-
-const ARGV_NOT_STRING: &str = "must be a list of strings (argv), e.g. [\"/usr/local/bin/notify\", \"$TARGET$\"]: commands are never run through a shell";
-
-fn read_argv<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a list of strings (argv)")]
-    enum Raw {
-        List(Vec<String>),
-        // Only the shape matters: a shell line is refused whatever it says.
-        Text(#[allow(dead_code)] String),
-    }
-    let argv = match Raw::deserialize(d)? {
-        Raw::List(l) => l,
-        Raw::Text(_) => return Err(de::Error::custom(ARGV_NOT_STRING)),
-    };
-    match argv.first() {
-        None => Ok(None),
-        Some(p) if p.trim().is_empty() => Err(de::Error::custom(
-            "the program (first element) must not be empty",
-        )),
-        Some(_) => Ok(Some(argv)),
-    }
-}
-
-/// A command as argv, never a shell line; `[]` is no command (`None`).
-pub mod argv {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-        read_argv(d)
-    }
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_deref().unwrap_or_default().serialize(s)
-    }
-}
-
-/// A blocking command (kill_route): argv that must name the target, or it blocks nothing.
-pub mod targeted_argv {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-        let argv = read_argv(d)?;
-        if argv
-            .as_ref()
-            .is_some_and(|a| !a.iter().any(|x| has_target(x)))
-        {
-            return Err(de::Error::custom(
-                "must contain $TARGET$ (or {target}): a route for no address blocks nothing",
-            ));
-        }
-        Ok(argv)
-    }
-
-    pub use super::argv::serialize;
-}
-
-/// The hosts.deny line: one line naming the target; "" is none.
-pub mod hosts_deny_line {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        let line = String::deserialize(d)?;
-        if line.is_empty() {
-            return Ok(None);
-        }
-        if !has_target(&line) {
-            return Err(de::Error::custom(
-                "must contain $TARGET$ (or {target}), e.g. \"ALL: $TARGET$ : DENY\"",
-            ));
-        }
-        if line.contains('\n') {
-            return Err(de::Error::custom("must be a single line"));
-        }
-        Ok(Some(line))
-    }
-
-    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.as_deref().unwrap_or(""))
-    }
-}
-
-/// A string that must not be blank; stored trimmed.
-pub mod non_empty {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let text = String::deserialize(d)?;
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(de::Error::custom("must not be empty"));
-        }
-        Ok(text.to_owned())
-    }
-
-    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
-    }
-}
-
-/// A secret: read like any non-empty string, never printed (check-config output ends up in
-/// tickets and chat).
-pub mod secret {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        non_empty::deserialize(d).map(Some)
-    }
-
-    pub fn serialize<S: Serializer>(_: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("(hidden)")
-    }
-}
-
-/// An optional non-empty string (a login name).
-pub mod optional_text {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        non_empty::deserialize(d).map(Some)
-    }
-
-    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.as_deref().unwrap_or(""))
-    }
-}
-
-/// The LAPI base URL: http:// or https://, stored without a trailing slash.
-pub mod lapi_url {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let url = non_empty::deserialize(d)?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(de::Error::custom(format!(
-                "`{url}` is not an http:// or https:// URL, e.g. \"http://127.0.0.1:8080\""
-            )));
-        }
-        Ok(url.trim_end_matches('/').to_owned())
-    }
-
-    pub use super::non_empty::serialize;
-}
-
-/// A CrowdSec scenario name: one word such as "portsentry/port-scan".
-pub mod scenario {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let name = non_empty::deserialize(d)?;
-        if name.contains(char::is_whitespace) {
-            return Err(de::Error::custom(
-                "must not contain spaces, e.g. \"portsentry/port-scan\"",
-            ));
-        }
-        Ok(name)
-    }
-
-    pub use super::non_empty::serialize;
-}
-
-/// Mail addresses (`["root@example.org"]`), each checked as RFC 5322 mailbox.
-pub fn mailboxes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let list = Vec::<String>::deserialize(d)?;
-    for a in &list {
-        if let Err(e) = a.parse::<lettre::message::Mailbox>() {
-            return Err(de::Error::custom(format!(
-                "`{a}` is not a mail address: {e}"
-            )));
-        }
-    }
-    Ok(list)
-}
-
-/// An interval of at least a second, or "off" (`None`).
-pub mod interval_or_off {
-    use super::*;
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.trim().eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        match parse_duration(&text).map_err(de::Error::custom)? {
-            Some(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
-            _ => Err(de::Error::custom(format!(
-                "`{text}` is not an interval of at least 1s, e.g. \"1h\", or \"off\""
-            ))),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.map_or_else(|| "off".to_owned(), format_duration))
     }
 }

@@ -6,27 +6,26 @@
 //! workers, words the log (each refused decision once) and keeps the fleet counters `status`
 //! shows. What is shared is decided here (`share`): only bans of verified sources, at most
 //! `max_alerts_per_minute`. LAPI unreachable: nothing is lifted; bans expire at their own time.
-//! (`counters` declares them.)
+//! (`counters` declares them.) This file starts and stops the workers; `apply` enforces a
+//! pulled update and words its lines, `local_bans` queues local bans as alerts under the cap.
 //!
 //! Must not: write kernel maps or `bans.json` (the ban book does), or block the event loop
 //! (LAPI calls run on the workers' own threads).
 
+mod apply;
 mod counters;
 pub mod crowdsec;
+mod local_bans;
 pub mod share;
 
-use std::{collections::HashSet, path::Path, sync::Arc, time::Instant};
+use std::{collections::HashSet, path::Path, sync::Arc};
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::{
-    bans::{BanBook, BanNotice, FleetApplied, FleetBatch, Refusal},
-    clock::Now,
     config::settings::CrowdsecSettings,
-    dataplane::Maps,
     fleet::crowdsec::{
-        alerts::Alert,
         bouncer,
         decisions::FleetUpdate,
         lapi::{BouncerAuth, Lapi, MachineAuth},
@@ -38,25 +37,9 @@ use crate::{
     report::{ReportGate, REPORT_INTERVAL},
 };
 
-use self::share::AlertCap;
-
-/// Per-decision log lines are written for updates up to this size; bigger ones (a community
-/// blocklist at startup) get the summary only.
-const DETAIL_LINES_MAX: usize = 20;
-/// Updates with this many decisions and deletions or more get a line when their application
-/// starts (it takes a while; the summary follows at the end).
-const ANNOUNCE_FROM: usize = 10_000;
-/// Refused decisions remembered so each is logged once; beyond this many the memory starts over.
-const REPORTED_MAX: usize = 100_000;
+use self::{local_bans::CapReport, share::AlertCap};
 
 pub use self::counters::FleetCounters;
-
-/// Alerts dropped by the cap and not reported yet; reported at once, then once a minute.
-struct CapReport {
-    gate: ReportGate,
-    pending: u64,
-    latest: Option<std::net::IpAddr>,
-}
 
 pub struct Fleet {
     /// Pulled decisions, for the event loop.
@@ -171,63 +154,6 @@ impl Fleet {
         )
     }
 
-    /// Queues an alert for a local ban (a push under a lock the network never holds), unless
-    /// its source is unverified or link-local, or the cap is reached.
-    pub fn on_local_ban(&mut self, ban: &BanNotice) {
-        self.on_local_ban_at(ban, Instant::now());
-    }
-
-    fn on_local_ban_at(&mut self, ban: &BanNotice, now: Instant) {
-        let Some(outbox) = self.outbox.clone() else {
-            return;
-        };
-        if let Some(why) = share::not_shared_reason(ban) {
-            self.counters.alerts_not_shared += 1;
-            (self.log)(format!(
-                "portsentry: crowdsec: ban of {} not shared with the fleet: {why}",
-                ban.source
-            ));
-            return;
-        }
-        if !self.cap.try_take(now) {
-            self.counters.alerts_capped += 1;
-            self.cap_report.pending += 1;
-            self.cap_report.latest = Some(ban.source);
-            self.flush_cap_report_at(now);
-            return;
-        }
-        self.counters.alerts_queued += 1;
-        let alert = Alert::from_ban(ban, &self.scenario, &self.host);
-        if outbox.push(alert) > 0 {
-            (self.log)(format!(
-                "portsentry: error: crowdsec: alert queue full ({} alerts): dropped the oldest; raise crowdsec.queue_max or bring LAPI back",
-                outbox.len()
-            ));
-        }
-    }
-
-    /// Reports alerts dropped by the cap: the first at once, then at most once a minute (the
-    /// daemon calls this on its tick, so a count held back is told when the minute is over).
-    pub fn flush_cap_report(&mut self) {
-        self.flush_cap_report_at(Instant::now());
-    }
-
-    fn flush_cap_report_at(&mut self, now: Instant) {
-        let r = &mut self.cap_report;
-        // The gate is asked only when there is something to say.
-        if r.pending == 0 || r.gate.try_report_at(now).is_none() {
-            return;
-        }
-        (self.log)(format!(
-            "portsentry: warning: crowdsec: alert cap reached (crowdsec.max_alerts_per_minute = {}): {} alert(s) not pushed since the last report (latest: {}); {} dropped in total",
-            self.cap.per_minute(),
-            r.pending,
-            r.latest.map_or_else(|| "?".into(), |a| a.to_string()),
-            self.counters.alerts_capped,
-        ));
-        r.pending = 0;
-    }
-
     /// The counters since start.
     pub fn counters(&self) -> FleetCounters {
         use std::sync::atomic::Ordering::Relaxed;
@@ -266,147 +192,6 @@ impl Fleet {
         }
         self.persist();
         self.updates = None;
-    }
-
-    /// Enforces one pulled update through the ban book at once; returns log lines.
-    pub fn apply(
-        &mut self,
-        book: &mut BanBook,
-        maps: &mut Maps,
-        update: &FleetUpdate,
-    ) -> Result<Vec<String>> {
-        let done = book.apply_fleet(maps, update, &Now::read())?;
-        Ok(self.lines(done, update))
-    }
-
-    /// Starts applying a pulled update a step at a time ([`Fleet::step`]); a large one is
-    /// announced.
-    pub fn begin(&mut self, update: FleetUpdate) -> (FleetBatch, Option<String>) {
-        let n = update.bans.len() + update.lifted.len();
-        let line = (n >= ANNOUNCE_FROM).then(|| {
-            format!(
-                "portsentry: crowdsec: applying {} ({} decisions, {} deletions) in steps; probes are served meanwhile",
-                if update.startup { "the full decision list" } else { "a decision update" },
-                update.bans.len(),
-                update.lifted.len()
-            )
-        });
-        (FleetBatch::new(update), line)
-    }
-
-    /// Applies the next step of `batch`; the update's log lines once it is finished.
-    pub fn step(
-        &mut self,
-        book: &mut BanBook,
-        maps: &mut Maps,
-        batch: &mut FleetBatch,
-    ) -> Result<Option<Vec<String>>> {
-        let Some(done) = book.apply_fleet_step(Some(maps), None, batch, &Now::read())? else {
-            return Ok(None);
-        };
-        Ok(Some(self.lines(done, batch.update())))
-    }
-
-    /// Keeps the refusals not reported before (each decision is logged and counted once; a
-    /// decision deleted on LAPI may be reported again when it comes back).
-    fn first_refusals(
-        &mut self,
-        done: &FleetApplied,
-        update: &FleetUpdate,
-    ) -> Vec<(Cidr, Refusal)> {
-        for t in &update.lifted {
-            self.reported.remove(t);
-        }
-        if self.reported.len() > REPORTED_MAX {
-            self.reported.clear();
-        }
-        let mut fresh = Vec::new();
-        for (t, why) in &done.refused {
-            if self.reported.insert(*t) {
-                match why {
-                    Refusal::Bogus(_) => self.counters.refused_bogus += 1,
-                    Refusal::LearnedPeer(_) => self.counters.refused_learned_peer += 1,
-                    Refusal::Allowlisted(_) => self.counters.refused_allowlisted += 1,
-                }
-                fresh.push((*t, why.clone()));
-            }
-        }
-        fresh
-    }
-
-    /// The log lines for one applied update: each change while there are few, else a summary.
-    fn lines(&mut self, done: FleetApplied, update: &FleetUpdate) -> Vec<String> {
-        let refused = self.first_refusals(&done, update);
-        let mut out = Vec::new();
-        let changes = done.banned_count + done.lifted.len();
-        if changes <= DETAIL_LINES_MAX {
-            out.extend(
-                done.banned
-                    .iter()
-                    .map(|b| format!("portsentry: crowdsec: banned {b}")),
-            );
-            out.extend(done.lifted.iter().map(|l| {
-                format!("portsentry: crowdsec: lifted {l} (decision deleted or expired)")
-            }));
-        }
-        for (t, why) in refused.iter().take(DETAIL_LINES_MAX) {
-            out.push(format!(
-                "portsentry: warning: crowdsec: refused the decision to ban {t}: {}",
-                why.explain()
-            ));
-        }
-        if refused.len() > DETAIL_LINES_MAX {
-            out.push(format!(
-                "portsentry: warning: crowdsec: refused {} more decision(s) for the same reasons (see `portsentry status`)",
-                refused.len() - DETAIL_LINES_MAX
-            ));
-        }
-        if done.full > 0 {
-            out.push(format!("portsentry: error: crowdsec: {} decision(s) not enforced: the ban table is full (raise max_bans)", done.full));
-        }
-        let ignored: usize = update.ignored.values().sum();
-        if update.startup
-            || changes > DETAIL_LINES_MAX
-            || ignored > 0
-            || done.kept_local > 0
-            || done.operator_unbanned > 0
-        {
-            let mut parts = vec![
-                format!("{} banned", done.banned_count),
-                format!("{} renewed", done.renewed),
-                format!("{} lifted", done.lifted.len()),
-            ];
-            if done.kept_local > 0 {
-                parts.push(format!("{} already banned locally", done.kept_local));
-            }
-            if done.operator_unbanned > 0 {
-                parts.push(format!(
-                    "{} unbanned by the operator",
-                    done.operator_unbanned
-                ));
-            }
-            if !done.refused.is_empty() {
-                parts.push(format!("{} refused", done.refused.len()));
-            }
-            if ignored > 0 {
-                let kinds: Vec<String> = update
-                    .ignored
-                    .iter()
-                    .map(|(k, n)| format!("{n} {k}"))
-                    .collect();
-                parts.push(format!("{ignored} ignored ({})", kinds.join(", ")));
-            }
-            out.push(format!(
-                "portsentry: crowdsec: {}: {}",
-                if update.startup {
-                    "full decision list"
-                } else {
-                    "decision update"
-                },
-                parts.join(", ")
-            ));
-        }
-        out
     }
 }
 

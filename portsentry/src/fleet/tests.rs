@@ -2,11 +2,14 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::*;
-use crate::fleet::crowdsec::decisions::FleetBan;
+use crate::{
+    bans::{BanNotice, FleetApplied, Refusal},
+    fleet::crowdsec::decisions::FleetBan,
+};
 
 fn fleet(max_alerts_per_minute: u32) -> (Fleet, Arc<Mutex<Vec<String>>>) {
     let lines = Arc::new(Mutex::new(Vec::new()));

@@ -4,11 +4,15 @@
 //! nowhere else; deciding what they mean (upper devices, MAC flips) is `net::topology`'s and
 //! `net::neighbours`' job.
 //!
+//! This file opens the sockets (a dump's, [`subscribe`]'s); `parse` decodes what they read
+//! (and holds the attribute walk, [`attrs`], every rtnetlink reply in the crate uses), `watch`
+//! is the live [`LinkWatch`].
+//!
 //! Must not touch maps, settings or logs. Only messages from the kernel (port id 0) count.
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     os::fd::{AsRawFd, OwnedFd},
 };
 
@@ -21,6 +25,12 @@ use nix::{
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
+mod parse;
+mod watch;
+
+use self::parse::{messages, parse_link, parse_neighbour};
+pub use self::{parse::attrs, watch::LinkWatch};
+
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -32,20 +42,6 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const RTM_GETNEIGH: u16 = 30;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINK: u16 = 5;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
-const IFLA_VLAN_ID: u16 = 1;
-const IFLA_VLAN_PROTOCOL: u16 = 5;
-const NDA_DST: u16 = 1;
-const NDA_LLADDR: u16 = 2;
-/// Attribute types carry flag bits above these.
-const NLA_TYPE_MASK: u16 = 0x3fff;
-/// The multicast groups [`LinkWatch`] listens to.
-const GROUPS: u32 = (libc::RTMGRP_LINK | libc::RTMGRP_NEIGH) as u32;
 const BUF_LEN: usize = 64 * 1024;
 
 /// One network interface as rtnetlink describes it.
@@ -192,213 +188,9 @@ pub fn subscribe(groups: u32, what: &str) -> io::Result<AsyncFd<OwnedFd>> {
     Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
 
-/// An rtnetlink subscription to link and neighbour changes, registered with tokio.
-pub struct LinkWatch {
-    fd: AsyncFd<OwnedFd>,
-    buf: Box<[u8]>,
-}
-
-impl LinkWatch {
-    /// Opens and subscribes the socket; must be called inside a tokio runtime.
-    pub fn new() -> io::Result<LinkWatch> {
-        Ok(LinkWatch {
-            fd: subscribe(GROUPS, "link and neighbour groups")?,
-            buf: vec![0; BUF_LEN].into_boxed_slice(),
-        })
-    }
-
-    /// Waits for changes and returns everything queued (at least one change). Cancel-safe.
-    pub async fn changes(&mut self) -> io::Result<Vec<Change>> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            let raw = guard.get_inner().as_raw_fd();
-            let mut out = Vec::new();
-            loop {
-                match recvfrom::<NetlinkAddr>(raw, &mut self.buf) {
-                    Ok((n, from)) => {
-                        if from.is_none_or(|a| a.pid() != 0) {
-                            continue;
-                        }
-                        for (kind, body) in messages(&self.buf[..n]) {
-                            match kind {
-                                RTM_NEWLINK | RTM_DELLINK if out.last() != Some(&Change::Links) => {
-                                    out.push(Change::Links);
-                                }
-                                RTM_NEWNEIGH => {
-                                    out.extend(parse_neighbour(body).map(Change::NewNeighbour))
-                                }
-                                RTM_DELNEIGH => {
-                                    out.extend(parse_neighbour(body).map(Change::DelNeighbour))
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    Err(Errno::EAGAIN) => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    Err(Errno::EINTR) => {}
-                    Err(Errno::ENOBUFS) => out.push(Change::Overrun),
-                    Err(e) => return Err(with_context(e, "reading rtnetlink notifications")),
-                }
-            }
-            if !out.is_empty() {
-                return Ok(out);
-            }
-        }
-    }
-}
-
-/// The messages in one datagram: (type, body after the netlink header). A truncated or
-/// malformed message ends the walk.
-fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[at + NLMSG_HDRLEN..at + len]));
-        at += align4(len);
-    }
-    out
-}
-
-/// The attributes in `buf`: (type without flag bits, payload).
-fn attributes(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= buf.len() {
-        let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & NLA_TYPE_MASK;
-        if len < 4 || at + len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[at + 4..at + len]));
-        at += align4(len);
-    }
-    out
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn u32_of(b: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(0..4)?.try_into().ok()?))
-}
-
-/// An RTM_NEWLINK body: `ifinfomsg` (16 bytes), then attributes.
-fn parse_link(body: &[u8]) -> Option<Link> {
-    let index = u32_of(body.get(4..8)?)?;
-    let mut link = Link {
-        index,
-        name: String::new(),
-        master: 0,
-        link: 0,
-        kind: String::new(),
-        vlan: None,
-    };
-    for (kind, value) in attributes(body.get(16..)?) {
-        match kind {
-            IFLA_IFNAME => {
-                let text = value.split(|b| *b == 0).next().unwrap_or_default();
-                link.name = String::from_utf8_lossy(text).into_owned();
-            }
-            IFLA_MASTER => link.master = u32_of(value).unwrap_or(0),
-            IFLA_LINK => link.link = u32_of(value).unwrap_or(0),
-            IFLA_LINKINFO => {
-                let mut id = None;
-                let mut outer = false;
-                for (k, v) in attributes(value) {
-                    match k {
-                        IFLA_INFO_KIND => {
-                            let text = v.split(|b| *b == 0).next().unwrap_or_default();
-                            link.kind = String::from_utf8_lossy(text).into_owned();
-                        }
-                        IFLA_INFO_DATA => {
-                            for (dk, dv) in attributes(v) {
-                                match (dk, dv) {
-                                    (IFLA_VLAN_ID, [a, b, ..]) => {
-                                        id = Some(u16::from_ne_bytes([*a, *b]))
-                                    }
-                                    // Network byte order: 0x88a8 is 802.1ad.
-                                    (IFLA_VLAN_PROTOCOL, [a, b, ..]) => {
-                                        outer = u16::from_be_bytes([*a, *b]) == 0x88a8
-                                    }
-                                    _ => {}
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if link.kind == "vlan" {
-                    link.vlan = id.map(|id| (id, outer));
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(link)
-}
-
-/// An RTM_NEWNEIGH / RTM_DELNEIGH body: `ndmsg` (12 bytes), then attributes.
-fn parse_neighbour(body: &[u8]) -> Option<Neighbour> {
-    let family = *body.first()?;
-    let ifindex = u32_of(body.get(4..8)?)?;
-    let state = u16::from_ne_bytes(body.get(8..10)?.try_into().ok()?);
-    let mut addr = None;
-    let mut mac = None;
-    for (kind, value) in attributes(body.get(12..)?) {
-        match kind {
-            NDA_DST => {
-                addr = match (i32::from(family), value.len()) {
-                    (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
-                        value[0], value[1], value[2], value[3],
-                    ))),
-                    (libc::AF_INET6, 16) => {
-                        let o: [u8; 16] = value.try_into().ok()?;
-                        Some(IpAddr::V6(Ipv6Addr::from(o)))
-                    }
-                    _ => None,
-                }
-            }
-            NDA_LLADDR => mac = value.try_into().ok(),
-            _ => {}
-        }
-    }
-    Some(Neighbour {
-        ifindex,
-        addr: addr?,
-        mac,
-        state,
-    })
-}
-
 fn with_context(e: Errno, what: &str) -> io::Error {
     let err = io::Error::from(e);
     io::Error::new(err.kind(), format!("{what}: {err}"))
-}
-
-/// The netlink attributes in `b`: (type without flags, payload). Stops at the first attribute
-/// whose length does not fit. Shared by every rtnetlink reply this crate reads.
-pub fn attrs(b: &[u8]) -> Vec<(u16, &[u8])> {
-    let u16_at = |at: usize| Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?));
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let (Some(len), Some(kind)) = (u16_at(at), u16_at(at + 2)) {
-        let len = usize::from(len);
-        if len < 4 || at + len > b.len() {
-            break;
-        }
-        out.push((kind & NLA_TYPE_MASK, &b[at + 4..at + len]));
-        at += (len + 3) & !3;
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use super::*;
+use super::{parse::*, *};
 
 /// A netlink message of `kind` with `header` and the attributes `attrs`.
 fn message(kind: u16, header: &[u8], attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
@@ -83,5 +83,5 @@ fn truncated_messages_end_the_walk_without_panicking() {
     assert!(messages(&[200, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_empty());
     assert!(parse_link(&[0; 3]).is_none());
     assert!(parse_neighbour(&[2, 0, 0, 0]).is_none());
-    assert!(attributes(&[255, 255, 1, 0]).is_empty());
+    assert!(attrs(&[255, 255, 1, 0]).is_empty());
 }
