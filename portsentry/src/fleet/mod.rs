@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::{
-    bans::{BanBook, BanNotice, FleetApplied, FleetBatch, Refusal},
+    bans::{BanBook, BanNotice, FleetApplied, FleetBatch, PeerSource, Refusal},
     clock::Now,
     config::settings::CrowdsecSettings,
     dataplane::Maps,
@@ -268,14 +268,16 @@ impl Fleet {
         self.updates = None;
     }
 
-    /// Enforces one pulled update through the ban book at once; returns log lines.
+    /// Enforces one pulled update through the ban book at once; returns log lines. Learned
+    /// peers are current within `peer_ttl_ns` (the settings' `peer_memory`).
     pub fn apply(
         &mut self,
         book: &mut BanBook,
         maps: &mut Maps,
         update: &FleetUpdate,
+        peer_ttl_ns: u64,
     ) -> Result<Vec<String>> {
-        let done = book.apply_fleet(maps, update, &Now::read())?;
+        let done = book.apply_fleet(maps, update, &Now::read(), peer_ttl_ns)?;
         Ok(self.lines(done, update))
     }
 
@@ -294,14 +296,17 @@ impl Fleet {
         (FleetBatch::new(update), line)
     }
 
-    /// Applies the next step of `batch`; the update's log lines once it is finished.
+    /// Applies the next step of `batch`; the update's log lines once it is finished. Learned
+    /// peers are current within `peer_ttl_ns` (the settings' `peer_memory`).
     pub fn step(
         &mut self,
         book: &mut BanBook,
         maps: &mut Maps,
         batch: &mut FleetBatch,
+        peer_ttl_ns: u64,
     ) -> Result<Option<Vec<String>>> {
-        let Some(done) = book.apply_fleet_step(Some(maps), None, batch, &Now::read())? else {
+        let peers = PeerSource::Kernel { peer_ttl_ns };
+        let Some(done) = book.apply_fleet_step(Some(maps), peers, batch, &Now::read())? else {
             return Ok(None);
         };
         Ok(Some(self.lines(done, batch.update())))
