@@ -232,7 +232,7 @@ pub struct Config {
     pub layout_version: u32,
     /// `config_flags::*`.
     pub flags: u32,
-    /// Ban on the N-th counted probe within `window_ns`; 0 is treated as 1.
+    /// Ban on the N-th counted probe within `window_ns`, as [`effective_trigger`] applies it.
     pub scan_trigger: u32,
     /// Number of entries in the CIDR ban trie; 0 skips the lookup.
     pub ban_cidr_count: u32,

@@ -15,7 +15,7 @@
 //! ([`allows_per_source`]): under a forged flood the real scanner's table-full event must not
 //! wait behind the forged ones in the global bucket. One global BPF function, verified once.
 
-use portsentry_common::{Stat, EVENTS_BEYOND_TRIGGER, LAYOUT_VERSION};
+use portsentry_common::{effective_trigger, Stat, EVENTS_BEYOND_TRIGGER, LAYOUT_VERSION};
 
 use crate::{count, maps::*};
 
@@ -47,7 +47,7 @@ pub extern "C" fn portsentry_event_gate(hits: u64, now: u64, global: u32) -> u32
     if cfg.layout_version != LAYOUT_VERSION {
         return 1;
     }
-    let free = u64::from(cfg.scan_trigger.max(1)) + EVENTS_BEYOND_TRIGGER;
+    let free = u64::from(effective_trigger(cfg.scan_trigger)) + EVENTS_BEYOND_TRIGGER;
     if hits > free && hits & (hits - 1) != 0 {
         count(Stat::EventsSuppressed);
         return 0;

@@ -40,7 +40,7 @@ use maps::*;
 use parse::{Malformed, NoSource, Packet, L4};
 use path::Path;
 use portsentry_common::{
-    allow_slot_v4, allow_slot_v6, ban_flags, config_flags, event_flags,
+    allow_slot_v4, allow_slot_v6, ban_flags, config_flags, effective_trigger, event_flags,
     tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG},
     AddrKey, BanEntry, BanOrigin, BootInstant, Config, Event, EventKind, HitEntry, IpProto,
     ScanType, Stat, BAN_FILTER_WORDS, LAYOUT_VERSION,
@@ -330,11 +330,7 @@ fn verdict(
     let dst_port = pkt.l4.dst_port;
 
     // 7. Verdict.
-    let trigger = if cfg.scan_trigger == 0 {
-        1
-    } else {
-        u64::from(cfg.scan_trigger)
-    };
+    let trigger = u64::from(effective_trigger(cfg.scan_trigger));
 
     let event = || {
         let mut event = probe_event(ctx, pkt, EventKind::Probe, scan, hits, now);

@@ -203,14 +203,20 @@ impl TestXdp {
     pub fn without_event_limit(&mut self) {
         let mut config = self.dp.config().expect("config");
         config.event_interval_ns = 0;
-        self.dp.set_config(&config).expect("config write");
+        let allow_count = config.allow_cidr_count;
+        self.dp
+            .configure(&config, allow_count)
+            .expect("config write");
     }
 
     /// The kernel's global event limit at the daemon's setting again.
     pub fn with_event_limit(&mut self) {
         let mut config = self.dp.config().expect("config");
         config.event_interval_ns = portsentry_common::EVENT_INTERVAL_NS;
-        self.dp.set_config(&config).expect("config write");
+        let allow_count = config.allow_cidr_count;
+        self.dp
+            .configure(&config, allow_count)
+            .expect("config write");
     }
 
     /// Runs one packet and returns the XDP verdict.

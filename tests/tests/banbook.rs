@@ -714,14 +714,17 @@ mod kernel {
             bans: vec![fleet_ban("198.51.100.0/24"), fleet_ban("203.0.113.0/24")],
             ..FleetUpdate::default()
         };
-        let done = book.apply_fleet(&mut dp, &start, &now).unwrap();
+        let peer_memory = portsentry::config::settings::LiveSettings::default().peer_ttl_ns();
+        let done = book
+            .apply_fleet(&mut dp, &start, &now, peer_memory)
+            .unwrap();
         assert_eq!((done.banned.len(), done.full), (2, 0), "{done:?}");
         let swap = FleetUpdate {
             lifted: vec!["198.51.100.0/24".parse().unwrap()],
             bans: vec![fleet_ban("192.0.2.0/24")],
             ..FleetUpdate::default()
         };
-        let done = book.apply_fleet(&mut dp, &swap, &now).unwrap();
+        let done = book.apply_fleet(&mut dp, &swap, &now, peer_memory).unwrap();
         assert_eq!(done.full, 0, "the lift makes room first: {done:?}");
         let mut in_trie: Vec<String> = dp
             .ban_cidrs()
@@ -838,7 +841,7 @@ mod kernel {
             dp.insert_ban("192.0.2.9".parse().unwrap(), &entry).unwrap();
             let mut config = dp.config().unwrap();
             config.layout_version = portsentry_common::LAYOUT_VERSION - 1;
-            dp.set_config(&config).unwrap();
+            dp.configure(&config, config.allow_cidr_count).unwrap();
         }
         let dp = Dataplane::load(&opts).unwrap();
         let m = dp

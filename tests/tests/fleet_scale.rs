@@ -390,7 +390,10 @@ mod kernel {
                     .collect(),
                 ..FleetUpdate::default()
             };
-            let done = book.apply_fleet(&mut dp, &update, &now).unwrap();
+            let peer_memory = portsentry::config::settings::LiveSettings::default().peer_ttl_ns();
+            let done = book
+                .apply_fleet(&mut dp, &update, &now, peer_memory)
+                .unwrap();
             let how = if batch_ops { "batch" } else { "one by one" };
             assert_eq!(
                 dp.batch_ops(),

@@ -133,11 +133,7 @@ impl BanBook {
             .map(|r| r.target)
             .collect();
         let written = maps.set_ban_cidrs(&wanted)?;
-        let mut config = maps.config()?;
-        if config.ban_cidr_count != written.count {
-            config.ban_cidr_count = written.count;
-            maps.set_config(&config)?;
-        }
+        maps.set_ban_cidr_count(written.count)?;
         Ok(written.refused)
     }
 

@@ -2,6 +2,7 @@
 //! end-to-end tests in tests/tests/banbook.rs.
 
 use super::*;
+use crate::clock::Now;
 
 mod fleet;
 

@@ -64,13 +64,14 @@ impl FleetLink {
     }
 
     /// Applies the next step of the update in progress (a bounded amount of work: the loop
-    /// serves probes, signals and the control socket between steps).
-    pub fn step(&mut self, book: &mut BanBook, dp: &mut Dataplane) -> Stepped {
+    /// serves probes, signals and the control socket between steps). Decisions covering a
+    /// learned peer current within `peer_ttl_ns` (the settings' `peer_memory`) are refused.
+    pub fn step(&mut self, book: &mut BanBook, dp: &mut Dataplane, peer_ttl_ns: u64) -> Stepped {
         let (Some(fleet), Some(batch)) = (self.fleet.as_mut(), self.batch.as_mut()) else {
             self.batch = None;
             return Stepped::Idle;
         };
-        match fleet.step(book, dp, batch) {
+        match fleet.step(book, dp, batch, peer_ttl_ns) {
             Ok(None) => Stepped::Applied(Vec::new()),
             Ok(Some(lines)) => {
                 self.batch = None;

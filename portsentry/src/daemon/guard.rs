@@ -1,8 +1,10 @@
 //! What the daemon writes into the kernel from the live settings, bans aside: the guarded
 //! ports (advanced mode skips ports with a listening socket now or within
-//! `service_port_memory`), the allowlist trie and the config block. The data-plane tests
-//! program the XDP program through these same functions.
-//! Bans are the ban book's: nothing here writes PS_BANS or PS_BAN_CIDRS.
+//! `service_port_memory`), the allowlist trie and the config block's settings part (with the
+//! allowlist's count), handed to PS_CONFIG's one writer (`Maps::configure`). The data-plane
+//! tests program the XDP program through these same functions.
+//! Bans are the ban book's: nothing here writes PS_BANS, PS_BAN_CIDRS or the banned-network
+//! count in the config block.
 
 use portsentry_common::{config_flags, Config, IpProto};
 
@@ -36,8 +38,8 @@ impl KernelExtras {
     }
 }
 
-/// Writes ports, allowlist and the config block; the banned-network count in the block is
-/// kept as the ban book wrote it.
+/// Writes ports, allowlist and the config block's settings part (with the allowlist's count);
+/// the banned-network count in the block stays the ban book's (`Maps::configure`).
 pub fn write(
     maps: &mut Maps,
     live: &LiveSettings,
@@ -48,19 +50,21 @@ pub fn write(
 ) -> Result<TrieWrite> {
     let written = maps.set_allowlist(allow)?;
     write_ports(maps, live, sockets, remembered)?;
-    let ban_cidr_count = maps.config().map(|c| c.ban_cidr_count).unwrap_or(0);
-    let mut config = live.kernel_config(written.count, ban_cidr_count);
-    extras.apply(&mut config);
-    maps.set_config(&config)?;
+    maps.configure(&settings_config(live, extras), written.count)?;
     Ok(written)
+}
+
+/// The config block's settings part: the live settings with this run's facts.
+fn settings_config(live: &LiveSettings, extras: &KernelExtras) -> Config {
+    let mut config = live.kernel_config();
+    extras.apply(&mut config);
+    config
 }
 
 /// Replaces the allowlist trie and its count in the config block.
 pub fn write_allowlist(maps: &mut Maps, allow: &[Cidr]) -> Result<TrieWrite> {
     let written = maps.set_allowlist(allow)?;
-    let mut config = maps.config()?;
-    config.allow_cidr_count = written.count;
-    maps.set_config(&config)?;
+    maps.set_allow_count(written.count)?;
     Ok(written)
 }
 

@@ -337,7 +337,9 @@ impl Daemon {
     }
 
     fn fleet_step(&mut self) {
-        if let Stepped::Applied(lines) = self.fleet.step(&mut self.book, &mut self.dp) {
+        let peer_ttl_ns = self.settings.live.peer_ttl_ns();
+        let stepped = self.fleet.step(&mut self.book, &mut self.dp, peer_ttl_ns);
+        if let Stepped::Applied(lines) = stepped {
             self.saving.mark_dirty();
             for l in lines {
                 self.outlets.line(&l);

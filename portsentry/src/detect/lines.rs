@@ -27,6 +27,8 @@ pub const ACTIVE: &str = "Portsentry is now active and listening.";
 
 /// `Scan from: [...] (...) protocol: [...] ...`, PortSentry 2.x's per-probe line. Below the
 /// trigger `noblock` and `blocked` are `[unset]`, as 2.x prints them until a probe triggers.
+/// `trigger` is the trigger as applied (`LiveSettings::effective_trigger`: a configured 0 is
+/// 1 already).
 pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> String {
     let addr = ev.src.to_string();
     let ip_opts = match ev.ip_options {
@@ -37,7 +39,7 @@ pub fn scan_line(ev: &ProbeEvent, trigger: u64, resolved: Option<&str>) -> Strin
     // An ignored (allowlisted) source's probe stops before the trigger is looked at: 2.x
     // prints `ignored: [true] triggered: [unset] noblock: [unset] blocked: [unset]`.
     let ignored = ev.kind == EventKind::Ignored;
-    let triggered = !ignored && ev.count >= trigger.max(1);
+    let triggered = !ignored && ev.count >= trigger;
     let unset = || "unset".to_owned();
     let (triggered_text, noblock, blocked) = if ignored {
         (unset(), unset(), unset())
@@ -131,7 +133,7 @@ pub fn classic_history_line(ev: &ProbeEvent, unix_ms: u64) -> String {
     )
 }
 
-/// The event as one JSON object (`log_format = "json"`).
+/// The event as one JSON object (`log_format = "json"`); `trigger` as in [`scan_line`].
 pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> String {
     json!({
         "time": clock::iso_local_ms(unix_ms),
@@ -143,7 +145,7 @@ pub fn json_line(ev: &ProbeEvent, trigger: u64, iface: &str, unix_ms: u64) -> St
         "tcp_flags": ev.tcp_flags,
         "ip_options": match ev.ip_options { Some(true) => "set", Some(false) => "not set", None => "unknown" },
         "count": ev.count,
-        "triggered": ev.count >= trigger.max(1),
+        "triggered": ev.count >= trigger,
         "noblock": ev.noblock,
         "blocked": ev.is_blocked(),
         "dropped": ev.dropped,

@@ -66,7 +66,8 @@ impl LogSink {
         Ok(())
     }
 
-    /// Logs one event: the scan line, plus the ban line when it banned.
+    /// Logs one event: the scan line, plus the ban line when it banned. `trigger` is the
+    /// trigger as applied (`LiveSettings::effective_trigger`).
     pub fn event(&mut self, ev: &ProbeEvent, trigger: u64, iface: &str) {
         let now = clock::unix_ms();
         match self.format {

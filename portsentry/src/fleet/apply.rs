@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use crate::{
-    bans::{BanBook, FleetApplied, FleetBatch, Refusal},
+    bans::{BanBook, FleetApplied, FleetBatch, PeerSource, Refusal},
     clock::Now,
     dataplane::Maps,
     fleet::crowdsec::decisions::FleetUpdate,
@@ -24,14 +24,16 @@ const ANNOUNCE_FROM: usize = 10_000;
 const REPORTED_MAX: usize = 100_000;
 
 impl Fleet {
-    /// Enforces one pulled update through the ban book at once; returns log lines.
+    /// Enforces one pulled update through the ban book at once; returns log lines. Learned
+    /// peers are current within `peer_ttl_ns` (the settings' `peer_memory`).
     pub fn apply(
         &mut self,
         book: &mut BanBook,
         maps: &mut Maps,
         update: &FleetUpdate,
+        peer_ttl_ns: u64,
     ) -> Result<Vec<String>> {
-        let done = book.apply_fleet(maps, update, &Now::read())?;
+        let done = book.apply_fleet(maps, update, &Now::read(), peer_ttl_ns)?;
         Ok(self.lines(done, update))
     }
 
@@ -50,14 +52,17 @@ impl Fleet {
         (FleetBatch::new(update), line)
     }
 
-    /// Applies the next step of `batch`; the update's log lines once it is finished.
+    /// Applies the next step of `batch`; the update's log lines once it is finished. Learned
+    /// peers are current within `peer_ttl_ns` (the settings' `peer_memory`).
     pub fn step(
         &mut self,
         book: &mut BanBook,
         maps: &mut Maps,
         batch: &mut FleetBatch,
+        peer_ttl_ns: u64,
     ) -> Result<Option<Vec<String>>> {
-        let Some(done) = book.apply_fleet_step(Some(maps), None, batch, &Now::read())? else {
+        let peers = PeerSource::Kernel { peer_ttl_ns };
+        let Some(done) = book.apply_fleet_step(Some(maps), peers, batch, &Now::read())? else {
             return Ok(None);
         };
         Ok(Some(self.lines(done, batch.update())))

@@ -1,7 +1,9 @@
 //! Policy: the allowlist and its prefilter, network bans, detect mode and shadow bans, the
 //! per-protocol block switches and a full ban table.
 
-use portsentry::{config::settings::Mode, detect::events::EventKind, net::cidr::Cidr};
+use portsentry::{
+    config::settings::Mode, daemon::guard, detect::events::EventKind, net::cidr::Cidr,
+};
 use portsentry_common::ban_flags;
 
 use super::*;
@@ -178,6 +180,39 @@ fn cidr_bans_drop_whole_networks_v4_and_v6() {
         XDP_PASS
     );
     assert_eq!(x.stats().get(Stat::Dropped), 4);
+}
+
+/// PS_CONFIG's one writer composes the block: a reconfiguration (a reload) takes the settings'
+/// part, the peer memory included, and keeps the ban book's banned-network count; an allowlist
+/// refresh changes only the allowlist's count.
+#[test]
+fn reconfiguring_keeps_the_banned_networks_and_takes_the_settings() {
+    let bans = cidrs(&["198.51.100.0/24", "2001:db8:bad::/48"]);
+    let mut x = TestXdp::load_with(&settings("111", ""), &[], &bans, None);
+    let mut s = settings("111", "");
+    s.peer_memory = Some(std::time::Duration::from_secs(90));
+    s.scan_trigger = 4;
+    x.configure(&s, &cidrs(&["10.2.0.0/16"]), &[]);
+    let c = x.dp.config().unwrap();
+    assert_eq!((c.ban_cidr_count, c.allow_cidr_count), (2, 1));
+    assert_eq!((c.peer_ttl_ns, c.scan_trigger), (s.peer_ttl_ns(), 4));
+    assert_eq!(c.peer_ttl_ns, 90_000_000_000);
+    let allow = cidrs(&["10.2.0.0/16", "10.3.0.0/16", "2001:db8:a::/48"]);
+    let written = guard::write_allowlist(&mut x.dp, &allow).unwrap();
+    assert_eq!(written.count, 3);
+    let c = x.dp.config().unwrap();
+    assert_eq!(
+        (c.ban_cidr_count, c.allow_cidr_count),
+        (2, 3),
+        "the banned networks stay counted"
+    );
+    assert_eq!((c.peer_ttl_ns, c.scan_trigger), (90_000_000_000, 4));
+    assert_eq!(
+        x.run(&Packet::tcp("198.51.100.7", 443, ACK).build()),
+        XDP_DROP,
+        "the network ban still drops"
+    );
+    assert_eq!(x.run(&Packet::tcp("10.3.0.1", 111, SYN).build()), XDP_PASS);
 }
 
 #[test]

@@ -14,7 +14,8 @@ use super::*;
 ///   6.1 keeps apart states that later verifiers merge (constants along each way, stack bytes
 ///   zeroed on one way and written on another).
 /// - 6.12 and later (6.18 on the development host, 7.3 in the VM lane): 66 922 off, 118 150
-///   on (6.18); 66 442 / 117 616 (7.3).
+///   on (6.18); 66 442 / 117 616 (7.3). 65 606 / 116 819 on 6.18 since the verdict's trigger
+///   is `portsentry_common::effective_trigger` (LLVM emits it as an unsigned max; issue 27).
 ///
 /// History: a cookie path that used the parser's offsets, which differ along every parsing
 /// path, once made it 244 000 and start-up slow; an inlined path check made it 303 000 (now a

@@ -198,7 +198,7 @@ fn large_updates_are_applied_in_bounded_steps() {
         let before = batch.applied();
         steps += 1;
         let step = b
-            .apply_fleet_step(None, Some(&mut Vec::new()), &mut batch, &now())
+            .apply_fleet_step(None, PeerSource::Given(&mut Vec::new()), &mut batch, &now())
             .unwrap();
         assert!(batch.applied() - before <= STEP_DECISIONS);
         if let Some(done) = step {

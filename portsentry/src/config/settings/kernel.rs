@@ -1,6 +1,6 @@
 //! What the live settings mean to the kernel: the trigger as it applies it, the prefix
-//! trigger's probe count, and the PS_CONFIG block built from them (written by
-//! `daemon::guard`, never here).
+//! trigger's probe count, and the PS_CONFIG block's settings part built from them
+//! (written by `dataplane::maps::config`'s one writer, never here).
 
 use std::time::Duration;
 
@@ -26,8 +26,14 @@ impl LiveSettings {
             .saturating_mul(self.prefix_threshold)
     }
 
-    /// The kernel-side config block.
-    pub fn kernel_config(&self, allow_count: u32, ban_cidr_count: u32) -> Config {
+    /// `peer_memory` as the kernel applies it (`Config::peer_ttl_ns`, nanoseconds; 0 = forever).
+    pub fn peer_ttl_ns(&self) -> u64 {
+        nanos(self.peer_memory)
+    }
+
+    /// The kernel-side config block's settings part; its two trie counts are zero here (the
+    /// maps' config writer keeps the allowlist's and the ban book's).
+    pub fn kernel_config(&self) -> Config {
         let mut flags = 0;
         if self.mode == Mode::Block {
             flags |= config_flags::ENFORCE;
@@ -44,20 +50,14 @@ impl LiveSettings {
         if self.learn_inbound {
             flags |= config_flags::LEARN_INBOUND;
         }
-        let ns = |d: Option<Duration>| {
-            d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-                .unwrap_or(0)
-        };
         Config {
             layout_version: LAYOUT_VERSION,
             flags,
             scan_trigger: self.scan_trigger,
-            ban_cidr_count,
-            allow_cidr_count: allow_count,
-            window_ns: ns(self.window),
-            ban_ttl_ns: ns(self.ban_ttl),
-            peer_ttl_ns: ns(self.peer_memory),
-            contest_ns: ns(self.neighbour_contest),
+            window_ns: nanos(self.window),
+            ban_ttl_ns: nanos(self.ban_ttl),
+            peer_ttl_ns: self.peer_ttl_ns(),
+            contest_ns: nanos(self.neighbour_contest),
             prefix_hits: self.prefix_hits(),
             ipv6_prefix: self.ipv6_prefix,
             ipv4_prefix: self.ipv4_prefix,
@@ -67,6 +67,12 @@ impl LiveSettings {
             ..Config::default()
         }
     }
+}
+
+/// A duration as the kernel keeps it: nanoseconds, saturating; `None` (off, forever) is 0.
+fn nanos(d: Option<Duration>) -> u64 {
+    d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -80,9 +86,8 @@ mod tests {
             block_udp: false,
             ..Default::default()
         };
-        let c = s.kernel_config(3, 0);
+        let c = s.kernel_config();
         assert_eq!(c.flags, config_flags::BLOCK_TCP | config_flags::PATH_CHECK);
-        assert_eq!(c.allow_cidr_count, 3);
         assert_eq!(c.ban_ttl_ns, 86_400_000_000_000);
     }
 

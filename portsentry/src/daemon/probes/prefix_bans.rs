@@ -184,8 +184,8 @@ fn prefix_refusal(cx: &Cx, prefix: &Cidr, now: &Now) -> Option<String> {
     if let Some(allowed) = cx.book.allow_overlap(prefix) {
         return Some(format!("it holds allowlisted {allowed}"));
     }
-    let peer = crate::bans::KernelPeers::new(cx.dp, now)
-        .and_then(|mut peers| crate::bans::PeerLookup::peer_within(&mut peers, prefix));
+    let mut peers = crate::bans::KernelPeers::new(cx.dp, now, cx.live.peer_ttl_ns());
+    let peer = crate::bans::PeerLookup::peer_within(&mut peers, prefix);
     match peer {
         Ok(Some(p)) => Some(format!("it holds {p}, a peer this host talks to")),
         Ok(None) => None,

@@ -15,7 +15,8 @@
 //! - [`tries`]: the allowlist (PS_ALLOW_CIDRS with PS_ALLOW_FILTER) and banned networks
 //!   (PS_BAN_CIDRS);
 //! - [`config`]: the program's config and guarded ports (PS_CONFIG, PS_TCP_GUARD,
-//!   PS_UDP_GUARD), its per-source hit counts (PS_HITS) and counters ([`Stats`], PS_STATS).
+//!   PS_UDP_GUARD), its per-source hit counts (PS_HITS) and counters ([`Stats`], PS_STATS);
+//!   PS_CONFIG's one writer, which composes the block from its owners' parts.
 
 use std::path::Path;
 
@@ -28,7 +29,7 @@ use aya::{
 };
 use portsentry_common::{
     maps::{self as defs, MapDef, MapSpec},
-    AddrKey, BanEntry, Config, ContestedEntry, HitEntry, LinkKey, PeerEntry, UpperLinks,
+    AddrKey, BanEntry, ContestedEntry, HitEntry, LinkKey, PeerEntry, UpperLinks,
 };
 
 use super::{map_err, pins, Result};
@@ -69,7 +70,8 @@ where
 /// Typed handles on every map except the ring buffer. Opened either from a freshly loaded
 /// program (`Dataplane`) or from the pin directory (the CLI, with or without a daemon).
 pub struct Maps {
-    config: Array<MapData, Config>,
+    /// PS_CONFIG and the block last written: its one writer (`config::ConfigMap`).
+    config: config::ConfigMap,
     tcp_guard: Array<MapData, u64>,
     udp_guard: Array<MapData, u64>,
     bans: HashMap<MapData, AddrKey, BanEntry>,
@@ -99,7 +101,7 @@ impl Maps {
     /// Opens every map but the ring buffer, each got from `get`.
     pub(super) fn open_with(get: &mut impl FnMut(&'static MapSpec) -> Result<Map>) -> Result<Self> {
         Ok(Self {
-            config: open(get, &defs::PS_CONFIG)?,
+            config: config::ConfigMap::new(open(get, &defs::PS_CONFIG)?)?,
             tcp_guard: open(get, &defs::PS_TCP_GUARD)?,
             udp_guard: open(get, &defs::PS_UDP_GUARD)?,
             bans: open(get, &defs::PS_BANS)?,

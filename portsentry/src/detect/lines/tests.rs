@@ -24,7 +24,7 @@ fn classic_history_line_is_portsentry_1_2s_blocked_line() {
 #[test]
 fn scan_line_is_portsentry_2x_byte_exact() {
     assert_eq!(
-        scan_line(&ev(), 0, None),
+        scan_line(&ev(), 1, None),
         "Scan from: [10.0.0.2] (10.0.0.2) protocol: [TCP] port: [111] type: [TCP SYN/Normal scan] \
          IP opts: [not set] ignored: [false] triggered: [true] noblock: [false] blocked: [true]"
     );
