@@ -1,8 +1,10 @@
 //! State files in `state_dir` (`bans.json`, `peers.json`, `service_ports.json`,
-//! `crowdsec-alerts.json`, the notification outbox's messages): the one way they are written,
-//! and the one way a file that cannot be used is dealt with at start.
+//! `crowdsec-alerts.json`, and the notification outbox's messages, which only use the write):
+//! the one way they are written, and the one way a file that cannot be used is dealt with at
+//! start.
 //!
-//! Writing is atomic ([`write_atomic`]): a temporary file in the same directory, fsync, rename,
+//! Writing is atomic ([`write_atomic`]): a new temporary file in the same directory (created
+//! exclusively, so a link planted at its name is not followed), fsync, rename,
 //! fsync of the directory, so a crash leaves the old file or the new one, never half of one.
 //! Loading never modifies anything ([`StateFile::load`]). At start ([`StateFile::open`]) a file
 //! that does not parse, or one a newer portsentry wrote, is kept aside next to it
@@ -17,7 +19,7 @@
 
 use std::{
     fmt::Display,
-    fs::{self, File},
+    fs::{self, File, OpenOptions},
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
 };
@@ -251,7 +253,14 @@ pub fn write_atomic_with(
     // A dot name: a directory reader that skips dot files (the outbox) never takes it for one.
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> io::Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+        // A leftover of a crashed run with this pid goes first; then the file must be new, so a
+        // link planted at the temporary name is never followed.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 16, file);
         fill(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;

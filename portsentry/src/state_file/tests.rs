@@ -198,3 +198,20 @@ fn json_version_sorts_old_current_and_newer() {
     );
     assert!(matches!(json_version("[]", 1, 3), Err(Unfit::Corrupt(_))));
 }
+
+#[test]
+fn a_link_at_the_temporary_name_is_replaced_not_followed() {
+    let dir = tmpdir("planted-link");
+    let victim = dir.join("victim");
+    fs::write(&victim, "keep me").unwrap();
+    let tmp = dir.join(format!(".toy.json.tmp-{}", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    write_atomic(&dir, "toy.json", b"{}").unwrap();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+    assert_eq!(fs::read_to_string(dir.join("toy.json")).unwrap(), "{}");
+    assert!(
+        !tmp.exists() && tmp.symlink_metadata().is_err(),
+        "no temporary file left"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

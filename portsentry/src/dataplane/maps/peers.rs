@@ -126,23 +126,4 @@ impl Maps {
         }
         Ok(n)
     }
-
-    /// Whether `addr` is a learned peer now, as the XDP program decides: an outbound peer, or
-    /// with `learn_inbound` an inbound one, seen within `peer_ttl_ns` at `now_boot_ns`. Both
-    /// rules come from the settings (`LiveSettings::peer_ttl_ns`, 0 = forever, and
-    /// `learn_inbound`), not from the kernel's config block.
-    pub fn is_peer(
-        &self,
-        addr: IpAddr,
-        now_boot_ns: u64,
-        peer_ttl_ns: u64,
-        learn_inbound: bool,
-    ) -> Result<bool> {
-        let current =
-            |p: Option<PeerEntry>| p.is_some_and(|p| p.is_current(now_boot_ns, peer_ttl_ns));
-        if current(self.peer(addr)?) {
-            return Ok(true);
-        }
-        Ok(learn_inbound && current(self.peer_in(PeerTable::Inbound, addr)?))
-    }
 }
