@@ -345,7 +345,7 @@ impl ArpLab {
             .send_frames("atk0", vec![announcement, syn.clone(), syn]);
         let flip = format!("portsentry: neighbour flip: {victim} on ");
         d.expect_line("the flip", |l| {
-            l.starts_with(&flip) && l.contains("contested")
+            l.starts_with(&flip) && l.contains("contested for ") && !l.contains("not contested")
         });
         d.expect_line(
             "the forged probe refused as contested",
