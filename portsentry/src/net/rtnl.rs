@@ -6,7 +6,8 @@
 //!
 //! This file opens the sockets (a dump's, [`subscribe`]'s); `parse` decodes what they read
 //! (and holds the attribute walk, [`attrs`], every rtnetlink reply in the crate uses), `watch`
-//! is the live [`LinkWatch`].
+//! is the live [`LinkWatch`], `request` one request about one link and its reply (built,
+//! exchanged and checked there for `net::xdp_tx` and the dataplane's XDP slot).
 //!
 //! Must not touch maps, settings or logs. Only messages from the kernel (port id 0) count.
 
@@ -26,6 +27,7 @@ use nix::{
 use tokio::io::{unix::AsyncFd, Interest};
 
 mod parse;
+pub mod request;
 mod watch;
 
 use self::parse::{messages, parse_link, parse_neighbour};

@@ -10,19 +10,15 @@
 //! Owns one thing: the question and its answer. It opens its own short-lived netlink socket and
 //! never writes a map or a setting; the daemon decides what to do with the answer.
 
-use super::rtnl::attrs;
-use std::{io, os::fd::AsRawFd};
+use std::io;
 
-use nix::sys::socket::{
-    bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+use super::rtnl::{
+    attrs,
+    request::{link_attributes, u32_at, LinkRequest, NLM_F_REQUEST},
 };
 
-// rtnetlink (linux/rtnetlink.h, linux/if_link.h).
-const RTM_NEWLINK: u16 = 16;
+// linux/rtnetlink.h, linux/if_link.h.
 const RTM_GETLINK: u16 = 18;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
@@ -34,8 +30,6 @@ const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
 const XDP_ATTACHED_DRV: u8 = 1;
 const XDP_ATTACHED_MULTI: u8 = 4;
-const NLMSG_HDRLEN: usize = 16;
-const IFINFOMSG_LEN: usize = 16;
 
 /// What XDP_TX does on an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,63 +87,16 @@ struct Link {
 /// `RTM_GETLINK` for `ifindex`, in the namespace with id `netnsid` (as this namespace numbers
 /// it) or this one.
 fn get_link(ifindex: u32, netnsid: Option<i32>) -> io::Result<Link> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )?;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-    let attr_len = if netnsid.is_some() { 8 } else { 0 };
-    let len = NLMSG_HDRLEN + IFINFOMSG_LEN + attr_len;
-    let mut req = Vec::with_capacity(len);
-    req.extend_from_slice(&(len as u32).to_ne_bytes());
-    req.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-                                                // struct ifinfomsg: family, pad, type, index, flags, change.
-    req.extend_from_slice(&[0, 0, 0, 0]);
-    req.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
+    let mut req = LinkRequest::new(RTM_GETLINK, NLM_F_REQUEST, ifindex, 1);
     if let Some(id) = netnsid {
-        req.extend_from_slice(&8u16.to_ne_bytes());
-        req.extend_from_slice(&IFLA_TARGET_NETNSID.to_ne_bytes());
-        req.extend_from_slice(&id.to_ne_bytes());
+        req.attr(IFLA_TARGET_NETNSID, &id.to_ne_bytes());
     }
-    send(fd.as_raw_fd(), &req, MsgFlags::empty())?;
-    let mut buf = vec![0u8; 32 * 1024];
-    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-    parse_reply(&buf[..n])
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn short(what: &str) -> io::Error {
-    io::Error::other(format!("rtnetlink reply too short ({what})"))
+    parse_reply(&req.exchange()?)
 }
 
 fn parse_reply(b: &[u8]) -> io::Result<Link> {
-    let msg_type = u16_at(b, 4).ok_or_else(|| short("header"))?;
-    if msg_type == NLMSG_ERROR {
-        let errno = u32_at(b, NLMSG_HDRLEN).ok_or_else(|| short("error"))? as i32;
-        return Err(io::Error::from_raw_os_error(-errno));
-    }
-    if msg_type != RTM_NEWLINK {
-        return Err(io::Error::other(format!(
-            "unexpected rtnetlink reply type {msg_type}"
-        )));
-    }
-    let total = (u32_at(b, 0).ok_or_else(|| short("length"))? as usize).min(b.len());
     let mut link = Link::default();
-    for (kind, value) in attrs(b.get(NLMSG_HDRLEN + IFINFOMSG_LEN..total).unwrap_or(&[])) {
+    for (kind, value) in attrs(link_attributes(b)?) {
         match kind {
             IFLA_IFNAME => link.name = Some(c_string(value)),
             IFLA_LINK => link.link = u32_at(value, 0),

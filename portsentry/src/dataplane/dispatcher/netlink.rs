@@ -5,26 +5,21 @@
 //! attachment outlives the process that made it and can be swapped atomically by the next
 //! libxdp user, which a bpf_link forbids.
 
-use crate::net::rtnl::attrs;
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
 };
 
-use nix::sys::socket::{
-    bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+use crate::net::rtnl::{
+    attrs,
+    request::{
+        acknowledged, link_attributes, push_attr, u32_at, LinkRequest, NLA_F_NESTED, NLM_F_ACK,
+        NLM_F_REQUEST,
+    },
 };
 
-const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLMSG_HDRLEN: usize = 16;
-const IFINFOMSG_LEN: usize = 16;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_ATTACHED: u16 = 2;
@@ -53,23 +48,9 @@ pub struct Attached {
 
 /// What is attached to `ifindex`, if anything.
 pub fn attached(ifindex: u32) -> io::Result<Option<Attached>> {
-    let mut req = header(RTM_GETLINK, NLM_F_REQUEST, ifindex, 0);
-    finish(&mut req);
-    let reply = exchange(&req)?;
-    let b = reply.as_slice();
-    let msg_type = u16_at(b, 4).ok_or_else(short)?;
-    if msg_type == NLMSG_ERROR {
-        let errno = u32_at(b, NLMSG_HDRLEN).ok_or_else(short)? as i32;
-        return Err(io::Error::from_raw_os_error(-errno));
-    }
-    if msg_type != RTM_NEWLINK {
-        return Err(io::Error::other(format!(
-            "unexpected rtnetlink reply type {msg_type}"
-        )));
-    }
-    let total = (u32_at(b, 0).ok_or_else(short)? as usize).min(b.len());
+    let reply = LinkRequest::new(RTM_GETLINK, NLM_F_REQUEST, ifindex, 0).exchange()?;
     let (mut mode, mut prog, mut drv, mut skb) = (0u8, 0u32, 0u32, 0u32);
-    for (kind, value) in attrs(b.get(NLMSG_HDRLEN + IFINFOMSG_LEN..total).unwrap_or(&[])) {
+    for (kind, value) in attrs(link_attributes(&reply)?) {
         if kind != IFLA_XDP {
             continue;
         }
@@ -117,107 +98,21 @@ pub fn set(
     if expected.is_some() {
         flags |= XDP_FLAGS_REPLACE;
     }
-    let mut req = header(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, ifindex, 2);
     let mut nested = Vec::new();
-    attr(
+    push_attr(
         &mut nested,
         IFLA_XDP_FD,
         &prog.map_or(-1, |f| f.as_raw_fd()).to_ne_bytes(),
     );
-    attr(&mut nested, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
+    push_attr(&mut nested, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
     if let Some(old) = expected {
-        attr(
+        push_attr(
             &mut nested,
             IFLA_XDP_EXPECTED_FD,
             &old.as_raw_fd().to_ne_bytes(),
         );
     }
-    attr(&mut req, IFLA_XDP | NLA_F_NESTED, &nested);
-    finish(&mut req);
-    let reply = exchange(&req)?;
-    let b = reply.as_slice();
-    match u16_at(b, 4) {
-        Some(NLMSG_ERROR) => {
-            let errno = u32_at(b, NLMSG_HDRLEN).ok_or_else(short)? as i32;
-            if errno == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-errno))
-            }
-        }
-        _ => Err(io::Error::other("no acknowledgement from rtnetlink")),
-    }
-}
-
-/// nlmsghdr (length filled in by [`finish`]) and ifinfomsg for `ifindex`.
-fn header(kind: u16, flags: u16, ifindex: u32, seq: u32) -> Vec<u8> {
-    let mut req = Vec::with_capacity(64);
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&kind.to_ne_bytes());
-    req.extend_from_slice(&flags.to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-                                                // struct ifinfomsg: family, pad, type, index, flags, change.
-    req.extend_from_slice(&[0, 0, 0, 0]);
-    req.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req
-}
-
-fn finish(req: &mut [u8]) {
-    let len = (req.len() as u32).to_ne_bytes();
-    req[..4].copy_from_slice(&len);
-}
-
-/// Appends one attribute, padded to 4 bytes.
-fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(buf.len() + ((4 - len % 4) % 4), 0);
-}
-
-fn exchange(req: &[u8]) -> io::Result<Vec<u8>> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )?;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-    send(fd.as_raw_fd(), req, MsgFlags::empty())?;
-    let mut buf = vec![0u8; 32 * 1024];
-    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn short() -> io::Error {
-    io::Error::other("rtnetlink reply too short")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attributes_pad_to_four_bytes() {
-        let mut b = Vec::new();
-        attr(&mut b, IFLA_XDP_FD, &(-1i32).to_ne_bytes());
-        attr(&mut b, 9, &[1]);
-        assert_eq!(b.len(), 8 + 8);
-        let a = attrs(&b);
-        assert_eq!(a[0], (IFLA_XDP_FD, &(-1i32).to_ne_bytes()[..]));
-        assert_eq!(a[1], (9, &[1u8][..]));
-    }
+    let mut req = LinkRequest::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, ifindex, 2);
+    req.attr(IFLA_XDP | NLA_F_NESTED, &nested);
+    acknowledged(&req.exchange()?)
 }
